@@ -1,0 +1,3 @@
+module github.com/bootorbit/bootorbit
+
+go 1.26.0
