@@ -225,21 +225,47 @@ func appendUint8(dst []byte, v uint8) []byte {
 	return append(dst, 0x18, v)
 }
 
-// readUint reads a CBOR unsigned integer of at most one byte of value from
-// b: its value and the number of bytes it took. ok is false when b does not
-// start with a canonical major-type-0 head of that size.
-func readUint(b []byte) (v uint64, n int, ok bool) {
+// headUint reads the CBOR unsigned integer at the start of b, as the frame
+// header uses them (version, type: one value byte at most).
+type headUint int
+
+const (
+	headOK           headUint = iota
+	headNotUint               // not major type 0, or b is empty
+	headTooBig                // an unsigned integer of more than one value byte
+	headNonCanonical          // 0x18 followed by a value below 24
+)
+
+// readUint reads a CBOR unsigned integer of at most one value byte from b:
+// its value, the number of bytes it took, and how it went.
+func readUint(b []byte) (v uint64, n int, st headUint) {
 	if len(b) == 0 || b[0]>>5 != 0 {
-		return 0, 0, false
+		return 0, 0, headNotUint
 	}
-	ai := b[0] & 0x1f
-	switch {
+	switch ai := b[0] & 0x1f; {
 	case ai < 24:
-		return uint64(ai), 1, true
-	case ai == 24 && len(b) >= 2 && b[1] >= 24:
-		return uint64(b[1]), 2, true
+		return uint64(ai), 1, headOK
+	case ai == 24 && len(b) >= 2:
+		if b[1] < 24 {
+			return 0, 0, headNonCanonical
+		}
+		return uint64(b[1]), 2, headOK
+	case ai == 24:
+		return 0, 0, headNotUint
 	}
-	return 0, 0, false
+	return 0, 0, headTooBig
+}
+
+// headErr turns a failed header read into an error: big numbers are foreign
+// (errForeign: ErrVersion or ErrUnknownType), the rest malformed.
+func headErr(st headUint, what string, errForeign error) error {
+	switch st {
+	case headTooBig:
+		return fmt.Errorf("%w: %s does not fit a byte", errForeign, what)
+	case headNonCanonical:
+		return fmt.Errorf("%w: %s is not in its shortest form", ErrNonCanonical, what)
+	}
+	return fmt.Errorf("%w: %s is not an unsigned integer", ErrMalformed, what)
 }
 
 // Decode checks and decodes one frame. Checks run in this order, each failure
@@ -268,25 +294,17 @@ func (c *Codec) Decode(frame []byte) (Message, error) {
 		return nil, fmt.Errorf("%w: frame head 0x%02x, want 0x%02x", ErrMalformed, frame[0], frameArrayHead)
 	}
 	off := 1
-	ver, k, ok := readUint(frame[off : n-trailerLen])
-	if !ok {
-		// A version that is not a small canonical unsigned integer is either a
-		// future version with a bigger number or garbage; both are foreign.
-		if len(frame) > 1 && frame[1]>>5 == 0 {
-			return nil, fmt.Errorf("%w: version head 0x%02x", ErrVersion, frame[1])
-		}
-		return nil, fmt.Errorf("%w: version is not an unsigned integer", ErrMalformed)
+	ver, k, st := readUint(frame[off : n-trailerLen])
+	if st != headOK {
+		return nil, headErr(st, "version", ErrVersion)
 	}
 	if ver != Version {
 		return nil, fmt.Errorf("%w: %d, this build speaks %d", ErrVersion, ver, Version)
 	}
 	off += k
-	typ, k, ok := readUint(frame[off : n-trailerLen])
-	if !ok {
-		if off < n-trailerLen && frame[off]>>5 == 0 {
-			return nil, fmt.Errorf("%w: type head 0x%02x", ErrUnknownType, frame[off])
-		}
-		return nil, fmt.Errorf("%w: message type is not an unsigned integer", ErrMalformed)
+	typ, k, st := readUint(frame[off : n-trailerLen])
+	if st != headOK {
+		return nil, headErr(st, "message type", ErrUnknownType)
 	}
 	off += k
 	newMsg := c.types[typ]
@@ -350,7 +368,7 @@ func classifyCBOR(t MsgType, err error) error {
 	case errors.As(err, &typeErr), errors.As(err, &unknownErr):
 		return fmt.Errorf("%w: %v body: %v", ErrInvalidField, t, err)
 	case errors.As(err, &dupErr):
-		return fmt.Errorf("%w: %v body: %v", ErrNonCanonical, t, err)
+		return fmt.Errorf("%w: %v body: duplicate map key: %v", ErrMalformed, t, err)
 	case errors.As(err, &extraErr):
 		return fmt.Errorf("%w: %v body: trailing bytes: %v", ErrMalformed, t, err)
 	}
