@@ -60,4 +60,3 @@ func sampleMessages(t testing.TB) []Message {
 		&Event{},
 	}
 }
-
