@@ -3,6 +3,11 @@ package protocol
 import (
 	"bytes"
 	"encoding/binary"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -185,4 +190,51 @@ func FuzzReplayWindow(f *testing.F) {
 			}
 		}
 	})
+}
+
+var writeCorpus = flag.Bool("codecwritecorpus", false, "rewrite testdata/fuzz seed files of the codec fuzz targets")
+
+// TestWriteFuzzCorpus keeps testdata/fuzz in step with the malformed-frame
+// table and the sample messages: go test ./protocol -run WriteFuzzCorpus -codecwritecorpus.
+// Without the flag it checks the files are present and current.
+func TestWriteFuzzCorpus(t *testing.T) {
+	c := mustCodec(t, 1024)
+	files := map[string]string{}
+	add := func(target, name string, vals ...[]byte) {
+		var b strings.Builder
+		b.WriteString("go test fuzz v1\n")
+		for _, v := range vals {
+			fmt.Fprintf(&b, "[]byte(%q)\n", v)
+		}
+		files[filepath.Join("testdata", "fuzz", target, name)] = b.String()
+	}
+	for _, tc := range malformedCases() {
+		add("FuzzDecode", "malformed-"+strings.NewReplacer(" ", "-", ":", "", "/", "-").Replace(tc.name), tc.frame)
+	}
+	var stream []byte
+	for i, m := range sampleMessages(t) {
+		f, err := c.Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add("FuzzDecode", fmt.Sprintf("valid-%02d-%v", i, m.Type()), f)
+		stream = AppendStreamFrame(stream, f)
+	}
+	add("FuzzDeframer", "sample-stream", stream[:len(stream)/2], []byte{3, 50, 7}, []byte("one"), []byte("two"))
+	add("FuzzDeframer", "cut-record", AppendStreamFrame(nil, bytes.Repeat([]byte{7}, 300))[:200], nil, []byte{0}, bytes.Repeat([]byte{0}, 256))
+	for path, content := range files {
+		if *writeCorpus {
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		got, err := os.ReadFile(path)
+		if err != nil || string(got) != content {
+			t.Errorf("%s is missing or stale (%v): rerun with -codecwritecorpus", path, err)
+		}
+	}
 }

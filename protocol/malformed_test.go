@@ -61,12 +61,23 @@ func TestDecodeMalformed(t *testing.T) {
 	if _, err := c.Decode(good); err != nil {
 		t.Fatalf("control frame: %v", err)
 	}
+	for _, tc := range malformedCases() {
+		checkRejected(t, c, tc.name, tc.frame, tc.want)
+	}
+}
+
+type malformedCase struct {
+	name  string
+	frame []byte
+	want  error
+}
+
+// malformedCases are frames of every malformed kind with the sentinel each
+// must yield (for a 1024-byte codec). good is a valid control frame.
+func malformedCases() []malformedCase {
+	good := seal(hdr, hx("a2 01 07 04 42 dead"))
 	nested := bytes.Repeat([]byte{0x81}, 40)
-	cases := []struct {
-		name  string
-		frame []byte
-		want  error
-	}{
+	return []malformedCase{
 		{"empty", nil, ErrTruncated},
 		{"shorter than any frame", good[:MinFrameLen-1], ErrTruncated},
 		{"oversized", make([]byte, 1025), ErrFrameTooLarge},
@@ -124,9 +135,6 @@ func TestDecodeMalformed(t *testing.T) {
 		{"validate: range", seal(hdrFor(typeTestBound), hx("a1 01 1903e9")), ErrInvalidField},
 		{"validate: own sentinel", seal(hdrFor(typeTestBound), hx("a1 02 89 000000000000000000")), ErrLimit},
 		{"invalid utf-8 text", seal(hdrFor(typeTestBound), hx("a1 03 62 fffe")), ErrMalformed},
-	}
-	for _, tc := range cases {
-		checkRejected(t, c, tc.name, tc.frame, tc.want)
 	}
 }
 
