@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -246,5 +247,51 @@ func TestEncodeValidates(t *testing.T) {
 	}
 	if _, err := c.Encode(nil); !errors.Is(err, ErrInvalidField) {
 		t.Fatalf("Encode(nil): %v", err)
+	}
+}
+
+// TestTransferChunkOverhead measures the real transfer Chunk (registered by
+// transfer_msg.go) the same way, through the registry so this test does not
+// depend on the Chunk's field names beyond "a []byte field holds the data".
+func TestTransferChunkOverhead(t *testing.T) {
+	newMsg := registry[TypeChunk]
+	if newMsg == nil {
+		t.Skip("no transfer Chunk registered")
+	}
+	for _, id := range []uint64{7, 1 << 40, 1<<64 - 1} {
+		for _, max := range []int{256, 1024} {
+			c := mustCodec(t, max)
+			m := newMsg()
+			rv := reflect.ValueOf(m).Elem()
+			var data reflect.Value
+			for i := range rv.NumField() {
+				switch f := rv.Field(i); {
+				case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Uint8:
+					data = f
+				case f.CanUint() && f.CanSet() && f.Type().Bits() == 64:
+					f.SetUint(id) // the transfer id
+				case f.CanUint() && f.CanSet():
+					f.SetUint(4000) // an index in the thousands
+				}
+			}
+			if !data.IsValid() {
+				t.Skip("Chunk has no []byte field")
+			}
+			n := max
+			for ; n > 0; n-- {
+				data.SetBytes(make([]byte, n))
+				if f, err := c.Encode(m); err == nil {
+					t.Logf("Chunk, id %#x, max frame %4d: %4d data bytes, overhead %d bytes (%.2f%%)",
+						id, max, n, len(f)-n, 100*float64(len(f)-n)/float64(max))
+					if len(f) > max {
+						t.Fatalf("frame of %d bytes", len(f))
+					}
+					break
+				}
+			}
+			if n == 0 {
+				t.Fatalf("no chunk fits %d", max)
+			}
+		}
 	}
 }
