@@ -126,6 +126,8 @@ const (
 
 var (
 	encMode = mustEncMode()
+	// canonPool holds buffers for Decode's canonical re-encoding.
+	canonPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 )
 
 func mustEncMode() cbor.UserBufferEncMode {
@@ -323,11 +325,17 @@ func (c *Codec) Decode(frame []byte) (Message, error) {
 	// non-shortest heads, unsorted keys, explicit zero values of omitempty
 	// fields and anything else Core Deterministic Encoding forbids, and makes
 	// "what decodes re-encodes to the same bytes" hold by construction.
-	canon, err := c.enc.Marshal(m)
+	buf := canonPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	err := c.enc.MarshalToBuffer(m, buf)
+	same := err == nil && bytes.Equal(buf.Bytes(), body)
+	if buf.Cap() <= MaxMaxFrame {
+		canonPool.Put(buf)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v body does not re-encode: %v", ErrInvalidField, MsgType(typ), err)
 	}
-	if !bytes.Equal(canon, body) {
+	if !same {
 		return nil, fmt.Errorf("%w: %v body is not in deterministic encoding", ErrNonCanonical, MsgType(typ))
 	}
 	if err := validate(m); err != nil {

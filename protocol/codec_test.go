@@ -295,3 +295,25 @@ func TestTransferChunkOverhead(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeDoesNotAlias(t *testing.T) {
+	c := mustCodec(t, 1024)
+	for _, m := range sampleMessages(t) {
+		f, err := c.Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Decode(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, _ := c.Encode(got)
+		for i := range f {
+			f[i] = 0xaa
+		}
+		after, _ := c.Encode(got)
+		if !bytes.Equal(before, after) {
+			t.Fatalf("%v message changed with its frame buffer", m.Type())
+		}
+	}
+}
