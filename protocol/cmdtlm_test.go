@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"io"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -413,4 +414,106 @@ func TestReasons(t *testing.T) {
 	if c.Total() != 2 || c.Get(ReasonOther) != 1 || c.Get(ReasonChecksum) != 1 || c.Get(NumReasons) != 0 {
 		t.Errorf("counters %v", c.Snapshot())
 	}
+}
+
+// TestCommandPipeline runs commands the way a vehicle must: stream in,
+// deframe, decode, check freshness, verify, accept and persist, and only
+// then act. Replays, forgeries and corrupted frames are counted by reason and
+// never act nor change the persisted window.
+func TestCommandPipeline(t *testing.T) {
+	ground := testKey(1)
+	forger := testKey(9)
+	kr, err := NewKeyring(Key{ID: 1, Pub: ground.Public().(ed25519.PublicKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mustCodec(t, 256)
+	var uplink bytes.Buffer
+	w := NewWriter(&uplink, c.MaxFrame())
+	send := func(cmd Command, key ed25519.PrivateKey) []byte {
+		if key != nil {
+			if err := SignCommand(&cmd, 1, key); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f, err := c.Encode(&cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WriteFrame(f); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	first := send(Command{Vehicle: 42, Seq: 1, Opcode: 1}, ground)
+	send(Command{Vehicle: 42, Seq: 3, Opcode: 3}, ground)
+	send(Command{Vehicle: 42, Seq: 2, Opcode: 2}, ground)  // late, still fresh
+	send(Command{Vehicle: 42, Seq: 4, Opcode: 66}, forger) // forged
+	send(Command{Vehicle: 42, Seq: 4, Opcode: 66}, nil)    // unsigned
+	_ = w.WriteFrame(first)                                // replayed bytes
+	send(Command{Vehicle: 42, Seq: 4, Opcode: 4}, ground)  // genuine 4 still accepted
+	corrupt := send(Command{Vehicle: 42, Seq: 5, Opcode: 5}, ground)
+	stream := uplink.Bytes()
+	// Corrupt the last frame on the wire (its record is the tail of the stream).
+	stream[len(stream)-len(corrupt)/2] ^= 0x10
+
+	var (
+		window    ReplayWindow
+		persisted []byte // the window state as flightd would have it on disk
+		ctr       Counters
+		executed  []uint16
+	)
+	persisted, _ = window.MarshalBinary()
+	rd := NewReader(bytes.NewReader(stream), c.MaxFrame())
+	for {
+		f, err := rd.ReadFrame()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			ctr.Count(err)
+			continue
+		}
+		m, err := c.Decode(f)
+		if err != nil {
+			ctr.Count(err)
+			continue
+		}
+		cmd := m.(*Command)
+		if err := window.Check(cmd.Seq); err != nil {
+			ctr.Count(err)
+			continue
+		}
+		if err := VerifyCommand(kr, cmd); err != nil {
+			ctr.Count(err)
+			continue
+		}
+		if err := window.Accept(cmd.Seq); err != nil {
+			t.Fatal(err)
+		}
+		persisted, _ = window.MarshalBinary()
+		executed = append(executed, cmd.Opcode)
+	}
+	if want := []uint16{1, 3, 2, 4}; !reflect.DeepEqual(executed, want) {
+		t.Errorf("executed opcodes %v, want %v", executed, want)
+	}
+	for r, want := range map[Reason]uint64{ReasonBadSignature: 1, ReasonUnauthenticated: 1, ReasonReplayed: 1} {
+		if got := ctr.Get(r); got != want {
+			t.Errorf("%v count %d, want %d", r, got, want)
+		}
+	}
+	if ctr.Get(ReasonChecksum)+ctr.Get(ReasonTruncated) != 1 || ctr.Total() != 4 {
+		t.Errorf("counters %s", reasonCounts(&ctr))
+	}
+	var restored ReplayWindow
+	if err := restored.UnmarshalBinary(persisted); err != nil || restored.Highest() != 4 {
+		t.Fatalf("persisted window: highest %d, %v", restored.Highest(), err)
+	}
+	// After a restart, the old commands are still replays.
+	for seq := uint64(1); seq <= 4; seq++ {
+		if err := restored.Check(seq); !errors.Is(err, ErrReplayed) {
+			t.Errorf("after restart, seq %d: %v", seq, err)
+		}
+	}
+	t.Logf("executed %v; rejected: %s", executed, reasonCounts(&ctr))
 }

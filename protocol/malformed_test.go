@@ -236,6 +236,11 @@ func TestDecodeAllocationBounded(t *testing.T) {
 		"nested arrays":      seal(hdrFor(typeTestAny), hx("a1 01"), bytes.Repeat([]byte{0x81}, 60000)),
 		"telemetry params":   seal(hdrFor(TypeTelemetry), hx("a1 05 99 ffff"), bytes.Repeat(hx("820000"), 1000)),
 	}
+	for _, tc := range malformedCases() {
+		if len(tc.frame) <= c.MaxFrame() {
+			frames["malformed: "+tc.name] = tc.frame
+		}
+	}
 	for name, f := range frames {
 		if _, err := c.Decode(f); err == nil {
 			t.Fatalf("%s: decoded", name)
@@ -250,7 +255,7 @@ func TestDecodeAllocationBounded(t *testing.T) {
 		runtime.ReadMemStats(&after)
 		per := (after.TotalAlloc - before.TotalAlloc) / runs
 		allocs := testing.AllocsPerRun(runs, func() { _, _ = c.Decode(f) })
-		t.Logf("%-20s frame %5d bytes: %6d bytes, %4.0f allocations per decode", name, len(f), per, allocs)
+		t.Logf("%-30s frame %5d bytes: %6d bytes, %4.0f allocations per decode", name, len(f), per, allocs)
 		if per > 4*uint64(len(f))+4096 {
 			t.Errorf("%s: %d bytes allocated per decode of a %d-byte frame", name, per, len(f))
 		}
