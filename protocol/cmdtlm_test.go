@@ -202,7 +202,7 @@ func TestCommandAuthentication(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Verify(k1.Public().(ed25519.PublicKey), DomainOffer, msg, good.Auth.Sig); !errors.Is(err, ErrBadSignature) {
+	if err := Verify(k1.Public().(ed25519.PublicKey), testDomain, msg, good.Auth.Sig); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("cross-domain verify: %v", err)
 	}
 	if err := Verify(k1.Public().(ed25519.PublicKey), DomainCommand, msg, good.Auth.Sig); err != nil {
@@ -232,21 +232,24 @@ func TestCommandSignedBytesLayout(t *testing.T) {
 	}
 }
 
+// testDomain is a signature domain of the tests only.
+const testDomain = "test/v1"
+
 func TestSignHelpers(t *testing.T) {
 	k := testKey(7)
 	pub := k.Public().(ed25519.PublicKey)
-	sig := Sign(k, DomainOffer, []byte("plan"))
-	if err := Verify(pub, DomainOffer, []byte("plan"), sig); err != nil {
+	sig := Sign(k, testDomain, []byte("plan"))
+	if err := Verify(pub, testDomain, []byte("plan"), sig); err != nil {
 		t.Fatal(err)
 	}
 	for name, err := range map[string]error{
-		"other message": Verify(pub, DomainOffer, []byte("plan!"), sig),
+		"other message": Verify(pub, testDomain, []byte("plan!"), sig),
 		"other domain":  Verify(pub, DomainCommand, []byte("plan"), sig),
-		"short key":     Verify(pub[:31], DomainOffer, []byte("plan"), sig),
+		"short key":     Verify(pub[:31], testDomain, []byte("plan"), sig),
 		"empty domain":  Verify(pub, "", []byte("plan"), sig),
 		"NUL in domain": Verify(pub, "offer\x00", []byte("plan"), sig),
 		// Moving bytes between domain and message must not keep a signature valid.
-		"shifted split": Verify(pub, "offer/v", append([]byte("1\x00"), "plan"...), sig),
+		"shifted split": Verify(pub, "test/v", append([]byte("1\x00"), "plan"...), sig),
 	} {
 		if !errors.Is(err, ErrBadSignature) {
 			t.Errorf("%s: %v", name, err)

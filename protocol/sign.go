@@ -6,12 +6,11 @@ import (
 	"strings"
 )
 
-// Signature domains. A signature made for one domain never verifies in
-// another, so a signed command can never pass for a signed offer.
-const (
-	DomainCommand = "command/v1"
-	DomainOffer   = "offer/v1"
-)
+// DomainCommand is the signature domain of commands. A signature made for
+// one domain never verifies in another. (The transfer engine signs offers
+// and cancels under its own prefixes, "bootorbit/transfer/...": they differ
+// from signPrefix at byte 9, so no signature crosses between the two.)
+const DomainCommand = "command/v1"
 
 // signPrefix starts every signed message.
 const signPrefix = "bootorbit\x00"
