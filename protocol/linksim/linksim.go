@@ -42,11 +42,15 @@ func (d Dir) String() string {
 	return "return"
 }
 
-// GilbertElliott is the two-state burst loss model: before each frame the
-// channel moves from good to bad with probability P and from bad to good
-// with probability R; a frame is lost with probability LossBad in the bad
-// state and LossGood in the good state. The stationary loss rate is
-// (P*LossBad + R*LossGood)/(P+R) and the mean burst length 1/R frames.
+// GilbertElliott is the two-state burst loss model: once per frame slot
+// (the time a maximum-size frame takes at the channel's rate) the channel
+// moves from good to bad with probability P and from bad to good with
+// probability R; a frame is lost with probability LossBad in the bad state
+// and LossGood in the good state. The stationary loss rate is
+// (P*LossBad + R*LossGood)/(P+R) and the mean burst length 1/R slots. The
+// chain advances with time, not with traffic, so a sparse channel (reports
+// on a return link) sees fades of realistic duration rather than bursts of
+// ten consecutive reports minutes apart.
 type GilbertElliott struct {
 	P, R              float64
 	LossGood, LossBad float64
@@ -203,6 +207,7 @@ type Sim struct {
 	seq     uint64
 	busy    [2]time.Time
 	geBad   [2]bool
+	geSlot  [2]time.Time // start of the slot the chain state belongs to
 	stats   [2]DirStats
 	ann     LinkState // last announced state
 	powered bool
@@ -420,13 +425,27 @@ func (s *Sim) boundary() (Event, bool) {
 	return Event{Kind: EventLink, At: s.now, State: st}, true
 }
 
-func (s *Sim) lose(d Dir) bool {
-	c := &s.p.Forward
-	if d == Return {
-		c = &s.p.Return
+// geAdvance moves direction d's Gilbert-Elliott chain to the slot of time at.
+func (s *Sim) geAdvance(d Dir, c *Channel, at time.Time) {
+	steps := int64(1)
+	if c.Rate > 0 && c.MaxFrame > 0 {
+		slot := time.Duration(float64(c.MaxFrame*8) / c.Rate * float64(time.Second))
+		if s.geSlot[d].IsZero() {
+			s.geSlot[d] = at
+		}
+		steps = int64(at.Sub(s.geSlot[d]) / slot)
+		s.geSlot[d] = s.geSlot[d].Add(time.Duration(steps) * slot)
+		if steps < 1 {
+			steps = 1 // back-to-back frames: one step each
+		}
 	}
-	lost := false
-	if c.GE.P > 0 || c.GE.R > 0 {
+	if steps > 256 {
+		// Long idle: the chain has forgotten its state; draw from the
+		// stationary distribution.
+		s.geBad[d] = s.rng.Float64() < c.GE.P/(c.GE.P+c.GE.R)
+		return
+	}
+	for range steps {
 		if s.geBad[d] {
 			if s.rng.Float64() < c.GE.R {
 				s.geBad[d] = false
@@ -434,6 +453,17 @@ func (s *Sim) lose(d Dir) bool {
 		} else if s.rng.Float64() < c.GE.P {
 			s.geBad[d] = true
 		}
+	}
+}
+
+func (s *Sim) lose(d Dir, at time.Time) bool {
+	c := &s.p.Forward
+	if d == Return {
+		c = &s.p.Return
+	}
+	lost := false
+	if c.GE.P > 0 || c.GE.R > 0 {
+		s.geAdvance(d, c, at)
 		pl := c.GE.LossGood
 		if s.geBad[d] {
 			pl = c.GE.LossBad
@@ -479,7 +509,7 @@ func (s *Sim) Send(d Dir, frame []byte) {
 	}
 	st.UpFrames++
 	st.UpBytes += int64(len(frame))
-	if s.lose(d) {
+	if s.lose(d, begin) {
 		st.Lost++
 		return
 	}

@@ -79,6 +79,7 @@ type harness struct {
 
 	resentJournaled int
 	completions     int
+	rxDoneUp        time.Duration // forward link-up time when the receiver completed
 	events          int
 }
 
@@ -208,6 +209,9 @@ func (h *harness) doReceiver() time.Time {
 		for _, o := range rd.Messages {
 			h.sim.Send(linksim.Return, o.Frame)
 		}
+		if len(rd.Completed) > 0 && h.completions == 0 {
+			h.rxDoneUp = h.sim.Stats(linksim.Forward).UpTime
+		}
 		h.completions += len(rd.Completed)
 	}
 	h.recv.Advance()
@@ -307,6 +311,7 @@ type metrics struct {
 	resentJournaled      int
 	upTime               time.Duration
 	lossRate             float64
+	rxEfficiency         float64 // efficiency counting link-up time until the receiver completed
 }
 
 func (h *harness) metrics() metrics {
@@ -321,5 +326,6 @@ func (h *harness) metrics() metrics {
 		resentJournaled: h.resentJournaled,
 		upTime:          up.UpTime,
 		lossRate:        up.LossRate(),
+		rxEfficiency:    payload / (h.prof.Forward.Rate / 8 * h.rxDoneUp.Seconds() * (1 - up.LossRate())),
 	}
 }

@@ -156,6 +156,12 @@ type SenderConfig struct {
 	ReorderTime time.Duration
 	// MaxBackoff caps the retransmission timers (default 64 RTT, at least 1 min).
 	MaxBackoff time.Duration
+	// SilenceTimeout: when the sender has nothing else to send, a chunk in
+	// flight is presumed lost once the link has been up both ways for this
+	// long since it was sent (or since the last word from the receiver, if
+	// later) without a word from the receiver - a pass that carried
+	// nothing. Default max(8 RTO, 2 min); negative disables it.
+	SilenceTimeout time.Duration
 }
 
 // SenderStats counts what the sender did.
@@ -167,6 +173,7 @@ type SenderStats struct {
 	Offers         int64
 	Requests       int64
 	Reports        int64
+	Presumed       int64 // chunks presumed lost after a silence (SilenceTimeout)
 	DecodeErrors   int64
 	IgnoredReplies int64
 }
@@ -181,9 +188,12 @@ const (
 )
 
 type sendRec struct {
-	seq uint64
-	at  time.Time
-	x   int // -1 for a report request
+	seq     uint64
+	at      time.Time
+	el      time.Duration // active time at the send
+	both    bool          // the link was up both ways at the send
+	contact int           // the contact (up-both-ways period) of the send
+	x       int           // -1 for a report request
 }
 
 type indexHeap []int
@@ -215,14 +225,20 @@ type Sender struct {
 	nUnknown int
 	seq      uint64
 
-	offerAcked bool
-	offerDue   time.Duration
-	offerRTO   time.Duration
-	reqDue     time.Duration
-	reqRTO     time.Duration
-	lastReq    uint64
-	lastChunk  uint64
-	nextSend   time.Time
+	offerAcked     bool
+	offerDue       time.Duration
+	offerRTO       time.Duration
+	reqDue         time.Duration
+	reqRTO         time.Duration
+	lastReq        uint64
+	lastChunk      uint64
+	lastHeard      time.Duration // active time of the last valid message from the receiver
+	presumedAt     time.Duration
+	contact        int // count of contacts: periods with the link up both ways
+	contactStart   time.Duration
+	heardInContact bool
+	deadContacts   map[int]bool
+	nextSend       time.Time
 
 	cancelling bool
 	done       bool
@@ -253,7 +269,7 @@ func NewSender(cfg SenderConfig, plan *Plan) (*Sender, error) {
 	g := plan.geo
 	s := &Sender{
 		cfg: cfg, plan: plan, geo: g, st: make([]uint8, g.t), lastSeq: make([]uint64, g.t),
-		seq: cfg.SeqBase, clock: clock{link: LinkState{true, true}},
+		seq: cfg.SeqBase, clock: clock{link: LinkState{true, true}}, deadContacts: map[int]bool{},
 	}
 	if cfg.Resume {
 		for i := range s.st {
@@ -264,6 +280,9 @@ func NewSender(cfg SenderConfig, plan *Plan) (*Sender, error) {
 	}
 	s.offerRTO = s.baseRTO()
 	s.reqRTO = s.baseRTO()
+	if s.cfg.SilenceTimeout == 0 {
+		s.cfg.SilenceTimeout = max(8*s.baseRTO(), 2*time.Minute)
+	}
 	return s, nil
 }
 
@@ -292,6 +311,17 @@ func (s *Sender) SetLink(now time.Time, st LinkState) {
 	s.clock.advance(now)
 	if st.Forward && !s.clock.link.Forward && s.nextSend.Before(now) {
 		s.nextSend = now
+	}
+	if st.up() && !s.clock.link.up() {
+		s.contact++
+		s.contactStart = s.clock.elapsed
+		s.heardInContact = false
+	}
+	if !st.up() && s.clock.link.up() && !s.heardInContact && s.cfg.SilenceTimeout >= 0 &&
+		s.clock.elapsed-s.contactStart >= s.cfg.SilenceTimeout {
+		// A whole contact, long enough, without a word from the receiver:
+		// the link carried nothing in it, up to its very end.
+		s.deadContacts[s.contact] = true
 	}
 	s.clock.link = st
 }
@@ -323,6 +353,8 @@ func (s *Sender) Step(now time.Time, frame []byte) error {
 			return nil
 		}
 		s.Stats.Reports++
+		s.lastHeard = s.clock.elapsed
+		s.heardInContact = true
 		if m.NeedOffer {
 			s.offerAcked = false
 			s.offerDue = s.clock.elapsed
@@ -524,7 +556,7 @@ func (s *Sender) Tick(now time.Time) {
 		case pickRequest:
 			m = &protocol.ReportRequest{ID: id, Seq: s.seq}
 			s.lastReq = s.seq
-			s.fifo = append(s.fifo, sendRec{seq: s.seq, at: now, x: -1})
+			s.fifo = append(s.fifo, sendRec{seq: s.seq, at: now, el: s.clock.elapsed, both: s.clock.link.up(), contact: s.contact, x: -1})
 			s.Stats.Requests++
 		case pickChunk:
 			b, err := s.plan.chunk(x, make([]byte, s.geo.chunk))
@@ -539,7 +571,7 @@ func (s *Sender) Tick(now time.Time) {
 			s.lastSeq[x] = s.seq
 			s.st[x] = stInFlight
 			s.lastChunk = s.seq
-			s.fifo = append(s.fifo, sendRec{seq: s.seq, at: now, x: x})
+			s.fifo = append(s.fifo, sendRec{seq: s.seq, at: now, el: s.clock.elapsed, both: s.clock.link.up(), contact: s.contact, x: x})
 			s.Stats.ChunksSent++
 			if x >= s.geo.h {
 				s.Stats.PayloadBytes += int64(len(b))
@@ -608,6 +640,9 @@ func (s *Sender) pick(take bool) (kind, x int) {
 	if s.nextNew < s.geo.t {
 		return pickChunk, s.nextNew
 	}
+	if take && s.presume() {
+		return s.pick(take)
+	}
 	// Nothing to send: ask what the receiver holds, at once if chunks went
 	// out since the last request, else when the timer says.
 	if !up {
@@ -661,3 +696,37 @@ func (s *Sender) Ready() Ready {
 
 // Advance tells the sender the last Ready's frames were sent.
 func (s *Sender) Advance() { s.out = nil }
+
+// presume marks as missing the chunks in flight that a silent pass
+// swallowed (see SenderConfig.SilenceTimeout); it reports whether any were.
+// Only chunks sent while the link was up both ways, after the last word
+// from the receiver, and followed in the same contact by SilenceTimeout of
+// link-up time without a word qualify: the silence then says the link
+// carried nothing from the moment they were sent. (A silence in a later
+// contact says nothing about chunks sent before it.) Chunks sent in a dead
+// contact - one that lasted at least SilenceTimeout without any word from
+// the receiver - qualify up to the contact's end.
+func (s *Sender) presume() bool {
+	el := s.clock.elapsed
+	if s.cfg.SilenceTimeout < 0 || el == s.presumedAt {
+		return false
+	}
+	s.presumedAt = el
+	found := false
+	for i := s.head; i < len(s.fifo); i++ {
+		e := s.fifo[i]
+		if e.x < 0 || !e.both || e.el < s.lastHeard || s.st[e.x] != stInFlight || s.lastSeq[e.x] != e.seq {
+			continue
+		}
+		silent := e.contact == s.contact && el-e.el >= s.cfg.SilenceTimeout && el-s.lastHeard >= s.cfg.SilenceTimeout
+		if !silent && !s.deadContacts[e.contact] {
+			continue
+		}
+		s.markMissing(e.x)
+		if s.st[e.x] == stMissing {
+			s.Stats.Presumed++
+			found = true
+		}
+	}
+	return found
+}

@@ -30,9 +30,9 @@ func TestProfiles(t *testing.T) {
 			h.run(60 * 24 * time.Hour)
 			h.check()
 			m := h.metrics()
-			t.Logf("%s: %d bytes in %v simulated (%v link up, loss %.3f), %d events, %v wall: efficiency %.3f overhead %.3f return-bytes %d resent-journaled %d; receiver restarts %d",
+			t.Logf("%s: %d bytes in %v simulated (%v link up, loss %.3f), %d events, %v wall: efficiency %.3f (%.3f to receiver completion) overhead %.3f return-bytes %d resent-journaled %d; receiver restarts %d",
 				name, len(h.data), h.sim.Elapsed().Round(time.Second), m.upTime.Round(time.Second), m.lossRate, h.events,
-				time.Since(start).Round(time.Millisecond), m.efficiency, m.overhead, m.returnBytes, m.resentJournaled, h.recvRests)
+				time.Since(start).Round(time.Millisecond), m.efficiency, m.rxEfficiency, m.overhead, m.returnBytes, m.resentJournaled, h.recvRests)
 			if m.resentJournaled != 0 {
 				t.Errorf("%d journaled chunks sent again", m.resentJournaled)
 			}
