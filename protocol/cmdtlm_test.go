@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -519,4 +522,27 @@ func TestCommandPipeline(t *testing.T) {
 		}
 	}
 	t.Logf("executed %v; rejected: %s", executed, reasonCounts(&ctr))
+}
+
+// TestReasonNumbersStable pins the reason numbers: they travel in telemetry
+// and verification codes, and docs/protocol.md §6 lists them.
+func TestReasonNumbersStable(t *testing.T) {
+	want := []string{"none", "other", "too-large", "truncated", "checksum", "version", "unknown-type",
+		"malformed", "limit", "non-canonical", "invalid-field", "unauthenticated", "unknown-key",
+		"bad-signature", "replayed", "stream-garbage"}
+	if int(NumReasons) != len(want) {
+		t.Fatalf("%d reasons, the pinned list has %d: append new ones, never renumber", NumReasons, len(want))
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "protocol.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range want {
+		if got := Reason(i).String(); got != name {
+			t.Errorf("reason %d is %q, want %q", i, got, name)
+		}
+		if row := fmt.Sprintf("| %d | %s |", i, name); !strings.Contains(string(doc), row) {
+			t.Errorf("docs/protocol.md lacks the row %q", row)
+		}
+	}
 }
