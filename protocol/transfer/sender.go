@@ -322,6 +322,7 @@ func (s *Sender) SetLink(now time.Time, st LinkState) {
 		// A whole contact, long enough, without a word from the receiver:
 		// the link carried nothing in it, up to its very end.
 		s.deadContacts[s.contact] = true
+		s.presumedAt = -1
 	}
 	s.clock.link = st
 }
@@ -640,7 +641,7 @@ func (s *Sender) pick(take bool) (kind, x int) {
 	if s.nextNew < s.geo.t {
 		return pickChunk, s.nextNew
 	}
-	if take && s.presume() {
+	if s.presume() {
 		return s.pick(take)
 	}
 	// Nothing to send: ask what the receiver holds, at once if chunks went
