@@ -199,8 +199,8 @@ func TestChunkOverhead(t *testing.T) {
 		c := mustCodec(t, max)
 		// Realistic ids: a 32-bit transfer id, part 3, a chunk index in the thousands.
 		data, ov := chunkOverhead(t, c, &testChunk{Transfer: 0x9abcdef0, Part: 3, Index: 4000})
-		t.Logf("max frame %5d: %5d data bytes, overhead %2d bytes (%.2f%%), of which frame %d",
-			max, data, ov, 100*float64(ov)/float64(max), FrameOverhead)
+		t.Logf("max frame %5d: %5d data bytes, overhead %2d bytes (%.2f%%), of which frame %d (test type %d has a 2-byte type head)",
+			max, data, ov, 100*float64(ov)/float64(max), FrameOverhead+1, typeTestChunk)
 		// Frame (8, +1 for a test type >= 24) + map head (1) + keys (4) +
 		// ids (5+1+3) + bstr head (<=3). A real type (< 24) saves one byte.
 		if ov > 9+1+4+5+1+3+3 {
