@@ -292,7 +292,10 @@ func (c *Codec) Decode(frame []byte) (Message, error) {
 	if want, got := binary.BigEndian.Uint32(frame[n-4:]), Checksum(frame[:n-4]); want != got {
 		return nil, fmt.Errorf("%w: crc32c %08x, frame says %08x", ErrChecksum, got, want)
 	}
-	if frame[0] != frameArrayHead {
+	// Every version starts with a short array head and the version, so a
+	// frame of another version (perhaps with more elements) is told apart
+	// from a malformed one before the array length is held against it.
+	if frame[0]>>5 != 4 || frame[0]&0x1f >= 24 {
 		return nil, fmt.Errorf("%w: frame head 0x%02x, want 0x%02x", ErrMalformed, frame[0], frameArrayHead)
 	}
 	off := 1
@@ -302,6 +305,9 @@ func (c *Codec) Decode(frame []byte) (Message, error) {
 	}
 	if ver != Version {
 		return nil, fmt.Errorf("%w: %d, this build speaks %d", ErrVersion, ver, Version)
+	}
+	if frame[0] != frameArrayHead {
+		return nil, fmt.Errorf("%w: frame head 0x%02x, want 0x%02x", ErrMalformed, frame[0], frameArrayHead)
 	}
 	off += k
 	typ, k, st := readUint(frame[off : n-trailerLen])

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -192,6 +193,8 @@ func FuzzReplayWindow(f *testing.F) {
 	})
 }
 
+var nonAlnum = regexp.MustCompile("[^a-z0-9]+")
+
 var writeCorpus = flag.Bool("codecwritecorpus", false, "rewrite testdata/fuzz seed files of the codec fuzz targets")
 
 // TestWriteFuzzCorpus keeps testdata/fuzz in step with the malformed-frame
@@ -209,7 +212,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		files[filepath.Join("testdata", "fuzz", target, name)] = b.String()
 	}
 	for _, tc := range malformedCases() {
-		add("FuzzDecode", "malformed-"+strings.NewReplacer(" ", "-", ":", "", "/", "-").Replace(tc.name), tc.frame)
+		add("FuzzDecode", "malformed-"+strings.Trim(nonAlnum.ReplaceAllString(tc.name, "-"), "-"), tc.frame)
 	}
 	var stream []byte
 	for i, m := range sampleMessages(t) {
