@@ -14,7 +14,8 @@ import (
 
 var (
 	seedFlag = flag.Uint64("seed", 0, "replay randomized tests with this seed (0: a fresh seed)")
-	longFlag = flag.Bool("long", false, "run the long campaigns")
+	longFlag    = flag.Bool("long", false, "run the long campaigns")
+	verboseFlag = flag.Bool("simlog", false, "log every journaled chunk sent again and every restart")
 )
 
 // testSeed returns the seed to use and logs it.
@@ -120,6 +121,9 @@ func (h *harness) link() LinkState {
 
 func (h *harness) restartSender() {
 	h.senderRests++
+	if *verboseFlag {
+		h.t.Logf("%v: sender restart", h.sim.Elapsed())
+	}
 	cfg := h.scfg
 	cfg.Resume = true
 	cfg.SeqBase = uint64(h.senderRests) << 40
@@ -138,6 +142,9 @@ func (h *harness) powerLoss() {
 
 func (h *harness) powerOn() {
 	h.recvRests++
+	if *verboseFlag {
+		h.t.Logf("%v: receiver power on", h.sim.Elapsed())
+	}
 	recs, err := h.journal.Load()
 	if err != nil {
 		h.t.Fatal(err)
@@ -165,6 +172,9 @@ func (h *harness) doSender() time.Time {
 	for _, o := range rd.Messages {
 		if c, ok := o.Msg.(*protocol.Chunk); ok && h.journaled(int(c.Index)) {
 			h.resentJournaled++
+			if *verboseFlag {
+				h.t.Logf("%v: chunk %d sent again though journaled; sender %+v", h.sim.Elapsed(), c.Index, h.sender.Stats)
+			}
 		}
 		h.sim.Send(linksim.Forward, o.Frame)
 	}

@@ -462,6 +462,21 @@ func (s *Sender) apply(m *protocol.Report, now time.Time) {
 	for x := pos; x < int(m.End); x++ {
 		s.markDone(x)
 	}
+	// The report's anchor: the latest of our sends the receiver had seen
+	// when it made the report (the request it answers, or the last chunk
+	// it got). Without one, the report may predate frames of ours - or of
+	// an earlier incarnation of this sender - still in flight, and says
+	// nothing about what is missing.
+	anchor := uint64(0)
+	if m.Ack > s.cfg.SeqBase && m.Ack <= s.seq {
+		anchor = m.Ack
+	}
+	if m.Last > 0 && int(m.Last) <= t {
+		anchor = max(anchor, s.lastSeq[m.Last-1])
+	}
+	if anchor == 0 {
+		return
+	}
 	// Chunks whose state was unknown (a restart, or waiting for their hash
 	// block) and that the report says are missing.
 	if s.nUnknown > 0 {
@@ -479,18 +494,7 @@ func (s *Sender) apply(m *protocol.Report, now time.Time) {
 		}
 	}
 	// Chunks in flight that must have arrived before the report was made:
-	// those sent before the report's anchor, the latest send the receiver
-	// had seen (the request it answers, or the last chunk it got).
-	anchor := uint64(0)
-	if m.Ack > s.cfg.SeqBase && m.Ack <= s.seq {
-		anchor = m.Ack
-	}
-	if m.Last > 0 && int(m.Last) <= t {
-		anchor = max(anchor, s.lastSeq[m.Last-1])
-	}
-	if anchor == 0 {
-		return
-	}
+	// those sent before the anchor.
 	var anchorAt time.Time
 	if s.cfg.ReorderTime > 0 {
 		i := sort.Search(len(s.fifo)-s.head, func(i int) bool { return s.fifo[s.head+i].seq >= anchor })
