@@ -311,6 +311,86 @@ type Param struct {
 	Value any
 }
 
+// Params is a list of telemetry parameters. Its decoder rejects an array
+// declaring more than MaxParams elements before allocating for any: Validate
+// alone would come after the decoder allocated for all of them.
+type Params []Param
+
+// UnmarshalCBOR implements cbor.Unmarshaler.
+func (p *Params) UnmarshalCBOR(data []byte) error {
+	var s []Param
+	if err := decodeBoundedArray(data, MaxParams, "telemetry params", &s); err != nil {
+		return err
+	}
+	*p = s
+	return nil
+}
+
+// Values is a list of scalar values (event arguments). Like Params, its
+// decoder bounds the count (MaxEventArgs) before allocating.
+type Values []any
+
+// UnmarshalCBOR implements cbor.Unmarshaler.
+func (v *Values) UnmarshalCBOR(data []byte) error {
+	var s []any
+	if err := decodeBoundedArray(data, MaxEventArgs, "event args", &s); err != nil {
+		return err
+	}
+	*v = s
+	return nil
+}
+
+// innerDecMode decodes the items that custom unmarshalers receive: already
+// checked well formed and bounded by the frame, decoded with the same rules.
+var innerDecMode = func() cbor.DecMode {
+	dm, err := newDecMode(MaxMaxFrame)
+	if err != nil {
+		panic(err)
+	}
+	return dm
+}()
+
+// decodeBoundedArray decodes the CBOR array data into v after checking its
+// declared element count is at most max (ErrLimit otherwise).
+func decodeBoundedArray(data []byte, max int, what string, v any) error {
+	if n, ok := arrayCount(data); ok && n > uint64(max) {
+		return fmt.Errorf("%w: %d %s, max %d", ErrLimit, n, what, max)
+	}
+	return innerDecMode.Unmarshal(data, v)
+}
+
+// arrayCount returns the element count an array head at the start of data
+// declares; ok is false if data does not start with a definite array head.
+func arrayCount(data []byte) (n uint64, ok bool) {
+	if len(data) == 0 || data[0]>>5 != 4 {
+		return 0, false
+	}
+	ai := data[0] & 0x1f
+	if ai < 24 {
+		return uint64(ai), true
+	}
+	var size int
+	switch ai {
+	case 24:
+		size = 1
+	case 25:
+		size = 2
+	case 26:
+		size = 4
+	case 27:
+		size = 8
+	default:
+		return 0, false // indefinite length (rejected by the decoder) or reserved
+	}
+	if len(data) < 1+size {
+		return 0, false
+	}
+	for _, b := range data[1 : 1+size] {
+		n = n<<8 | uint64(b)
+	}
+	return n, true
+}
+
 // Telemetry is a housekeeping telemetry packet, vehicle to ground.
 type Telemetry struct {
 	// Vehicle is the reporting vehicle's id.
@@ -323,7 +403,7 @@ type Telemetry struct {
 	// Seq counts packets of this Packet id, to spot losses (wraps).
 	Seq uint32 `cbor:"4,keyasint,omitempty"`
 	// Params are the values, at most MaxParams.
-	Params []Param `cbor:"5,keyasint,omitempty"`
+	Params Params `cbor:"5,keyasint,omitempty"`
 }
 
 // Type implements Message.
@@ -383,7 +463,7 @@ type Event struct {
 	// Text is a short human-readable message, at most MaxEventText bytes of UTF-8.
 	Text string `cbor:"6,keyasint,omitempty"`
 	// Args are scalar values (as Param.Value), at most MaxEventArgs.
-	Args []any `cbor:"7,keyasint,omitempty"`
+	Args Values `cbor:"7,keyasint,omitempty"`
 }
 
 // Type implements Message.

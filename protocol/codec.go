@@ -367,6 +367,10 @@ func validate(m Message) error {
 
 // classifyCBOR maps an fxamacker/cbor decoding error onto a sentinel.
 func classifyCBOR(t MsgType, err error) error {
+	if ReasonOf(err) != ReasonOther {
+		// A custom unmarshaler (e.g. Params) already chose the sentinel.
+		return err
+	}
 	var (
 		typeErr    *cbor.UnmarshalTypeError
 		unknownErr *cbor.UnknownFieldError

@@ -238,6 +238,12 @@ func TestDecodeAllocationBounded(t *testing.T) {
 		"map 4 G pairs":      seal(hdrFor(typeTestAny), hx("a1 01 ba ffffffff"), make([]byte, 1000)),
 		"nested arrays":      seal(hdrFor(typeTestAny), hx("a1 01"), bytes.Repeat([]byte{0x81}, 60000)),
 		"telemetry params":   seal(hdrFor(TypeTelemetry), hx("a1 05 99 ffff"), bytes.Repeat(hx("820000"), 1000)),
+		// Well formed, every element present: the decoder could allocate
+		// for all of them (16 bytes per 1-byte element in a []any) unless
+		// the count is bounded before.
+		"event args 65000 present":   seal(hdrFor(TypeEvent), hx("a1 07 99 fde8"), make([]byte, 65000)),
+		"telemetry params present":   seal(hdrFor(TypeTelemetry), hx("a1 05 99 5500"), bytes.Repeat(hx("820000"), 0x5500)),
+		"command args 60000 present": seal(hdrFor(TypeCommand), hx("a2 03 01 05 99 ea60"), make([]byte, 60000)),
 	}
 	for _, tc := range malformedCases() {
 		if len(tc.frame) <= c.MaxFrame() {
