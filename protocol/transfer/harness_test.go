@@ -13,7 +13,7 @@ import (
 )
 
 var (
-	seedFlag = flag.Uint64("seed", 0, "replay randomized tests with this seed (0: a fresh seed)")
+	seedFlag    = flag.Uint64("seed", 0, "replay randomized tests with this seed (0: a fresh seed)")
 	longFlag    = flag.Bool("long", false, "run the long campaigns")
 	verboseFlag = flag.Bool("simlog", false, "log every journaled chunk sent again and every restart")
 )

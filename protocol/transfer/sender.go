@@ -236,6 +236,7 @@ type Sender struct {
 	presumedAt     time.Duration
 	contact        int // count of contacts: periods with the link up both ways
 	contactStart   time.Duration
+	born           time.Time // first time the sender saw
 	heardInContact bool
 	deadContacts   map[int]bool
 	nextSend       time.Time
@@ -308,7 +309,7 @@ func (s *Sender) Progress() (done, total int) { return s.nDone, s.geo.t }
 
 // SetLink tells the sender what it knows of the link.
 func (s *Sender) SetLink(now time.Time, st LinkState) {
-	s.clock.advance(now)
+	s.touch(now)
 	if st.Forward && !s.clock.link.Forward && s.nextSend.Before(now) {
 		s.nextSend = now
 	}
@@ -339,7 +340,7 @@ func (s *Sender) Cancel() {
 
 // Step takes one frame received from the vehicle.
 func (s *Sender) Step(now time.Time, frame []byte) error {
-	s.clock.advance(now)
+	s.touch(now)
 	m, err := s.cfg.ReturnCodec.Decode(frame)
 	if err != nil {
 		s.Counters.Count(err)
@@ -477,9 +478,20 @@ func (s *Sender) apply(m *protocol.Report, now time.Time) {
 	if anchor == 0 {
 		return
 	}
+	var anchorAt time.Time
+	if s.cfg.ReorderTime > 0 {
+		i := sort.Search(len(s.fifo)-s.head, func(i int) bool { return s.fifo[s.head+i].seq >= anchor })
+		if s.head+i < len(s.fifo) && s.fifo[s.head+i].seq == anchor {
+			anchorAt = s.fifo[s.head+i].at
+		} else {
+			anchorAt = now
+		}
+	}
 	// Chunks whose state was unknown (a restart, or waiting for their hash
-	// block) and that the report says are missing.
-	if s.nUnknown > 0 {
+	// block) and that the report says are missing. On a link that reorders,
+	// frames of an earlier incarnation may overtake ours by up to
+	// ReorderTime: only a report anchored later than that speaks for them.
+	if s.nUnknown > 0 && (s.cfg.ReorderTime == 0 || !anchorAt.Before(s.born.Add(s.cfg.ReorderTime))) {
 		for _, r := range ranges {
 			for x := r[0]; x < r[1]; x++ {
 				if s.st[x] == stUnknown {
@@ -495,15 +507,6 @@ func (s *Sender) apply(m *protocol.Report, now time.Time) {
 	}
 	// Chunks in flight that must have arrived before the report was made:
 	// those sent before the anchor.
-	var anchorAt time.Time
-	if s.cfg.ReorderTime > 0 {
-		i := sort.Search(len(s.fifo)-s.head, func(i int) bool { return s.fifo[s.head+i].seq >= anchor })
-		if s.head+i < len(s.fifo) && s.fifo[s.head+i].seq == anchor {
-			anchorAt = s.fifo[s.head+i].at
-		} else {
-			anchorAt = now
-		}
-	}
 	for s.head < len(s.fifo) {
 		e := s.fifo[s.head]
 		if e.seq >= anchor || (s.cfg.ReorderTime > 0 && e.at.After(anchorAt.Add(-s.cfg.ReorderTime))) {
@@ -537,7 +540,7 @@ func (s *Sender) apply(m *protocol.Report, now time.Time) {
 
 // Tick sends what is due at now, paced at the configured rate.
 func (s *Sender) Tick(now time.Time) {
-	s.clock.advance(now)
+	s.touch(now)
 	if s.done || !s.clock.link.Forward {
 		return
 	}
@@ -561,7 +564,7 @@ func (s *Sender) Tick(now time.Time) {
 		case pickRequest:
 			m = &protocol.ReportRequest{ID: id, Seq: s.seq}
 			s.lastReq = s.seq
-			s.fifo = append(s.fifo, sendRec{seq: s.seq, at: now, el: s.clock.elapsed, both: s.clock.link.up(), contact: s.contact, x: -1})
+			x = -1
 			s.Stats.Requests++
 		case pickChunk:
 			b, err := s.plan.chunk(x, make([]byte, s.geo.chunk))
@@ -576,7 +579,6 @@ func (s *Sender) Tick(now time.Time) {
 			s.lastSeq[x] = s.seq
 			s.st[x] = stInFlight
 			s.lastChunk = s.seq
-			s.fifo = append(s.fifo, sendRec{seq: s.seq, at: now, el: s.clock.elapsed, both: s.clock.link.up(), contact: s.contact, x: x})
 			s.Stats.ChunksSent++
 			if x >= s.geo.h {
 				s.Stats.PayloadBytes += int64(len(b))
@@ -586,6 +588,12 @@ func (s *Sender) Tick(now time.Time) {
 		if err != nil {
 			s.done, s.err = true, fmt.Errorf("transfer: encode %v: %w", m.Type(), err)
 			return
+		}
+		if k == pickChunk || k == pickRequest {
+			// at is when the frame has left the transmitter: a frame can
+			// only be overtaken (ReorderTime) after that.
+			s.fifo = append(s.fifo, sendRec{seq: s.seq, at: now.Add(s.frameTime(len(f))), el: s.clock.elapsed,
+				both: s.clock.link.up(), contact: s.contact, x: x})
 		}
 		s.Stats.Frames++
 		s.Stats.Bytes += int64(len(f))
@@ -734,4 +742,11 @@ func (s *Sender) presume() bool {
 		}
 	}
 	return found
+}
+
+func (s *Sender) touch(now time.Time) {
+	s.clock.advance(now)
+	if s.born.IsZero() {
+		s.born = now
+	}
 }
