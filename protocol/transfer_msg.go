@@ -77,8 +77,22 @@ type Report struct {
 	High      uint32   `cbor:"5,keyasint,omitempty"`
 	Last      uint32   `cbor:"6,keyasint,omitempty"` // 1 + index of the last chunk that arrived; 0: none since start
 	Ack       uint64   `cbor:"7,keyasint,omitempty"` // highest ReportRequest.Seq received
-	Missing   []uint32 `cbor:"8,keyasint,omitempty"`
+	Missing   Ranges   `cbor:"8,keyasint,omitempty"`
 	NeedOffer bool     `cbor:"9,keyasint,omitempty"` // the receiver does not know the transfer: send the offer
+}
+
+// Ranges is the (gap, length) list of a Report. Its decoder rejects an
+// array declaring more than 2*MaxReportRanges elements before allocating.
+type Ranges []uint32
+
+// UnmarshalCBOR implements cbor.Unmarshaler.
+func (r *Ranges) UnmarshalCBOR(data []byte) error {
+	var s []uint32
+	if err := decodeBoundedArray(data, 2*MaxReportRanges, "report ranges", &s); err != nil {
+		return err
+	}
+	*r = s
+	return nil
 }
 
 // ReportRequest asks the receiver for a Report.

@@ -327,3 +327,50 @@ func TestReportFitsOneFrame(t *testing.T) {
 	}
 	t.Logf("%d chunks, %d missing in %d ranges, learned in %d reports", g.t, missing, missing, f.r.Stats.Reports)
 }
+
+// FuzzReceiverStep feeds arbitrary frames to a receiver holding an
+// accepted offer: it never panics, and nothing that cannot carry the
+// ground's signature or match the signed tree causes a write or a record.
+func FuzzReceiverStep(f *testing.F) {
+	c, err := protocol.NewCodec(256)
+	if err != nil {
+		f.Fatal(err)
+	}
+	pub, priv := testKey(1)
+	data := bytes.Repeat([]byte("fuzz"), 500)
+	plan, err := NewPlan(c, 5, nil, bytes.NewReader(data), uint64(len(data)), 0, 1, priv)
+	if err != nil {
+		f.Fatal(err)
+	}
+	offer, _ := c.Encode(&plan.Offer)
+	for _, m := range []protocol.Message{&protocol.Chunk{ID: 5, Index: 1, Data: bytes.Repeat([]byte{1}, 238)},
+		&protocol.ReportRequest{ID: 5, Seq: 1}, &protocol.Cancel{ID: 5, Reason: 1, Sig: make([]byte, 64)}, &protocol.Complete{ID: 5}} {
+		b, _ := c.Encode(m)
+		f.Add(b)
+	}
+	f.Add(offer)
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		r, err := NewReceiver(ReceiverConfig{Codec: c, Keys: map[uint32]ed25519.PublicKey{1: pub}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Step(epoch, offer); err != nil {
+			t.Fatal(err)
+		}
+		r.Advance()
+		_ = r.Step(epoch, frame)
+		r.Tick(epoch.Add(time.Minute))
+		rd := r.Ready()
+		if len(rd.Writes) != 0 || len(rd.Records) != 0 {
+			m, _ := c.Decode(frame)
+			if ch, ok := m.(*protocol.Chunk); ok && ch.ID == 5 {
+				// Only a genuine chunk of the plan may be stored.
+				want, _ := plan.chunk(int(ch.Index), make([]byte, plan.geo.chunk))
+				if bytes.Equal(want, ch.Data) {
+					return
+				}
+			}
+			t.Fatalf("frame caused %d writes and %d records", len(rd.Writes), len(rd.Records))
+		}
+	})
+}
