@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -103,8 +104,9 @@ func FuzzDecodeBody(f *testing.F) {
 }
 
 // FuzzDeframer: arbitrary bytes fed in arbitrary pieces never panic nor grow
-// the buffer past maxFrame; and after any garbage, frames written cleanly
-// come out intact and in order.
+// the buffer past maxFrame; the streaming Deframer reports exactly what the
+// plain reference deframer (refDeframe) reports; and after any garbage,
+// frames written cleanly come out intact and in order.
 func FuzzDeframer(f *testing.F) {
 	f.Add([]byte("garbage"), []byte{1, 2, 3}, []byte("frame one"), []byte("frame two"))
 	f.Add([]byte{0, 5, 1, 1}, []byte{7}, []byte{0, 0, 0}, bytes.Repeat([]byte{9}, 300))
@@ -115,43 +117,19 @@ func FuzzDeframer(f *testing.F) {
 		if len(f1) > max || len(f2) > max {
 			return
 		}
+		got, want := deframeEvents(t, garbage, max, cuts), refDeframe(garbage, max)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("Deframer %v, reference %v", got, want)
+		}
 		stream := append([]byte(nil), garbage...)
 		stream = AppendStreamFrame(stream, f1)
 		stream = AppendStreamFrame(stream, f2)
-		d := NewDeframer(max)
-		var frames [][]byte
-		for i := 0; len(stream) > 0; i++ {
-			k := len(stream)
-			if i < len(cuts) {
-				k = min(k, 1+int(cuts[i]))
-			}
-			piece := stream[:k]
-			stream = stream[k:]
-			for len(piece) > 0 {
-				n, fr, err := d.Feed(piece)
-				if n <= 0 || n > len(piece) {
-					t.Fatalf("Feed consumed %d of %d", n, len(piece))
-				}
-				if fr != nil && err != nil {
-					t.Fatalf("frame and error together: %v", err)
-				}
-				if err != nil && ReasonOf(err) == ReasonOther {
-					t.Fatalf("unclassified error: %v", err)
-				}
-				if d.Pending() > max {
-					t.Fatalf("deframer holds %d bytes", d.Pending())
-				}
-				piece = piece[n:]
-				if fr != nil {
-					frames = append(frames, append([]byte(nil), fr...))
-				}
-			}
+		ev := deframeEvents(t, stream, max, cuts)
+		if !reflect.DeepEqual(ev, refDeframe(stream, max)) {
+			t.Fatalf("Deframer %v, reference %v", ev, refDeframe(stream, max))
 		}
-		if len(frames) < 2 || !bytes.Equal(frames[len(frames)-2], f1) || !bytes.Equal(frames[len(frames)-1], f2) {
-			t.Fatalf("clean frames %x, %x not at the end of %x", f1, f2, frames)
-		}
-		if err := d.End(); err != nil {
-			t.Fatalf("End after a clean record: %v", err)
+		if len(ev) < 2 || ev[len(ev)-2] != (streamEvent{frame: string(f1)}) || ev[len(ev)-1] != (streamEvent{frame: string(f2)}) {
+			t.Fatalf("clean frames %x, %x not at the end of %v", f1, f2, ev)
 		}
 	})
 }

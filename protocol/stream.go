@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -118,11 +119,18 @@ func NewDeframer(maxFrame int) *Deframer {
 //		...
 //	}
 func (d *Deframer) Feed(p []byte) (n int, frame []byte, err error) {
-	for i, b := range p {
+	for i := 0; i < len(p); i++ {
+		b := p[i]
 		if !d.synced {
 			if b != 0 {
-				d.garbage++
-				continue
+				// Skip to the first delimiter in one step.
+				z := bytes.IndexByte(p[i:], 0)
+				if z < 0 {
+					d.garbage += len(p) - i
+					return len(p), nil, nil
+				}
+				d.garbage += z
+				i += z
 			}
 			d.synced = true
 			if d.garbage > 0 {
@@ -140,6 +148,11 @@ func (d *Deframer) Feed(p []byte) (n int, frame []byte, err error) {
 			continue
 		}
 		if d.skipping {
+			z := bytes.IndexByte(p[i:], 0)
+			if z < 0 {
+				return len(p), nil, nil
+			}
+			i += z - 1 // the delimiter is handled by the next iteration
 			continue
 		}
 		if d.rem == 0 {
@@ -155,10 +168,20 @@ func (d *Deframer) Feed(p []byte) (n int, frame []byte, err error) {
 			d.zeroNext = b != 0xff
 			continue
 		}
-		if err := d.put(b); err != nil {
-			return i + 1, nil, err
+		// Data bytes: copy the run up to the block's end, a delimiter or the
+		// end of p, whichever is first, within the frame limit.
+		run := p[i:min(len(p), i+d.rem)]
+		if z := bytes.IndexByte(run, 0); z >= 0 {
+			run = run[:z]
 		}
-		d.rem--
+		if room := d.maxFrame - len(d.buf); len(run) > room {
+			d.buf = append(d.buf, run[:room]...)
+			d.skipping = true
+			return i + room + 1, nil, fmt.Errorf("%w: stream record longer than %d bytes", ErrFrameTooLarge, d.maxFrame)
+		}
+		d.buf = append(d.buf, run...)
+		d.rem -= len(run)
+		i += len(run) - 1
 	}
 	return len(p), nil, nil
 }

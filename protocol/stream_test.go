@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"reflect"
 	"testing"
 	"testing/iotest"
 )
@@ -344,5 +345,152 @@ func TestPacketLink(t *testing.T) {
 	}
 	if _, _, err := lb.ReadFrame(); !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("oversized datagram: %v", err)
+	}
+}
+
+// streamEvent is what a deframer reports: a frame, or a rejection reason.
+type streamEvent struct {
+	frame  string
+	reason Reason
+}
+
+// refDeframe is a reference deframer written the plain way: cut the stream
+// at zero bytes, then COBS-decode each whole record with the textbook loop.
+// The streaming Deframer must report exactly the same events.
+func refDeframe(stream []byte, max int) []streamEvent {
+	var ev []streamEvent
+	first := bytes.IndexByte(stream, 0)
+	if first < 0 {
+		return nil // no delimiter: nothing reported before End
+	}
+	if first > 0 {
+		ev = append(ev, streamEvent{reason: ReasonStreamGarbage})
+	}
+	rest := stream[first+1:]
+	for {
+		end := bytes.IndexByte(rest, 0)
+		unfinished := end < 0
+		if unfinished {
+			end = len(rest)
+		}
+		rec := rest[:end]
+		rest = rest[min(end+1, len(rest)):]
+		if len(rec) == 0 {
+			if unfinished {
+				return ev
+			}
+			continue
+		}
+		out, reason := []byte{}, ReasonNone
+	decode:
+		for i := 0; i < len(rec); {
+			code := int(rec[i])
+			i++
+			for j := 1; j < code; j++ {
+				if i >= len(rec) {
+					reason = ReasonTruncated
+					break decode
+				}
+				out = append(out, rec[i])
+				i++
+				if len(out) > max {
+					reason = ReasonTooLarge
+					break decode
+				}
+			}
+			if code < 0xff && i < len(rec) {
+				out = append(out, 0)
+				if len(out) > max {
+					reason = ReasonTooLarge
+					break decode
+				}
+			}
+		}
+		switch {
+		case unfinished:
+			// Only End reports an unfinished record, unless it is already
+			// too long: that is reported as soon as it is known.
+			if reason == ReasonTooLarge {
+				ev = append(ev, streamEvent{reason: reason})
+			}
+			return ev
+		case reason != ReasonNone:
+			ev = append(ev, streamEvent{reason: reason})
+		default:
+			ev = append(ev, streamEvent{frame: string(out)})
+		}
+	}
+}
+
+// deframeEvents feeds stream to a Deframer in the pieces cuts gives and
+// returns its events.
+func deframeEvents(t testing.TB, stream []byte, max int, cuts []byte) []streamEvent {
+	d := NewDeframer(max)
+	var ev []streamEvent
+	for i := 0; len(stream) > 0; i++ {
+		k := len(stream)
+		if i < len(cuts) {
+			k = min(k, 1+int(cuts[i]))
+		}
+		piece := stream[:k]
+		stream = stream[k:]
+		for len(piece) > 0 {
+			n, fr, err := d.Feed(piece)
+			if n <= 0 || n > len(piece) || (fr != nil && err != nil) {
+				t.Fatalf("Feed consumed %d of %d, frame %v, err %v", n, len(piece), fr != nil, err)
+			}
+			if d.Pending() > max {
+				t.Fatalf("deframer holds %d bytes", d.Pending())
+			}
+			piece = piece[n:]
+			switch {
+			case err != nil:
+				ev = append(ev, streamEvent{reason: ReasonOf(err)})
+			case fr != nil:
+				ev = append(ev, streamEvent{frame: string(fr)})
+			}
+		}
+	}
+	return ev
+}
+
+// TestDeframerDifferential compares the Deframer with refDeframe on random
+// streams of valid records, junk and faults. Seeded: replay with -codecseed.
+func TestDeframerDifferential(t *testing.T) {
+	rng := rand.New(rand.NewPCG(testSeed(t), 10))
+	for range 2000 {
+		var stream []byte
+		for range rng.IntN(8) {
+			switch rng.IntN(4) {
+			case 0: // junk with zeros
+				b := make([]byte, rng.IntN(600))
+				for i := range b {
+					if rng.IntN(4) > 0 {
+						b[i] = byte(rng.Uint32())
+					}
+				}
+				stream = append(stream, b...)
+			default:
+				f := make([]byte, rng.IntN(700))
+				for i := range f {
+					if rng.IntN(3) > 0 {
+						f[i] = byte(rng.IntN(255) + 1)
+					}
+				}
+				rec := AppendStreamFrame(nil, f)
+				if rng.IntN(4) == 0 {
+					rec = rec[:rng.IntN(len(rec))]
+				}
+				stream = append(stream, rec...)
+			}
+		}
+		cuts := make([]byte, 20)
+		for i := range cuts {
+			cuts[i] = byte(rng.Uint32())
+		}
+		got, want := deframeEvents(t, stream, 256, cuts), refDeframe(stream, 256)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("stream %x:\nDeframer %v\nreference %v", stream, got, want)
+		}
 	}
 }
