@@ -70,15 +70,15 @@ type Chunk struct {
 // (gap, length): a range starts gap chunks after the end of the previous
 // one (the first after Cursor) and is length chunks long.
 type Report struct {
-	ID        uint64   `cbor:"1,keyasint,omitempty"`
-	Watermark uint32   `cbor:"2,keyasint,omitempty"`
-	Cursor    uint32   `cbor:"3,keyasint,omitempty"`
-	End       uint32   `cbor:"4,keyasint,omitempty"`
-	High      uint32   `cbor:"5,keyasint,omitempty"`
-	Last      uint32   `cbor:"6,keyasint,omitempty"` // 1 + index of the last chunk that arrived; 0: none since start
-	Ack       uint64   `cbor:"7,keyasint,omitempty"` // highest ReportRequest.Seq received
-	Missing   Ranges   `cbor:"8,keyasint,omitempty"`
-	NeedOffer bool     `cbor:"9,keyasint,omitempty"` // the receiver does not know the transfer: send the offer
+	ID        uint64 `cbor:"1,keyasint,omitempty"`
+	Watermark uint32 `cbor:"2,keyasint,omitempty"`
+	Cursor    uint32 `cbor:"3,keyasint,omitempty"`
+	End       uint32 `cbor:"4,keyasint,omitempty"`
+	High      uint32 `cbor:"5,keyasint,omitempty"`
+	Last      uint32 `cbor:"6,keyasint,omitempty"` // 1 + index of the last chunk that arrived; 0: none since start
+	Ack       uint64 `cbor:"7,keyasint,omitempty"` // highest ReportRequest.Seq received
+	Missing   Ranges `cbor:"8,keyasint,omitempty"`
+	NeedOffer bool   `cbor:"9,keyasint,omitempty"` // the receiver does not know the transfer: send the offer
 }
 
 // Ranges is the (gap, length) list of a Report. Its decoder rejects an
