@@ -119,8 +119,8 @@ type Codec struct {
 
 // Decoding limits applied by every Codec on top of the frame size.
 const (
-	// MaxNesting is the deepest nesting of arrays and maps a frame may have,
-	// counting the frame's own array.
+	// MaxNesting is the deepest nesting of arrays and maps a message body
+	// may have (the body's own map is level 1).
 	MaxNesting = 16
 )
 

@@ -64,6 +64,15 @@ func TestDecodeMalformed(t *testing.T) {
 	for _, tc := range malformedCases() {
 		checkRejected(t, c, tc.name, tc.frame, tc.want)
 	}
+	// The nesting bound is exact: a body MaxNesting deep decodes, one more
+	// level does not.
+	deep := func(levels int) []byte {
+		return seal(hdrFor(typeTestAny), hx("a1 01"), bytes.Repeat([]byte{0x81}, levels-1), hx("00"))
+	}
+	if _, err := c.Decode(deep(MaxNesting)); err != nil {
+		t.Errorf("body %d deep: %v", MaxNesting, err)
+	}
+	checkRejected(t, c, "one level too deep", deep(MaxNesting+1), ErrLimit)
 }
 
 type malformedCase struct {
