@@ -317,3 +317,40 @@ func TestDecodeDoesNotAlias(t *testing.T) {
 		}
 	}
 }
+
+// TestCodecConcurrent shares one Codec and one Counters between goroutines
+// (run with -race to check the "safe for concurrent use" promises).
+func TestCodecConcurrent(t *testing.T) {
+	c := mustCodec(t, 1024)
+	msgs := sampleMessages(t)
+	var ctr Counters
+	done := make(chan error)
+	for g := range 4 {
+		go func() {
+			for i := range 200 {
+				m := msgs[(g+i)%len(msgs)]
+				f, err := c.Encode(m)
+				if err != nil {
+					done <- err
+					return
+				}
+				if _, err := c.Decode(f); err != nil {
+					done <- err
+					return
+				}
+				f[len(f)-1] ^= 1
+				_, err = c.Decode(f)
+				ctr.Count(err)
+			}
+			done <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := ctr.Get(ReasonChecksum); got != 800 {
+		t.Fatalf("checksum count %d, want 800", got)
+	}
+}
