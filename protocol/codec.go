@@ -39,9 +39,6 @@ const (
 	// MinFrameLen is the shortest possible frame: array head, version, type,
 	// a one-byte body (an empty map) and the trailer.
 	MinFrameLen = 1 + 1 + 1 + 1 + trailerLen
-	// MaxHeaderLen is the largest number of bytes before the body: array
-	// head, version (one byte), type (two bytes for types >= 24).
-	MaxHeaderLen = 1 + 1 + 2
 	// FrameOverhead is the number of bytes a frame adds around the body for
 	// the message types 0..23 (all of today's): 3 header bytes + 5 trailer bytes.
 	FrameOverhead = 3 + trailerLen
