@@ -78,6 +78,9 @@ type harness struct {
 	senderRests int
 	recvRests   int
 
+	// drop, if set, decides to lose a frame before the link sees it.
+	drop func(d linksim.Dir, m protocol.Message) bool
+
 	resentJournaled int
 	completions     int
 	rxDoneUp        time.Duration // forward link-up time when the receiver completed
@@ -176,7 +179,9 @@ func (h *harness) doSender() time.Time {
 				h.t.Logf("%v: chunk %d sent again though journaled; sender %+v", h.sim.Elapsed(), c.Index, h.sender.Stats)
 			}
 		}
-		h.sim.Send(linksim.Forward, o.Frame)
+		if h.drop == nil || !h.drop(linksim.Forward, o.Msg) {
+			h.sim.Send(linksim.Forward, o.Frame)
+		}
 	}
 	h.sender.Advance()
 	return rd.Deadline
@@ -217,7 +222,9 @@ func (h *harness) doReceiver() time.Time {
 			h.t.Fatal(err)
 		}
 		for _, o := range rd.Messages {
-			h.sim.Send(linksim.Return, o.Frame)
+			if h.drop == nil || !h.drop(linksim.Return, o.Msg) {
+				h.sim.Send(linksim.Return, o.Frame)
+			}
 		}
 		if len(rd.Completed) > 0 && h.completions == 0 {
 			h.rxDoneUp = h.sim.Stats(linksim.Forward).UpTime
