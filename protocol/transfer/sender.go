@@ -216,6 +216,7 @@ type Sender struct {
 	geo      geometry
 	clock    clock
 	st       []uint8
+	doneBits bitset // chunks known done, for skipping them a word at a time
 	lastSeq  []uint64
 	fifo     []sendRec
 	head     int
@@ -269,7 +270,7 @@ func NewSender(cfg SenderConfig, plan *Plan) (*Sender, error) {
 	}
 	g := plan.geo
 	s := &Sender{
-		cfg: cfg, plan: plan, geo: g, st: make([]uint8, g.t), lastSeq: make([]uint64, g.t),
+		cfg: cfg, plan: plan, geo: g, st: make([]uint8, g.t), doneBits: newBitset(g.t), lastSeq: make([]uint64, g.t),
 		seq: cfg.SeqBase, clock: clock{link: LinkState{true, true}}, deadContacts: map[int]bool{},
 	}
 	if cfg.Resume {
@@ -420,7 +421,15 @@ func (s *Sender) markDone(x int) {
 		s.nUnknown--
 	}
 	s.st[x] = stDone
+	s.doneBits.set(x)
 	s.nDone++
+}
+
+// markDoneRange marks [a, b) done, skipping what already is.
+func (s *Sender) markDoneRange(a, b int) {
+	for x := s.doneBits.nextClear(a, b); x < b; x = s.doneBits.nextClear(x+1, b) {
+		s.markDone(x)
+	}
 }
 
 // markMissing records that the receiver lacks x. If x's hash block is not
@@ -450,19 +459,13 @@ func (s *Sender) apply(m *protocol.Report, now time.Time) {
 	}
 	var ranges [][2]int
 	m.Ranges(func(a, b uint32) { ranges = append(ranges, [2]int{int(a), int(b)}) })
-	for x := 0; x < int(m.Watermark); x++ {
-		s.markDone(x)
-	}
+	s.markDoneRange(0, int(m.Watermark))
 	pos := int(m.Cursor)
 	for _, r := range ranges {
-		for x := pos; x < r[0]; x++ {
-			s.markDone(x)
-		}
+		s.markDoneRange(pos, r[0])
 		pos = r[1]
 	}
-	for x := pos; x < int(m.End); x++ {
-		s.markDone(x)
-	}
+	s.markDoneRange(pos, int(m.End))
 	// The report's anchor: the latest of our sends the receiver had seen
 	// when it made the report (the request it answers, or the last chunk
 	// it got). Without one, the report may predate frames of ours - or of
