@@ -116,6 +116,7 @@ type Cancel struct {
 	Sig    []byte `cbor:"3,keyasint,omitempty"`
 }
 
+// Type implements Message for each transfer message.
 func (*Offer) Type() MsgType         { return TypeOffer }
 func (*Chunk) Type() MsgType         { return TypeChunk }
 func (*Report) Type() MsgType        { return TypeReport }

@@ -170,7 +170,9 @@ type Receiver struct {
 }
 
 // NewReceiver returns a receiver whose durable state is recs: what the
-// journal holds (Journal.Load), empty for a new vehicle.
+// journal holds (Journal.Load), empty for a new vehicle. Call Ready at once:
+// a transfer the journal shows whole is completed then. A completion the
+// caller did not get to act on before a restart shows as Completed(id).
 func NewReceiver(cfg ReceiverConfig, recs []Record) (*Receiver, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 
 	"github.com/bootorbit/bootorbit/protocol"
 )
@@ -166,7 +167,7 @@ func (b bitset) nextClear(i, end int) int {
 	for i < end {
 		w := ^b[i>>6] >> (uint(i) & 63)
 		if w != 0 {
-			i += trailingZeros(w)
+			i += bits.TrailingZeros64(w)
 			return min(i, end)
 		}
 		i = (i | 63) + 1
@@ -177,7 +178,7 @@ func (b bitset) nextSet(i, end int) int {
 	for i < end {
 		w := b[i>>6] >> (uint(i) & 63)
 		if w != 0 {
-			i += trailingZeros(w)
+			i += bits.TrailingZeros64(w)
 			return min(i, end)
 		}
 		i = (i | 63) + 1
