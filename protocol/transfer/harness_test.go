@@ -82,6 +82,7 @@ type harness struct {
 	drop func(d linksim.Dir, m protocol.Message) bool
 
 	resentJournaled int
+	reportsChecked  int
 	completions     int
 	rxDoneUp        time.Duration // forward link-up time when the receiver completed
 	events          int
@@ -289,6 +290,7 @@ func (h *harness) run(limit time.Duration) {
 					_ = h.recv.Step(h.sim.Now(), ev.Frame)
 				}
 			} else {
+				h.checkReport(ev.Frame)
 				_ = h.sender.Step(h.sim.Now(), ev.Frame)
 			}
 		case linksim.EventLink:
@@ -308,6 +310,35 @@ func (h *harness) run(limit time.Duration) {
 	if err := h.sender.Err(); err != nil {
 		h.t.Fatalf("transfer failed: %v", err)
 	}
+}
+
+// checkReport fails the test if a report arriving at the ground claims a
+// chunk the receiver's journal does not hold durably: a report never claims
+// what is not durable.
+func (h *harness) checkReport(frame []byte) {
+	m, err := h.scfg.ReturnCodec.Decode(frame)
+	if err != nil {
+		return
+	}
+	r, ok := m.(*protocol.Report)
+	if !ok || r.NeedOffer || h.journal.Has(keyDone(h.id)) {
+		return
+	}
+	claim := func(a, b int) {
+		for x := a; x < b; x++ {
+			if !h.journal.Has(keyChunk(h.id, x, x < h.plan.geo.h)) {
+				h.t.Fatalf("%v: report claims chunk %d, which is not journaled", h.sim.Elapsed(), x)
+			}
+		}
+	}
+	claim(0, int(r.Watermark))
+	pos := int(r.Cursor)
+	r.Ranges(func(s, e uint32) {
+		claim(pos, int(s))
+		pos = int(e)
+	})
+	claim(pos, int(r.End))
+	h.reportsChecked++
 }
 
 // check verifies the receiver holds exactly the source data.

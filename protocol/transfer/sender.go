@@ -156,11 +156,11 @@ type SenderConfig struct {
 	ReorderTime time.Duration
 	// MaxBackoff caps the retransmission timers (default 64 RTT, at least 1 min).
 	MaxBackoff time.Duration
-	// SilenceTimeout: when the sender has nothing else to send, a chunk in
-	// flight is presumed lost once the link has been up both ways for this
-	// long since it was sent (or since the last word from the receiver, if
-	// later) without a word from the receiver - a pass that carried
-	// nothing. Default max(8 RTO, 2 min); negative disables it.
+	// SilenceTimeout: a contact (a period with the link up both ways) that
+	// lasted at least this long without a word from the receiver is dead:
+	// when the sender has nothing else to send, the chunks it sent in that
+	// contact are presumed lost - a pass that carried nothing. Default
+	// max(8 RTO, 2 min); negative disables it.
 	SilenceTimeout time.Duration
 }
 
@@ -713,18 +713,15 @@ func (s *Sender) Ready() Ready {
 // Advance tells the sender the last Ready's frames were sent.
 func (s *Sender) Advance() { s.out = nil }
 
-// presume marks as missing the chunks in flight that a silent pass
-// swallowed (see SenderConfig.SilenceTimeout); it reports whether any were.
-// Only chunks sent while the link was up both ways, after the last word
-// from the receiver, and followed in the same contact by SilenceTimeout of
-// link-up time without a word qualify: the silence then says the link
-// carried nothing from the moment they were sent. (A silence in a later
-// contact says nothing about chunks sent before it.) Chunks sent in a dead
-// contact - one that lasted at least SilenceTimeout without any word from
-// the receiver - qualify up to the contact's end.
+// presume marks as missing the chunks in flight that a dead contact
+// swallowed: sent while the link was up both ways, after the last word from
+// the receiver, in a contact that lasted at least SilenceTimeout without any
+// word from the receiver. The silence says the link carried nothing in that
+// contact (a lost pass); the next contact may then resend them even without
+// a return link. It reports whether any chunk was marked.
 func (s *Sender) presume() bool {
 	el := s.clock.elapsed
-	if s.cfg.SilenceTimeout < 0 || el == s.presumedAt {
+	if s.cfg.SilenceTimeout < 0 || el == s.presumedAt || len(s.deadContacts) == 0 {
 		return false
 	}
 	s.presumedAt = el
@@ -734,8 +731,7 @@ func (s *Sender) presume() bool {
 		if e.x < 0 || !e.both || e.el < s.lastHeard || s.st[e.x] != stInFlight || s.lastSeq[e.x] != e.seq {
 			continue
 		}
-		silent := e.contact == s.contact && el-e.el >= s.cfg.SilenceTimeout && el-s.lastHeard >= s.cfg.SilenceTimeout
-		if !silent && !s.deadContacts[e.contact] {
+		if !s.deadContacts[e.contact] {
 			continue
 		}
 		s.markMissing(e.x)
