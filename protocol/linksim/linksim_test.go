@@ -222,3 +222,34 @@ func popcount(b byte) int {
 	}
 	return n
 }
+
+func TestOneWayOutages(t *testing.T) {
+	p := Profile{
+		Forward: Channel{Rate: 1e6},
+		Return:  Channel{Rate: 1e6},
+		Schedule: Schedule{
+			ForwardOutages: []Window{{Start: time.Minute, End: 2 * time.Minute}},
+			ReturnOutages:  []Window{{Start: 3 * time.Minute, End: 4 * time.Minute, Silent: true}},
+		},
+	}
+	s := newSim(p, 1)
+	var links []LinkState
+	f := make([]byte, 10)
+	for at := time.Duration(0); at < 5*time.Minute; at += time.Second {
+		for _, e := range drain(s, t0.Add(at)) {
+			if e.Kind == EventLink {
+				links = append(links, e.State)
+			}
+		}
+		s.Send(Forward, f)
+		s.Send(Return, f)
+	}
+	want := []LinkState{{Forward: false, Return: true}, {Forward: true, Return: true}}
+	if !reflect.DeepEqual(links, want) {
+		t.Errorf("announced %v, want %v (the silent return outage is not announced)", links, want)
+	}
+	fw, rt := s.Stats(Forward), s.Stats(Return)
+	if fw.DownFrames != 60 || rt.DownFrames != 60 || fw.UpTime != 4*time.Minute-time.Second || rt.UpTime != 4*time.Minute-time.Second {
+		t.Errorf("forward %+v return %+v", fw, rt)
+	}
+}

@@ -20,7 +20,19 @@ func profileSize(name string) int {
 
 func TestProfiles(t *testing.T) {
 	seed := testSeed(t)
+	seeds := 1
+	if *longFlag {
+		seeds = 10
+	}
 	for _, name := range linksim.ProfileNames() {
+		for sd := seed; sd < seed+uint64(seeds); sd++ {
+			testProfile(t, name, sd)
+		}
+	}
+}
+
+func testProfile(t *testing.T, name string, seed uint64) {
+	{
 		t.Run(name, func(t *testing.T) {
 			prof, err := linksim.Named(name)
 			if err != nil {
@@ -36,6 +48,14 @@ func TestProfiles(t *testing.T) {
 				time.Since(start).Round(time.Millisecond), m.efficiency, m.rxEfficiency, m.overhead, m.returnBytes, m.resentJournaled, h.recvRests)
 			if m.resentJournaled != 0 {
 				t.Errorf("%d journaled chunks sent again", m.resentJournaled)
+			}
+			// Issue 2's targets (the simulation is deterministic per seed).
+			target := 0.90
+			if prof.Forward.MaxFrame < 1024 {
+				target = 0.80
+			}
+			if m.efficiency < target {
+				t.Errorf("efficiency %.3f below the target %.2f", m.efficiency, target)
 			}
 		})
 	}
