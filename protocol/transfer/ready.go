@@ -111,6 +111,16 @@ type clock struct {
 	last    time.Time
 	elapsed time.Duration // active time
 	started bool
+	// returnOnly: the clock runs whenever the return link is up (the
+	// receiver's timers only need its own transmissions to get through).
+	returnOnly bool
+}
+
+func (c *clock) running() bool {
+	if c.returnOnly {
+		return c.link.Return
+	}
+	return c.link.up()
 }
 
 func (c *clock) advance(now time.Time) {
@@ -119,7 +129,7 @@ func (c *clock) advance(now time.Time) {
 		return
 	}
 	if now.After(c.last) {
-		if c.link.up() {
+		if c.running() {
 			c.elapsed += now.Sub(c.last)
 		}
 		c.last = now
@@ -129,7 +139,7 @@ func (c *clock) advance(now time.Time) {
 // wall converts an active-time deadline to a wall-clock one; zero if the
 // clock is frozen.
 func (c *clock) wall(at time.Duration) time.Time {
-	if !c.link.up() {
+	if !c.running() {
 		return time.Time{}
 	}
 	if at < c.elapsed {

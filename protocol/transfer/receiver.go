@@ -179,7 +179,7 @@ func NewReceiver(cfg ReceiverConfig, recs []Record) (*Receiver, error) {
 	}
 	r := &Receiver{
 		cfg: cfg, active: map[uint64]*rxTransfer{}, finished: map[uint64]finished{},
-		floors: map[uint32]uint64{}, clock: clock{link: LinkState{true, true}},
+		floors: map[uint32]uint64{}, clock: clock{link: LinkState{true, true}, returnOnly: true},
 	}
 	sort.Slice(recs, func(a, b int) bool { return bytes.Compare(recs[a].Key, recs[b].Key) < 0 })
 	for _, rec := range recs {
