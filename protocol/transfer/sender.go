@@ -396,7 +396,7 @@ func (s *Sender) Step(now time.Time, frame []byte) error {
 	return fmt.Errorf("%w: %v from the vehicle", ErrUnexpected, m.Type())
 }
 
-// class is what a report says of chunk x.
+// classify says what a report tells of chunk x.
 func classify(m *protocol.Report, ranges [][2]int, x int) uint8 {
 	switch {
 	case x < int(m.Watermark):
