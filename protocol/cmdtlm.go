@@ -311,6 +311,27 @@ type Param struct {
 	Value any
 }
 
+// UnmarshalCBOR implements cbor.Unmarshaler: the value is decoded with
+// decodeScalar, so a list or map in its place costs nothing to reject.
+func (p *Param) UnmarshalCBOR(data []byte) error {
+	var raw struct {
+		_     struct{} `cbor:",toarray"`
+		ID    uint16
+		Value cbor.RawMessage
+	}
+	if err := innerDecMode.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	var v any
+	if len(raw.Value) > 0 {
+		if err := decodeScalar(raw.Value, &v); err != nil {
+			return fmt.Errorf("%w: param id %d", err, raw.ID)
+		}
+	}
+	p.ID, p.Value = raw.ID, v
+	return nil
+}
+
 // Params is a list of telemetry parameters. Its decoder rejects an array
 // declaring more than MaxParams elements before allocating for any: Validate
 // alone would come after the decoder allocated for all of them.
@@ -332,12 +353,33 @@ type Values []any
 
 // UnmarshalCBOR implements cbor.Unmarshaler.
 func (v *Values) UnmarshalCBOR(data []byte) error {
-	var s []any
-	if err := decodeBoundedArray(data, MaxEventArgs, "event args", &s); err != nil {
+	var raw []cbor.RawMessage
+	if err := decodeBoundedArray(data, MaxEventArgs, "event args", &raw); err != nil {
 		return err
+	}
+	if raw == nil {
+		*v = nil
+		return nil
+	}
+	s := make([]any, len(raw))
+	for i, r := range raw {
+		if err := decodeScalar(r, &s[i]); err != nil {
+			return fmt.Errorf("%w: event arg %d", err, i)
+		}
 	}
 	*v = s
 	return nil
+}
+
+// decodeScalar decodes one telemetry or event value. Values are scalars
+// (checkValue), so an array or a map is rejected by its head, before the
+// decoder allocates for its elements: a well-formed list of one-byte
+// elements costs 16 bytes of []any per byte of frame.
+func decodeScalar(data []byte, v *any) error {
+	if len(data) > 0 && (data[0]>>5 == 4 || data[0]>>5 == 5) {
+		return fmt.Errorf("%w: value is an array or a map, not a scalar", ErrInvalidField)
+	}
+	return innerDecMode.Unmarshal(data, v)
 }
 
 // innerDecMode decodes the items that custom unmarshalers receive: already

@@ -234,6 +234,15 @@ func reasonCounts(c *Counters) string {
 	return strings.Join(parts, " ")
 }
 
+// distinctPairs returns n map pairs {k: 0} with distinct 2-byte keys.
+func distinctPairs(n int) []byte {
+	var b []byte
+	for k := range n {
+		b = append(b, 0x19, byte(k>>8), byte(k), 0)
+	}
+	return b
+}
+
 // TestDecodeAllocationBounded decodes frames declaring huge lengths and
 // counts: the bytes allocated per decode stay proportional to the frame,
 // nowhere near the declared sizes.
@@ -253,6 +262,11 @@ func TestDecodeAllocationBounded(t *testing.T) {
 		"event args 65000 present":   seal(hdrFor(TypeEvent), hx("a1 07 99 fde8"), make([]byte, 65000)),
 		"telemetry params present":   seal(hdrFor(TypeTelemetry), hx("a1 05 99 5500"), bytes.Repeat(hx("820000"), 0x5500)),
 		"command args 60000 present": seal(hdrFor(TypeCommand), hx("a2 03 01 05 99 ea60"), make([]byte, 60000)),
+		// The same list bomb one level down, as a value: values are scalars,
+		// so the list is rejected by its head, not decoded first.
+		"param value 65000 present": seal(hdrFor(TypeTelemetry), hx("a1 05 81 82 01 99 fde8"), make([]byte, 65000)),
+		"event arg 65000 present":   seal(hdrFor(TypeEvent), hx("a1 07 81 99 fde8"), make([]byte, 65000)),
+		"event arg map present":     seal(hdrFor(TypeEvent), hx("a1 07 81 b9 3f00"), distinctPairs(0x3f00)),
 	}
 	for _, tc := range malformedCases() {
 		if len(tc.frame) <= c.MaxFrame() {
