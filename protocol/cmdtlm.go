@@ -79,43 +79,9 @@ func (c *Command) Validate() error {
 	return nil
 }
 
-// argsDecMode decodes command arguments into generic values to check their
-// encoding; bounded like any frame.
-var argsDecMode = func() cbor.DecMode {
-	dm, err := cbor.DecOptions{
-		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:  MaxArgsNesting,
-		MaxArrayElements: MaxCommandArgs,
-		MaxMapPairs:      MaxCommandArgs,
-		IndefLength:      cbor.IndefLengthForbidden,
-		TagsMd:           cbor.TagsForbidden,
-		UTF8:             cbor.UTF8RejectInvalid,
-		IntDec:           cbor.IntDecConvertNone,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-	return dm
-}()
-
-// argsStrictDecMode decodes command arguments into the caller's types.
-var argsStrictDecMode = func() cbor.DecMode {
-	dm, err := cbor.DecOptions{
-		DupMapKey:          cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:    MaxArgsNesting,
-		MaxArrayElements:   MaxCommandArgs,
-		MaxMapPairs:        MaxCommandArgs,
-		IndefLength:        cbor.IndefLengthForbidden,
-		TagsMd:             cbor.TagsForbidden,
-		UTF8:               cbor.UTF8RejectInvalid,
-		ExtraReturnErrors:  cbor.ExtraDecErrorUnknownField,
-		ByteStringToString: cbor.ByteStringToStringForbidden,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-	return dm
-}()
+// argsDecMode decodes command arguments, bounded like any frame body and
+// more tightly in depth and count.
+var argsDecMode = mustDecMode(decOptions(MaxArgsNesting, MaxCommandArgs, MaxCommandArgs))
 
 // checkArgs bounds command arguments and checks they are one CBOR item in
 // deterministic encoding, so that the signed bytes are the only encoding of
@@ -146,14 +112,15 @@ func checkArgs(args cbor.RawMessage) error {
 	return nil
 }
 
-// DecodeArgs decodes a command's arguments into v with the package's
-// bounded decoder (no tags, no indefinite lengths, no duplicate or unknown
-// keys). Absent args leave v untouched.
+// DecodeArgs decodes a command's arguments into v with the rules of frame
+// bodies (no tags, no indefinite lengths, no duplicate or unknown keys, no
+// byte string for a text string or the reverse). Absent args leave v
+// untouched.
 func (c *Command) DecodeArgs(v any) error {
 	if len(c.Args) == 0 {
 		return nil
 	}
-	if err := argsStrictDecMode.Unmarshal(c.Args, v); err != nil {
+	if err := argsDecMode.Unmarshal(c.Args, v); err != nil {
 		return classifyCBOR(TypeCommand, err)
 	}
 	return nil
@@ -384,13 +351,7 @@ func decodeScalar(data []byte, v *any) error {
 
 // innerDecMode decodes the items that custom unmarshalers receive: already
 // checked well formed and bounded by the frame, decoded with the same rules.
-var innerDecMode = func() cbor.DecMode {
-	dm, err := newDecMode(MaxMaxFrame)
-	if err != nil {
-		panic(err)
-	}
-	return dm
-}()
+var innerDecMode = mustDecMode(bodyDecOptions(MaxMaxFrame))
 
 // decodeBoundedArray decodes the CBOR array data into v after checking its
 // declared element count is at most max (ErrLimit otherwise).

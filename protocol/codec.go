@@ -140,16 +140,25 @@ func mustEncMode() cbor.UserBufferEncMode {
 	return em
 }
 
-func newDecMode(maxFrame int) (cbor.DecMode, error) {
+// bodyDecOptions are the decoding rules of frame bodies of at most maxFrame
+// bytes.
+func bodyDecOptions(maxFrame int) cbor.DecOptions {
 	// No element of an array and no pair of a map takes less than one byte,
 	// so a frame of maxFrame bytes cannot hold more: the counts are bounded by
 	// the frame size, and fxamacker/cbor checks the whole item is well formed
 	// (every declared element present) before it allocates for any of it.
+	return decOptions(MaxNesting, max(16, maxFrame), max(16, maxFrame/2))
+}
+
+// decOptions are the rules for every CBOR item this package decodes from the
+// wire (frame bodies, command arguments), with the given nesting depth and
+// element and pair counts.
+func decOptions(nesting, elements, pairs int) cbor.DecOptions {
 	return cbor.DecOptions{
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:   MaxNesting,
-		MaxArrayElements:  max(16, maxFrame),
-		MaxMapPairs:       max(16, maxFrame/2),
+		MaxNestedLevels:   nesting,
+		MaxArrayElements:  elements,
+		MaxMapPairs:       pairs,
 		IndefLength:       cbor.IndefLengthForbidden,
 		TagsMd:            cbor.TagsForbidden,
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
@@ -160,7 +169,17 @@ func newDecMode(maxFrame int) (cbor.DecMode, error) {
 		ByteStringToString:  cbor.ByteStringToStringForbidden,
 		FieldNameByteString: cbor.FieldNameByteStringForbidden,
 		BinaryUnmarshaler:   cbor.BinaryUnmarshalerNone,
-	}.DecMode()
+	}
+}
+
+// mustDecMode returns the DecMode of opts, which are constants of this
+// package.
+func mustDecMode(opts cbor.DecOptions) cbor.DecMode {
+	dm, err := opts.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	return dm
 }
 
 // NewCodec returns a Codec for frames of at most maxFrame bytes, which must
@@ -169,7 +188,7 @@ func NewCodec(maxFrame int) (*Codec, error) {
 	if maxFrame < MinMaxFrame || maxFrame > MaxMaxFrame {
 		return nil, fmt.Errorf("protocol: max frame %d out of range [%d, %d]", maxFrame, MinMaxFrame, MaxMaxFrame)
 	}
-	dm, err := newDecMode(maxFrame)
+	dm, err := bodyDecOptions(maxFrame).DecMode()
 	if err != nil {
 		return nil, fmt.Errorf("protocol: decoder options: %v", err)
 	}
