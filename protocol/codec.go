@@ -169,8 +169,28 @@ func decOptions(nesting, elements, pairs int) cbor.DecOptions {
 		ByteStringToString:  cbor.ByteStringToStringForbidden,
 		FieldNameByteString: cbor.FieldNameByteStringForbidden,
 		BinaryUnmarshaler:   cbor.BinaryUnmarshalerNone,
+		SimpleValues:        onlyBoolAndNull,
 	}
 }
+
+// onlyBoolAndNull rejects every CBOR simple value but false, true and null
+// (20..22): undefined and the unassigned ones have no meaning a message
+// could give them, and would decode into Go values that other
+// implementations need not reproduce. The well-formedness check applies it,
+// before anything is decoded.
+var onlyBoolAndNull = func() *cbor.SimpleValueRegistry {
+	var reject []func(*cbor.SimpleValueRegistry) error
+	for sv := range 256 {
+		if (sv < 20 || sv > 22) && (sv < 24 || sv > 31) { // 24..31 are not simple values
+			reject = append(reject, cbor.WithRejectedSimpleValue(cbor.SimpleValue(sv)))
+		}
+	}
+	r, err := cbor.NewSimpleValueRegistryFromDefaults(reject...)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}()
 
 // mustDecMode returns the DecMode of opts, which are constants of this
 // package.

@@ -69,6 +69,10 @@ func TestDecodeMalformed(t *testing.T) {
 	deep := func(levels int) []byte {
 		return seal(hdrFor(typeTestAny), hx("a1 01"), bytes.Repeat([]byte{0x81}, levels-1), hx("00"))
 	}
+	// false, true and null are the simple values a body may hold.
+	if _, err := c.Decode(seal(hdrFor(typeTestAny), hx("a1 01 83 f4 f5 f6"))); err != nil {
+		t.Errorf("false, true, null: %v", err)
+	}
 	if _, err := c.Decode(deep(MaxNesting)); err != nil {
 		t.Errorf("body %d deep: %v", MaxNesting, err)
 	}
@@ -147,6 +151,9 @@ func malformedCases() []malformedCase {
 		{"validate: range", seal(hdrFor(typeTestBound), hx("a1 01 1903e9")), ErrInvalidField},
 		{"validate: own sentinel", seal(hdrFor(typeTestBound), hx("a1 02 89 000000000000000000")), ErrLimit},
 		{"invalid utf-8 text", seal(hdrFor(typeTestBound), hx("a1 03 62 fffe")), ErrMalformed},
+		{"simple value undefined", seal(hdrFor(typeTestAny), hx("a1 01 f7")), ErrMalformed},
+		{"simple value 16", seal(hdrFor(typeTestAny), hx("a1 01 f0")), ErrMalformed},
+		{"simple value 255", seal(hdrFor(typeTestAny), hx("a1 01 f8ff")), ErrMalformed},
 	}
 }
 
