@@ -548,3 +548,60 @@ func TestReasonNumbersStable(t *testing.T) {
 		}
 	}
 }
+
+// TestEnvelopeBoundsExact pins every CMD/TLM bound at its value: a message
+// at the bound encodes and decodes, one past it is refused by Encode and,
+// sealed by a careless peer, by Decode, with the same sentinel.
+func TestEnvelopeBoundsExact(t *testing.T) {
+	c := mustCodec(t, MaxMaxFrame)
+	bstrArgs := func(n int) *Command { // args of exactly n bytes (n >= 259)
+		a := append([]byte{0x59, byte((n - 3) >> 8), byte(n - 3)}, make([]byte, n-3)...)
+		return &Command{Seq: 1, Args: a}
+	}
+	nestedArgs := func(levels int) *Command {
+		return &Command{Seq: 1, Args: append(bytes.Repeat([]byte{0x81}, levels), 0)}
+	}
+	value := func(v any) *Telemetry { return &Telemetry{Params: []Param{{ID: 1, Value: v}}} }
+	params := func(n int) *Telemetry {
+		p := make([]Param, n)
+		for i := range p {
+			p[i] = Param{ID: uint16(i), Value: uint64(1)}
+		}
+		return &Telemetry{Params: p}
+	}
+	eventArgs := func(n int) *Event {
+		a := make([]any, n)
+		for i := range a {
+			a[i] = uint64(i)
+		}
+		return &Event{Args: a}
+	}
+	for _, tc := range []struct {
+		name     string
+		at, over Message
+		want     error
+	}{
+		{"command args bytes", bstrArgs(MaxCommandArgs), bstrArgs(MaxCommandArgs + 1), ErrLimit},
+		{"command args nesting", nestedArgs(MaxArgsNesting), nestedArgs(MaxArgsNesting + 1), ErrLimit},
+		{"text value", value(strings.Repeat("x", MaxValueLen)), value(strings.Repeat("x", MaxValueLen+1)), ErrInvalidField},
+		{"byte value", value(make([]byte, MaxValueLen)), value(make([]byte, MaxValueLen+1)), ErrInvalidField},
+		{"telemetry params", params(MaxParams), params(MaxParams + 1), ErrLimit},
+		{"event text", &Event{Text: strings.Repeat("x", MaxEventText)}, &Event{Text: strings.Repeat("x", MaxEventText+1)}, ErrLimit},
+		{"event args", eventArgs(MaxEventArgs), eventArgs(MaxEventArgs + 1), ErrLimit},
+	} {
+		f, err := c.Encode(tc.at)
+		if err != nil {
+			t.Errorf("%s at the bound: Encode: %v", tc.name, err)
+		} else if _, err := c.Decode(f); err != nil {
+			t.Errorf("%s at the bound: Decode: %v", tc.name, err)
+		}
+		if _, err := c.Encode(tc.over); !errors.Is(err, tc.want) {
+			t.Errorf("%s past the bound: Encode: %v, want %v", tc.name, err, tc.want)
+		}
+		body, err := encMode.Marshal(tc.over)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkRejected(t, c, tc.name+" past the bound", seal(hdrFor(tc.over.Type()), body), tc.want)
+	}
+}

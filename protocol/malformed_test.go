@@ -114,6 +114,8 @@ func malformedCases() []malformedCase {
 		{"unregistered small type", seal(hdrFor(typeTestSmall), hx("a0")), ErrUnknownType},
 		{"type 70000", seal(hx("84 01 1a00011170"), hx("a0")), ErrUnknownType},
 		{"type non-shortest", seal(hx("84 01 1802"), hx("a0")), ErrNonCanonical},
+		{"type 23 non-shortest", seal(hx("84 01 1817"), hx("a0")), ErrNonCanonical},
+		{"type 24 unknown", seal(hx("84 01 1818"), hx("a0")), ErrUnknownType},
 		{"type is bytes", seal(hx("84 01 41f0"), hx("a0")), ErrMalformed},
 		{"empty body", seal(hdr), ErrMalformed},
 		{"body truncated", seal(hdr, hx("a2 01 07 04 43 dead")), ErrMalformed},
