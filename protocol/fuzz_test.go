@@ -142,8 +142,7 @@ func FuzzReplayWindow(f *testing.F) {
 	f.Add(binary.BigEndian.AppendUint64(nil, ^uint64(0)))
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		var w ReplayWindow
-		seen := map[uint64]bool{}
-		var top uint64
+		model := newReplayModel()
 		for len(ops) > 0 {
 			var seq uint64
 			if ops[0] == 0xff && len(ops) >= 9 {
@@ -151,22 +150,10 @@ func FuzzReplayWindow(f *testing.F) {
 				ops = ops[9:]
 			} else {
 				// Small steps around the top exercise the bitmap.
-				seq = top + uint64(ops[0]) - min(top, 128)
+				seq = model.top + uint64(ops[0]) - min(model.top, 128)
 				ops = ops[1:]
 			}
-			fresh := seq != 0 && !seen[seq] && (seq > top || top-seq < ReplayWindowSize)
-			if err := w.Accept(seq); (err == nil) != fresh {
-				t.Fatalf("Accept(%d) top %d = %v, model fresh=%v", seq, top, err, fresh)
-			}
-			if fresh {
-				seen[seq] = true
-				top = max(top, seq)
-			}
-			b, _ := w.MarshalBinary()
-			var w2 ReplayWindow
-			if err := w2.UnmarshalBinary(b); err != nil || w2 != w {
-				t.Fatalf("state %x does not restore: %v", b, err)
-			}
+			model.accept(t, &w, seq)
 		}
 	})
 }

@@ -60,3 +60,39 @@ func sampleMessages(t testing.TB) []Message {
 		&Event{},
 	}
 }
+
+// replayModel is an exact model of a ReplayWindow: the set of numbers
+// accepted and the highest of them.
+type replayModel struct {
+	seen map[uint64]bool
+	top  uint64
+}
+
+func newReplayModel() *replayModel { return &replayModel{seen: map[uint64]bool{}} }
+
+// fresh reports whether a window must accept seq.
+func (m *replayModel) fresh(seq uint64) bool {
+	return seq != 0 && !m.seen[seq] && (seq > m.top || m.top-seq < ReplayWindowSize)
+}
+
+// accept offers seq to w and to the model, requires w to accept exactly
+// what the model calls fresh, and w's persisted state to restore to w.
+func (m *replayModel) accept(t testing.TB, w *ReplayWindow, seq uint64) {
+	t.Helper()
+	fresh := m.fresh(seq)
+	if err := w.Accept(seq); (err == nil) != fresh {
+		t.Fatalf("Accept(%d) with top %d = %v, model says fresh=%v", seq, m.top, err, fresh)
+	}
+	if fresh {
+		m.seen[seq] = true
+		m.top = max(m.top, seq)
+	}
+	b, err := w.MarshalBinary()
+	var w2 ReplayWindow
+	if err == nil {
+		err = w2.UnmarshalBinary(b)
+	}
+	if err != nil || w2 != *w {
+		t.Fatalf("state %x does not restore: %v", b, err)
+	}
+}
