@@ -103,8 +103,11 @@ func (w *ReplayWindow) MarshalBinary() ([]byte, error) {
 // UnmarshalBinary restores a state from MarshalBinary. It rejects a state
 // of the wrong length or version, and one that is not self-consistent.
 func (w *ReplayWindow) UnmarshalBinary(b []byte) error {
-	if len(b) != ReplayWindowStateLen || b[0] != replayStateVersion {
-		return fmt.Errorf("%w: replay window state of %d bytes", ErrMalformed, len(b))
+	if len(b) != ReplayWindowStateLen {
+		return fmt.Errorf("%w: replay window state of %d bytes, want %d", ErrMalformed, len(b), ReplayWindowStateLen)
+	}
+	if b[0] != replayStateVersion {
+		return fmt.Errorf("%w: replay window state format %d, want %d", ErrMalformed, b[0], replayStateVersion)
 	}
 	top := binary.BigEndian.Uint64(b[1:])
 	bits := [2]uint64{binary.BigEndian.Uint64(b[9:]), binary.BigEndian.Uint64(b[17:])}
