@@ -591,3 +591,19 @@ func TestEnvelopeBoundsExact(t *testing.T) {
 		checkRejected(t, c, tc.name+" past the bound", seal(hdrFor(tc.over.Type()), body), tc.want)
 	}
 }
+
+// TestSignatureDomainsDisjoint backs the claim in sign.go and
+// docs/protocol.md §5.5: the transfer messages sign under their own
+// prefixes (transfer_msg.go), none of which starts with the prefix every
+// Sign message starts with, so a signature made for one kind never verifies as
+// the other, even under the same key.
+func TestSignatureDomainsDisjoint(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"offer":  OfferSigningBytes(&Offer{ID: 1, Size: 1, ChunkSize: MinChunkSize}),
+		"cancel": CancelSigningBytes(&Cancel{ID: 1, Reason: CancelByGround}),
+	} {
+		if bytes.HasPrefix(b, []byte(signPrefix)) {
+			t.Errorf("%s signing bytes %q start with the Sign prefix %q", name, b, signPrefix)
+		}
+	}
+}
