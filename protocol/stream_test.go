@@ -49,6 +49,23 @@ func TestCOBSRoundTrip(t *testing.T) {
 	}
 }
 
+// TestCOBSFullBlockAtEnd pins the one choice COBS leaves open: a frame that
+// ends with a full block of 254 non-zero bytes is followed by an empty last
+// piece (code 01), and a record without it decodes to the same frame, as
+// docs/protocol.md §3 tells a second implementation.
+func TestCOBSFullBlockAtEnd(t *testing.T) {
+	f := bytes.Repeat([]byte{0xa5}, 254)
+	rec := AppendStreamFrame(nil, f)
+	want := append(append([]byte{0, 0xff}, f...), 0x01, 0)
+	if !bytes.Equal(rec, want) {
+		t.Fatalf("record % x, want % x", rec, want)
+	}
+	short := append(append([]byte{0, 0xff}, f...), 0)
+	if n, got, err := NewDeframer(256).Feed(short); n != len(short) || !bytes.Equal(got, f) || err != nil {
+		t.Fatalf("record without the empty last piece: Feed = %d, % x, %v", n, got, err)
+	}
+}
+
 // TestStreamOverhead measures the framing bytes per frame at the link
 // profiles' frame sizes, for random (few zeros) and zero-heavy frames.
 func TestStreamOverhead(t *testing.T) {
