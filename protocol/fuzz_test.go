@@ -169,6 +169,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	c := mustCodec(t, 1024)
 	files := map[string]string{}
 	add := func(target, name string, vals ...[]byte) {
+		name = strings.Trim(nonAlnum.ReplaceAllString(name, "-"), "-")
 		var b strings.Builder
 		b.WriteString("go test fuzz v1\n")
 		for _, v := range vals {
@@ -177,7 +178,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		files[filepath.Join("testdata", "fuzz", target, name)] = b.String()
 	}
 	for _, tc := range malformedCases() {
-		add("FuzzDecode", "malformed-"+strings.Trim(nonAlnum.ReplaceAllString(tc.name, "-"), "-"), tc.frame)
+		add("FuzzDecode", "malformed-"+tc.name, tc.frame)
 	}
 	var stream []byte
 	for i, m := range sampleMessages(t) {
