@@ -278,14 +278,17 @@ type Param struct {
 	Value any
 }
 
+// paramRaw is a Param with its value not yet decoded.
+type paramRaw struct {
+	_     struct{} `cbor:",toarray"`
+	ID    uint16
+	Value cbor.RawMessage
+}
+
 // UnmarshalCBOR implements cbor.Unmarshaler: the value is decoded with
 // decodeScalar, so a list or map in its place costs nothing to reject.
 func (p *Param) UnmarshalCBOR(data []byte) error {
-	var raw struct {
-		_     struct{} `cbor:",toarray"`
-		ID    uint16
-		Value cbor.RawMessage
-	}
+	var raw paramRaw
 	if err := innerDecMode.Unmarshal(data, &raw); err != nil {
 		return err
 	}
