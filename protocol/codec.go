@@ -222,9 +222,10 @@ func NewCodec(maxFrame int) (*Codec, error) {
 // MaxFrame returns the largest frame, in bytes, this Codec encodes or decodes.
 func (c *Codec) MaxFrame() int { return c.maxFrame }
 
-// Encode returns the frame for m. It fails with ErrFrameTooLarge if the frame
-// would exceed MaxFrame, and with the error of m's Validate method if m
-// implements Validator.
+// Encode returns the frame for m. It fails with ErrUnknownType if m's type
+// was not registered before NewCodec (Decode would refuse the frame), with
+// ErrFrameTooLarge if the frame would exceed MaxFrame, and with the error of
+// m's Validate method if m implements Validator.
 func (c *Codec) Encode(m Message) ([]byte, error) {
 	return c.AppendEncode(make([]byte, 0, 64), m)
 }
@@ -236,11 +237,14 @@ func (c *Codec) AppendEncode(dst []byte, m Message) ([]byte, error) {
 	if m == nil {
 		return dst, fmt.Errorf("%w: nil message", ErrInvalidField)
 	}
+	t := m.Type()
+	if c.types[t] == nil {
+		return dst, fmt.Errorf("%w: %v is not registered", ErrUnknownType, t)
+	}
 	if err := validate(m); err != nil {
 		return dst, err
 	}
 	start := len(dst)
-	t := m.Type()
 	dst = append(dst, frameArrayHead, Version)
 	dst = appendUint8(dst, uint8(t))
 	buf := bytes.NewBuffer(dst)

@@ -248,6 +248,10 @@ func TestEncodeValidates(t *testing.T) {
 	if _, err := c.Encode(nil); !errors.Is(err, ErrInvalidField) {
 		t.Fatalf("Encode(nil): %v", err)
 	}
+	// A type the codec cannot decode is not encoded either.
+	if _, err := c.Encode(valueMsg{}); !errors.Is(err, ErrUnknownType) {
+		t.Fatalf("Encode(unregistered type): %v", err)
+	}
 }
 
 // TestTransferChunkOverhead measures the real transfer Chunk (registered by
