@@ -260,6 +260,25 @@ func TestSignHelpers(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+	// The keyring is immutable: neither the caller's key nor a looked-up
+	// one aliases it.
+	callers := append(ed25519.PublicKey(nil), pub...)
+	kr, err := NewKeyring(Key{ID: 1, Pub: callers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	callers[0] ^= 1
+	if got, ok := kr.Lookup(1); !ok || !bytes.Equal(got, pub) {
+		t.Fatalf("Lookup(1) = %x, %v after the caller changed its key", got, ok)
+	} else {
+		got[0] ^= 1
+	}
+	if err := kr.Verify(1, testDomain, []byte("plan"), sig); err != nil {
+		t.Fatalf("keyring changed through its keys: %v", err)
+	}
+	if _, ok := kr.Lookup(2); ok {
+		t.Error("Lookup of an absent id succeeded")
+	}
 	if _, err := NewKeyring(Key{ID: 1, Pub: pub}, Key{ID: 1, Pub: pub}); err == nil {
 		t.Error("duplicate key id accepted")
 	}

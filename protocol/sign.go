@@ -98,7 +98,7 @@ func NewKeyring(keys ...Key) (*Keyring, error) {
 		if len(k.Pub) != ed25519.PublicKeySize {
 			return nil, fmt.Errorf("protocol: key %d: public key is %d bytes, want %d", k.ID, len(k.Pub), ed25519.PublicKeySize)
 		}
-		if _, ok := kr.Lookup(k.ID); ok {
+		if kr.key(k.ID) != nil {
 			return nil, fmt.Errorf("protocol: key %d listed twice", k.ID)
 		}
 		kr.keys = append(kr.keys, Key{ID: k.ID, Pub: append(ed25519.PublicKey(nil), k.Pub...)})
@@ -106,24 +106,34 @@ func NewKeyring(keys ...Key) (*Keyring, error) {
 	return kr, nil
 }
 
-// Lookup returns the public key with id.
+// Lookup returns a copy of the public key with id: changing it does not
+// change the keyring.
 func (kr *Keyring) Lookup(id KeyID) (ed25519.PublicKey, bool) {
-	if kr == nil {
+	pub := kr.key(id)
+	if pub == nil {
 		return nil, false
+	}
+	return append(ed25519.PublicKey(nil), pub...), true
+}
+
+// key returns the keyring's own public key with id, or nil.
+func (kr *Keyring) key(id KeyID) ed25519.PublicKey {
+	if kr == nil {
+		return nil
 	}
 	for _, k := range kr.keys {
 		if k.ID == id {
-			return k.Pub, true
+			return k.Pub
 		}
 	}
-	return nil, false
+	return nil
 }
 
 // Verify checks sig over msg under domain with the key named id: nil, or an
 // error wrapping ErrUnknownKey or ErrBadSignature.
 func (kr *Keyring) Verify(id KeyID, domain string, msg, sig []byte) error {
-	pub, ok := kr.Lookup(id)
-	if !ok {
+	pub := kr.key(id)
+	if pub == nil {
 		return fmt.Errorf("%w: key id %d", ErrUnknownKey, id)
 	}
 	return Verify(pub, domain, msg, sig)
