@@ -109,6 +109,7 @@ func TestCmdTlmInvalid(t *testing.T) {
 		{"telemetry null value", &Telemetry{Params: []Param{{ID: 1}}}, ErrInvalidField},
 		{"telemetry nested value", &Telemetry{Params: []Param{{ID: 1, Value: []any{1}}}}, ErrInvalidField},
 		{"telemetry NaN", &Telemetry{Params: []Param{{ID: 1, Value: math.NaN()}}}, ErrInvalidField},
+		{"telemetry NaN float32", &Telemetry{Params: []Param{{ID: 1, Value: float32(math.NaN())}}}, ErrInvalidField},
 		{"telemetry long text", &Telemetry{Params: []Param{{ID: 1, Value: strings.Repeat("x", MaxValueLen+1)}}}, ErrInvalidField},
 		{"telemetry long bytes", &Telemetry{Params: []Param{{ID: 1, Value: make([]byte, MaxValueLen+1)}}}, ErrInvalidField},
 		{"event severity", &Event{Severity: 4}, ErrInvalidField},

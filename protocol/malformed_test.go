@@ -23,6 +23,13 @@ func seal(parts ...[]byte) []byte {
 	return binary.BigEndian.AppendUint32(f, Checksum(f))
 }
 
+// sealWith is seal with another byte in place of the trailer's 0x44, and a
+// CRC that matches it.
+func sealWith(head byte, frame []byte) []byte {
+	f := append(append([]byte(nil), frame...), head)
+	return binary.BigEndian.AppendUint32(f, Checksum(f))
+}
+
 func hx(s string) []byte {
 	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
 	if err != nil {
@@ -97,6 +104,7 @@ func malformedCases() []malformedCase {
 		{"zeros", make([]byte, 64), ErrChecksum},
 		{"crc wrong", append(append([]byte(nil), good[:len(good)-1]...), good[len(good)-1]^1), ErrChecksum},
 		{"trailer not a 4-byte bstr", append(append([]byte(nil), good[:len(good)-5]...), 0x45, 0, 0, 0, 0), ErrChecksum},
+		{"trailer head 45, crc matching", sealWith(0x45, good[:len(good)-5]), ErrChecksum},
 		{"trailing byte after crc", append(append([]byte(nil), good...), 0), ErrChecksum},
 		{"two frames", append(append([]byte(nil), good...), good...), ErrChecksum},
 		{"head not array(4)", seal(hx("83 01 18f0"), hx("a0")), ErrMalformed},

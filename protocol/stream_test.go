@@ -301,6 +301,14 @@ func TestReaderWriter(t *testing.T) {
 	if _, err := rd.ReadFrame(); err != io.EOF {
 		t.Fatalf("after the cut: %v", err)
 	}
+	// A stream that ends after a code byte, before any data.
+	d := NewDeframer(256)
+	if n, f, err := d.Feed([]byte{0, 5}); n != 2 || f != nil || err != nil {
+		t.Fatalf("Feed(00 05) = %d, %x, %v", n, f, err)
+	}
+	if err := d.End(); !errors.Is(err, ErrTruncated) {
+		t.Fatalf("End after a code byte: %v", err)
+	}
 	// A stream of garbage only.
 	rd = NewReader(bytes.NewReader([]byte("line noise")), 1024)
 	if _, err := rd.ReadFrame(); !errors.Is(err, ErrStreamGarbage) {
