@@ -96,8 +96,8 @@ type Deframer struct {
 	skipping bool // discarding the rest of a rejected record
 	garbage  int  // bytes skipped before the first delimiter
 	rem      int  // data bytes left in the current COBS block
-	zeroNext bool // the current block ends in an implied zero
-	started  bool // a code byte has been read for this record
+	zeroNext bool // the current block ends in an implied zero (only once started)
+	started  bool // a code byte has been read for this record (so buf may hold data)
 }
 
 // NewDeframer returns a Deframer for frames of at most maxFrame bytes.
@@ -158,7 +158,7 @@ func (d *Deframer) Feed(p []byte) (n int, frame []byte, err error) {
 		if d.rem == 0 {
 			// A code byte: the previous block's implied zero is real now
 			// that another block follows.
-			if d.started && d.zeroNext {
+			if d.zeroNext {
 				if err := d.put(0); err != nil {
 					return i + 1, nil, err
 				}
@@ -218,7 +218,7 @@ func (d *Deframer) End() error {
 	var err error
 	switch {
 	case d.skipping:
-	case d.started || len(d.buf) > 0:
+	case d.started:
 		err = fmt.Errorf("%w: stream ended inside a record", ErrTruncated)
 	case d.garbage > 0:
 		err = fmt.Errorf("%w: %d bytes and no delimiter", ErrStreamGarbage, d.garbage)
