@@ -24,14 +24,17 @@ var (
 	// ErrUnknownType: the message type is not registered.
 	ErrUnknownType = errors.New("protocol: unknown message type")
 	// ErrMalformed: the checksum is good but the bytes are not a well-formed
-	// frame (bad header, bad CBOR, trailing bytes inside the body).
+	// frame (bad header, bad CBOR, trailing bytes inside the body, duplicate
+	// map keys, tags, indefinite lengths, invalid UTF-8, simple values other
+	// than false, true and null).
 	ErrMalformed = errors.New("protocol: malformed frame")
-	// ErrLimit: a structural bound was exceeded (nesting depth, element or
-	// pair count).
+	// ErrLimit: a bound was exceeded: nesting depth, an element or pair
+	// count, or a length or count a message's Validate bounds.
 	ErrLimit = errors.New("protocol: limit exceeded")
 	// ErrNonCanonical: the frame is well formed but not in Core Deterministic
-	// Encoding (non-shortest integers, unsorted keys, explicit default values,
-	// unknown keys...). Every frame has exactly one valid encoding.
+	// Encoding (non-shortest integers, unsorted keys, explicit zero values of
+	// fields omitted when zero, absent fields that must be present...). Every
+	// frame has exactly one valid encoding.
 	ErrNonCanonical = errors.New("protocol: non-canonical encoding")
 	// ErrInvalidField: a field has the wrong CBOR type, or a value out of the
 	// bounds the message's Validate method enforces, or a map key the message
