@@ -278,27 +278,21 @@ type Param struct {
 	Value any
 }
 
-// paramRaw is a Param with its value not yet decoded.
+// paramRaw is a Param as its decoder reads it.
 type paramRaw struct {
 	_     struct{} `cbor:",toarray"`
 	ID    uint16
-	Value cbor.RawMessage
+	Value scalar
 }
 
-// UnmarshalCBOR implements cbor.Unmarshaler: the value is decoded with
-// decodeScalar, so a list or map in its place costs nothing to reject.
+// UnmarshalCBOR implements cbor.Unmarshaler: the value is decoded as a
+// scalar, so a list or map in its place costs nothing to reject.
 func (p *Param) UnmarshalCBOR(data []byte) error {
 	var raw paramRaw
 	if err := innerDecMode.Unmarshal(data, &raw); err != nil {
 		return err
 	}
-	var v any
-	if len(raw.Value) > 0 {
-		if err := decodeScalar(raw.Value, &v); err != nil {
-			return fmt.Errorf("%w: param id %d", err, raw.ID)
-		}
-	}
-	p.ID, p.Value = raw.ID, v
+	p.ID, p.Value = raw.ID, raw.Value.v
 	return nil
 }
 
@@ -323,7 +317,7 @@ type Values []any
 
 // UnmarshalCBOR implements cbor.Unmarshaler.
 func (v *Values) UnmarshalCBOR(data []byte) error {
-	var raw []cbor.RawMessage
+	var raw []scalar
 	if err := decodeBoundedArray(data, MaxEventArgs, "event args", &raw); err != nil {
 		return err
 	}
@@ -332,24 +326,25 @@ func (v *Values) UnmarshalCBOR(data []byte) error {
 		return nil
 	}
 	s := make([]any, len(raw))
-	for i, r := range raw {
-		if err := decodeScalar(r, &s[i]); err != nil {
-			return fmt.Errorf("%w: event arg %d", err, i)
-		}
+	for i := range raw {
+		s[i] = raw[i].v
 	}
 	*v = s
 	return nil
 }
 
-// decodeScalar decodes one telemetry or event value. Values are scalars
-// (checkValue), so an array or a map is rejected by its head, before the
-// decoder allocates for its elements: a well-formed list of one-byte
-// elements costs 16 bytes of []any per byte of frame.
-func decodeScalar(data []byte, v *any) error {
+// scalar is a telemetry or event value while it is decoded. Values are
+// scalars (checkValue), so its decoder rejects an array or a map by its
+// head, before the CBOR decoder allocates for the elements: a well-formed
+// list of one-byte elements would cost 16 bytes of []any per frame byte.
+type scalar struct{ v any }
+
+// UnmarshalCBOR implements cbor.Unmarshaler.
+func (s *scalar) UnmarshalCBOR(data []byte) error {
 	if len(data) > 0 && (data[0]>>5 == 4 || data[0]>>5 == 5) {
 		return fmt.Errorf("%w: value is an array or a map, not a scalar", ErrInvalidField)
 	}
-	return innerDecMode.Unmarshal(data, v)
+	return innerDecMode.Unmarshal(data, &s.v)
 }
 
 // innerDecMode decodes the items that custom unmarshalers receive: already
