@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -27,8 +28,8 @@ func TestSpecExamples(t *testing.T) {
 		}
 		examples[string(m[1])] = b
 	}
-	if len(examples) != 3 {
-		t.Fatalf("found %d hex examples, want 3", len(examples))
+	if len(examples) != 4 {
+		t.Fatalf("found %d hex examples, want 4", len(examples))
 	}
 	c := mustCodec(t, 256)
 
@@ -41,6 +42,15 @@ func TestSpecExamples(t *testing.T) {
 	}
 	if want := AppendStreamFrame(nil, ver); !bytes.Equal(examples["verification-stream"], want) {
 		t.Errorf("stream example:\n%x\nimplementation:\n%x", examples["verification-stream"], want)
+	}
+
+	tlm := &Telemetry{Vehicle: 42, Packet: 1, Time: 1_790_000_000_000, Seq: 77, Params: []Param{
+		{ID: 1, Value: uint64(3)}, {ID: 2, Value: int64(-40)}, {ID: 3, Value: 1.5}, {ID: 4, Value: true}, {ID: 5, Value: "B"}}}
+	if want, err := c.Encode(tlm); err != nil || !bytes.Equal(examples["telemetry"], want) {
+		t.Errorf("telemetry example:\n%x\nimplementation:\n%x (%v)", examples["telemetry"], want, err)
+	}
+	if m, err := c.Decode(examples["telemetry"]); err != nil || !reflect.DeepEqual(m, tlm) {
+		t.Errorf("telemetry example decodes to %#v, %v", m, err)
 	}
 
 	key := testKey(1)
