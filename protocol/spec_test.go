@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -97,4 +98,35 @@ func spaced(b []byte) string {
 		s = append(s, hex.EncodeToString([]byte{x}))
 	}
 	return strings.Join(s, " ")
+}
+
+// TestSpecBounds keeps the numbers docs/protocol.md states in step with the
+// constants that enforce them: a changed bound must change the spec too.
+func TestSpecBounds(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "docs", "protocol.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Join(strings.Fields(string(raw)), " ")
+	for _, phrase := range []string{
+		fmt.Sprintf("adds **%d bytes** around the body (`FrameOverhead`)", FrameOverhead),
+		fmt.Sprintf("The shortest possible frame is %d bytes (`MinFrameLen`", MinFrameLen),
+		fmt.Sprintf("from %d bytes (a UHF radio frame) to %d bytes", MinMaxFrame, MaxMaxFrame),
+		fmt.Sprintf("more than %d levels deep (the body's own map is level 1)", MaxNesting),
+		fmt.Sprintf("At most %d bytes (`MaxCommandArgs`)", MaxCommandArgs),
+		fmt.Sprintf("nesting at most %d levels", MaxArgsNesting),
+		fmt.Sprintf("at most %d (`MaxParams`)", MaxParams),
+		fmt.Sprintf("a byte string of at most %d bytes (`MaxValueLen`)", MaxValueLen),
+		fmt.Sprintf("at most %d bytes of UTF-8 [limit]", MaxEventText),
+		fmt.Sprintf("omitted when empty; at most %d [limit]; values as in", MaxEventArgs),
+		fmt.Sprintf("(1..%d bytes) without `00`", MaxDomainLen),
+		fmt.Sprintf("(at most %d keys)", MaxKeys),
+		fmt.Sprintf("the %d numbers top, top − 1, …, top − %d", ReplayWindowSize, ReplayWindowSize-1),
+		fmt.Sprintf("The persisted state is %d bytes", ReplayWindowStateLen),
+		fmt.Sprintf("sig is exactly %d bytes", ed25519.SignatureSize),
+	} {
+		if !strings.Contains(doc, phrase) {
+			t.Errorf("docs/protocol.md does not say %q", phrase)
+		}
+	}
 }
