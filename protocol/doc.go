@@ -4,12 +4,27 @@
 //
 // Every frame is one CBOR data item in Core Deterministic Encoding carrying a
 // protocol version, a message type, the message body and a CRC-32C integrity
-// check. Decoders never trust a length from the wire: every field and count is
-// bounded by Limits before anything is allocated, and every malformed frame
-// yields an error that wraps one of this package's sentinel errors, so callers
-// can count rejections by reason and go on.
+// check, which is verified before any parsing (Codec). Each message type is a
+// Go struct registered with Register; its optional Validate method bounds its
+// fields. Decoders never trust a length from the wire: the frame size is
+// bounded first, every count and length inside it by the frame size and by
+// Validate, and nothing is allocated in proportion to a number read from the
+// wire. Every malformed frame yields an error that wraps one of this
+// package's sentinel errors; ReasonOf maps it to a Reason and Counters counts
+// them in fixed memory, so callers can count rejections by reason and go on.
 //
-// The transfer engine that uses these messages lives in protocol/transfer; the
-// deterministic link simulator used by tests and benchmarks lives in
-// protocol/linksim.
+// Stream links (TCP, serial) carry COBS-encoded frames between zero bytes
+// (Writer, Reader, and the sans-IO Deframer), so receivers resynchronise at
+// the next delimiter; datagram links carry one frame per datagram
+// (PacketLink).
+//
+// The CMD/TLM envelopes (Command, Verification, Telemetry, Event) carry
+// mission control's commands and the vehicle's telemetry; commands are signed
+// with ed25519 (SignCommand, VerifyCommand, Keyring) and checked against an
+// anti-replay window (ReplayWindow).
+//
+// docs/protocol.md specifies the wire format for second implementations.
+// The transfer engine that uses the transfer messages lives in
+// protocol/transfer; the deterministic link simulator used by tests and
+// benchmarks lives in protocol/linksim.
 package protocol

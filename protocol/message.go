@@ -1,5 +1,7 @@
 package protocol
 
+import "fmt"
+
 // MsgType identifies the kind of message a frame carries. Values are part of
 // the wire format: never renumber.
 type MsgType uint8
@@ -38,6 +40,7 @@ type Message interface {
 	Type() MsgType
 }
 
+// String returns the type's name, or "type(N)" for a type without one.
 func (t MsgType) String() string {
 	switch t {
 	case TypeOffer:
@@ -61,5 +64,5 @@ func (t MsgType) String() string {
 	case TypeEvent:
 		return "event"
 	}
-	return "unknown"
+	return fmt.Sprintf("type(%d)", uint8(t))
 }

@@ -1,0 +1,18 @@
+// Package transfer is bootorbit's uplink engine: a Sender (ground) and a
+// Receiver (vehicle) as sans-IO state machines in the style of etcd-io/raft's
+// RawNode. They do no I/O, start no goroutines, read no clock and draw no
+// random numbers: the caller feeds them received frames (Step), the time
+// (Tick) and link notifications (SetLink), then takes a Ready - data to
+// store, journal records to commit, frames to send, the next timer deadline
+// - carries it out in that order, and calls Advance.
+//
+// The promises: the Receiver verifies the ground's ed25519 signature on the
+// Offer before it accepts a byte, and every chunk against the signed hash
+// tree before it asks for it to be stored; a report never claims a chunk
+// that is not durable (records are committed before messages are sent);
+// the Sender never sends a chunk a report said was journaled; either side
+// may restart at any moment (the Receiver from its journal records, the
+// Sender from the plan and fresh reports) and the transfer goes on. See
+// docs/transfer.md for the wire messages, the hash tree, the timers and
+// the metrics.
+package transfer

@@ -1,0 +1,115 @@
+package transfer
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/bootorbit/bootorbit/protocol"
+	"github.com/bootorbit/bootorbit/protocol/linksim"
+)
+
+// TestLostControlMessages loses, in turn, the first few of each kind of
+// control message - offers, requests, reports, completions - and the
+// transfer still completes: timers with backoff, no stall.
+func TestLostControlMessages(t *testing.T) {
+	seed := testSeed(t)
+	for _, typ := range []protocol.MsgType{protocol.TypeOffer, protocol.TypeReportRequest, protocol.TypeReport, protocol.TypeComplete} {
+		for _, lose := range []int{1, 3, 8} {
+			h := newHarness(t, crashProfile(), seed, 20<<10)
+			n := 0
+			h.drop = func(_ linksim.Dir, m protocol.Message) bool {
+				if m.Type() == typ && n < lose {
+					n++
+					return true
+				}
+				return false
+			}
+			h.run(24 * time.Hour)
+			h.check()
+			if n == 0 {
+				t.Errorf("%v: none was lost", typ)
+			}
+			// Eight lost completions keep the return link silent for
+			// longer than SilenceTimeout: the sender may then presume its
+			// last chunks lost (docs/transfer.md, Silence).
+			silent := typ == protocol.TypeComplete && lose == 8
+			if h.resentJournaled != 0 && !silent {
+				t.Errorf("%v x%d: %d journaled chunks sent again", typ, lose, h.resentJournaled)
+			}
+			t.Logf("%d of the first %d %v frames lost: complete after %v simulated, resent-journaled %d",
+				n, lose, typ, h.sim.Elapsed().Round(time.Millisecond), h.resentJournaled)
+		}
+	}
+}
+
+// TestTimersFreezeWhileLinkDown checks a sender waiting for an answer does
+// not back off while the link is known down: after a ten-hour gap its next
+// request goes out one timeout after the link comes back.
+func TestTimersFreezeWhileLinkDown(t *testing.T) {
+	c := mustCodec(t, 256)
+	_, priv := testKey(1)
+	plan := testPlan(t, c, 3, bytes.Repeat([]byte{1}, 1000), priv)
+	s, err := NewSender(SenderConfig{Codec: c, Rate: 9600, RTT: time.Second}, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := epoch
+	s.SetLink(now, LinkState{Forward: true, Return: true})
+	// Send everything; nothing comes back.
+	for i := 0; i < 100; i++ {
+		s.Tick(now)
+		s.Ready()
+		s.Advance()
+		now = now.Add(250 * time.Millisecond)
+	}
+	rto := s.reqRTO
+	s.SetLink(now, LinkState{})
+	now = now.Add(10 * time.Hour)
+	s.Tick(now)
+	if rd := s.Ready(); !rd.Deadline.IsZero() || len(rd.Messages) != 0 {
+		t.Fatalf("link down: deadline %v, %d messages", rd.Deadline, len(rd.Messages))
+	}
+	if s.reqRTO != rto {
+		t.Fatalf("backoff moved while the link was down: %v -> %v", rto, s.reqRTO)
+	}
+	s.SetLink(now, LinkState{Forward: true, Return: true})
+	s.Tick(now)
+	rd := s.Ready()
+	s.Advance()
+	if rd.Deadline.IsZero() || rd.Deadline.Sub(now) > rto {
+		t.Fatalf("after the gap the next request is due in %v, want at most %v", rd.Deadline.Sub(now), rto)
+	}
+}
+
+// TestSenderCancel cancels a transfer under way: the signed cancel reaches
+// the receiver, which forgets the transfer durably and acknowledges.
+func TestSenderCancel(t *testing.T) {
+	h := newHarness(t, crashProfile(), testSeed(t), 50<<10)
+	cancelled := false
+	for i := 0; !h.sender.Done(); i++ {
+		if i > 100000 {
+			t.Fatal("no end")
+		}
+		if !cancelled && h.journal.Len() > 10 {
+			h.sender.Cancel()
+			cancelled = true
+		}
+		dl := earliest(h.doSender(), h.doReceiver())
+		ev, ok := h.sim.Step(dl)
+		if ok && ev.Kind == linksim.EventDeliver {
+			if ev.Dir == linksim.Forward {
+				_ = h.recv.Step(h.sim.Now(), ev.Frame)
+			} else {
+				_ = h.sender.Step(h.sim.Now(), ev.Frame)
+			}
+		}
+	}
+	if !errors.Is(h.sender.Err(), ErrCancelled) {
+		t.Fatalf("sender ended with %v", h.sender.Err())
+	}
+	if h.journal.Has(keyOffer(h.id)) || !h.journal.Has(keyDone(h.id)) || h.recv.Stats.Cancelled != 1 {
+		t.Fatal("receiver did not record the cancel")
+	}
+}
