@@ -1,0 +1,592 @@
+package slots
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Extraction errors. Every error from ExtractLayers wraps one of these (or a
+// context or I/O error) and names the entry.
+var (
+	ErrEscape        = errors.New("slots: path escapes slot")
+	ErrBadEntry      = errors.New("slots: bad archive entry")
+	ErrTooLarge      = errors.New("slots: archive exceeds limits")
+	ErrTruncated     = errors.New("slots: archive truncated")
+	ErrBadArchive    = errors.New("slots: malformed archive")
+	ErrNotPermitted  = errors.New("slots: not permitted (device nodes and ownership need root)")
+	ErrUnsupported   = errors.New("slots: unsupported entry type")
+	errWhiteoutPrefx = ".wh."
+)
+
+const (
+	opaqueMarker = ".wh..wh..opq"
+	maxPathLen   = 4096
+	maxNameLen   = 255
+	maxXattrs    = 128
+	maxXattrSize = 64 << 10
+)
+
+// SyncMode is how an extraction makes its files durable.
+type SyncMode int
+
+const (
+	// SyncFS issues one syncfs(2) on the slot's filesystem at the end.
+	SyncFS SyncMode = iota
+	// SyncEach fsyncs every file as it is closed and every directory at
+	// the end.
+	SyncEach
+	// SyncNone leaves durability to the caller (tests, benchmarks of the
+	// extraction alone).
+	SyncNone
+)
+
+// ExtractOptions bounds and tunes an extraction. Zero values take defaults.
+type ExtractOptions struct {
+	MaxEntries  int   // entries over all layers; default 4 Mi
+	MaxFileSize int64 // one regular file; default 16 GiB
+	MaxTotal    int64 // content bytes over all layers; default 256 GiB
+	Sync        SyncMode
+}
+
+func (o *ExtractOptions) defaults() {
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = 4 << 20
+	}
+	if o.MaxFileSize <= 0 {
+		o.MaxFileSize = 16 << 30
+	}
+	if o.MaxTotal <= 0 {
+		o.MaxTotal = 256 << 30
+	}
+}
+
+// ExtractResult is what an extraction produced: the tree the layers
+// describe (the expected content, computed from the archives while they
+// were written), and counts.
+type ExtractResult struct {
+	Entries []Entry
+	Files   int
+	Bytes   int64
+}
+
+// ExtractLayers empties the directory dir (keeping a top-level lost+found)
+// and extracts the OCI layer tars (uncompressed) into it in order, applying
+// whiteouts and opaque directories. Nothing is created outside dir: entries
+// with absolute paths or ".." are refused, parents are resolved beneath dir
+// without following symlinks, and hard links must point inside. On error the
+// directory holds a partial tree; the caller's slot state says "writing".
+func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o ExtractOptions) (*ExtractResult, error) {
+	o.defaults()
+	r, err := openRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	x := &extractor{
+		r: r, o: o,
+		model:    map[string]*Entry{},
+		dirTimes: map[string]int64{},
+		uid:      os.Geteuid(), gid: os.Getegid(),
+		buf: make([]byte, 1<<20),
+		sum: sha256.New(),
+	}
+	r.onImplicitDir = x.implicitDir
+	if err := removeChildren(r.fd, ".", func(n string) bool { return n == "lost+found" }); err != nil {
+		return nil, fmt.Errorf("slots: empty %s: %w", dir, err)
+	}
+	for i, l := range layers {
+		if err := x.layer(ctx, l); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+	}
+	if err := x.finish(); err != nil {
+		return nil, err
+	}
+	res := &ExtractResult{Files: x.files, Bytes: x.total, Entries: make([]Entry, 0, len(x.model))}
+	for _, e := range x.model {
+		res.Entries = append(res.Entries, *e)
+	}
+	sort.Slice(res.Entries, func(i, j int) bool { return res.Entries[i].Path < res.Entries[j].Path })
+	return res, nil
+}
+
+type extractor struct {
+	r         *root
+	o         ExtractOptions
+	model     map[string]*Entry
+	layerSeen map[string]bool
+	dirTimes  map[string]int64
+	uid, gid  int
+	buf       []byte
+	sum       hash.Hash
+	entries   int
+	files     int
+	total     int64
+}
+
+func (x *extractor) implicitDir(rel string) {
+	x.model[rel] = &Entry{Path: rel, Type: 'd', Mode: 0o755, UID: x.uid, GID: x.gid}
+	x.dirTimes[rel] = 0
+	x.layerSeen[rel] = true
+}
+
+// cleanName turns an archive name into a slot-relative path, refusing
+// anything that could leave the slot. "" is the slot root.
+func cleanName(name string) (string, error) {
+	if len(name) > maxPathLen {
+		return "", fmt.Errorf("%w: name of %d bytes (limit %d)", ErrTooLarge, len(name), maxPathLen)
+	}
+	if strings.IndexByte(name, 0) >= 0 {
+		return "", fmt.Errorf("%w: NUL in name", ErrBadEntry)
+	}
+	if strings.HasPrefix(name, "/") {
+		return "", fmt.Errorf("%w: absolute path", ErrEscape)
+	}
+	var parts []string
+	for _, p := range strings.Split(name, "/") {
+		switch {
+		case p == "" || p == ".":
+			continue
+		case p == "..":
+			return "", fmt.Errorf("%w: \"..\" component", ErrEscape)
+		case len(p) > maxNameLen:
+			return "", fmt.Errorf("%w: component of %d bytes (limit %d)", ErrTooLarge, len(p), maxNameLen)
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, "/"), nil
+}
+
+func tarError(err error) error {
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: %v", ErrTruncated, err)
+	case errors.Is(err, tar.ErrFieldTooLong):
+		return fmt.Errorf("%w: header: %v", ErrTooLarge, err)
+	case errors.Is(err, tar.ErrHeader), errors.Is(err, tar.ErrInsecurePath):
+		return fmt.Errorf("%w: %v", ErrBadArchive, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrBadArchive, err)
+}
+
+func (x *extractor) layer(ctx context.Context, l io.Reader) error {
+	x.layerSeen = map[string]bool{}
+	tr := tar.NewReader(l)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return tarError(err)
+		}
+		x.entries++
+		if x.entries > x.o.MaxEntries {
+			return fmt.Errorf("%w: more than %d entries", ErrTooLarge, x.o.MaxEntries)
+		}
+		if err := x.entry(tr, hdr); err != nil {
+			return fmt.Errorf("entry %q: %w", truncName(hdr.Name), err)
+		}
+	}
+}
+
+func truncName(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
+	}
+	return s
+}
+
+func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
+	if hdr.Typeflag == tar.TypeXGlobalHeader {
+		return nil
+	}
+	rel, err := cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	if rel == "" {
+		return nil // the slot root: its attributes belong to the mount
+	}
+	dir, base := splitRel(rel)
+	if strings.HasPrefix(base, errWhiteoutPrefx) {
+		return x.whiteout(dir, base)
+	}
+	if hdr.Size < 0 || hdr.Size > x.o.MaxFileSize {
+		return fmt.Errorf("%w: size %d (limit %d)", ErrTooLarge, hdr.Size, x.o.MaxFileSize)
+	}
+	e := &Entry{Path: rel, Mode: uint32(hdr.Mode) & 0o7777, UID: hdr.Uid, GID: hdr.Gid, Mtime: hdr.ModTime.UnixNano()}
+	if e.Xattrs, err = xattrsOf(hdr); err != nil {
+		return err
+	}
+	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid > 1<<31-2 || hdr.Gid > 1<<31-2 {
+		return fmt.Errorf("%w: uid/gid %d/%d out of range", ErrBadEntry, hdr.Uid, hdr.Gid)
+	}
+	for a := dir; a != ""; a, _ = splitRel(a) {
+		x.layerSeen[a] = true
+	}
+	pfd, base, err := x.r.parent(rel, true)
+	if err != nil {
+		return err
+	}
+	st, exists, err := x.r.lstat(pfd, base)
+	if err != nil {
+		return err
+	}
+	// replace removes what is at rel (a dir only when the new entry is not
+	// one) and re-resolves the parent, which the removal may invalidate.
+	replace := func(keepDir bool) error {
+		if !exists || (keepDir && st.Mode&unix.S_IFMT == unix.S_IFDIR) {
+			return nil
+		}
+		if err := x.r.removeAt(pfd, base); err != nil {
+			return err
+		}
+		x.dropModel(rel)
+		exists = false
+		pfd, base, err = x.r.parent(rel, true)
+		return err
+	}
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		e.Type = 'd'
+		if err := replace(true); err != nil {
+			return err
+		}
+		if !exists {
+			if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
+				return err
+			}
+		}
+		x.dirTimes[rel] = e.Mtime
+	case tar.TypeReg, tar.TypeRegA:
+		e.Type = 'f'
+		x.total += hdr.Size
+		if x.total > x.o.MaxTotal {
+			return fmt.Errorf("%w: more than %d content bytes", ErrTooLarge, x.o.MaxTotal)
+		}
+		if err := replace(false); err != nil {
+			return err
+		}
+		if err := x.writeFile(pfd, base, tr, hdr.Size, e); err != nil {
+			return err
+		}
+		x.files++
+	case tar.TypeSymlink:
+		e.Type = 'l'
+		if len(hdr.Linkname) > maxPathLen || hdr.Linkname == "" || strings.IndexByte(hdr.Linkname, 0) >= 0 {
+			return fmt.Errorf("%w: symlink target of %d bytes", ErrBadEntry, len(hdr.Linkname))
+		}
+		e.Link = hdr.Linkname
+		e.Mode = 0o777 // Linux symlinks have no mode of their own
+		if err := replace(false); err != nil {
+			return err
+		}
+		if err := unix.Symlinkat(hdr.Linkname, pfd, base); err != nil {
+			return err
+		}
+	case tar.TypeLink:
+		return x.hardlink(rel, hdr.Linkname, replace, &pfd, &base)
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		mode := uint32(unix.S_IFIFO)
+		e.Type = 'p'
+		if hdr.Typeflag != tar.TypeFifo {
+			if hdr.Devmajor < 0 || hdr.Devminor < 0 || hdr.Devmajor > 1<<12-1 || hdr.Devminor > 1<<20-1 {
+				return fmt.Errorf("%w: device %d:%d out of range", ErrBadEntry, hdr.Devmajor, hdr.Devminor)
+			}
+			e.Major, e.Minor = uint32(hdr.Devmajor), uint32(hdr.Devminor)
+			mode, e.Type = unix.S_IFCHR, 'c'
+			if hdr.Typeflag == tar.TypeBlock {
+				mode, e.Type = unix.S_IFBLK, 'b'
+			}
+		}
+		if err := replace(false); err != nil {
+			return err
+		}
+		if err := unix.Mknodat(pfd, base, mode|0o600, int(unix.Mkdev(e.Major, e.Minor))); err != nil {
+			if errors.Is(err, unix.EPERM) {
+				return fmt.Errorf("%w: mknod: %v", ErrNotPermitted, err)
+			}
+			return err
+		}
+	default:
+		return fmt.Errorf("%w: type %q", ErrUnsupported, hdr.Typeflag)
+	}
+	if err := x.setMeta(pfd, base, e); err != nil {
+		return err
+	}
+	if old := x.model[rel]; old == nil || old.Type != 'd' || e.Type != 'd' {
+		x.dropModel(rel)
+	}
+	x.model[rel] = e
+	x.layerSeen[rel] = true
+	return nil
+}
+
+func (x *extractor) writeFile(pfd int, base string, tr io.Reader, size int64, e *Entry) error {
+	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), base)
+	defer f.Close()
+	x.sum.Reset()
+	n, err := io.CopyBuffer(io.MultiWriter(f, x.sum), io.LimitReader(tr, size), x.buf)
+	if err != nil {
+		return tarError(err)
+	}
+	if n != size {
+		return fmt.Errorf("%w: %d of %d bytes", ErrTruncated, n, size)
+	}
+	if x.o.Sync == SyncEach {
+		if err := f.Sync(); err != nil {
+			return err
+		}
+	}
+	e.Size = size
+	x.sum.Sum(e.SHA256[:0])
+	return f.Close()
+}
+
+func (x *extractor) hardlink(rel, linkname string, replace func(bool) error, pfd *int, base *string) error {
+	target, err := cleanName(linkname)
+	if err != nil {
+		return fmt.Errorf("hard link target %q: %w", truncName(linkname), err)
+	}
+	if target == "" || target == rel {
+		return fmt.Errorf("%w: hard link to %q", ErrBadEntry, linkname)
+	}
+	t := x.model[target]
+	if t == nil {
+		return fmt.Errorf("%w: hard link target %q is not in the archive", ErrBadEntry, target)
+	}
+	if t.Type == 'd' {
+		return fmt.Errorf("%w: hard link to directory %q", ErrBadEntry, target)
+	}
+	if err := replace(false); err != nil {
+		return err
+	}
+	tdir, tbase := splitRel(target)
+	tfd := x.r.fd
+	if tdir != "" {
+		if tfd, err = x.r.openDir(tdir, false); err != nil {
+			return fmt.Errorf("hard link target %q: %w", target, err)
+		}
+		defer unix.Close(tfd)
+	}
+	if err := unix.Linkat(tfd, tbase, *pfd, *base, 0); err != nil {
+		return fmt.Errorf("hard link to %q: %w", target, err)
+	}
+	c := *t
+	c.Path = rel
+	x.dropModel(rel)
+	x.model[rel] = &c
+	x.layerSeen[rel] = true
+	return nil
+}
+
+func (x *extractor) setMeta(pfd int, base string, e *Entry) error {
+	if err := unix.Fchownat(pfd, base, e.UID, e.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("%w: chown %d:%d: %v", ErrNotPermitted, e.UID, e.GID, err)
+		}
+		return err
+	}
+	if e.Type != 'l' {
+		if err := unix.Fchmodat(pfd, base, e.Mode, 0); err != nil {
+			return err
+		}
+	}
+	for _, xa := range e.Xattrs {
+		if err := unix.Lsetxattr(procPath(pfd, base), xa.Name, []byte(xa.Value), 0); err != nil {
+			return fmt.Errorf("set xattr %s: %w", xa.Name, err)
+		}
+	}
+	if e.Type != 'd' {
+		ts := unix.NsecToTimespec(e.Mtime)
+		if err := unix.UtimesNanoAt(pfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func xattrsOf(hdr *tar.Header) ([]Xattr, error) {
+	var xs []Xattr
+	size := 0
+	for k, v := range hdr.PAXRecords {
+		name, ok := strings.CutPrefix(k, "SCHILY.xattr.")
+		if !ok {
+			continue
+		}
+		size += len(name) + len(v)
+		if len(xs) >= maxXattrs || size > maxXattrSize || name == "" {
+			return nil, fmt.Errorf("%w: xattrs (%d, %d bytes)", ErrTooLarge, len(xs)+1, size)
+		}
+		xs = append(xs, Xattr{Name: name, Value: v})
+	}
+	sort.Slice(xs, func(i, j int) bool { return xs[i].Name < xs[j].Name })
+	return xs, nil
+}
+
+// dropModel removes rel and everything below it from the expected tree.
+func (x *extractor) dropModel(rel string) {
+	if e := x.model[rel]; e == nil {
+		return
+	} else if e.Type != 'd' {
+		delete(x.model, rel)
+		return
+	}
+	delete(x.model, rel)
+	prefix := rel + "/"
+	for p := range x.model {
+		if strings.HasPrefix(p, prefix) {
+			delete(x.model, p)
+		}
+	}
+}
+
+func (x *extractor) whiteout(dir, base string) error {
+	if base == opaqueMarker {
+		return x.opaque(dir)
+	}
+	if strings.HasPrefix(base, errWhiteoutPrefx+errWhiteoutPrefx) {
+		return nil // other AUFS metadata (.wh..wh.plnk and the like): not content
+	}
+	name := strings.TrimPrefix(base, errWhiteoutPrefx)
+	if name == "." || name == ".." {
+		return fmt.Errorf("%w: whiteout of %q", ErrEscape, name)
+	}
+	pfd := x.r.fd
+	if dir != "" {
+		fd, err := x.r.openDir(dir, false)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // nothing to hide
+		}
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		pfd = fd
+	}
+	if err := x.r.removeAt(pfd, name); err != nil {
+		return err
+	}
+	x.dropModel(joinRel(dir, name))
+	return nil
+}
+
+func joinRel(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// opaque hides everything in dir that earlier layers put there; what this
+// layer put there stays, whatever the order of the entries.
+func (x *extractor) opaque(dir string) error {
+	pfd := x.r.fd
+	if dir != "" {
+		fd, err := x.r.openDir(dir, true)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		pfd = fd
+	}
+	x.r.invalidate()
+	keep := func(n string) bool { return x.layerSeen[joinRel(dir, n)] }
+	if err := removeChildren(pfd, ".", keep); err != nil {
+		return err
+	}
+	prefix := dir + "/"
+	if dir == "" {
+		prefix = ""
+	}
+	for p := range x.model {
+		rest, ok := strings.CutPrefix(p, prefix)
+		if !ok || rest == "" {
+			continue
+		}
+		top, _, _ := strings.Cut(rest, "/")
+		if !x.layerSeen[prefix+top] {
+			delete(x.model, p)
+		}
+	}
+	return nil
+}
+
+func (x *extractor) finish() error {
+	// Directory times last: creating children changed them.
+	for rel, mt := range x.dirTimes {
+		e := x.model[rel]
+		if e == nil || e.Type != 'd' {
+			continue
+		}
+		pfd, base, err := x.r.parent(rel, false)
+		if err != nil {
+			return fmt.Errorf("set time of %s: %w", rel, err)
+		}
+		ts := unix.NsecToTimespec(mt)
+		if err := unix.UtimesNanoAt(pfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("set time of %s: %w", rel, err)
+		}
+		e.Mtime = mt
+	}
+	switch x.o.Sync {
+	case SyncFS:
+		if err := unix.Syncfs(x.r.fd); err != nil {
+			return fmt.Errorf("slots: syncfs %s: %w", x.r.path, err)
+		}
+	case SyncEach:
+		dirs := []string{""}
+		for p, e := range x.model {
+			if e.Type == 'd' {
+				dirs = append(dirs, p)
+			}
+		}
+		for _, d := range dirs {
+			fd := x.r.fd
+			if d != "" {
+				var err error
+				if fd, err = x.r.openDir(d, false); err != nil {
+					return err
+				}
+			}
+			// An O_PATH descriptor cannot be fsynced: reopen for reading.
+			rfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if fd != x.r.fd {
+				unix.Close(fd)
+			}
+			if err != nil {
+				return err
+			}
+			err = unix.Fsync(rfd)
+			unix.Close(rfd)
+			if err != nil {
+				return fmt.Errorf("slots: fsync %s: %w", d, err)
+			}
+		}
+	}
+	return nil
+}
