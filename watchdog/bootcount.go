@@ -46,11 +46,11 @@ var SlotNames = []string{"A", "B"}
 
 // Errors of boot control.
 var (
-	ErrBadSlot    = errors.New("watchdog: bad slot name")
-	ErrBootVar    = errors.New("watchdog: bad boot variable")
-	ErrAttempts   = errors.New("watchdog: attempts out of range")
-	ErrLastSlot   = errors.New("watchdog: refusing to drop the last slot from BOOT_ORDER")
-	ErrNotBooted  = errors.New("watchdog: booted slot unknown")
+	ErrBadSlot   = errors.New("watchdog: bad slot name")
+	ErrBootVar   = errors.New("watchdog: bad boot variable")
+	ErrAttempts  = errors.New("watchdog: attempts out of range")
+	ErrLastSlot  = errors.New("watchdog: refusing to drop the last slot from BOOT_ORDER")
+	ErrNotBooted = errors.New("watchdog: booted slot unknown")
 )
 
 // LeftVar is the attempts counter variable of slot: BOOT_A_LEFT.
