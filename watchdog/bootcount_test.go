@@ -128,10 +128,10 @@ func TestBootControlNeverOverwritesUnreadableEnv(t *testing.T) {
 
 func TestParseCmdline(t *testing.T) {
 	for in, want := range map[string]string{
-		"console=ttyS0 rauc.slot=A root=/dev/x":   "A",
-		"rauc.slot=A quiet rauc.slot=B\n":         "B",
-		"console=ttyS0":                           "",
-		"":                                        "",
+		"console=ttyS0 rauc.slot=A root=/dev/x": "A",
+		"rauc.slot=A quiet rauc.slot=B\n":       "B",
+		"console=ttyS0":                         "",
+		"":                                      "",
 		"xrauc.slot=A watchdog.open_timeout=120 ": "",
 	} {
 		got, err := ParseCmdline(in)
