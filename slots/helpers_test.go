@@ -3,6 +3,7 @@ package slots
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -82,4 +83,28 @@ func entryMap(t *testing.T, es []Entry) map[string]Entry {
 		m[e.Path] = e
 	}
 	return m
+}
+
+// rawEntry returns a tar header block of type typ with the given size
+// followed by body padded to a block: for headers tar.Writer refuses to
+// write (huge PAX records, GNU long names).
+func rawEntry(name string, typ byte, body []byte) []byte {
+	var b bytes.Buffer
+	w := tar.NewWriter(&b)
+	if err := w.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Size: int64(len(body)), Mode: 0o644, Format: tar.FormatUSTAR}); err != nil {
+		panic(err)
+	}
+	blk := append([]byte(nil), b.Bytes()[:512]...)
+	blk[156] = typ
+	copy(blk[148:156], "        ")
+	sum := 0
+	for _, c := range blk {
+		sum += int(c)
+	}
+	copy(blk[148:156], []byte(fmt.Sprintf("%06o\x00 ", sum)))
+	out := append(blk, body...)
+	if pad := len(body) % 512; pad != 0 {
+		out = append(out, make([]byte, 512-pad)...)
+	}
+	return out
 }

@@ -27,12 +27,16 @@ type root struct {
 	onImplicitDir func(rel string)
 }
 
+// forceWalk makes tests exercise the fallback that kernels without openat2
+// take.
+var forceWalk = false
+
 func openRoot(path string) (*root, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("slots: open slot directory %s: %w", path, err)
 	}
-	return &root{fd: fd, path: path, cacheFd: -1}, nil
+	return &root{fd: fd, path: path, cacheFd: -1, noOA2: forceWalk}, nil
 }
 
 func (r *root) close() {
@@ -160,8 +164,9 @@ func (r *root) lstat(pfd int, base string) (unix.Stat_t, bool, error) {
 // removeAt removes name in directory pfd, recursively, never following a
 // symlink.
 func (r *root) removeAt(pfd int, name string) error {
-	r.invalidate()
-	return removeAll(pfd, name)
+	err := removeAll(pfd, name)
+	r.invalidate() // pfd may be the cached descriptor: invalid from here
+	return err
 }
 
 func removeAll(pfd int, name string) error {
