@@ -1,8 +1,6 @@
 package watchdog
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -137,23 +135,20 @@ func (b *simBoard) status(booted string) Status {
 func simEnvs(t *testing.T) map[string]func() Env {
 	return map[string]func() Env{
 		"mem": func() Env { return &MemEnv{} },
+		// The real formats, on a memory disk: the simulation reboots a
+		// hundred times, and the file path is covered by the cross-checks.
 		"uboot-redundant": func() Env {
-			p := filepath.Join(t.TempDir(), "env")
-			zeroFile(t, p, 0x4000, 0xff)
-			e, _ := NewUBootEnv(UBootLocation{p, 0, 0x2000}, UBootLocation{p, 0x2000, 0x2000})
+			d := newMemDisk(map[string][]byte{"mmc": make([]byte, 0x4000)})
+			e := &UBootEnv{Copies: []UBootLocation{{"mmc", 0, 0x2000}, {"mmc", 0x2000, 0x2000}}, FS: d}
 			if err := e.Save(Vars{"bootcmd": "run bootorbit"}); err != nil {
 				t.Fatal(err)
 			}
 			return e
 		},
 		"grub": func() Env {
-			p := filepath.Join(t.TempDir(), "grubenv")
 			blk, _ := NewGRUBBlock(GRUBEnvSize)
 			raw, _ := blk.Bytes()
-			if err := os.WriteFile(p, raw, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			return &GRUBEnv{Path: p}
+			return &GRUBEnv{Path: "grubenv", FS: newMemDisk(map[string][]byte{"grubenv": raw})}
 		},
 	}
 }
