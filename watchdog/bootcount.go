@@ -208,7 +208,7 @@ func (c *BootControl) update(f func(*state) error) error {
 	if err != nil {
 		// Never replace an unreadable environment with one that holds only
 		// our variables: it also holds the board's boot commands.
-		return fmt.Errorf("watchdog: boot control: read environment: %w", err)
+		return fmt.Errorf("%w; boot control changes nothing in an unreadable environment", err)
 	}
 	st, err := parseState(v, c.Attempts)
 	if err != nil {
@@ -295,7 +295,7 @@ func (c *BootControl) Status(booted string) (Status, error) {
 	}
 	v, err := c.Env.Load()
 	if err != nil {
-		return Status{}, fmt.Errorf("watchdog: boot status: %w", err)
+		return Status{}, err
 	}
 	st, err := parseState(v, c.Attempts)
 	if err != nil {
@@ -337,4 +337,34 @@ func remove(xs []string, x string) []string {
 		}
 	}
 	return out
+}
+
+// Text renders the status for people, one fact per line.
+func (s Status) Text() string {
+	var b strings.Builder
+	booted := s.Booted
+	if booted == "" {
+		booted = "unknown (no rauc.slot= on the kernel command line)"
+	}
+	fmt.Fprintf(&b, "booted         %s\n", booted)
+	fmt.Fprintf(&b, "boot order     %s (primary %s)\n", strings.Join(s.Order, " "), s.Primary)
+	next := s.Next
+	if next == "" {
+		next = "none has attempts left: the bootloader will reset all counters"
+	}
+	fmt.Fprintf(&b, "next boot      %s\n", next)
+	fmt.Fprintf(&b, "attempts left  A %d/%d, B %d/%d\n", s.Left["A"], s.Attempts, s.Left["B"], s.Attempts)
+	var trial string
+	switch {
+	case s.TrialSlot == "":
+		trial = "none"
+	case s.Trial:
+		trial = fmt.Sprintf("this boot of %s is a trial: mark it good or it will be abandoned", s.TrialSlot)
+	case s.FailedTrial != "":
+		trial = fmt.Sprintf("%s FAILED: its attempts ran out and the bootloader fell back to %s; mark it bad", s.FailedTrial, s.Booted)
+	default:
+		trial = fmt.Sprintf("%s armed, not booted yet (%d attempts left)", s.TrialSlot, s.Left[s.TrialSlot])
+	}
+	fmt.Fprintf(&b, "trial          %s\n", trial)
+	return b.String()
 }
