@@ -331,7 +331,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	default:
 		return fmt.Errorf("%w: type %q", ErrUnsupported, hdr.Typeflag)
 	}
-	if err := x.setMeta(pfd, base, e); err != nil {
+	if err := setMeta(pfd, base, e); err != nil {
 		return err
 	}
 	if old := x.model[rel]; old == nil || old.Type != 'd' || e.Type != 'd' {
@@ -404,7 +404,9 @@ func (x *extractor) hardlink(rel, linkname string, replace func(bool) error, pfd
 	return nil
 }
 
-func (x *extractor) setMeta(pfd int, base string, e *Entry) error {
+// setMeta gives the new entry base in pfd its owner, mode, xattrs and (but
+// for directories, done last) times.
+func setMeta(pfd int, base string, e *Entry) error {
 	if err := unix.Fchownat(pfd, base, e.UID, e.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		if errors.Is(err, unix.EPERM) {
 			return fmt.Errorf("%w: chown %d:%d: %v", ErrNotPermitted, e.UID, e.GID, err)

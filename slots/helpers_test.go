@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
 	"testing"
 	"time"
 )
@@ -107,4 +109,10 @@ func rawEntry(name string, typ byte, body []byte) []byte {
 		out = append(out, make([]byte, 512-pad)...)
 	}
 	return out
+}
+
+func TestMain(m *testing.M) {
+	// State-change logs are for operators; keep test output readable.
+	slog.SetDefault(slog.New(slog.DiscardHandler))
+	os.Exit(m.Run())
 }
