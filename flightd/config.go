@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/bootorbit/bootorbit/slots"
 )
 
 // MaxConfigSize bounds the configuration file: a config is a few kilobytes,
@@ -179,4 +181,37 @@ func (c *SlotConfig) validate(field string) error {
 func within(dir, p string) bool {
 	rel, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(p))
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel)
+}
+
+// SlotOptions turns the slots section into slots.Options. The booted slot
+// is read from the kernel command line file (Cmdline, default
+// /proc/cmdline); when it names none, booted is left unknown only if
+// allowUnknownBoot is set (a bench host), and is an error otherwise.
+func (s *SlotsConfig) SlotOptions(allowUnknownBoot bool) (slots.Options, error) {
+	o := slots.Options{
+		StateDir: s.StateDir,
+		VarDir:   s.VarDir,
+		A:        slots.Slot{Backend: s.A.Backend, Path: s.A.Path, Size: s.A.Size},
+		B:        slots.Slot{Backend: s.B.Backend, Path: s.B.Path, Size: s.B.Size},
+	}
+	path := s.Cmdline
+	if path == "" {
+		path = "/proc/cmdline"
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if allowUnknownBoot {
+			return o, nil
+		}
+		return o, fmt.Errorf("flightd: kernel command line: %w", err)
+	}
+	booted, err := slots.ParseCmdline(string(data))
+	if err != nil {
+		if allowUnknownBoot && errors.Is(err, slots.ErrCmdline) && !strings.Contains(string(data), "rauc.slot=") {
+			return o, nil
+		}
+		return o, fmt.Errorf("%s: %w", path, err)
+	}
+	o.Booted = booted
+	return o, nil
 }
