@@ -46,6 +46,7 @@ if test -z "${bootorbit_slot}"; then
 	setenv BOOT_A_LEFT ${bootorbit_attempts}
 	setenv BOOT_B_LEFT ${bootorbit_attempts}
 	saveenv
+	echo "bootorbit: reset (order ${BOOT_ORDER}; A left ${BOOT_A_LEFT}, B left ${BOOT_B_LEFT})"
 	reset
 fi
 
@@ -53,7 +54,7 @@ fi
 # (kernel, init, flightd) costs this slot one attempt.
 saveenv
 
-echo "bootorbit: booting slot ${bootorbit_slot} (A left ${BOOT_A_LEFT}, B left ${BOOT_B_LEFT})"
+echo "bootorbit: booting slot ${bootorbit_slot} (order ${BOOT_ORDER}; A left ${BOOT_A_LEFT}, B left ${BOOT_B_LEFT})"
 if test "${bootorbit_slot}" = "A"; then
 	setenv bootargs "root=${bootorbit_root_A} ${bootorbit_args} rauc.slot=A"
 	run bootorbit_load_A
