@@ -21,7 +21,7 @@ import (
 //
 // This needs qemu-system-aarch64 (qemu-system-arm) and u-boot-qemu, which
 // CI does not install yet: the test skips without them unless
-// BOOTORBIT_REQUIRE_QEMU=1. BOOTORBIT_UBOOT_QEMU_ARM64 overrides the path of
+// BOOTORBIT_REQUIRE_BOOTLOADERS=1. BOOTORBIT_UBOOT_QEMU_ARM64 overrides the path of
 // the U-Boot binary.
 
 const qemuEnvSize = 0x40000
@@ -29,7 +29,7 @@ const qemuEnvSize = 0x40000
 func needQEMU(t *testing.T) (qemu, uboot string) {
 	t.Helper()
 	skip := func(format string, args ...any) {
-		if os.Getenv("BOOTORBIT_REQUIRE_QEMU") == "1" {
+		if os.Getenv("BOOTORBIT_REQUIRE_BOOTLOADERS") == "1" {
 			t.Fatalf(format, args...)
 		}
 		t.Skipf(format, args...)
