@@ -399,3 +399,5 @@ func (m *Manager) Verify(ctx context.Context, id SlotID) (*VerifyResult, error) 
 func (m *Manager) pristineDir(id SlotID) string {
 	return filepath.Join(m.o.StateDir, "etc-pristine", string(id))
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -7,7 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
+	"sync/atomic"
+	"unsafe"
 
 	"github.com/bootorbit/bootorbit/internal/vfs"
 )
@@ -53,61 +54,91 @@ func RawImage(layer io.Reader) (io.Reader, int64, func() error, error) {
 // WriteRaw streams src into the raw slot at path (a block device or a
 // preallocated file, opened through fsys) from offset 0, refusing more than
 // capacity bytes, then syncs it. It returns the number of bytes written and
-// their sha256, hashed on the way in a second goroutine so that hashing
-// overlaps the writes.
+// their sha256. Reading, hashing and writing run as a three-stage pipeline
+// over a few aligned buffers; when fsys supports it the writes use O_DIRECT
+// (no page cache copy, and no flood of dirty pages for fsync to wait on),
+// padding the last block with zeros, which is why capacity must be a
+// multiple of vfs.DirectAlign for direct I/O to be used.
 func WriteRaw(ctx context.Context, fsys vfs.FS, path string, src io.Reader, capacity int64) (int64, [32]byte, error) {
 	var sum [32]byte
-	f, err := fsys.OpenRW(path)
-	if err != nil {
-		return 0, sum, fmt.Errorf("slots: open raw slot: %w", err)
+	var f vfs.File
+	var err error
+	direct := false
+	if d, ok := fsys.(vfs.DirectOpener); ok && capacity%vfs.DirectAlign == 0 {
+		if f, err = d.OpenDirect(path); err == nil {
+			direct = true
+		}
+	}
+	if !direct {
+		if f, err = fsys.OpenRW(path); err != nil {
+			return 0, sum, fmt.Errorf("slots: open raw slot: %w", err)
+		}
 	}
 	defer f.Close()
 
-	// Three buffers rotate: one being read into, one being written, one
-	// being hashed; free returns a buffer once both are done with it.
-	h := sha256.New()
-	toHash := make(chan []byte, 3)
-	hashed := make(chan []byte, 3)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for b := range toHash {
-			h.Write(b)
-			hashed <- b[:cap(b)]
-		}
-	}()
-	free := make(chan []byte, 3)
-	for i := 0; i < 3; i++ {
-		free <- make([]byte, rawChunk)
+	type chunk struct {
+		buf []byte // aligned, cap rawChunk
+		n   int
+		off int64
 	}
+	const nbuf = 4
+	free := make(chan []byte, nbuf)
+	for i := 0; i < nbuf; i++ {
+		free <- alignedBuf(rawChunk)
+	}
+	toHash, toWrite := make(chan chunk, nbuf), make(chan chunk, nbuf)
+	h := sha256.New()
 	go func() {
-		for b := range hashed {
-			free <- b
+		for c := range toHash {
+			h.Write(c.buf[:c.n])
+			toWrite <- c
 		}
+		close(toWrite)
 	}()
-	stop := sync.OnceFunc(func() {
+	writeErr := make(chan error, 1)
+	var failed atomic.Bool
+	go func() {
+		var first error
+		for c := range toWrite {
+			if first == nil {
+				b := c.buf[:c.n]
+				if direct && c.n%vfs.DirectAlign != 0 {
+					// The tail: pad to a whole block (inside capacity).
+					padded := (c.n + vfs.DirectAlign - 1) &^ (vfs.DirectAlign - 1)
+					clear(c.buf[c.n:padded])
+					b = c.buf[:padded]
+				}
+				if _, err := f.WriteAt(b, c.off); err != nil {
+					first = fmt.Errorf("slots: write raw slot at %d: %w", c.off, err)
+					failed.Store(true)
+				}
+			}
+			free <- c.buf
+		}
+		writeErr <- first
+	}()
+	finish := func() error {
 		close(toHash)
-		wg.Wait()
-		close(hashed)
-	})
-	defer stop()
+		return <-writeErr
+	}
 
 	var off int64
 	for {
 		if err := ctx.Err(); err != nil {
+			finish()
 			return off, sum, err
 		}
+		if failed.Load() {
+			return off, sum, finish()
+		}
 		buf := <-free
-		n, rerr := io.ReadFull(src, buf)
+		n, rerr := io.ReadFull(src, buf[:rawChunk])
 		if n > 0 {
 			if off+int64(n) > capacity {
+				finish()
 				return off, sum, fmt.Errorf("%w: image larger than the slot (%d bytes)", ErrTooLarge, capacity)
 			}
-			toHash <- buf[:n]
-			if _, err := f.WriteAt(buf[:n], off); err != nil {
-				return off, sum, fmt.Errorf("slots: write raw slot at %d: %w", off, err)
-			}
+			toHash <- chunk{buf: buf, n: n, off: off}
 			off += int64(n)
 		} else {
 			free <- buf
@@ -116,15 +147,29 @@ func WriteRaw(ctx context.Context, fsys vfs.FS, path string, src io.Reader, capa
 			break
 		}
 		if rerr != nil {
+			finish()
 			return off, sum, fmt.Errorf("slots: read image: %w", rerr)
 		}
+	}
+	if err := finish(); err != nil {
+		return off, sum, err
 	}
 	if err := f.Sync(); err != nil {
 		return off, sum, fmt.Errorf("slots: sync raw slot: %w", err)
 	}
-	stop()
 	copy(sum[:], h.Sum(nil))
 	return off, sum, f.Close()
+}
+
+// alignedBuf returns a buffer of n bytes whose start is aligned for direct
+// I/O.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+vfs.DirectAlign)
+	skip := 0
+	if r := int(uintptr(unsafe.Pointer(&b[0])) % vfs.DirectAlign); r != 0 {
+		skip = vfs.DirectAlign - r
+	}
+	return b[skip : skip+n : skip+n]
 }
 
 // fadviser is implemented by *os.File; the raw read-back uses it to drop

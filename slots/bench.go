@@ -1,0 +1,324 @@
+package slots
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/bootorbit/bootorbit/internal/vfs"
+)
+
+// GenerateRootfs returns a deterministic root filesystem layer tar of about
+// size content bytes: directories of files of mixed sizes (mostly small, a
+// few large, as in a real distribution), with symlinks and hard links, and
+// incompressible content. It also returns the number of regular files.
+func GenerateRootfs(seed uint64, size int64) ([]byte, int, error) {
+	r := rand.New(rand.NewPCG(seed, 0x5eed))
+	var key [32]byte
+	for i := range key {
+		key[i] = byte(r.IntN(256))
+	}
+	content := rand.NewChaCha8(key)
+	var buf bytes.Buffer
+	buf.Grow(int(size + size/8 + 1<<20))
+	w := tar.NewWriter(&buf)
+	mt := time.Unix(1700000000, 0)
+	hdr := func(h *tar.Header) error {
+		h.ModTime, h.Format = mt, tar.FormatPAX
+		return w.WriteHeader(h)
+	}
+	for _, d := range []string{"usr", "usr/lib", "usr/bin", "etc", "var"} {
+		if err := hdr(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+			return nil, 0, err
+		}
+	}
+	var total int64
+	files, dirN := 0, 0
+	dir := ""
+	chunk := make([]byte, 1<<20)
+	for total < size {
+		if files%64 == 0 {
+			dir = fmt.Sprintf("usr/lib/pkg%04d", dirN)
+			dirN++
+			if err := hdr(&tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+				return nil, 0, err
+			}
+		}
+		var n int64
+		switch p := r.IntN(100); {
+		case p < 60:
+			n = 512 + r.Int64N(8<<10)
+		case p < 90:
+			n = 8<<10 + r.Int64N(120<<10)
+		case p < 99:
+			n = 128<<10 + r.Int64N(2<<20)
+		default:
+			n = 2<<20 + r.Int64N(14<<20)
+		}
+		n = min(n, size-total)
+		name := fmt.Sprintf("%s/f%05d", dir, files)
+		if err := hdr(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: n}); err != nil {
+			return nil, 0, err
+		}
+		for left := n; left > 0; {
+			c := chunk[:min(int64(len(chunk)), left)]
+			content.Read(c)
+			w.Write(c)
+			left -= int64(len(c))
+		}
+		total += n
+		files++
+		if files%20 == 0 {
+			if err := hdr(&tar.Header{Name: name + ".lnk", Typeflag: tar.TypeSymlink, Linkname: filepath.Base(name), Mode: 0o777}); err != nil {
+				return nil, 0, err
+			}
+		}
+		if files%50 == 0 {
+			if err := hdr(&tar.Header{Name: name + ".hard", Typeflag: tar.TypeLink, Linkname: name}); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	if err := w.Close(); err != nil {
+		return nil, 0, err
+	}
+	return buf.Bytes(), files, nil
+}
+
+// BenchOptions configures BenchSlotWrite.
+type BenchOptions struct {
+	Dir    string // where the slots and the reference file go (same disk)
+	Size   int64  // root filesystem content bytes
+	Rounds int
+	Seed   uint64
+	Sync   SyncMode  // directory slot sync discipline
+	Log    io.Writer // progress, one line per measurement; may be nil
+}
+
+// BenchResult holds the per-round times of each method, in round order.
+type BenchResult struct {
+	TarBytes, ContentBytes int64
+	Files                  int
+	// Plain is a sequential write of the tar's bytes to a new file with a
+	// final fsync (what `dd conv=fsync` does); PlainOver the same into an
+	// existing file of that size (`dd conv=notrunc,fsync` onto a partition),
+	// the fair reference for a raw slot, which is a device written in place.
+	Plain, PlainOver []time.Duration
+	// Raw and Dir are the slot writes up to durable (synced) data; the
+	// *Total times add the read-back verification from the medium.
+	Raw, RawTotal []time.Duration
+	Dir, DirTotal []time.Duration
+}
+
+// Median returns the median of ds.
+func Median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// BenchSlotWrite measures, interleaved round by round on the same disk, a
+// plain sequential write of N bytes with a final fsync against installing
+// the same N bytes into a raw slot (a tar holding one filesystem image of N
+// bytes) and into a directory slot (a root filesystem tar of N bytes),
+// through the same Manager.Install that flightd uses.
+func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
+	if o.Rounds <= 0 {
+		o.Rounds = 3
+	}
+	logf := func(format string, args ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, format+"\n", args...)
+		}
+	}
+	work, err := os.MkdirTemp(o.Dir, "slotbench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	rootfs, files, err := GenerateRootfs(o.Seed, o.Size)
+	if err != nil {
+		return nil, err
+	}
+	res := &BenchResult{TarBytes: int64(len(rootfs)), ContentBytes: o.Size, Files: files}
+	// The raw image is the same bytes as the directory layer, so that all
+	// three methods write exactly len(rootfs) bytes of payload.
+	rawLayer := bytes.Buffer{}
+	tw := tar.NewWriter(&rawLayer)
+	tw.WriteHeader(&tar.Header{Name: "rootfs.img", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(rootfs)), Format: tar.FormatPAX})
+	tw.Write(rootfs)
+	tw.Close()
+	logf("root filesystem: %d files, %d content bytes, tar %d bytes", files, o.Size, len(rootfs))
+
+	rawCap := (int64(len(rootfs)) + 1<<20) &^ (4096 - 1)
+	rawPath := filepath.Join(work, "slot-b.img")
+	if err := preallocate(rawPath, rawCap); err != nil {
+		return nil, err
+	}
+	dirPath := filepath.Join(work, "slot-b")
+	if err := os.Mkdir(dirPath, 0o755); err != nil {
+		return nil, err
+	}
+	mk := func(b Slot) (*Manager, error) {
+		return Open(Options{StateDir: filepath.Join(work, "state"), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
+			B: b, Extract: ExtractOptions{Sync: o.Sync}, Log: discardLogger()})
+	}
+	rawM, err := mk(Slot{Backend: BackendRaw, Path: rawPath, Size: rawCap})
+	if err != nil {
+		return nil, err
+	}
+	dirM, err := mk(Slot{Backend: BackendDir, Path: dirPath})
+	if err != nil {
+		return nil, err
+	}
+	plainPath := filepath.Join(work, "plain.img")
+	overPath := filepath.Join(work, "plain-over.img")
+	if err := preallocate(overPath, int64(len(rootfs))); err != nil {
+		return nil, err
+	}
+	methods := []func() error{
+		func() error {
+			start := time.Now()
+			if err := plainOverwrite(overPath, rootfs); err != nil {
+				return err
+			}
+			res.PlainOver = append(res.PlainOver, time.Since(start))
+			// Leave it as the raw slot is left after its read-back: not
+			// cached, so that no round starts with the other's pages warm.
+			if f, err := os.Open(overPath); err == nil {
+				dropCache(f.Fd())
+				f.Close()
+			}
+			logf("plain overwrite %v", res.PlainOver[len(res.PlainOver)-1])
+			return nil
+		},
+		func() error {
+			start := time.Now()
+			if err := plainWrite(plainPath, rootfs); err != nil {
+				return err
+			}
+			res.Plain = append(res.Plain, time.Since(start))
+			os.Remove(plainPath)
+			logf("plain new file  %v", res.Plain[len(res.Plain)-1])
+			return nil
+		},
+		func() error {
+			start := time.Now()
+			r, err := rawM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rawLayer.Bytes())}})
+			if err != nil {
+				return err
+			}
+			res.Raw, res.RawTotal = append(res.Raw, r.WriteTime), append(res.RawTotal, time.Since(start))
+			logf("raw slot        %v (+ verify: %v)", r.WriteTime, time.Since(start))
+			return nil
+		},
+		func() error {
+			start := time.Now()
+			r, err := dirM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}})
+			if err != nil {
+				return err
+			}
+			res.Dir, res.DirTotal = append(res.Dir, r.WriteTime), append(res.DirTotal, time.Since(start))
+			logf("dir slot        %v (+ verify: %v)", r.WriteTime, time.Since(start))
+			return nil
+		},
+	}
+	names := []string{"plain overwrite", "plain new file", "raw slot", "dir slot"}
+	for round := 0; round < o.Rounds; round++ {
+		for i := range methods {
+			// Rotate the order so that no method always runs first.
+			k := (i + round) % len(methods)
+			cpu0 := cpuTime()
+			if err := methods[k](); err != nil {
+				return nil, err
+			}
+			logf("  %s: cpu %v", names[k], cpuTime()-cpu0)
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return res, nil
+}
+
+func preallocate(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	chunk := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(chunk)) {
+		if _, err := f.Write(chunk[:min(int64(len(chunk)), size-off)]); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// plainOverwrite writes data over the start of an existing file, then
+// fsyncs: a raw slot's reference.
+func plainOverwrite(path string, data []byte) error {
+	f, err := vfs.Default.OpenRW(path)
+	if err != nil {
+		return err
+	}
+	for off := 0; off < len(data); off += 1 << 20 {
+		if _, err := f.WriteAt(data[off:min(len(data), off+1<<20)], int64(off)); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// plainWrite is the reference: sequential 1 MiB writes to a new file and
+// one fsync, through the same vfs the raw slot uses.
+func plainWrite(path string, data []byte) error {
+	f, err := vfs.Default.Create(path, 0o644)
+	if err != nil {
+		return err
+	}
+	for off := 0; off < len(data); off += 1 << 20 {
+		if _, err := f.Write(data[off:min(len(data), off+1<<20)]); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
