@@ -506,3 +506,22 @@ func TestDirInstallFailsHalfway(t *testing.T) {
 		t.Fatalf("arming a half-written slot: %v", err)
 	}
 }
+
+func FuzzDecodeState(f *testing.F) {
+	f.Add([]byte(`{"version":1,"seq":3,"slots":{"A":{"state":"good","changed":"2020-01-01T00:00:00Z"},"B":{"state":"writing","changed":"2020-01-01T00:00:00Z"}}}`))
+	f.Add([]byte(`{"version":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		st, err := decodeState(data)
+		if err != nil {
+			if !errors.Is(err, ErrStateFile) {
+				t.Fatalf("error %v does not wrap ErrStateFile", err)
+			}
+			return
+		}
+		for id, info := range st.Slots {
+			if (id != A && id != B) || !info.State.valid() {
+				t.Fatalf("accepted slot %q state %q", id, info.State)
+			}
+		}
+	})
+}
