@@ -28,6 +28,10 @@ type BootConfig struct {
 	// from, so flightd and fw_printenv share one description. It is read
 	// when the environment is opened, not when the config is validated.
 	FWEnvConfig string `json:"fw_env_config,omitempty"`
+	// UBootLockFile is flocked around every U-Boot environment access;
+	// set it to libubootenv's /var/lock/fw_printenv.lock so that flightd and
+	// fw_setenv never interleave. Empty means no lock.
+	UBootLockFile string `json:"uboot_lock_file,omitempty"`
 	// GRUBEnv is the GRUB environment block file.
 	GRUBEnv string `json:"grubenv,omitempty"`
 	// GRUBEnvSize is the block size; 0 means 1024 as grub-editenv makes it.
@@ -66,6 +70,9 @@ func (b BootConfig) Validate() error {
 		if _, err := watchdog.NewUBootEnv(b.UBootEnv...); err != nil {
 			return fmt.Errorf("%w: boot.uboot_env: %v", ErrConfig, err)
 		}
+	}
+	if b.UBootLockFile != "" && len(b.UBootEnv) == 0 && b.FWEnvConfig == "" {
+		return fmt.Errorf("%w: boot.uboot_lock_file without a U-Boot environment", ErrConfig)
 	}
 	if b.GRUBEnv == "" && b.GRUBEnvSize != 0 {
 		return fmt.Errorf("%w: boot.grubenv_size without boot.grubenv", ErrConfig)
@@ -110,7 +117,7 @@ func (b BootConfig) OpenEnv() (watchdog.Env, string, error) {
 	case b.GRUBEnv != "":
 		return &watchdog.GRUBEnv{Path: b.GRUBEnv, Size: b.GRUBEnvSize}, "grub " + b.GRUBEnv, nil
 	case len(b.UBootEnv) > 0:
-		return ubootEnv(b.UBootEnv)
+		return ubootEnv(b.UBootEnv, b.UBootLockFile)
 	case b.FWEnvConfig != "":
 		data, err := os.ReadFile(b.FWEnvConfig)
 		if err != nil {
@@ -120,16 +127,17 @@ func (b BootConfig) OpenEnv() (watchdog.Env, string, error) {
 		if err != nil {
 			return nil, "", fmt.Errorf("%w: boot.fw_env_config %s: %v", ErrConfig, b.FWEnvConfig, err)
 		}
-		return ubootEnv(locs)
+		return ubootEnv(locs, b.UBootLockFile)
 	}
 	return nil, "", fmt.Errorf("%w: boot: no bootloader environment configured (uboot_env, fw_env_config or grubenv)", ErrConfig)
 }
 
-func ubootEnv(locs []watchdog.UBootLocation) (watchdog.Env, string, error) {
+func ubootEnv(locs []watchdog.UBootLocation, lock string) (watchdog.Env, string, error) {
 	e, err := watchdog.NewUBootEnv(locs...)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: boot.uboot_env: %v", ErrConfig, err)
 	}
+	e.LockFile = lock
 	parts := make([]string, len(locs))
 	for i, l := range locs {
 		parts[i] = fmt.Sprintf("%s (%#x bytes)", l, l.Size)

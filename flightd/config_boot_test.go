@@ -21,6 +21,7 @@ func TestBootConfigErrors(t *testing.T) {
 		{`{"uboot_env": [{"path": "/d", "ofset": 0, "size": 8192}]}`, `unknown field "ofset"`},
 		{`{"grubenv": "/g", "attempts": 10}`, "boot.attempts"},
 		{`{"grubenv_size": 2048}`, "without boot.grubenv"},
+		{`{"grubenv": "/g", "uboot_lock_file": "/var/lock/fw_printenv.lock"}`, "uboot_lock_file without"},
 		{`{"watchdog_timeout_s": 30}`, "without boot.watchdog"},
 		{`{"watchdog": "/dev/watchdog0", "watchdog_timeout_s": 100000}`, "boot.watchdog_timeout_s"},
 	} {
@@ -38,7 +39,7 @@ func TestBootConfigOpenEnv(t *testing.T) {
 	fw := filepath.Join(dir, "fw_env.config")
 	os.WriteFile(fw, []byte(img+" 0x0 0x4000\n"+img+" 0x4000 0x4000\n"), 0o644)
 
-	c, err := ParseConfig([]byte(`{` + slotsSection + `, "boot": {"fw_env_config": "` + fw + `", "attempts": 5, "watchdog": "/dev/watchdog0"}}`))
+	c, err := ParseConfig([]byte(`{` + slotsSection + `, "boot": {"fw_env_config": "` + fw + `", "uboot_lock_file": "` + filepath.Join(dir, "lock") + `", "attempts": 5, "watchdog": "/dev/watchdog0"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +55,9 @@ func TestBootConfigOpenEnv(t *testing.T) {
 	}
 	if v, err := env.Load(); err != nil || v["a"] != "1" {
 		t.Fatalf("load %v %v", v, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lock")); err != nil {
+		t.Fatalf("lock file not used: %v", err)
 	}
 
 	var empty BootConfig

@@ -270,6 +270,11 @@ type UBootEnv struct {
 	FS FS
 	// Pad fills the unused data area on Save. U-Boot's saveenv writes 0x00.
 	Pad byte
+	// LockFile, when set, is flocked exclusively around every State, Load
+	// and Save. Set it to libubootenv's lock file (fw_printenv and
+	// fw_setenv use /var/lock/fw_printenv.lock) so that an engineer's
+	// fw_setenv and flightd never interleave their read-modify-writes.
+	LockFile string
 }
 
 // NewUBootEnv checks the locations and returns the environment.
@@ -342,6 +347,11 @@ func pick(cs []ubootCopy) int {
 
 // State reads all copies and reports which one is in use.
 func (e *UBootEnv) State() (UBootState, error) {
+	unlock, err := lockFile(e.LockFile)
+	if err != nil {
+		return UBootState{}, err
+	}
+	defer unlock()
 	cs, err := e.readCopies()
 	if err != nil {
 		return UBootState{}, err
@@ -380,6 +390,11 @@ func (e *UBootEnv) Load() (Vars, error) {
 // syncs and reads the copy back to verify it. A Save over copies that are
 // all corrupt (or never written) initialises the environment.
 func (e *UBootEnv) Save(v Vars) error {
+	unlock, err := lockFile(e.LockFile)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	cs, err := e.readCopies()
 	if err != nil {
 		return err
