@@ -97,9 +97,20 @@ func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o Extrac
 		model:    map[string]*Entry{},
 		dirTimes: map[string]int64{},
 		uid:      os.Geteuid(), gid: os.Getegid(),
-		buf: make([]byte, 1<<20),
-		sum: sha256.New(),
+		bufs:   [2][]byte{make([]byte, 1<<20), make([]byte, 1<<20)},
+		sum:    sha256.New(),
+		hashIn: make(chan []byte, 2),
+		hashed: make(chan struct{}, 2),
 	}
+	// File contents are hashed on a second goroutine while they are written,
+	// so that hashing and the write syscalls overlap on two cores.
+	go func() {
+		for b := range x.hashIn {
+			x.sum.Write(b)
+			x.hashed <- struct{}{}
+		}
+	}()
+	defer close(x.hashIn)
 	r.onImplicitDir = x.implicitDir
 	if err := removeChildren(r.fd, ".", func(n string) bool { return n == "lost+found" }); err != nil {
 		return nil, fmt.Errorf("slots: empty %s: %w", dir, err)
@@ -127,8 +138,10 @@ type extractor struct {
 	layerSeen map[string]bool
 	dirTimes  map[string]int64
 	uid, gid  int
-	buf       []byte
-	sum       hash.Hash
+	bufs      [2][]byte
+	sum       hash.Hash // written only by the hasher goroutine while chunks are pending
+	hashIn    chan []byte
+	hashed    chan struct{}
 	entries   int
 	files     int
 	total     int64
@@ -349,10 +362,39 @@ func (x *extractor) writeFile(pfd int, base string, tr io.Reader, size int64, e 
 	}
 	f := os.NewFile(uintptr(fd), base)
 	defer f.Close()
-	x.sum.Reset()
-	n, err := io.CopyBuffer(io.MultiWriter(f, x.sum), io.LimitReader(tr, size), x.buf)
-	if err != nil {
-		return tarError(err)
+	x.sum.Reset() // no chunk is pending between files
+	pending := 0
+	var n int64
+	var werr error
+	for i := 0; n < size; i++ {
+		buf := x.bufs[i%2]
+		if pending == 2 { // the hasher still reads this buffer
+			<-x.hashed
+			pending--
+		}
+		k, rerr := io.ReadFull(tr, buf[:min(int64(len(buf)), size-n)])
+		if k > 0 {
+			x.hashIn <- buf[:k]
+			pending++
+			if _, err := f.Write(buf[:k]); err != nil && werr == nil {
+				werr = err
+			}
+			n += int64(k)
+		}
+		if rerr != nil || werr != nil {
+			if werr == nil && rerr == io.EOF {
+				werr = fmt.Errorf("%w: %d of %d bytes", ErrTruncated, n, size)
+			} else if werr == nil {
+				werr = tarError(rerr)
+			}
+			break
+		}
+	}
+	for ; pending > 0; pending-- {
+		<-x.hashed
+	}
+	if werr != nil {
+		return werr
 	}
 	if n != size {
 		return fmt.Errorf("%w: %d of %d bytes", ErrTruncated, n, size)
