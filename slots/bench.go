@@ -54,15 +54,17 @@ func GenerateRootfs(seed uint64, size int64) ([]byte, int, error) {
 			}
 		}
 		var n int64
-		switch p := r.IntN(100); {
-		case p < 60:
-			n = 512 + r.Int64N(8<<10)
-		case p < 90:
-			n = 8<<10 + r.Int64N(120<<10)
-		case p < 99:
-			n = 128<<10 + r.Int64N(2<<20)
+		// Sizes shaped like a distribution's root filesystem: mostly small
+		// files (mean about 75 KiB, so about 2700 files for 200 MiB).
+		switch p := r.IntN(1000); {
+		case p < 750:
+			n = 100 + r.Int64N(8<<10)
+		case p < 950:
+			n = 8<<10 + r.Int64N(56<<10)
+		case p < 995:
+			n = 64<<10 + r.Int64N(960<<10)
 		default:
-			n = 2<<20 + r.Int64N(14<<20)
+			n = 1<<20 + r.Int64N(15<<20)
 		}
 		n = min(n, size-total)
 		name := fmt.Sprintf("%s/f%05d", dir, files)

@@ -3,7 +3,9 @@ package slots
 import (
 	"archive/tar"
 	"context"
+	crand "crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -112,13 +114,21 @@ func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o Extrac
 	}()
 	defer close(x.hashIn)
 	r.onImplicitDir = x.implicitDir
-	if err := removeChildren(r.fd, ".", func(n string) bool { return n == "lost+found" }); err != nil {
+	// Empty the slot: move the old content aside (a few renames) and delete
+	// it on another goroutine while the new content is extracted; the
+	// deletion is complete before the slot is synced.
+	deleted, err := x.moveAside()
+	if err != nil {
 		return nil, fmt.Errorf("slots: empty %s: %w", dir, err)
 	}
 	for i, l := range layers {
 		if err := x.layer(ctx, l); err != nil {
+			<-deleted
 			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
+	}
+	if err := <-deleted; err != nil {
+		return nil, fmt.Errorf("slots: empty %s: %w", dir, err)
 	}
 	if err := x.finish(); err != nil {
 		return nil, err
@@ -131,7 +141,47 @@ func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o Extrac
 	return res, nil
 }
 
+// moveAside renames everything in the slot root but lost+found into a
+// fresh directory and starts deleting that directory; the channel yields
+// the deletion's result.
+func (x *extractor) moveAside() (<-chan error, error) {
+	var rnd [8]byte
+	if _, err := crand.Read(rnd[:]); err != nil {
+		return nil, err
+	}
+	x.trash = ".bootorbit-old-" + hex.EncodeToString(rnd[:])
+	if err := unix.Mkdirat(x.r.fd, x.trash, 0o700); err != nil {
+		return nil, err
+	}
+	d, err := os.Open(x.r.path)
+	if err != nil {
+		return nil, err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return nil, err
+	}
+	tfd, err := unix.Openat(x.r.fd, x.trash, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(tfd)
+	for _, n := range names {
+		if n == "lost+found" || n == x.trash {
+			continue
+		}
+		if err := unix.Renameat(x.r.fd, n, tfd, n); err != nil {
+			return nil, fmt.Errorf("move %s aside: %w", n, err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- removeAll(x.r.fd, x.trash) }()
+	return done, nil
+}
+
 type extractor struct {
+	trash     string // top-level name of the old content being deleted
 	r         *root
 	o         ExtractOptions
 	model     map[string]*Entry
@@ -239,6 +289,9 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	}
 	if rel == "" {
 		return nil // the slot root: its attributes belong to the mount
+	}
+	if top, _, _ := strings.Cut(rel, "/"); top == x.trash {
+		return fmt.Errorf("%w: name reserved during extraction", ErrBadEntry)
 	}
 	dir, base := splitRel(rel)
 	if strings.HasPrefix(base, errWhiteoutPrefx) {
@@ -399,10 +452,16 @@ func (x *extractor) writeFile(pfd int, base string, tr io.Reader, size int64, e 
 	if n != size {
 		return fmt.Errorf("%w: %d of %d bytes", ErrTruncated, n, size)
 	}
-	if x.o.Sync == SyncEach {
+	switch x.o.Sync {
+	case SyncEach:
 		if err := f.Sync(); err != nil {
 			return err
 		}
+	case SyncFS:
+		// Start writeback now, so that the device works while the next
+		// files are extracted and the final syncfs has little left to wait
+		// for. Advisory: an error here is caught by syncfs.
+		unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	}
 	e.Size = size
 	x.sum.Sum(e.SHA256[:0])

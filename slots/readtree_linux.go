@@ -85,25 +85,42 @@ func (w *treeReader) entry(pfd int, name, p string) error {
 		return fmt.Errorf("slots: stat %q: %w", p, err)
 	}
 	e := Entry{Path: p, Mode: st.Mode & 0o7777, UID: int(st.Uid), GID: int(st.Gid), Mtime: st.Mtim.Nano()}
-	xs, err := readXattrs(procPath(pfd, name))
-	if err != nil {
-		return fmt.Errorf("slots: xattrs of %q: %w", p, err)
+	// Directories and files are opened anyway: their xattrs are read by
+	// descriptor; the others through /proc/self/fd, without following.
+	xattrs := func(fd int) error {
+		var err error
+		if fd >= 0 {
+			e.Xattrs, err = readXattrs(xattrFd(fd))
+		} else {
+			e.Xattrs, err = readXattrs(xattrPath(procPath(pfd, name)))
+		}
+		if err != nil {
+			return fmt.Errorf("slots: xattrs of %q: %w", p, err)
+		}
+		return nil
 	}
-	e.Xattrs = xs
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		e.Type = 'd'
-		w.out = append(w.out, e)
 		fd, err := unix.Openat(pfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("slots: open dir %q: %w", p, err)
 		}
+		if err := xattrs(fd); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		w.out = append(w.out, e)
 		return w.dir(fd, p)
 	case unix.S_IFREG:
 		e.Type = 'f'
 		fd, err := unix.Openat(pfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("slots: open %q: %w", p, err)
+		}
+		if err := xattrs(fd); err != nil {
+			unix.Close(fd)
+			return err
 		}
 		if w.o.DropCache {
 			unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
@@ -136,12 +153,33 @@ func (w *treeReader) entry(pfd int, name, p string) error {
 	default:
 		e.Type = '?' // a socket: never part of an image, so it mismatches
 	}
+	if e.Type != 'f' {
+		if err := xattrs(-1); err != nil {
+			return err
+		}
+	}
 	w.out = append(w.out, e)
 	return nil
 }
 
-func readXattrs(path string) ([]Xattr, error) {
-	sz, err := unix.Llistxattr(path, nil)
+// xattrSource lists and gets extended attributes of one file.
+type xattrSource interface {
+	list(dest []byte) (int, error)
+	get(name string, dest []byte) (int, error)
+}
+
+type xattrFd int
+
+func (f xattrFd) list(d []byte) (int, error)          { return unix.Flistxattr(int(f), d) }
+func (f xattrFd) get(n string, d []byte) (int, error) { return unix.Fgetxattr(int(f), n, d) }
+
+type xattrPath string
+
+func (p xattrPath) list(d []byte) (int, error)          { return unix.Llistxattr(string(p), d) }
+func (p xattrPath) get(n string, d []byte) (int, error) { return unix.Lgetxattr(string(p), n, d) }
+
+func readXattrs(src xattrSource) ([]Xattr, error) {
+	sz, err := src.list(nil)
 	if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) || sz == 0 {
 		return nil, nil
 	}
@@ -149,7 +187,7 @@ func readXattrs(path string) ([]Xattr, error) {
 		return nil, err
 	}
 	buf := make([]byte, sz)
-	sz, err = unix.Llistxattr(path, buf)
+	sz, err = src.list(buf)
 	if err != nil {
 		return nil, err
 	}
@@ -158,12 +196,12 @@ func readXattrs(path string) ([]Xattr, error) {
 		if name == "" {
 			continue
 		}
-		vsz, err := unix.Lgetxattr(path, name, nil)
+		vsz, err := src.get(name, nil)
 		if err != nil {
 			return nil, err
 		}
 		v := make([]byte, vsz)
-		vsz, err = unix.Lgetxattr(path, name, v)
+		vsz, err = src.get(name, v)
 		if err != nil {
 			return nil, err
 		}
