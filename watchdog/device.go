@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -186,20 +187,34 @@ type Clock interface {
 	Now() time.Time
 }
 
-// FakeClock is a clock that moves only when told to.
-type FakeClock struct{ T time.Time }
+// FakeClock is a clock that moves only when told to. It is safe for
+// concurrent use (a bench advances it while a daemon goroutine reads it).
+type FakeClock struct {
+	mu sync.Mutex
+	T  time.Time
+}
 
 // Now returns the fake time.
-func (c *FakeClock) Now() time.Time { return c.T }
+func (c *FakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.T
+}
 
 // Advance moves the clock forward.
-func (c *FakeClock) Advance(d time.Duration) { c.T = c.T.Add(d) }
+func (c *FakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.T = c.T.Add(d)
+	c.mu.Unlock()
+}
 
 // FakeDevice is a watchdog for tests and the bench's virtual board: it
 // "expires" when not petted within its timeout, measured on a Clock. A
 // board model checks Expired and resets, with WDIOF_CARDRESET as the next
-// boot's BootStatus.
+// boot's BootStatus. It is safe for concurrent use.
 type FakeDevice struct {
+	mu sync.Mutex
+
 	Clock   Clock
 	Timeout time.Duration
 	// Granularity rounds SetTimeout up, like hardware that counts in whole
@@ -221,7 +236,9 @@ func NewFakeDevice(c Clock, timeout time.Duration, status BootStatus) *FakeDevic
 // Keepalive pets the fake, unless it has already expired: a board that
 // has reset does not come back because someone pets it late.
 func (f *FakeDevice) Keepalive() error {
-	if f.Expired() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.expired() {
 		return fmt.Errorf("%w: fake watchdog expired at %v", ErrWatchdog, f.lastPet.Add(f.Timeout))
 	}
 	f.lastPet = f.Clock.Now()
@@ -234,6 +251,8 @@ func (f *FakeDevice) SetTimeout(d time.Duration) (time.Duration, error) {
 	if d <= 0 {
 		return 0, fmt.Errorf("%w: timeout %v", ErrWatchdog, d)
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	g := f.Granularity
 	if g == 0 {
 		g = time.Second
@@ -248,11 +267,26 @@ func (f *FakeDevice) SetTimeout(d time.Duration) (time.Duration, error) {
 func (f *FakeDevice) BootStatus() (BootStatus, error) { return f.Status, nil }
 
 // Close leaves the fake armed, as the real device is left.
-func (f *FakeDevice) Close() error { f.closed = true; return nil }
+func (f *FakeDevice) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	return nil
+}
 
 // Expired reports whether the timeout has passed since the last pet.
 // Closing does not stop it.
-func (f *FakeDevice) Expired() bool { return f.Clock.Now().Sub(f.lastPet) >= f.Timeout }
+func (f *FakeDevice) Expired() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.expired()
+}
+
+func (f *FakeDevice) expired() bool { return f.Clock.Now().Sub(f.lastPet) >= f.Timeout }
 
 // Pets is how many keepalives succeeded.
-func (f *FakeDevice) Pets() int { return f.pets }
+func (f *FakeDevice) Pets() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pets
+}
