@@ -324,3 +324,50 @@ func TestCrossMkimageBootScript(t *testing.T) {
 		t.Fatalf("mkimage -l: %s", listing)
 	}
 }
+
+// TestCrossUBootCopySelection pins which redundant copy wins against
+// fw_printenv: the flags wrap from 255 to 0, equal flags pick the first
+// copy, and a corrupt copy loses whatever its flags say.
+func TestCrossUBootCopySelection(t *testing.T) {
+	needTool(t, "fw_printenv")
+	first, second := Vars{"which": "first"}, Vars{"which": "second"}
+	for _, c := range []struct {
+		name         string
+		f1, f2       byte
+		bad1, bad2   bool
+		wantSelected string
+	}{
+		{"higher wins", 7, 8, false, false, "second"},
+		{"higher wins reversed", 9, 8, false, false, "first"},
+		{"0 after 255", 255, 0, false, false, "second"},
+		{"0 after 255 reversed", 0, 255, false, false, "first"},
+		{"equal flags", 5, 5, false, false, "first"},
+		{"corrupt newer", 1, 2, false, true, "first"},
+		{"corrupt first", 9, 2, true, false, "second"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "env")
+			a, _ := EncodeUBootEnv(first, 0x1000, true, c.f1, 0)
+			b, _ := EncodeUBootEnv(second, 0x1000, true, c.f2, 0)
+			if c.bad1 {
+				a[100] ^= 1
+			}
+			if c.bad2 {
+				b[100] ^= 1
+			}
+			os.WriteFile(p, append(a, b...), 0o644)
+			locs := []UBootLocation{{p, 0, 0x1000}, {p, 0x1000, 0x1000}}
+			cfg := writeFWConfig(t, dir, locs)
+			theirs := parsePrintenv(t, run(t, "fw_printenv", "-c", cfg))
+			e, _ := NewUBootEnv(locs...)
+			ours, err := e.Load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if theirs["which"] != c.wantSelected || ours["which"] != c.wantSelected {
+				t.Fatalf("fw_printenv chose %q, ours %q, want %q", theirs["which"], ours["which"], c.wantSelected)
+			}
+		})
+	}
+}
