@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -116,12 +117,14 @@ func ReadResetRecord(dir string) (ResetRecord, error) {
 		return r, fmt.Errorf("watchdog: reset record: %w", err)
 	}
 	defer f.Close()
-	buf := make([]byte, maxRecord+1)
-	n, _ := f.Read(buf)
-	if n > maxRecord {
+	buf, err := io.ReadAll(io.LimitReader(f, maxRecord+1))
+	if err != nil {
+		return r, fmt.Errorf("watchdog: reset record: %w", err)
+	}
+	if len(buf) > maxRecord {
 		return r, fmt.Errorf("watchdog: reset record %s larger than %d bytes", f.Name(), maxRecord)
 	}
-	if err := json.Unmarshal(buf[:n], &r); err != nil {
+	if err := json.Unmarshal(buf, &r); err != nil {
 		return r, fmt.Errorf("watchdog: reset record %s: %w", f.Name(), err)
 	}
 	return r, nil

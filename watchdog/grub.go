@@ -2,7 +2,9 @@ package watchdog
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -245,8 +247,10 @@ func (g *GRUBEnv) Block() (*GRUBBlock, error) {
 	}
 	defer f.Close()
 	buf := make([]byte, n+1)
-	got, _ := f.ReadAt(buf, 0)
+	got, err := f.ReadAt(buf, 0)
 	switch {
+	case got <= n && err != nil && !errors.Is(err, io.EOF):
+		return nil, fmt.Errorf("watchdog: grub env: read %s: %w", g.Path, err)
 	case got > n:
 		return nil, fmt.Errorf("%w: grub env %s is larger than %d bytes", ErrEnvFormat, g.Path, n)
 	case got < n:

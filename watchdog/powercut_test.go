@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -53,12 +54,13 @@ type memDiskFile struct {
 
 func (f *memDiskFile) ReadAt(p []byte, off int64) (int, error) {
 	b := f.d.files[f.path]
+	// Like os.File: a read that reaches the end returns io.EOF.
 	if off >= int64(len(b)) {
-		return 0, errors.New("memdisk: read past end")
+		return 0, io.EOF
 	}
 	n := copy(p, b[off:])
 	if n < len(p) {
-		return n, errors.New("memdisk: short read")
+		return n, io.EOF
 	}
 	return n, nil
 }
