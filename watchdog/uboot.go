@@ -112,6 +112,10 @@ func checkLocations(locs []UBootLocation) error {
 		switch {
 		case l.Path == "":
 			return fmt.Errorf("%w: empty device path", ErrEnvConfig)
+		case strings.HasPrefix(l.Path, "/dev/mtd") || strings.HasPrefix(l.Path, "/dev/ubi"):
+			// Raw flash needs erase-before-write and the 0/1 flag scheme;
+			// writing it like a block device would corrupt it.
+			return fmt.Errorf("%w: %s: raw flash (MTD/UBI) environments are not supported; use a block device or file", ErrEnvConfig, l.Path)
 		case l.Offset < 0:
 			return fmt.Errorf("%w: %s: negative offset", ErrEnvConfig, l.Path)
 		case l.Size < MinUBootEnvSize || l.Size > MaxUBootEnvSize:

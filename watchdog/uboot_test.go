@@ -108,7 +108,7 @@ func TestParseFWEnvConfig(t *testing.T) {
 		t.Fatalf("got %+v", locs)
 	}
 	for _, bad := range []string{"", "# only\n", "/dev/x zz 0x100\n", "/dev/x 0 0x0\n", "/dev/x 0 ffffffff\n",
-		"/dev/x 0 0x100\n/dev/x 0x80 0x100\n", "/dev/x 0 0x100\n/dev/y 0 0x200\n"} {
+		"/dev/x 0 0x100\n/dev/x 0x80 0x100\n", "/dev/x 0 0x100\n/dev/y 0 0x200\n", "/dev/mtd1 0 0x10000 0x10000\n"} {
 		if _, err := ParseFWEnvConfig(bad); !errors.Is(err, ErrEnvConfig) {
 			t.Errorf("%q: %v, want ErrEnvConfig", bad, err)
 		}
