@@ -111,22 +111,30 @@ func MergeEtc(ctx context.Context, oldImage, current, newEtc string) (*MergeRepo
 		if sameEntry(cv, ov) || sameEntry(cv, nv) {
 			continue // take the new image's version: already there
 		}
-		if !sameEntry(nv, ov) {
-			rep.Conflicts = append(rep.Conflicts, p)
-		} else if cv == nil {
-			rep.Deleted = append(rep.Deleted, p)
-		} else {
-			rep.Kept = append(rep.Kept, p)
+		record := func() {
+			switch {
+			case !sameEntry(nv, ov):
+				rep.Conflicts = append(rep.Conflicts, p)
+			case cv == nil:
+				rep.Deleted = append(rep.Deleted, p)
+			default:
+				rep.Kept = append(rep.Kept, p)
+			}
 		}
 		if cv == nil {
 			pfd, base, err := r.parent(p, false)
 			if err == nil {
 				err = r.removeAt(pfd, base)
 			}
+			if errors.Is(err, ErrEscape) || errors.Is(err, ErrBadEntry) {
+				rep.Skipped = append(rep.Skipped, p)
+				continue
+			}
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				return nil, fmt.Errorf("slots: etc merge: remove %s: %w", p, err)
 			}
 			gone = append(gone, p)
+			record()
 			continue
 		}
 		if err := copyEntry(r, filepath.Join(current, p), p, cv, nv); err != nil {
@@ -136,6 +144,7 @@ func MergeEtc(ctx context.Context, oldImage, current, newEtc string) (*MergeRepo
 			}
 			return nil, fmt.Errorf("slots: etc merge: %s: %w", p, err)
 		}
+		record()
 	}
 	return rep, nil
 }
