@@ -104,23 +104,34 @@ type BenchOptions struct {
 	Seed   uint64
 	Sync   SyncMode  // directory slot sync discipline
 	Log    io.Writer // progress, one line per measurement; may be nil
+	// DropCaches writes back all dirty data and drops the page cache
+	// (sync; echo 3 > /proc/sys/vm/drop_caches, root only) before every
+	// measurement, so that each starts cold and with no one else's
+	// writeback pending. Where that is not permitted, every measurement
+	// starts after a sync(2) instead.
+	DropCaches bool
 }
 
 // BenchResult holds the per-round times of each method, in round order.
 type BenchResult struct {
 	TarBytes, ContentBytes int64
 	Files                  int
+	// DroppedCaches says whether the page cache was dropped before each
+	// measurement (BenchOptions.DropCaches and permitted).
+	DroppedCaches bool
+	// Staging is the time, measured once and not part of any write, of
+	// computing what the slots are verified against: the raw image's
+	// sha256 and the directory slot's expected tree (ExpectedTree). A real
+	// update has them from the signed image config and the layer
+	// verification.
+	StageRaw, StageDir time.Duration
 	// Plain is a sequential write of the tar's bytes to a new file with a
 	// final fsync (what `dd conv=fsync` does); PlainOver the same into an
-	// existing file of that size (`dd conv=notrunc,fsync` onto a partition),
-	// the fair reference for a raw slot, which is a device written in place.
+	// existing file of that size (`dd conv=notrunc,fsync` onto a partition).
 	Plain, PlainOver []time.Duration
 	// PlainDirect is the overwrite with O_DIRECT (`dd oflag=direct
 	// conv=notrunc,fsync`), where the filesystem supports it.
 	PlainDirect []time.Duration
-	// Hash is sha256 of the same bytes in memory, no I/O: the CPU floor of
-	// any writer that hashes on the way.
-	Hash []time.Duration
 	// Raw and Dir are the slot writes up to durable (synced) data; the
 	// *Total times add the read-back verification from the medium.
 	Raw, RawTotal []time.Duration
@@ -140,14 +151,31 @@ func Median(ds []time.Duration) time.Duration {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// RatioRange returns the smallest and largest per-round ratio ref/d (the
+// reference's time over ours: 1 means as fast as the reference), pairing
+// the measurements of the same round.
+func RatioRange(ref, d []time.Duration) (lo, hi float64) {
+	for i := 0; i < len(ref) && i < len(d); i++ {
+		r := ref[i].Seconds() / d[i].Seconds()
+		if i == 0 || r < lo {
+			lo = r
+		}
+		if i == 0 || r > hi {
+			hi = r
+		}
+	}
+	return lo, hi
+}
+
 // BenchSlotWrite measures, interleaved round by round on the same disk, a
 // plain sequential write of N bytes with a final fsync against installing
 // the same N bytes into a raw slot (a tar holding one filesystem image of N
 // bytes) and into a directory slot (a root filesystem tar of N bytes),
-// through the same Manager.Install that flightd uses.
+// through the same Manager.Install that flightd uses, given the expected
+// digest (raw) and tree (directory) as an update has them.
 func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	if o.Rounds <= 0 {
-		o.Rounds = 3
+		o.Rounds = 5
 	}
 	logf := func(format string, args ...any) {
 		if o.Log != nil {
@@ -165,13 +193,23 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	}
 	res := &BenchResult{TarBytes: int64(len(rootfs)), ContentBytes: o.Size, Files: files}
 	// The raw image is the same bytes as the directory layer, so that all
-	// three methods write exactly len(rootfs) bytes of payload.
+	// methods write exactly len(rootfs) bytes of payload.
 	rawLayer := bytes.Buffer{}
 	tw := tar.NewWriter(&rawLayer)
 	tw.WriteHeader(&tar.Header{Name: "rootfs.img", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(rootfs)), Format: tar.FormatPAX})
 	tw.Write(rootfs)
 	tw.Close()
 	logf("root filesystem: %d files, %d content bytes, tar %d bytes", files, o.Size, len(rootfs))
+
+	start := time.Now()
+	rawDigest := fmt.Sprintf("sha256:%x", sha256.Sum256(rootfs))
+	res.StageRaw = time.Since(start)
+	start = time.Now()
+	want, err := ExpectedTree(ctx, []io.Reader{bytes.NewReader(rootfs)}, ExtractOptions{})
+	if err != nil {
+		return nil, err
+	}
+	res.StageDir = time.Since(start)
 
 	rawCap := (int64(len(rootfs)) + 1<<20) &^ (4096 - 1)
 	rawPath := filepath.Join(work, "slot-b.img")
@@ -199,14 +237,21 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	if err := preallocate(overPath, (int64(len(rootfs))+vfs.DirectAlign-1)&^(vfs.DirectAlign-1)); err != nil {
 		return nil, err
 	}
-	methods := []func() error{
-		func() error {
+	if o.DropCaches {
+		res.DroppedCaches = dropPageCache() == nil
+	}
+	timed := func(name string, dst *[]time.Duration, f func() error) func() error {
+		return func() error {
 			start := time.Now()
-			sha256.Sum256(rootfs)
-			res.Hash = append(res.Hash, time.Since(start))
-			logf("sha256 alone    %v", res.Hash[len(res.Hash)-1])
+			if err := f(); err != nil {
+				return err
+			}
+			*dst = append(*dst, time.Since(start))
+			logf("%-16s %v", name, (*dst)[len(*dst)-1])
 			return nil
-		},
+		}
+	}
+	methods := []func() error{
 		func() error {
 			start := time.Now()
 			ok, err := plainDirect(overPath, rootfs)
@@ -215,61 +260,50 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			}
 			if ok {
 				res.PlainDirect = append(res.PlainDirect, time.Since(start))
-				logf("plain direct    %v", res.PlainDirect[len(res.PlainDirect)-1])
+				logf("plain direct     %v", res.PlainDirect[len(res.PlainDirect)-1])
 			}
 			return nil
 		},
+		timed("plain overwrite", &res.PlainOver, func() error { return plainOverwrite(overPath, rootfs) }),
+		timed("plain new file", &res.Plain, func() error {
+			defer os.Remove(plainPath)
+			return plainWrite(plainPath, rootfs)
+		}),
 		func() error {
 			start := time.Now()
-			if err := plainOverwrite(overPath, rootfs); err != nil {
-				return err
-			}
-			res.PlainOver = append(res.PlainOver, time.Since(start))
-			// Leave it as the raw slot is left after its read-back: not
-			// cached, so that no round starts with the other's pages warm.
-			if f, err := os.Open(overPath); err == nil {
-				dropCache(f.Fd())
-				f.Close()
-			}
-			logf("plain overwrite %v", res.PlainOver[len(res.PlainOver)-1])
-			return nil
-		},
-		func() error {
-			start := time.Now()
-			if err := plainWrite(plainPath, rootfs); err != nil {
-				return err
-			}
-			res.Plain = append(res.Plain, time.Since(start))
-			os.Remove(plainPath)
-			logf("plain new file  %v", res.Plain[len(res.Plain)-1])
-			return nil
-		},
-		func() error {
-			start := time.Now()
-			r, err := rawM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rawLayer.Bytes())}})
+			r, err := rawM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rawLayer.Bytes())}, Digest: rawDigest})
 			if err != nil {
 				return err
 			}
 			res.Raw, res.RawTotal = append(res.Raw, r.WriteTime), append(res.RawTotal, time.Since(start))
-			logf("raw slot        %v (+ verify: %v)", r.WriteTime, time.Since(start))
+			logf("raw slot         %v (+ verify: %v)", r.WriteTime, time.Since(start))
 			return nil
 		},
 		func() error {
 			start := time.Now()
-			r, err := dirM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}})
+			r, err := dirM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
 			if err != nil {
 				return err
 			}
 			res.Dir, res.DirTotal = append(res.Dir, r.WriteTime), append(res.DirTotal, time.Since(start))
-			logf("dir slot        %v (+ verify: %v)", r.WriteTime, time.Since(start))
+			logf("dir slot         %v (+ verify: %v)", r.WriteTime, time.Since(start))
 			return nil
 		},
 	}
-	names := []string{"sha256 alone", "plain direct", "plain overwrite", "plain new file", "raw slot", "dir slot"}
+	names := []string{"plain direct", "plain overwrite", "plain new file", "raw slot", "dir slot"}
 	for round := 0; round < o.Rounds; round++ {
 		for i := range methods {
 			// Rotate the order so that no method always runs first.
 			k := (i + round) % len(methods)
+			// Same starting conditions for every method: nothing of
+			// anyone's left dirty, and (when permitted) nothing cached.
+			if res.DroppedCaches {
+				if err := dropPageCache(); err != nil {
+					return nil, err
+				}
+			} else {
+				syscall.Sync()
+			}
 			cpu0 := cpuTime()
 			if err := methods[k](); err != nil {
 				return nil, err
@@ -281,6 +315,13 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// dropPageCache writes back all dirty data and drops the clean page cache,
+// dentries and inodes (root only).
+func dropPageCache() error {
+	syscall.Sync()
+	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
 }
 
 func preallocate(path string, size int64) error {

@@ -37,7 +37,7 @@ func BenchmarkWriteRaw(b *testing.B) {
 	}
 	b.SetBytes(int64(len(img)))
 	for b.Loop() {
-		if _, _, err := WriteRaw(context.Background(), vfs.Default, p, bytes.NewReader(img), int64(len(img))); err != nil {
+		if _, _, err := WriteRaw(context.Background(), vfs.Default, p, bytes.NewReader(img), int64(len(img)), false); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,6 +59,13 @@ type ExtractOptions struct {
 	MaxFileSize int64 // one regular file; default 16 GiB
 	MaxTotal    int64 // content bytes over all layers; default 256 GiB
 	Sync        SyncMode
+	// Hash computes the sha256 of every regular file while it is written
+	// (on a second goroutine), so that ExtractResult.Entries is the full
+	// expected tree: for callers that have no expected tree. Without it the
+	// entries carry everything but the content hashes, and the caller
+	// verifies the slot by reading it back against the tree it computed
+	// beforehand (ExpectedTree), which keeps hashing off the write path.
+	Hash bool
 }
 
 func (o *ExtractOptions) defaults() {
@@ -73,8 +81,8 @@ func (o *ExtractOptions) defaults() {
 }
 
 // ExtractResult is what an extraction produced: the tree the layers
-// describe (the expected content, computed from the archives while they
-// were written), and counts.
+// describe (computed from the archives while they were written; regular
+// files have content hashes only with ExtractOptions.Hash), and counts.
 type ExtractResult struct {
 	Entries []Entry
 	Files   int
@@ -94,25 +102,20 @@ func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o Extrac
 		return nil, err
 	}
 	defer r.close()
-	x := &extractor{
-		r: r, o: o,
-		model:    map[string]*Entry{},
-		dirTimes: map[string]int64{},
-		uid:      os.Geteuid(), gid: os.Getegid(),
-		bufs:   [2][]byte{make([]byte, 1<<20), make([]byte, 1<<20)},
-		sum:    sha256.New(),
-		hashIn: make(chan []byte, 2),
-		hashed: make(chan struct{}, 2),
+	x := newExtractor(o)
+	x.r = r
+	if o.Hash {
+		// File contents are hashed on a second goroutine while they are
+		// written, so that hashing and the write syscalls overlap.
+		x.hashIn, x.hashed = make(chan []byte, 2), make(chan struct{}, 2)
+		go func() {
+			for b := range x.hashIn {
+				x.sum.Write(b)
+				x.hashed <- struct{}{}
+			}
+		}()
+		defer close(x.hashIn)
 	}
-	// File contents are hashed on a second goroutine while they are written,
-	// so that hashing and the write syscalls overlap on two cores.
-	go func() {
-		for b := range x.hashIn {
-			x.sum.Write(b)
-			x.hashed <- struct{}{}
-		}
-	}()
-	defer close(x.hashIn)
 	r.onImplicitDir = x.implicitDir
 	// Empty the slot: move the old content aside (a few renames) and delete
 	// it on another goroutine while the new content is extracted; the
@@ -133,12 +136,52 @@ func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o Extrac
 	if err := x.finish(); err != nil {
 		return nil, err
 	}
+	return x.result(), nil
+}
+
+// ExpectedTree computes, without writing anything, the tree that
+// ExtractLayers produces from layers in an empty slot, with the sha256 of
+// every regular file: the expected content a directory slot is verified
+// against after it is written. Run it where the layers are staged and
+// verified (or as a separate pass over the tars), so that the extraction
+// itself does not hash. It applies the extractor's own rules (whiteouts,
+// opaque directories, replacement, hard links, implicit parents owned by
+// the calling user) to a model instead of a filesystem, and refuses what
+// extraction refuses, except what only the filesystem decides (device
+// nodes and foreign ownership without privileges).
+func ExpectedTree(ctx context.Context, layers []io.Reader, o ExtractOptions) (*ExtractResult, error) {
+	o.defaults()
+	x := newExtractor(o)
+	x.dry = true
+	for i, l := range layers {
+		if err := x.layer(ctx, l); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+	}
+	if err := x.finish(); err != nil {
+		return nil, err
+	}
+	return x.result(), nil
+}
+
+func newExtractor(o ExtractOptions) *extractor {
+	return &extractor{
+		o:        o,
+		model:    map[string]*Entry{},
+		dirTimes: map[string]int64{},
+		uid:      os.Geteuid(), gid: os.Getegid(),
+		bufs: [2][]byte{make([]byte, 1<<20), make([]byte, 1<<20)},
+		sum:  sha256.New(),
+	}
+}
+
+func (x *extractor) result() *ExtractResult {
 	res := &ExtractResult{Files: x.files, Bytes: x.total, Entries: make([]Entry, 0, len(x.model))}
 	for _, e := range x.model {
 		res.Entries = append(res.Entries, *e)
 	}
 	sort.Slice(res.Entries, func(i, j int) bool { return res.Entries[i].Path < res.Entries[j].Path })
-	return res, nil
+	return res
 }
 
 // moveAside renames everything in the slot root but lost+found into a
@@ -181,6 +224,9 @@ func (x *extractor) moveAside() (<-chan error, error) {
 }
 
 type extractor struct {
+	// dry applies the archives to the model only (ExpectedTree): nothing
+	// touches a filesystem, r is nil, and file contents are hashed.
+	dry       bool
 	trash     string // top-level name of the old content being deleted
 	r         *root
 	o         ExtractOptions
@@ -189,12 +235,60 @@ type extractor struct {
 	dirTimes  map[string]int64
 	uid, gid  int
 	bufs      [2][]byte
-	sum       hash.Hash // written only by the hasher goroutine while chunks are pending
-	hashIn    chan []byte
+	sum       hash.Hash   // written only by the hasher goroutine while chunks are pending
+	hashIn    chan []byte // nil: no inline hashing
 	hashed    chan struct{}
 	entries   int
 	files     int
 	total     int64
+}
+
+// parent resolves rel's parent directory beneath the slot root (creating
+// missing ones with create) and returns its descriptor and rel's last
+// component; a dry run checks the model instead and returns -1.
+func (x *extractor) parent(rel string, create bool) (int, string, error) {
+	if !x.dry {
+		return x.r.parent(rel, create)
+	}
+	dir, base := splitRel(rel)
+	if err := x.modelDir(dir, create); err != nil {
+		return -1, "", err
+	}
+	return -1, base, nil
+}
+
+// lookup says whether rel (base in pfd) exists and is a directory.
+func (x *extractor) lookup(pfd int, base, rel string) (isDir, exists bool, err error) {
+	if x.dry {
+		e := x.model[rel]
+		return e != nil && e.Type == 'd', e != nil, nil
+	}
+	st, ok, err := x.r.lstat(pfd, base)
+	return ok && st.Mode&unix.S_IFMT == unix.S_IFDIR, ok, err
+}
+
+// modelDir is what root.openDir does, on the model: dir and each of its
+// ancestors must be a directory (a symlink or another type is refused as
+// the walk on disk refuses it); missing ones are added as implicit
+// directories with create, or reported as not existing.
+func (x *extractor) modelDir(dir string, create bool) error {
+	for i := 1; i <= len(dir); i++ {
+		if i < len(dir) && dir[i] != '/' {
+			continue
+		}
+		p := dir[:i]
+		switch e := x.model[p]; {
+		case e == nil && create:
+			x.implicitDir(p)
+		case e == nil:
+			return fmt.Errorf("%s: %w", p, os.ErrNotExist)
+		case e.Type == 'l':
+			return fmt.Errorf("%w: parent %s is a symlink", ErrEscape, p)
+		case e.Type != 'd':
+			return fmt.Errorf("%w: parent %s is not a directory", ErrBadEntry, p)
+		}
+	}
+	return nil
 }
 
 func (x *extractor) implicitDir(rel string) {
@@ -310,26 +404,28 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	for a := dir; a != ""; a, _ = splitRel(a) {
 		x.layerSeen[a] = true
 	}
-	pfd, base, err := x.r.parent(rel, true)
+	pfd, base, err := x.parent(rel, true)
 	if err != nil {
 		return err
 	}
-	st, exists, err := x.r.lstat(pfd, base)
+	isDir, exists, err := x.lookup(pfd, base, rel)
 	if err != nil {
 		return err
 	}
 	// replace removes what is at rel (a dir only when the new entry is not
 	// one) and re-resolves the parent, which the removal may invalidate.
 	replace := func(keepDir bool) error {
-		if !exists || (keepDir && st.Mode&unix.S_IFMT == unix.S_IFDIR) {
+		if !exists || (keepDir && isDir) {
 			return nil
 		}
-		if err := x.r.removeAt(pfd, base); err != nil {
-			return err
+		if !x.dry {
+			if err := x.r.removeAt(pfd, base); err != nil {
+				return err
+			}
 		}
 		x.dropModel(rel)
 		exists = false
-		pfd, base, err = x.r.parent(rel, true)
+		pfd, base, err = x.parent(rel, true)
 		return err
 	}
 	switch hdr.Typeflag {
@@ -338,7 +434,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		if err := replace(true); err != nil {
 			return err
 		}
-		if !exists {
+		if !exists && !x.dry {
 			if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
 				return err
 			}
@@ -367,6 +463,9 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		if err := replace(false); err != nil {
 			return err
 		}
+		if x.dry {
+			break
+		}
 		if err := unix.Symlinkat(hdr.Linkname, pfd, base); err != nil {
 			return err
 		}
@@ -388,6 +487,9 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		if err := replace(false); err != nil {
 			return err
 		}
+		if x.dry {
+			break
+		}
 		if err := unix.Mknodat(pfd, base, mode|0o600, int(unix.Mkdev(e.Major, e.Minor))); err != nil {
 			if errors.Is(err, unix.EPERM) {
 				return fmt.Errorf("%w: mknod: %v", ErrNotPermitted, err)
@@ -397,8 +499,10 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	default:
 		return fmt.Errorf("%w: type %q", ErrUnsupported, hdr.Typeflag)
 	}
-	if err := setMeta(pfd, base, e); err != nil {
-		return err
+	if !x.dry && e.Type != 'f' { // regular files got theirs by descriptor
+		if err := setMeta(pfd, base, e); err != nil {
+			return err
+		}
 	}
 	if old := x.model[rel]; old == nil || old.Type != 'd' || e.Type != 'd' {
 		x.dropModel(rel)
@@ -408,13 +512,74 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	return nil
 }
 
+// writeFile creates base in pfd with the next size bytes of tr as its
+// content and gives it e's metadata by descriptor. In a dry run it only
+// hashes the content.
 func (x *extractor) writeFile(pfd int, base string, tr io.Reader, size int64, e *Entry) error {
+	e.Size = size
+	if x.dry {
+		x.sum.Reset()
+		if err := copyContent(tr, size, x.bufs[0], func(b []byte) error { x.sum.Write(b); return nil }); err != nil {
+			return err
+		}
+		x.sum.Sum(e.SHA256[:0])
+		return nil
+	}
 	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
 	f := os.NewFile(uintptr(fd), base)
 	defer f.Close()
+	if x.hashIn != nil {
+		err = x.writeHashed(f, tr, size, e)
+	} else {
+		err = copyContent(tr, size, x.bufs[0], func(b []byte) error { _, err := f.Write(b); return err })
+	}
+	if err != nil {
+		return err
+	}
+	if err := setMetaFd(fd, e); err != nil {
+		return err
+	}
+	switch x.o.Sync {
+	case SyncEach:
+		if err := f.Sync(); err != nil {
+			return err
+		}
+	case SyncFS:
+		// Start writeback now, so that the device works while the next
+		// files are extracted and the final syncfs has little left to wait
+		// for. Advisory: an error here is caught by syncfs.
+		unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	}
+	return f.Close()
+}
+
+// copyContent passes the next size bytes of tr to sink through buf.
+func copyContent(tr io.Reader, size int64, buf []byte, sink func([]byte) error) error {
+	var n int64
+	for n < size {
+		k, rerr := io.ReadFull(tr, buf[:min(int64(len(buf)), size-n)])
+		if k > 0 {
+			if err := sink(buf[:k]); err != nil {
+				return err
+			}
+			n += int64(k)
+		}
+		if rerr == io.EOF {
+			return fmt.Errorf("%w: %d of %d bytes", ErrTruncated, n, size)
+		}
+		if rerr != nil {
+			return tarError(rerr)
+		}
+	}
+	return nil
+}
+
+// writeHashed writes size bytes of tr to f while the hasher goroutine
+// computes their sha256 into e.
+func (x *extractor) writeHashed(f *os.File, tr io.Reader, size int64, e *Entry) error {
 	x.sum.Reset() // no chunk is pending between files
 	pending := 0
 	var n int64
@@ -452,20 +617,8 @@ func (x *extractor) writeFile(pfd int, base string, tr io.Reader, size int64, e 
 	if n != size {
 		return fmt.Errorf("%w: %d of %d bytes", ErrTruncated, n, size)
 	}
-	switch x.o.Sync {
-	case SyncEach:
-		if err := f.Sync(); err != nil {
-			return err
-		}
-	case SyncFS:
-		// Start writeback now, so that the device works while the next
-		// files are extracted and the final syncfs has little left to wait
-		// for. Advisory: an error here is caught by syncfs.
-		unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-	}
-	e.Size = size
 	x.sum.Sum(e.SHA256[:0])
-	return f.Close()
+	return nil
 }
 
 func (x *extractor) hardlink(rel, linkname string, replace func(bool) error, pfd *int, base *string) error {
@@ -485,6 +638,16 @@ func (x *extractor) hardlink(rel, linkname string, replace func(bool) error, pfd
 	}
 	if err := replace(false); err != nil {
 		return err
+	}
+	if x.model[target] == nil {
+		return fmt.Errorf("%w: hard link target %q replaced by the link itself", ErrBadEntry, target)
+	}
+	if x.dry {
+		c := *t
+		c.Path = rel
+		x.model[rel] = &c
+		x.layerSeen[rel] = true
+		return nil
 	}
 	tdir, tbase := splitRel(target)
 	tfd := x.r.fd
@@ -529,6 +692,32 @@ func setMeta(pfd int, base string, e *Entry) error {
 		if err := unix.UtimesNanoAt(pfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// setMetaFd gives the open regular file fd e's owner, mode, xattrs and
+// times: by descriptor, with no path resolution.
+func setMetaFd(fd int, e *Entry) error {
+	if err := unix.Fchown(fd, e.UID, e.GID); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("%w: chown %d:%d: %v", ErrNotPermitted, e.UID, e.GID, err)
+		}
+		return err
+	}
+	if err := unix.Fchmod(fd, e.Mode); err != nil {
+		return err
+	}
+	for _, xa := range e.Xattrs {
+		if err := unix.Fsetxattr(fd, xa.Name, []byte(xa.Value), 0); err != nil {
+			return fmt.Errorf("set xattr %s: %w", xa.Name, err)
+		}
+	}
+	ts := [2]unix.Timespec{unix.NsecToTimespec(e.Mtime), unix.NsecToTimespec(e.Mtime)}
+	// utimensat(fd, NULL, ...) is futimens(3): the file itself, with
+	// nanoseconds (unix.Futimes has only microseconds).
+	if _, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); errno != 0 {
+		return errno
 	}
 	return nil
 }
@@ -579,6 +768,17 @@ func (x *extractor) whiteout(dir, base string) error {
 	if name == "." || name == ".." {
 		return fmt.Errorf("%w: whiteout of %q", ErrEscape, name)
 	}
+	if x.dry {
+		err := x.modelDir(dir, false)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // nothing to hide
+		}
+		if err != nil {
+			return err
+		}
+		x.dropModel(joinRel(dir, name))
+		return nil
+	}
 	pfd := x.r.fd
 	if dir != "" {
 		fd, err := x.r.openDir(dir, false)
@@ -608,19 +808,25 @@ func joinRel(dir, name string) string {
 // opaque hides everything in dir that earlier layers put there; what this
 // layer put there stays, whatever the order of the entries.
 func (x *extractor) opaque(dir string) error {
-	pfd := x.r.fd
-	if dir != "" {
-		fd, err := x.r.openDir(dir, true)
-		if err != nil {
+	if x.dry {
+		if err := x.modelDir(dir, true); err != nil {
 			return err
 		}
-		defer unix.Close(fd)
-		pfd = fd
-	}
-	x.r.invalidate()
-	keep := func(n string) bool { return x.layerSeen[joinRel(dir, n)] }
-	if err := removeChildren(pfd, ".", keep); err != nil {
-		return err
+	} else {
+		pfd := x.r.fd
+		if dir != "" {
+			fd, err := x.r.openDir(dir, true)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			pfd = fd
+		}
+		x.r.invalidate()
+		keep := func(n string) bool { return x.layerSeen[joinRel(dir, n)] }
+		if err := removeChildren(pfd, ".", keep); err != nil {
+			return err
+		}
 	}
 	prefix := dir + "/"
 	if dir == "" {
@@ -646,6 +852,10 @@ func (x *extractor) finish() error {
 		if e == nil || e.Type != 'd' {
 			continue
 		}
+		if x.dry {
+			e.Mtime = mt
+			continue
+		}
 		pfd, base, err := x.r.parent(rel, false)
 		if err != nil {
 			return fmt.Errorf("set time of %s: %w", rel, err)
@@ -655,6 +865,9 @@ func (x *extractor) finish() error {
 			return fmt.Errorf("set time of %s: %w", rel, err)
 		}
 		e.Mtime = mt
+	}
+	if x.dry {
+		return nil
 	}
 	switch x.o.Sync {
 	case SyncFS:

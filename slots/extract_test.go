@@ -13,7 +13,7 @@ import (
 func extractAndCheck(t *testing.T, layers ...[]byte) (string, map[string]Entry) {
 	t.Helper()
 	dir := t.TempDir()
-	res, err := ExtractLayers(context.Background(), dir, readers(layers...), ExtractOptions{Sync: SyncNone})
+	res, err := ExtractLayers(context.Background(), dir, readers(layers...), ExtractOptions{Sync: SyncNone, Hash: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,6 +24,17 @@ func extractAndCheck(t *testing.T, layers ...[]byte) (string, map[string]Entry) 
 	o := DigestOptions{Mtimes: true}
 	if d := DiffEntries(res.Entries, got, o); d != "" {
 		t.Fatalf("disk differs from the archive's tree: %s", d)
+	}
+	// The tree computed beforehand, without writing, is the same.
+	want, err := ExpectedTree(context.Background(), readers(layers...), ExtractOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := DiffEntries(want.Entries, got, o); d != "" {
+		t.Fatalf("disk differs from the expected tree: %s", d)
+	}
+	if want.Files != res.Files || want.Bytes != res.Bytes {
+		t.Fatalf("expected tree counts %d files %d bytes, extraction %d %d", want.Files, want.Bytes, res.Files, res.Bytes)
 	}
 	if TreeDigest(res.Entries, o) != TreeDigest(got, o) {
 		t.Fatal("digests differ while entries are equal")

@@ -134,6 +134,11 @@ func TestHostileArchives(t *testing.T) {
 				}
 				t.Log(err)
 				assertOutsideIntact(t, outside)
+				// The expected tree, computed without writing, refuses
+				// the archive for the same reason.
+				if _, err := ExpectedTree(context.Background(), readers(tc.layers...), ExtractOptions{}); !errors.Is(err, tc.want) {
+					t.Errorf("ExpectedTree: error %v, want %v", err, tc.want)
+				}
 			})
 		}
 	}

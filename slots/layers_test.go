@@ -138,8 +138,8 @@ func FuzzExtract(f *testing.F) {
 		if len(l2) > 0 {
 			layers = append(layers, l2)
 		}
-		res, err := ExtractLayers(context.Background(), slot, readers(layers...),
-			ExtractOptions{Sync: SyncNone, MaxTotal: 16 << 20, MaxEntries: 10000})
+		o := ExtractOptions{Sync: SyncNone, MaxTotal: 16 << 20, MaxEntries: 10000, Hash: true}
+		res, err := ExtractLayers(context.Background(), slot, readers(layers...), o)
 		assertOutsideIntact(t, outside)
 		if err != nil {
 			if err.Error() == "" || !strings.HasPrefix(err.Error(), "layer ") {
@@ -153,6 +153,15 @@ func FuzzExtract(f *testing.F) {
 		}
 		if d := DiffEntries(res.Entries, got, DigestOptions{}); d != "" {
 			t.Fatalf("disk differs from the archive's tree: %s", d)
+		}
+		// What extraction accepts, the expected tree computed without
+		// writing accepts too, and it is the tree on disk.
+		want, err := ExpectedTree(context.Background(), readers(layers...), o)
+		if err != nil {
+			t.Fatalf("extraction succeeded, ExpectedTree: %v", err)
+		}
+		if d := DiffEntries(want.Entries, got, DigestOptions{}); d != "" {
+			t.Fatalf("disk differs from the expected tree: %s", d)
 		}
 	})
 }

@@ -211,9 +211,18 @@ type Image struct {
 	// with RawStream, the filesystem image itself.
 	Layers    []io.Reader
 	RawStream bool
-	// Digest, if set, is the content digest the written slot must have
-	// (the tree digest, or "sha256:" and the hex of a raw image).
+	// Digest, if set, is the content digest the written slot must have:
+	// "sha256:" and the hex of a raw image (for a RawStream layer, its
+	// diff_id), or a directory slot's tree digest (TreeDigest). Tree, if
+	// set, is a directory slot's expected tree (ExpectedTree, computed when
+	// the layers were staged); a mismatch then names the first differing
+	// path. With either, the writer does not hash what it writes: the
+	// expected content is known, and the slot is verified by reading it back
+	// from the medium. With neither, the writer hashes on the way (the
+	// expected content is what it was given) and the read-back is compared
+	// with that.
 	Digest string
+	Tree   []Entry
 }
 
 // InstallResult reports a completed install.
@@ -241,6 +250,11 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 	if id == m.o.Booted {
 		return nil, fmt.Errorf("%w: slot %s cannot be written", ErrActiveSlot, id)
 	}
+	if img.Tree != nil && img.Digest != "" {
+		if d := TreeDigest(img.Tree, DigestOptions{}); d != img.Digest {
+			return nil, fmt.Errorf("%w: image tree has digest %s, image says %s", ErrVerify, d, img.Digest)
+		}
+	}
 	if err := m.set(id, SlotInfo{State: Writing, Image: img.Label}); err != nil {
 		return nil, err
 	}
@@ -250,37 +264,52 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 	var info SlotInfo
 	switch sl.Backend {
 	case BackendRaw:
-		n, sum, err := m.writeRaw(ctx, sl, img)
+		// Hash on the way only when nothing else says what was written.
+		expected := img.Digest
+		n, sum, err := m.writeRaw(ctx, sl, img, expected == "")
 		if err != nil {
 			return nil, err
 		}
 		res.WriteTime = m.o.Now().Sub(start)
-		res.Bytes, res.Digest = n, "sha256:"+hex.EncodeToString(sum[:])
+		if expected == "" {
+			expected = "sha256:" + hex.EncodeToString(sum[:])
+		}
 		start = m.o.Now()
 		got, err := HashRaw(ctx, m.o.FS, sl.Path, n)
 		if err != nil {
 			return nil, err
 		}
-		if got != sum {
-			return nil, m.failVerify(id, fmt.Sprintf("raw read-back sha256:%x, wrote %s", got, res.Digest))
+		res.Bytes, res.Digest = n, "sha256:"+hex.EncodeToString(got[:])
+		if res.Digest != expected {
+			return nil, m.failVerify(id, fmt.Sprintf("raw read-back %s, expected %s", res.Digest, expected))
 		}
 		info = SlotInfo{State: Written, Image: img.Label, Digest: res.Digest, Size: n}
 	case BackendDir:
-		er, err := ExtractLayers(ctx, sl.Path, img.Layers, m.o.Extract)
+		want := img.Tree
+		eo := m.o.Extract
+		eo.Hash = want == nil && img.Digest == ""
+		er, err := ExtractLayers(ctx, sl.Path, img.Layers, eo)
 		if err != nil {
 			return nil, err
 		}
 		res.WriteTime = m.o.Now().Sub(start)
 		start = m.o.Now()
 		res.Bytes, res.Files = er.Bytes, er.Files
-		res.Digest = TreeDigest(er.Entries, DigestOptions{})
-		res.StaticDigest = TreeDigest(er.Entries, DigestOptions{Exclude: MutableTrees})
+		if eo.Hash {
+			want = er.Entries
+		}
 		got, err := ReadTree(ctx, sl.Path, ReadTreeOptions{DropCache: m.o.Extract.Sync != SyncNone})
 		if err != nil {
 			return nil, err
 		}
-		if d := DiffEntries(er.Entries, got, DigestOptions{}); d != "" {
-			return nil, m.failVerify(id, "read-back differs: "+d)
+		res.Digest = TreeDigest(got, DigestOptions{})
+		res.StaticDigest = TreeDigest(got, DigestOptions{Exclude: MutableTrees})
+		if want != nil {
+			if d := DiffEntries(want, got, DigestOptions{}); d != "" {
+				return nil, m.failVerify(id, "read-back differs: "+d)
+			}
+		} else if res.Digest != img.Digest {
+			return nil, m.failVerify(id, fmt.Sprintf("read-back tree digest %s, image says %s: %s", res.Digest, img.Digest, shapeDiff(er.Entries, got)))
 		}
 		info = SlotInfo{State: Written, Image: img.Label, Digest: res.Digest, StaticDigest: res.StaticDigest}
 		if err := m.carryEtc(ctx, id, res); err != nil {
@@ -304,7 +333,20 @@ func (m *Manager) failVerify(id SlotID, reason string) error {
 	return fmt.Errorf("%w: slot %s: %s", ErrVerify, id, reason)
 }
 
-func (m *Manager) writeRaw(ctx context.Context, sl Slot, img Image) (int64, [32]byte, error) {
+// shapeDiff names the first difference between the extractor's tree
+// (without content hashes) and the tree read back, contents aside.
+func shapeDiff(written, got []Entry) string {
+	g := append([]Entry(nil), got...)
+	for i := range g {
+		g[i].SHA256 = [32]byte{}
+	}
+	if d := DiffEntries(written, g, DigestOptions{}); d != "" {
+		return d
+	}
+	return "file contents differ"
+}
+
+func (m *Manager) writeRaw(ctx context.Context, sl Slot, img Image, hash bool) (int64, [32]byte, error) {
 	var zero [32]byte
 	if len(img.Layers) != 1 {
 		return 0, zero, fmt.Errorf("%w: %d layers", ErrRawLayer, len(img.Layers))
@@ -331,7 +373,7 @@ func (m *Manager) writeRaw(ctx context.Context, sl Slot, img Image) (int64, [32]
 		}
 		src, check = r, c
 	}
-	n, sum, err := WriteRaw(ctx, m.o.FS, sl.Path, src, capacity)
+	n, sum, err := WriteRaw(ctx, m.o.FS, sl.Path, src, capacity, hash)
 	if err != nil {
 		return n, sum, err
 	}

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -266,7 +267,15 @@ func TestRawInstallPowerCut(t *testing.T) {
 	}
 	defer func(c int) { rawChunk = c }(rawChunk)
 	rawChunk = 16 << 10 // many writes, so that many crash points land inside the data
-	for _, random := range []bool{false, true} {
+	digest := fmt.Sprintf("sha256:%x", sha256.Sum256(img))
+	// Without an expected digest the writer hashes on the way; with one
+	// (the layer's diff_id) it does not, and the read-back decides.
+	for _, v := range []struct{ random, expected bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		random := v.random
+		want := ""
+		if v.expected {
+			want = digest
+		}
 		seen := map[State]int{}
 		for n := 0; ; n++ {
 			rig := newMemRig(t)
@@ -279,7 +288,7 @@ func TestRawInstallPowerCut(t *testing.T) {
 				cr = r
 			}
 			rig.fs.SetCrashAfter(n, cr)
-			_, err = m.Install(context.Background(), B, Image{Layers: readers(img), RawStream: true})
+			_, err = m.Install(context.Background(), B, Image{Layers: readers(img), RawStream: true, Digest: want})
 			if err == nil {
 				err = m.MarkPending(B)
 			}
@@ -297,9 +306,9 @@ func TestRawInstallPowerCut(t *testing.T) {
 			if !errors.Is(err, vfs.ErrCrashed) {
 				t.Fatalf("op %d: error %v does not report the power cut", n, err)
 			}
-			seen[checkConsistent(t, rig, after, img, fmt.Sprintf("cut at op %d (random %v)", n, random))]++
+			seen[checkConsistent(t, rig, after, img, fmt.Sprintf("cut at op %d (random %v, expected digest %v)", n, random, v.expected))]++
 		}
-		t.Logf("random=%v: states after power cuts: %v", random, seen)
+		t.Logf("random=%v expected digest=%v: states after power cuts: %v", random, v.expected, seen)
 		if seen[Writing] == 0 || seen[Written] == 0 || seen[Pending] == 0 {
 			t.Errorf("power cuts did not land in every phase: %v", seen)
 		}
@@ -571,5 +580,66 @@ func TestDirInstallStatePowerCut(t *testing.T) {
 		default:
 			t.Fatalf("cut %d: state %s", n, b.State)
 		}
+	}
+}
+
+// TestDirInstallExpected installs with the expected tree or digest computed
+// beforehand (the writer does not hash): the read-back must match it, and
+// a wrong expectation makes the slot bad, naming the path when the tree is
+// known.
+func TestDirInstallExpected(t *testing.T) {
+	base := t.TempDir()
+	o := Options{StateDir: filepath.Join(base, "state"), Booted: A, Now: fixedClock(),
+		A: Slot{Backend: BackendDir, Path: filepath.Join(base, "a")}, B: Slot{Backend: BackendDir, Path: filepath.Join(base, "b")}}
+	os.MkdirAll(o.B.Path, 0o755)
+	m, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	img := newTB().dir("usr").file("usr/a", "1").symlink("usr/l", "a").link("usr/h", "usr/a").file("etc/c", "2").bytes()
+	other := newTB().dir("usr").file("usr/a", "X").symlink("usr/l", "a").link("usr/h", "usr/a").file("etc/c", "2").bytes()
+	want, err := ExpectedTree(ctx, readers(img), ExtractOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := TreeDigest(want.Entries, DigestOptions{})
+	wrong, err := ExpectedTree(ctx, readers(other), ExtractOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		img    Image
+		detail string // "" for success
+	}{
+		{"tree", Image{Tree: want.Entries}, ""},
+		{"digest", Image{Digest: digest}, ""},
+		{"tree and digest", Image{Tree: want.Entries, Digest: digest}, ""},
+		{"wrong tree", Image{Tree: wrong.Entries}, "usr/a: want"},
+		{"wrong digest", Image{Digest: TreeDigest(wrong.Entries, DigestOptions{})}, "file contents differ"},
+	} {
+		tc.img.Layers = readers(img)
+		res, err := m.Install(ctx, B, tc.img)
+		s := m.Status().Slots[1]
+		if tc.detail == "" {
+			if err != nil || res.Digest != digest || s.State != Written || s.Digest != digest {
+				t.Fatalf("%s: %v, state %+v", tc.name, err, s)
+			}
+			if res.Files != want.Files || res.Bytes != want.Bytes {
+				t.Errorf("%s: %d files %d bytes, want %d %d", tc.name, res.Files, res.Bytes, want.Files, want.Bytes)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrVerify) || !strings.Contains(err.Error(), tc.detail) || s.State != Bad {
+			t.Fatalf("%s: %v, state %s", tc.name, err, s.State)
+		}
+	}
+	// A tree and a digest that disagree are refused before anything is
+	// written.
+	before := m.Status().Slots[1]
+	_, err = m.Install(ctx, B, Image{Layers: readers(img), Tree: want.Entries, Digest: TreeDigest(wrong.Entries, DigestOptions{})})
+	if !errors.Is(err, ErrVerify) || m.Status().Slots[1].State != before.State {
+		t.Fatalf("tree and digest disagree: %v, state %s", err, m.Status().Slots[1].State)
 	}
 }

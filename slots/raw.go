@@ -53,13 +53,15 @@ func RawImage(layer io.Reader) (io.Reader, int64, func() error, error) {
 
 // WriteRaw streams src into the raw slot at path (a block device or a
 // preallocated file, opened through fsys) from offset 0, refusing more than
-// capacity bytes, then syncs it. It returns the number of bytes written and
-// their sha256. Reading, hashing and writing run as a three-stage pipeline
-// over a few aligned buffers; when fsys supports it the writes use O_DIRECT
+// capacity bytes, then syncs it. It returns the number of bytes written and,
+// with hash, their sha256 (zero without: a caller that knows the expected
+// digest leaves hashing to the read-back, off the write path). Reading,
+// hashing and writing run as a pipeline over a few aligned buffers, so
+// that the read (a copy) overlaps the write; when fsys supports it the writes use O_DIRECT
 // (no page cache copy, and no flood of dirty pages for fsync to wait on),
 // padding the last block with zeros, which is why capacity must be a
 // multiple of vfs.DirectAlign for direct I/O to be used.
-func WriteRaw(ctx context.Context, fsys vfs.FS, path string, src io.Reader, capacity int64) (int64, [32]byte, error) {
+func WriteRaw(ctx context.Context, fsys vfs.FS, path string, src io.Reader, capacity int64, hash bool) (int64, [32]byte, error) {
 	var sum [32]byte
 	var f vfs.File
 	var err error
@@ -88,13 +90,17 @@ func WriteRaw(ctx context.Context, fsys vfs.FS, path string, src io.Reader, capa
 	}
 	toHash, toWrite := make(chan chunk, nbuf), make(chan chunk, nbuf)
 	h := sha256.New()
-	go func() {
-		for c := range toHash {
-			h.Write(c.buf[:c.n])
-			toWrite <- c
-		}
-		close(toWrite)
-	}()
+	if hash {
+		go func() {
+			for c := range toHash {
+				h.Write(c.buf[:c.n])
+				toWrite <- c
+			}
+			close(toWrite)
+		}()
+	} else {
+		toWrite = toHash
+	}
 	writeErr := make(chan error, 1)
 	var failed atomic.Bool
 	go func() {
@@ -157,7 +163,9 @@ func WriteRaw(ctx context.Context, fsys vfs.FS, path string, src io.Reader, capa
 	if err := f.Sync(); err != nil {
 		return off, sum, fmt.Errorf("slots: sync raw slot: %w", err)
 	}
-	copy(sum[:], h.Sum(nil))
+	if hash {
+		copy(sum[:], h.Sum(nil))
+	}
 	return off, sum, f.Close()
 }
 

@@ -25,23 +25,30 @@ func TestWriteRawOS(t *testing.T) {
 	if err := os.WriteFile(p, bytes.Repeat([]byte{0xAA}, capacity), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n, sum, err := WriteRaw(context.Background(), vfs.Default, p, bytes.NewReader(img), capacity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n != int64(len(img)) || sum != sha256.Sum256(img) {
-		t.Fatalf("wrote %d bytes, sum %x", n, sum)
-	}
-	got, _ := os.ReadFile(p)
-	if !bytes.Equal(got[:len(img)], img) || len(got) != capacity {
-		t.Fatal("content differs")
-	}
-	back, err := HashRaw(context.Background(), vfs.Default, p, n)
-	if err != nil || back != sum {
-		t.Fatalf("read-back %x %v", back, err)
+	for _, hash := range []bool{true, false} {
+		n, sum, err := WriteRaw(context.Background(), vfs.Default, p, bytes.NewReader(img), capacity, hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := sha256.Sum256(img)
+		if !hash {
+			want = [32]byte{} // not hashed on the way
+		}
+		if n != int64(len(img)) || sum != want {
+			t.Fatalf("hash %v: wrote %d bytes, sum %x", hash, n, sum)
+		}
+		got, _ := os.ReadFile(p)
+		if !bytes.Equal(got[:len(img)], img) || len(got) != capacity {
+			t.Fatalf("hash %v: content differs", hash)
+		}
+		back, err := HashRaw(context.Background(), vfs.Default, p, n)
+		if err != nil || back != sha256.Sum256(img) {
+			t.Fatalf("hash %v: read-back %x %v", hash, back, err)
+		}
+		os.WriteFile(p, bytes.Repeat([]byte{0xAA}, capacity), 0o600)
 	}
 	// Too large for the slot: refused.
-	if _, _, err := WriteRaw(context.Background(), vfs.Default, p, bytes.NewReader(make([]byte, capacity+1)), capacity); !errors.Is(err, ErrTooLarge) {
+	if _, _, err := WriteRaw(context.Background(), vfs.Default, p, bytes.NewReader(make([]byte, capacity+1)), capacity, false); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversized image: %v", err)
 	}
 }
@@ -61,7 +68,7 @@ func TestWriteRawInjectedError(t *testing.T) {
 		}
 		return nil
 	}
-	_, _, err := WriteRaw(context.Background(), m, "dev", bytes.NewReader(make([]byte, 6<<20)), 8<<20)
+	_, _, err := WriteRaw(context.Background(), m, "dev", bytes.NewReader(make([]byte, 6<<20)), 8<<20, true)
 	if !errors.Is(err, boom) {
 		t.Fatalf("got %v", err)
 	}

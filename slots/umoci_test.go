@@ -112,7 +112,7 @@ func crossCheckUmoci(t *testing.T, umoci string, layers [][]byte) {
 		t.Fatalf("umoci raw unpack: %v\n%s", err, out)
 	}
 	os.Mkdir(ours, 0o755)
-	res, err := ExtractLayers(context.Background(), ours, readers(layers...), ExtractOptions{Sync: SyncNone})
+	res, err := ExtractLayers(context.Background(), ours, readers(layers...), ExtractOptions{Sync: SyncNone, Hash: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +130,13 @@ func crossCheckUmoci(t *testing.T, umoci string, layers [][]byte) {
 	}
 	if d := DiffEntries(a, res.Entries, o); d != "" {
 		t.Fatalf("the tree computed from the archives differs from umoci's: %s", d)
+	}
+	want, err := ExpectedTree(context.Background(), readers(layers...), ExtractOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := DiffEntries(a, want.Entries, o); d != "" {
+		t.Fatalf("the expected tree (computed without writing) differs from umoci's: %s", d)
 	}
 	t.Logf("%d entries agree; tree digest %s", len(a), TreeDigest(a, o))
 }

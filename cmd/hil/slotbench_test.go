@@ -25,7 +25,7 @@ func TestParseSize(t *testing.T) {
 // checked; they come from the bench, not from tests).
 func TestSlotBenchRuns(t *testing.T) {
 	var out, errb bytes.Buffer
-	code := commands.Execute(context.Background(), []string{"bench", "slot-write", "--size", "1MiB", "--rounds", "1", "--dir", t.TempDir()}, &out, &errb)
+	code := commands.Execute(context.Background(), []string{"bench", "slot-write", "--size", "1MiB", "--rounds", "1", "--drop-caches=false", "--dir", t.TempDir()}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
