@@ -67,6 +67,32 @@ func TestBootControlOperations(t *testing.T) {
 	}
 }
 
+// Arm runs on the healthy slot, whose own counter the bootloader has been
+// decrementing: it must refresh that fallback to N in the same write, or a
+// hanging trial would send the board into the counter-reset loop that
+// retries the trial slot first, forever.
+func TestBootControlArmRefreshesFallback(t *testing.T) {
+	env := &MemEnv{Vars: Vars{"BOOT_ORDER": "A", "BOOT_A_LEFT": "0", "BOOT_B_LEFT": "0"}}
+	bc := &BootControl{Env: env, Attempts: 3}
+	if err := bc.Arm("B"); err != nil {
+		t.Fatal(err)
+	}
+	want := Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3", "BOOTORBIT_TRIAL": "B"}
+	if !env.Vars.Equal(want) || env.Writes != 1 {
+		t.Fatalf("after Arm (%d writes): %s", env.Writes, diffVars(env.Vars, want))
+	}
+	// B hangs N times; the bootloader then falls back to A.
+	m := BootloaderModel{Attempts: 3}
+	for i := 0; i < 3; i++ {
+		if d, err := m.Boot(env); err != nil || d.Slot != "B" {
+			t.Fatalf("trial boot %d: %+v %v", i+1, d, err)
+		}
+	}
+	if d, err := m.Boot(env); err != nil || d.Slot != "A" || d.Reset {
+		t.Fatalf("after the trial: %+v %v, want a boot of A", d, err)
+	}
+}
+
 func TestBootControlFailedTrial(t *testing.T) {
 	env := &MemEnv{Vars: Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "2", "BOOT_B_LEFT": "0", "BOOTORBIT_TRIAL": "B"}}
 	bc := &BootControl{Env: env, Attempts: 3}
