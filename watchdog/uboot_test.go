@@ -70,6 +70,31 @@ func TestUBootDecodeErrors(t *testing.T) {
 	}
 }
 
+// The data area must hold the entries and the terminating empty entry:
+// exactly full fits, one byte more is ErrEnvFull (never a panic or an
+// image without its terminator).
+func TestUBootEncodeExactFit(t *testing.T) {
+	for _, redundant := range []bool{false, true} {
+		const size = 64
+		data := size - ubootHeader(redundant)
+		// "a=" + value + NUL, then the final NUL: data bytes in all.
+		value := strings.Repeat("v", data-4)
+		buf, err := EncodeUBootEnv(Vars{"a": value}, size, redundant, 1, 0xff)
+		if err != nil {
+			t.Fatalf("redundant=%v: exact fit: %v", redundant, err)
+		}
+		if buf[size-1] != 0 || buf[size-2] != 0 {
+			t.Fatalf("redundant=%v: no terminating empty entry: % x", redundant, buf[size-4:])
+		}
+		if v, _, err := DecodeUBootEnv(buf, redundant); err != nil || v["a"] != value {
+			t.Fatalf("redundant=%v: decode: %v", redundant, err)
+		}
+		if _, err := EncodeUBootEnv(Vars{"a": value + "v"}, size, redundant, 1, 0xff); !errors.Is(err, ErrEnvFull) {
+			t.Fatalf("redundant=%v: one byte over: %v, want ErrEnvFull", redundant, err)
+		}
+	}
+}
+
 func TestUBootDecodeLikeLibubootenv(t *testing.T) {
 	// Entries without '=' and with an empty name are skipped; a later
 	// duplicate wins; the list may end exactly at the end of the area.
