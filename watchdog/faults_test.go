@@ -10,7 +10,7 @@ import (
 // faultFS fails one kind of operation of a memDisk.
 type faultFS struct {
 	d    *memDisk
-	fail string // "open", "read", "write", "sync"
+	fail string // "open", "read", "write", "shortwrite", "lostwrite", "sync"
 }
 
 var errInjected = errors.New("injected I/O error")
@@ -42,6 +42,11 @@ func (f *faultFile) WriteAt(p []byte, off int64) (int, error) {
 	if f.fail == "write" {
 		return 0, errInjected
 	}
+	if f.fail == "lostwrite" {
+		// Storage that acknowledges a write it never made (a worn or
+		// read-only device): only the read-back can tell.
+		return len(p), nil
+	}
 	if f.fail == "shortwrite" {
 		n := len(p) / 2
 		m, _ := f.File.WriteAt(p[:n], off)
@@ -62,7 +67,7 @@ func (f *faultFile) Sync() error {
 // and takes the next Save.
 func TestEnvIOErrors(t *testing.T) {
 	for _, kind := range powercutKinds() {
-		for _, fail := range []string{"open", "read", "write", "shortwrite", "sync"} {
+		for _, fail := range []string{"open", "read", "write", "shortwrite", "lostwrite", "sync"} {
 			t.Run(kind.name+"/"+fail, func(t *testing.T) {
 				disk := newMemDisk(kind.files())
 				old := Vars{"BOOT_ORDER": "A B", "x": strings.Repeat("o", 300)}
@@ -74,8 +79,16 @@ func TestEnvIOErrors(t *testing.T) {
 				if err == nil {
 					t.Fatalf("Save with a failing %s succeeded", fail)
 				}
-				if fail != "shortwrite" && !errors.Is(err, errInjected) {
-					t.Fatalf("error does not wrap the I/O error: %v", err)
+				switch fail {
+				case "shortwrite":
+				case "lostwrite":
+					if !errors.Is(err, ErrVerify) {
+						t.Fatalf("a write the storage dropped: %v, want ErrVerify", err)
+					}
+				default:
+					if !errors.Is(err, errInjected) {
+						t.Fatalf("error does not wrap the I/O error: %v", err)
+					}
 				}
 				v, err := kind.env(disk).Load()
 				if o := classify(v, err, old, nv); o == gotOther || (o == gotBadCRC && !kind.allowBadCRC) {
