@@ -265,8 +265,12 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			return nil
 		},
 		timed("plain overwrite", &res.PlainOver, func() error { return plainOverwrite(overPath, rootfs) }),
+		// Replacing the previous round's file, as a slot write replaces
+		// the previous content: unlink, create, write, fsync.
 		timed("plain new file", &res.Plain, func() error {
-			defer os.Remove(plainPath)
+			if err := os.Remove(plainPath); err != nil && !os.IsNotExist(err) {
+				return err
+			}
 			return plainWrite(plainPath, rootfs)
 		}),
 		func() error {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"unsafe"
 
@@ -117,6 +118,12 @@ func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o Extrac
 		defer close(x.hashIn)
 	}
 	r.onImplicitDir = x.implicitDir
+	x.umask = readUmask()
+	var rst unix.Stat_t
+	if err := unix.Fstat(r.fd, &rst); err != nil {
+		return nil, fmt.Errorf("slots: stat slot directory %s: %w", dir, err)
+	}
+	x.rootSetgid = rst.Mode&unix.S_ISGID != 0
 	// Empty the slot: move the old content aside (a few renames) and delete
 	// it on another goroutine while the new content is extracted; the
 	// deletion is complete before the slot is synced.
@@ -234,13 +241,19 @@ type extractor struct {
 	layerSeen map[string]bool
 	dirTimes  map[string]int64
 	uid, gid  int
-	bufs      [2][]byte
-	sum       hash.Hash   // written only by the hasher goroutine while chunks are pending
-	hashIn    chan []byte // nil: no inline hashing
-	hashed    chan struct{}
-	entries   int
-	files     int
-	total     int64
+	// umask is the process's file mode creation mask (-1 if unknown), and
+	// rootSetgid whether the slot root passes its group on: with them a new
+	// file's owner and mode are known without asking, and the fchown and
+	// fchmod that would not change anything are skipped.
+	umask      int
+	rootSetgid bool
+	bufs       [2][]byte
+	sum        hash.Hash   // written only by the hasher goroutine while chunks are pending
+	hashIn     chan []byte // nil: no inline hashing
+	hashed     chan struct{}
+	entries    int
+	files      int
+	total      int64
 }
 
 // parent resolves rel's parent directory beneath the slot root (creating
@@ -525,7 +538,22 @@ func (x *extractor) writeFile(pfd int, base string, tr io.Reader, size int64, e 
 		x.sum.Sum(e.SHA256[:0])
 		return nil
 	}
-	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	// Created with its final permission bits when the umask keeps them and
+	// there are no setuid/setgid/sticky bits (which a chown would clear):
+	// then no fchmod is needed. Until then it is 0600 and ours.
+	createMode, chmod := uint32(0o600), true
+	if x.umask >= 0 && e.Mode&0o7000 == 0 && e.Mode&uint32(x.umask) == 0 {
+		createMode, chmod = e.Mode, false
+	}
+	// A new file is owned by the extracting user and group, or the
+	// parent's group when the parent is setgid.
+	pdir, _ := splitRel(e.Path)
+	setgid := x.rootSetgid
+	if pdir != "" {
+		setgid = x.model[pdir] == nil || x.model[pdir].Mode&0o2000 != 0
+	}
+	chown := e.UID != x.uid || e.GID != x.gid || setgid
+	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, createMode)
 	if err != nil {
 		return err
 	}
@@ -539,7 +567,7 @@ func (x *extractor) writeFile(pfd int, base string, tr io.Reader, size int64, e 
 	if err != nil {
 		return err
 	}
-	if err := setMetaFd(fd, e); err != nil {
+	if err := setMetaFd(fd, e, chown, chmod); err != nil {
 		return err
 	}
 	switch x.o.Sync {
@@ -698,15 +726,21 @@ func setMeta(pfd int, base string, e *Entry) error {
 
 // setMetaFd gives the open regular file fd e's owner, mode, xattrs and
 // times: by descriptor, with no path resolution.
-func setMetaFd(fd int, e *Entry) error {
-	if err := unix.Fchown(fd, e.UID, e.GID); err != nil {
-		if errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("%w: chown %d:%d: %v", ErrNotPermitted, e.UID, e.GID, err)
+// chown and chmod are false when the file already has e's owner and
+// mode.
+func setMetaFd(fd int, e *Entry, chown, chmod bool) error {
+	if chown {
+		if err := unix.Fchown(fd, e.UID, e.GID); err != nil {
+			if errors.Is(err, unix.EPERM) {
+				return fmt.Errorf("%w: chown %d:%d: %v", ErrNotPermitted, e.UID, e.GID, err)
+			}
+			return err
 		}
-		return err
 	}
-	if err := unix.Fchmod(fd, e.Mode); err != nil {
-		return err
+	if chown || chmod {
+		if err := unix.Fchmod(fd, e.Mode); err != nil {
+			return err
+		}
 	}
 	for _, xa := range e.Xattrs {
 		if err := unix.Fsetxattr(fd, xa.Name, []byte(xa.Value), 0); err != nil {
@@ -720,6 +754,24 @@ func setMetaFd(fd int, e *Entry) error {
 		return errno
 	}
 	return nil
+}
+
+// readUmask returns the process's umask from /proc/self/status (Linux
+// 4.7+), or -1. umask(2) itself cannot be read without setting it, which
+// would race with other goroutines creating files.
+func readUmask() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil && m <= 0o777 {
+				return int(m)
+			}
+		}
+	}
+	return -1
 }
 
 func xattrsOf(hdr *tar.Header) ([]Xattr, error) {
