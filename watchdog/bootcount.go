@@ -159,12 +159,17 @@ func parseState(v Vars, n int) (state, error) {
 		order = DefaultBootOrder
 	}
 	seen := map[string]bool{}
-	for _, s := range strings.Fields(order) {
+	for _, s := range orderFields(order) {
 		if CheckSlot(s) != nil || seen[s] {
 			return st, fmt.Errorf("%w: %s=%q: want slot names A and B, each at most once", ErrBootVar, VarBootOrder, v[VarBootOrder])
 		}
 		seen[s] = true
 		st.order = append(st.order, s)
+	}
+	if len(st.order) == 0 {
+		// Set but blank: the scripts keep it (it is not empty), find no
+		// slot, reset the counters and the board, and do so forever.
+		return st, fmt.Errorf("%w: %s=%q names no slot: the boot scripts would reset the board in a loop", ErrBootVar, VarBootOrder, v[VarBootOrder])
 	}
 	for _, s := range SlotNames {
 		x, ok := v[LeftVar(s)]
@@ -184,6 +189,15 @@ func parseState(v Vars, n int) (state, error) {
 		st.trial = t
 	}
 	return st, nil
+}
+
+// orderFields splits BOOT_ORDER into slot names on spaces only, the
+// separator flightd writes. Any other white space stays inside a word,
+// which then names no slot and is refused: the bootloaders disagree on it
+// (U-Boot's hush splits on newline but not on tab or carriage return; see
+// BootloaderModel), so flightd must not guess which slot they will boot.
+func orderFields(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' })
 }
 
 func (st state) apply(v Vars) {

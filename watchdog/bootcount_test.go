@@ -116,6 +116,11 @@ func TestBootControlRefusesBadInput(t *testing.T) {
 	for _, v := range []Vars{
 		{"BOOT_A_LEFT": "a"}, {"BOOT_A_LEFT": "10"}, {"BOOT_B_LEFT": "-1"},
 		{"BOOT_ORDER": "A C"}, {"BOOT_ORDER": "A A"}, {"BOOTORBIT_TRIAL": "X"},
+		// Hand edits the bootloaders read differently from each other or
+		// from a naive split: U-Boot's hush does not split on a tab or a
+		// carriage return (GRUB does on a tab), and a blank order is kept
+		// (not defaulted) and names no slot.
+		{"BOOT_ORDER": "B\tA"}, {"BOOT_ORDER": "B\rA"}, {"BOOT_ORDER": "B A\r"}, {"BOOT_ORDER": "B\nA"}, {"BOOT_ORDER": " "},
 	} {
 		env := &MemEnv{Vars: v}
 		bc := &BootControl{Env: env, Attempts: 3}
@@ -184,6 +189,10 @@ func TestBootloaderModelMatchesScriptRules(t *testing.T) {
 		{Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"}, "A", false, Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "2", "BOOT_B_LEFT": "0"}, "fallback"},
 		{Vars{"BOOT_ORDER": "A", "BOOT_A_LEFT": "0", "BOOT_B_LEFT": "0"}, "", true, Vars{"BOOT_ORDER": "A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"}, "nothing left"},
 		{Vars{"BOOT_ORDER": "C A", "BOOT_A_LEFT": "1"}, "A", false, Vars{"BOOT_ORDER": "C A", "BOOT_A_LEFT": "0", "BOOT_B_LEFT": "3"}, "unknown slot skipped"},
+		{Vars{"BOOT_ORDER": "B\nA", "BOOT_B_LEFT": "1"}, "B", false, Vars{"BOOT_ORDER": "B\nA", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"}, "newline separates"},
+		{Vars{"BOOT_ORDER": "B\tA", "BOOT_B_LEFT": "1"}, "", true, Vars{"BOOT_ORDER": "B\tA", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"}, "tab glues"},
+		{Vars{"BOOT_ORDER": "B\rA"}, "", true, Vars{"BOOT_ORDER": "B\rA", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"}, "carriage return glues"},
+		{Vars{"BOOT_ORDER": " "}, "", true, Vars{"BOOT_ORDER": " ", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"}, "blank order is kept"},
 		// U-Boot quirk: test reads decimal, setexpr hex: "10" -> 0x10-1 = "f".
 		{Vars{"BOOT_ORDER": "A", "BOOT_A_LEFT": "10"}, "A", false, Vars{"BOOT_ORDER": "A", "BOOT_A_LEFT": "f", "BOOT_B_LEFT": "3"}, "hex quirk"},
 		{Vars{"BOOT_ORDER": "A B", "BOOT_A_LEFT": "f", "BOOT_B_LEFT": "2"}, "B", false, Vars{"BOOT_ORDER": "A B", "BOOT_A_LEFT": "f", "BOOT_B_LEFT": "1"}, "hex digit reads as 0"},

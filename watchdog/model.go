@@ -58,7 +58,7 @@ func (m BootloaderModel) Boot(env Env) (BootDecision, error) {
 
 	// for s in ${BOOT_ORDER}; do ... done
 	slot := ""
-	for _, s := range strings.Fields(v[VarBootOrder]) {
+	for _, s := range hushFields(v[VarBootOrder]) {
 		if slot != "" || (s != "A" && s != "B") {
 			continue
 		}
@@ -83,6 +83,13 @@ func (m BootloaderModel) Boot(env Env) (BootDecision, error) {
 		return BootDecision{}, fmt.Errorf("bootloader model: saveenv: %w", err)
 	}
 	return BootDecision{Slot: slot}, nil
+}
+
+// hushFields splits a variable into words as U-Boot's hush does in the
+// script's for loop: on spaces and newlines, not on tabs or carriage
+// returns (measured with the QEMU test in uboot_qemu_test.go).
+func hushFields(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == '\n' })
 }
 
 // ubootTestInt reads a number as U-Boot's test -gt does
