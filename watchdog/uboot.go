@@ -68,7 +68,7 @@ func ParseFWEnvConfig(text string) ([]UBootLocation, error) {
 			// libubootenv skips lines without at least three fields.
 			continue
 		}
-		off, err := strconv.ParseInt(f[1], 0, 64)
+		off, err := parseCInt(f[1])
 		if err != nil || off < 0 {
 			return nil, fmt.Errorf("%w: fw_env.config line %d: offset %q", ErrEnvConfig, line, f[1])
 		}
@@ -91,6 +91,21 @@ func ParseFWEnvConfig(text string) ([]UBootLocation, error) {
 		return nil, err
 	}
 	return locs, nil
+}
+
+// parseCInt reads an integer in C notation, as libubootenv's sscanf %lli
+// does: 0x or 0X hex, a leading 0 octal, else decimal. strconv's base 0
+// would also take 0b, 0o and underscores, and so read an offset that
+// fw_printenv reads differently (it stops at the first bad character).
+func parseCInt(s string) (int64, error) {
+	base, digits := 10, s
+	switch {
+	case len(s) > 2 && (s[:2] == "0x" || s[:2] == "0X"):
+		base, digits = 16, s[2:]
+	case len(s) > 1 && s[0] == '0':
+		base, digits = 8, s[1:]
+	}
+	return strconv.ParseInt(digits, base, 64)
 }
 
 // FormatFWEnvConfig renders locations as fw_env.config text that

@@ -132,8 +132,14 @@ func TestParseFWEnvConfig(t *testing.T) {
 	if len(locs) != 2 || locs[0] != want[0] || locs[1] != want[1] {
 		t.Fatalf("got %+v", locs)
 	}
+	// A leading 0 is octal, as in C.
+	if locs, err := ParseFWEnvConfig("/dev/x 010 100\n"); err != nil || locs[0].Offset != 8 {
+		t.Fatalf("octal offset: %+v %v", locs, err)
+	}
 	for _, bad := range []string{"", "# only\n", "/dev/x zz 0x100\n", "/dev/x 0 0x0\n", "/dev/x 0 ffffffff\n",
-		"/dev/x 0 0x100\n/dev/x 0x80 0x100\n", "/dev/x 0 0x100\n/dev/y 0 0x200\n", "/dev/mtd1 0 0x10000 0x10000\n"} {
+		"/dev/x 0 0x100\n/dev/x 0x80 0x100\n", "/dev/x 0 0x100\n/dev/y 0 0x200\n", "/dev/mtd1 0 0x10000 0x10000\n",
+		// Not C notation: fw_printenv reads these differently, so refuse.
+		"/dev/x 1_000 0x100\n", "/dev/x 0b10 0x100\n", "/dev/x 0o10 0x100\n", "/dev/x 0x 0x100\n", "/dev/x 08 0x100\n"} {
 		if _, err := ParseFWEnvConfig(bad); !errors.Is(err, ErrEnvConfig) {
 			t.Errorf("%q: %v, want ErrEnvConfig", bad, err)
 		}
