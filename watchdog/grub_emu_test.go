@@ -27,23 +27,17 @@ var ansi = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
 
 func needGRUBEmu(t *testing.T) (grubEmu, mke2fs, modules string) {
 	t.Helper()
-	skip := func(format string, args ...any) {
-		if os.Getenv("BOOTORBIT_REQUIRE_BOOTLOADERS") == "1" {
-			t.Fatalf(format, args...)
-		}
-		t.Skipf(format, args...)
-	}
 	grubEmu, err := exec.LookPath("grub-emu")
 	if err != nil {
-		skip("grub-emu not installed (Debian grub-emu)")
+		missingBootloader(t, "grub-emu not installed (Debian grub-emu)")
 	}
 	mke2fs, err = exec.LookPath("mke2fs")
 	if err != nil {
-		skip("mke2fs not installed (Debian e2fsprogs)")
+		missingBootloader(t, "mke2fs not installed (Debian e2fsprogs)")
 	}
 	modules = "/usr/lib/grub/x86_64-emu" // Debian grub-emu
 	if _, err := os.Stat(filepath.Join(modules, "loadenv.mod")); err != nil {
-		skip("grub-emu modules not found: %v", err)
+		missingBootloader(t, "grub-emu modules not found: %v", err)
 	}
 	return grubEmu, mke2fs, modules
 }

@@ -24,6 +24,17 @@ func needTool(t *testing.T, name string) string {
 	return p
 }
 
+// missingBootloader skips a test that needs a real bootloader (QEMU with
+// U-Boot, grub-emu) it cannot find, or fails it when
+// BOOTORBIT_REQUIRE_BOOTLOADERS=1.
+func missingBootloader(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("BOOTORBIT_REQUIRE_BOOTLOADERS") == "1" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
 // run runs a tool and returns its stdout; a non-zero exit fails the test.
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()

@@ -28,22 +28,16 @@ const qemuEnvSize = 0x40000
 
 func needQEMU(t *testing.T) (qemu, uboot string) {
 	t.Helper()
-	skip := func(format string, args ...any) {
-		if os.Getenv("BOOTORBIT_REQUIRE_BOOTLOADERS") == "1" {
-			t.Fatalf(format, args...)
-		}
-		t.Skipf(format, args...)
-	}
 	qemu, err := exec.LookPath("qemu-system-aarch64")
 	if err != nil {
-		skip("qemu-system-aarch64 not installed (Debian qemu-system-arm)")
+		missingBootloader(t, "qemu-system-aarch64 not installed (Debian qemu-system-arm)")
 	}
 	uboot = os.Getenv("BOOTORBIT_UBOOT_QEMU_ARM64")
 	if uboot == "" {
 		uboot = "/usr/lib/u-boot/qemu_arm64/u-boot.bin" // Debian u-boot-qemu
 	}
 	if _, err := os.Stat(uboot); err != nil {
-		skip("U-Boot for qemu arm64 not found (Debian u-boot-qemu): %v", err)
+		missingBootloader(t, "U-Boot for qemu arm64 not found (Debian u-boot-qemu): %v", err)
 	}
 	return qemu, uboot
 }
