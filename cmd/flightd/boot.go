@@ -95,9 +95,19 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// parseSize reads a byte count in decimal or 0x hex, as the flags' help
+// says. strconv's base 0 would also read 010 as octal 8 (and 0b, 0o, 1_000),
+// so a leading zero is refused rather than guessed.
 func parseSize(name, s string) (int64, error) {
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 0, 64)
-	if err != nil || n < 0 {
+	t := strings.TrimSpace(s)
+	base := 10
+	if h, ok := strings.CutPrefix(strings.ToLower(t), "0x"); ok {
+		base, t = 16, h
+	} else if len(t) > 1 && t[0] == '0' {
+		return 0, cli.Usagef("%s %q: a leading 0 is ambiguous (octal in fw_env.config); write decimal or 0x hex", name, s)
+	}
+	n, err := strconv.ParseInt(t, base, 64)
+	if err != nil || n < 0 || strings.HasPrefix(t, "+") {
 		return 0, cli.Usagef("%s %q: want a byte count (decimal or 0x hex)", name, s)
 	}
 	return n, nil
