@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -97,6 +98,9 @@ type ResetRecord struct {
 	Count uint64 `json:"count"`
 	// WatchdogResets is how many of them were watchdog resets.
 	WatchdogResets uint64 `json:"watchdog_resets"`
+	// BootID is the kernel's boot id of the boot recorded (RecordBootReset),
+	// so that a flightd restarted within one boot does not count it twice.
+	BootID string `json:"boot_id,omitempty"`
 }
 
 // ResetRecordFile is the file name RecordReset uses in its directory.
@@ -132,11 +136,25 @@ func ReadResetRecord(dir string) (ResetRecord, error) {
 
 // RecordReset stores the reset cause of this boot in dir, atomically:
 // write a temporary file, fsync it, rename it over the record, fsync the
-// directory. Call it once per boot, when flightd opens the watchdog. A
-// corrupt previous record restarts the counts rather than failing.
+// directory. Every call counts a boot; flightd, which may be restarted
+// within one boot, uses RecordBootReset. A corrupt previous record
+// restarts the counts rather than failing.
 func RecordReset(dir string, st BootStatus, slot string, now time.Time) (ResetRecord, error) {
+	return RecordBootReset(dir, "", st, slot, now)
+}
+
+// RecordBootReset is RecordReset for the boot with the kernel boot id
+// bootID (KernelBootID): when the record already holds that boot, it is
+// returned unchanged and nothing is written, so that a flightd restarted
+// within one boot (GETBOOTSTATUS still says CARDRESET) does not count the
+// boot, or its watchdog reset, twice. An empty bootID always records.
+func RecordBootReset(dir, bootID string, st BootStatus, slot string, now time.Time) (ResetRecord, error) {
 	prev, _ := ReadResetRecord(dir)
+	if bootID != "" && prev.BootID == bootID {
+		return prev, nil
+	}
 	r := ResetRecord{
+		BootID:         bootID,
 		Cause:          st.Cause(),
 		BootStatus:     uint32(st),
 		Slot:           slot,
@@ -155,6 +173,28 @@ func RecordReset(dir string, st BootStatus, slot string, now time.Time) (ResetRe
 		return r, fmt.Errorf("watchdog: reset record: %w", err)
 	}
 	return r, nil
+}
+
+// bootIDFile is where Linux publishes a random id fresh at every boot.
+const bootIDFile = "/proc/sys/kernel/random/boot_id"
+
+// KernelBootID returns this boot's id from /proc/sys/kernel/random/boot_id.
+func KernelBootID() (string, error) {
+	f, err := os.Open(bootIDFile)
+	if err != nil {
+		return "", fmt.Errorf("watchdog: boot id: %w", err)
+	}
+	defer f.Close()
+	// A UUID and a newline; anything longer is not a boot id.
+	buf, err := io.ReadAll(io.LimitReader(f, 64))
+	if err != nil {
+		return "", fmt.Errorf("watchdog: boot id: %w", err)
+	}
+	id := strings.TrimSpace(string(buf))
+	if id == "" || len(buf) == 64 {
+		return "", fmt.Errorf("watchdog: boot id: %s holds %q, want a UUID", bootIDFile, buf)
+	}
+	return id, nil
 }
 
 func writeFileAtomic(dir, name string, data []byte) error {

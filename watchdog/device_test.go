@@ -78,6 +78,34 @@ func TestRecordReset(t *testing.T) {
 	}
 }
 
+// A flightd restarted within one boot must not count that boot, or its
+// watchdog reset, again: GETBOOTSTATUS still says CARDRESET.
+func TestRecordBootResetOncePerBoot(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	first, err := RecordBootReset(dir, "boot-1", WDIOFCardReset, "A", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, ResetRecordFile))
+	again, err := RecordBootReset(dir, "boot-1", WDIOFCardReset, "A", now.Add(time.Minute))
+	if err != nil || again != first || again.Count != 1 || again.WatchdogResets != 1 {
+		t.Fatalf("restart within the boot: %+v %v, want %+v", again, err, first)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, ResetRecordFile)); string(after) != string(before) {
+		t.Fatal("a restart within the boot rewrote the record")
+	}
+	next, err := RecordBootReset(dir, "boot-2", 0, "A", now.Add(time.Hour))
+	if err != nil || next.Count != 2 || next.WatchdogResets != 1 || next.Cause != CausePowerOn || next.BootID != "boot-2" {
+		t.Fatalf("next boot: %+v %v", next, err)
+	}
+	if _, err := os.Stat(bootIDFile); err == nil {
+		if id, err := KernelBootID(); err != nil || len(id) != 36 {
+			t.Fatalf("KernelBootID = %q, %v", id, err)
+		}
+	}
+}
+
 // TestLinuxDevice runs against a real watchdog only when one is named in
 // BOOTORBIT_TEST_WATCHDOG (the HIL bench, or QEMU's i6300esb): opening it
 // arms it, and this test leaves it armed, so the board resets after the
