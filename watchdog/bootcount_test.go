@@ -157,6 +157,42 @@ func TestBootControlNeverOverwritesUnreadableEnv(t *testing.T) {
 	}
 }
 
+// When saveenv fails nothing is counted: a slot on trial is then not
+// booted (it could hang uncounted forever), the other slot is; a slot not
+// on trial boots as usual; a reset stays a reset.
+func TestBootloaderModelSaveFails(t *testing.T) {
+	m := BootloaderModel{Attempts: 3}
+	for _, c := range []struct {
+		in    Vars
+		slot  string
+		reset bool
+		name  string
+	}{
+		{Vars{"BOOT_ORDER": "B A", "BOOT_B_LEFT": "2", "BOOTORBIT_TRIAL": "B"}, "A", false, "trial slot B: boot A"},
+		{Vars{"BOOT_ORDER": "A B", "BOOT_A_LEFT": "1", "BOOTORBIT_TRIAL": "A"}, "B", false, "trial slot A: boot B"},
+		{Vars{"BOOT_ORDER": "B A", "BOOT_B_LEFT": "2"}, "B", false, "no trial: boot B"},
+		{Vars{"BOOT_ORDER": "B A", "BOOT_B_LEFT": "0", "BOOTORBIT_TRIAL": "B"}, "A", false, "fallback A is not the trial"},
+		{Vars{"BOOT_ORDER": "A", "BOOT_A_LEFT": "0", "BOOT_B_LEFT": "0"}, "", true, "nothing left: reset"},
+	} {
+		env := &readOnlyEnv{MemEnv: MemEnv{Vars: c.in.Clone()}}
+		d, err := m.Boot(env)
+		if err != nil || d.Slot != c.slot || d.Reset != c.reset || !d.SaveFailed {
+			t.Errorf("%s: %+v %v", c.name, d, err)
+		}
+		if !env.Vars.Equal(c.in) || env.attempted == nil {
+			t.Errorf("%s: env changed to %v or no save attempted", c.name, env.Vars)
+		}
+	}
+	// A trial slot that hangs on a board whose environment cannot be
+	// written is never booted, so it cannot hang the board forever.
+	env := &readOnlyEnv{MemEnv: MemEnv{Vars: Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3", "BOOTORBIT_TRIAL": "B"}}}
+	for i := 0; i < 10; i++ {
+		if d, err := m.Boot(env); err != nil || d.Slot != "A" {
+			t.Fatalf("boot %d on a read-only env: %+v %v", i, d, err)
+		}
+	}
+}
+
 func TestParseCmdline(t *testing.T) {
 	for in, want := range map[string]string{
 		"console=ttyS0 rauc.slot=A root=/dev/x": "A",

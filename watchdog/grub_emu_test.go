@@ -49,14 +49,19 @@ func TestGRUBSnippetInGRUBEmuMatchesModel(t *testing.T) {
 		// exhausted: the snippet treats this value as 0 where the model
 		// (U-Boot) decrements it.
 		outOfRange bool
+		// saveFails puts the grubenv on the host filesystem, where
+		// save_env refuses to write (it needs a disk block list).
+		saveFails bool
 	}{
-		"blank":              {Vars{}, false},
-		"trial last attempt": {Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "1", "BOOTORBIT_TRIAL": "B"}, false},
-		"trial first":        {Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "9"}, false},
-		"fallback":           {Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"}, false},
-		"nothing left":       {Vars{"BOOT_ORDER": "A", "BOOT_A_LEFT": "0", "BOOT_B_LEFT": "0"}, false},
-		"unknown slot":       {Vars{"BOOT_ORDER": "C B", "BOOT_A_LEFT": "2", "BOOT_B_LEFT": "5"}, false},
-		"out of range":       {Vars{"BOOT_ORDER": "A B", "BOOT_A_LEFT": "10", "BOOT_B_LEFT": "2"}, true},
+		"blank":                   {Vars{}, false, false},
+		"trial last attempt":      {Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "1", "BOOTORBIT_TRIAL": "B"}, false, false},
+		"trial first":             {Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "9"}, false, false},
+		"fallback":                {Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"}, false, false},
+		"nothing left":            {Vars{"BOOT_ORDER": "A", "BOOT_A_LEFT": "0", "BOOT_B_LEFT": "0"}, false, false},
+		"unknown slot":            {Vars{"BOOT_ORDER": "C B", "BOOT_A_LEFT": "2", "BOOT_B_LEFT": "5"}, false, false},
+		"out of range":            {Vars{"BOOT_ORDER": "A B", "BOOT_A_LEFT": "10", "BOOT_B_LEFT": "2"}, true, false},
+		"save fails, trial B":     {Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "2", "BOOTORBIT_TRIAL": "B"}, false, true},
+		"save fails, good slot B": {Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "2"}, false, true},
 	}
 	for name, sc := range scenarios {
 		t.Run(name, func(t *testing.T) {
@@ -74,13 +79,17 @@ func TestGRUBSnippetInGRUBEmuMatchesModel(t *testing.T) {
 			if out, err := exec.Command(mke2fs, "-q", "-F", "-t", "ext2", "-b", "1024", "-d", fsDir, disk, "1024").CombinedOutput(); err != nil {
 				t.Fatalf("mke2fs: %v\n%s", err, out)
 			}
+			envDir := "(hd0)"
+			if sc.saveFails {
+				envDir = "(host)" + fsDir
+			}
 			prefix := filepath.Join(dir, "prefix")
 			os.Mkdir(prefix, 0o755)
 			os.Symlink(modules, filepath.Join(prefix, "x86_64-emu"))
 			// Load what the snippet uses while the modules are reachable,
 			// then point $prefix at the disk so load_env/save_env use its
 			// grubenv, as they use /boot/grub/grubenv on a board.
-			cfg := "insmod ext2\ninsmod loadenv\ninsmod test\ninsmod echo\ninsmod reboot\ninsmod halt\ninsmod linux\nset prefix=(hd0)\n" +
+			cfg := "insmod ext2\ninsmod loadenv\ninsmod test\ninsmod echo\ninsmod reboot\ninsmod halt\ninsmod linux\nset prefix=" + envDir + "\n" +
 				bootscripts.GRUBSnippet + "\nhalt\n"
 			os.WriteFile(filepath.Join(prefix, "grub.cfg"), []byte(cfg), 0o644)
 			dm := filepath.Join(dir, "device.map")
@@ -97,6 +106,9 @@ func TestGRUBSnippetInGRUBEmuMatchesModel(t *testing.T) {
 				t.Fatalf("the snippet printed no decision:\n%s", console)
 			}
 			img, err := os.ReadFile(disk)
+			if sc.saveFails {
+				img, err = os.ReadFile(filepath.Join(fsDir, "grubenv"))
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -111,7 +123,18 @@ func TestGRUBSnippetInGRUBEmuMatchesModel(t *testing.T) {
 			sv := saved.Vars()
 
 			model := &MemEnv{Vars: sc.vars.Clone()}
-			d, err := (BootloaderModel{Attempts: DefaultAttempts}).Boot(model)
+			var d BootDecision
+			if sc.saveFails {
+				ro := &readOnlyEnv{MemEnv: MemEnv{Vars: sc.vars.Clone()}}
+				d, err = (BootloaderModel{Attempts: DefaultAttempts}).Boot(ro)
+				if err == nil && (!d.SaveFailed || !sv.Equal(sc.vars)) {
+					t.Fatalf("save_env was meant to fail: model %+v, block now %v", d, sv)
+				}
+				// What GRUB printed is what it tried to save.
+				model.Vars, sv = ro.attempted, ro.attempted
+			} else {
+				d, err = (BootloaderModel{Attempts: DefaultAttempts}).Boot(model)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

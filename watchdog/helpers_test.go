@@ -2,6 +2,7 @@ package watchdog
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -112,4 +113,16 @@ func diffVars(got, want Vars) string {
 		}
 	}
 	return b.String()
+}
+
+// readOnlyEnv is an environment whose Save fails (worn or write-protected
+// storage); it keeps what the last Save tried to write.
+type readOnlyEnv struct {
+	MemEnv
+	attempted Vars
+}
+
+func (e *readOnlyEnv) Save(v Vars) error {
+	e.attempted = v.Clone()
+	return errors.New("read-only environment")
 }

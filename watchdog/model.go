@@ -25,6 +25,10 @@ type BootDecision struct {
 	// Reset is true when no slot had attempts left: the script reset the
 	// counters, saved, and reset the board without booting.
 	Reset bool
+	// SaveFailed is true when saveenv failed, so nothing was counted. The
+	// script then boots the other slot instead of a slot on trial
+	// (BOOTORBIT_TRIAL), which could otherwise hang uncounted forever.
+	SaveFailed bool
 }
 
 // Cmdline returns the rauc.slot part of the kernel command line the script
@@ -36,9 +40,10 @@ func (d BootDecision) Cmdline() string {
 	return "rauc.slot=" + d.Slot
 }
 
-// Boot runs the script once against env. A Load failure is returned as is:
-// U-Boot would fall back to its default environment, which has no
-// protocol variables.
+// Boot runs the script once against env. A Load failure is returned as an
+// error: U-Boot would fall back to its default environment, which has no
+// protocol variables. A Save failure is not an error but part of the
+// decision (SaveFailed), as it is for the script.
 func (m BootloaderModel) Boot(env Env) (BootDecision, error) {
 	v, err := env.Load()
 	if err != nil {
@@ -74,13 +79,15 @@ func (m BootloaderModel) Boot(env Env) (BootDecision, error) {
 		for _, s := range SlotNames {
 			v[LeftVar(s)] = n
 		}
-		if err := env.Save(v); err != nil {
-			return BootDecision{}, fmt.Errorf("bootloader model: saveenv: %w", err)
-		}
-		return BootDecision{Reset: true}, nil
+		// saveenv; reset (whether or not the save worked)
+		return BootDecision{Reset: true, SaveFailed: env.Save(v) != nil}, nil
 	}
+	// if saveenv; then ... else: a trial slot is not booted uncounted
 	if err := env.Save(v); err != nil {
-		return BootDecision{}, fmt.Errorf("bootloader model: saveenv: %w", err)
+		if slot == v[VarTrial] {
+			slot = otherSlot(slot)
+		}
+		return BootDecision{Slot: slot, SaveFailed: true}, nil
 	}
 	return BootDecision{Slot: slot}, nil
 }

@@ -5,6 +5,7 @@
 #   BOOT_ORDER    slots to try, primary first ("A B")
 #   BOOT_A_LEFT   attempts left for slot A, one digit (setexpr writes hex)
 #   BOOT_B_LEFT   attempts left for slot B
+# and reads BOOTORBIT_TRIAL (the slot flightd armed and has not marked good).
 # Board-specific settings it reads (set them in the default environment):
 #   bootorbit_load_A, bootorbit_load_B  commands that load kernel, initrd
 #                                       and fdt of a slot and boot it
@@ -52,7 +53,25 @@ fi
 
 # Persist the decremented counter before booting: a hang from here on
 # (kernel, init, flightd) costs this slot one attempt.
-saveenv
+if saveenv; then
+	bootorbit_saved=yes
+else
+	bootorbit_saved=no
+fi
+# If the environment cannot be written the attempt is not counted. A slot
+# on trial (BOOTORBIT_TRIAL, set by flightd's arm, cleared by mark-good)
+# booted uncounted could hang and be retried forever, so boot the other
+# slot instead; a slot marked good boots as usual.
+if test "${bootorbit_saved}" = "no"; then
+	if test "${bootorbit_slot}" = "${BOOTORBIT_TRIAL}"; then
+		echo "bootorbit: saveenv failed; not booting trial slot ${bootorbit_slot} uncounted"
+		if test "${bootorbit_slot}" = "A"; then
+			bootorbit_slot=B
+		else
+			bootorbit_slot=A
+		fi
+	fi
+fi
 
 echo "bootorbit: booting slot ${bootorbit_slot} (order ${BOOT_ORDER}; A left ${BOOT_A_LEFT}, B left ${BOOT_B_LEFT})"
 if test "${bootorbit_slot}" = "A"; then
