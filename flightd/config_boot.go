@@ -2,6 +2,7 @@ package flightd
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -119,17 +120,37 @@ func (b BootConfig) OpenEnv() (watchdog.Env, string, error) {
 	case len(b.UBootEnv) > 0:
 		return ubootEnv(b.UBootEnv, b.UBootLockFile)
 	case b.FWEnvConfig != "":
-		data, err := os.ReadFile(b.FWEnvConfig)
+		data, err := readFWEnvConfig(b.FWEnvConfig)
 		if err != nil {
 			return nil, "", fmt.Errorf("%w: boot.fw_env_config: %v", ErrConfig, err)
 		}
-		locs, err := watchdog.ParseFWEnvConfig(string(data))
+		locs, err := watchdog.ParseFWEnvConfig(data)
 		if err != nil {
 			return nil, "", fmt.Errorf("%w: boot.fw_env_config %s: %v", ErrConfig, b.FWEnvConfig, err)
 		}
 		return ubootEnv(locs, b.UBootLockFile)
 	}
 	return nil, "", fmt.Errorf("%w: boot: no bootloader environment configured (uboot_env, fw_env_config or grubenv)", ErrConfig)
+}
+
+// maxFWEnvConfig bounds the fw_env.config read: two lines matter, and
+// real files are a few hundred bytes of them and comments.
+const maxFWEnvConfig = 64 << 10
+
+func readFWEnvConfig(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFWEnvConfig+1))
+	if err != nil {
+		return "", err
+	}
+	if len(data) > maxFWEnvConfig {
+		return "", fmt.Errorf("%s is larger than %d bytes", path, maxFWEnvConfig)
+	}
+	return string(data), nil
 }
 
 func ubootEnv(locs []watchdog.UBootLocation, lock string) (watchdog.Env, string, error) {

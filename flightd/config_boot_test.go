@@ -71,4 +71,9 @@ func TestBootConfigOpenEnv(t *testing.T) {
 	if _, _, err := missing.OpenEnv(); !errors.Is(err, ErrConfig) {
 		t.Fatalf("missing fw_env.config: %v", err)
 	}
+	huge := filepath.Join(dir, "huge.config")
+	os.WriteFile(huge, []byte(strings.Repeat("# comment\n", 10000)+img+" 0 0x4000\n"), 0o644)
+	if _, _, err := (BootConfig{FWEnvConfig: huge}).OpenEnv(); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("100 KB fw_env.config: %v", err)
+	}
 }
