@@ -136,6 +136,9 @@ type BenchResult struct {
 	// *Total times add the read-back verification from the medium.
 	Raw, RawTotal []time.Duration
 	Dir, DirTotal []time.Duration
+	// Dir1 is the directory slot write with one writer (every file
+	// written by the extracting goroutine, ExtractOptions.Workers = 1).
+	Dir1 []time.Duration
 }
 
 // Median returns the median of ds.
@@ -232,6 +235,11 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	dir1M, err := Open(Options{StateDir: filepath.Join(work, "state1"), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
+		B: Slot{Backend: BackendDir, Path: dirPath}, Extract: ExtractOptions{Sync: o.Sync, Workers: 1}, Log: discardLogger()})
+	if err != nil {
+		return nil, err
+	}
 	plainPath := filepath.Join(work, "plain.img")
 	overPath := filepath.Join(work, "plain-over.img")
 	if err := preallocate(overPath, (int64(len(rootfs))+vfs.DirectAlign-1)&^(vfs.DirectAlign-1)); err != nil {
@@ -293,8 +301,17 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			logf("dir slot         %v (+ verify: %v)", r.WriteTime, time.Since(start))
 			return nil
 		},
+		func() error {
+			r, err := dir1M.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
+			if err != nil {
+				return err
+			}
+			res.Dir1 = append(res.Dir1, r.WriteTime)
+			logf("dir slot, 1 writer %v", r.WriteTime)
+			return nil
+		},
 	}
-	names := []string{"plain direct", "plain overwrite", "plain new file", "raw slot", "dir slot"}
+	names := []string{"plain direct", "plain overwrite", "plain new file", "raw slot", "dir slot", "dir slot, 1 writer"}
 	for round := 0; round < o.Rounds; round++ {
 		for i := range methods {
 			// Rotate the order so that no method always runs first.

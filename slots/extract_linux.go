@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -67,6 +69,13 @@ type ExtractOptions struct {
 	// verifies the slot by reading it back against the tree it computed
 	// beforehand (ExpectedTree), which keeps hashing off the write path.
 	Hash bool
+	// Workers is the number of goroutines that write small regular files
+	// (up to 1 MiB) while the extracting goroutine reads the archive on;
+	// default 2. 1 writes every file on the extracting goroutine. Entries
+	// that depend on a file still being written (the same path, a path
+	// below it, a hard link to it, any removal, directory times) wait for
+	// the workers first.
+	Workers int
 }
 
 func (o *ExtractOptions) defaults() {
@@ -78,6 +87,9 @@ func (o *ExtractOptions) defaults() {
 	}
 	if o.MaxTotal <= 0 {
 		o.MaxTotal = 256 << 30
+	}
+	if o.Workers <= 0 {
+		o.Workers = 2
 	}
 }
 
@@ -124,6 +136,10 @@ func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o Extrac
 		return nil, fmt.Errorf("slots: stat slot directory %s: %w", dir, err)
 	}
 	x.rootSetgid = rst.Mode&unix.S_ISGID != 0
+	if o.Workers > 1 && !o.Hash {
+		x.startWorkers(o.Workers)
+		defer x.stopWorkers() // before r.close: the workers use its descriptors
+	}
 	// Empty the slot: move the old content aside (a few renames) and delete
 	// it on another goroutine while the new content is extracted; the
 	// deletion is complete before the slot is synced.
@@ -139,6 +155,10 @@ func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o Extrac
 	}
 	if err := <-deleted; err != nil {
 		return nil, fmt.Errorf("slots: empty %s: %w", dir, err)
+	}
+	x.drain()
+	if err := x.workerErr(); err != nil {
+		return nil, err
 	}
 	if err := x.finish(); err != nil {
 		return nil, err
@@ -254,6 +274,103 @@ type extractor struct {
 	entries    int
 	files      int
 	total      int64
+	name       string // the current entry's archive name, for errors
+
+	// Small-file workers (nil jobs: none).
+	jobs     chan fileJob
+	free     chan []byte     // content buffers, smallFile bytes each
+	busy     sync.WaitGroup  // jobs not finished
+	workers  sync.WaitGroup  // running workers
+	pending  map[string]bool // paths of jobs handed out since the last drain
+	failed   atomic.Bool
+	errMu    sync.Mutex
+	firstErr error
+}
+
+// smallFile is the largest file handed to a worker (its content is
+// buffered); larger files are streamed by the extracting goroutine.
+const smallFile = 1 << 20
+
+// fileJob is one small regular file for a worker to create and fill.
+type fileJob struct {
+	pfd          int
+	release      func() // of pfd
+	base, name   string
+	data         []byte
+	e            Entry
+	createMode   uint32
+	chown, chmod bool
+}
+
+func (x *extractor) startWorkers(n int) {
+	x.jobs, x.free, x.pending = make(chan fileJob, 2*n), make(chan []byte, 4*n), map[string]bool{}
+	for i := 0; i < cap(x.free); i++ {
+		x.free <- make([]byte, smallFile)
+	}
+	for i := 0; i < n; i++ {
+		x.workers.Add(1)
+		go func() {
+			defer x.workers.Done()
+			for j := range x.jobs {
+				if !x.failed.Load() {
+					if err := x.writeJob(&j); err != nil && !x.failed.Swap(true) {
+						x.errMu.Lock()
+						x.firstErr = fmt.Errorf("entry %q: %w", truncName(j.name), err)
+						x.errMu.Unlock()
+					}
+				}
+				j.release()
+				x.free <- j.data[:cap(j.data)]
+				x.busy.Done()
+			}
+		}()
+	}
+}
+
+func (x *extractor) stopWorkers() {
+	close(x.jobs)
+	x.workers.Wait()
+}
+
+// drain waits until every file handed to the workers is written.
+func (x *extractor) drain() {
+	if x.jobs == nil || len(x.pending) == 0 {
+		return
+	}
+	x.busy.Wait()
+	clear(x.pending)
+}
+
+// workerErr is the first error of a worker, naming its entry.
+func (x *extractor) workerErr() error {
+	if x.jobs == nil || !x.failed.Load() {
+		return nil
+	}
+	x.errMu.Lock()
+	defer x.errMu.Unlock()
+	return x.firstErr
+}
+
+// writeJob creates and fills a small file on a worker.
+func (x *extractor) writeJob(j *fileJob) error {
+	fd, err := unix.Openat(j.pfd, j.base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, j.createMode)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), j.base)
+	defer f.Close()
+	if _, err := f.Write(j.data); err != nil {
+		return err
+	}
+	if err := setMetaFd(fd, &j.e, j.chown, j.chmod); err != nil {
+		return err
+	}
+	if x.o.Sync == SyncEach {
+		if err := f.Sync(); err != nil {
+			return err
+		}
+	}
+	return f.Close()
 }
 
 // parent resolves rel's parent directory beneath the slot root (creating
@@ -364,7 +481,10 @@ func (x *extractor) layer(ctx context.Context, l io.Reader) error {
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			return nil
+			// The layer's files are all written before the next layer's
+			// whiteouts apply, and its errors are its own.
+			x.drain()
+			return x.workerErr()
 		}
 		if err != nil {
 			return tarError(err)
@@ -373,7 +493,12 @@ func (x *extractor) layer(ctx context.Context, l io.Reader) error {
 		if x.entries > x.o.MaxEntries {
 			return fmt.Errorf("%w: more than %d entries", ErrTooLarge, x.o.MaxEntries)
 		}
-		if err := x.entry(tr, hdr); err != nil {
+		x.name = hdr.Name
+		err = x.entry(tr, hdr)
+		if werr := x.workerErr(); werr != nil {
+			return werr // an earlier entry failed on a worker: that comes first
+		}
+		if err != nil {
 			return fmt.Errorf("entry %q: %w", truncName(hdr.Name), err)
 		}
 	}
@@ -414,8 +539,13 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid > 1<<31-2 || hdr.Gid > 1<<31-2 {
 		return fmt.Errorf("%w: uid/gid %d/%d out of range", ErrBadEntry, hdr.Uid, hdr.Gid)
 	}
+	wait := x.pending[rel]
 	for a := dir; a != ""; a, _ = splitRel(a) {
 		x.layerSeen[a] = true
+		wait = wait || x.pending[a]
+	}
+	if wait {
+		x.drain() // rel, or a parent of it, is a file still being written
 	}
 	pfd, base, err := x.parent(rel, true)
 	if err != nil {
@@ -432,6 +562,7 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 			return nil
 		}
 		if !x.dry {
+			x.drain() // the workers may be writing below rel
 			if err := x.r.removeAt(pfd, base); err != nil {
 				return err
 			}
@@ -553,6 +684,18 @@ func (x *extractor) writeFile(pfd int, base string, tr io.Reader, size int64, e 
 		setgid = x.model[pdir] == nil || x.model[pdir].Mode&0o2000 != 0
 	}
 	chown := e.UID != x.uid || e.GID != x.gid || setgid
+	if x.jobs != nil && size <= smallFile {
+		buf := <-x.free
+		if err := copyContent(tr, size, buf, func([]byte) error { return nil }); err != nil {
+			x.free <- buf
+			return err
+		}
+		x.pending[e.Path] = true
+		x.busy.Add(1)
+		x.jobs <- fileJob{pfd: pfd, release: x.r.retain(pfd), base: base, name: x.name, data: buf[:size],
+			e: *e, createMode: createMode, chown: chown, chmod: chmod}
+		return nil
+	}
 	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, createMode)
 	if err != nil {
 		return err
@@ -660,6 +803,9 @@ func (x *extractor) hardlink(rel, linkname string, replace func(bool) error, pfd
 	}
 	if target == "" || target == rel {
 		return fmt.Errorf("%w: hard link to %q", ErrBadEntry, linkname)
+	}
+	if x.pending[target] {
+		x.drain() // the target is still being written
 	}
 	t := x.model[target]
 	if t == nil {
@@ -824,6 +970,7 @@ func (x *extractor) whiteout(dir, base string) error {
 	if name == "." || name == ".." {
 		return fmt.Errorf("%w: whiteout of %q", ErrEscape, name)
 	}
+	x.drain()
 	if x.dry {
 		err := x.modelDir(dir, false)
 		if errors.Is(err, os.ErrNotExist) {
@@ -864,6 +1011,7 @@ func joinRel(dir, name string) string {
 // opaque hides everything in dir that earlier layers put there; what this
 // layer put there stays, whatever the order of the entries.
 func (x *extractor) opaque(dir string) error {
+	x.drain()
 	if x.dry {
 		if err := x.modelDir(dir, true); err != nil {
 			return err

@@ -36,6 +36,21 @@ func extractAndCheck(t *testing.T, layers ...[]byte) (string, map[string]Entry) 
 	if want.Files != res.Files || want.Bytes != res.Bytes {
 		t.Fatalf("expected tree counts %d files %d bytes, extraction %d %d", want.Files, want.Bytes, res.Files, res.Bytes)
 	}
+	// Without hashing the small files go to the workers; with one worker
+	// everything is written in archive order: the same tree either way.
+	for _, workers := range []int{1, 2} {
+		d := t.TempDir()
+		if _, err := ExtractLayers(context.Background(), d, readers(layers...), ExtractOptions{Sync: SyncNone, Workers: workers}); err != nil {
+			t.Fatalf("workers %d: %v", workers, err)
+		}
+		es, err := ReadTree(context.Background(), d, ReadTreeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := DiffEntries(want.Entries, es, o); d != "" {
+			t.Fatalf("workers %d: disk differs from the expected tree: %s", workers, d)
+		}
+	}
 	if TreeDigest(res.Entries, o) != TreeDigest(got, o) {
 		t.Fatal("digests differ while entries are equal")
 	}

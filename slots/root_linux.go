@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,9 +20,9 @@ import (
 type root struct {
 	fd      int
 	path    string
-	noOA2   bool // openat2 unavailable
-	cache   string
-	cacheFd int
+	noOA2    bool // openat2 unavailable
+	cache    string
+	cacheRef *dirRef // nil when nothing is cached
 	// onImplicitDir is called for every directory root creates because an
 	// entry needed a parent that the archive did not list.
 	onImplicitDir func(rel string)
@@ -36,7 +37,7 @@ func openRoot(path string) (*root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("slots: open slot directory %s: %w", path, err)
 	}
-	return &root{fd: fd, path: path, cacheFd: -1, noOA2: forceWalk}, nil
+	return &root{fd: fd, path: path, noOA2: forceWalk}, nil
 }
 
 func (r *root) close() {
@@ -47,10 +48,35 @@ func (r *root) close() {
 // invalidate drops the cached parent: called whenever anything is removed,
 // since a removal may change what a path names.
 func (r *root) invalidate() {
-	if r.cacheFd >= 0 {
-		unix.Close(r.cacheFd)
+	if r.cacheRef != nil {
+		r.cacheRef.release()
 	}
-	r.cache, r.cacheFd = "", -1
+	r.cache, r.cacheRef = "", nil
+}
+
+// dirRef is a directory descriptor shared by the parent cache and the file
+// workers still writing into that directory: the last release closes it.
+type dirRef struct {
+	fd   int
+	refs atomic.Int32
+}
+
+func (d *dirRef) release() {
+	if d.refs.Add(-1) == 0 {
+		unix.Close(d.fd)
+	}
+}
+
+// retain keeps pfd (the root or the cached parent, as parent returned it)
+// open until the returned function is called, whatever the cache does
+// meanwhile.
+func (r *root) retain(pfd int) func() {
+	if r.cacheRef != nil && pfd == r.cacheRef.fd {
+		ref := r.cacheRef
+		ref.refs.Add(1)
+		return ref.release
+	}
+	return func() {} // the root: closed only after the workers stopped
 }
 
 func splitRel(rel string) (dir, base string) {
@@ -70,14 +96,15 @@ func (r *root) parent(rel string, create bool) (int, string, error) {
 		return r.fd, base, nil
 	}
 	if dir == r.cache {
-		return r.cacheFd, base, nil
+		return r.cacheRef.fd, base, nil
 	}
 	fd, err := r.openDir(dir, create)
 	if err != nil {
 		return -1, "", err
 	}
 	r.invalidate()
-	r.cache, r.cacheFd = dir, fd
+	r.cache, r.cacheRef = dir, &dirRef{fd: fd}
+	r.cacheRef.refs.Store(1)
 	return fd, base, nil
 }
 

@@ -113,6 +113,8 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	ratios(res.Raw, " target >= 90%")
 	row("dir slot: empty + extract + syncfs", res.Dir)
 	ratios(res.Dir, " target >= 60%")
+	row("dir slot, 1 writer (no workers)", res.Dir1)
+	ratios(res.Dir1, "")
 	row("raw slot incl. read-back verify", res.RawTotal)
 	row("dir slot incl. read-back verify", res.DirTotal)
 	return nil
