@@ -18,8 +18,8 @@ import (
 // O_NOFOLLOW). Names given to root are already cleaned by cleanName: no
 // absolute paths, no "." or ".." components.
 type root struct {
-	fd      int
-	path    string
+	fd       int
+	path     string
 	noOA2    bool // openat2 unavailable
 	cache    string
 	cacheRef *dirRef // nil when nothing is cached
