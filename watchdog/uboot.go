@@ -437,7 +437,8 @@ func (e *UBootEnv) Save(v Vars) error {
 	return writeVerified(e.fs(), l.Path, l.Offset, buf, "uboot env")
 }
 
-// writeVerified writes buf at off in path, syncs, and reads it back.
+// writeVerified writes buf at off in path, syncs, and reads it back from
+// the storage (past the page cache where the OS allows, see dropCache).
 func writeVerified(fsys FS, path string, off int64, buf []byte, what string) error {
 	f, err := fsys.Open(path, true)
 	if err != nil {
@@ -451,6 +452,7 @@ func writeVerified(fsys FS, path string, off int64, buf []byte, what string) err
 		f.Close()
 		return fmt.Errorf("watchdog: %s: sync %s: %w", what, path, err)
 	}
+	dropCache(f, off, int64(len(buf)))
 	back := make([]byte, len(buf))
 	err = readFull(f, back, off)
 	if cerr := f.Close(); err == nil && cerr != nil {
