@@ -277,7 +277,10 @@ func (c *BootControl) MarkGood(slot string) error {
 
 // MarkBad drops slot from BOOT_ORDER and sets its counter to 0. It refuses
 // to drop the last slot: an empty BOOT_ORDER makes the scripts fall back to
-// their default "A B", which would resurrect the bad slot.
+// their default "A B", which would resurrect the bad slot. It also refuses
+// to leave only a slot that is still on trial: if that one hangs, the
+// bootloader's counter reset would retry it forever with nothing to fall
+// back to. Mark the trial slot good first.
 func (c *BootControl) MarkBad(slot string) error {
 	if err := CheckSlot(slot); err != nil {
 		return err
@@ -286,6 +289,9 @@ func (c *BootControl) MarkBad(slot string) error {
 		rest := remove(st.order, slot)
 		if len(rest) == 0 {
 			return fmt.Errorf("%w: %s", ErrLastSlot, slot)
+		}
+		if len(rest) == 1 && rest[0] == st.trial {
+			return fmt.Errorf("%w: %s (only %s would remain, and it is on trial, never marked good)", ErrLastSlot, slot, st.trial)
 		}
 		st.order = rest
 		st.left[slot] = 0

@@ -93,6 +93,23 @@ func TestBootControlArmRefreshesFallback(t *testing.T) {
 	}
 }
 
+// Marking the good fallback bad while the other slot is still on trial
+// would leave a slot that may hang and has nothing to fall back to.
+func TestBootControlMarkBadKeepsFallbackOfTrial(t *testing.T) {
+	env := &MemEnv{Vars: Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "2", "BOOTORBIT_TRIAL": "B"}}
+	bc := &BootControl{Env: env, Attempts: 3}
+	if err := bc.MarkBad("A"); !errors.Is(err, ErrLastSlot) || !strings.Contains(err.Error(), "on trial") || env.Writes != 0 {
+		t.Fatalf("MarkBad of the trial's fallback: %v (writes %d)", err, env.Writes)
+	}
+	// Once the trial slot is marked good, the old slot may go.
+	if err := bc.MarkGood("B"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bc.MarkBad("A"); err != nil || env.Vars["BOOT_ORDER"] != "B" {
+		t.Fatalf("MarkBad A after B was marked good: %v %v", err, env.Vars)
+	}
+}
+
 func TestBootControlFailedTrial(t *testing.T) {
 	env := &MemEnv{Vars: Vars{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "2", "BOOT_B_LEFT": "0", "BOOTORBIT_TRIAL": "B"}}
 	bc := &BootControl{Env: env, Attempts: 3}
