@@ -288,7 +288,7 @@ func (c *BootControl) MarkBad(slot string) error {
 	return c.update(func(st *state) error {
 		rest := remove(st.order, slot)
 		if len(rest) == 0 {
-			return fmt.Errorf("%w: %s", ErrLastSlot, slot)
+			return fmt.Errorf("%w: %s (an empty order makes the boot scripts fall back to %q)", ErrLastSlot, slot, DefaultBootOrder)
 		}
 		if len(rest) == 1 && rest[0] == st.trial {
 			return fmt.Errorf("%w: %s (only %s would remain, and it is on trial, never marked good)", ErrLastSlot, slot, st.trial)

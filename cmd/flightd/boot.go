@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -360,9 +359,6 @@ func runBootMarkBad(_ context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	if err := s.bc.MarkBad(slot); err != nil {
-		if errors.Is(err, watchdog.ErrLastSlot) {
-			return fmt.Errorf("%w (the bootloader would fall back to its default order)", err)
-		}
 		return err
 	}
 	return s.report(stdout, f, fmt.Sprintf("marked %s bad", slot))

@@ -74,7 +74,7 @@ func TestBootCommandsUBoot(t *testing.T) {
 		t.Fatalf("mark-bad: %d\n%s%s", code, out, errOut)
 	}
 	// Refusals: the last slot, the booted slot.
-	if code, _, errOut = bootExec(t, append([]string{"boot", "mark-bad", "B"}, flags...)...); code != 1 || !strings.Contains(errOut, "last slot") {
+	if code, _, errOut = bootExec(t, append([]string{"boot", "mark-bad", "B"}, flags...)...); code != 1 || !strings.Contains(errOut, "last slot") || !strings.Contains(errOut, "fall back to") {
 		t.Fatalf("mark-bad last: %d %s", code, errOut)
 	}
 	if code, _, errOut = bootExec(t, append([]string{"boot", "arm", "B"}, flags...)...); code != 1 || !strings.Contains(errOut, "booted slot") {
