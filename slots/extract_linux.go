@@ -357,20 +357,36 @@ func (x *extractor) writeJob(j *fileJob) error {
 	if err != nil {
 		return err
 	}
-	f := os.NewFile(uintptr(fd), j.base)
-	defer f.Close()
-	if _, err := f.Write(j.data); err != nil {
-		return err
+	// A raw descriptor: os.NewFile would cost an fcntl per file.
+	err = writeAll(fd, j.data)
+	if err == nil {
+		err = setMetaFd(fd, &j.e, j.chown, j.chmod)
 	}
-	if err := setMetaFd(fd, &j.e, j.chown, j.chmod); err != nil {
-		return err
+	if err == nil && x.o.Sync == SyncEach {
+		err = unix.Fsync(fd)
 	}
-	if x.o.Sync == SyncEach {
-		if err := f.Sync(); err != nil {
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// writeAll writes b to fd, resuming after short writes and EINTR.
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
 			return err
 		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		b = b[n:]
 	}
-	return f.Close()
+	return nil
 }
 
 // parent resolves rel's parent directory beneath the slot root (creating
@@ -389,9 +405,16 @@ func (x *extractor) parent(rel string, create bool) (int, string, error) {
 
 // lookup says whether rel (base in pfd) exists and is a directory.
 func (x *extractor) lookup(pfd int, base, rel string) (isDir, exists bool, err error) {
+	e := x.model[rel]
 	if x.dry {
-		e := x.model[rel]
 		return e != nil && e.Type == 'd', e != nil, nil
+	}
+	// The slot was emptied (all but lost+found) and everything created in
+	// it since is in the model: a path the model does not have is not
+	// there, and no lstat is needed. Should the model ever be wrong, the
+	// O_EXCL create or mkdir fails; nothing is followed or overwritten.
+	if top, _, _ := strings.Cut(rel, "/"); e == nil && top != "lost+found" {
+		return false, false, nil
 	}
 	st, ok, err := x.r.lstat(pfd, base)
 	return ok && st.Mode&unix.S_IFMT == unix.S_IFDIR, ok, err
