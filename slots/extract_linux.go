@@ -71,10 +71,13 @@ type ExtractOptions struct {
 	Hash bool
 	// Workers is the number of goroutines that write small regular files
 	// (up to 1 MiB) while the extracting goroutine reads the archive on;
-	// default 2. 1 writes every file on the extracting goroutine. Entries
-	// that depend on a file still being written (the same path, a path
-	// below it, a hard link to it, any removal, directory times) wait for
-	// the workers first.
+	// 0 or 1 (the default) writes every file on the extracting goroutine,
+	// in archive order. Entries that depend on a file still being written
+	// (the same path, a path below it, a hard link to it, any removal,
+	// directory times) wait for the workers first. Measured on the
+	// development VM (2 shared vCPUs), 2 workers were no faster on a fresh
+	// ext4 and 1.5 to 2.5 times slower on a filesystem mounted with
+	// discard, hence off by default; `hil bench slot-write` measures both.
 	Workers int
 }
 
@@ -89,7 +92,7 @@ func (o *ExtractOptions) defaults() {
 		o.MaxTotal = 256 << 30
 	}
 	if o.Workers <= 0 {
-		o.Workers = 2
+		o.Workers = 1
 	}
 }
 

@@ -145,7 +145,7 @@ func FuzzExtract(f *testing.F) {
 		// it fails where the other fails, and otherwise gives the same tree.
 		slot2, outside2 := sandbox(t)
 		po := o
-		po.Hash = false
+		po.Hash, po.Workers = false, 2
 		_, perr := ExtractLayers(context.Background(), slot2, readers(layers...), po)
 		assertOutsideIntact(t, outside2)
 		if (perr == nil) != (err == nil) {
