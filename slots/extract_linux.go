@@ -75,9 +75,9 @@ type ExtractOptions struct {
 	// in archive order. Entries that depend on a file still being written
 	// (the same path, a path below it, a hard link to it, any removal,
 	// directory times) wait for the workers first. Measured on the
-	// development VM (2 shared vCPUs), 2 workers were no faster on a fresh
-	// ext4 and 1.5 to 2.5 times slower on a filesystem mounted with
-	// discard, hence off by default; `hil bench slot-write` measures both.
+	// development VM (2 shared vCPUs), 2 workers made no consistent
+	// difference (docs/slots.md), hence off by default; `hil bench
+	// slot-write` measures both.
 	Workers int
 }
 
