@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -106,5 +107,20 @@ func TestExtractEntryTypes(t *testing.T) {
 	unix.Stat(filepath.Join(dir, "usr/bin/tool2"), &b)
 	if a.Ino != b.Ino || a.Nlink != 2 {
 		t.Errorf("hard link: inodes %d %d nlink %d", a.Ino, b.Ino, a.Nlink)
+	}
+}
+
+// TestWorkerErrorNamesEntry: a small file that fails on a worker (an xattr
+// namespace the kernel refuses) fails the extraction with its own name,
+// as it does when written in archive order.
+func TestWorkerErrorNamesEntry(t *testing.T) {
+	l := newTB().file("a", "1").
+		hdr(&tar.Header{Name: "b", Typeflag: tar.TypeReg, PAXRecords: map[string]string{"SCHILY.xattr.bogus.x": "v"}}, "2").
+		file("c", "3").dir("d").file("d/e", "4").bytes()
+	for _, workers := range []int{1, 2} {
+		_, err := ExtractLayers(context.Background(), t.TempDir(), readers(l), ExtractOptions{Sync: SyncNone, Workers: workers})
+		if err == nil || !strings.HasPrefix(err.Error(), `layer 0: entry "b": set xattr bogus.x`) {
+			t.Errorf("workers %d: %v", workers, err)
+		}
 	}
 }
