@@ -139,6 +139,10 @@ type BenchResult struct {
 	// Dir2 is the directory slot write with two small-file workers
 	// (ExtractOptions.Workers = 2), for comparison with the default.
 	Dir2 []time.Duration
+	// DirPrepared is the directory slot write into a slot emptied
+	// beforehand (Manager.Prepare, as when an update starts downloading),
+	// and DirEmpty that emptying, measured apart.
+	DirPrepared, DirEmpty []time.Duration
 }
 
 // Median returns the median of ds.
@@ -311,7 +315,28 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			return nil
 		},
 	}
-	names := []string{"plain direct", "plain overwrite", "plain new file", "raw slot", "dir slot", "dir slot, 2 workers"}
+	methods = append(methods, func() error {
+		start := time.Now()
+		if err := dirM.Prepare(ctx, B); err != nil {
+			return err
+		}
+		res.DirEmpty = append(res.DirEmpty, time.Since(start))
+		if res.DroppedCaches {
+			if err := dropPageCache(); err != nil {
+				return err
+			}
+		} else {
+			syscall.Sync()
+		}
+		r, err := dirM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
+		if err != nil {
+			return err
+		}
+		res.DirPrepared = append(res.DirPrepared, r.WriteTime)
+		logf("dir slot, emptied beforehand %v (emptying: %v)", r.WriteTime, res.DirEmpty[len(res.DirEmpty)-1])
+		return nil
+	})
+	names := []string{"plain direct", "plain overwrite", "plain new file", "raw slot", "dir slot", "dir slot, 2 workers", "dir slot, prepared"}
 	for round := 0; round < o.Rounds; round++ {
 		for i := range methods {
 			// Rotate the order so that no method always runs first.

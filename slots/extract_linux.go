@@ -214,6 +214,38 @@ func (x *extractor) result() *ExtractResult {
 	return res
 }
 
+// EmptyDir deletes everything in the directory dir but a top-level
+// lost+found, never following a symlink. Manager.Prepare uses it to empty
+// a directory slot ahead of an install.
+func EmptyDir(ctx context.Context, dir string) error {
+	r, err := openRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return fmt.Errorf("slots: empty %s: %w", dir, err)
+	}
+	for _, n := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if n == "lost+found" {
+			continue
+		}
+		if err := removeAll(r.fd, n); err != nil {
+			return fmt.Errorf("slots: empty %s: %s: %w", dir, n, err)
+		}
+	}
+	return nil
+}
+
 // moveAside renames everything in the slot root but lost+found into a
 // fresh directory and starts deleting that directory; the channel yields
 // the deletion's result.

@@ -160,6 +160,29 @@ func (m *Manager) set(id SlotID, info SlotInfo) error {
 	return nil
 }
 
+// Prepare empties slot id ahead of an install, so that deleting the old
+// content overlaps the download of the new image rather than its write. The
+// slot is recorded writing first (its content is no longer an image); the
+// booted slot is refused. Only a directory slot has anything to delete;
+// Install empties the slot again anyway, which after Prepare finds nothing.
+func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if id != A && id != B {
+		return fmt.Errorf("%w: %q", ErrUnknownSlot, id)
+	}
+	if id == m.o.Booted {
+		return fmt.Errorf("%w: slot %s cannot be written", ErrActiveSlot, id)
+	}
+	if err := m.set(id, SlotInfo{State: Writing}); err != nil {
+		return err
+	}
+	if sl := m.slot(id); sl.Backend == BackendDir {
+		return EmptyDir(ctx, sl.Path)
+	}
+	return nil
+}
+
 // MarkPending records that slot id is armed for a trial boot. Only a
 // written (verified) or good slot may be armed, and not the booted one.
 // flightd calls it before arming the bootloader environment.

@@ -643,3 +643,45 @@ func TestDirInstallExpected(t *testing.T) {
 		t.Fatalf("tree and digest disagree: %v, state %s", err, m.Status().Slots[1].State)
 	}
 }
+
+// TestPrepare: emptying the inactive slot ahead of an install records it
+// writing and leaves only lost+found; the booted slot is refused.
+func TestPrepare(t *testing.T) {
+	base := t.TempDir()
+	o := Options{StateDir: filepath.Join(base, "state"), Booted: A, Now: fixedClock(),
+		A: Slot{Backend: BackendDir, Path: filepath.Join(base, "a")}, B: Slot{Backend: BackendDir, Path: filepath.Join(base, "b")}}
+	os.MkdirAll(filepath.Join(o.B.Path, "lost+found"), 0o700)
+	os.WriteFile(filepath.Join(o.B.Path, "lost+found", "#12"), []byte("fsck"), 0o600)
+	m, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	img := newTB().dir("usr").file("usr/a", "1").symlink("usr/l", "/").file("b", "2").bytes()
+	if _, err := m.Install(ctx, B, Image{Layers: readers(img)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Prepare(ctx, A); !errors.Is(err, ErrActiveSlot) {
+		t.Fatalf("prepare of the booted slot: %v", err)
+	}
+	if err := m.Prepare(ctx, B); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Status().Slots[1]; s.State != Writing || s.Digest != "" {
+		t.Fatalf("after prepare: %+v", s)
+	}
+	names, _ := os.ReadDir(o.B.Path)
+	if len(names) != 1 || names[0].Name() != "lost+found" {
+		t.Fatalf("slot holds %v after prepare", names)
+	}
+	if b, err := os.ReadFile(filepath.Join(o.B.Path, "lost+found", "#12")); err != nil || string(b) != "fsck" {
+		t.Fatalf("lost+found touched: %q %v", b, err)
+	}
+	want, err := ExpectedTree(ctx, readers(img), ExtractOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Install(ctx, B, Image{Layers: readers(img), Tree: want.Entries}); err != nil || m.Status().Slots[1].State != Written {
+		t.Fatalf("install after prepare: %v", err)
+	}
+}
