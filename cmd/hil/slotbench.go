@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bootorbit/bootorbit/internal/cli"
+	"github.com/bootorbit/bootorbit/slots"
+)
+
+func init() {
+	commands.Add(cli.Command{
+		Name:    "bench slot-write",
+		Args:    "[--size 200MiB] [--dir PATH] [--rounds N] [--seed N] [--sync syncfs|fsync] [--drop-caches=false]",
+		Summary: "write a root filesystem into a raw and a directory slot vs a plain sequential write + fsync of the same bytes, side by side",
+		Run:     runSlotBench,
+	})
+}
+
+// parseSize accepts a byte count with an optional KiB, MiB, GiB (or K, M,
+// G, KB, MB, GB as powers of 1000) suffix.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suf string
+		mul int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
+	mul := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suf) {
+			s, mul = strings.TrimSuffix(s, u.suf), u.mul
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n <= 0 || n > 1<<40/mul {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mul, nil
+}
+
+func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := cli.FlagSet("bench slot-write", stderr)
+	sizeS := fs.String("size", "200MiB", "root filesystem content `SIZE`")
+	dir := fs.String("dir", os.TempDir(), "`PATH` on the disk to measure (slots and the reference file go there)")
+	rounds := fs.Int("rounds", 5, "interleaved rounds; medians are reported")
+	seed := fs.Uint64("seed", 1, "seed of the generated root filesystem")
+	syncS := fs.String("sync", "syncfs", "directory slot durability: syncfs (one syncfs(2)) or fsync (every file and directory)")
+	drop := fs.Bool("drop-caches", true, "sync and drop the page cache before every measurement (root only; otherwise sync only)")
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	size, err := parseSize(*sizeS)
+	if err != nil {
+		return cli.Usagef("--size: %v", err)
+	}
+	if *rounds < 1 || *rounds > 100 {
+		return cli.Usagef("--rounds %d: want 1..100", *rounds)
+	}
+	var mode slots.SyncMode
+	switch *syncS {
+	case "syncfs":
+		mode = slots.SyncFS
+	case "fsync":
+		mode = slots.SyncEach
+	default:
+		return cli.Usagef("--sync %q: want syncfs or fsync", *syncS)
+	}
+	res, err := slots.BenchSlotWrite(ctx, slots.BenchOptions{Dir: *dir, Size: size, Rounds: *rounds, Seed: *seed, Sync: mode, Log: stderr, DropCaches: *drop})
+	if err != nil {
+		return err
+	}
+	mbps := func(d time.Duration) float64 { return float64(res.TarBytes) / d.Seconds() / 1e6 }
+	cond := "sync before each measurement"
+	if res.DroppedCaches {
+		cond = "sync + drop_caches before each measurement"
+	}
+	fmt.Fprintf(stdout, "slot write: %d files (mean %d bytes), %d content bytes, %d tar bytes; dir %s, sync %s; %d interleaved rounds, %s; medians\n",
+		res.Files, res.ContentBytes/int64(max(res.Files, 1)), res.ContentBytes, res.TarBytes, *dir, *syncS, *rounds, cond)
+	fmt.Fprintf(stdout, "staging (once, not in any write time): raw image sha256 %v, directory expected tree %v\n",
+		res.StageRaw.Round(time.Millisecond), res.StageDir.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "%-38s %9s %12s\n", "method", "time", "throughput")
+	type ref struct {
+		name string
+		ds   []time.Duration
+	}
+	refs := []ref{{"new file", res.Plain}, {"overwrite", res.PlainOver}}
+	if len(res.PlainDirect) > 0 {
+		refs = append(refs, ref{"O_DIRECT overwrite", res.PlainDirect})
+	}
+	row := func(name string, ds []time.Duration) {
+		d := slots.Median(ds)
+		fmt.Fprintf(stdout, "%-38s %9v %7.1f MB/s\n", name, d.Round(time.Millisecond), mbps(d))
+	}
+	ratios := func(ds []time.Duration, target string) {
+		for _, r := range refs {
+			lo, hi := slots.RatioRange(r.ds, ds)
+			fmt.Fprintf(stdout, "    %6.1f%% of plain %-20s (rounds %.0f-%.0f%%)%s\n",
+				100*slots.Median(r.ds).Seconds()/slots.Median(ds).Seconds(), r.name, 100*lo, 100*hi, target)
+			target = ""
+		}
+	}
+	row("plain: new file, write + fsync", res.Plain)
+	row("plain: overwrite file, write + fsync", res.PlainOver)
+	if len(res.PlainDirect) > 0 {
+		row("plain: overwrite, O_DIRECT + fsync", res.PlainDirect)
+	}
+	row("raw slot: write + fdatasync", res.Raw)
+	ratios(res.Raw, " target >= 90%")
+	row("dir slot: empty + extract + syncfs", res.Dir)
+	ratios(res.Dir, " target >= 60%")
+	row("dir slot, 2 small-file workers", res.Dir2)
+	ratios(res.Dir2, "")
+	row("dir slot: emptied beforehand (Prepare)", res.DirEmpty)
+	row("dir slot: extract + syncfs after that", res.DirPrepared)
+	ratios(res.DirPrepared, "")
+	row("raw slot incl. read-back verify", res.RawTotal)
+	row("dir slot incl. read-back verify", res.DirTotal)
+	return nil
+}

@@ -1,0 +1,217 @@
+package flightd
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/bootorbit/bootorbit/slots"
+)
+
+// MaxConfigSize bounds the configuration file: a config is a few kilobytes,
+// and a larger file is a mistake (or an attack) rather than a config.
+const MaxConfigSize = 1 << 20
+
+// ErrConfig is wrapped by every configuration error, so that callers can tell
+// a bad configuration from an I/O failure with errors.Is.
+var ErrConfig = errors.New("flightd: bad config")
+
+// Config is the flightd configuration file: JSON, strict (unknown fields are
+// errors), one section per area.
+type Config struct {
+	Slots SlotsConfig `json:"slots"`
+	Boot  BootConfig  `json:"boot"`
+}
+
+// SlotsConfig says where the two slots and the slot state live.
+type SlotsConfig struct {
+	// StateDir holds the durable slot state file (and nothing that is part
+	// of a slot). It must be on persistent storage outside both slots.
+	StateDir string `json:"state_dir"`
+	// Cmdline is the file the booted slot is read from (rauc.slot=A|B);
+	// empty means /proc/cmdline.
+	Cmdline string `json:"cmdline,omitempty"`
+	// VarDir is the persistent /var, shared by both slots and never written
+	// by an image install; empty means the slots carry no /var policy.
+	VarDir string `json:"var_dir,omitempty"`
+	// A and B are the two slots.
+	A SlotConfig `json:"a"`
+	B SlotConfig `json:"b"`
+}
+
+// SlotConfig describes one slot's backend.
+type SlotConfig struct {
+	// Backend is "dir" (a mounted filesystem the image's root filesystem is
+	// extracted into) or "raw" (a block device or file a filesystem image is
+	// streamed into).
+	Backend string `json:"backend"`
+	// Path is the directory (dir) or device/file (raw).
+	Path string `json:"path"`
+	// Size is the usable size of a raw slot in bytes, a multiple of 4096;
+	// 0 for a block device means "ask the device". Not allowed for dir.
+	Size int64 `json:"size,omitempty"`
+}
+
+// LoadConfig reads and validates the configuration file at path.
+func LoadConfig(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("flightd: config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("flightd: config %s: %w", path, err)
+	}
+	if len(data) > MaxConfigSize {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrConfig, path, MaxConfigSize)
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig decodes and validates a configuration document.
+func ParseConfig(data []byte) (*Config, error) {
+	if len(data) > MaxConfigSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrConfig, MaxConfigSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrConfig, describeJSONError(err, data))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrConfig)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func describeJSONError(err error, data []byte) string {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		return fmt.Sprintf("field %q: want %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		line := 1 + bytes.Count(data[:min(int(syntaxErr.Offset), len(data))], []byte("\n"))
+		return fmt.Sprintf("line %d: %v", line, syntaxErr)
+	case errors.Is(err, io.EOF):
+		return "empty document"
+	}
+	// Unknown fields: encoding/json says `json: unknown field "x"`.
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// Validate checks the whole configuration and names the first bad field.
+func (c *Config) Validate() error {
+	if err := c.Slots.Validate(); err != nil {
+		return err
+	}
+	if err := c.Boot.Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Validate checks the slots section.
+func (s *SlotsConfig) Validate() error {
+	if s.StateDir == "" {
+		return fmt.Errorf("%w: slots.state_dir is required", ErrConfig)
+	}
+	for _, sl := range []struct {
+		name string
+		c    *SlotConfig
+	}{{"a", &s.A}, {"b", &s.B}} {
+		if err := sl.c.validate("slots." + sl.name); err != nil {
+			return err
+		}
+	}
+	if filepath.Clean(s.A.Path) == filepath.Clean(s.B.Path) {
+		return fmt.Errorf("%w: slots.a.path and slots.b.path are the same (%s)", ErrConfig, s.A.Path)
+	}
+	for _, sl := range []SlotConfig{s.A, s.B} {
+		if sl.Backend == "dir" && within(sl.Path, s.StateDir) {
+			return fmt.Errorf("%w: slots.state_dir %s is inside slot directory %s", ErrConfig, s.StateDir, sl.Path)
+		}
+		if sl.Backend == "dir" && s.VarDir != "" && within(sl.Path, s.VarDir) {
+			return fmt.Errorf("%w: slots.var_dir %s is inside slot directory %s", ErrConfig, s.VarDir, sl.Path)
+		}
+	}
+	if s.A.Backend == "dir" && s.B.Backend == "dir" && (within(s.A.Path, s.B.Path) || within(s.B.Path, s.A.Path)) {
+		return fmt.Errorf("%w: slot directories %s and %s nest", ErrConfig, s.A.Path, s.B.Path)
+	}
+	return nil
+}
+
+func (c *SlotConfig) validate(field string) error {
+	switch c.Backend {
+	case "dir", "raw":
+	case "":
+		return fmt.Errorf("%w: %s.backend is required (\"dir\" or \"raw\")", ErrConfig, field)
+	default:
+		return fmt.Errorf("%w: %s.backend %q: want \"dir\" or \"raw\"", ErrConfig, field, c.Backend)
+	}
+	if c.Path == "" {
+		return fmt.Errorf("%w: %s.path is required", ErrConfig, field)
+	}
+	switch {
+	case c.Size < 0:
+		return fmt.Errorf("%w: %s.size %d is negative", ErrConfig, field, c.Size)
+	case c.Backend == "dir" && c.Size != 0:
+		return fmt.Errorf("%w: %s.size is only for raw slots", ErrConfig, field)
+	case c.Size%4096 != 0:
+		return fmt.Errorf("%w: %s.size %d is not a multiple of 4096", ErrConfig, field, c.Size)
+	}
+	return nil
+}
+
+// within reports whether path p is dir or lies below it (lexically).
+func within(dir, p string) bool {
+	rel, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(p))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel)
+}
+
+// SlotOptions turns the slots section into slots.Options. The booted slot
+// is read from the kernel command line file (Cmdline, default
+// /proc/cmdline); when it names none, booted is left unknown only if
+// allowUnknownBoot is set (a bench host), and is an error otherwise.
+func (s *SlotsConfig) SlotOptions(allowUnknownBoot bool) (slots.Options, error) {
+	o := slots.Options{
+		StateDir: s.StateDir,
+		VarDir:   s.VarDir,
+		A:        slots.Slot{Backend: s.A.Backend, Path: s.A.Path, Size: s.A.Size},
+		B:        slots.Slot{Backend: s.B.Backend, Path: s.B.Path, Size: s.B.Size},
+	}
+	path := s.Cmdline
+	if path == "" {
+		path = "/proc/cmdline"
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if allowUnknownBoot {
+			return o, nil
+		}
+		return o, fmt.Errorf("flightd: kernel command line: %w", err)
+	}
+	booted, err := slots.ParseCmdline(string(data))
+	if err != nil {
+		if allowUnknownBoot && errors.Is(err, slots.ErrCmdline) && !strings.Contains(string(data), "rauc.slot=") {
+			return o, nil
+		}
+		return o, fmt.Errorf("%s: %w", path, err)
+	}
+	o.Booted = booted
+	return o, nil
+}

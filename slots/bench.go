@@ -1,0 +1,463 @@
+package slots
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/bootorbit/bootorbit/internal/vfs"
+)
+
+// GenerateRootfs returns a deterministic root filesystem layer tar of about
+// size content bytes: directories of files of mixed sizes (mostly small, a
+// few large, as in a real distribution), with symlinks and hard links, and
+// incompressible content. It also returns the number of regular files.
+func GenerateRootfs(seed uint64, size int64) ([]byte, int, error) {
+	r := rand.New(rand.NewPCG(seed, 0x5eed))
+	var key [32]byte
+	for i := range key {
+		key[i] = byte(r.IntN(256))
+	}
+	content := rand.NewChaCha8(key)
+	var buf bytes.Buffer
+	buf.Grow(int(size + size/8 + 1<<20))
+	w := tar.NewWriter(&buf)
+	mt := time.Unix(1700000000, 0)
+	hdr := func(h *tar.Header) error {
+		h.ModTime, h.Format = mt, tar.FormatPAX
+		return w.WriteHeader(h)
+	}
+	for _, d := range []string{"usr", "usr/lib", "usr/bin", "etc", "var"} {
+		if err := hdr(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+			return nil, 0, err
+		}
+	}
+	var total int64
+	files, dirN := 0, 0
+	dir := ""
+	chunk := make([]byte, 1<<20)
+	for total < size {
+		if files%64 == 0 {
+			dir = fmt.Sprintf("usr/lib/pkg%04d", dirN)
+			dirN++
+			if err := hdr(&tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+				return nil, 0, err
+			}
+		}
+		var n int64
+		// Sizes shaped like a distribution's root filesystem: mostly small
+		// files (mean about 75 KiB, so about 2700 files for 200 MiB).
+		switch p := r.IntN(1000); {
+		case p < 750:
+			n = 100 + r.Int64N(8<<10)
+		case p < 950:
+			n = 8<<10 + r.Int64N(56<<10)
+		case p < 995:
+			n = 64<<10 + r.Int64N(960<<10)
+		default:
+			n = 1<<20 + r.Int64N(15<<20)
+		}
+		n = min(n, size-total)
+		name := fmt.Sprintf("%s/f%05d", dir, files)
+		if err := hdr(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: n}); err != nil {
+			return nil, 0, err
+		}
+		for left := n; left > 0; {
+			c := chunk[:min(int64(len(chunk)), left)]
+			content.Read(c)
+			w.Write(c)
+			left -= int64(len(c))
+		}
+		total += n
+		files++
+		if files%20 == 0 {
+			if err := hdr(&tar.Header{Name: name + ".lnk", Typeflag: tar.TypeSymlink, Linkname: filepath.Base(name), Mode: 0o777}); err != nil {
+				return nil, 0, err
+			}
+		}
+		if files%50 == 0 {
+			if err := hdr(&tar.Header{Name: name + ".hard", Typeflag: tar.TypeLink, Linkname: name}); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	if err := w.Close(); err != nil {
+		return nil, 0, err
+	}
+	return buf.Bytes(), files, nil
+}
+
+// BenchOptions configures BenchSlotWrite.
+type BenchOptions struct {
+	Dir    string // where the slots and the reference file go (same disk)
+	Size   int64  // root filesystem content bytes
+	Rounds int
+	Seed   uint64
+	Sync   SyncMode  // directory slot sync discipline
+	Log    io.Writer // progress, one line per measurement; may be nil
+	// DropCaches writes back all dirty data and drops the page cache
+	// (sync; echo 3 > /proc/sys/vm/drop_caches, root only) before every
+	// measurement, so that each starts cold and with no one else's
+	// writeback pending. Where that is not permitted, every measurement
+	// starts after a sync(2) instead.
+	DropCaches bool
+}
+
+// BenchResult holds the per-round times of each method, in round order.
+type BenchResult struct {
+	TarBytes, ContentBytes int64
+	Files                  int
+	// DroppedCaches says whether the page cache was dropped before each
+	// measurement (BenchOptions.DropCaches and permitted).
+	DroppedCaches bool
+	// Staging is the time, measured once and not part of any write, of
+	// computing what the slots are verified against: the raw image's
+	// sha256 and the directory slot's expected tree (ExpectedTree). A real
+	// update has them from the signed image config and the layer
+	// verification.
+	StageRaw, StageDir time.Duration
+	// Plain is a sequential write of the tar's bytes to a new file with a
+	// final fsync (what `dd conv=fsync` does); PlainOver the same into an
+	// existing file of that size (`dd conv=notrunc,fsync` onto a partition).
+	Plain, PlainOver []time.Duration
+	// PlainDirect is the overwrite with O_DIRECT (`dd oflag=direct
+	// conv=notrunc,fsync`), where the filesystem supports it.
+	PlainDirect []time.Duration
+	// Raw and Dir are the slot writes up to durable (synced) data; the
+	// *Total times add the read-back verification from the medium.
+	Raw, RawTotal []time.Duration
+	Dir, DirTotal []time.Duration
+	// Dir2 is the directory slot write with two small-file workers
+	// (ExtractOptions.Workers = 2), for comparison with the default.
+	Dir2 []time.Duration
+	// DirPrepared is the directory slot write into a slot emptied
+	// beforehand (Manager.Prepare, as when an update starts downloading),
+	// and DirEmpty that emptying, measured apart.
+	DirPrepared, DirEmpty []time.Duration
+}
+
+// Median returns the median of ds.
+func Median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// RatioRange returns the smallest and largest per-round ratio ref/d (the
+// reference's time over ours: 1 means as fast as the reference), pairing
+// the measurements of the same round.
+func RatioRange(ref, d []time.Duration) (lo, hi float64) {
+	for i := 0; i < len(ref) && i < len(d); i++ {
+		r := ref[i].Seconds() / d[i].Seconds()
+		if i == 0 || r < lo {
+			lo = r
+		}
+		if i == 0 || r > hi {
+			hi = r
+		}
+	}
+	return lo, hi
+}
+
+// BenchSlotWrite measures, interleaved round by round on the same disk, a
+// plain sequential write of N bytes with a final fsync against installing
+// the same N bytes into a raw slot (a tar holding one filesystem image of N
+// bytes) and into a directory slot (a root filesystem tar of N bytes),
+// through the same Manager.Install that flightd uses, given the expected
+// digest (raw) and tree (directory) as an update has them.
+func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
+	if o.Rounds <= 0 {
+		o.Rounds = 5
+	}
+	logf := func(format string, args ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, format+"\n", args...)
+		}
+	}
+	work, err := os.MkdirTemp(o.Dir, "slotbench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	rootfs, files, err := GenerateRootfs(o.Seed, o.Size)
+	if err != nil {
+		return nil, err
+	}
+	res := &BenchResult{TarBytes: int64(len(rootfs)), ContentBytes: o.Size, Files: files}
+	// The raw image is the same bytes as the directory layer, so that all
+	// methods write exactly len(rootfs) bytes of payload.
+	rawLayer := bytes.Buffer{}
+	tw := tar.NewWriter(&rawLayer)
+	tw.WriteHeader(&tar.Header{Name: "rootfs.img", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(rootfs)), Format: tar.FormatPAX})
+	tw.Write(rootfs)
+	tw.Close()
+	logf("root filesystem: %d files, %d content bytes, tar %d bytes", files, o.Size, len(rootfs))
+
+	start := time.Now()
+	rawDigest := fmt.Sprintf("sha256:%x", sha256.Sum256(rootfs))
+	res.StageRaw = time.Since(start)
+	start = time.Now()
+	want, err := ExpectedTree(ctx, []io.Reader{bytes.NewReader(rootfs)}, ExtractOptions{})
+	if err != nil {
+		return nil, err
+	}
+	res.StageDir = time.Since(start)
+
+	rawCap := (int64(len(rootfs)) + 1<<20) &^ (4096 - 1)
+	rawPath := filepath.Join(work, "slot-b.img")
+	if err := preallocate(rawPath, rawCap); err != nil {
+		return nil, err
+	}
+	dirPath := filepath.Join(work, "slot-b")
+	if err := os.Mkdir(dirPath, 0o755); err != nil {
+		return nil, err
+	}
+	mk := func(b Slot) (*Manager, error) {
+		return Open(Options{StateDir: filepath.Join(work, "state"), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
+			B: b, Extract: ExtractOptions{Sync: o.Sync}, Log: discardLogger()})
+	}
+	rawM, err := mk(Slot{Backend: BackendRaw, Path: rawPath, Size: rawCap})
+	if err != nil {
+		return nil, err
+	}
+	dirM, err := mk(Slot{Backend: BackendDir, Path: dirPath})
+	if err != nil {
+		return nil, err
+	}
+	dir2M, err := Open(Options{StateDir: filepath.Join(work, "state2"), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
+		B: Slot{Backend: BackendDir, Path: dirPath}, Extract: ExtractOptions{Sync: o.Sync, Workers: 2}, Log: discardLogger()})
+	if err != nil {
+		return nil, err
+	}
+	plainPath := filepath.Join(work, "plain.img")
+	overPath := filepath.Join(work, "plain-over.img")
+	if err := preallocate(overPath, (int64(len(rootfs))+vfs.DirectAlign-1)&^(vfs.DirectAlign-1)); err != nil {
+		return nil, err
+	}
+	if o.DropCaches {
+		res.DroppedCaches = dropPageCache() == nil
+	}
+	timed := func(name string, dst *[]time.Duration, f func() error) func() error {
+		return func() error {
+			start := time.Now()
+			if err := f(); err != nil {
+				return err
+			}
+			*dst = append(*dst, time.Since(start))
+			logf("%-16s %v", name, (*dst)[len(*dst)-1])
+			return nil
+		}
+	}
+	methods := []func() error{
+		func() error {
+			start := time.Now()
+			ok, err := plainDirect(overPath, rootfs)
+			if err != nil {
+				return err
+			}
+			if ok {
+				res.PlainDirect = append(res.PlainDirect, time.Since(start))
+				logf("plain direct     %v", res.PlainDirect[len(res.PlainDirect)-1])
+			}
+			return nil
+		},
+		timed("plain overwrite", &res.PlainOver, func() error { return plainOverwrite(overPath, rootfs) }),
+		// Replacing the previous round's file, as a slot write replaces
+		// the previous content: unlink, create, write, fsync.
+		timed("plain new file", &res.Plain, func() error {
+			if err := os.Remove(plainPath); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+			return plainWrite(plainPath, rootfs)
+		}),
+		func() error {
+			start := time.Now()
+			r, err := rawM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rawLayer.Bytes())}, Digest: rawDigest})
+			if err != nil {
+				return err
+			}
+			res.Raw, res.RawTotal = append(res.Raw, r.WriteTime), append(res.RawTotal, time.Since(start))
+			logf("raw slot         %v (+ verify: %v)", r.WriteTime, time.Since(start))
+			return nil
+		},
+		func() error {
+			start := time.Now()
+			r, err := dirM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
+			if err != nil {
+				return err
+			}
+			res.Dir, res.DirTotal = append(res.Dir, r.WriteTime), append(res.DirTotal, time.Since(start))
+			logf("dir slot         %v (+ verify: %v)", r.WriteTime, time.Since(start))
+			return nil
+		},
+		func() error {
+			r, err := dir2M.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
+			if err != nil {
+				return err
+			}
+			res.Dir2 = append(res.Dir2, r.WriteTime)
+			logf("dir slot, 2 workers %v", r.WriteTime)
+			return nil
+		},
+	}
+	methods = append(methods, func() error {
+		start := time.Now()
+		if err := dirM.Prepare(ctx, B); err != nil {
+			return err
+		}
+		res.DirEmpty = append(res.DirEmpty, time.Since(start))
+		if res.DroppedCaches {
+			if err := dropPageCache(); err != nil {
+				return err
+			}
+		} else {
+			syscall.Sync()
+		}
+		r, err := dirM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
+		if err != nil {
+			return err
+		}
+		res.DirPrepared = append(res.DirPrepared, r.WriteTime)
+		logf("dir slot, emptied beforehand %v (emptying: %v)", r.WriteTime, res.DirEmpty[len(res.DirEmpty)-1])
+		return nil
+	})
+	names := []string{"plain direct", "plain overwrite", "plain new file", "raw slot", "dir slot", "dir slot, 2 workers", "dir slot, prepared"}
+	for round := 0; round < o.Rounds; round++ {
+		for i := range methods {
+			// Rotate the order so that no method always runs first.
+			k := (i + round) % len(methods)
+			// Same starting conditions for every method: nothing of
+			// anyone's left dirty, and (when permitted) nothing cached.
+			if res.DroppedCaches {
+				if err := dropPageCache(); err != nil {
+					return nil, err
+				}
+			} else {
+				syscall.Sync()
+			}
+			cpu0 := cpuTime()
+			if err := methods[k](); err != nil {
+				return nil, err
+			}
+			logf("  %s: cpu %v", names[k], cpuTime()-cpu0)
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return res, nil
+}
+
+// dropPageCache writes back all dirty data and drops the clean page cache,
+// dentries and inodes (root only).
+func dropPageCache() error {
+	syscall.Sync()
+	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
+}
+
+func preallocate(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	chunk := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(chunk)) {
+		if _, err := f.Write(chunk[:min(int64(len(chunk)), size-off)]); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// plainOverwrite writes data over the start of an existing file, then
+// fsyncs: a raw slot's reference.
+func plainOverwrite(path string, data []byte) error {
+	f, err := vfs.Default.OpenRW(path)
+	if err != nil {
+		return err
+	}
+	for off := 0; off < len(data); off += 1 << 20 {
+		if _, err := f.WriteAt(data[off:min(len(data), off+1<<20)], int64(off)); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// plainDirect overwrites path with data using O_DIRECT and aligned 1 MiB
+// writes, then fsyncs; false if direct I/O is not available there.
+func plainDirect(path string, data []byte) (bool, error) {
+	f, err := vfs.Default.(vfs.DirectOpener).OpenDirect(path)
+	if err != nil {
+		return false, nil
+	}
+	buf := alignedBuf(1 << 20)
+	for off := 0; off < len(data); off += 1 << 20 {
+		n := copy(buf, data[off:min(len(data), off+1<<20)])
+		b := buf[:(n+vfs.DirectAlign-1)&^(vfs.DirectAlign-1)]
+		clear(b[n:])
+		if _, err := f.WriteAt(b, int64(off)); err != nil {
+			f.Close()
+			return true, err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return true, err
+	}
+	return true, f.Close()
+}
+
+// plainWrite is the reference: sequential 1 MiB writes to a new file and
+// one fsync, through the same vfs the raw slot uses.
+func plainWrite(path string, data []byte) error {
+	f, err := vfs.Default.Create(path, 0o644)
+	if err != nil {
+		return err
+	}
+	for off := 0; off < len(data); off += 1 << 20 {
+		if _, err := f.Write(data[off:min(len(data), off+1<<20)]); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,468 @@
+package slots
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/bootorbit/bootorbit/internal/vfs"
+)
+
+// Backend kinds.
+const (
+	BackendDir = "dir"
+	BackendRaw = "raw"
+)
+
+// Slot describes one slot's storage.
+type Slot struct {
+	Backend string // BackendDir or BackendRaw
+	Path    string // directory, or device/file
+	Size    int64  // raw: capacity in bytes; 0 means the size of the file
+}
+
+// Options configures a Manager.
+type Options struct {
+	// FS is where the state file and raw slots live; nil means the OS.
+	FS vfs.FS
+	// StateDir holds the state file and the pristine /etc copies.
+	StateDir string
+	// A and B are the slots.
+	A, B Slot
+	// Booted is the running slot, from the kernel command line
+	// (ParseCmdline); "" when unknown (a bench host), in which case no slot
+	// is protected from writing.
+	Booted SlotID
+	// VarDir is the persistent /var shared by both slots; "" disables the
+	// /var policy.
+	VarDir string
+	// Extract bounds and tunes directory extraction.
+	Extract ExtractOptions
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Log receives state changes; nil means slog.Default().
+	Log *slog.Logger
+}
+
+// Manager owns the slot state file and performs writes and transitions.
+// It is safe for concurrent use; operations are serialized.
+type Manager struct {
+	mu  sync.Mutex
+	o   Options
+	st  *stateFile
+	log *slog.Logger
+}
+
+// Open loads the slot state. A missing state file is a fresh system: the
+// booted slot is recorded as good and the other as empty (not yet saved).
+func Open(o Options) (*Manager, error) {
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.StateDir == "" {
+		return nil, errors.New("slots: no state directory")
+	}
+	for _, s := range []struct {
+		id SlotID
+		s  Slot
+	}{{A, o.A}, {B, o.B}} {
+		if s.s.Backend != BackendDir && s.s.Backend != BackendRaw {
+			return nil, fmt.Errorf("slots: slot %s: unknown backend %q", s.id, s.s.Backend)
+		}
+		if s.s.Path == "" {
+			return nil, fmt.Errorf("slots: slot %s: no path", s.id)
+		}
+	}
+	if o.Booted != "" && o.Booted != A && o.Booted != B {
+		return nil, fmt.Errorf("%w: booted %q", ErrUnknownSlot, o.Booted)
+	}
+	st, err := loadState(o.FS, o.StateDir, o.Booted)
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{o: o, st: st, log: o.Log}, nil
+}
+
+// SlotStatus is one slot as Status reports it.
+type SlotStatus struct {
+	ID      SlotID `json:"id"`
+	Backend string `json:"backend"`
+	Path    string `json:"path"`
+	Booted  bool   `json:"booted"`
+	SlotInfo
+}
+
+// Status is the state of both slots.
+type Status struct {
+	Booted SlotID       `json:"booted,omitempty"`
+	Seq    uint64       `json:"seq"`
+	Slots  []SlotStatus `json:"slots"`
+}
+
+// Status returns the current state of both slots.
+func (m *Manager) Status() Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := Status{Booted: m.o.Booted, Seq: m.st.Seq}
+	for _, id := range []SlotID{A, B} {
+		sl := m.slot(id)
+		s.Slots = append(s.Slots, SlotStatus{ID: id, Backend: sl.Backend, Path: sl.Path, Booted: id == m.o.Booted, SlotInfo: m.st.Slots[id]})
+	}
+	return s
+}
+
+func (m *Manager) slot(id SlotID) Slot {
+	if id == A {
+		return m.o.A
+	}
+	return m.o.B
+}
+
+// set durably records info for slot id after checking the transition; the
+// in-memory state changes only once the state file is replaced.
+func (m *Manager) set(id SlotID, info SlotInfo) error {
+	if id != A && id != B {
+		return fmt.Errorf("%w: %q", ErrUnknownSlot, id)
+	}
+	cur := m.st.Slots[id]
+	if !CanTransition(cur.State, info.State) {
+		return fmt.Errorf("%w: slot %s %s -> %s", ErrTransition, id, cur.State, info.State)
+	}
+	if info.State == Writing && id == m.o.Booted {
+		return fmt.Errorf("%w: slot %s cannot be written", ErrActiveSlot, id)
+	}
+	info.Changed = m.o.Now().UTC()
+	next := &stateFile{Version: stateFileFormat, Seq: m.st.Seq + 1, Slots: map[SlotID]SlotInfo{}}
+	for k, v := range m.st.Slots {
+		next.Slots[k] = v
+	}
+	next.Slots[id] = info
+	if err := m.o.FS.MkdirAll(m.o.StateDir, 0o755); err != nil {
+		return fmt.Errorf("slots: state dir: %w", err)
+	}
+	if err := saveState(m.o.FS, m.o.StateDir, next); err != nil {
+		return err
+	}
+	m.st = next
+	m.log.Info("slot state", "slot", string(id), "from", string(cur.State), "to", string(info.State), "reason", info.Reason)
+	return nil
+}
+
+// Prepare empties slot id ahead of an install, so that deleting the old
+// content overlaps the download of the new image rather than its write. The
+// slot is recorded writing first (its content is no longer an image); the
+// booted slot is refused. Only a directory slot has anything to delete;
+// Install empties the slot again anyway, which after Prepare finds nothing.
+func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if id != A && id != B {
+		return fmt.Errorf("%w: %q", ErrUnknownSlot, id)
+	}
+	if id == m.o.Booted {
+		return fmt.Errorf("%w: slot %s cannot be written", ErrActiveSlot, id)
+	}
+	if err := m.set(id, SlotInfo{State: Writing}); err != nil {
+		return err
+	}
+	if sl := m.slot(id); sl.Backend == BackendDir {
+		return EmptyDir(ctx, sl.Path)
+	}
+	return nil
+}
+
+// MarkPending records that slot id is armed for a trial boot. Only a
+// written (verified) or good slot may be armed, and not the booted one.
+// flightd calls it before arming the bootloader environment.
+func (m *Manager) MarkPending(id SlotID) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if id == m.o.Booted {
+		return fmt.Errorf("%w: slot %s is already running", ErrActiveSlot, id)
+	}
+	info := m.st.Slots[id]
+	info.State, info.Reason = Pending, ""
+	return m.set(id, info)
+}
+
+// MarkGood records that slot id passed its health checks. Only the booted
+// slot can be marked good (when the booted slot is known).
+func (m *Manager) MarkGood(id SlotID) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.o.Booted != "" && id != m.o.Booted {
+		return fmt.Errorf("%w: slot %s is not the booted slot (%s)", ErrTransition, id, m.o.Booted)
+	}
+	info := m.st.Slots[id]
+	if info.State == Good {
+		return nil
+	}
+	info.State, info.Reason = Good, ""
+	return m.set(id, info)
+}
+
+// MarkBad records that slot id failed (verification, or its trial boot).
+func (m *Manager) MarkBad(id SlotID, reason string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	info := m.st.Slots[id]
+	if info.State == Bad {
+		return nil
+	}
+	info.State, info.Reason = Bad, reason
+	return m.set(id, info)
+}
+
+// Image is what Install writes into a slot.
+type Image struct {
+	// Label identifies the image in the state file (its manifest digest).
+	Label string
+	// Layers are the uncompressed layer tars, in order. A raw slot takes
+	// exactly one: a tar holding the filesystem image as its only file, or,
+	// with RawStream, the filesystem image itself.
+	Layers    []io.Reader
+	RawStream bool
+	// Digest, if set, is the content digest the written slot must have:
+	// "sha256:" and the hex of a raw image (for a RawStream layer, its
+	// diff_id), or a directory slot's tree digest (TreeDigest). Tree, if
+	// set, is a directory slot's expected tree (ExpectedTree, computed when
+	// the layers were staged); a mismatch then names the first differing
+	// path. With either, the writer does not hash what it writes: the
+	// expected content is known, and the slot is verified by reading it back
+	// from the medium. With neither, the writer hashes on the way (the
+	// expected content is what it was given) and the read-back is compared
+	// with that.
+	Digest string
+	Tree   []Entry
+}
+
+// InstallResult reports a completed install.
+type InstallResult struct {
+	Digest       string
+	StaticDigest string
+	Bytes        int64
+	Files        int
+	Etc          *MergeReport // /etc merge, when one ran
+	WriteTime    time.Duration
+	VerifyTime   time.Duration
+}
+
+// Install writes img into slot id and verifies it. The slot is recorded as
+// writing before its first byte changes, and as written only after its data
+// is synced and read back with the expected digest; a failure or a crash
+// anywhere in between leaves it writing (or bad, when the read-back
+// differs). The booted slot is refused before anything is touched.
+func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallResult, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if id != A && id != B {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownSlot, id)
+	}
+	if id == m.o.Booted {
+		return nil, fmt.Errorf("%w: slot %s cannot be written", ErrActiveSlot, id)
+	}
+	if img.Tree != nil && img.Digest != "" {
+		if d := TreeDigest(img.Tree, DigestOptions{}); d != img.Digest {
+			return nil, fmt.Errorf("%w: image tree has digest %s, image says %s", ErrVerify, d, img.Digest)
+		}
+	}
+	if err := m.set(id, SlotInfo{State: Writing, Image: img.Label}); err != nil {
+		return nil, err
+	}
+	sl := m.slot(id)
+	res := &InstallResult{}
+	start := m.o.Now()
+	var info SlotInfo
+	switch sl.Backend {
+	case BackendRaw:
+		// Hash on the way only when nothing else says what was written.
+		expected := img.Digest
+		n, sum, err := m.writeRaw(ctx, sl, img, expected == "")
+		if err != nil {
+			return nil, err
+		}
+		res.WriteTime = m.o.Now().Sub(start)
+		if expected == "" {
+			expected = "sha256:" + hex.EncodeToString(sum[:])
+		}
+		start = m.o.Now()
+		got, err := HashRaw(ctx, m.o.FS, sl.Path, n)
+		if err != nil {
+			return nil, err
+		}
+		res.Bytes, res.Digest = n, "sha256:"+hex.EncodeToString(got[:])
+		if res.Digest != expected {
+			return nil, m.failVerify(id, fmt.Sprintf("raw read-back %s, expected %s", res.Digest, expected))
+		}
+		info = SlotInfo{State: Written, Image: img.Label, Digest: res.Digest, Size: n}
+	case BackendDir:
+		want := img.Tree
+		eo := m.o.Extract
+		eo.Hash = want == nil && img.Digest == ""
+		er, err := ExtractLayers(ctx, sl.Path, img.Layers, eo)
+		if err != nil {
+			return nil, err
+		}
+		res.WriteTime = m.o.Now().Sub(start)
+		start = m.o.Now()
+		res.Bytes, res.Files = er.Bytes, er.Files
+		if eo.Hash {
+			want = er.Entries
+		}
+		got, err := ReadTree(ctx, sl.Path, ReadTreeOptions{DropCache: m.o.Extract.Sync != SyncNone})
+		if err != nil {
+			return nil, err
+		}
+		res.Digest = TreeDigest(got, DigestOptions{})
+		res.StaticDigest = TreeDigest(got, DigestOptions{Exclude: MutableTrees})
+		if want != nil {
+			if d := DiffEntries(want, got, DigestOptions{}); d != "" {
+				return nil, m.failVerify(id, "read-back differs: "+d)
+			}
+		} else if res.Digest != img.Digest {
+			return nil, m.failVerify(id, fmt.Sprintf("read-back tree digest %s, image says %s: %s", res.Digest, img.Digest, shapeDiff(er.Entries, got)))
+		}
+		info = SlotInfo{State: Written, Image: img.Label, Digest: res.Digest, StaticDigest: res.StaticDigest}
+		if err := m.carryEtc(ctx, id, res); err != nil {
+			return nil, err
+		}
+	}
+	res.VerifyTime = m.o.Now().Sub(start)
+	if img.Digest != "" && img.Digest != res.Digest {
+		return nil, m.failVerify(id, fmt.Sprintf("content digest %s, image says %s", res.Digest, img.Digest))
+	}
+	if err := m.set(id, info); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func (m *Manager) failVerify(id SlotID, reason string) error {
+	if err := m.set(id, SlotInfo{State: Bad, Reason: reason}); err != nil {
+		return errors.Join(fmt.Errorf("%w: slot %s: %s", ErrVerify, id, reason), err)
+	}
+	return fmt.Errorf("%w: slot %s: %s", ErrVerify, id, reason)
+}
+
+// shapeDiff names the first difference between the extractor's tree
+// (without content hashes) and the tree read back, contents aside.
+func shapeDiff(written, got []Entry) string {
+	g := append([]Entry(nil), got...)
+	for i := range g {
+		g[i].SHA256 = [32]byte{}
+	}
+	if d := DiffEntries(written, g, DigestOptions{}); d != "" {
+		return d
+	}
+	return "file contents differ"
+}
+
+func (m *Manager) writeRaw(ctx context.Context, sl Slot, img Image, hash bool) (int64, [32]byte, error) {
+	var zero [32]byte
+	if len(img.Layers) != 1 {
+		return 0, zero, fmt.Errorf("%w: %d layers", ErrRawLayer, len(img.Layers))
+	}
+	capacity := sl.Size
+	if capacity == 0 {
+		fi, err := m.o.FS.Stat(sl.Path)
+		if err != nil {
+			return 0, zero, fmt.Errorf("slots: raw slot: %w", err)
+		}
+		capacity = fi.Size()
+		if capacity == 0 {
+			capacity = deviceSize(sl.Path)
+		}
+	}
+	src, check := img.Layers[0], func() error { return nil }
+	if !img.RawStream {
+		r, size, c, err := RawImage(img.Layers[0])
+		if err != nil {
+			return 0, zero, err
+		}
+		if size > capacity {
+			return 0, zero, fmt.Errorf("%w: image of %d bytes, slot of %d", ErrTooLarge, size, capacity)
+		}
+		src, check = r, c
+	}
+	n, sum, err := WriteRaw(ctx, m.o.FS, sl.Path, src, capacity, hash)
+	if err != nil {
+		return n, sum, err
+	}
+	if err := check(); err != nil {
+		return n, sum, err
+	}
+	return n, sum, nil
+}
+
+// VerifyResult is the outcome of re-verifying a slot.
+type VerifyResult struct {
+	Slot     SlotID `json:"slot"`
+	State    State  `json:"state"`
+	Expected string `json:"expected"`
+	Actual   string `json:"actual"`
+	OK       bool   `json:"ok"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+// Verify reads an installed slot back (from the medium, dropping cached
+// pages) and compares it with the digest recorded at install: the sha256
+// for a raw slot, the static tree digest (without etc/ and var/, which hold
+// local state) for a directory slot. It changes no state; the caller decides
+// whether a mismatch makes the slot bad (MarkBad).
+func (m *Manager) Verify(ctx context.Context, id SlotID) (*VerifyResult, error) {
+	m.mu.Lock()
+	info, sl := m.st.Slots[id], m.slot(id)
+	m.mu.Unlock()
+	if id != A && id != B {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownSlot, id)
+	}
+	r := &VerifyResult{Slot: id, State: info.State}
+	switch info.State {
+	case Written, Pending, Good, Bad:
+	default:
+		return nil, fmt.Errorf("%w: slot %s is %s: nothing verified to compare with", ErrVerify, id, info.State)
+	}
+	switch sl.Backend {
+	case BackendRaw:
+		if info.Digest == "" {
+			return nil, fmt.Errorf("%w: slot %s has no recorded digest", ErrVerify, id)
+		}
+		sum, err := HashRaw(ctx, m.o.FS, sl.Path, info.Size)
+		if err != nil {
+			return nil, err
+		}
+		r.Expected, r.Actual = info.Digest, "sha256:"+hex.EncodeToString(sum[:])
+	case BackendDir:
+		if info.StaticDigest == "" {
+			return nil, fmt.Errorf("%w: slot %s has no recorded digest", ErrVerify, id)
+		}
+		es, err := ReadTree(ctx, sl.Path, ReadTreeOptions{DropCache: true, Skip: MutableTrees})
+		if err != nil {
+			return nil, err
+		}
+		r.Expected, r.Actual = info.StaticDigest, TreeDigest(es, DigestOptions{Exclude: MutableTrees})
+	}
+	r.OK = r.Expected == r.Actual
+	if !r.OK {
+		r.Detail = "content differs from what was verified at install"
+	}
+	return r, nil
+}
+
+func (m *Manager) pristineDir(id SlotID) string {
+	return filepath.Join(m.o.StateDir, "etc-pristine", string(id))
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
