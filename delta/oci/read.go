@@ -576,11 +576,12 @@ func (im *Image) OpenLayer(i int) (io.ReadCloser, error) {
 		lr.closeDec = func() error { zd.Close(); return nil }
 		plain = zd
 	}
-	lr.plain, err = newVerifyReader(plain, ly.DiffID, -1, what+" (uncompressed, diff_id)")
+	lr.plain, err = newVerifyReader(plain, ly.DiffID, -1, what+" uncompressed")
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
+	lr.plain.blob = ly.Digest
 	return lr, nil
 }
 

@@ -22,6 +22,9 @@ type verifyReader struct {
 	h    hash.Hash
 	err  error
 	done bool // reached EOF and verified
+	// blob, when set, is the digest errors name instead of want: the
+	// stored blob whose uncompressed content want (a diff_id) describes.
+	blob digest.Digest
 }
 
 func newVerifyReader(r io.Reader, want digest.Digest, size int64, what string) (*verifyReader, error) {
@@ -32,6 +35,10 @@ func newVerifyReader(r io.Reader, want digest.Digest, size int64, what string) (
 }
 
 func (v *verifyReader) fail(err error) error {
+	if v.blob != "" {
+		v.err = &BlobError{Digest: v.blob, What: v.what, Err: fmt.Errorf("diff_id %s: %w", v.want, err)}
+		return v.err
+	}
 	v.err = &BlobError{Digest: v.want, What: v.what, Err: err}
 	return v.err
 }
