@@ -1,0 +1,390 @@
+package delta
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+)
+
+// Bundle is an opened bundle: its validated header and its payload.
+type Bundle struct {
+	Header     *Header
+	r          io.ReaderAt
+	payloadOff int64
+}
+
+// OpenBundle reads and validates the header of the bundle held by r (size
+// bytes). The payload is read only by Apply.
+func OpenBundle(r io.ReaderAt, size int64) (*Bundle, error) {
+	h, off, err := ReadHeader(r, size)
+	if err != nil {
+		return nil, err
+	}
+	return &Bundle{Header: h, r: r, payloadOff: off}, nil
+}
+
+// Base gives random access to the base layers' uncompressed tars. Layer
+// returns nil when the layer is not held.
+type Base interface {
+	Layer(d digest.Digest) io.ReaderAt
+}
+
+// MapBase is a Base over readers keyed by diff_id.
+type MapBase map[digest.Digest]io.ReaderAt
+
+// Layer implements Base.
+func (m MapBase) Layer(d digest.Digest) io.ReaderAt { return m[d] }
+
+// MismatchError reports a base range whose bytes are not what a part
+// expects. It wraps ErrBaseMismatch (or ErrBaseMissing).
+type MismatchError struct {
+	Layer, Part int    // target layer and part
+	Path        string // first file in the range
+	Files       int    // files starting in the range
+	Base        digest.Digest
+	Off, Len    int64
+	Want, Have  string // digests ("" Have when unreadable)
+	Err         error
+}
+
+func (e *MismatchError) Error() string {
+	what := "file " + e.Path
+	if e.Files > 1 {
+		what = fmt.Sprintf("file %s (and %d more in the range)", e.Path, e.Files-1)
+	}
+	if errors.Is(e.Err, ErrBaseMissing) {
+		return fmt.Sprintf("%v: layer %d part %d: %s: base layer %s not held", ErrBaseMissing, e.Layer, e.Part, what, e.Base)
+	}
+	if e.Have == "" {
+		return fmt.Sprintf("%v: layer %d part %d: %s: base layer %s bytes [%d,+%d): %v", ErrBaseMismatch, e.Layer, e.Part, what, e.Base, e.Off, e.Len, e.Err)
+	}
+	return fmt.Sprintf("%v: layer %d part %d: %s: want %s, have %s", ErrBaseMismatch, e.Layer, e.Part, what, e.Want, e.Have)
+}
+
+func (e *MismatchError) Unwrap() error {
+	if e.Err != nil {
+		return e.Err
+	}
+	return ErrBaseMismatch
+}
+
+// VerifyBase checks the base ranges of every part of target layer li and
+// returns one error per range that does not match (nil when all do).
+func (b *Bundle) VerifyBase(ctx context.Context, li int, base Base) []error {
+	var errs []error
+	lp := &b.Header.Layers[li]
+	buf := make([]byte, 256<<10)
+	for pi := range lp.Parts {
+		for _, r := range lp.Parts[pi].Ranges {
+			if ctx.Err() != nil {
+				return append(errs, ctx.Err())
+			}
+			bd := b.Header.Base[r.Layer]
+			me := &MismatchError{Layer: li, Part: pi, Path: r.Path, Files: r.Files, Base: bd, Off: r.Off, Len: r.Len,
+				Want: "sha256:" + hex.EncodeToString(r.Digest)}
+			ra := base.Layer(bd)
+			if ra == nil {
+				me.Err = ErrBaseMissing
+				errs = append(errs, me)
+				continue
+			}
+			h := sha256.New()
+			n, err := io.CopyBuffer(h, io.NewSectionReader(ra, r.Off, r.Len), buf)
+			if err == nil && n != r.Len {
+				err = fmt.Errorf("base layer has only %d of the bytes", n)
+			}
+			if err != nil {
+				me.Err = fmt.Errorf("%w: %v", ErrBaseMismatch, err)
+				errs = append(errs, me)
+				continue
+			}
+			if have := h.Sum(nil); !bytes.Equal(have, r.Digest) {
+				me.Have = "sha256:" + hex.EncodeToString(have)
+				errs = append(errs, me)
+			}
+		}
+	}
+	return errs
+}
+
+// ApplyLayer rebuilds target layer li into w. It first checks every base
+// range the layer's parts read, and returns the mismatches (joined) without
+// writing anything if there are any; then it streams the parts, checking
+// each part's digest and, at the end, the layer's diff_id. Memory use is
+// bounded by the zstd windows and fixed buffers, whatever the layer size.
+// A reused layer has nothing to apply: ApplyLayer returns an error for it.
+func (b *Bundle) ApplyLayer(ctx context.Context, li int, base Base, w io.Writer) error {
+	if li < 0 || li >= len(b.Header.Layers) {
+		return fmt.Errorf("delta: layer %d out of range", li)
+	}
+	lp := &b.Header.Layers[li]
+	if lp.Decision == Reuse {
+		return fmt.Errorf("delta: layer %d (%s) is reused, not rebuilt", li, lp.DiffID)
+	}
+	if errs := b.VerifyBase(ctx, li, base); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	bases := make([]io.ReaderAt, len(b.Header.Base))
+	for i, d := range b.Header.Base {
+		bases[i] = base.Layer(d)
+	}
+	a, err := newApplier()
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	lh := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(w, lh), 64<<10)
+	for pi := range lp.Parts {
+		if err := a.part(ctx, b, &lp.Parts[pi], bases, bw); err != nil {
+			return fmt.Errorf("delta: layer %d part %d: %w", li, pi, err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if got := digest.NewDigestFromBytes(digest.SHA256, lh.Sum(nil)); got != lp.DiffID {
+		return fmt.Errorf("%w: layer %d rebuilt as %s, want %s", ErrOutput, li, got, lp.DiffID)
+	}
+	return nil
+}
+
+// ApplyPart rebuilds one part of target layer li into w, after checking its
+// base ranges. Its output is checked against the part's digest; whoever
+// assembles parts checks the layer's diff_id.
+func (b *Bundle) ApplyPart(ctx context.Context, li, pi int, base Base, w io.Writer) error {
+	if li < 0 || li >= len(b.Header.Layers) || pi < 0 || pi >= len(b.Header.Layers[li].Parts) {
+		return fmt.Errorf("delta: part %d of layer %d out of range", pi, li)
+	}
+	p := &b.Header.Layers[li].Parts[pi]
+	var errs []error
+	for _, e := range b.VerifyBase(ctx, li, base) {
+		var me *MismatchError
+		if !errors.As(e, &me) || me.Part == pi {
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	bases := make([]io.ReaderAt, len(b.Header.Base))
+	for i, d := range b.Header.Base {
+		bases[i] = base.Layer(d)
+	}
+	a, err := newApplier()
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	bw := bufio.NewWriterSize(w, 64<<10)
+	if err := a.part(ctx, b, p, bases, bw); err != nil {
+		return fmt.Errorf("delta: layer %d part %d: %w", li, pi, err)
+	}
+	return bw.Flush()
+}
+
+// applier holds the decoders and buffers reused across parts.
+type applier struct {
+	dec [3]*zstd.Decoder
+	buf []byte
+	old []byte
+}
+
+func newApplier() (*applier, error) {
+	a := &applier{buf: make([]byte, 64<<10), old: make([]byte, 64<<10)}
+	for i := range a.dec {
+		d, err := zstd.NewReader(nil,
+			zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(MaxWindow),
+			zstd.WithDecoderMaxMemory(maxDecoderMem))
+		if err != nil {
+			a.close()
+			return nil, err
+		}
+		a.dec[i] = d
+	}
+	return a, nil
+}
+
+func (a *applier) close() {
+	for _, d := range a.dec {
+		if d != nil {
+			d.Close()
+		}
+	}
+}
+
+// stream is a decompressed part stream that must yield exactly want bytes.
+type stream struct {
+	name string
+	r    io.Reader
+	left int64
+}
+
+func (s *stream) Read(p []byte) (int, error) {
+	if s.left <= 0 {
+		// The declared length is used up: the frame must end here.
+		var one [1]byte
+		if n, _ := io.ReadFull(s.r, one[:]); n > 0 {
+			return 0, formatf("%s stream longer than declared", s.name)
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > s.left {
+		p = p[:s.left]
+	}
+	n, err := s.r.Read(p)
+	s.left -= int64(n)
+	if err == io.EOF && s.left > 0 {
+		return n, formatf("%s stream shorter than declared (%d bytes missing)", s.name, s.left)
+	}
+	if err != nil && err != io.EOF {
+		return n, fmt.Errorf("%w: %s stream: %v", ErrFormat, s.name, err)
+	}
+	return n, nil
+}
+
+func (s *stream) ReadByte() (byte, error) {
+	var b [1]byte
+	if _, err := io.ReadFull(s, b[:]); err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
+
+// part applies one part, writing its output to w.
+func (a *applier) part(ctx context.Context, b *Bundle, p *Part, bases []io.ReaderAt, w io.Writer) error {
+	var streams [3]*stream
+	off := b.payloadOff + p.PayloadOff
+	names := [3]string{"ops", "diff", "lit"}
+	for i, s := range p.Streams {
+		if err := a.dec[i].Reset(io.NewSectionReader(b.r, off, s.Len)); err != nil {
+			return fmt.Errorf("%w: %s stream: %v", ErrFormat, names[i], err)
+		}
+		streams[i] = &stream{name: names[i], r: a.dec[i], left: s.Raw}
+		off += s.Len
+	}
+	ops := bufio.NewReaderSize(streams[streamOps], 16<<10)
+	diff, lit := streams[streamDiff], streams[streamLit]
+
+	starts := make([]int64, len(p.Ranges)+1)
+	for i, r := range p.Ranges {
+		starts[i+1] = starts[i] + r.Len
+	}
+	vlen := starts[len(p.Ranges)]
+	readV := func(dst []byte, v int64) error {
+		for len(dst) > 0 {
+			i := sort.Search(len(p.Ranges), func(i int) bool { return starts[i+1] > v })
+			r := p.Ranges[i]
+			within := v - starts[i]
+			k := min(int64(len(dst)), r.Len-within)
+			if _, err := bases[r.Layer].ReadAt(dst[:k], r.Off+within); err != nil {
+				return fmt.Errorf("delta: read base layer %s: %w", b.Header.Base[r.Layer], err)
+			}
+			dst, v = dst[k:], v+k
+		}
+		return nil
+	}
+
+	h := sha256.New()
+	out := io.MultiWriter(w, h)
+	var done, cur int64
+	for done < p.OutSize {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		kind, err := ops.ReadByte()
+		if err != nil {
+			return fmt.Errorf("%w: ops end at %d of %d output bytes: %v", ErrFormat, done, p.OutSize, err)
+		}
+		var delta int64
+		if kind == opCopy || kind == opAdd {
+			if delta, err = binary.ReadVarint(ops); err != nil {
+				return fmt.Errorf("%w: op operand: %v", ErrFormat, err)
+			}
+		}
+		un, err := binary.ReadUvarint(ops)
+		if err != nil {
+			return fmt.Errorf("%w: op length: %v", ErrFormat, err)
+		}
+		if un == 0 || un > uint64(p.OutSize-done) {
+			return formatf("op length %d with %d output bytes left", un, p.OutSize-done)
+		}
+		n := int64(un)
+		switch kind {
+		case opCopy, opAdd:
+			if delta < -cur || delta > vlen-cur || n > vlen-(cur+delta) {
+				return formatf("op reads base [%d%+d,+%d) outside %d bytes", cur, delta, n, vlen)
+			}
+			v := cur + delta
+			for left := n; left > 0; {
+				k := min(left, int64(len(a.buf)))
+				chunk := a.buf[:k]
+				if err := readV(chunk, v); err != nil {
+					return err
+				}
+				if kind == opAdd {
+					d := a.old[:k]
+					if _, err := io.ReadFull(diff, d); err != nil {
+						return fmt.Errorf("%w: diff stream: %v", ErrFormat, err)
+					}
+					for i := range chunk {
+						chunk[i] += d[i]
+					}
+				}
+				if _, err := out.Write(chunk); err != nil {
+					return err
+				}
+				v, left = v+k, left-k
+			}
+			cur = v
+		case opLit:
+			m, err := io.CopyBuffer(out, io.LimitReader(lit, n), a.buf)
+			if err != nil {
+				return fmt.Errorf("%w: lit stream: %v", ErrFormat, err)
+			}
+			if m != n {
+				return formatf("lit stream ends %d bytes short", n-m)
+			}
+		case opZero:
+			clear(a.buf)
+			for left := n; left > 0; {
+				k := min(left, int64(len(a.buf)))
+				if _, err := out.Write(a.buf[:k]); err != nil {
+					return err
+				}
+				left -= k
+			}
+		default:
+			return formatf("unknown op %d", kind)
+		}
+		done += n
+	}
+	// Every stream must be used up exactly.
+	if _, err := ops.ReadByte(); err != io.EOF {
+		return formatf("ops left over after %d output bytes", p.OutSize)
+	}
+	for _, s := range []*stream{diff, lit} {
+		if s.left != 0 {
+			return formatf("%s stream: %d bytes unused", s.name, s.left)
+		}
+		if _, err := s.ReadByte(); err != io.EOF {
+			return formatf("%s stream longer than declared", s.name)
+		}
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, p.OutDigest) {
+		return fmt.Errorf("%w: part output sha256:%x, want sha256:%x", ErrOutput, got, p.OutDigest)
+	}
+	return nil
+}
