@@ -121,11 +121,11 @@ var encMode = func() cbor.EncMode {
 
 var decMode = func() cbor.DecMode {
 	m, err := cbor.DecOptions{
-		MaxNestedLevels:  8,
-		MaxArrayElements: MaxParts * 4,
-		MaxMapPairs:      1024,
-		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-		IndefLength:      cbor.IndefLengthForbidden,
+		MaxNestedLevels:   8,
+		MaxArrayElements:  MaxParts * 4,
+		MaxMapPairs:       1024,
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		IndefLength:       cbor.IndefLengthForbidden,
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
 	}.DecMode()
 	if err != nil {

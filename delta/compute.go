@@ -266,6 +266,11 @@ func ComputeLayers(ctx context.Context, base []LayerSource, target Target, w io.
 		payload.Close()
 		os.Remove(payload.Name())
 	}()
+	enc, err := getEncoders()
+	if err != nil {
+		return Stats{}, err
+	}
+	defer encoderPool.Put(enc)
 	var st Stats
 	var poff int64
 	for li, src := range target.Layers {
@@ -282,11 +287,7 @@ func ComputeLayers(ctx context.Context, base []LayerSource, target Target, w io.
 		if err != nil {
 			return Stats{}, err
 		}
-		pe, err := newPartEncoder(bases, opts.PartSize, payload, poff)
-		if err != nil {
-			nl.close()
-			return Stats{}, err
-		}
+		pe := newPartEncoder(bases, opts.PartSize, payload, poff, enc)
 		err = encodeLayer(ctx, x, nl, pe, &ls)
 		nl.close()
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"hash"
 	"io"
 	"sort"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -95,18 +96,35 @@ type partEncoder struct {
 	encData  *zstd.Encoder
 }
 
-func newPartEncoder(base []baseFile, partSize int64, payload io.Writer, poff int64) (*partEncoder, error) {
+// encoders are the zstd encoders for part streams; building one allocates
+// its match tables, so they are made once per bundle.
+type encoders struct{ ops, data *zstd.Encoder }
+
+var encoderPool sync.Pool
+
+func getEncoders() (encoders, error) {
+	if e, ok := encoderPool.Get().(encoders); ok {
+		return e, nil
+	}
+	return newEncoders()
+}
+
+func newEncoders() (encoders, error) {
 	encOps, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
 		zstd.WithWindowSize(1<<20), zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
 	if err != nil {
-		return nil, err
+		return encoders{}, err
 	}
 	encData, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
 		zstd.WithWindowSize(MaxWindow), zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
 	if err != nil {
-		return nil, err
+		return encoders{}, err
 	}
-	return &partEncoder{base: base, partSize: partSize, payload: payload, poff: poff, encOps: encOps, encData: encData}, nil
+	return encoders{encOps, encData}, nil
+}
+
+func newPartEncoder(base []baseFile, partSize int64, payload io.Writer, poff int64, enc encoders) *partEncoder {
+	return &partEncoder{base: base, partSize: partSize, payload: payload, poff: poff, encOps: enc.ops, encData: enc.data}
 }
 
 func (e *partEncoder) room() int64 {
@@ -221,20 +239,13 @@ func (e *partEncoder) flush() error {
 		if i == streamOps {
 			enc = e.encOps
 		}
-		var z bytes.Buffer
-		enc.Reset(&z)
-		if _, err := enc.Write(raw); err != nil {
+		z := enc.EncodeAll(raw, nil)
+		if _, err := e.payload.Write(z); err != nil {
 			return err
 		}
-		if err := enc.Close(); err != nil {
-			return err
-		}
-		if _, err := e.payload.Write(z.Bytes()); err != nil {
-			return err
-		}
-		ph.Write(z.Bytes())
-		part.Streams[i] = Stream{Len: int64(z.Len()), Raw: int64(len(raw))}
-		part.PayloadSize += int64(z.Len())
+		ph.Write(z)
+		part.Streams[i] = Stream{Len: int64(len(z)), Raw: int64(len(raw))}
+		part.PayloadSize += int64(len(z))
 	}
 	part.PayloadDigest = ph.Sum(nil)
 	e.poff += part.PayloadSize
