@@ -61,6 +61,8 @@ type Header struct {
 	// Config is the target image's config, verbatim: its diff_ids are the
 	// layers the bundle rebuilds.
 	Config []byte `cbor:"config"`
+	// Tag is the name the target image had on the ground (may be empty).
+	Tag string `cbor:"tag,omitempty"`
 	// Annotations are the target manifest's, so that the vehicle writes an
 	// equivalent manifest.
 	Annotations map[string]string `cbor:"ann,omitempty"`

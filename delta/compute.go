@@ -23,6 +23,8 @@ type Options struct {
 	// DefaultPartSize). Smaller parts are finer units of transfer and of
 	// base-mismatch recovery; larger ones give literal data more context.
 	PartSize int64
+	// Tag is recorded in the bundle as the target image's name.
+	Tag string
 	// Log receives progress (nil: silent).
 	Log *slog.Logger
 }
@@ -241,7 +243,7 @@ func ComputeLayers(ctx context.Context, base []LayerSource, target Target, w io.
 		}
 	}()
 	have := map[digest.Digest]int{}
-	h := &Header{Version: Version, Config: target.Config, Annotations: target.Annotations}
+	h := &Header{Version: Version, Config: target.Config, Annotations: target.Annotations, Tag: opts.Tag}
 	for i, src := range base {
 		s, err := spool(ctx, opts.TempDir, i, src)
 		if err != nil {

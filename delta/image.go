@@ -1,12 +1,14 @@
 package delta
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/bootorbit/bootorbit/delta/oci"
@@ -25,6 +27,49 @@ func Compute(ctx context.Context, from, to *oci.Image, w io.Writer, opts Options
 		t.Layers = append(t.Layers, LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) { return to.OpenLayer(i) }})
 	}
 	return ComputeLayers(ctx, base, t, w, opts)
+}
+
+// ComputeFile is Compute into the file at path, written durably: a
+// temporary file in the same directory, synced, renamed into place, and the
+// directory synced. On error nothing is left at path.
+func ComputeFile(ctx context.Context, from, to *oci.Image, path string, opts Options) (Stats, error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".delta-bundle-*")
+	if err != nil {
+		return Stats{}, fmt.Errorf("delta: %w", err)
+	}
+	tmp := f.Name()
+	fail := func(err error) (Stats, error) {
+		f.Close()
+		os.Remove(tmp)
+		return Stats{}, err
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	st, err := Compute(ctx, from, to, bw, opts)
+	if err != nil {
+		return fail(err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fail(fmt.Errorf("delta: write %s: %w", path, err))
+	}
+	if err := f.Sync(); err != nil {
+		return fail(fmt.Errorf("delta: sync %s: %w", path, err))
+	}
+	if err := f.Close(); err != nil {
+		return fail(fmt.Errorf("delta: close %s: %w", path, err))
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return Stats{}, fmt.Errorf("delta: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return Stats{}, fmt.Errorf("delta: sync %s: %w", dir, err)
+		}
+	}
+	return st, nil
 }
 
 // ApplyOptions tune ApplyImage.
@@ -52,7 +97,8 @@ type LayerResult struct {
 
 // ApplyImage applies the bundle in the file bundlePath to base, the old image
 // as the vehicle holds it, and writes the target image as an OCI layout in
-// outDir under tag, with uncompressed layers. Every layer is checked against
+// outDir under tag (default: the tag recorded in the bundle, else "latest"),
+// with uncompressed layers. Every layer is checked against
 // the diff_id of the target config as it streams. A layer whose base ranges do
 // not match is reported (its MismatchErrors name part, file and digests) and
 // not written, the other layers still are, and the image is committed only
@@ -124,6 +170,12 @@ func ApplyImage(ctx context.Context, bundlePath string, base *oci.Image, outDir,
 		readers[d] = ra
 	}
 
+	if tag == "" {
+		tag = h.Tag
+	}
+	if tag == "" {
+		tag = "latest"
+	}
 	w, err := oci.Create(outDir)
 	if err != nil {
 		return ApplyResult{}, err
