@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
@@ -200,7 +201,13 @@ type applier struct {
 	old []byte
 }
 
+// appliers keeps appliers for reuse: a zstd decoder is costly to set up.
+var appliers sync.Pool
+
 func newApplier() (*applier, error) {
+	if a, ok := appliers.Get().(*applier); ok {
+		return a, nil
+	}
 	a := &applier{buf: make([]byte, 64<<10), old: make([]byte, 64<<10)}
 	for i := range a.dec {
 		d, err := zstd.NewReader(nil,
@@ -209,7 +216,7 @@ func newApplier() (*applier, error) {
 			zstd.WithDecoderMaxWindow(MaxWindow),
 			zstd.WithDecoderMaxMemory(maxDecoderMem))
 		if err != nil {
-			a.close()
+			a.free()
 			return nil, err
 		}
 		a.dec[i] = d
@@ -217,7 +224,19 @@ func newApplier() (*applier, error) {
 	return a, nil
 }
 
+// close returns a to the pool.
 func (a *applier) close() {
+	for _, d := range a.dec {
+		if d == nil {
+			a.free()
+			return
+		}
+		d.Reset(nil)
+	}
+	appliers.Put(a)
+}
+
+func (a *applier) free() {
 	for _, d := range a.dec {
 		if d != nil {
 			d.Close()
@@ -265,6 +284,15 @@ func (s *stream) ReadByte() (byte, error) {
 
 // part applies one part, writing its output to w.
 func (a *applier) part(ctx context.Context, b *Bundle, p *Part, bases []io.ReaderAt, w io.Writer) error {
+	// The payload is checked whole before any of it is decoded, so that
+	// a damaged part is named as such rather than as a decoding error.
+	ph := sha256.New()
+	if _, err := io.CopyBuffer(ph, io.NewSectionReader(b.r, b.payloadOff+p.PayloadOff, p.PayloadSize), a.buf); err != nil {
+		return fmt.Errorf("%w: reading part payload: %v", ErrFormat, err)
+	}
+	if !bytes.Equal(ph.Sum(nil), p.PayloadDigest) {
+		return fmt.Errorf("%w: part payload does not match its sha256", ErrFormat)
+	}
 	var streams [3]*stream
 	off := b.payloadOff + p.PayloadOff
 	names := [3]string{"ops", "diff", "lit"}
@@ -337,7 +365,7 @@ func (a *applier) part(ctx context.Context, b *Bundle, p *Part, bases []io.Reade
 				if kind == opAdd {
 					d := a.old[:k]
 					if _, err := io.ReadFull(diff, d); err != nil {
-						return fmt.Errorf("%w: diff stream: %v", ErrFormat, err)
+						return streamErr("diff", err)
 					}
 					for i := range chunk {
 						chunk[i] += d[i]
@@ -352,7 +380,7 @@ func (a *applier) part(ctx context.Context, b *Bundle, p *Part, bases []io.Reade
 		case opLit:
 			m, err := io.CopyBuffer(out, io.LimitReader(lit, n), a.buf)
 			if err != nil {
-				return fmt.Errorf("%w: lit stream: %v", ErrFormat, err)
+				return streamErr("lit", err)
 			}
 			if m != n {
 				return formatf("lit stream ends %d bytes short", n-m)
@@ -387,4 +415,12 @@ func (a *applier) part(ctx context.Context, b *Bundle, p *Part, bases []io.Reade
 		return fmt.Errorf("%w: part output sha256:%x, want sha256:%x", ErrOutput, got, p.OutDigest)
 	}
 	return nil
+}
+
+// streamErr wraps a stream read error unless the stream already did.
+func streamErr(name string, err error) error {
+	if errors.Is(err, ErrFormat) {
+		return err
+	}
+	return fmt.Errorf("%w: %s stream ends early: %v", ErrFormat, name, err)
 }

@@ -1,0 +1,284 @@
+package delta
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/bootorbit/bootorbit/delta/ocitest"
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+)
+
+// smallPair is a deterministic old/new layer pair with edits, a moved
+// file and new files, for seeds and hostile-input tests.
+func smallPair(t testing.TB) (old, nw [][]byte) {
+	rng := rand.New(rand.NewPCG(11, 11))
+	a, c := binaryLike(rng, 20<<10), binaryLike(rng, 12<<10)
+	old = tarsOf(t, []ocitest.Layer{{Entries: []ocitest.Entry{
+		{Type: ocitest.Dir, Name: "usr"}, {Name: "usr/a", Data: a}, {Name: "usr/c", Data: c}, {Name: "etc/x.conf", Data: []byte("k=v\n")},
+	}}})
+	nw = tarsOf(t, []ocitest.Layer{{Entries: []ocitest.Entry{
+		{Type: ocitest.Dir, Name: "usr"}, {Name: "usr/a", Data: shift(a)}, {Name: "opt/c", Data: c}, {Name: "etc/x.conf", Data: []byte("k=w\n")},
+		{Name: "usr/new", Data: []byte(strings.Repeat("fresh ", 300))},
+	}}})
+	return old, nw
+}
+
+func computeBytes(t testing.TB, old, nw [][]byte, opts Options) []byte {
+	var buf bytes.Buffer
+	if opts.TempDir == "" {
+		opts.TempDir = t.TempDir()
+	}
+	if _, err := ComputeLayers(context.Background(), sources(old), Target{Config: []byte("{}"), Layers: sources(nw)}, &buf, opts); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// assemble builds a bundle from a header and a payload, fixing up the
+// payload size.
+func assemble(t testing.TB, h *Header, payload []byte) []byte {
+	h.PayloadSize = int64(len(payload))
+	b, err := encMode.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := append([]byte(Magic), 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(out[len(Magic):], uint32(len(b)))
+	return append(append(out, b...), payload...)
+}
+
+// craftPart makes a part from raw streams, with consistent digests for
+// the payload (so that the streams themselves are what is tested).
+func craftPart(ops, diff, lit []byte, outSize int64, ranges []Range) (Part, []byte) {
+	enc := testEncoder
+	p := Part{OutSize: outSize, OutDigest: make([]byte, 32), Ranges: ranges}
+	var payload []byte
+	for i, raw := range [][]byte{ops, diff, lit} {
+		z := enc.EncodeAll(raw, nil)
+		payload = append(payload, z...)
+		p.Streams[i] = Stream{Len: int64(len(z)), Raw: int64(len(raw))}
+	}
+	p.PayloadSize = int64(len(payload))
+	s := sha256.Sum256(payload)
+	p.PayloadDigest = s[:]
+	return p, payload
+}
+
+var testEncoder, _ = zstd.NewWriter(nil, zstd.WithZeroFrames(true), zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
+
+func uv(x ...int64) []byte {
+	var b []byte
+	for _, v := range x {
+		b = binary.AppendUvarint(b, uint64(v))
+	}
+	return b
+}
+
+func TestHostileBundles(t *testing.T) {
+	baseTar := []byte(strings.Repeat("base bytes ", 100))
+	bd := digest.FromBytes(baseTar)
+	sum := sha256.Sum256(baseTar[:500])
+	rng0 := []Range{{Layer: 0, Off: 0, Len: 500, Digest: sum[:], Path: "f"}}
+	base := MapBase{bd: bytes.NewReader(baseTar)}
+	layer := func(p Part) *Header {
+		return &Header{Version: Version, Base: []digest.Digest{bd}, Config: []byte("{}"),
+			Layers: []LayerPlan{{DiffID: digest.FromString("x"), Size: p.OutSize, Decision: Delta, Parts: []Part{p}}}}
+	}
+	withOps := func(ops []byte, out int64) []byte {
+		p, pl := craftPart(ops, nil, nil, out, rng0)
+		return assemble(t, layer(p), pl)
+	}
+	copyOp := func(delta, n int64) []byte {
+		return append(append([]byte{opCopy}, binary.AppendVarint(nil, delta)...), uv(n)...)
+	}
+	// A zstd frame whose header asks for a 1 GiB window, then one raw
+	// block of 100 bytes.
+	huge := append([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 20 << 3, 0x21, 0x03, 0x00}, bytes.Repeat([]byte{1}, 100)...)
+	cases := []struct {
+		name   string
+		bundle func() []byte
+		want   error
+		msg    string
+	}{
+		{"bad magic", func() []byte { return []byte("NOTDELTA\x00\x00\x00\x01\xa0") }, ErrFormat, "bad magic"},
+		{"short", func() []byte { return []byte("BODE") }, ErrFormat, "magic"},
+		{"header length beyond limit", func() []byte { return []byte(Magic + "\xff\xff\xff\xff") }, ErrLimit, "header of"},
+		{"header length beyond file", func() []byte { return []byte(Magic + "\x00\x00\x10\x00\xa0") }, ErrFormat, "header of"},
+		{"not cbor", func() []byte { return []byte(Magic + "\x00\x00\x00\x02\xff\xff") }, ErrFormat, "header"},
+		{"version", func() []byte { return assemble(t, &Header{Version: 99}, nil) }, ErrFormat, "version 99"},
+		{"bad decision", func() []byte {
+			h := layer(Part{})
+			h.Layers[0].Decision = "magic"
+			h.Layers[0].Parts = nil
+			return assemble(t, h, nil)
+		}, ErrFormat, "decision"},
+		{"part too big", func() []byte {
+			p, pl := craftPart(nil, nil, nil, MaxPartOut+1, nil)
+			return assemble(t, layer(p), pl)
+		}, ErrLimit, "part output"},
+		{"range names missing base layer", func() []byte {
+			p, pl := craftPart(nil, nil, nil, 1, []Range{{Layer: 3, Len: 1, Digest: make([]byte, 32)}})
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "base layer 3"},
+		{"payload beyond file", func() []byte {
+			p, pl := craftPart(nil, nil, nil, 1, nil)
+			p.PayloadOff = 1 << 40
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "payload"},
+		{"parts do not cover layer", func() []byte {
+			p, pl := craftPart(nil, nil, nil, 1, nil)
+			h := layer(p)
+			h.Layers[0].Size = 2
+			return assemble(t, h, pl)
+		}, ErrFormat, "cover"},
+		{"copy outside base", func() []byte { return withOps(copyOp(450, 100), 100) }, ErrFormat, "outside"},
+		{"copy before base", func() []byte { return withOps(copyOp(-1, 10), 10) }, ErrFormat, "outside"},
+		{"op longer than part", func() []byte { return withOps(copyOp(0, 20), 10) }, ErrFormat, "op length"},
+		{"zero-length op", func() []byte { return withOps(append([]byte{opLit}, uv(0)...), 10) }, ErrFormat, "op length"},
+		{"unknown op", func() []byte { return withOps([]byte{9, 1}, 1) }, ErrFormat, "unknown op"},
+		{"ops end early", func() []byte { return withOps(copyOp(0, 5), 10) }, ErrFormat, "ops end"},
+		{"ops left over", func() []byte { return withOps(append(copyOp(0, 5), copyOp(0, 5)...), 5) }, ErrFormat, "left over"},
+		{"lit stream short", func() []byte {
+			p, pl := craftPart(append([]byte{opLit}, uv(10)...), nil, []byte("abc"), 10, rng0)
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "lit stream"},
+		{"diff stream unused", func() []byte {
+			p, pl := craftPart(copyOp(0, 5), []byte("xx"), nil, 5, rng0)
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "diff stream"},
+		{"declared raw length lies", func() []byte {
+			p, pl := craftPart(append([]byte{opLit}, uv(3)...), nil, []byte("abcdef"), 3, rng0)
+			p.Streams[streamLit].Raw = 3
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "longer than declared"},
+		{"huge zstd window", func() []byte {
+			p, pl := craftPart(append([]byte{opLit}, uv(100)...), nil, nil, 100, rng0)
+			pl = append(pl[:p.Streams[0].Len+p.Streams[1].Len], huge...)
+			p.Streams[streamLit] = Stream{Len: int64(len(huge)), Raw: 100}
+			p.PayloadSize = int64(len(pl))
+			s := sha256.Sum256(pl)
+			p.PayloadDigest = s[:]
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "window"},
+		{"payload digest", func() []byte {
+			p, pl := craftPart(copyOp(0, 5), nil, nil, 5, rng0)
+			p.PayloadDigest[0] ^= 1
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "sha256"},
+		{"wrong output", func() []byte { return withOps(copyOp(0, 5), 5) }, ErrOutput, "part output"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := tc.bundle()
+			bu, err := OpenBundle(bytes.NewReader(b), int64(len(b)))
+			if err == nil {
+				err = bu.ApplyLayer(context.Background(), 0, base, io.Discard)
+			}
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v, want %v mentioning %q", err, tc.want, tc.msg)
+			}
+			t.Logf("%v", err)
+		})
+	}
+}
+
+// fixDigests makes every part's payload digest match, so that fuzzing
+// reaches the stream decoders and the op interpreter.
+func fixDigests(b *Bundle) {
+	for li := range b.Header.Layers {
+		for pi := range b.Header.Layers[li].Parts {
+			p := &b.Header.Layers[li].Parts[pi]
+			h := sha256.New()
+			io.Copy(h, io.NewSectionReader(b.r, b.payloadOff+p.PayloadOff, p.PayloadSize))
+			p.PayloadDigest = h.Sum(nil)
+		}
+	}
+}
+
+func FuzzBundleDecode(f *testing.F) {
+	old, nw := smallPair(f)
+	valid := computeBytes(f, old, nw, Options{PartSize: 8 << 10})
+	f.Add(valid)
+	f.Add(valid[:len(valid)/2])
+	f.Add([]byte(Magic + "\x00\x00\x00\x01\xa0"))
+	base := baseOf(old)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		bu, err := OpenBundle(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			if !errors.Is(err, ErrFormat) && !errors.Is(err, ErrLimit) {
+				t.Fatalf("decode error without a package sentinel: %v", err)
+			}
+			return
+		}
+		fixDigests(bu)
+		for li, lp := range bu.Header.Layers {
+			if lp.Decision == Reuse || lp.Size > 1<<20 {
+				continue
+			}
+			var out bytes.Buffer
+			if err := bu.ApplyLayer(context.Background(), li, base, &out); err == nil {
+				if digest.FromBytes(out.Bytes()) != lp.DiffID {
+					t.Fatalf("layer %d applied without error but does not match its diff_id", li)
+				}
+			}
+		}
+	})
+}
+
+// FuzzApply feeds hostile op, diff and lit streams (with consistent
+// framing) to the interpreter over a small base.
+func FuzzApply(f *testing.F) {
+	old, nw := smallPair(f)
+	valid := computeBytes(f, old, nw, Options{})
+	vb, err := OpenBundle(bytes.NewReader(valid), int64(len(valid)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	// Seed with the real streams of the valid bundle.
+	dec, _ := zstd.NewReader(nil)
+	p := vb.Header.Layers[0].Parts[0]
+	var raw [3][]byte
+	off := vb.payloadOff + p.PayloadOff
+	for i, s := range p.Streams {
+		z := valid[off : off+s.Len]
+		raw[i], _ = dec.DecodeAll(z, nil)
+		off += s.Len
+	}
+	f.Add(raw[0], raw[1], raw[2], p.OutSize)
+	f.Add(copyOpBytes(0, 10), []byte{}, []byte{}, int64(10))
+	base := baseOf(old)
+	f.Fuzz(func(t *testing.T, ops, diff, lit []byte, outSize int64) {
+		if outSize < 0 || outSize > 1<<20 {
+			return
+		}
+		part, pl := craftPart(ops, diff, lit, outSize, p.Ranges)
+		h := &Header{Version: Version, Base: vb.Header.Base, Config: []byte("{}"),
+			Layers: []LayerPlan{{DiffID: vb.Header.Layers[0].DiffID, Size: outSize, Decision: Delta, Parts: []Part{part}}}}
+		h.Layers[0].Parts[0].OutDigest = p.OutDigest
+		b := assemble(t, h, pl)
+		bu, err := OpenBundle(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			t.Fatalf("crafted bundle does not open: %v", err)
+		}
+		var out bytes.Buffer
+		err = bu.ApplyLayer(context.Background(), 0, base, &out)
+		if err == nil && !bytes.Equal(out.Bytes(), nw[0]) {
+			t.Fatalf("applied without error to the wrong bytes")
+		}
+		if err != nil && !errors.Is(err, ErrFormat) && !errors.Is(err, ErrOutput) {
+			t.Fatalf("error without a package sentinel: %v", err)
+		}
+	})
+}
+
+func copyOpBytes(delta, n int64) []byte {
+	return append(append([]byte{opCopy}, binary.AppendVarint(nil, delta)...), uv(n)...)
+}
