@@ -34,6 +34,12 @@ const (
 	maxPayloadSize = int64(1) << 46
 )
 
+// ApplyMemoryBound is the most heap an apply needs, whatever the layer size:
+// the windows of the three zstd stream decoders (8 + 8 + 8 MiB at most; the
+// ops stream is written with 1 MiB), their block buffers, and the fixed copy
+// buffers. Measured by TestApplyMemoryBound.
+const ApplyMemoryBound = 40 << 20
+
 // Decisions for a target layer.
 const (
 	Reuse = "reuse" // the vehicle holds a layer with this diff_id

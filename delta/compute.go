@@ -51,6 +51,8 @@ type LayerStats struct {
 	Payload  int64 // compressed bytes in the bundle
 	// Files by how their content was coded.
 	Copied, Diffed, Literal int
+	// Streams totals the parts' ops, diff and lit streams.
+	Streams [3]Stream
 }
 
 // LayerSource is a layer by its diff_id and a way to read its uncompressed
@@ -303,13 +305,18 @@ func ComputeLayers(ctx context.Context, base []LayerSource, target Target, w io.
 			if len(p.Ranges) > 0 {
 				lp.Decision = Delta
 			}
+			for i, s := range p.Streams {
+				ls.Streams[i].Len += s.Len
+				ls.Streams[i].Raw += s.Raw
+			}
 		}
 		ls.Size, ls.Decision, ls.Parts, ls.Payload = nl.size, lp.Decision, len(pe.parts), pe.poff-poff
 		poff = pe.poff
 		h.Layers = append(h.Layers, lp)
 		st.Layers = append(st.Layers, ls)
 		log.Info("delta: layer coded", "layer", li, "diff_id", src.DiffID, "decision", lp.Decision,
-			"size", nl.size, "payload", ls.Payload, "parts", ls.Parts, "copied", ls.Copied, "diffed", ls.Diffed, "literal", ls.Literal)
+			"size", nl.size, "payload", ls.Payload, "parts", ls.Parts, "copied", ls.Copied, "diffed", ls.Diffed, "literal", ls.Literal,
+			"ops", ls.Streams[streamOps], "diff", ls.Streams[streamDiff], "lit", ls.Streams[streamLit])
 	}
 	h.PayloadSize = poff
 	n, err := writeHeader(w, h)

@@ -282,3 +282,5 @@ func FuzzApply(f *testing.F) {
 func copyOpBytes(delta, n int64) []byte {
 	return append(append([]byte{opCopy}, binary.AppendVarint(nil, delta)...), uv(n)...)
 }
+
+func bytesReader(b []byte) (*bytes.Reader, int64) { return bytes.NewReader(b), int64(len(b)) }
