@@ -146,14 +146,18 @@ func (l layout) checkMarker() error {
 		}
 		return fmt.Errorf("%w: %s: %v", ErrNotLayout, l.dir, err)
 	}
+	return checkMarker(l.dir, b)
+}
+
+func checkMarker(dir string, b []byte) error {
 	var m struct {
 		Version string `json:"imageLayoutVersion"`
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
-		return fmt.Errorf("%w: %s: oci-layout: %v", ErrNotLayout, l.dir, err)
+		return fmt.Errorf("%w: %s: oci-layout: %v", ErrNotLayout, dir, err)
 	}
 	if m.Version != "1.0.0" {
-		return fmt.Errorf("%w: %s: imageLayoutVersion %q (want 1.0.0)", ErrNotLayout, l.dir, m.Version)
+		return fmt.Errorf("%w: %s: imageLayoutVersion %q (want 1.0.0)", ErrNotLayout, dir, m.Version)
 	}
 	return nil
 }

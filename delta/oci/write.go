@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"runtime"
 
@@ -15,37 +14,49 @@ import (
 )
 
 // Writer creates or extends an OCI image layout. Blobs are written first,
-// each synced and renamed into place; Commit writes the config and manifest
-// blobs and then replaces index.json atomically, so a crash at any point
-// leaves a layout whose index names only blobs that are complete.
+// each synced, renamed into place and its directory synced; Commit writes
+// the config and manifest blobs the same way and then replaces index.json
+// (temporary file, sync, rename, directory sync), so that a crash at any
+// point leaves a layout whose index names only complete blobs: the images
+// it had before, plus the new one if Commit returned.
 // A Writer is not safe for concurrent use.
 type Writer struct {
+	fs  fsys
 	dir string
 }
 
 // Create opens the layout at dir for writing, creating the directory, its
 // oci-layout marker and blobs/sha256 if needed. An existing layout keeps its
 // images; Commit adds or replaces one tag.
-func Create(dir string) (*Writer, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
+func Create(dir string) (*Writer, error) { return create(osFS{}, dir) }
+
+func create(f fsys, dir string) (*Writer, error) {
+	if err := f.MkdirAll(filepath.Join(dir, "blobs", "sha256")); err != nil {
 		return nil, fmt.Errorf("oci: create layout: %w", err)
 	}
+	// The new directories' entries are made durable before anything in
+	// them is relied upon.
+	for _, d := range []string{filepath.Join(dir, "blobs"), dir, filepath.Dir(dir)} {
+		if err := f.SyncDir(d); err != nil {
+			return nil, fmt.Errorf("oci: create layout: %w", err)
+		}
+	}
+	w := &Writer{fs: f, dir: dir}
 	marker := filepath.Join(dir, "oci-layout")
-	if _, err := os.Stat(marker); errors.Is(err, fs.ErrNotExist) {
-		if err := writeFileAtomic(marker, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+	b, err := f.ReadFile(marker, 4096)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := w.writeFileAtomic(marker, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
 			return nil, fmt.Errorf("oci: create layout: %w", err)
 		}
-	} else if err != nil {
-		return nil, fmt.Errorf("oci: create layout: %w", err)
-	} else if err := (layout{dir: dir}).checkMarker(); err != nil {
-		return nil, err
-	}
-	for _, d := range []string{filepath.Join(dir, "blobs", "sha256"), filepath.Join(dir, "blobs"), dir} {
-		if err := syncDir(d); err != nil {
-			return nil, fmt.Errorf("oci: create layout: %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %s: oci-layout: %w", ErrNotLayout, dir, err)
+	default:
+		if err := checkMarker(dir, b); err != nil {
+			return nil, err
 		}
 	}
-	return &Writer{dir: dir}, nil
+	return w, nil
 }
 
 // Dir returns the layout directory.
@@ -56,7 +67,7 @@ func (w *Writer) Dir() string { return w.dir }
 // is discarded and a *BlobError wrapping ErrDigestMismatch is returned.
 func (w *Writer) WriteBlob(mediaType string, r io.Reader, want digest.Digest) (Descriptor, error) {
 	blobs := filepath.Join(w.dir, "blobs", "sha256")
-	tmp, err := os.CreateTemp(blobs, ".tmp-blob-*")
+	tmp, err := w.fs.CreateTemp(blobs, ".tmp-blob-*")
 	if err != nil {
 		return Descriptor{}, fmt.Errorf("oci: write blob: %w", err)
 	}
@@ -64,7 +75,7 @@ func (w *Writer) WriteBlob(mediaType string, r io.Reader, want digest.Digest) (D
 	defer func() {
 		if !ok {
 			tmp.Close()
-			os.Remove(tmp.Name())
+			w.fs.Remove(tmp.Name())
 		}
 	}()
 	dg := digest.SHA256.Digester()
@@ -79,17 +90,14 @@ func (w *Writer) WriteBlob(mediaType string, r io.Reader, want digest.Digest) (D
 	if err := tmp.Sync(); err != nil {
 		return Descriptor{}, fmt.Errorf("oci: write blob: %w", err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return Descriptor{}, fmt.Errorf("oci: write blob: %w", err)
-	}
 	if err := tmp.Close(); err != nil {
 		return Descriptor{}, fmt.Errorf("oci: write blob: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(blobs, got.Encoded())); err != nil {
+	if err := w.fs.Rename(tmp.Name(), filepath.Join(blobs, got.Encoded())); err != nil {
 		return Descriptor{}, fmt.Errorf("oci: write blob: %w", err)
 	}
 	ok = true
-	if err := syncDir(blobs); err != nil {
+	if err := w.fs.SyncDir(blobs); err != nil {
 		return Descriptor{}, fmt.Errorf("oci: write blob: %w", err)
 	}
 	return Descriptor{MediaType: mediaType, Digest: got, Size: n}, nil
@@ -133,19 +141,22 @@ func (w *Writer) Commit(tag string, config []byte, layers []Descriptor, annotati
 		return Descriptor{}, fmt.Errorf("%w: commit: config has %d diff_ids for %d layers", ErrInvalid, len(cfg.RootFS.DiffIDs), len(layers))
 	}
 	for i, l := range layers {
+		what := fmt.Sprintf("layer %d", i)
 		if _, err := layerCompression(l.MediaType); err != nil {
-			return Descriptor{}, fmt.Errorf("oci: commit: layer %d: %w", i, err)
+			return Descriptor{}, &BlobError{Digest: l.Digest, What: what, Err: err}
 		}
 		p, err := BlobPath(w.dir, l.Digest)
 		if err != nil {
-			return Descriptor{}, fmt.Errorf("oci: commit: layer %d: %w", i, err)
+			return Descriptor{}, fmt.Errorf("oci: commit: %s: %w", what, err)
 		}
-		fi, err := os.Stat(p)
-		if err != nil {
-			return Descriptor{}, &BlobError{Digest: l.Digest, What: fmt.Sprintf("layer %d", i), Err: ErrBlobMissing}
+		fi, err := w.fs.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return Descriptor{}, &BlobError{Digest: l.Digest, What: what, Err: ErrBlobMissing}
+		} else if err != nil {
+			return Descriptor{}, &BlobError{Digest: l.Digest, What: what, Err: err}
 		}
 		if fi.Size() != l.Size {
-			return Descriptor{}, &BlobError{Digest: l.Digest, What: fmt.Sprintf("layer %d", i), Err: fmt.Errorf("%w: file has %d bytes, descriptor says %d", ErrSizeMismatch, fi.Size(), l.Size)}
+			return Descriptor{}, &BlobError{Digest: l.Digest, What: what, Err: fmt.Errorf("%w: file has %d bytes, descriptor says %d", ErrSizeMismatch, fi.Size(), l.Size)}
 		}
 	}
 	cd, err := w.WriteBlobBytes(MediaTypeOCIConfig, config)
@@ -175,12 +186,17 @@ func (w *Writer) Commit(tag string, config []byte, layers []Descriptor, annotati
 
 // tag points tag at desc in index.json, atomically.
 func (w *Writer) tag(tag string, desc Descriptor) error {
-	l := layout{dir: w.dir}
+	path := filepath.Join(w.dir, "index.json")
 	idx := &Index{SchemaVersion: 2, MediaType: MediaTypeOCIIndex}
-	if _, err := os.Stat(filepath.Join(w.dir, "index.json")); err == nil {
-		old, err := l.readIndexFile()
+	b, err := w.fs.ReadFile(path, MaxIndexSize)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("oci: %s: index.json: %w", w.dir, err)
+	default:
+		old, err := ParseIndex(b)
 		if err != nil {
-			return err
+			return fmt.Errorf("oci: %s: index.json: %w", w.dir, err)
 		}
 		for _, d := range old.Manifests {
 			if d.Annotations[RefNameAnnotation] != tag {
@@ -191,11 +207,11 @@ func (w *Writer) tag(tag string, desc Descriptor) error {
 	}
 	desc.Annotations = map[string]string{RefNameAnnotation: tag}
 	idx.Manifests = append(idx.Manifests, desc)
-	b, err := json.Marshal(idx)
+	b, err = json.Marshal(idx)
 	if err != nil {
 		return fmt.Errorf("oci: write index.json: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(w.dir, "index.json"), b); err != nil {
+	if err := w.writeFileAtomic(path, b); err != nil {
 		return fmt.Errorf("oci: write index.json: %w", err)
 	}
 	return nil
@@ -203,42 +219,29 @@ func (w *Writer) tag(tag string, desc Descriptor) error {
 
 // writeFileAtomic writes b to path through a synced temporary file renamed
 // over it, then syncs the directory.
-func writeFileAtomic(path string, b []byte) error {
+func (w *Writer) writeFileAtomic(path string, b []byte) error {
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	tmp, err := w.fs.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		tmp.Close()
+		w.fs.Remove(tmp.Name())
 		return err
 	}
 	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
+		return fail(err)
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
+		return fail(err)
 	}
 	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
+		return fail(err)
+	}
+	if err := w.fs.Rename(tmp.Name(), path); err != nil {
+		w.fs.Remove(tmp.Name())
 		return err
 	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return w.fs.SyncDir(dir)
 }
