@@ -120,11 +120,12 @@ type Config struct {
 // Row is the measurement of one tool over all changed layers.
 type Row struct {
 	Name, Label string
-	Skipped     string // why the tool did not run ("" when it ran)
-	Err         error  // a failure while running
-	Size        int64  // output bytes, summed over changed layers
-	Compute     time.Duration
-	ComputeRSS  int64 // bytes, the largest over changed layers
+	Skipped     string        // why the tool did not run ("" when it ran)
+	Err         error         // a failure while running
+	Size        int64         // output bytes, summed over changed layers
+	Compute     time.Duration // wall clock
+	ComputeCPU  time.Duration // user + system, all threads
+	ComputeRSS  int64         // bytes, the largest over changed layers
 	Apply       time.Duration
 	ApplyRSS    int64
 	RoundTrip   bool // every applied output equals its target
@@ -232,6 +233,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}
 			row.Size += fi.Size()
 			row.Compute += m.wall
+			row.ComputeCPU += m.cpu
 			row.ComputeRSS = max(row.ComputeRSS, m.maxRSS)
 			fmt.Fprintf(progress, "%s: apply layer %d\n", t.Label, i)
 			m, err = runChild(ctx, cfg, t.Decode(oldPath, out, dec))
@@ -276,9 +278,22 @@ func runOurs(ctx context.Context, cfg Config, from, to *oci.Image, work string, 
 	if row.Label == "" {
 		row.Label = "ours (bundle)"
 	}
+	// The tools read uncompressed tars extracted beforehand; ours gets the
+	// same: both images with uncompressed layers (the bundle is the same
+	// either way, as it depends on diff_ids and content only). The base is
+	// also what the vehicle holds.
+	fmt.Fprintf(progress, "%s: preparing uncompressed copies of both images\n", row.Label)
+	base, err := Uncompressed(from, filepath.Join(work, "vehicle-base"), "base")
+	if err != nil {
+		return row, err
+	}
+	target, err := Uncompressed(to, filepath.Join(work, "target-plain"), "target")
+	if err != nil {
+		return row, err
+	}
 	bundle := filepath.Join(work, "ours.bundle")
 	fmt.Fprintf(progress, "%s: compute\n", row.Label)
-	m, err := runCmd(ctx, cfg, o.ComputeCmd(cfg.From, cfg.To, bundle))
+	m, err := runCmd(ctx, cfg, o.ComputeCmd(base, target, bundle))
 	if err != nil {
 		row.Err = err
 		return row, nil
@@ -288,14 +303,8 @@ func runOurs(ctx context.Context, cfg Config, from, to *oci.Image, work string, 
 		row.Err = err
 		return row, nil
 	}
-	row.Size, row.Compute, row.ComputeRSS = fi.Size(), m.wall, m.maxRSS
+	row.Size, row.Compute, row.ComputeCPU, row.ComputeRSS = fi.Size(), m.wall, m.cpu, m.maxRSS
 
-	baseDir := filepath.Join(work, "vehicle-base")
-	fmt.Fprintf(progress, "%s: preparing the vehicle's base (uncompressed layers)\n", row.Label)
-	base, err := Uncompressed(from, baseDir, "base")
-	if err != nil {
-		return row, err
-	}
 	outDir := filepath.Join(work, "ours-out")
 	os.RemoveAll(outDir)
 	fmt.Fprintf(progress, "%s: apply\n", row.Label)
@@ -423,7 +432,8 @@ func missingBins(bins []string) string {
 
 type measure struct {
 	wall   time.Duration
-	maxRSS int64 // bytes
+	cpu    time.Duration // user + system
+	maxRSS int64         // bytes
 }
 
 func runChild(ctx context.Context, cfg Config, argv []string) (measure, error) {
@@ -474,15 +484,16 @@ func runCmd(ctx context.Context, cfg Config, cmd *exec.Cmd) (measure, error) {
 	m := measure{wall: time.Since(start)}
 	if rssFile != "" {
 		if err == nil {
-			rss, rerr := readShimRSS(rssFile)
+			rss, cpu, rerr := readShim(rssFile)
 			if rerr != nil {
 				return m, rerr
 			}
-			m.maxRSS = rss
+			m.maxRSS, m.cpu = rss, cpu
 		}
 	} else if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			m.maxRSS = ru.Maxrss * 1024 // Linux reports KiB
+			m.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		}
 	}
 	if err != nil {

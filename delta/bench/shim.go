@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Why a shim: Go starts children with clone(CLONE_VM|CLONE_VFORK), and at
@@ -19,7 +20,8 @@ import (
 // that command's rusage; its own few MiB are the floor of the measurement.
 
 // ShimMain runs "--rss-out FILE -- ARGV...": it runs ARGV with the shim's
-// stdin, stdout and stderr, writes "maxrss_kib N" to FILE, and returns the
+// stdin, stdout and stderr, writes "maxrss_kib N cpu_ns N" (peak RSS, user
+// plus system CPU time) to FILE, and returns the
 // command's exit status (or 127 when it cannot be started).
 func ShimMain(args []string, stderr io.Writer) int {
 	if len(args) < 4 || args[0] != "--rss-out" || args[2] != "--" {
@@ -43,7 +45,8 @@ func ShimMain(args []string, stderr io.Writer) int {
 		return 127
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		if err := os.WriteFile(out, []byte(fmt.Sprintf("maxrss_kib %d\n", ru.Maxrss)), 0o644); err != nil {
+		cpu := ru.Utime.Nano() + ru.Stime.Nano()
+		if err := os.WriteFile(out, []byte(fmt.Sprintf("maxrss_kib %d cpu_ns %d\n", ru.Maxrss, cpu)), 0o644); err != nil {
 			fmt.Fprintln(stderr, err)
 			return 127
 		}
@@ -51,18 +54,19 @@ func ShimMain(args []string, stderr io.Writer) int {
 	return code
 }
 
-func readShimRSS(path string) (int64, error) {
+func readShim(path string) (rss int64, cpu time.Duration, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("bench: shim wrote no rusage: %w", err)
+		return 0, 0, fmt.Errorf("bench: shim wrote no rusage: %w", err)
 	}
 	f := strings.Fields(string(b))
-	if len(f) != 2 || f[0] != "maxrss_kib" {
-		return 0, fmt.Errorf("bench: shim rusage %q", b)
+	if len(f) != 4 || f[0] != "maxrss_kib" || f[2] != "cpu_ns" {
+		return 0, 0, fmt.Errorf("bench: shim rusage %q", b)
 	}
-	n, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("bench: shim rusage %q", b)
+	kib, err1 := strconv.ParseInt(f[1], 10, 64)
+	ns, err2 := strconv.ParseInt(f[3], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("bench: shim rusage %q", b)
 	}
-	return n * 1024, nil
+	return kib * 1024, time.Duration(ns), nil
 }
