@@ -196,7 +196,7 @@ func (b *Bundle) ApplyPart(ctx context.Context, li, pi int, base Base, w io.Writ
 
 // applier holds the decoders and buffers reused across parts.
 type applier struct {
-	dec [3]*zstd.Decoder
+	dec [numStreams]*zstd.Decoder
 	buf []byte
 	old []byte
 }
@@ -293,18 +293,19 @@ func (a *applier) part(ctx context.Context, b *Bundle, p *Part, bases []io.Reade
 	if !bytes.Equal(ph.Sum(nil), p.PayloadDigest) {
 		return fmt.Errorf("%w: part payload does not match its sha256", ErrFormat)
 	}
-	var streams [3]*stream
+	var streams [numStreams]*stream
 	off := b.payloadOff + p.PayloadOff
-	names := [3]string{"ops", "diff", "lit"}
 	for i, s := range p.Streams {
 		if err := a.dec[i].Reset(io.NewSectionReader(b.r, off, s.Len)); err != nil {
-			return fmt.Errorf("%w: %s stream: %v", ErrFormat, names[i], err)
+			return fmt.Errorf("%w: %s stream: %v", ErrFormat, streamNames[i], err)
 		}
-		streams[i] = &stream{name: names[i], r: a.dec[i], left: s.Raw}
+		streams[i] = &stream{name: streamNames[i], r: a.dec[i], left: s.Raw}
 		off += s.Len
 	}
 	ops := bufio.NewReaderSize(streams[streamOps], 16<<10)
-	diff, lit := streams[streamDiff], streams[streamLit]
+	diff := &runReader{zeros: bufio.NewReaderSize(streams[streamZeros], 4<<10),
+		nonzeros: bufio.NewReaderSize(streams[streamNonZeros], 4<<10), bytes: streams[streamDiff]}
+	lit := streams[streamLit]
 
 	starts := make([]int64, len(p.Ranges)+1)
 	for i, r := range p.Ranges {
@@ -403,7 +404,15 @@ func (a *applier) part(ctx context.Context, b *Bundle, p *Part, bases []io.Reade
 	if _, err := ops.ReadByte(); err != io.EOF {
 		return formatf("ops left over after %d output bytes", p.OutSize)
 	}
-	for _, s := range []*stream{diff, lit} {
+	if diff.zeroLeft != 0 || diff.nonzeroLeft != 0 {
+		return formatf("difference runs go on after the last ADD")
+	}
+	for _, r := range []io.ByteReader{diff.zeros, diff.nonzeros} {
+		if _, err := r.ReadByte(); err != io.EOF {
+			return formatf("difference runs left over after %d output bytes", p.OutSize)
+		}
+	}
+	for _, s := range []*stream{streams[streamDiff], lit} {
 		if s.left != 0 {
 			return formatf("%s stream: %d bytes unused", s.name, s.left)
 		}
@@ -423,4 +432,49 @@ func streamErr(name string, err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %s stream ends early: %v", ErrFormat, name, err)
+}
+
+// runReader yields the difference bytes from their run-length form.
+type runReader struct {
+	zeros, nonzeros       *bufio.Reader
+	bytes                 *stream
+	zeroLeft, nonzeroLeft int64
+}
+
+func (r *runReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		switch {
+		case r.zeroLeft > 0:
+			k := min(r.zeroLeft, int64(len(p)-n))
+			clear(p[n : n+int(k)])
+			n += int(k)
+			r.zeroLeft -= k
+		case r.nonzeroLeft > 0:
+			k := min(r.nonzeroLeft, int64(len(p)-n))
+			m, err := io.ReadFull(r.bytes, p[n:n+int(k)])
+			n += m
+			r.nonzeroLeft -= int64(m)
+			if err != nil {
+				return n, streamErr("diff", err)
+			}
+		default:
+			z, err := binary.ReadUvarint(r.zeros)
+			if err == io.EOF {
+				return n, io.EOF
+			}
+			if err != nil {
+				return n, streamErr("zero-runs", err)
+			}
+			nz, err := binary.ReadUvarint(r.nonzeros)
+			if err != nil {
+				return n, streamErr("nonzero-runs", err)
+			}
+			if (z == 0 && nz == 0) || z > MaxStreamRaw || nz > MaxStreamRaw {
+				return n, formatf("difference run of %d zero and %d non-zero bytes", z, nz)
+			}
+			r.zeroLeft, r.nonzeroLeft = int64(z), int64(nz)
+		}
+	}
+	return n, nil
 }

@@ -35,9 +35,9 @@ const (
 )
 
 // ApplyMemoryBound is the most heap an apply needs, whatever the layer size:
-// the windows of the three zstd stream decoders (8 + 8 + 8 MiB at most; the
-// ops stream is written with 1 MiB), their block buffers, and the fixed copy
-// buffers. Measured by TestApplyMemoryBound.
+// the windows of the zstd stream decoders (8 MiB each for diff and lit; the
+// ops and run streams are written with 1 MiB), their block buffers, and the
+// fixed copy buffers. Measured by TestApplyMemoryBound.
 const ApplyMemoryBound = 40 << 20
 
 // Decisions for a target layer.
@@ -94,9 +94,10 @@ type Part struct {
 	PayloadOff    int64  `cbor:"off"`
 	PayloadSize   int64  `cbor:"len"`
 	PayloadDigest []byte `cbor:"sha256"`
-	// Streams gives, for ops, diff and lit in that order, the compressed
-	// and decompressed lengths. The compressed streams are consecutive.
-	Streams [3]Stream `cbor:"streams"`
+	// Streams gives, for the ops, zero-runs, nonzero-runs, diff and lit
+	// streams in that order, the compressed and decompressed lengths. The
+	// compressed streams are consecutive.
+	Streams [numStreams]Stream `cbor:"streams"`
 	// Ranges are the base bytes the part reads, in the order of the
 	// part's virtual base (their concatenation).
 	Ranges []Range `cbor:"ranges,omitempty"`

@@ -51,8 +51,9 @@ type LayerStats struct {
 	Payload  int64 // compressed bytes in the bundle
 	// Files by how their content was coded.
 	Copied, Diffed, Literal int
-	// Streams totals the parts' ops, diff and lit streams.
-	Streams [3]Stream
+	// Streams totals the parts' streams (ops, zero-runs, nonzero-runs,
+	// diff, lit).
+	Streams [numStreams]Stream
 }
 
 // LayerSource is a layer by its diff_id and a way to read its uncompressed
@@ -316,7 +317,8 @@ func ComputeLayers(ctx context.Context, base []LayerSource, target Target, w io.
 		st.Layers = append(st.Layers, ls)
 		log.Info("delta: layer coded", "layer", li, "diff_id", src.DiffID, "decision", lp.Decision,
 			"size", nl.size, "payload", ls.Payload, "parts", ls.Parts, "copied", ls.Copied, "diffed", ls.Diffed, "literal", ls.Literal,
-			"ops", ls.Streams[streamOps], "diff", ls.Streams[streamDiff], "lit", ls.Streams[streamLit])
+			"ops", ls.Streams[streamOps], "runs", ls.Streams[streamZeros].Len+ls.Streams[streamNonZeros].Len,
+			"diff", ls.Streams[streamDiff], "lit", ls.Streams[streamLit])
 	}
 	h.PayloadSize = poff
 	n, err := writeHeader(w, h)

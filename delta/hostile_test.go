@@ -56,12 +56,18 @@ func assemble(t testing.TB, h *Header, payload []byte) []byte {
 }
 
 // craftPart makes a part from raw streams, with consistent digests for
-// the payload (so that the streams themselves are what is tested).
+// the payload (so that the streams themselves are what is tested). diff is
+// the plain difference bytes; craftPart splits them into runs.
 func craftPart(ops, diff, lit []byte, outSize int64, ranges []Range) (Part, []byte) {
+	z, nz, d := splitDiff(diff)
+	return craftRaw([numStreams][]byte{ops, z, nz, d, lit}, outSize, ranges)
+}
+
+func craftRaw(raws [numStreams][]byte, outSize int64, ranges []Range) (Part, []byte) {
 	enc := testEncoder
 	p := Part{OutSize: outSize, OutDigest: make([]byte, 32), Ranges: ranges}
 	var payload []byte
-	for i, raw := range [][]byte{ops, diff, lit} {
+	for i, raw := range raws {
 		z := enc.EncodeAll(raw, nil)
 		payload = append(payload, z...)
 		p.Streams[i] = Stream{Len: int64(len(z)), Raw: int64(len(raw))}
@@ -150,8 +156,18 @@ func TestHostileBundles(t *testing.T) {
 			p, pl := craftPart(append([]byte{opLit}, uv(10)...), nil, []byte("abc"), 10, rng0)
 			return assemble(t, layer(p), pl)
 		}, ErrFormat, "lit stream"},
-		{"diff stream unused", func() []byte {
+		{"difference runs unused", func() []byte {
 			p, pl := craftPart(copyOp(0, 5), []byte("xx"), nil, 5, rng0)
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "difference runs"},
+		{"empty difference run", func() []byte {
+			add := append(append([]byte{opAdd}, binary.AppendVarint(nil, 0)...), uv(5)...)
+			p, pl := craftRaw([numStreams][]byte{add, uv(0, 5), uv(0, 5), []byte("abcde"), nil}, 5, rng0)
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "difference run of 0 zero and 0 non-zero"},
+		{"difference bytes missing", func() []byte {
+			add := append(append([]byte{opAdd}, binary.AppendVarint(nil, 0)...), uv(5)...)
+			p, pl := craftRaw([numStreams][]byte{add, uv(0), uv(5), []byte("ab"), nil}, 5, rng0)
 			return assemble(t, layer(p), pl)
 		}, ErrFormat, "diff stream"},
 		{"declared raw length lies", func() []byte {
@@ -161,7 +177,11 @@ func TestHostileBundles(t *testing.T) {
 		}, ErrFormat, "longer than declared"},
 		{"huge zstd window", func() []byte {
 			p, pl := craftPart(append([]byte{opLit}, uv(100)...), nil, nil, 100, rng0)
-			pl = append(pl[:p.Streams[0].Len+p.Streams[1].Len], huge...)
+			var before int64
+			for _, s := range p.Streams[:streamLit] {
+				before += s.Len
+			}
+			pl = append(pl[:before], huge...)
 			p.Streams[streamLit] = Stream{Len: int64(len(huge)), Raw: 100}
 			p.PayloadSize = int64(len(pl))
 			s := sha256.Sum256(pl)
@@ -233,7 +253,7 @@ func FuzzBundleDecode(f *testing.F) {
 	})
 }
 
-// FuzzApply feeds hostile op, diff and lit streams (with consistent
+// FuzzApply feeds hostile op, difference-run and lit streams (with consistent
 // framing) to the interpreter over a small base.
 func FuzzApply(f *testing.F) {
 	old, nw := smallPair(f)
@@ -245,21 +265,21 @@ func FuzzApply(f *testing.F) {
 	// Seed with the real streams of the valid bundle.
 	dec, _ := zstd.NewReader(nil)
 	p := vb.Header.Layers[0].Parts[0]
-	var raw [3][]byte
+	var raw [numStreams][]byte
 	off := vb.payloadOff + p.PayloadOff
 	for i, s := range p.Streams {
 		z := valid[off : off+s.Len]
 		raw[i], _ = dec.DecodeAll(z, nil)
 		off += s.Len
 	}
-	f.Add(raw[0], raw[1], raw[2], p.OutSize)
-	f.Add(copyOpBytes(0, 10), []byte{}, []byte{}, int64(10))
+	f.Add(raw[streamOps], raw[streamZeros], raw[streamNonZeros], raw[streamDiff], raw[streamLit], p.OutSize)
+	f.Add(copyOpBytes(0, 10), []byte{}, []byte{}, []byte{}, []byte{}, int64(10))
 	base := baseOf(old)
-	f.Fuzz(func(t *testing.T, ops, diff, lit []byte, outSize int64) {
+	f.Fuzz(func(t *testing.T, ops, zeros, nonzeros, diff, lit []byte, outSize int64) {
 		if outSize < 0 || outSize > 1<<20 {
 			return
 		}
-		part, pl := craftPart(ops, diff, lit, outSize, p.Ranges)
+		part, pl := craftRaw([numStreams][]byte{ops, zeros, nonzeros, diff, lit}, outSize, p.Ranges)
 		h := &Header{Version: Version, Base: vb.Header.Base, Config: []byte("{}"),
 			Layers: []LayerPlan{{DiffID: vb.Header.Layers[0].DiffID, Size: outSize, Decision: Delta, Parts: []Part{part}}}}
 		h.Layers[0].Parts[0].OutDigest = p.OutDigest
