@@ -210,10 +210,14 @@ func newApplier() (*applier, error) {
 	}
 	a := &applier{buf: make([]byte, 64<<10), old: make([]byte, 64<<10)}
 	for i := range a.dec {
+		window := uint64(MaxSmallWindow)
+		if i == streamDiff || i == streamLit {
+			window = MaxWindow
+		}
 		d, err := zstd.NewReader(nil,
 			zstd.WithDecoderConcurrency(1),
 			zstd.WithDecoderLowmem(true),
-			zstd.WithDecoderMaxWindow(MaxWindow),
+			zstd.WithDecoderMaxWindow(window),
 			zstd.WithDecoderMaxMemory(maxDecoderMem))
 		if err != nil {
 			a.free()

@@ -28,7 +28,8 @@ const (
 	MaxStreamRaw   = 1 << 30        // decompressed bytes of one stream
 	MaxConfigSize  = 8 << 20        // the target image config
 	MaxPathLen     = 4096           // a path naming a base range
-	MaxWindow      = 8 << 20        // zstd window of every stream
+	MaxWindow      = 8 << 20        // zstd window of the diff and lit streams
+	MaxSmallWindow = 1 << 20        // zstd window of the ops and run streams
 	maxDecoderMem  = 2 * MaxWindow  // zstd decoder memory bound
 	maxLayerSize   = int64(1) << 46 // 64 TiB: larger is certainly hostile
 	maxPayloadSize = int64(1) << 46
@@ -38,7 +39,7 @@ const (
 // the windows of the zstd stream decoders (8 MiB each for diff and lit; the
 // ops and run streams are written with 1 MiB), their block buffers, and the
 // fixed copy buffers. Measured by TestApplyMemoryBound.
-const ApplyMemoryBound = 40 << 20
+const ApplyMemoryBound = 32 << 20
 
 // Decisions for a target layer.
 const (

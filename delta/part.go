@@ -138,7 +138,7 @@ func getEncoders() (encoders, error) {
 
 func newEncoders() (encoders, error) {
 	encOps, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
-		zstd.WithWindowSize(1<<20), zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
+		zstd.WithWindowSize(MaxSmallWindow), zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
 	if err != nil {
 		return encoders{}, err
 	}
