@@ -327,3 +327,76 @@ func TestImageRoundTrip(t *testing.T) {
 		rc.Close()
 	}
 }
+
+// TestApplyImageBaseMismatch flips one byte of a referenced file in the
+// vehicle's copy of a base layer: the layer that needs it is reported with
+// the part and file, the other layers are still rebuilt, and no image is
+// committed.
+func TestApplyImageBaseMismatch(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	a, c := binaryLike(rng, 64<<10), binaryLike(rng, 64<<10)
+	dir := t.TempDir()
+	lay := filepath.Join(dir, "img")
+	old := []ocitest.Layer{
+		{Entries: []ocitest.Entry{{Name: "usr/bin/a", Data: a}}, Compression: oci.Uncompressed},
+		{Entries: []ocitest.Entry{{Name: "usr/bin/c", Data: c}}, Compression: oci.Uncompressed},
+	}
+	nw := []ocitest.Layer{
+		{Entries: []ocitest.Entry{{Name: "usr/bin/a", Data: shift(a)}}, Compression: oci.Gzip},
+		{Entries: []ocitest.Entry{{Name: "usr/bin/c", Data: shift(c)}}, Compression: oci.Zstd},
+	}
+	oldIm := ocitest.Build(t, lay, "old", old)
+	ocitest.Build(t, lay, "new", nw)
+	from, err := oci.Open(oci.Ref{Layout: lay, Tag: "old"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, err := oci.Open(oci.Ref{Layout: lay, Tag: "new"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(dir, "bundle")
+	if _, err := ComputeFile(context.Background(), from, to, bundle, Options{TempDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	// Damage the vehicle's copy of base layer 0 (stored uncompressed, so
+	// its blob is the tar): one byte inside usr/bin/a.
+	p, err := oci.BlobPath(lay, oldIm.DiffIDs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob[bytes.Index(blob, a[1000:1100])] ^= 0x40
+	if err := os.WriteFile(p, blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	res, err := ApplyImage(context.Background(), bundle, from, out, "new", ApplyOptions{TempDir: dir})
+	if err == nil || !errors.Is(err, ErrBaseMismatch) {
+		t.Fatalf("apply on a damaged base: %v", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"layer 0", "part 0", "file usr/bin/a", "want sha256:", "have sha256:", "1 of 2 layers"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not mention %q", msg, want)
+		}
+	}
+	if got := res.FailedLayers(); len(got) != 1 || got[0] != 0 {
+		t.Errorf("failed layers %v, want [0]", got)
+	}
+	if res.Layers[1].Err != nil {
+		t.Errorf("layer 1 should still apply: %v", res.Layers[1].Err)
+	}
+	// Layer 1 was written (verified by the blob writer); no image was
+	// committed.
+	if _, err := os.Stat(filepath.Join(out, "blobs", "sha256", to.DiffIDs()[1].Encoded())); err != nil {
+		t.Errorf("layer 1 blob not written: %v", err)
+	}
+	if _, err := oci.Open(oci.Ref{Layout: out, Tag: "new"}); err == nil {
+		t.Errorf("an image was committed although a layer failed")
+	}
+	t.Logf("error: %v", err)
+}

@@ -28,8 +28,9 @@ func (h *heapProbe) Write(p []byte) (int, error) {
 }
 
 // bigPair makes an old layer of about size bytes of binary-like files and a
-// new one with a tenth of the files rebuilt (shifted), some new files and
-// the rest unchanged.
+// new one with a tenth of the files rebuilt (shifted), new files (a fifth of
+// the layer, so that the literal stream is larger than its window) and the
+// rest unchanged.
 func bigPair(t testing.TB, size int) (old, nw [][]byte) {
 	rng := rand.New(rand.NewPCG(3, 3))
 	var oe, ne []ocitest.Entry
@@ -40,8 +41,9 @@ func bigPair(t testing.TB, size int) (old, nw [][]byte) {
 		switch {
 		case i%10 == 0:
 			ne = append(ne, ocitest.Entry{Name: name, Data: shift(data), Mode: 0o755})
-		case i%40 == 1:
-			ne = append(ne, ocitest.Entry{Name: name + ".new", Data: binaryLike(rng, 64<<10), Mode: 0o755})
+		case i%5 == 1:
+			// New files: enough literal data to fill the lit stream's window.
+			ne = append(ne, ocitest.Entry{Name: name + ".new", Data: binaryLike(rng, 256<<10), Mode: 0o755})
 			ne = append(ne, ocitest.Entry{Name: name, Data: data, Mode: 0o755})
 		default:
 			ne = append(ne, ocitest.Entry{Name: name, Data: data, Mode: 0o755})
