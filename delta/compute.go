@@ -190,6 +190,18 @@ type index struct {
 	bySum   map[[32]byte]ref
 	byFuzzy map[string]ref
 	byBase  map[string]ref
+	// The suffix array of the old file last coded against: several new
+	// files often find the same old one (by basename, say).
+	lastRef ref
+	lastIdx *bsdiff.Index
+}
+
+// diffIndex returns the alignment index of old file r.
+func (x *index) diffIndex(r ref, old []byte) *bsdiff.Index {
+	if x.lastIdx == nil || x.lastRef != r {
+		x.lastRef, x.lastIdx = r, bsdiff.NewIndex(old)
+	}
+	return x.lastIdx
 }
 
 func newIndex(old []*spooled) *index {
@@ -433,7 +445,10 @@ func encodeContent(x *index, nl *spooled, e *entry, pe *partEncoder, ls *LayerSt
 	if err != nil {
 		return err
 	}
-	return encodeAgainst(pe, r.layer, oe.DataOff, old, nw)
+	if len(old) == len(nw) && mostlyEqual(old, nw) {
+		return pe.emit(opAdd, r.layer, oe.DataOff, nw, old)
+	}
+	return encodeAligned(pe, x.diffIndex(r, old), r.layer, oe.DataOff, old, nw)
 }
 
 // encodeAgainst codes nw as an edit of old, which lies at (layer, off).
@@ -441,21 +456,29 @@ func encodeAgainst(pe *partEncoder, layer int, off int64, old, nw []byte) error 
 	if len(old) == 0 {
 		return pe.emit(opLit, 0, 0, nw, nil)
 	}
-	if len(old) == len(nw) {
-		// Same length (most headers, some rebuilt files): a byte-wise
-		// difference, if the bytes mostly agree.
-		diff := 0
-		for i := range nw {
-			if nw[i] != old[i] {
-				diff++
-			}
-		}
-		if diff*8 <= len(nw) {
-			return pe.emit(opAdd, layer, off, nw, old)
+	if len(old) == len(nw) && mostlyEqual(old, nw) {
+		return pe.emit(opAdd, layer, off, nw, old)
+	}
+	return encodeAligned(pe, bsdiff.NewIndex(old), layer, off, old, nw)
+}
+
+// mostlyEqual reports whether equal-length a and b agree in all but an
+// eighth of their bytes (most headers, some rebuilt files), when a plain
+// byte-wise difference is as good as an alignment.
+func mostlyEqual(a, b []byte) bool {
+	diff := 0
+	for i := range a {
+		if a[i] != b[i] {
+			diff++
 		}
 	}
+	return diff*8 <= len(a)
+}
+
+// encodeAligned codes nw by its bsdiff alignment against old.
+func encodeAligned(pe *partEncoder, idx *bsdiff.Index, layer int, off int64, old, nw []byte) error {
 	var err error
-	bsdiff.NewIndex(old).Diff(nw, func(c bsdiff.Control) {
+	idx.Diff(nw, func(c bsdiff.Control) {
 		if err != nil {
 			return
 		}
