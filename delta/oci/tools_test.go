@@ -109,6 +109,16 @@ func TestReadUmociAndSkopeoLayouts(t *testing.T) {
 		t.Fatalf("umoci image files: %v", files)
 	}
 
+	// umoci unpack + change + repack adds a layer with the difference.
+	bundle := filepath.Join(d, "bundle")
+	run(t, "umoci", "unpack", "--rootless", "--image", L+":t", bundle)
+	os.WriteFile(filepath.Join(bundle, "rootfs", "opt", "bin", "hello"), []byte("hello again\n"), 0o755)
+	run(t, "umoci", "repack", "--image", L+":t2", bundle)
+	rim, rfiles := imageFiles(t, oci.Ref{Layout: L, Tag: "t2"})
+	if len(rim.Layers()) != 3 || rfiles["opt/bin/hello"] != "hello again\n" {
+		t.Fatalf("umoci repack: %d layers, files %v", len(rim.Layers()), rfiles)
+	}
+
 	Z := filepath.Join(d, "zstd")
 	run(t, "skopeo", "copy", "--quiet", "oci:"+L+":t", "oci:"+Z+":t", "--dest-compress-format", "zstd")
 	zim, zfiles := imageFiles(t, oci.Ref{Layout: Z, Tag: "t"})
