@@ -2,7 +2,6 @@ package oci
 
 import (
 	"bufio"
-	"compress/gzip"
 	_ "crypto/sha256" // digest algorithms go-digest looks up
 	_ "crypto/sha512"
 	"encoding/json"
@@ -16,6 +15,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 )
@@ -579,6 +579,10 @@ func (im *Image) OpenLayer(i int) (io.ReadCloser, error) {
 		}
 		lr.closeDec = func() error { zd.Close(); return nil }
 		plain = zd
+	}
+	if ly.Compression == Uncompressed && ly.DiffID == ly.Digest {
+		lr.plain = blob // the same bytes with the same digest: hash once
+		return lr, nil
 	}
 	lr.plain, err = newVerifyReader(plain, ly.DiffID, -1, what+" uncompressed")
 	if err != nil {
