@@ -27,6 +27,10 @@ type Options struct {
 	Tag string
 	// Log receives progress (nil: silent).
 	Log *slog.Logger
+
+	// fastZstd selects a fast zstd level: fuzz tests run thousands of
+	// tiny bundles, for which the best level's table setup dominates.
+	fastZstd bool
 }
 
 // DefaultPartSize is the default output size of a part.
@@ -283,11 +287,11 @@ func ComputeLayers(ctx context.Context, base []LayerSource, target Target, w io.
 		payload.Close()
 		os.Remove(payload.Name())
 	}()
-	enc, err := getEncoders()
+	enc, err := getEncoders(opts.fastZstd)
 	if err != nil {
 		return Stats{}, err
 	}
-	defer encoderPool.Put(enc)
+	defer putEncoders(enc)
 	var st Stats
 	var poff int64
 	for li, src := range target.Layers {

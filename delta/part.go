@@ -124,30 +124,45 @@ type partEncoder struct {
 }
 
 // encoders are the zstd encoders for part streams; building one allocates
-// its match tables, so they are made once per bundle.
-type encoders struct{ ops, data *zstd.Encoder }
-
-var encoderPool sync.Pool
-
-func getEncoders() (encoders, error) {
-	if e, ok := encoderPool.Get().(encoders); ok {
-		return e, nil
-	}
-	return newEncoders()
+// its match tables, so they are pooled.
+type encoders struct {
+	ops, data *zstd.Encoder
+	fast      bool
 }
 
-func newEncoders() (encoders, error) {
-	encOps, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
+var encoderPools [2]sync.Pool // best, fast
+
+func getEncoders(fast bool) (encoders, error) {
+	i := 0
+	if fast {
+		i = 1
+	}
+	if e, ok := encoderPools[i].Get().(encoders); ok {
+		return e, nil
+	}
+	level := zstd.SpeedBestCompression
+	if fast {
+		level = zstd.SpeedFastest
+	}
+	encOps, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level),
 		zstd.WithWindowSize(MaxSmallWindow), zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
 	if err != nil {
 		return encoders{}, err
 	}
-	encData, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
+	encData, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level),
 		zstd.WithWindowSize(MaxWindow), zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
 	if err != nil {
 		return encoders{}, err
 	}
-	return encoders{encOps, encData}, nil
+	return encoders{encOps, encData, fast}, nil
+}
+
+func putEncoders(e encoders) {
+	i := 0
+	if e.fast {
+		i = 1
+	}
+	encoderPools[i].Put(e)
 }
 
 func newPartEncoder(base []baseFile, partSize int64, payload io.Writer, poff int64, enc encoders) *partEncoder {

@@ -106,3 +106,62 @@ func TestDiffFindsShiftedCode(t *testing.T) {
 		t.Fatalf("add %d extra %d nonzero diffs %d", add, extra, nonzero)
 	}
 }
+
+// TestRepetitiveInputIsLinear guards against bsdiff's quadratic case: long
+// zero runs match almost everywhere. The number of suffix array searches
+// must stay proportional to the input divided by the skip length, not to
+// the input.
+func TestRepetitiveInputIsLinear(t *testing.T) {
+	old := make([]byte, 1<<20)
+	nw := make([]byte, 1<<20)
+	for i := 0; i < len(nw); i += 4096 {
+		nw[i] = 1 // sparse edits keep the alignment from being perfect
+		old[i+7] = 2
+	}
+	x := NewIndex(old)
+	var cs []Control
+	x.Diff(nw, func(c Control) { cs = append(cs, c) })
+	patch(t, old, nw, cs)
+	t.Logf("%d searches for %d bytes, %d controls", x.searches, len(nw), len(cs))
+	if x.searches > len(nw)/8 {
+		t.Fatalf("%d suffix array searches for %d bytes: quadratic scan", x.searches, len(nw))
+	}
+}
+
+// TestWorkIsBounded feeds inputs on which suffix-array alignment is
+// quadratic (long runs that match almost everywhere but not quite) and
+// checks that the comparisons stay within the budget and the controls
+// still rebuild new.
+func TestWorkIsBounded(t *testing.T) {
+	n := 1 << 18
+	cases := map[string]func() ([]byte, []byte){
+		"zero runs with sparse marks": func() ([]byte, []byte) {
+			o, w := make([]byte, n), make([]byte, n)
+			for i := 0; i < n; i += 300 {
+				w[i] = 1
+			}
+			for i := 150; i < n; i += 1000 {
+				o[i] = 1
+			}
+			return o, w
+		},
+		"period shifted": func() ([]byte, []byte) {
+			o, w := make([]byte, n), make([]byte, n)
+			for i := range o {
+				o[i], w[i] = byte(i%2), byte((i/2)%2)
+			}
+			return o, w
+		},
+	}
+	for name, mk := range cases {
+		o, w := mk()
+		x := NewIndex(o)
+		var cs []Control
+		x.Diff(w, func(c Control) { cs = append(cs, c) })
+		patch(t, o, w, cs)
+		t.Logf("%s: %s", name, x.Stats())
+		if limit := int64(workPerByte)*int64(len(o)+len(w)) + 1<<20 + maxCompare*64; x.work > limit {
+			t.Errorf("%s: %d bytes compared, budget %d", name, x.work, limit)
+		}
+	}
+}
