@@ -284,7 +284,7 @@ func (l *LayerPlan) validate(h *Header) error {
 }
 
 func (p *Part) validate(h *Header) error {
-	if p.OutSize < 0 || p.OutSize > MaxPartOut {
+	if p.OutSize <= 0 || p.OutSize > MaxPartOut {
 		return fmt.Errorf("%w: part output of %d bytes", ErrLimit, p.OutSize)
 	}
 	if len(p.OutDigest) != 32 || len(p.PayloadDigest) != 32 {
@@ -307,6 +307,14 @@ func (p *Part) validate(h *Header) error {
 		return fmt.Errorf("%w: %d base ranges", ErrLimit, len(p.Ranges))
 	}
 	for i, r := range p.Ranges {
+		// Ranges are sorted and disjoint, so that a part never makes the
+		// vehicle read (and hash) more than the base holds.
+		if i > 0 {
+			q := p.Ranges[i-1]
+			if r.Layer < q.Layer || (r.Layer == q.Layer && r.Off < q.Off+q.Len) {
+				return formatf("range %d overlaps or precedes range %d", i, i-1)
+			}
+		}
 		if r.Layer < 0 || r.Layer >= len(h.Base) {
 			return formatf("range %d: base layer %d of %d", i, r.Layer, len(h.Base))
 		}

@@ -134,6 +134,14 @@ func TestHostileBundles(t *testing.T) {
 			p, pl := craftPart(nil, nil, nil, 1, []Range{{Layer: 3, Len: 1, Digest: make([]byte, 32)}})
 			return assemble(t, layer(p), pl)
 		}, ErrFormat, "base layer 3"},
+		{"overlapping ranges", func() []byte {
+			p, pl := craftPart(nil, nil, nil, 1, []Range{{Layer: 0, Off: 0, Len: 100, Digest: make([]byte, 32)}, {Layer: 0, Off: 50, Len: 100, Digest: make([]byte, 32)}})
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "overlaps"},
+		{"empty part", func() []byte {
+			p, pl := craftPart(nil, nil, nil, 0, nil)
+			return assemble(t, layer(p), pl)
+		}, ErrLimit, "part output of 0"},
 		{"payload beyond file", func() []byte {
 			p, pl := craftPart(nil, nil, nil, 1, nil)
 			p.PayloadOff = 1 << 40
