@@ -83,36 +83,42 @@ func (e *MismatchError) Unwrap() error {
 // returns one error per range that does not match (nil when all do).
 func (b *Bundle) VerifyBase(ctx context.Context, li int, base Base) []error {
 	var errs []error
-	lp := &b.Header.Layers[li]
 	buf := make([]byte, 256<<10)
-	for pi := range lp.Parts {
-		for _, r := range lp.Parts[pi].Ranges {
-			if ctx.Err() != nil {
-				return append(errs, ctx.Err())
-			}
-			bd := b.Header.Base[r.Layer]
-			me := &MismatchError{Layer: li, Part: pi, Path: r.Path, Files: r.Files, Base: bd, Off: r.Off, Len: r.Len,
-				Want: "sha256:" + hex.EncodeToString(r.Digest)}
-			ra := base.Layer(bd)
-			if ra == nil {
-				me.Err = ErrBaseMissing
-				errs = append(errs, me)
-				continue
-			}
-			h := sha256.New()
-			n, err := io.CopyBuffer(h, io.NewSectionReader(ra, r.Off, r.Len), buf)
-			if err == nil && n != r.Len {
-				err = fmt.Errorf("base layer has only %d of the bytes", n)
-			}
-			if err != nil {
-				me.Err = fmt.Errorf("%w: %v", ErrBaseMismatch, err)
-				errs = append(errs, me)
-				continue
-			}
-			if have := h.Sum(nil); !bytes.Equal(have, r.Digest) {
-				me.Have = "sha256:" + hex.EncodeToString(have)
-				errs = append(errs, me)
-			}
+	for pi := range b.Header.Layers[li].Parts {
+		errs = append(errs, b.verifyPart(ctx, li, pi, base, buf)...)
+	}
+	return errs
+}
+
+// verifyPart checks the base ranges of one part.
+func (b *Bundle) verifyPart(ctx context.Context, li, pi int, base Base, buf []byte) []error {
+	var errs []error
+	for _, r := range b.Header.Layers[li].Parts[pi].Ranges {
+		if ctx.Err() != nil {
+			return append(errs, ctx.Err())
+		}
+		bd := b.Header.Base[r.Layer]
+		me := &MismatchError{Layer: li, Part: pi, Path: r.Path, Files: r.Files, Base: bd, Off: r.Off, Len: r.Len,
+			Want: "sha256:" + hex.EncodeToString(r.Digest)}
+		ra := base.Layer(bd)
+		if ra == nil {
+			me.Err = ErrBaseMissing
+			errs = append(errs, me)
+			continue
+		}
+		h := sha256.New()
+		n, err := io.CopyBuffer(h, io.NewSectionReader(ra, r.Off, r.Len), buf)
+		if err == nil && n != r.Len {
+			err = fmt.Errorf("base layer has only %d of the bytes", n)
+		}
+		if err != nil {
+			me.Err = fmt.Errorf("%w: %v", ErrBaseMismatch, err)
+			errs = append(errs, me)
+			continue
+		}
+		if have := h.Sum(nil); !bytes.Equal(have, r.Digest) {
+			me.Have = "sha256:" + hex.EncodeToString(have)
+			errs = append(errs, me)
 		}
 	}
 	return errs
@@ -168,14 +174,7 @@ func (b *Bundle) ApplyPart(ctx context.Context, li, pi int, base Base, w io.Writ
 		return fmt.Errorf("delta: part %d of layer %d out of range", pi, li)
 	}
 	p := &b.Header.Layers[li].Parts[pi]
-	var errs []error
-	for _, e := range b.VerifyBase(ctx, li, base) {
-		var me *MismatchError
-		if !errors.As(e, &me) || me.Part == pi {
-			errs = append(errs, e)
-		}
-	}
-	if len(errs) > 0 {
+	if errs := b.verifyPart(ctx, li, pi, base, make([]byte, 256<<10)); len(errs) > 0 {
 		return errors.Join(errs...)
 	}
 	bases := make([]io.ReaderAt, len(b.Header.Base))

@@ -400,3 +400,64 @@ func TestApplyImageBaseMismatch(t *testing.T) {
 	}
 	t.Logf("error: %v", err)
 }
+
+// TestPartsApplyIndependently applies every part of a multi-part layer on
+// its own; with one referenced byte of the base damaged, exactly the parts
+// that read it fail, with a per-part error, and the others still apply.
+func TestPartsApplyIndependently(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 21))
+	var oe, ne []ocitest.Entry
+	for i := 0; i < 12; i++ {
+		d := binaryLike(rng, 20<<10)
+		name := fmt.Sprintf("usr/lib/f%02d", i)
+		oe = append(oe, ocitest.Entry{Name: name, Data: d})
+		ne = append(ne, ocitest.Entry{Name: name, Data: shift(d)})
+	}
+	old := tarsOf(t, []ocitest.Layer{{Entries: oe}})
+	nw := tarsOf(t, []ocitest.Layer{{Entries: ne}})
+	b, _ := roundTrip(t, old, nw, Options{PartSize: 32 << 10})
+	parts := b.Header.Layers[0].Parts
+	if len(parts) < 5 {
+		t.Fatalf("%d parts, want several", len(parts))
+	}
+	var all bytes.Buffer
+	for pi := range parts {
+		if err := b.ApplyPart(context.Background(), 0, pi, baseOf(old), &all); err != nil {
+			t.Fatalf("part %d: %v", pi, err)
+		}
+	}
+	if !bytes.Equal(all.Bytes(), nw[0]) {
+		t.Fatal("parts applied one by one do not give the layer")
+	}
+
+	bad := append([]byte(nil), old[0]...)
+	bad[bytes.Index(bad, oe[6].Data[:64])+100] ^= 1
+	base := MapBase{digest.FromBytes(old[0]): bytes.NewReader(bad)}
+	failed := 0
+	for pi, p := range parts {
+		var out bytes.Buffer
+		err := b.ApplyPart(context.Background(), 0, pi, base, &out)
+		reads := false
+		for _, r := range p.Ranges {
+			off := int64(bytes.Index(old[0], oe[6].Data[:64]) + 100)
+			reads = reads || (r.Off <= off && off < r.Off+r.Len)
+		}
+		switch {
+		case reads && !errors.Is(err, ErrBaseMismatch):
+			t.Errorf("part %d reads the damaged byte but applied: %v", pi, err)
+		case !reads && err != nil:
+			t.Errorf("part %d does not read the damaged byte but failed: %v", pi, err)
+		case reads:
+			failed++
+			if !strings.Contains(err.Error(), fmt.Sprintf("part %d:", pi)) {
+				t.Errorf("error does not name part %d: %v", pi, err)
+			}
+			if out.Len() != 0 {
+				t.Errorf("part %d wrote %d bytes before reporting the mismatch", pi, out.Len())
+			}
+		}
+	}
+	if failed == 0 || failed == len(parts) {
+		t.Errorf("%d of %d parts failed; want some, not all", failed, len(parts))
+	}
+}

@@ -144,12 +144,13 @@ func getEncoders(fast bool) (encoders, error) {
 	if fast {
 		level = zstd.SpeedFastest
 	}
-	encOps, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level),
+	// No frame checksums: every part's payload and output carry a sha256.
+	encOps, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
 		zstd.WithWindowSize(MaxSmallWindow), zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
 	if err != nil {
 		return encoders{}, err
 	}
-	encData, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level),
+	encData, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
 		zstd.WithWindowSize(MaxWindow), zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
 	if err != nil {
 		return encoders{}, err
