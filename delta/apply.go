@@ -481,3 +481,15 @@ func (r *runReader) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// HeaderSize is the bytes before the payload: magic, length and header. A
+// transfer carries these first (they describe everything else), then the
+// parts, each at PartBytes.
+func (b *Bundle) HeaderSize() int64 { return b.payloadOff }
+
+// PartBytes returns where part pi of target layer li lies in the bundle
+// file: the unit a transfer carries and a vehicle can apply on its own.
+func (b *Bundle) PartBytes(li, pi int) (off, n int64) {
+	p := &b.Header.Layers[li].Parts[pi]
+	return b.payloadOff + p.PayloadOff, p.PayloadSize
+}

@@ -420,6 +420,18 @@ func TestPartsApplyIndependently(t *testing.T) {
 	if len(parts) < 5 {
 		t.Fatalf("%d parts, want several", len(parts))
 	}
+	// The parts and the header tile the bundle file.
+	end := b.HeaderSize()
+	for pi := range parts {
+		off, n := b.PartBytes(0, pi)
+		if off != end {
+			t.Fatalf("part %d at %d, previous part ended at %d", pi, off, end)
+		}
+		end = off + n
+	}
+	if end != b.HeaderSize()+b.Header.PayloadSize {
+		t.Fatalf("parts end at %d of %d", end, b.HeaderSize()+b.Header.PayloadSize)
+	}
 	var all bytes.Buffer
 	for pi := range parts {
 		if err := b.ApplyPart(context.Background(), 0, pi, baseOf(old), &all); err != nil {
