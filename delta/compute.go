@@ -37,7 +37,8 @@ type Options struct {
 const DefaultPartSize = 32 << 20
 
 // maxDiffOld caps the old file a suffix array is built over (the array
-// takes four bytes per byte); larger changed files are coded literally.
+// takes four bytes per byte) and the new file aligned to it (held in
+// memory); larger changed files are coded literally, streaming.
 const maxDiffOld = 512 << 20
 
 // Stats describe a computed bundle.
@@ -435,7 +436,7 @@ func encodeContent(x *index, nl *spooled, e *entry, pe *partEncoder, ls *LayerSt
 		return copyRange(pe, nl, e.DataOff, e.DataLen, r.layer, x.entry(r).DataOff)
 	}
 	r, ok := x.similar(e)
-	if !ok || x.entry(r).DataLen > maxDiffOld {
+	if !ok || x.entry(r).DataLen > maxDiffOld || e.DataLen > maxDiffOld {
 		ls.Literal++
 		return literal(pe, nl, e.DataOff, e.DataLen)
 	}
