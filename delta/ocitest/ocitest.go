@@ -166,9 +166,10 @@ func MediaType(c oci.Compression) string {
 }
 
 // Write builds an image of layers into the layout at dir (created if
-// needed; other tags in it are kept) under tag.
+// needed; other tags in it are kept) under tag. It does not fsync (see
+// oci.CreateScratch): test layouts need speed, not durability.
 func Write(dir, tag string, layers []Layer) (Image, error) {
-	w, err := oci.Create(dir)
+	w, err := oci.CreateScratch(dir) // test data: no fsync, for speed
 	if err != nil {
 		return Image{}, err
 	}
