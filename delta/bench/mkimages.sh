@@ -34,6 +34,10 @@ done
 
 mkdir -p "$OUT/work"
 OUT=$(cd "$OUT" && pwd)
+# The root trees hold Go sources (git's contrib, for one); a go.mod here makes
+# OUTDIR a module of its own, so the repository's `go test ./...` and
+# `go vet ./...` do not walk into it.
+[ -e "$OUT/go.mod" ] || printf 'module bootorbit.invalid/testdata-gen\n' >"$OUT/go.mod"
 W=$OUT/work
 L=$OUT/oci
 log() { printf '== %s: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
