@@ -295,8 +295,10 @@ func (p *Part) validate(h *Header) error {
 	}
 	var sum int64
 	for i, s := range p.Streams {
-		if s.Len < 0 || s.Raw < 0 || s.Raw > MaxStreamRaw {
-			return formatf("stream %d lengths %d/%d", i, s.Len, s.Raw)
+		// Each stream must fit in what the payload has left, so that the
+		// sum cannot wrap around and a stream never reaches past its part.
+		if s.Len < 0 || s.Len > p.PayloadSize-sum || s.Raw < 0 || s.Raw > MaxStreamRaw {
+			return formatf("stream %d lengths %d/%d in a payload of %d", i, s.Len, s.Raw, p.PayloadSize)
 		}
 		sum += s.Len
 	}

@@ -147,6 +147,16 @@ func TestHostileBundles(t *testing.T) {
 			p.PayloadOff = 1 << 40
 			return assemble(t, layer(p), pl)
 		}, ErrFormat, "payload"},
+		{"stream lengths wrap around", func() []byte {
+			// 4 * 2^62 wraps to 0, so the sum alone would match the payload
+			// while the streams reach far past it.
+			p, pl := craftPart(copyOp(0, 5), nil, nil, 5, rng0)
+			for i := range p.Streams[:streamLit] {
+				p.Streams[i].Len = 1 << 62
+			}
+			p.Streams[streamLit].Len = p.PayloadSize
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "stream 0 lengths"},
 		{"parts do not cover layer", func() []byte {
 			p, pl := craftPart(nil, nil, nil, 1, nil)
 			h := layer(p)
