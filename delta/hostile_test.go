@@ -212,6 +212,14 @@ func TestHostileBundles(t *testing.T) {
 			return assemble(t, layer(p), pl)
 		}, ErrFormat, "sha256"},
 		{"wrong output", func() []byte { return withOps(copyOp(0, 5), 5) }, ErrOutput, "part output"},
+		{"parts right, layer wrong", func() []byte {
+			// Every part matches its own digest, but together they are
+			// not the layer the header names: only the diff_id check sees it.
+			p, pl := craftPart(copyOp(0, 5), nil, nil, 5, rng0)
+			s := sha256.Sum256(baseTar[:5])
+			p.OutDigest = s[:]
+			return assemble(t, layer(p), pl)
+		}, ErrOutput, "rebuilt as"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
