@@ -326,6 +326,35 @@ func TestImageRoundTrip(t *testing.T) {
 		}
 		rc.Close()
 	}
+
+	// A header whose config names another layer than the bundle rebuilds
+	// is refused before anything is written.
+	raw, err := os.ReadFile(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenBundle(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := *b.Header
+	d0 := h.Layers[0].DiffID.Encoded()
+	h.Config = bytes.Replace(h.Config, []byte(d0), []byte(digest.FromString("other").Encoded()), 1)
+	var tampered bytes.Buffer
+	if _, err := writeHeader(&tampered, &h); err != nil {
+		t.Fatal(err)
+	}
+	tampered.Write(raw[b.HeaderSize():])
+	if err := os.WriteFile(bundle, tampered.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out2 := filepath.Join(dir, "out2")
+	if _, err := ApplyImage(context.Background(), bundle, from, out2, "new", ApplyOptions{TempDir: dir}); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "config says") {
+		t.Fatalf("apply with a config naming other layers: %v", err)
+	}
+	if _, err := os.Stat(out2); !os.IsNotExist(err) {
+		t.Errorf("output directory created for a refused bundle: %v", err)
+	}
 }
 
 // TestApplyImageBaseMismatch flips one byte of a referenced file in the
