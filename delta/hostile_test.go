@@ -8,9 +8,12 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/delta/ocitest"
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
@@ -366,4 +369,29 @@ func FuzzRoundTrip(f *testing.F) {
 			t.Fatal("rebuilt layer differs")
 		}
 	})
+}
+
+// TestWriteLayerReportsWriterError: when the blob writer fails first, its
+// error is the one reported, not the applier's closed pipe.
+func TestWriteLayerReportsWriterError(t *testing.T) {
+	old, nw := smallPair(t)
+	raw := computeBytes(t, old, nw, Options{})
+	b, err := OpenBundle(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	w, err := oci.Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without its blobs directory the writer cannot start a blob.
+	if err := os.RemoveAll(filepath.Join(dir, "blobs")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = writeLayer(context.Background(), b, 0, baseOf(old), w)
+	if err == nil || !strings.Contains(err.Error(), "oci: write blob") || errors.Is(err, errWriterStopped) {
+		t.Fatalf("got %v, want the blob writer's error", err)
+	}
+	t.Logf("%v", err)
 }

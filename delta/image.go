@@ -280,9 +280,17 @@ func writeLayer(ctx context.Context, b *Bundle, li int, base Base, w *oci.Writer
 		done <- err
 	}()
 	desc, werr := w.WriteBlob(oci.MediaTypeOCILayer, pr, b.Header.Layers[li].DiffID)
-	pr.CloseWithError(errors.New("delta: blob writer stopped"))
-	if aerr := <-done; aerr != nil {
+	pr.CloseWithError(errWriterStopped)
+	aerr := <-done
+	if werr != nil && (aerr == nil || errors.Is(aerr, errWriterStopped)) {
+		// The blob writer failed first (a full disk, say): its error is
+		// the cause, the applier's is only the closed pipe.
+		return oci.Descriptor{}, werr
+	}
+	if aerr != nil {
 		return oci.Descriptor{}, aerr
 	}
-	return desc, werr
+	return desc, nil
 }
+
+var errWriterStopped = errors.New("delta: blob writer stopped")
