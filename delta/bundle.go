@@ -202,6 +202,9 @@ func DecodeHeader(b []byte) (*Header, error) {
 	if err := decMode.Wellformed(b); err != nil {
 		return nil, fmt.Errorf("%w: header: %v", ErrFormat, err)
 	}
+	if err := checkElementSizes(b); err != nil {
+		return nil, err
+	}
 	var h Header
 	if err := decMode.Unmarshal(b, &h); err != nil {
 		return nil, fmt.Errorf("%w: header: %v", ErrFormat, err)
@@ -210,6 +213,81 @@ func DecodeHeader(b []byte) (*Header, error) {
 		return nil, err
 	}
 	return &h, nil
+}
+
+// minElement is, for the arrays under these header keys, fewer bytes than
+// the smallest valid element encodes in (a part carries two 32-byte
+// digests and five streams, a range a 32-byte digest, a layer its diff_id).
+// Checked before decoding, it keeps the decoded header within a small
+// multiple of its encoded size: without it, a one-byte empty map per
+// element would decode to a part of some 180 bytes.
+var minElement = map[string]int{"layers": 64, "parts": 100, "ranges": 40}
+
+// checkElementSizes walks the well-formed CBOR b and rejects an array
+// under a key of minElement with an element shorter than its minimum.
+func checkElementSizes(b []byte) error {
+	var walk func(i int, key string) (int, error)
+	walk = func(i int, key string) (int, error) {
+		if i >= len(b) {
+			return 0, formatf("header: truncated")
+		}
+		major, ai := b[i]>>5, b[i]&31
+		i++
+		var v uint64
+		switch {
+		case ai < 24:
+			v = uint64(ai)
+		case ai <= 27:
+			n := 1 << (ai - 24)
+			if len(b)-i < n {
+				return 0, formatf("header: truncated")
+			}
+			for _, c := range b[i : i+n] {
+				v = v<<8 | uint64(c)
+			}
+			i += n
+		default:
+			return 0, formatf("header: indefinite or reserved length")
+		}
+		var err error
+		switch major {
+		case 2, 3: // byte and text strings
+			if v > uint64(len(b)-i) {
+				return 0, formatf("header: truncated")
+			}
+			i += int(v)
+		case 4: // array: each element consumes at least a byte
+			for k := uint64(0); k < v; k++ {
+				start := i
+				if i, err = walk(i, ""); err != nil {
+					return 0, err
+				}
+				if m := minElement[key]; i-start < m {
+					return 0, formatf("header: %s element %d of %d bytes is too short to be valid (min %d)", key, k, i-start, m)
+				}
+			}
+		case 5: // map: text keys name the arrays they hold
+			for k := uint64(0); k < v; k++ {
+				name := ""
+				if i < len(b) && b[i]>>5 == 3 && b[i]&31 < 24 && int(b[i]&31) <= len(b)-i-1 {
+					name = string(b[i+1 : i+1+int(b[i]&31)])
+				}
+				if i, err = walk(i, ""); err != nil {
+					return 0, err
+				}
+				if i, err = walk(i, name); err != nil {
+					return 0, err
+				}
+			}
+		case 6: // tag
+			return walk(i, key)
+		}
+		return i, nil
+	}
+	// Recursion depth is bounded: decMode.Wellformed has checked the
+	// nesting against MaxNestedLevels.
+	_, err := walk(0, "")
+	return err
 }
 
 func formatf(format string, args ...any) error {

@@ -395,3 +395,26 @@ func TestWriteLayerReportsWriterError(t *testing.T) {
 	}
 	t.Logf("%v", err)
 }
+
+// TestHeaderElementsTooShort: a header whose arrays hold elements too short
+// to be valid (here 100000 one-byte parts, which would decode to some 18 MB
+// of Part structs) is refused before it is decoded.
+func TestHeaderElementsTooShort(t *testing.T) {
+	for _, key := range []string{"layers", "parts", "ranges"} {
+		var v any = make([]map[string]any, 100000)
+		switch key {
+		case "parts":
+			v = []any{map[string]any{"parts": v}}
+		case "ranges":
+			v = []any{map[string]any{"parts": []any{map[string]any{"ranges": v, "pad": strings.Repeat("x", 100)}}, "pad": strings.Repeat("x", 100)}}
+		}
+		b, err := encMode.Marshal(map[string]any{"v": Version, "layers": v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = DecodeHeader(b)
+		if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), key+" element 0 of 1 bytes is too short") {
+			t.Fatalf("%s: got %v", key, err)
+		}
+	}
+}
