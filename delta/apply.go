@@ -141,23 +141,8 @@ func (b *Bundle) ApplyLayer(ctx context.Context, li int, base Base, w io.Writer)
 	if errs := b.VerifyBase(ctx, li, base); len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	bases := make([]io.ReaderAt, len(b.Header.Base))
-	for i, d := range b.Header.Base {
-		bases[i] = base.Layer(d)
-	}
-	a, err := newApplier()
-	if err != nil {
-		return err
-	}
-	defer a.close()
 	lh := sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(w, lh), 64<<10)
-	for pi := range lp.Parts {
-		if err := a.part(ctx, b, &lp.Parts[pi], bases, bw); err != nil {
-			return fmt.Errorf("delta: layer %d part %d: %w", li, pi, err)
-		}
-	}
-	if err := bw.Flush(); err != nil {
+	if err := b.applyParts(ctx, li, 0, len(lp.Parts), base, io.MultiWriter(w, lh)); err != nil {
 		return err
 	}
 	if got := digest.NewDigestFromBytes(digest.SHA256, lh.Sum(nil)); got != lp.DiffID {
@@ -173,10 +158,15 @@ func (b *Bundle) ApplyPart(ctx context.Context, li, pi int, base Base, w io.Writ
 	if li < 0 || li >= len(b.Header.Layers) || pi < 0 || pi >= len(b.Header.Layers[li].Parts) {
 		return fmt.Errorf("delta: part %d of layer %d out of range", pi, li)
 	}
-	p := &b.Header.Layers[li].Parts[pi]
 	if errs := b.verifyPart(ctx, li, pi, base, make([]byte, 256<<10)); len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	return b.applyParts(ctx, li, pi, pi+1, base, w)
+}
+
+// applyParts writes parts [from, to) of target layer li to w; the caller
+// has verified their base ranges.
+func (b *Bundle) applyParts(ctx context.Context, li, from, to int, base Base, w io.Writer) error {
 	bases := make([]io.ReaderAt, len(b.Header.Base))
 	for i, d := range b.Header.Base {
 		bases[i] = base.Layer(d)
@@ -187,8 +177,10 @@ func (b *Bundle) ApplyPart(ctx context.Context, li, pi int, base Base, w io.Writ
 	}
 	defer a.close()
 	bw := bufio.NewWriterSize(w, 64<<10)
-	if err := a.part(ctx, b, p, bases, bw); err != nil {
-		return fmt.Errorf("delta: layer %d part %d: %w", li, pi, err)
+	for pi := from; pi < to; pi++ {
+		if err := a.part(ctx, b, &b.Header.Layers[li].Parts[pi], bases, bw); err != nil {
+			return fmt.Errorf("delta: layer %d part %d: %w", li, pi, err)
+		}
 	}
 	return bw.Flush()
 }
