@@ -160,6 +160,24 @@ func TestHostileBundles(t *testing.T) {
 			p.Streams[streamLit].Len = p.PayloadSize
 			return assemble(t, layer(p), pl)
 		}, ErrFormat, "stream 0 lengths"},
+		{"truncated payload", func() []byte {
+			b := withOps(copyOp(0, 5), 5)
+			return b[:len(b)-1]
+		}, ErrFormat, "header says"},
+		{"trailing bytes", func() []byte { return append(withOps(copyOp(0, 5), 5), 0) }, ErrFormat, "header says"},
+		{"short part digest", func() []byte {
+			p, pl := craftPart(copyOp(0, 5), nil, nil, 5, rng0)
+			p.OutDigest = p.OutDigest[:31]
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "digest length"},
+		{"short range digest", func() []byte {
+			p, pl := craftPart(copyOp(0, 5), nil, nil, 5, []Range{{Layer: 0, Off: 0, Len: 500, Digest: sum[:31], Path: "f"}})
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "range 0: digest length 31"},
+		{"lit bytes unused", func() []byte {
+			p, pl := craftPart(append([]byte{opLit}, uv(3)...), nil, []byte("abcdef"), 3, rng0)
+			return assemble(t, layer(p), pl)
+		}, ErrFormat, "lit stream: 3 bytes unused"},
 		{"parts do not cover layer", func() []byte {
 			p, pl := craftPart(nil, nil, nil, 1, nil)
 			h := layer(p)
