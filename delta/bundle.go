@@ -132,7 +132,7 @@ var encMode = func() cbor.EncMode {
 var decMode = func() cbor.DecMode {
 	m, err := cbor.DecOptions{
 		MaxNestedLevels:   8,
-		MaxArrayElements:  MaxParts * 4,
+		MaxArrayElements:  max(MaxParts, MaxRanges, MaxLayers), // the longest array a valid header holds
 		MaxMapPairs:       1024,
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 		IndefLength:       cbor.IndefLengthForbidden,
