@@ -82,3 +82,16 @@ func BenchmarkNew(b *testing.B) {
 		New(text)
 	}
 }
+
+// FuzzAgainstNaive checks New against a plain sort on arbitrary texts.
+func FuzzAgainstNaive(f *testing.F) {
+	for _, s := range []string{"", "banana", "mississippi", "abababab", "\x00\xff\x00\xff\x00"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 4096 {
+			b = b[:4096] // the naive sort is quadratic
+		}
+		check(t, b)
+	})
+}
