@@ -327,8 +327,8 @@ func TestImageRoundTrip(t *testing.T) {
 		rc.Close()
 	}
 
-	// A header whose config names another layer than the bundle rebuilds
-	// is refused before anything is written.
+	// A header whose config names another layer than the bundle rebuilds,
+	// or whose tag is not a valid tag, is refused before anything is written.
 	raw, err := os.ReadFile(bundle)
 	if err != nil {
 		t.Fatal(err)
@@ -337,23 +337,35 @@ func TestImageRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := *b.Header
-	d0 := h.Layers[0].DiffID.Encoded()
-	h.Config = bytes.Replace(h.Config, []byte(d0), []byte(digest.FromString("other").Encoded()), 1)
-	var tampered bytes.Buffer
-	if _, err := writeHeader(&tampered, &h); err != nil {
-		t.Fatal(err)
-	}
-	tampered.Write(raw[b.HeaderSize():])
-	if err := os.WriteFile(bundle, tampered.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out2 := filepath.Join(dir, "out2")
-	if _, err := ApplyImage(context.Background(), bundle, from, out2, "new", ApplyOptions{TempDir: dir}); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "config says") {
-		t.Fatalf("apply with a config naming other layers: %v", err)
-	}
-	if _, err := os.Stat(out2); !os.IsNotExist(err) {
-		t.Errorf("output directory created for a refused bundle: %v", err)
+	for _, tc := range []struct {
+		name   string
+		change func(h *Header)
+		msg    string
+	}{
+		{"config names other layers", func(h *Header) {
+			d0 := h.Layers[0].DiffID.Encoded()
+			h.Config = bytes.Replace(h.Config, []byte(d0), []byte(digest.FromString("other").Encoded()), 1)
+		}, "config says"},
+		{"bad tag", func(h *Header) { h.Tag = "../x" }, "not a valid OCI tag"},
+		{"tag with a colon", func(h *Header) { h.Tag = "a:b" }, "not a valid OCI tag"},
+	} {
+		h := *b.Header
+		tc.change(&h)
+		var tampered bytes.Buffer
+		if _, err := writeHeader(&tampered, &h); err != nil {
+			t.Fatal(err)
+		}
+		tampered.Write(raw[b.HeaderSize():])
+		if err := os.WriteFile(bundle, tampered.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out2 := filepath.Join(dir, "out2")
+		if _, err := ApplyImage(context.Background(), bundle, from, out2, "", ApplyOptions{TempDir: dir}); err == nil || !strings.Contains(err.Error(), tc.msg) {
+			t.Fatalf("%s: got %v", tc.name, err)
+		}
+		if _, err := os.Stat(out2); !os.IsNotExist(err) {
+			t.Errorf("%s: output directory created for a refused bundle: %v", tc.name, err)
+		}
 	}
 }
 

@@ -176,6 +176,11 @@ func ApplyImage(ctx context.Context, bundlePath string, base *oci.Image, outDir,
 	if tag == "" {
 		tag = "latest"
 	}
+	// The tag (perhaps the bundle's) is checked now, not when the image is
+	// committed after every layer has been rebuilt.
+	if r, err := oci.ParseRef("oci:.:" + tag); err != nil || r.Tag != tag {
+		return ApplyResult{}, fmt.Errorf("delta: tag %q is not a valid OCI tag", tag)
+	}
 	w, err := oci.Create(outDir)
 	if err != nil {
 		return ApplyResult{}, err
