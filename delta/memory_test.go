@@ -79,7 +79,7 @@ func TestApplyMemoryBound(t *testing.T) {
 	growth := int64(probe.peak) - int64(before)
 	t.Logf("applied a %d MiB layer (%d parts, bundle %d bytes): heap in use grew by at most %.1f MiB over the test's own %.1f MiB",
 		len(nw[0])>>20, len(b.Header.Layers[0].Parts), b.Header.PayloadSize, float64(growth)/(1<<20), float64(before)/(1<<20))
-	// The bound documented in docs/delta.md: three zstd windows plus
+	// The bound documented in docs/delta.md: five zstd decoders plus
 	// fixed buffers, well under this.
 	if growth > ApplyMemoryBound {
 		t.Errorf("apply heap grew by %d bytes, above the documented bound of %d", growth, ApplyMemoryBound)
