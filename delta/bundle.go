@@ -411,15 +411,6 @@ func (p *Part) validate(h *Header) error {
 	return nil
 }
 
-// baseSize is the length of the part's virtual base.
-func (p *Part) baseSize() int64 {
-	var n int64
-	for _, r := range p.Ranges {
-		n += r.Len
-	}
-	return n
-}
-
 // Encode is a convenience for tests and tools: the header as CBOR.
 func (h *Header) Encode() ([]byte, error) {
 	var buf bytes.Buffer

@@ -225,12 +225,6 @@ func (e *partEncoder) emitZero(n int64) error {
 	return nil
 }
 
-// emitCopy adds n bytes copied from a base layer; nw is those bytes (for
-// the part digest).
-func (e *partEncoder) emitCopy(layer int, off int64, nw []byte) error {
-	return e.emit(opCopy, layer, off, nw, nil)
-}
-
 // flush finishes the current part: it gathers the base ranges, digests
 // them, writes the three compressed streams to the payload and records
 // the part.
