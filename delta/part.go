@@ -226,7 +226,7 @@ func (e *partEncoder) emitZero(n int64) error {
 }
 
 // flush finishes the current part: it gathers the base ranges, digests
-// them, writes the three compressed streams to the payload and records
+// them, writes the five compressed streams to the payload and records
 // the part.
 func (e *partEncoder) flush() error {
 	b := e.cur
