@@ -410,6 +410,7 @@ func TestApplyImageBaseMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	orig := bytes.Clone(blob)
 	blob[bytes.Index(blob, a[1000:1100])] ^= 0x40
 	if err := os.WriteFile(p, blob, 0o644); err != nil {
 		t.Fatal(err)
@@ -440,6 +441,18 @@ func TestApplyImageBaseMismatch(t *testing.T) {
 		t.Errorf("an image was committed although a layer failed")
 	}
 	t.Logf("error: %v", err)
+
+	// Once the base is repaired, a retry into the same directory succeeds
+	// over what the failed apply left there.
+	if err := os.WriteFile(p, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ApplyImage(context.Background(), bundle, from, out, "new", ApplyOptions{TempDir: dir}); err != nil {
+		t.Fatalf("retry after repairing the base: %v", err)
+	}
+	if _, err := oci.Open(oci.Ref{Layout: out, Tag: "new"}); err != nil {
+		t.Errorf("retry did not commit the image: %v", err)
+	}
 }
 
 // TestPartsApplyIndependently applies every part of a multi-part layer on
