@@ -82,6 +82,9 @@ func (e *MismatchError) Unwrap() error {
 // VerifyBase checks the base ranges of every part of target layer li and
 // returns one error per range that does not match (nil when all do).
 func (b *Bundle) VerifyBase(ctx context.Context, li int, base Base) []error {
+	if li < 0 || li >= len(b.Header.Layers) {
+		return []error{fmt.Errorf("delta: layer %d out of range", li)}
+	}
 	var errs []error
 	buf := make([]byte, 256<<10)
 	for pi := range b.Header.Layers[li].Parts {

@@ -436,3 +436,28 @@ func TestHeaderElementsTooShort(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexesOutOfRange: the exported per-layer and per-part entry points
+// return errors for indexes the bundle does not have, rather than panic.
+func TestIndexesOutOfRange(t *testing.T) {
+	old, nw := smallPair(t)
+	raw := computeBytes(t, old, nw, Options{})
+	b, err := OpenBundle(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, base := context.Background(), baseOf(old)
+	for _, li := range []int{-1, len(b.Header.Layers)} {
+		if errs := b.VerifyBase(ctx, li, base); len(errs) != 1 || !strings.Contains(errs[0].Error(), "out of range") {
+			t.Errorf("VerifyBase(%d): %v", li, errs)
+		}
+		if err := b.ApplyLayer(ctx, li, base, io.Discard); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("ApplyLayer(%d): %v", li, err)
+		}
+	}
+	for _, pi := range []int{-1, len(b.Header.Layers[0].Parts)} {
+		if err := b.ApplyPart(ctx, 0, pi, base, io.Discard); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("ApplyPart(0, %d): %v", pi, err)
+		}
+	}
+}
