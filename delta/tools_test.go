@@ -9,19 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bootorbit/bootorbit/internal/testtool"
 )
 
 // needTool skips the test when name is not installed, unless
 // BOOTORBIT_REQUIRE_TOOLS=1, when it fails.
-func needTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("BOOTORBIT_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s not installed (BOOTORBIT_REQUIRE_TOOLS=1)", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-}
+func needTool(t *testing.T, name string) { testtool.Need(t, name) }
 
 // gnuTar packs dir with GNU tar in the given format and returns the bytes.
 func gnuTar(t *testing.T, dir, format string) []byte {

@@ -3,10 +3,11 @@ package protocol
 import (
 	"bytes"
 	"encoding/hex"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/bootorbit/bootorbit/internal/testtool"
 )
 
 // cbor2Script reads hex frames, one per line, and for each prints "ok" if
@@ -52,10 +53,7 @@ func python3WithCBOR2() string {
 func TestCrossCheckCBOR2(t *testing.T) {
 	py := python3WithCBOR2()
 	if py == "" {
-		if os.Getenv("BOOTORBIT_REQUIRE_TOOLS") == "1" {
-			t.Fatal("python3 with the cbor2 module (Debian package python3-cbor2) is required")
-		}
-		t.Skip("python3 with cbor2 (python3-cbor2) not found")
+		testtool.Missing(t, testtool.RequireTools, "python3 with the cbor2 module (Debian package python3-cbor2) not found")
 	}
 	c := mustCodec(t, 1024)
 	var good [][]byte

@@ -10,21 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/bootorbit/bootorbit/internal/testtool"
 )
 
 // requireTool skips when a cross-check tool is missing, unless
 // BOOTORBIT_REQUIRE_TOOLS=1, where a missing tool fails.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("BOOTORBIT_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s not found and BOOTORBIT_REQUIRE_TOOLS=1", name)
-		}
-		t.Skipf("%s not found", name)
-	}
-	return p
-}
+func requireTool(t *testing.T, name string) string { return testtool.Need(t, name) }
 
 // writeOCILayout writes an OCI image layout with the given uncompressed
 // layers, tagged "test".

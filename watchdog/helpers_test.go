@@ -9,31 +9,20 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bootorbit/bootorbit/internal/testtool"
 )
 
 // needTool returns the path of a real tool for a cross-check, skipping the
 // test when it is missing unless BOOTORBIT_REQUIRE_TOOLS=1.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("BOOTORBIT_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s not found and BOOTORBIT_REQUIRE_TOOLS=1: %v", name, err)
-		}
-		t.Skipf("%s not installed: %v", name, err)
-	}
-	return p
-}
+func needTool(t *testing.T, name string) string { return testtool.Need(t, name) }
 
 // missingBootloader skips a test that needs a real bootloader (QEMU with
 // U-Boot, grub-emu) it cannot find, or fails it when
 // BOOTORBIT_REQUIRE_BOOTLOADERS=1.
 func missingBootloader(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("BOOTORBIT_REQUIRE_BOOTLOADERS") == "1" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
+	testtool.Missing(t, testtool.RequireBootloaders, format, args...)
 }
 
 // run runs a tool and returns its stdout; a non-zero exit fails the test.

@@ -5,10 +5,11 @@ import (
 	"context"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/bootorbit/bootorbit/internal/testtool"
 
 	"github.com/bootorbit/bootorbit/delta/ocitest"
 )
@@ -23,12 +24,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestBenchDeltaCommand(t *testing.T) {
-	if _, err := exec.LookPath("zstd"); err != nil {
-		if os.Getenv("BOOTORBIT_REQUIRE_TOOLS") == "1" {
-			t.Fatal("zstd not installed (BOOTORBIT_REQUIRE_TOOLS=1)")
-		}
-		t.Skip("zstd not installed")
-	}
+	testtool.Need(t, "zstd")
 	rng := rand.New(rand.NewPCG(9, 9))
 	dir := t.TempDir()
 	old := ocitest.RandomLayers(rng, ocitest.GenOptions{Layers: 2, Files: 20})

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bootorbit/bootorbit/internal/testtool"
+
 	"github.com/bootorbit/bootorbit/delta"
 	"github.com/bootorbit/bootorbit/delta/bench"
 	"github.com/bootorbit/bootorbit/delta/oci"
@@ -104,12 +106,7 @@ func requireTools(t *testing.T) {
 	t.Helper()
 	for _, tool := range bench.Tools {
 		for _, b := range tool.Bins {
-			if _, err := exec.LookPath(b); err != nil {
-				if os.Getenv("BOOTORBIT_REQUIRE_TOOLS") == "1" {
-					t.Fatalf("%s not installed (BOOTORBIT_REQUIRE_TOOLS=1)", b)
-				}
-				t.Skipf("%s not installed", b)
-			}
+			testtool.Need(t, b)
 		}
 	}
 }

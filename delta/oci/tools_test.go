@@ -11,21 +11,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bootorbit/bootorbit/internal/testtool"
+
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/delta/ocitest"
 )
 
 // needTool skips the test when name is not installed, unless
 // BOOTORBIT_REQUIRE_TOOLS=1, when it fails.
-func needTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("BOOTORBIT_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s not installed (BOOTORBIT_REQUIRE_TOOLS=1)", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-}
+func needTool(t *testing.T, name string) { testtool.Need(t, name) }
 
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
