@@ -139,6 +139,10 @@ type BenchResult struct {
 	// Dir2 is the directory slot write with two small-file workers
 	// (ExtractOptions.Workers = 2), for comparison with the default.
 	Dir2 []time.Duration
+	// DirFinalSync is the directory slot write without early writeback
+	// (ExtractOptions.FlushEvery < 0: only the final syncfs), for
+	// comparison with the default; empty with SyncEach.
+	DirFinalSync []time.Duration
 	// DirPrepared is the directory slot write into a slot emptied
 	// beforehand (Manager.Prepare, as when an update starts downloading),
 	// and DirEmpty that emptying, measured apart.
@@ -244,6 +248,11 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	dirFinalM, err := Open(Options{StateDir: filepath.Join(work, "state3"), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
+		B: Slot{Backend: BackendDir, Path: dirPath}, Extract: ExtractOptions{Sync: o.Sync, FlushEvery: -1}, Log: discardLogger()})
+	if err != nil {
+		return nil, err
+	}
 	plainPath := filepath.Join(work, "plain.img")
 	overPath := filepath.Join(work, "plain-over.img")
 	if err := preallocate(overPath, (int64(len(rootfs))+vfs.DirectAlign-1)&^(vfs.DirectAlign-1)); err != nil {
@@ -315,6 +324,20 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			return nil
 		},
 	}
+	names := []string{"plain direct", "plain overwrite", "plain new file", "raw slot", "dir slot", "dir slot, 2 workers"}
+	if o.Sync == SyncFS {
+		names = append(names, "dir slot, final syncfs only")
+		methods = append(methods, func() error {
+			r, err := dirFinalM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
+			if err != nil {
+				return err
+			}
+			res.DirFinalSync = append(res.DirFinalSync, r.WriteTime)
+			logf("dir slot, final syncfs only %v", r.WriteTime)
+			return nil
+		})
+	}
+	names = append(names, "dir slot, prepared")
 	methods = append(methods, func() error {
 		start := time.Now()
 		if err := dirM.Prepare(ctx, B); err != nil {
@@ -336,7 +359,6 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		logf("dir slot, emptied beforehand %v (emptying: %v)", r.WriteTime, res.DirEmpty[len(res.DirEmpty)-1])
 		return nil
 	})
-	names := []string{"plain direct", "plain overwrite", "plain new file", "raw slot", "dir slot", "dir slot, 2 workers", "dir slot, prepared"}
 	for round := 0; round < o.Rounds; round++ {
 		for i := range methods {
 			// Rotate the order so that no method always runs first.

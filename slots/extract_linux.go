@@ -62,6 +62,12 @@ type ExtractOptions struct {
 	MaxFileSize int64 // one regular file; default 16 GiB
 	MaxTotal    int64 // content bytes over all layers; default 256 GiB
 	Sync        SyncMode
+	// FlushEvery, with SyncFS: after every FlushEvery bytes of file
+	// content a syncfs(2) on a goroutine of its own writes back what has
+	// been extracted so far while the extraction goes on, so that the
+	// final syncfs has little left (default 32 MiB; negative: only the
+	// final syncfs). `hil bench slot-write` measures both.
+	FlushEvery int64
 	// Hash computes the sha256 of every regular file while it is written
 	// (on a second goroutine), so that ExtractResult.Entries is the full
 	// expected tree: for callers that have no expected tree. Without it the
@@ -93,6 +99,9 @@ func (o *ExtractOptions) defaults() {
 	}
 	if o.Workers <= 0 {
 		o.Workers = 1
+	}
+	if o.FlushEvery == 0 {
+		o.FlushEvery = 32 << 20
 	}
 }
 
@@ -143,6 +152,12 @@ func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o Extrac
 		x.startWorkers(o.Workers)
 		defer x.stopWorkers() // before r.close: the workers use its descriptors
 	}
+	if o.Sync == SyncFS && o.FlushEvery > 0 {
+		if x.flush, err = startFlusher(r.fd, o.FlushEvery); err != nil {
+			return nil, err
+		}
+		defer x.flush.stop()
+	}
 	// Empty the slot: move the old content aside (a few renames) and delete
 	// it on another goroutine while the new content is extracted; the
 	// deletion is complete before the slot is synced.
@@ -162,6 +177,9 @@ func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o Extrac
 	x.drain()
 	if err := x.workerErr(); err != nil {
 		return nil, err
+	}
+	if err := x.flush.stop(); err != nil {
+		return nil, fmt.Errorf("slots: syncfs %s: %w", dir, err)
 	}
 	if err := x.finish(); err != nil {
 		return nil, err
@@ -311,6 +329,8 @@ type extractor struct {
 	total      int64
 	name       string // the current entry's archive name, for errors
 
+	flush *flusher // nil: no early writeback
+
 	// Small-file workers (nil jobs: none).
 	jobs     chan fileJob
 	free     chan []byte     // content buffers, smallFile bytes each
@@ -354,6 +374,7 @@ func (x *extractor) startWorkers(n int) {
 						x.errMu.Unlock()
 					}
 				}
+				x.flush.wrote(int64(len(j.data)))
 				j.release()
 				x.free <- j.data[:cap(j.data)]
 				x.busy.Done()
@@ -758,35 +779,23 @@ func (x *extractor) writeFile(pfd int, base string, tr io.Reader, size int64, e 
 	if err != nil {
 		return err
 	}
-	f := os.NewFile(uintptr(fd), base)
-	defer f.Close()
 	if x.hashIn != nil {
-		err = x.writeHashed(f, tr, size, e)
+		err = x.writeHashed(fd, tr, size, e)
 	} else {
-		err = copyContent(tr, size, x.bufs[0], func(b []byte) error { _, err := f.Write(b); return err })
+		err = copyContent(tr, size, x.bufs[0], func(b []byte) error { return writeAll(fd, b) })
+	}
+	if err == nil {
+		err = setMetaFd(fd, e, chown, chmod)
+	}
+	if err == nil && x.o.Sync == SyncEach {
+		err = unix.Fsync(fd)
 	}
 	if err != nil {
+		unix.Close(fd)
 		return err
 	}
-	if err := setMetaFd(fd, e, chown, chmod); err != nil {
-		return err
-	}
-	switch x.o.Sync {
-	case SyncEach:
-		if err := f.Sync(); err != nil {
-			return err
-		}
-	case SyncFS:
-		// Start writeback of a large file now, so that the device works
-		// while the next files are extracted and the final syncfs has less
-		// left to wait for. Small files are left to the kernel's writeback
-		// and syncfs: a syscall each cost more than it saved (measured).
-		// Advisory: an error here is caught by syncfs.
-		if size >= 1<<20 {
-			unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-		}
-	}
-	return f.Close()
+	x.flush.wrote(size)
+	return unix.Close(fd)
 }
 
 // copyContent passes the next size bytes of tr to sink through buf.
@@ -810,9 +819,9 @@ func copyContent(tr io.Reader, size int64, buf []byte, sink func([]byte) error) 
 	return nil
 }
 
-// writeHashed writes size bytes of tr to f while the hasher goroutine
+// writeHashed writes size bytes of tr to fd while the hasher goroutine
 // computes their sha256 into e.
-func (x *extractor) writeHashed(f *os.File, tr io.Reader, size int64, e *Entry) error {
+func (x *extractor) writeHashed(fd int, tr io.Reader, size int64, e *Entry) error {
 	x.sum.Reset() // no chunk is pending between files
 	pending := 0
 	var n int64
@@ -827,7 +836,7 @@ func (x *extractor) writeHashed(f *os.File, tr io.Reader, size int64, e *Entry) 
 		if k > 0 {
 			x.hashIn <- buf[:k]
 			pending++
-			if _, err := f.Write(buf[:k]); err != nil && werr == nil {
+			if err := writeAll(fd, buf[:k]); err != nil && werr == nil {
 				werr = err
 			}
 			n += int64(k)
@@ -1167,4 +1176,90 @@ func (x *extractor) finish() error {
 		}
 	}
 	return nil
+}
+
+// flusher starts the writeback of an extraction while it goes on: after
+// every `every` bytes of file content it runs syncfs(2) on a goroutine of
+// its own, so that the device (and, with a second CPU, the kernel's
+// writeback work) runs in parallel with the creation of the next files and
+// the final syncfs has little left to wait for. It uses a descriptor of its
+// own: syncfs reports a writeback error once per open file, so the error
+// seen here is kept and returned by stop, and the final syncfs on the
+// extraction's descriptor still sees it too.
+type flusher struct {
+	fd    int
+	every int64
+	since atomic.Int64
+	kick  chan struct{} // never closed: wrote may race with stop
+	quit  chan struct{}
+	done  chan struct{}
+	err   error // first syncfs error; read after done
+}
+
+// flushSyncfs is the flusher's syncfs; tests replace it to count the
+// flushes and inject writeback errors.
+var flushSyncfs = unix.Syncfs
+
+func startFlusher(dirfd int, every int64) (*flusher, error) {
+	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("slots: open slot for writeback: %w", err)
+	}
+	f := &flusher{fd: fd, every: every, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		for {
+			select {
+			case <-f.quit:
+				// A flush asked for and not yet run still runs, so that
+				// every extraction that crossed the mark flushed early
+				// at least once (deterministic for tests; cheap, as the
+				// final syncfs then has less to do).
+				select {
+				case <-f.kick:
+					f.sync()
+				default:
+				}
+				return
+			case <-f.kick:
+				f.sync()
+			}
+		}
+	}()
+	return f, nil
+}
+
+func (f *flusher) sync() {
+	if err := flushSyncfs(f.fd); err != nil && f.err == nil {
+		f.err = err
+	}
+}
+
+// wrote counts n bytes of content written and wakes the flusher when the
+// next `every` bytes are complete. Safe from several goroutines, and a
+// no-op on a nil flusher.
+func (f *flusher) wrote(n int64) {
+	if f == nil || f.since.Add(n) < f.every {
+		return
+	}
+	f.since.Store(0)
+	select {
+	case f.kick <- struct{}{}:
+	default: // a flush is pending already
+	}
+}
+
+// stop waits for a running flush, ends the goroutine and returns the first
+// error a flush saw. Idempotent; a no-op on a nil flusher.
+func (f *flusher) stop() error {
+	if f == nil {
+		return nil
+	}
+	if f.fd >= 0 {
+		close(f.quit)
+		<-f.done
+		unix.Close(f.fd)
+		f.fd = -1
+	}
+	return f.err
 }

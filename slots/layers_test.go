@@ -4,11 +4,15 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func paths(m map[string]Entry) string {
@@ -90,6 +94,71 @@ func TestSyncModes(t *testing.T) {
 		if _, err := ExtractLayers(context.Background(), dir, readers(l), ExtractOptions{Sync: mode}); err != nil {
 			t.Fatalf("mode %d: %v", mode, err)
 		}
+	}
+}
+
+// TestEarlyWriteback checks the flusher of SyncFS: it runs while the
+// extraction goes on (small FlushEvery), the result is the
+// same tree, and a writeback error it sees fails the extraction, naming
+// syncfs, even though the final syncfs on another descriptor succeeds.
+func TestEarlyWriteback(t *testing.T) {
+	b := newTB().dir("a")
+	for i := range 20 {
+		b.file(fmt.Sprintf("a/f%d", i), strings.Repeat("x", 1000+i))
+	}
+	layer := b.bytes()
+	defer func(f func(int) error) { flushSyncfs = f }(flushSyncfs)
+	var flushes atomic.Int32
+	var fail atomic.Bool
+	flushSyncfs = func(fd int) error {
+		flushes.Add(1)
+		if fail.Load() {
+			return unix.EIO
+		}
+		return unix.Syncfs(fd)
+	}
+	for _, workers := range []int{1, 2} {
+		flushes.Store(0)
+		fail.Store(false)
+		dir := t.TempDir()
+		res, err := ExtractLayers(context.Background(), dir, readers(layer), ExtractOptions{FlushEvery: 4000, Workers: workers})
+		if err != nil {
+			t.Fatalf("workers %d: %v", workers, err)
+		}
+		// Flushes asked for while one runs are merged: at least one.
+		if n := flushes.Load(); n < 1 {
+			t.Fatalf("workers %d: no flush of 20 KB in 4000-byte steps", workers)
+		}
+		got, err := ReadTree(context.Background(), dir, ReadTreeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := ExpectedTree(context.Background(), readers(layer), ExtractOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := DiffEntries(want.Entries, got, DigestOptions{Mtimes: true}); d != "" {
+			t.Fatalf("workers %d: disk differs from the expected tree: %s", workers, d)
+		}
+		if res.Files != 20 {
+			t.Fatalf("workers %d: %d files", workers, res.Files)
+		}
+
+		flushes.Store(0)
+		fail.Store(true)
+		_, err = ExtractLayers(context.Background(), t.TempDir(), readers(layer), ExtractOptions{FlushEvery: 4000, Workers: workers})
+		if !errors.Is(err, unix.EIO) || !strings.Contains(err.Error(), "syncfs") {
+			t.Fatalf("workers %d: injected writeback error: got %v", workers, err)
+		}
+	}
+	// Off: only the final syncfs, the flusher never runs.
+	flushes.Store(0)
+	fail.Store(false)
+	if _, err := ExtractLayers(context.Background(), t.TempDir(), readers(layer), ExtractOptions{FlushEvery: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if n := flushes.Load(); n != 0 {
+		t.Fatalf("FlushEvery -1: %d flushes", n)
 	}
 }
 

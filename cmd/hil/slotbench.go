@@ -115,6 +115,10 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	ratios(res.Dir, " target >= 60%")
 	row("dir slot, 2 small-file workers", res.Dir2)
 	ratios(res.Dir2, "")
+	if len(res.DirFinalSync) > 0 {
+		row("dir slot, no early writeback", res.DirFinalSync)
+		ratios(res.DirFinalSync, "")
+	}
 	row("dir slot: emptied beforehand (Prepare)", res.DirEmpty)
 	row("dir slot: extract + syncfs after that", res.DirPrepared)
 	ratios(res.DirPrepared, "")
