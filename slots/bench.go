@@ -110,12 +110,16 @@ type BenchOptions struct {
 	// writeback pending. Where that is not permitted, every measurement
 	// starts after a sync(2) instead.
 	DropCaches bool
+	// Layer, when set, is the root filesystem layer tar to write (a real
+	// image's, say) instead of a generated one; Size and Seed are unused.
+	Layer []byte
 }
 
 // BenchResult holds the per-round times of each method, in round order.
 type BenchResult struct {
 	TarBytes, ContentBytes int64
 	Files                  int
+	Entries                int // all entries (directories, links, ...) of the tree
 	// DroppedCaches says whether the page cache was dropped before each
 	// measurement (BenchOptions.DropCaches and permitted).
 	DroppedCaches bool
@@ -198,9 +202,11 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(work)
-	rootfs, files, err := GenerateRootfs(o.Seed, o.Size)
-	if err != nil {
-		return nil, err
+	rootfs, files := o.Layer, 0
+	if rootfs == nil {
+		if rootfs, files, err = GenerateRootfs(o.Seed, o.Size); err != nil {
+			return nil, err
+		}
 	}
 	res := &BenchResult{TarBytes: int64(len(rootfs)), ContentBytes: o.Size, Files: files}
 	// The raw image is the same bytes as the directory layer, so that all
@@ -210,7 +216,6 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	tw.WriteHeader(&tar.Header{Name: "rootfs.img", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(rootfs)), Format: tar.FormatPAX})
 	tw.Write(rootfs)
 	tw.Close()
-	logf("root filesystem: %d files, %d content bytes, tar %d bytes", files, o.Size, len(rootfs))
 
 	start := time.Now()
 	rawDigest := fmt.Sprintf("sha256:%x", sha256.Sum256(rootfs))
@@ -221,6 +226,11 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		return nil, err
 	}
 	res.StageDir = time.Since(start)
+	res.Entries = len(want.Entries)
+	if o.Layer != nil {
+		res.Files, res.ContentBytes = want.Files, want.Bytes
+	}
+	logf("root filesystem: %d entries, %d files, %d content bytes, tar %d bytes", res.Entries, res.Files, res.ContentBytes, len(rootfs))
 
 	rawCap := (int64(len(rootfs)) + 1<<20) &^ (4096 - 1)
 	rawPath := filepath.Join(work, "slot-b.img")
