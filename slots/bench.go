@@ -11,10 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/bootorbit/bootorbit/internal/vfs"
+	"golang.org/x/sys/unix"
 )
 
 // GenerateRootfs returns a deterministic root filesystem layer tar of about
@@ -147,6 +149,12 @@ type BenchResult struct {
 	// (ExtractOptions.FlushEvery < 0: only the final syncfs), for
 	// comparison with the default; empty with SyncEach.
 	DirFinalSync []time.Duration
+	// Floor is what any extractor that creates one file at a time costs on
+	// this filesystem at least: the same directories and regular files
+	// created and written (no metadata, links or checks), with the same
+	// early writeback and final syncfs, into an emptied directory;
+	// compare it with DirPrepared. Empty with SyncEach.
+	Floor []time.Duration
 	// DirPrepared is the directory slot write into a slot emptied
 	// beforehand (Manager.Prepare, as when an update starts downloading),
 	// and DirEmpty that emptying, measured apart.
@@ -347,6 +355,32 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			return nil
 		})
 	}
+	if o.Sync == SyncFS {
+		floorDir := filepath.Join(work, "floor")
+		if err := os.Mkdir(floorDir, 0o755); err != nil {
+			return nil, err
+		}
+		names = append(names, "files floor")
+		methods = append(methods, func() error {
+			if err := EmptyDir(ctx, floorDir); err != nil {
+				return err
+			}
+			if res.DroppedCaches {
+				if err := dropPageCache(); err != nil {
+					return err
+				}
+			} else {
+				syscall.Sync()
+			}
+			start := time.Now()
+			if err := filesFloor(floorDir, rootfs); err != nil {
+				return err
+			}
+			res.Floor = append(res.Floor, time.Since(start))
+			logf("files floor      %v", res.Floor[len(res.Floor)-1])
+			return nil
+		})
+	}
 	names = append(names, "dir slot, prepared")
 	methods = append(methods, func() error {
 		start := time.Now()
@@ -393,6 +427,58 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// filesFloor creates the directories and regular files of the layer tar
+// below dir and writes their content, one create, write and close each,
+// nothing else, with the extractor's early writeback and final syncfs.
+func filesFloor(dir string, layer []byte) error {
+	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	f, err := startFlusher(dfd, 32<<20)
+	if err != nil {
+		return err
+	}
+	defer f.stop()
+	buf := make([]byte, 1<<20)
+	tr := tar.NewReader(bytes.NewReader(layer))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		name := strings.TrimSuffix(strings.TrimPrefix(h.Name, "./"), "/")
+		if name == "" || name == "." {
+			continue
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := unix.Mkdirat(dfd, name, 0o755); err != nil && err != unix.EEXIST {
+				return fmt.Errorf("floor: mkdir %s: %w", name, err)
+			}
+		case tar.TypeReg:
+			fd, err := unix.Openat(dfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o644)
+			if err != nil {
+				return fmt.Errorf("floor: create %s: %w", name, err)
+			}
+			err = copyContent(tr, h.Size, buf, func(b []byte) error { return writeAll(fd, b) })
+			unix.Close(fd)
+			if err != nil {
+				return err
+			}
+			f.wrote(h.Size)
+		}
+	}
+	if err := f.stop(); err != nil {
+		return err
+	}
+	return unix.Syncfs(dfd)
 }
 
 // dropPageCache writes back all dirty data and drops the clean page cache,

@@ -130,6 +130,10 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		row("dir slot, no early writeback", res.DirFinalSync)
 		ratios(res.DirFinalSync, "")
 	}
+	if len(res.Floor) > 0 {
+		row("floor: create+write+close, same syncfs", res.Floor)
+		ratios(res.Floor, "")
+	}
 	row("dir slot: emptied beforehand (Prepare)", res.DirEmpty)
 	row("dir slot: extract + syncfs after that", res.DirPrepared)
 	ratios(res.DirPrepared, "")
