@@ -279,6 +279,15 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	if o.DropCaches {
 		res.DroppedCaches = dropPageCache() == nil
 	}
+	// settle gives every measurement the same start: nothing of anyone's
+	// left dirty and, when permitted, nothing cached.
+	settle := func() error {
+		if res.DroppedCaches {
+			return dropPageCache()
+		}
+		syscall.Sync()
+		return nil
+	}
 	timed := func(name string, dst *[]time.Duration, f func() error) func() error {
 		return func() error {
 			start := time.Now()
@@ -365,12 +374,8 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			if err := EmptyDir(ctx, floorDir); err != nil {
 				return err
 			}
-			if res.DroppedCaches {
-				if err := dropPageCache(); err != nil {
-					return err
-				}
-			} else {
-				syscall.Sync()
+			if err := settle(); err != nil {
+				return err
 			}
 			start := time.Now()
 			if err := filesFloor(floorDir, rootfs); err != nil {
@@ -388,12 +393,8 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			return err
 		}
 		res.DirEmpty = append(res.DirEmpty, time.Since(start))
-		if res.DroppedCaches {
-			if err := dropPageCache(); err != nil {
-				return err
-			}
-		} else {
-			syscall.Sync()
+		if err := settle(); err != nil {
+			return err
 		}
 		r, err := dirM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
 		if err != nil {
@@ -409,12 +410,8 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			k := (i + round) % len(methods)
 			// Same starting conditions for every method: nothing of
 			// anyone's left dirty, and (when permitted) nothing cached.
-			if res.DroppedCaches {
-				if err := dropPageCache(); err != nil {
-					return nil, err
-				}
-			} else {
-				syscall.Sync()
+			if err := settle(); err != nil {
+				return nil, err
 			}
 			cpu0 := cpuTime()
 			if err := methods[k](); err != nil {
