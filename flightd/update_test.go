@@ -1,0 +1,319 @@
+package flightd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/bootorbit/bootorbit/internal/vfs"
+	"github.com/bootorbit/bootorbit/slots"
+	"github.com/bootorbit/bootorbit/watchdog"
+)
+
+// tableRig is an Updater on a MemFS (two small raw slots, state) and an
+// in-memory environment, with the slot states written directly.
+type tableRig struct {
+	fs  *vfs.MemFS
+	env *watchdog.MemEnv
+	u   *Updater
+}
+
+const tableSlot = 64 << 10
+
+func newTableRig(t *testing.T, booted slots.SlotID, a, b slots.State, env watchdog.Vars) *tableRig {
+	t.Helper()
+	m := vfs.NewMem()
+	mustT(t, m.MkdirAll("state", 0o755))
+	mustT(t, m.MkdirAll("dev", 0o755))
+	writeMem(t, m, "dev/a", make([]byte, tableSlot))
+	writeMem(t, m, "dev/b", make([]byte, tableSlot))
+	info := func(s slots.State) string {
+		d := ""
+		switch s {
+		case slots.Written, slots.Pending, slots.Good, slots.Bad:
+			d = `, "image": "v1", "digest": "sha256:1111", "size": 100`
+		}
+		return fmt.Sprintf(`{"state": %q%s, "changed": "2027-01-15T08:00:00Z"}`, s, d)
+	}
+	doc := fmt.Sprintf(`{"version": 1, "seq": 7, "slots": {"A": %s, "B": %s}}`, info(a), info(b))
+	mustT(t, vfs.WriteFileAtomic(m, "state/slots.json", []byte(doc), 0o644))
+	sm, err := slots.Open(slots.Options{FS: m, StateDir: "state", Booted: booted, Now: fixedNow, Log: discard,
+		A: slots.Slot{Backend: slots.BackendRaw, Path: "dev/a", Size: tableSlot},
+		B: slots.Slot{Backend: slots.BackendRaw, Path: "dev/b", Size: tableSlot}})
+	mustT(t, err)
+	e := &watchdog.MemEnv{Vars: env.Clone()}
+	return &tableRig{fs: m, env: e, u: &Updater{Slots: sm, Boot: &watchdog.BootControl{Env: e, Attempts: attempts}, Booted: booted, Log: discard}}
+}
+
+func (r *tableRig) state(id slots.SlotID) slots.SlotInfo {
+	return r.u.Slots.Status().Slots[slotIndex(id)].SlotInfo
+}
+
+// vars builds an environment: order, A left, B left, trial ("-" for unset).
+func vars(order, a, b, trial string) watchdog.Vars {
+	v := watchdog.Vars{"bootcmd": "run bootorbit"}
+	for k, x := range map[string]string{watchdog.VarBootOrder: order, watchdog.LeftVar("A"): a, watchdog.LeftVar("B"): b, watchdog.VarTrial: trial} {
+		if x != "-" {
+			v[k] = x
+		}
+	}
+	return v
+}
+
+func TestReconcileTable(t *testing.T) {
+	const (
+		A, B                                        = slots.A, slots.B
+		empty, writing, written, pending, good, bad = slots.Empty, slots.Writing, slots.Written, slots.Pending, slots.Good, slots.Bad
+	)
+	for _, tc := range []struct {
+		name     string
+		booted   slots.SlotID
+		a, b     slots.State
+		env      watchdog.Vars
+		wantA    slots.State
+		wantB    slots.State
+		wantEnv  watchdog.Vars
+		trial    bool
+		actions  int
+		warnings string // substring of the only warning, "" for none
+	}{
+		{"steady", A, good, empty, vars("A", "3", "0", "-"), good, empty, vars("A", "3", "0", "-"), false, 0, ""},
+		{"factory environment boots empty B by default", A, good, empty, vars("-", "-", "-", "-"), good, empty, vars("A", "3", "0", "-"), false, 1, ""},
+		{"both good, both bootable", A, good, good, vars("A B", "3", "3", "-"), good, good, vars("A B", "3", "3", "-"), false, 0, ""},
+		{"armed, not booted yet", A, good, pending, vars("B A", "3", "3", "B"), good, pending, vars("B A", "3", "3", "B"), false, 0, ""},
+		{"pending, not armed (cut in Arm)", A, good, pending, vars("A", "3", "0", "-"), good, pending, vars("B A", "3", "3", "B"), false, 1, ""},
+		{"pending, on trial but not primary", A, good, pending, vars("A B", "3", "3", "B"), good, pending, vars("B A", "3", "3", "B"), false, 1, ""},
+		{"bootloader fell back", A, good, pending, vars("B A", "2", "0", "B"), good, bad, vars("A", "2", "0", "-"), false, 2, ""},
+		{"fell back, bad recorded, environment not cleaned (cut)", A, good, bad, vars("B A", "2", "0", "B"), good, bad, vars("A", "2", "0", "-"), false, 1, ""},
+		{"fell back from a re-armed good slot (hand armed)", A, good, good, vars("B A", "3", "0", "B"), good, bad, vars("A", "3", "0", "-"), false, 2, ""},
+		{"fell back from a writing slot (hand armed)", A, good, writing, vars("B A", "3", "0", "B"), good, writing, vars("A", "3", "0", "-"), false, 1, ""},
+		{"writing slot armed (tampered)", A, good, writing, vars("B A", "3", "3", "B"), good, writing, vars("A", "3", "0", "-"), false, 1, ""},
+		{"empty slot armed (tampered)", A, good, empty, vars("B A", "3", "3", "B"), good, empty, vars("A", "3", "0", "-"), false, 1, ""},
+		{"written slot bootable (cut before Arm of a re-install)", A, good, written, vars("A B", "3", "3", "-"), good, written, vars("A", "3", "0", "-"), false, 1, ""},
+		{"bad slot bootable", A, good, bad, vars("A B", "3", "3", "-"), good, bad, vars("A", "3", "0", "-"), false, 1, ""},
+		{"writing slot the only one in the order, booted good A missing", A, good, writing, vars("B", "3", "3", "-"), good, writing, vars("A", "3", "0", "-"), false, 1, ""},
+		{"trial boot", B, good, pending, vars("B A", "3", "2", "B"), good, pending, vars("B A", "3", "2", "B"), true, 0, ""},
+		{"trial boot, commit cut after the environment", B, good, pending, vars("B A", "3", "3", "-"), good, pending, vars("B A", "3", "3", "-"), true, 0, ""},
+		{"good slot on trial in the environment (tampered)", B, good, good, vars("B A", "3", "2", "B"), good, good, vars("B A", "3", "2", "B"), true, 0, ""},
+		{"booted slot recorded bad, other good", B, good, bad, vars("B A", "3", "2", "-"), good, bad, vars("A", "3", "0", "-"), false, 1, ""},
+		{"booted slot recorded written, other good", B, good, written, vars("A B", "0", "2", "-"), good, written, vars("A", "0", "0", "-"), false, 1, ""},
+		{"booted slot bad, other bad too", B, bad, bad, vars("B A", "3", "2", "-"), bad, bad, vars("B", "0", "2", "-"), false, 1, "not good to return to"},
+		{"booted on trial, fallback bad cannot be dropped", A, pending, bad, vars("A B", "2", "3", "A"), pending, bad, vars("A B", "2", "3", "A"), true, 0, "cannot be dropped"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newTableRig(t, tc.booted, tc.a, tc.b, tc.env)
+			res, err := r.u.Reconcile()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.state(slots.A).State; got != tc.wantA {
+				t.Errorf("slot A %s, want %s", got, tc.wantA)
+			}
+			if got := r.state(slots.B).State; got != tc.wantB {
+				t.Errorf("slot B %s, want %s", got, tc.wantB)
+			}
+			if !r.env.Vars.Equal(tc.wantEnv) {
+				t.Errorf("environment\n%swant\n%s", r.env.Vars, tc.wantEnv)
+			}
+			if res.Trial != tc.trial || len(res.Actions) != tc.actions {
+				t.Errorf("trial %v actions %q, want %v and %d actions", res.Trial, res.Actions, tc.trial, tc.actions)
+			}
+			switch {
+			case tc.warnings == "" && len(res.Warnings) > 0:
+				t.Errorf("warnings %q", res.Warnings)
+			case tc.warnings != "" && (len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], tc.warnings)):
+				t.Errorf("warnings %q, want one with %q", res.Warnings, tc.warnings)
+			}
+			if tc.wantB == bad && tc.b != bad && !strings.Contains(r.state(slots.B).Reason, "trial boot failed") {
+				t.Errorf("slot B bad for %q", r.state(slots.B).Reason)
+			}
+			// Idempotent: a second run changes nothing.
+			writes, seq := r.env.Writes, r.u.Slots.Status().Seq
+			res2, err := r.u.Reconcile()
+			if err != nil || len(res2.Actions) != 0 || r.env.Writes != writes || r.u.Slots.Status().Seq != seq || res2.Trial != res.Trial {
+				t.Errorf("second reconcile: %v, actions %q, %d env writes, state seq %d -> %d", err, res2.Actions, r.env.Writes-writes, seq, r.u.Slots.Status().Seq)
+			}
+		})
+	}
+}
+
+// failingEnv cannot be read.
+type failingEnv struct{ saves int }
+
+func (e *failingEnv) Load() (watchdog.Vars, error) {
+	return nil, fmt.Errorf("%w in both copies (test)", watchdog.ErrBadCRC)
+}
+func (e *failingEnv) Save(watchdog.Vars) error { e.saves++; return nil }
+
+func TestReconcileErrors(t *testing.T) {
+	r := newTableRig(t, slots.A, slots.Good, slots.Pending, vars("A", "3", "0", "-"))
+	fe := &failingEnv{}
+	r.u.Boot.Env = fe
+	if _, err := r.u.Reconcile(); !errors.Is(err, watchdog.ErrBadCRC) || !strings.Contains(err.Error(), "flightd: boot environment") {
+		t.Errorf("unreadable environment: %v", err)
+	}
+	if fe.saves != 0 || r.state(slots.B).State != slots.Pending {
+		t.Errorf("an unreadable environment led to %d saves, slot B %s", fe.saves, r.state(slots.B).State)
+	}
+
+	r = newTableRig(t, slots.A, slots.Good, slots.Pending, vars("A", "a", "0", "-"))
+	if _, err := r.u.Reconcile(); !errors.Is(err, watchdog.ErrBootVar) {
+		t.Errorf("bad counter: %v", err)
+	}
+	if r.env.Writes != 0 {
+		t.Errorf("bad counter: environment written")
+	}
+
+	r = newTableRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	r.u.Booted = ""
+	for name, f := range map[string]func() error{
+		"reconcile": func() error { _, err := r.u.Reconcile(); return err },
+		"commit":    r.u.Commit,
+		"arm":       func() error { return r.u.Arm(slots.B) },
+		"install":   func() error { _, err := r.u.Install(context.Background(), slots.B, slots.Image{}); return err },
+	} {
+		if err := f(); !errors.Is(err, ErrNoBootedSlot) {
+			t.Errorf("%s without a booted slot: %v", name, err)
+		}
+	}
+}
+
+func rawImg(data []byte) slots.Image {
+	return slots.Image{Label: "v2", Layers: []io.Reader{bytes.NewReader(data)}, RawStream: true, Digest: sha(data)}
+}
+
+func TestInstallArmCommit(t *testing.T) {
+	ctx := context.Background()
+	img := bytes.Repeat([]byte("new image "), 3000)
+
+	// The whole path, by hand: install, boot B, commit.
+	r := newTableRig(t, slots.A, slots.Good, slots.Good, vars("A B", "3", "3", "-"))
+	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); err != nil {
+		t.Fatal(err)
+	}
+	if b := r.state(slots.B); b.State != slots.Pending || b.Digest != sha(img) {
+		t.Fatalf("after install: %+v", b)
+	}
+	if want := vars("B A", "3", "3", "B"); !r.env.Vars.Equal(want) {
+		t.Fatalf("after install: environment\n%s", r.env.Vars)
+	}
+	if r.env.Writes != 2 {
+		t.Errorf("install of a bootable slot: %d environment writes, want 2 (drop, arm)", r.env.Writes)
+	}
+	d, err := (watchdog.BootloaderModel{Attempts: attempts}).Boot(r.env)
+	if err != nil || d.Slot != "B" {
+		t.Fatalf("boot: %+v %v", d, err)
+	}
+	onB := &Updater{Slots: reopen(t, r, slots.B), Boot: r.u.Boot, Booted: slots.B, Log: discard}
+	res, err := onB.Reconcile()
+	if err != nil || !res.Trial || len(res.Actions) != 0 {
+		t.Fatalf("trial boot: %+v %v", res, err)
+	}
+	if _, err := onB.Install(ctx, slots.A, rawImg(img)); !errors.Is(err, ErrTrialInProgress) {
+		t.Errorf("install into the fallback during a trial: %v", err)
+	}
+	if err := onB.Arm(slots.A); !errors.Is(err, ErrTrialInProgress) {
+		t.Errorf("arm the fallback during a trial: %v", err)
+	}
+	if err := onB.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if want := vars("B A", "3", "3", "-"); !r.env.Vars.Equal(want) || onB.Slots.Status().Slots[1].State != slots.Good {
+		t.Fatalf("after commit: %v\n%s", onB.Slots.Status().Slots[1].State, r.env.Vars)
+	}
+	writes, seq := r.env.Writes, onB.Slots.Status().Seq
+	if err := onB.Commit(); err != nil || r.env.Writes != writes || onB.Slots.Status().Seq != seq {
+		t.Errorf("second commit: %v, %d env writes, seq %d -> %d", err, r.env.Writes-writes, seq, onB.Slots.Status().Seq)
+	}
+	if _, err := onB.Install(ctx, slots.B, rawImg(img)); !errors.Is(err, slots.ErrActiveSlot) {
+		t.Errorf("install into the booted slot: %v", err)
+	}
+	if err := onB.Arm(slots.B); !errors.Is(err, slots.ErrActiveSlot) {
+		t.Errorf("arm the booted slot: %v", err)
+	}
+}
+
+func reopen(t *testing.T, r *tableRig, booted slots.SlotID) *slots.Manager {
+	m, err := slots.Open(slots.Options{FS: r.fs, StateDir: "state", Booted: booted, Now: fixedNow, Log: discard,
+		A: slots.Slot{Backend: slots.BackendRaw, Path: "dev/a", Size: tableSlot},
+		B: slots.Slot{Backend: slots.BackendRaw, Path: "dev/b", Size: tableSlot}})
+	mustT(t, err)
+	return m
+}
+
+func TestInstallRefusalsAndRetries(t *testing.T) {
+	ctx := context.Background()
+	img := bytes.Repeat([]byte("new image "), 3000)
+
+	// Nothing is written when the environment cannot be read.
+	r := newTableRig(t, slots.A, slots.Good, slots.Good, vars("A B", "3", "3", "-"))
+	r.u.Boot.Env = &failingEnv{}
+	seq := r.u.Slots.Status().Seq
+	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); !errors.Is(err, watchdog.ErrBadCRC) {
+		t.Errorf("unreadable environment: %v", err)
+	}
+	if r.u.Slots.Status().Seq != seq {
+		t.Errorf("install with an unreadable environment changed the slot state")
+	}
+
+	// The only good slot is not overwritten.
+	r = newTableRig(t, slots.A, slots.Bad, slots.Good, vars("A B", "3", "3", "-"))
+	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); !errors.Is(err, ErrOnlyGoodSlot) {
+		t.Errorf("overwrite the only good slot: %v", err)
+	}
+
+	// A booted slot on trial in the environment only (state good) still
+	// refuses: its trial is not over.
+	r = newTableRig(t, slots.A, slots.Good, slots.Good, vars("A B", "2", "3", "A"))
+	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); !errors.Is(err, ErrTrialInProgress) {
+		t.Errorf("install during a trial: %v", err)
+	}
+
+	// A verification failure leaves B bad and unbootable; the retry works.
+	r = newTableRig(t, slots.A, slots.Good, slots.Good, vars("A B", "3", "3", "-"))
+	wrong := rawImg(img)
+	wrong.Digest = sha([]byte("something else"))
+	if _, err := r.u.Install(ctx, slots.B, wrong); !errors.Is(err, slots.ErrVerify) || !strings.Contains(err.Error(), "flightd: install slot B") {
+		t.Errorf("wrong digest: %v", err)
+	}
+	if r.state(slots.B).State != slots.Bad || !r.env.Vars.Equal(vars("A", "3", "0", "-")) {
+		t.Errorf("after a failed verification: B %s, environment\n%s", r.state(slots.B).State, r.env.Vars)
+	}
+	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if r.state(slots.B).State != slots.Pending || !r.env.Vars.Equal(vars("B A", "3", "3", "B")) {
+		t.Errorf("after the retry: B %s, environment\n%s", r.state(slots.B).State, r.env.Vars)
+	}
+
+	// Installing over an armed slot disarms it first.
+	img2 := bytes.Repeat([]byte("newer image "), 3000)
+	if _, err := r.u.Install(ctx, slots.B, rawImg(img2)); err != nil {
+		t.Fatalf("install over an armed slot: %v", err)
+	}
+	if b := r.state(slots.B); b.State != slots.Pending || b.Digest != sha(img2) || !r.env.Vars.Equal(vars("B A", "3", "3", "B")) {
+		t.Errorf("after the install over an armed slot: %+v, environment\n%s", b, r.env.Vars)
+	}
+
+	// Arm refuses a slot with nothing verified in it.
+	r = newTableRig(t, slots.A, slots.Good, slots.Writing, vars("A", "3", "0", "-"))
+	if err := r.u.Arm(slots.B); !errors.Is(err, slots.ErrTransition) {
+		t.Errorf("arm a writing slot: %v", err)
+	}
+	if !r.env.Vars.Equal(vars("A", "3", "0", "-")) {
+		t.Errorf("refused arm changed the environment:\n%s", r.env.Vars)
+	}
+
+	// Commit refuses a booted slot that is neither pending nor good.
+	r = newTableRig(t, slots.B, slots.Good, slots.Bad, vars("B A", "3", "2", "-"))
+	if err := r.u.Commit(); !errors.Is(err, ErrNotCommittable) {
+		t.Errorf("commit a bad slot: %v", err)
+	}
+	if r.env.Writes != 0 {
+		t.Errorf("refused commit wrote the environment")
+	}
+}
