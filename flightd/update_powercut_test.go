@@ -36,7 +36,7 @@ func updateRand(t *testing.T, salt uint64) (*rand.Rand, uint64) {
 		s = 1
 	}
 	s += salt
-	t.Logf("seed %d (replay with -update.seed=%d)", s, s-salt)
+	t.Logf("seed %d (base seed %d + subtest %d; replay with -update.seed=%d)", s, s-salt, salt, s-salt)
 	return rand.New(rand.NewPCG(s, 0)), s
 }
 
@@ -552,51 +552,61 @@ func powerCutCampaign(t *testing.T, r *updateRig, rnd *rand.Rand) *powercutStats
 		}
 		where := fmt.Sprintf("%s %s cut %d at %s (booted %s)", r.kind.name, variantName(r), n, labels[n], b.booted)
 
-		// The environment loads, old or new, never corrupt.
-		env := r.kind.open(after)
-		if _, err := env.Load(); err != nil {
-			t.Fatalf("%s: environment does not load: %v", where, err)
-		}
-		// Even before Reconcile, the environment can boot only slots whose
-		// state is pending or good; the one exception is a failed trial
-		// recorded bad and not yet dropped (0 attempts left: bootable only
-		// after a counter reset), which Reconcile finishes.
-		r.checkBootable(t, after, b.booted, where)
-		// The slot A is untouched; whatever the bootloader boots next is
-		// complete and verified content.
-		r.checkA(t, after, where)
-		nb := &board{r: r, fs: after, booted: b.booted}
-		if err := nb.reboot(); err != nil {
-			t.Fatalf("%s: bootloader: %v", where, err)
-		}
-		u, err := r.updater(after, nb.booted)
-		if err != nil {
-			t.Fatalf("%s: %v", where, err)
-		}
-		st := u.Slots.Status().Slots
-		bootedInfo := st[slotIndex(nb.booted)].SlotInfo
-		if s := bootedInfo.State; s != slots.Pending && s != slots.Good {
-			t.Fatalf("%s: the bootloader boots slot %s, which is %s", where, nb.booted, s)
-		}
-		r.checkSlotContent(t, after, nb.booted, bootedInfo, where+": booted by the bootloader")
-		// After Reconcile the two stores agree.
-		res, err := u.Reconcile()
-		if err != nil {
-			t.Fatalf("%s: reconcile: %v", where, err)
-		}
-		st2 := r.checkConsistent(t, after, nb.booted, res, where+": after reconcile")
-		outcome := string(st2[slots.B].State)
-		if nb.booted == slots.B {
-			outcome = "booted-B-" + outcome
-		}
+		booted, outcome := r.afterCut(t, after, b.booted, where)
 		stats.add(labels[n], outcome)
 		// Finishing the update from there converges.
+		nb := &board{r: r, fs: after, booted: booted}
 		if err := nb.run(30); err != nil {
 			t.Fatalf("%s: finishing the update: %v", where, err)
 		}
 		r.checkConsistent(t, after, nb.booted, &ReconcileResult{Trial: true}, where+": at the end")
 	}
 	return stats
+}
+
+// afterCut checks the disk a power cut left, "reboots" it through the
+// bootloader model and runs Reconcile on the slot booted; it returns that
+// slot and slot B's state as an outcome label.
+func (r *updateRig) afterCut(t *testing.T, after *vfs.MemFS, booted slots.SlotID, where string) (slots.SlotID, string) {
+	t.Helper()
+	// The environment loads, old or new, never corrupt.
+	env := r.kind.open(after)
+	if _, err := env.Load(); err != nil {
+		t.Fatalf("%s: environment does not load: %v", where, err)
+	}
+	// Even before Reconcile, the environment can boot only slots whose
+	// state is pending or good; the one exception is a failed trial
+	// recorded bad and not yet dropped (0 attempts left: bootable only
+	// after a counter reset), which Reconcile finishes.
+	r.checkBootable(t, after, booted, where)
+	// The slot A is untouched; whatever the bootloader boots next is
+	// complete and verified content.
+	r.checkA(t, after, where)
+	nb := &board{r: r, fs: after, booted: booted}
+	if err := nb.reboot(); err != nil {
+		t.Fatalf("%s: bootloader: %v", where, err)
+	}
+	u, err := r.updater(after, nb.booted)
+	if err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	st := u.Slots.Status().Slots
+	bootedInfo := st[slotIndex(nb.booted)].SlotInfo
+	if s := bootedInfo.State; s != slots.Pending && s != slots.Good {
+		t.Fatalf("%s: the bootloader boots slot %s, which is %s", where, nb.booted, s)
+	}
+	r.checkSlotContent(t, after, nb.booted, bootedInfo, where+": booted by the bootloader")
+	// After Reconcile the two stores agree.
+	res, err := u.Reconcile()
+	if err != nil {
+		t.Fatalf("%s: reconcile: %v", where, err)
+	}
+	st2 := r.checkConsistent(t, after, nb.booted, res, where+": after reconcile")
+	outcome := string(st2[slots.B].State)
+	if nb.booted == slots.B {
+		outcome = "booted-B-" + outcome
+	}
+	return nb.booted, outcome
 }
 
 func variantName(r *updateRig) string {
@@ -774,5 +784,70 @@ func TestUpdatePowerCutDirSlots(t *testing.T) {
 				requireLabels(t, stats, want)
 			})
 		}
+	}
+}
+
+// TestUpdateRepeatedPowerCuts cuts the power several times in one update,
+// at random operations (up to three cuts before the update may finish, so
+// that slot A, which is marked good again only by a Commit, keeps boot
+// attempts), on raw slots with every environment backend and both
+// variants: after every cut the checks of the single-cut campaign hold, and
+// the update converges once the power stays on. The seed is logged.
+func TestUpdateRepeatedPowerCuts(t *testing.T) {
+	rnd, _ := updateRand(t, 1000)
+	runs := 48
+	if *updateLong {
+		runs = 1200
+	}
+	kinds := envKinds()
+	cutsTotal := 0
+	for i := range runs {
+		kind := kinds[i%len(kinds)]
+		r := &updateRig{t: t, kind: kind, hang: i/3%2 == 1, slotSz: 64 << 10}
+		r.aBytes = rawImage(rnd, 40<<10)
+		r.img = rawImage(rnd, 50<<10+7)
+		r.newDigest = sha(r.img)
+		if i/6%2 == 1 {
+			r.oldB = rawImage(rnd, 30<<10)
+			r.oldDigest = sha(r.oldB)
+		}
+		var cr *rand.Rand
+		if i/12%2 == 1 {
+			cr = rnd
+		}
+		fs, booted := r.newDisk(i), slots.A
+		var trail []string
+		for c := range 1 + rnd.IntN(3) {
+			b := &board{r: r, fs: fs, booted: booted}
+			n := rnd.IntN(45 >> c) // later cuts sooner: the rest of the update is shorter
+			fs.SetCrashAfter(n, cr)
+			err := b.run(20)
+			after := fs.Crashed()
+			if after == nil {
+				if err != nil {
+					t.Fatalf("run %d: %v", i, err)
+				}
+				fs.SetCrashAfter(-1, nil)
+				break // the update finished before the cut
+			}
+			if !errors.Is(err, vfs.ErrCrashed) {
+				t.Fatalf("run %d cut %d: error %v does not report the power cut", i, c, err)
+			}
+			cutsTotal++
+			trail = append(trail, fmt.Sprintf("%s+%d", b.step, n))
+			where := fmt.Sprintf("run %d (%s %s, random %v) cuts %v (booted %s)", i, kind.name, variantName(r), cr != nil, trail, b.booted)
+			booted, _ = r.afterCut(t, after, b.booted, where)
+			fs = after
+		}
+		b := &board{r: r, fs: fs, booted: booted}
+		where := fmt.Sprintf("run %d (%s %s, random %v) cuts %v", i, kind.name, variantName(r), cr != nil, trail)
+		if err := b.run(30); err != nil {
+			t.Fatalf("%s: finishing the update: %v", where, err)
+		}
+		r.checkConsistent(t, fs, b.booted, &ReconcileResult{Trial: true}, where+": at the end")
+	}
+	t.Logf("%d runs, %d power cuts", runs, cutsTotal)
+	if cutsTotal < runs {
+		t.Errorf("only %d cuts in %d runs", cutsTotal, runs)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -315,5 +316,52 @@ func TestInstallRefusalsAndRetries(t *testing.T) {
 	}
 	if r.env.Writes != 0 {
 		t.Errorf("refused commit wrote the environment")
+	}
+}
+
+// TestOpenUpdater runs an install on operating-system files from a
+// configuration: raw slot files, a state directory and a GRUB environment.
+func TestOpenUpdater(t *testing.T) {
+	dir := t.TempDir()
+	p := func(n string) string { return dir + "/" + n }
+	mustT(t, os.WriteFile(p("a.img"), make([]byte, tableSlot), 0o600))
+	mustT(t, os.WriteFile(p("b.img"), make([]byte, tableSlot), 0o600))
+	mustT(t, os.WriteFile(p("cmdline"), []byte("root=/dev/mmcblk0p2 rauc.slot=A quiet\n"), 0o644))
+	blk, err := watchdog.NewGRUBBlock(watchdog.GRUBEnvSize)
+	mustT(t, err)
+	data, err := blk.Bytes()
+	mustT(t, err)
+	mustT(t, os.WriteFile(p("grubenv"), data, 0o644))
+	doc := fmt.Sprintf(`{"slots": {"state_dir": %q, "cmdline": %q, "a": {"backend": "raw", "path": %q, "size": %d}, "b": {"backend": "raw", "path": %q, "size": %d}},
+		"boot": {"grubenv": %q, "attempts": 2}}`, p("state"), p("cmdline"), p("a.img"), tableSlot, p("b.img"), tableSlot, p("grubenv"))
+	c, err := ParseConfig([]byte(doc))
+	mustT(t, err)
+	u, err := c.OpenUpdater(discard)
+	mustT(t, err)
+	if u.Booted != slots.A || u.Boot.Attempts != 2 {
+		t.Fatalf("booted %q attempts %d", u.Booted, u.Boot.Attempts)
+	}
+	res, err := u.Reconcile()
+	if err != nil || len(res.Actions) != 1 {
+		t.Fatalf("first start: %+v %v", res, err)
+	}
+	img := bytes.Repeat([]byte("fs image "), 5000)
+	if _, err := u.Install(context.Background(), slots.B, rawImg(img)); err != nil {
+		t.Fatal(err)
+	}
+	v, err := u.Boot.Env.Load()
+	mustT(t, err)
+	if v[watchdog.VarBootOrder] != "B A" || v[watchdog.VarTrial] != "B" || v[watchdog.LeftVar("B")] != "2" {
+		t.Fatalf("environment after install:\n%s", v)
+	}
+	got, err := os.ReadFile(p("b.img"))
+	mustT(t, err)
+	if !bytes.Equal(got[:len(img)], img) {
+		t.Fatal("slot B does not hold the image")
+	}
+
+	c.Boot = BootConfig{}
+	if _, err := c.OpenUpdater(discard); !errors.Is(err, ErrConfig) {
+		t.Errorf("no boot section: %v", err)
 	}
 }
