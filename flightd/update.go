@@ -360,7 +360,8 @@ func (u *Updater) Arm(slot slots.SlotID) error {
 //  3. a pending slot is recorded bad ("disarmed: replaced by a new
 //     install"), since slots has no pending -> writing (a cut between 2
 //     and 3 leaves it pending and unarmed: Reconcile arms it again, the
-//     verified image it held, and the retried Install disarms it again);
+//     verified image it held, and the retried Install disarms it again;
+//     see Disarm);
 //  4. slots.Install: state writing, write, sync, read back, state written
 //     (or bad on a mismatch);
 //  5. Arm: state pending, then the environment.
@@ -387,14 +388,8 @@ func (u *Updater) Install(ctx context.Context, slot slots.SlotID, img slots.Imag
 	if st[slot].State == slots.Good && st[u.Booted].State != slots.Good {
 		return nil, fmt.Errorf("%w: slot %s is good and booted slot %s is %s", ErrOnlyGoodSlot, slot, u.Booted, st[u.Booted].State)
 	}
-	if err := u.unboot(st, ws, slot); err != nil {
+	if err := u.disarm(st, ws, slot, "replaced by a new install"); err != nil {
 		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
-	}
-	if st[slot].State == slots.Pending {
-		// slots has no pending -> writing; bad -> writing it has.
-		if err := u.Slots.MarkBad(slot, "disarmed: replaced by a new install"); err != nil {
-			return nil, fmt.Errorf("flightd: install slot %s: disarm: %w", slot, err)
-		}
 	}
 	res, err := u.Slots.Install(ctx, slot, img)
 	if err != nil {
@@ -404,4 +399,48 @@ func (u *Updater) Install(ctx context.Context, slot slots.SlotID, img slots.Imag
 		return res, err
 	}
 	return res, nil
+}
+
+// Disarm abandons an armed update before its trial boot: slot is dropped
+// from the environment first, then a pending slot is recorded bad
+// ("disarmed: ..."; slots has no pending -> written, so installing it
+// again means writing it again). A cut between the two leaves the slot
+// pending and unarmed, which Reconcile arms again: the disarm did not
+// happen, and is retried. (This is also why dropping the slot with
+// `flightd boot mark-bad` alone is undone by the next Reconcile.) The
+// booted slot is refused.
+func (u *Updater) Disarm(slot slots.SlotID, why string) error {
+	if err := u.check(); err != nil {
+		return err
+	}
+	if slot != slots.A && slot != slots.B {
+		return fmt.Errorf("flightd: disarm: %w: %q", slots.ErrUnknownSlot, slot)
+	}
+	if slot == u.Booted {
+		return fmt.Errorf("flightd: disarm slot %s: %w", slot, slots.ErrActiveSlot)
+	}
+	st, ws, err := u.snapshot()
+	if err != nil {
+		return err
+	}
+	if err := u.disarm(st, ws, slot, why); err != nil {
+		return fmt.Errorf("flightd: disarm slot %s: %w", slot, err)
+	}
+	return nil
+}
+
+// disarm drops slot from the environment, then records a pending slot
+// bad: the environment first, so that the bootloader never boots a slot
+// recorded bad.
+func (u *Updater) disarm(st map[slots.SlotID]slots.SlotInfo, ws watchdog.Status, slot slots.SlotID, why string) error {
+	if err := u.unboot(st, ws, slot); err != nil {
+		return err
+	}
+	if st[slot].State == slots.Pending {
+		if err := u.Slots.MarkBad(slot, "disarmed: "+why); err != nil {
+			return err
+		}
+		u.log().Info("slot disarmed", "slot", string(slot), "why", why)
+	}
+	return nil
 }

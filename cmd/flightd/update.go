@@ -32,6 +32,12 @@ func init() {
 		Run:     runUpdateArm,
 	})
 	commands.Add(cli.Command{
+		Name:    "update disarm",
+		Args:    "SLOT " + updateArgs,
+		Summary: "abandon an armed update before its trial boot: drop SLOT from the environment, then record it bad",
+		Run:     runUpdateDisarm,
+	})
+	commands.Add(cli.Command{
 		Name:    "update reconcile",
 		Args:    updateArgs,
 		Summary: "make the slot states and the bootloader environment agree (run at every start, before the health checks)",
@@ -198,6 +204,29 @@ func runUpdateArm(_ context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	return f.report(stdout, u, bs, updateOut{Action: fmt.Sprintf("armed slot %s with %d attempts", slot, bs.bc.Attempts)})
+}
+
+func runUpdateDisarm(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, f := newUpdateFlags("update disarm", stderr, false)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return cli.Usagef("want exactly one SLOT (A or B), got %d arguments", len(pos))
+	}
+	slot, err := slots.ParseSlotID(pos[0])
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	u, bs, err := f.open(stderr)
+	if err != nil {
+		return err
+	}
+	if err := u.Disarm(slot, "by command"); err != nil {
+		return err
+	}
+	return f.report(stdout, u, bs, updateOut{Action: fmt.Sprintf("disarmed slot %s", slot)})
 }
 
 func runUpdateReconcile(_ context.Context, args []string, stdout, stderr io.Writer) error {

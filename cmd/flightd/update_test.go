@@ -44,6 +44,15 @@ func TestUpdateCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "armed it with 2 attempts") || !strings.Contains(out, "slot B           pending  v2") || !strings.Contains(out, "B armed, not booted yet") {
 		t.Fatalf("install: %d\n%s%s", code, out, errOut)
 	}
+	// Disarm and install again (the disarmed slot is bad: written again).
+	code, out, errOut = bootExec(t, "update", "disarm", "B", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "slot B           bad      v2 (disarmed: by command)") || !strings.Contains(out, "boot order     A (primary A)") {
+		t.Fatalf("disarm: %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = bootExec(t, "update", "install", "B", imgFile, "--raw", "--digest", digest, "--label", "v2", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "slot B           pending  v2") {
+		t.Fatalf("install again: %d\n%s%s", code, out, errOut)
+	}
 	if d, err := (watchdog.BootloaderModel{Attempts: 2}).Boot(&watchdog.GRUBEnv{Path: g}); err != nil || d.Slot != "B" {
 		t.Fatalf("boot: %+v %v", d, err)
 	}
@@ -73,6 +82,8 @@ func TestUpdateCommands(t *testing.T) {
 	}{
 		{[]string{"update", "install", "B", imgFile, "--raw", "--config", cfg}, 1, "booted slot"},
 		{[]string{"update", "arm", "B", "--config", cfg}, 1, "booted slot"},
+		{[]string{"update", "disarm", "B", "--config", cfg}, 1, "booted slot"},
+		{[]string{"update", "disarm", "--config", cfg}, 2, "exactly one SLOT"},
 		{[]string{"update", "install", "A", "--config", cfg}, 2, "at least one FILE"},
 		{[]string{"update", "install", "C", imgFile, "--config", cfg}, 2, "unknown slot"},
 		{[]string{"update", "install", "A", imgFile, imgFile, "--raw", "--config", cfg}, 2, "exactly one FILE"},
