@@ -259,17 +259,21 @@ func (u *Updater) Reconcile() (*ReconcileResult, error) {
 	case slots.Pending:
 		res.Trial = true
 	default:
-		if st[other].State == slots.Good && bootable(ws, booted) {
+		s := st[booted].State
+		switch {
+		case st[other].State == slots.Good && bootable(ws, booted):
 			if err := u.unboot(st, ws, booted); err != nil {
 				if !errors.Is(err, watchdog.ErrLastSlot) {
 					return res, fmt.Errorf("flightd: reconcile: %w", err)
 				}
-				res.warn(log, "booted slot %s is %s in the slot state and cannot be dropped: %v", booted, st[booted].State, err)
+				res.warn(log, "booted slot %s is %s in the slot state and cannot be dropped: %v", booted, s, err)
 			} else {
-				res.act(log, "booted slot %s is %s in the slot state: dropped from the boot order, the next boot returns to good slot %s", booted, st[booted].State, other)
+				res.act(log, "booted slot %s is %s in the slot state: dropped from the boot order, the next boot returns to good slot %s", booted, s, other)
 			}
-		} else {
-			res.warn(log, "booted slot %s is %s in the slot state, and slot %s is not good to return to: left bootable", booted, st[booted].State, other)
+		case st[other].State == slots.Good:
+			res.warn(log, "booted slot %s is %s in the slot state; the next boot returns to good slot %s", booted, s, other)
+		default:
+			res.warn(log, "booted slot %s is %s in the slot state, and slot %s is not good to return to: left bootable", booted, s, other)
 		}
 	}
 	return res, nil

@@ -108,6 +108,9 @@ type updateRig struct {
 
 	newDigest, oldDigest string
 	slotB                string // dir: this run's slot B directory
+
+	recordEnvs bool            // record every environment saved in envs
+	envs       []watchdog.Vars // the initial one and every one the reference run saved
 }
 
 func (r *updateRig) slotOptions(fsys vfs.FS, booted slots.SlotID) slots.Options {
@@ -123,12 +126,36 @@ func (r *updateRig) slotOptions(fsys vfs.FS, booted slots.SlotID) slots.Options 
 	return o
 }
 
+// recordingEnv records every environment a successful Save wrote.
+type recordingEnv struct {
+	watchdog.Env
+	saved *[]watchdog.Vars
+}
+
+func (e recordingEnv) Save(v watchdog.Vars) error {
+	if err := e.Env.Save(v); err != nil {
+		return err
+	}
+	*e.saved = append(*e.saved, v.Clone())
+	return nil
+}
+
+// env opens the environment on fsys; during the reference run every
+// environment written is recorded in r.envs.
+func (r *updateRig) env(fsys vfs.FS) watchdog.Env {
+	e := r.kind.open(fsys)
+	if r.recordEnvs {
+		return recordingEnv{e, &r.envs}
+	}
+	return e
+}
+
 func (r *updateRig) updater(fsys vfs.FS, booted slots.SlotID) (*Updater, error) {
 	m, err := slots.Open(r.slotOptions(fsys, booted))
 	if err != nil {
 		return nil, err
 	}
-	return &Updater{Slots: m, Boot: &watchdog.BootControl{Env: r.kind.open(fsys), Attempts: attempts}, Booted: booted, Log: discard}, nil
+	return &Updater{Slots: m, Boot: &watchdog.BootControl{Env: r.env(fsys), Attempts: attempts}, Booted: booted, Log: discard}, nil
 }
 
 func (r *updateRig) image() slots.Image {
@@ -223,6 +250,9 @@ func (r *updateRig) newDisk(n int) *vfs.MemFS {
 	for range 2 { // both redundant copies valid
 		mustT(t, env.Save(v))
 	}
+	if r.recordEnvs {
+		r.envs = append(r.envs, v)
+	}
 	return m
 }
 
@@ -303,7 +333,7 @@ func (b *board) start() (bool, error) {
 func (b *board) reboot() error {
 	b.step = "bootloader"
 	for {
-		d, err := (watchdog.BootloaderModel{Attempts: attempts}).Boot(b.r.kind.open(b.fs))
+		d, err := (watchdog.BootloaderModel{Attempts: attempts}).Boot(b.r.env(b.fs))
 		if err != nil {
 			return err
 		}
@@ -509,6 +539,7 @@ func powerCutCampaign(t *testing.T, r *updateRig, rnd *rand.Rand) *powercutStats
 	// directory, an environment save with the sync of its copy), so that
 	// install/state2 is the record of "written", install/state3 "pending".
 	var labels []string
+	r.recordEnvs, r.envs = true, nil
 	ref := &board{r: r, fs: r.newDisk(-1), booted: slots.A}
 	lastStep, done := "", map[string]int{}
 	ref.fs.Inject = func(op vfs.Op, name string) error {
@@ -529,6 +560,7 @@ func powerCutCampaign(t *testing.T, r *updateRig, rnd *rand.Rand) *powercutStats
 		t.Fatalf("update without power cut: %v", err)
 	}
 	ref.fs.Inject = nil
+	r.recordEnvs = false
 	for _, l := range labels {
 		if strings.Contains(l, "SLOT-A") {
 			t.Fatalf("the update wrote to the booted slot A: %s", l)
@@ -570,9 +602,12 @@ func powerCutCampaign(t *testing.T, r *updateRig, rnd *rand.Rand) *powercutStats
 func (r *updateRig) afterCut(t *testing.T, after *vfs.MemFS, booted slots.SlotID, where string) (slots.SlotID, string) {
 	t.Helper()
 	// The environment loads, old or new, never corrupt.
-	env := r.kind.open(after)
-	if _, err := env.Load(); err != nil {
+	v, err := r.kind.open(after).Load()
+	if err != nil {
 		t.Fatalf("%s: environment does not load: %v", where, err)
+	}
+	if r.envs != nil && !slices.ContainsFunc(r.envs, v.Equal) {
+		t.Fatalf("%s: the environment is neither the initial one nor one that was saved:\n%s", where, v)
 	}
 	// Even before Reconcile, the environment can boot only slots whose
 	// state is pending or good; the one exception is a failed trial
@@ -926,4 +961,80 @@ func TestDisarmPowerCut(t *testing.T) {
 			t.Errorf("cuts did not land on both sides of Disarm's environment write: %v", seen)
 		}
 	}
+}
+
+// TestCommitLastAttemptPowerCut commits a trial boot that used the slot's
+// last attempt (the image took three boots to pass its health checks) and
+// cuts the power at every operation of Commit. A cut before the
+// environment write loses the commit (the bootloader falls back, B is a
+// failed trial: nothing was recorded); but once the slot state says good,
+// B must boot again. That is what the environment-first order of Commit
+// buys: with the slot state first, a cut between the two writes leaves B
+// good in the state but on trial at 0 attempts in the environment, and the
+// bootloader abandons a slot recorded good. Every cut converges.
+func TestCommitLastAttemptPowerCut(t *testing.T) {
+	rnd, _ := updateRand(t, 3000)
+	r := &updateRig{t: t, kind: envKinds()[0], slotSz: 64 << 10}
+	r.aBytes = rawImage(rnd, 30<<10)
+	r.img = rawImage(rnd, 40<<10)
+	r.newDigest = sha(r.img)
+	ctx := context.Background()
+	cuts, committed := 0, 0
+	for n := 0; ; n++ {
+		fs := r.newDisk(n)
+		u, err := r.updater(fs, slots.A)
+		mustT(t, err)
+		if _, err := u.Reconcile(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := u.Install(ctx, slots.B, r.image()); err != nil {
+			t.Fatal(err)
+		}
+		b := &board{r: r, fs: fs, booted: slots.A}
+		for range attempts {
+			mustT(t, b.reboot())
+			if b.booted != slots.B {
+				t.Fatalf("boot %d: %s", b.boots, b.booted)
+			}
+		}
+		onB, err := r.updater(fs, slots.B)
+		mustT(t, err)
+		st, err := onB.Boot.Status("B")
+		mustT(t, err)
+		if res, err := onB.Reconcile(); err != nil || !res.Trial || st.Left["B"] != 0 {
+			t.Fatalf("last trial boot: %+v %v, %d left", res, err, st.Left["B"])
+		}
+		fs.SetCrashAfter(n, nil)
+		err = onB.Commit()
+		after := fs.Crashed()
+		if after == nil {
+			mustT(t, err)
+			break
+		}
+		cuts++
+		where := fmt.Sprintf("cut %d in Commit on the last attempt", n)
+		before, err := r.updater(after, slots.B)
+		mustT(t, err)
+		wasGood := before.Slots.Status().Slots[1].State == slots.Good
+		ws, err := before.Boot.Status("B")
+		mustT(t, err)
+		booted, outcome := r.afterCut(t, after, slots.B, where)
+		if wasGood && booted != slots.B {
+			t.Fatalf("%s: slot B was recorded good, yet the bootloader fell back to %s (and B is now %s)", where, booted, outcome)
+		}
+		if ws.TrialSlot == "" {
+			committed++ // the environment write was durable: B must boot
+			if booted != slots.B {
+				t.Fatalf("%s: the environment was committed, yet the bootloader booted %s", where, booted)
+			}
+		}
+		nb := &board{r: r, fs: after, booted: booted}
+		if err := nb.run(20); err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+	}
+	if cuts < 4 || committed == 0 {
+		t.Fatalf("%d cuts in Commit, %d after its environment write", cuts, committed)
+	}
+	t.Logf("%d cuts in Commit (%d after its environment write), each converged to B good", cuts, committed)
 }
