@@ -109,6 +109,7 @@ type updateRig struct {
 	newDigest, oldDigest string
 	slotB                string // dir: this run's slot B directory
 
+	bootsB     int             // boots of slot B since the counter was reset
 	recordEnvs bool            // record every environment saved in envs
 	envs       []watchdog.Vars // the initial one and every one the reference run saved
 }
@@ -343,6 +344,9 @@ func (b *board) reboot() error {
 		b.boots++
 		if !d.Reset {
 			b.booted = slots.SlotID(d.Slot)
+			if b.booted == slots.B {
+				b.r.bootsB++
+			}
 			return nil
 		}
 	}
@@ -572,6 +576,7 @@ func powerCutCampaign(t *testing.T, r *updateRig, rnd *rand.Rand) *powercutStats
 
 	stats := &powercutStats{}
 	for n := 0; n < len(labels); n++ {
+		r.bootsB = 0
 		b := &board{r: r, fs: r.newDisk(n), booted: slots.A}
 		b.fs.SetCrashAfter(n, rnd)
 		err := b.run(20)
@@ -592,6 +597,11 @@ func powerCutCampaign(t *testing.T, r *updateRig, rnd *rand.Rand) *powercutStats
 			t.Fatalf("%s: finishing the update: %v", where, err)
 		}
 		r.checkConsistent(t, after, nb.booted, &ReconcileResult{Trial: true}, where+": at the end")
+		// A hanging image gets its N attempts, never more: a power cut
+		// must not let an abandoned trial be armed again.
+		if r.hang && r.bootsB > attempts {
+			t.Fatalf("%s: the hanging slot B was booted %d times, more than its %d attempts", where, r.bootsB, attempts)
+		}
 	}
 	return stats
 }
