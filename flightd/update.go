@@ -116,6 +116,11 @@ func (u *Updater) check() error {
 	if u.Booted != slots.A && u.Booted != slots.B {
 		return fmt.Errorf("%w (%q): read it from rauc.slot= on the kernel command line", ErrNoBootedSlot, u.Booted)
 	}
+	if b := u.Slots.Status().Booted; b != u.Booted {
+		// slots refuses to write the slot it believes booted: it must be
+		// the same one.
+		return fmt.Errorf("%w: updater says %q, slot manager says %q", ErrNoBootedSlot, u.Booted, b)
+	}
 	return nil
 }
 

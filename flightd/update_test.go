@@ -182,6 +182,10 @@ func TestReconcileErrors(t *testing.T) {
 	}
 
 	r = newTableRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	r.u.Booted = slots.B
+	if _, err := r.u.Reconcile(); !errors.Is(err, ErrNoBootedSlot) || !strings.Contains(err.Error(), `slot manager says "A"`) {
+		t.Errorf("booted slot differs from the slot manager's: %v", err)
+	}
 	r.u.Booted = ""
 	for name, f := range map[string]func() error{
 		"reconcile": func() error { _, err := r.u.Reconcile(); return err },
