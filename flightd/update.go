@@ -28,14 +28,17 @@ var (
 //	the environment can boot a slot only if its slot state is pending or
 //	good (verified content, armed or proven).
 //
-// It follows from four orders:
+// It follows from these orders:
 //
-//   - Install takes the slot out of the environment before its state or
-//     a byte of it changes;
+//   - Install and Disarm take the slot out of the environment before its
+//     state or a byte of it changes;
 //   - Arm records pending before the environment arms the slot;
 //   - Commit marks the environment good before the slot state;
 //   - a failed trial is recorded bad in the slot state before the
-//     environment drops it.
+//     environment drops it. This is the one exception to the rule, for the
+//     time between the two writes: the slot is then at 0 attempts, so the
+//     bootloader boots it only after a counter reset, and recording the
+//     failure first is what keeps Reconcile from arming it again.
 //
 // A power cut between the two writes of any step leaves a combination that
 // Reconcile, run at every start, resolves. Reconcile only ever removes
