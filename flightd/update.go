@@ -193,9 +193,9 @@ func (u *Updater) unboot(st map[slots.SlotID]slots.SlotInfo, ws watchdog.Status,
 //     a verified slot; completing it is what a journal replay does, and it
 //     needs no ground contact. Rolling back would need a pending -> written
 //     transition that slots does not offer, and it would lose the arm
-//     silently. (Reconcile does this only when the booted slot is
-//     committed: arming X while the booted slot is on trial would end that
-//     trial.)
+//     silently. (Reconcile does this only when the booted slot is good
+//     and committed: Arm makes the booted slot X's fallback, and arming X
+//     while the booted slot is on trial would end that trial.)
 //   - X bootable while its state is empty, writing, written or bad (a cut
 //     in Install, or a hand-edited environment): X is dropped from the
 //     environment.
@@ -236,7 +236,7 @@ func (u *Updater) Reconcile() (*ReconcileResult, error) {
 		}
 	}
 
-	if st[other].State == slots.Pending && !armed(ws, other) && !u.onTrial(st, ws) {
+	if st[other].State == slots.Pending && !armed(ws, other) && st[booted].State == slots.Good && !u.onTrial(st, ws) {
 		if err := u.Boot.Arm(string(other)); err != nil {
 			return res, fmt.Errorf("flightd: reconcile: arm pending slot %s: %w", other, err)
 		}

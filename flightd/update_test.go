@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,11 +28,16 @@ const tableSlot = 64 << 10
 
 func newTableRig(t *testing.T, booted slots.SlotID, a, b slots.State, env watchdog.Vars) *tableRig {
 	t.Helper()
+	return newTableRigSized(t, tableSlot, booted, a, b, env)
+}
+
+func newTableRigSized(t *testing.T, size int64, booted slots.SlotID, a, b slots.State, env watchdog.Vars) *tableRig {
+	t.Helper()
 	m := vfs.NewMem()
 	mustT(t, m.MkdirAll("state", 0o755))
 	mustT(t, m.MkdirAll("dev", 0o755))
-	writeMem(t, m, "dev/a", make([]byte, tableSlot))
-	writeMem(t, m, "dev/b", make([]byte, tableSlot))
+	writeMem(t, m, "dev/a", make([]byte, size))
+	writeMem(t, m, "dev/b", make([]byte, size))
 	info := func(s slots.State) string {
 		d := ""
 		switch s {
@@ -43,8 +49,8 @@ func newTableRig(t *testing.T, booted slots.SlotID, a, b slots.State, env watchd
 	doc := fmt.Sprintf(`{"version": 1, "seq": 7, "slots": {"A": %s, "B": %s}}`, info(a), info(b))
 	mustT(t, vfs.WriteFileAtomic(m, "state/slots.json", []byte(doc), 0o644))
 	sm, err := slots.Open(slots.Options{FS: m, StateDir: "state", Booted: booted, Now: fixedNow, Log: discard,
-		A: slots.Slot{Backend: slots.BackendRaw, Path: "dev/a", Size: tableSlot},
-		B: slots.Slot{Backend: slots.BackendRaw, Path: "dev/b", Size: tableSlot}})
+		A: slots.Slot{Backend: slots.BackendRaw, Path: "dev/a", Size: size},
+		B: slots.Slot{Backend: slots.BackendRaw, Path: "dev/b", Size: size}})
 	mustT(t, err)
 	e := &watchdog.MemEnv{Vars: env.Clone()}
 	return &tableRig{fs: m, env: e, u: &Updater{Slots: sm, Boot: &watchdog.BootControl{Env: e, Attempts: attempts}, Booted: booted, Log: discard}}
@@ -380,4 +386,80 @@ func TestOpenUpdater(t *testing.T) {
 	if _, err := c.OpenUpdater(discard); !errors.Is(err, ErrConfig) {
 		t.Errorf("no boot section: %v", err)
 	}
+}
+
+// TestReconcileEveryCombination runs Reconcile on every combination of
+// booted slot, the two slot states, BOOT_ORDER, attempts left (0, 1, N) and
+// trial slot, consistent or not, and checks what it promises: no error on
+// a valid environment; the only state change is a failed trial recorded
+// bad; afterwards the environment boots only pending or good slots unless
+// a warning says why not; it boots nothing it did not boot before except a
+// pending slot it arms again or the good booted slot it puts back; a
+// pending other slot is armed when the booted slot is committed; a pending
+// booted slot is a trial; and a second run changes nothing.
+func TestReconcileEveryCombination(t *testing.T) {
+	states := []slots.State{slots.Empty, slots.Writing, slots.Written, slots.Pending, slots.Good, slots.Bad}
+	orders := []string{"-", "A", "B", "A B", "B A"}
+	lefts := []string{"0", "1", "3"}
+	trials := []string{"-", "A", "B"}
+	n := 0
+	for _, booted := range []slots.SlotID{slots.A, slots.B} {
+		other := booted.Other()
+		for _, sa := range states {
+			for _, sb := range states {
+				for _, order := range orders {
+					for _, la := range lefts {
+						for _, lb := range lefts {
+							for _, trial := range trials {
+								n++
+								env := vars(order, la, lb, trial)
+								r := newTableRigSized(t, 4096, booted, sa, sb, env)
+								where := fmt.Sprintf("booted %s, A %s, B %s, env %q", booted, sa, sb, env.String())
+								before, err := r.u.Boot.Status(string(booted))
+								mustT(t, err)
+								res, err := r.u.Reconcile()
+								if err != nil {
+									t.Fatalf("%s: %v", where, err)
+								}
+								after, err := r.u.Boot.Status(string(booted))
+								mustT(t, err)
+								st := map[slots.SlotID]slots.State{slots.A: r.state(slots.A).State, slots.B: r.state(slots.B).State}
+								was := map[slots.SlotID]slots.State{slots.A: sa, slots.B: sb}
+								for _, id := range []slots.SlotID{slots.A, slots.B} {
+									if st[id] == was[id] {
+										continue
+									}
+									if id != other || st[id] != slots.Bad || before.FailedTrial != string(id) {
+										t.Fatalf("%s: slot %s went %s -> %s", where, id, was[id], st[id])
+									}
+								}
+								for _, x := range after.Order {
+									id := slots.SlotID(x)
+									if s := st[id]; s != slots.Pending && s != slots.Good && len(res.Warnings) == 0 {
+										t.Fatalf("%s: environment %v boots %s (%s) with no warning; actions %q", where, after.Order, x, s, res.Actions)
+									}
+									if !slices.Contains(before.Order, x) && !(id == other && st[id] == slots.Pending) && !(id == booted && st[id] == slots.Good) {
+										t.Fatalf("%s: Reconcile made %s bootable (%s)", where, x, st[id])
+									}
+								}
+								committed := st[booted] == slots.Good && before.TrialSlot != string(booted)
+								if st[other] == slots.Pending && committed && !armed(after, other) {
+									t.Fatalf("%s: pending slot %s not armed: %+v", where, other, after)
+								}
+								if st[booted] == slots.Pending && !res.Trial {
+									t.Fatalf("%s: pending booted slot is not reported as a trial", where)
+								}
+								writes, seq := r.env.Writes, r.u.Slots.Status().Seq
+								res2, err := r.u.Reconcile()
+								if err != nil || len(res2.Actions) != 0 || r.env.Writes != writes || r.u.Slots.Status().Seq != seq {
+									t.Fatalf("%s: second run: %v, actions %q", where, err, res2.Actions)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d combinations", n)
 }
