@@ -44,6 +44,10 @@ var (
 // Reconcile, run at every start, resolves. Reconcile only ever removes
 // slots from what the environment can boot, ends trials, and completes an
 // arm whose slot state already says pending; it never marks anything good.
+//
+// An Updater is not safe for concurrent use: flightd runs one update step
+// at a time (the U-Boot environment's LockFile keeps an engineer's
+// fw_setenv from interleaving with it).
 type Updater struct {
 	Slots  *slots.Manager
 	Boot   *watchdog.BootControl
