@@ -2,4 +2,11 @@
 // journals uplinked transfers, reconstructs image layers, writes the inactive
 // A/B slot, arms it for a counted trial boot, pets the hardware watchdog and
 // marks the slot good after health checks. cmd/flightd is a thin main around it.
+//
+// Updater is the only code that writes both the slot states (package slots)
+// and the bootloader environment (package watchdog). It orders every pair of
+// writes so that the environment can boot only a slot whose state is pending
+// or good, and Reconcile, run at every start, resolves whatever a power cut
+// between two writes left (docs/boot.md, "Updates: install, trial boot,
+// commit").
 package flightd
