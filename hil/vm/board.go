@@ -1,0 +1,108 @@
+package vm
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// GuestModules are the modules the guest loads, with their dependencies:
+// the watchdog driver, virtio over MMIO and its block driver for the
+// persistent disk, and the file system on it. Debian builds them all as
+// modules; ones a kernel has built in are skipped.
+var GuestModules = []string{"i6300esb", "virtio_mmio", "virtio_blk", "minix"}
+
+// DiskFS is the file system of the persistent disk: minix, because its
+// kernel module has no dependencies and util-linux (essential on Debian)
+// formats it. The reset record goes through the same atomic-replace code
+// (write, fsync, rename, fsync of the directory) as on any other file
+// system.
+const DiskFS = "minix"
+
+// Board is a virtual arm64 board ready to boot: qemu, the kernel, and the
+// initramfs built for it.
+type Board struct {
+	QEMU   string
+	Kernel Kernel
+	Dir    string // work directory: init, initramfs, disks
+	Initrd string
+	Mods   []Module
+	// Mkfs formats a disk image (mkfs.minix).
+	Mkfs string
+	// Console gets a copy of every console line of every run, if set.
+	Console io.Writer
+	// InitSize and InitrdSize are the sizes of /init and of the initramfs.
+	InitSize, InitrdSize int64
+}
+
+// NewBoard builds the guest init and the initramfs in dir for kernel k.
+func NewBoard(ctx context.Context, qemu string, k Kernel, dir string) (*Board, error) {
+	b := &Board{QEMU: qemu, Kernel: k, Dir: dir}
+	mods, err := ResolveModules(k.Modules, GuestModules)
+	if err != nil {
+		return nil, err
+	}
+	b.Mods = mods
+	initPath := filepath.Join(dir, "init")
+	if err := BuildGuestInit(ctx, initPath); err != nil {
+		return nil, err
+	}
+	init, err := os.ReadFile(initPath)
+	if err != nil {
+		return nil, err
+	}
+	b.InitSize = int64(len(init))
+	b.Initrd = filepath.Join(dir, "initramfs.cpio")
+	if err := BuildInitramfs(b.Initrd, init, mods); err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(b.Initrd)
+	if err != nil {
+		return nil, err
+	}
+	b.InitrdSize = st.Size()
+	if b.Mkfs, err = exec.LookPath("mkfs." + DiskFS); err != nil {
+		return nil, fmt.Errorf("%w: mkfs.%s (util-linux): %w", ErrBoard, DiskFS, err)
+	}
+	return b, nil
+}
+
+// NewDisk creates a fresh formatted raw disk image of 4 MiB in the work
+// directory.
+func (b *Board) NewDisk(name string) (string, error) {
+	p := filepath.Join(b.Dir, name)
+	f, err := os.Create(p)
+	if err != nil {
+		return "", fmt.Errorf("%w: disk: %w", ErrBoard, err)
+	}
+	err = f.Truncate(4 << 20)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w: disk: %w", ErrBoard, err)
+	}
+	out, err := exec.Command(b.Mkfs, p).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%w: %s %s: %w: %s", ErrBoard, b.Mkfs, p, err, strings.TrimSpace(string(out)))
+	}
+	return p, nil
+}
+
+// machine returns the qemu invocation for a scenario.
+func (b *Board) machine(disk, scenario string, timeout, periods int, action string) Machine {
+	return Machine{
+		QEMU: b.QEMU, Kernel: b.Kernel.Image, Initrd: b.Initrd, Disk: disk,
+		Append: fmt.Sprintf("bootorbit.scenario=%s bootorbit.timeout=%d bootorbit.periods=%d bootorbit.disk=/dev/vda bootorbit.fstype=%s",
+			scenario, timeout, periods, DiskFS),
+		WatchdogAction: action,
+		Console:        b.Console,
+	}
+}
+
+func secDur(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

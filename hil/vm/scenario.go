@@ -1,0 +1,171 @@
+package vm
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/bootorbit/bootorbit/watchdog"
+)
+
+// Boot is what one boot of the board reported.
+type Boot struct {
+	N int // boot number from the persistent disk
+	// Banner is the host time (since qemu started) of the kernel's first
+	// line of this boot; InitHost that of the init's first line.
+	Banner, InitHost time.Duration
+	// InitUp is the guest's uptime when /init started: the kernel's boot
+	// time to init, on the guest clock.
+	InitUp     time.Duration
+	Info       watchdog.Info
+	BootStatus watchdog.BootStatus
+	// Record is what watchdog.RecordBootReset wrote on the disk.
+	Record watchdog.ResetRecord
+	// Asked and Applied are the timeout set and read back.
+	Asked, Applied time.Duration
+	Keepalives     int
+	// FirstPet and LastPet are guest uptimes of the first and last
+	// keepalive; MaxGap the longest guest time between two keepalives (or
+	// between SETTIMEOUT and the first).
+	FirstPet, LastPet, MaxGap time.Duration
+	// LastPetHost is the host time the last keepalive line arrived.
+	LastPetHost time.Duration
+	// LastAlive is the guest uptime of the last heartbeat after petting
+	// stopped (scenario expire).
+	LastAlive time.Duration
+	Done      bool
+}
+
+// Run is the outcome of one scenario: the boots in order and the console.
+type Run struct {
+	Boots []*Boot
+	Lines []Line
+	Total time.Duration // host time, qemu start to exit
+}
+
+// Console returns the whole console as text.
+func (r *Run) Console() string {
+	var sb strings.Builder
+	for _, l := range r.Lines {
+		fmt.Fprintf(&sb, "[%8.3f] %s\n", l.T.Seconds(), l.Text)
+	}
+	return sb.String()
+}
+
+// parse builds the boots from the console lines. A guest error event or a
+// kernel panic is an error.
+func parse(lines []Line) ([]*Boot, error) {
+	var boots []*Boot
+	cur := func() *Boot {
+		if len(boots) == 0 {
+			boots = append(boots, &Boot{})
+		}
+		return boots[len(boots)-1]
+	}
+	var settimeoutUp time.Duration
+	for _, l := range lines {
+		if strings.Contains(l.Text, BootBanner) {
+			boots = append(boots, &Boot{Banner: l.T})
+			continue
+		}
+		if strings.Contains(l.Text, "Kernel panic") {
+			return boots, fmt.Errorf("%w: guest kernel panic: %s", ErrBoard, l.Text)
+		}
+		e := l.Event
+		if e == nil {
+			if strings.Contains(l.Text, EventPrefix) {
+				_, _, err := ParseEvent(l.Text)
+				return boots, err
+			}
+			continue
+		}
+		b := cur()
+		if e.Boot != 0 {
+			b.N = e.Boot
+		}
+		up := secDur(e.Up)
+		switch e.Ev {
+		case "init":
+			b.InitUp, b.InitHost = up, l.T
+		case "open":
+			b.Info = watchdog.Info{Identity: e.Identity, Options: e.Options, Firmware: e.Firmware}
+		case "bootstatus":
+			if e.BootStatus != nil {
+				b.BootStatus = watchdog.BootStatus(*e.BootStatus)
+			}
+		case "record":
+			b.Record = watchdog.ResetRecord{Cause: watchdog.ResetCause(e.Cause), Count: e.Count, WatchdogResets: e.WatchdogResets}
+			if e.BootStatus != nil {
+				b.Record.BootStatus = *e.BootStatus
+			}
+		case "settimeout":
+			b.Asked, b.Applied = secDur(e.Asked), secDur(e.Applied)
+			settimeoutUp = up
+		case "keepalive":
+			prev := b.LastPet
+			if b.Keepalives == 0 {
+				b.FirstPet, prev = up, settimeoutUp
+			}
+			b.MaxGap = max(b.MaxGap, up-prev)
+			b.LastPet, b.LastPetHost = up, l.T
+			b.Keepalives = e.N
+		case "alive":
+			b.LastAlive = up
+		case "done":
+			b.Done = true
+		case "error":
+			return boots, fmt.Errorf("%w: guest (boot %d): %s", ErrBoard, b.N, e.Err)
+		}
+	}
+	return boots, nil
+}
+
+// RunKeepalive boots once: open /dev/watchdog0, set the timeout (seconds),
+// pet at a third of it for periods timeouts on the guest's clock, and
+// power off. A reset during it shows as a second boot.
+func (b *Board) RunKeepalive(ctx context.Context, timeout, periods int) (*Run, error) {
+	disk, err := b.NewDisk("keepalive.img")
+	if err != nil {
+		return nil, err
+	}
+	return b.run(ctx, b.machine(disk, "keepalive", timeout, periods, "reset"), 1)
+}
+
+// RunExpire boots, sets the timeout, pets for periods timeouts, closes the
+// device without the magic 'V' and stops petting; qemu's i6300esb resets
+// the board, and the second boot reports what it finds: GETBOOTSTATUS and
+// the reset record on the persistent disk.
+func (b *Board) RunExpire(ctx context.Context, timeout, periods int) (*Run, error) {
+	disk, err := b.NewDisk("expire.img")
+	if err != nil {
+		return nil, err
+	}
+	return b.run(ctx, b.machine(disk, "expire", timeout, periods, "reset"), 2)
+}
+
+// run boots m until the guest reports done in boot number wantBoots (or
+// an error, a panic, or one boot more than expected).
+func (b *Board) run(ctx context.Context, m Machine, wantBoots int) (*Run, error) {
+	banners := 0
+	start := time.Now()
+	lines, err := m.Run(ctx, func(l Line) bool {
+		if strings.Contains(l.Text, BootBanner) {
+			banners++
+			return banners > wantBoots
+		}
+		if strings.Contains(l.Text, "Kernel panic") {
+			return true
+		}
+		if e := l.Event; e != nil {
+			return e.Ev == "error" || e.Ev == "done" && e.Boot >= wantBoots
+		}
+		return false
+	})
+	r := &Run{Lines: lines, Total: time.Since(start)}
+	if err != nil {
+		return r, err
+	}
+	r.Boots, err = parse(lines)
+	return r, err
+}
