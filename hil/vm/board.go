@@ -94,13 +94,14 @@ func (b *Board) NewDisk(name string) (string, error) {
 	return p, nil
 }
 
-// machine returns the qemu invocation for a scenario.
-func (b *Board) machine(disk, scenario string, timeout, periods int, action string) Machine {
+// machine returns the qemu invocation for a scenario; extra is added to
+// the kernel command line. The watchdog action is reset.
+func (b *Board) machine(disk, scenario string, timeout, periods int, extra string) Machine {
 	return Machine{
 		QEMU: b.QEMU, Kernel: b.Kernel.Image, Initrd: b.Initrd, Disk: disk,
-		Append: fmt.Sprintf("bootorbit.scenario=%s bootorbit.timeout=%d bootorbit.periods=%d bootorbit.disk=/dev/vda bootorbit.fstype=%s",
-			scenario, timeout, periods, DiskFS),
-		WatchdogAction: action,
+		Append: strings.TrimSpace(fmt.Sprintf("bootorbit.scenario=%s bootorbit.timeout=%d bootorbit.periods=%d bootorbit.disk=/dev/vda bootorbit.fstype=%s %s",
+			scenario, timeout, periods, DiskFS, extra)),
+		WatchdogAction: "reset",
 		Console:        b.Console,
 	}
 }

@@ -2,9 +2,13 @@ package vm
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 )
+
+// ErrEvent prefixes errors about a guest event line that does not parse.
+var ErrEvent = errors.New("vm: event")
 
 // EventPrefix starts every structured line the guest init prints on the
 // serial console; everything else on the console is the kernel's.
@@ -21,8 +25,9 @@ type Event struct {
 	Boot int     `json:"boot,omitempty"` // boot number kept on the persistent disk, 1 = first
 	Up   float64 `json:"up"`
 
-	Msg string `json:"msg,omitempty"`
-	Err string `json:"err,omitempty"`
+	Msg    string `json:"msg,omitempty"`
+	BootID string `json:"boot_id,omitempty"` // the kernel's, fresh at every boot
+	Err    string `json:"err,omitempty"`
 
 	// WDIOC_GETSUPPORT
 	Identity string `json:"identity,omitempty"`
@@ -63,13 +68,13 @@ func ParseEvent(line string) (e Event, ok bool, err error) {
 	}
 	body := strings.TrimRight(line[i+len(EventPrefix):], "\r\n ")
 	if len(body) > maxEventLine {
-		return e, true, fmt.Errorf("vm: event line of %d bytes, limit %d", len(body), maxEventLine)
+		return e, true, fmt.Errorf("%w: line of %d bytes, limit %d", ErrEvent, len(body), maxEventLine)
 	}
 	if err := json.Unmarshal([]byte(body), &e); err != nil {
-		return e, true, fmt.Errorf("vm: event line %q: %w", body, err)
+		return e, true, fmt.Errorf("%w: %q: %w", ErrEvent, body, err)
 	}
 	if e.Ev == "" {
-		return e, true, fmt.Errorf("vm: event line %q has no ev", body)
+		return e, true, fmt.Errorf("%w: %q has no ev", ErrEvent, body)
 	}
 	return e, true, nil
 }

@@ -34,7 +34,27 @@ type Boot struct {
 	// LastAlive is the guest uptime of the last heartbeat after petting
 	// stopped (scenario expire).
 	LastAlive time.Duration
-	Done      bool
+	// Stopped is set when the guest stopped petting (expire) or stopped
+	// the watchdog with the magic close (the control scenario).
+	Stopped bool
+	Done    bool
+	// DidNotStop is set when the kernel's watchdog core said "watchdog did
+	// not stop!" in this boot: its words for a close without the magic 'V'
+	// that leaves the watchdog armed.
+	DidNotStop bool
+
+	// BootID is the kernel's boot id of this boot.
+	BootID string
+	// Rerecord is what a second RecordBootReset in the same boot returned
+	// (a flightd restarted within the boot): the same record.
+	Rerecord watchdog.ResetRecord
+	// Refused is the error SetTimeout returned for a timeout the driver
+	// cannot do (2047 s); "" if it was accepted.
+	Refused string
+	// Sysfs holds the watchdog core's view in
+	// /sys/class/watchdog/watchdog0 (identity, state, timeout, bootstatus,
+	// nowayout), each time the guest read it, in order.
+	Sysfs []map[string]string
 }
 
 // Run is the outcome of one scenario: the boots in order and the console.
@@ -72,6 +92,9 @@ func parse(lines []Line) ([]*Boot, error) {
 		if strings.Contains(l.Text, "Kernel panic") {
 			return boots, fmt.Errorf("%w: guest kernel panic: %s", ErrBoard, l.Text)
 		}
+		if strings.Contains(l.Text, "watchdog did not stop!") {
+			cur().DidNotStop = true
+		}
 		e := l.Event
 		if e == nil {
 			if strings.Contains(l.Text, EventPrefix) {
@@ -94,11 +117,30 @@ func parse(lines []Line) ([]*Boot, error) {
 			if e.BootStatus != nil {
 				b.BootStatus = watchdog.BootStatus(*e.BootStatus)
 			}
-		case "record":
-			b.Record = watchdog.ResetRecord{Cause: watchdog.ResetCause(e.Cause), Count: e.Count, WatchdogResets: e.WatchdogResets}
+		case "boot":
+			b.BootID = e.BootID
+		case "record", "rerecord":
+			rec := watchdog.ResetRecord{Cause: watchdog.ResetCause(e.Cause), Count: e.Count, WatchdogResets: e.WatchdogResets, BootID: e.BootID}
 			if e.BootStatus != nil {
-				b.Record.BootStatus = *e.BootStatus
+				rec.BootStatus = *e.BootStatus
 			}
+			if e.Ev == "record" {
+				b.Record = rec
+			} else {
+				b.Rerecord = rec
+			}
+		case "settimeout-refused":
+			b.Refused = e.Err
+		case "sysfs":
+			m := map[string]string{}
+			for _, kv := range strings.Fields(e.Msg) {
+				if k, v, ok := strings.Cut(kv, "="); ok {
+					m[k] = v
+				}
+			}
+			b.Sysfs = append(b.Sysfs, m)
+		case "stopped":
+			b.Stopped = true
 		case "settimeout":
 			b.Asked, b.Applied = secDur(e.Asked), secDur(e.Applied)
 			settimeoutUp = up
@@ -129,7 +171,7 @@ func (b *Board) RunKeepalive(ctx context.Context, timeout, periods int) (*Run, e
 	if err != nil {
 		return nil, err
 	}
-	return b.run(ctx, b.machine(disk, "keepalive", timeout, periods, "reset"), 1)
+	return b.run(ctx, b.machine(disk, "keepalive", timeout, periods, ""), 1)
 }
 
 // RunExpire boots, sets the timeout, pets for periods timeouts, closes the
@@ -141,7 +183,35 @@ func (b *Board) RunExpire(ctx context.Context, timeout, periods int) (*Run, erro
 	if err != nil {
 		return nil, err
 	}
-	return b.run(ctx, b.machine(disk, "expire", timeout, periods, "reset"), 2)
+	return b.run(ctx, b.machine(disk, "expire", timeout, periods, ""), 2)
+}
+
+// RunMagicClose is the control for RunExpire: the guest sets the timeout,
+// then writes the magic 'V' and closes the device (which the watchdog
+// package never does), and must stay up past the timeout, for twice the
+// timeout plus a second. It shows that the reset in RunExpire comes from
+// leaving the device armed.
+func (b *Board) RunMagicClose(ctx context.Context, timeout int) (*Run, error) {
+	disk, err := b.NewDisk("magicclose.img")
+	if err != nil {
+		return nil, err
+	}
+	return b.run(ctx, b.machine(disk, "magicclose", timeout, 0, ""), 1)
+}
+
+// RunOpenTimeout boots with watchdog.open_timeout=openTimeout on the
+// kernel command line and never opens the watchdog; the guest stays up for
+// twice that plus two seconds and reports the watchdog core's state. The
+// kernel enforces open_timeout only for a watchdog already running when
+// its driver registers (WDOG_HW_RUNNING), which is up to the hardware and
+// the boot loader.
+func (b *Board) RunOpenTimeout(ctx context.Context, openTimeout int) (*Run, error) {
+	disk, err := b.NewDisk("opentimeout.img")
+	if err != nil {
+		return nil, err
+	}
+	m := b.machine(disk, "idle", openTimeout, 0, fmt.Sprintf("watchdog.open_timeout=%d", openTimeout))
+	return b.run(ctx, m, 1)
 }
 
 // run boots m until the guest reports done in boot number wantBoots (or

@@ -3,6 +3,8 @@ package vm
 import (
 	"context"
 	"flag"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +48,16 @@ func TestRealDriverKeepalive(t *testing.T) {
 	if bt.Asked != time.Duration(timeout)*time.Second || bt.Applied != bt.Asked {
 		t.Errorf("SETTIMEOUT %v read back %v, want %v both (the i6300esb counts whole seconds)", bt.Asked, bt.Applied, time.Duration(timeout)*time.Second)
 	}
+	if !strings.Contains(bt.Refused, "WDIOC_SETTIMEOUT 2047 s: invalid argument") {
+		t.Errorf("SetTimeout(2047 s), past the driver's 2046 s: error %q, want EINVAL reported", bt.Refused)
+	}
+	// The watchdog core's sysfs view agrees with the ioctls.
+	if len(bt.Sysfs) == 0 {
+		t.Fatal("no sysfs report")
+	}
+	if fs := bt.Sysfs[0]; fs["state"] != "active" || fs["timeout"] != strconv.Itoa(timeout) || fs["bootstatus"] != "0" || fs["identity"] != "i6300ESB_timer" {
+		t.Errorf("sysfs after SETTIMEOUT: %v, want state active, timeout %d, bootstatus 0", fs, timeout)
+	}
 	if bt.BootStatus != 0 || bt.Record.Cause != watchdog.CausePowerOn || bt.Record.Count != 1 || bt.Record.WatchdogResets != 0 {
 		t.Errorf("power-on: bootstatus %#x, record %+v; want 0 and cause power-on, count 1", uint32(bt.BootStatus), bt.Record)
 	}
@@ -60,6 +72,9 @@ func TestRealDriverKeepalive(t *testing.T) {
 	}
 	if span := bt.LastPet - bt.FirstPet; span < time.Duration(periods-1)*bt.Applied {
 		t.Errorf("petted for %v of guest time, want at least %v", span, time.Duration(periods-1)*bt.Applied)
+	}
+	if bt.BootID == "" || bt.Record.BootID != bt.BootID || bt.Rerecord != bt.Record {
+		t.Errorf("boot id %q; record %+v; recorded again in the same boot %+v: want the same record, counted once", bt.BootID, bt.Record, bt.Rerecord)
 	}
 	t.Logf("boot to /init: %v guest, %v host after qemu start; GETSUPPORT %q options %#x; timeout %v read back %v; %d keepalives over %v guest, longest gap %v; bootstatus %#x; run %v",
 		bt.InitUp.Round(time.Millisecond), bt.InitHost.Round(time.Millisecond), bt.Info.Identity, bt.Info.Options,
@@ -90,6 +105,14 @@ func TestRealDriverResetsWhenNotPetted(t *testing.T) {
 	if first.BootStatus.WatchdogReset() || first.Record.Cause != watchdog.CausePowerOn {
 		t.Errorf("first boot: bootstatus %#x, cause %s; want a power-on", uint32(first.BootStatus), first.Record.Cause)
 	}
+	// Closed without the magic 'V', the watchdog stays armed: the
+	// kernel says so, and so does its sysfs view.
+	if !first.Stopped || !first.DidNotStop {
+		t.Errorf("stopped %v; kernel said \"watchdog did not stop!\" %v; want both", first.Stopped, first.DidNotStop)
+	}
+	if n := len(first.Sysfs); n < 2 || first.Sysfs[n-1]["state"] != "active" {
+		t.Errorf("sysfs after Close: %v, want state active", first.Sysfs)
+	}
 	// The reset came after the timeout, not before: the guest was alive
 	// (on its own clock) for most of the timeout after the last
 	// keepalive, and never past it.
@@ -102,10 +125,81 @@ func TestRealDriverResetsWhenNotPetted(t *testing.T) {
 	if !second.BootStatus.WatchdogReset() {
 		t.Errorf("second boot: bootstatus %#x, want WDIOF_CARDRESET", uint32(second.BootStatus))
 	}
+	if n := len(second.Sysfs); n == 0 || second.Sysfs[n-1]["bootstatus"] != "32" {
+		t.Errorf("second boot's sysfs %v, want bootstatus 32 (WDIOF_CARDRESET)", second.Sysfs)
+	}
+	if first.BootID == "" || first.BootID == second.BootID {
+		t.Errorf("boot ids %q and %q, want two different ones", first.BootID, second.BootID)
+	}
 	if rec := second.Record; rec.Cause != watchdog.CauseWatchdog || rec.Count != 2 || rec.WatchdogResets != 1 {
 		t.Errorf("second boot's reset record %+v, want cause watchdog, count 2, 1 watchdog reset", rec)
 	}
 	t.Logf("timeout %v read back %v; %d keepalives; last keepalive to last sign of life %v guest; last keepalive line to next boot's banner %v host; second boot: bootstatus %#x, record %s (%d boots, %d watchdog resets); run %v",
 		first.Asked, first.Applied, first.Keepalives, alive.Round(time.Millisecond), (second.Banner - first.LastPetHost).Round(time.Millisecond),
 		uint32(second.BootStatus), second.Record.Cause, second.Record.Count, second.Record.WatchdogResets, r.Total.Round(time.Millisecond))
+}
+
+// The control experiment: the magic close, which the watchdog package
+// never does, stops the i6300esb, and the board stays up past the
+// timeout. Without it, a reset in TestRealDriverResetsWhenNotPetted
+// could come from something other than the armed watchdog.
+func TestRealDriverMagicCloseStopsIt(t *testing.T) {
+	b := needBoard(t)
+	const timeout = 1
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	r, err := b.RunMagicClose(ctx, timeout)
+	logRun(t, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Boots) != 1 || !r.Boots[0].Done || !r.Boots[0].Stopped {
+		t.Fatalf("%d boots; want 1 that stopped the watchdog and finished", len(r.Boots))
+	}
+	bt := r.Boots[0]
+	if len(bt.Sysfs) == 0 || bt.Sysfs[0]["state"] != "inactive" {
+		t.Errorf("sysfs after the magic close: %v, want state inactive", bt.Sysfs)
+	}
+	if bt.DidNotStop {
+		t.Error(`kernel said "watchdog did not stop!" after a magic close`)
+	}
+	if up := bt.LastAlive - bt.InitUp; up < 2*timeout*time.Second {
+		t.Errorf("alive %v after /init started, want past twice the timeout", up)
+	}
+}
+
+// watchdog.open_timeout on the kernel command line (docs/boot.md) applies
+// to a watchdog already running when its driver registers. QEMU's i6300esb
+// is not running until opened, at power-on and after its own reset, so on
+// this board nothing resets a boot that never opens it: the kernel
+// parameter alone does not catch a hang before flightd. This test asserts
+// that, as measured; a board whose boot loader starts the watchdog behaves
+// differently.
+func TestOpenTimeoutDoesNotArmAStoppedI6300ESB(t *testing.T) {
+	b := needBoard(t)
+	const openTimeout = 1
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	r, err := b.RunOpenTimeout(ctx, openTimeout)
+	logRun(t, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(r.Console(), "watchdog.open_timeout=1") {
+		t.Fatal("kernel command line without watchdog.open_timeout")
+	}
+	if len(r.Boots) != 1 || !r.Boots[0].Done {
+		t.Fatalf("%d boots, want 1 that finished", len(r.Boots))
+	}
+	bt := r.Boots[0]
+	for _, fs := range bt.Sysfs {
+		if fs["state"] != "inactive" {
+			t.Errorf("sysfs %v, want state inactive (the i6300esb does not run before it is opened)", fs)
+		}
+	}
+	if up := bt.LastAlive - bt.InitUp; up < 2*openTimeout*time.Second {
+		t.Errorf("alive %v after /init started, want past twice the open timeout", up)
+	}
+	t.Logf("open_timeout=%d s, device never opened: alive %v after /init, no reset; watchdog core state %v",
+		openTimeout, (bt.LastAlive - bt.InitUp).Round(time.Millisecond), bt.Sysfs[len(bt.Sysfs)-1]["state"])
 }

@@ -147,7 +147,11 @@ func countBoot(disk, fstype string) error {
 	if err := writeSync(p, []byte(strconv.Itoa(boot)+"\n")); err != nil {
 		return err
 	}
-	emit(vm.Event{Ev: "boot"})
+	id, err := watchdog.KernelBootID()
+	if err != nil {
+		return err
+	}
+	emit(vm.Event{Ev: "boot", BootID: id})
 	return nil
 }
 
@@ -204,6 +208,28 @@ func run() error {
 	if err := waitFor(dev, 20*time.Second); err != nil {
 		return err
 	}
+	timeout := 2 * time.Second
+	if v := args["timeout"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("bootorbit.timeout=%q: want whole seconds > 0", v)
+		}
+		timeout = time.Duration(n) * time.Second
+	}
+	periods := 3
+	if v := args["periods"]; v != "" {
+		if periods, err = strconv.Atoi(v); err != nil || periods < 0 {
+			return fmt.Errorf("bootorbit.periods=%q: want a count >= 0", v)
+		}
+	}
+	// Scenarios that must not open the device through watchdog.OpenDevice.
+	switch args["scenario"] {
+	case "idle":
+		return idle(timeout)
+	case "magicclose":
+		return magicClose(dev, timeout)
+	}
+
 	d, err := watchdog.OpenDevice(dev)
 	if err != nil {
 		return err
@@ -225,30 +251,29 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		emit(vm.Event{Ev: "record", Cause: string(rec.Cause), Count: rec.Count, WatchdogResets: rec.WatchdogResets, BootStatus: &rec.BootStatus})
-	}
-
-	timeout := 2 * time.Second
-	if v := args["timeout"]; v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return fmt.Errorf("bootorbit.timeout=%q: want whole seconds > 0", v)
+		emit(vm.Event{Ev: "record", Cause: string(rec.Cause), Count: rec.Count, WatchdogResets: rec.WatchdogResets, BootStatus: &rec.BootStatus, BootID: rec.BootID})
+		// A flightd restarted within this boot records nothing new.
+		again, err := watchdog.RecordBootReset(stateDir, id, st, "A", time.Now())
+		if err != nil {
+			return err
 		}
-		timeout = time.Duration(n) * time.Second
-	}
-	periods := 3
-	if v := args["periods"]; v != "" {
-		if periods, err = strconv.Atoi(v); err != nil || periods < 0 {
-			return fmt.Errorf("bootorbit.periods=%q: want a count >= 0", v)
-		}
+		emit(vm.Event{Ev: "rerecord", Cause: string(again.Cause), Count: again.Count, WatchdogResets: again.WatchdogResets, BootStatus: &again.BootStatus, BootID: again.BootID})
 	}
 
 	switch sc := args["scenario"]; sc {
 	case "keepalive":
+		// The driver takes 1..2046 s: a timeout past that is refused, and
+		// the error reaches the caller.
+		if _, err := d.SetTimeout(2047 * time.Second); err != nil {
+			emit(vm.Event{Ev: "settimeout-refused", Asked: 2047, Err: err.Error()})
+		} else {
+			emit(vm.Event{Ev: "settimeout-accepted", Asked: 2047})
+		}
 		return keepalive(d, timeout, periods, false)
 	case "expire":
 		if boot > 1 {
 			// The board came back: the previous boot's watchdog reset it.
+			emitSysfs()
 			emit(vm.Event{Ev: "done"})
 			return d.Close()
 		}
@@ -268,6 +293,7 @@ func keepalive(d *watchdog.LinuxDevice, timeout time.Duration, periods int, stop
 		return err
 	}
 	emit(vm.Event{Ev: "settimeout", Asked: secs(timeout), Applied: secs(applied)})
+	emitSysfs()
 	tick := applied / 3
 	start := time.Now()
 	n := 0
@@ -287,12 +313,73 @@ func keepalive(d *watchdog.LinuxDevice, timeout time.Duration, periods int, stop
 		return err
 	}
 	emit(vm.Event{Ev: "stopped", N: n, Applied: secs(applied)})
+	emitSysfs()
 	// Three timeouts plus a margin: if the board is still alive by then,
 	// the watchdog did not fire, and the scenario says so.
 	limit := 3*applied + 5*time.Second
-	for t0 := time.Now(); time.Since(t0) < limit; {
+	alive(limit)
+	return fmt.Errorf("watchdog did not reset the board within %v after the last keepalive", limit)
+}
+
+// emitSysfs reports the watchdog core's own view in
+// /sys/class/watchdog/watchdog0 (CONFIG_WATCHDOG_SYSFS), an account
+// independent of the ioctls that the host compares with them.
+func emitSysfs() {
+	var parts []string
+	for _, k := range []string{"identity", "state", "timeout", "bootstatus", "nowayout"} {
+		b, err := os.ReadFile("/sys/class/watchdog/watchdog0/" + k)
+		if err != nil {
+			continue
+		}
+		parts = append(parts, k+"="+strings.ReplaceAll(strings.TrimSpace(string(b)), " ", "_"))
+	}
+	emit(vm.Event{Ev: "sysfs", Msg: strings.Join(parts, " ")})
+}
+
+// alive prints a heartbeat every 100 ms of guest time for d.
+func alive(d time.Duration) {
+	for t0 := time.Now(); time.Since(t0) < d; {
 		time.Sleep(100 * time.Millisecond)
 		emit(vm.Event{Ev: "alive"})
 	}
-	return fmt.Errorf("watchdog did not reset the board within %v after the last keepalive", limit)
+}
+
+// idle never opens the watchdog: with watchdog.open_timeout on the kernel
+// command line, a watchdog already running at boot would reset the board
+// when nobody opens it in time. It reports the core's view and stays up
+// for twice the timeout plus two seconds.
+func idle(timeout time.Duration) error {
+	emitSysfs()
+	alive(2*timeout + 2*time.Second)
+	emitSysfs()
+	emit(vm.Event{Ev: "done"})
+	return nil
+}
+
+// magicClose is the control experiment for "no magic close": it opens the
+// device directly (the watchdog package has no way to do this), sets the
+// timeout, writes the magic 'V' and closes, which stops the watchdog; the
+// board must then stay up past the timeout.
+func magicClose(dev string, timeout time.Duration) error {
+	fd, err := unix.Open(dev, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlSetPointerInt(fd, unix.WDIOC_SETTIMEOUT, int(timeout/time.Second)); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	emit(vm.Event{Ev: "settimeout", Asked: secs(timeout), Applied: secs(timeout)})
+	if _, err := unix.Write(fd, []byte("V")); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	if err := unix.Close(fd); err != nil {
+		return err
+	}
+	emit(vm.Event{Ev: "stopped"})
+	emitSysfs()
+	alive(2*timeout + time.Second)
+	emit(vm.Event{Ev: "done"})
+	return nil
 }
