@@ -14,15 +14,18 @@ import (
 // GuestModules are the modules the guest loads, with their dependencies:
 // the watchdog driver, virtio over MMIO and its block driver for the
 // persistent disk, and the file system on it. Debian builds them all as
-// modules; ones a kernel has built in are skipped.
-var GuestModules = []string{"i6300esb", "virtio_mmio", "virtio_blk", "minix"}
+// modules; ones a kernel has built in are skipped. crc32c_generic is
+// ext4's and jbd2's soft dependency (crypto-crc32c, for metadata
+// checksums): without a modprobe in the guest, it is loaded up front.
+var GuestModules = []string{"i6300esb", "virtio_mmio", "virtio_blk", "crc32c_generic", "ext4"}
 
-// DiskFS is the file system of the persistent disk: minix, because its
-// kernel module has no dependencies and util-linux (essential on Debian)
-// formats it. The reset record goes through the same atomic-replace code
-// (write, fsync, rename, fsync of the directory) as on any other file
-// system.
-const DiskFS = "minix"
+// DiskFS is the file system of the persistent disk, formatted on the host
+// by mkfs.ext4 (e2fsprogs) with its defaults: what a flight computer's
+// state partition would use.
+const DiskFS = "ext4"
+
+// diskSize is the size of a fresh disk image.
+const diskSize = 8 << 20
 
 // Board is a virtual arm64 board ready to boot: qemu, the kernel, and the
 // initramfs built for it.
@@ -32,7 +35,7 @@ type Board struct {
 	Dir    string // work directory: init, initramfs, disks
 	Initrd string
 	Mods   []Module
-	// Mkfs formats a disk image (mkfs.minix).
+	// Mkfs formats a disk image (mkfs.ext4).
 	Mkfs string
 	// Console gets a copy of every console line of every run, if set.
 	Console io.Writer
@@ -67,27 +70,26 @@ func NewBoard(ctx context.Context, qemu string, k Kernel, dir string) (*Board, e
 	}
 	b.InitrdSize = st.Size()
 	if b.Mkfs, err = exec.LookPath("mkfs." + DiskFS); err != nil {
-		return nil, fmt.Errorf("%w: mkfs.%s (util-linux): %w", ErrBoard, DiskFS, err)
+		return nil, fmt.Errorf("%w: mkfs.%s (e2fsprogs): %w", ErrBoard, DiskFS, err)
 	}
 	return b, nil
 }
 
-// NewDisk creates a fresh formatted raw disk image of 4 MiB in the work
-// directory.
+// NewDisk creates a fresh formatted raw disk image in the work directory.
 func (b *Board) NewDisk(name string) (string, error) {
 	p := filepath.Join(b.Dir, name)
 	f, err := os.Create(p)
 	if err != nil {
 		return "", fmt.Errorf("%w: disk: %w", ErrBoard, err)
 	}
-	err = f.Truncate(4 << 20)
+	err = f.Truncate(diskSize)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return "", fmt.Errorf("%w: disk: %w", ErrBoard, err)
 	}
-	out, err := exec.Command(b.Mkfs, p).CombinedOutput()
+	out, err := exec.Command(b.Mkfs, "-q", "-F", p).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("%w: %s %s: %w: %s", ErrBoard, b.Mkfs, p, err, strings.TrimSpace(string(out)))
 	}

@@ -21,7 +21,18 @@ var (
 	boardOnce sync.Once
 	board     *Board
 	boardErr  error
+	boardDir  string
 )
+
+// TestMain removes the shared board's work directory (init, initramfs,
+// disk images) after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if boardDir != "" {
+		os.RemoveAll(boardDir)
+	}
+	os.Exit(code)
+}
 
 // needBoard returns the board shared by the tests of this package (built
 // once: compiling the guest init and packing the initramfs), or skips
@@ -47,6 +58,7 @@ func needBoard(t *testing.T) *Board {
 			boardErr = err
 			return
 		}
+		boardDir = work
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		board, boardErr = NewBoard(ctx, qemu, k, work)

@@ -34,7 +34,8 @@ apt=(-o Dir::State::Lists="$work/lists" -o Dir::Cache="$work/cache" -o Dir::Stat
 
 apt-get "${apt[@]}" -qq update
 # linux-image-arm64 is a metapackage; the kernel is the package it depends on.
-real=$(apt-cache "${apt[@]}" depends "$pkg" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+deps=$(apt-cache "${apt[@]}" depends "$pkg")
+real=$(awk '/Depends: linux-image-[0-9]/ {print $2; exit}' <<<"$deps")
 [ -n "$real" ] || real=$pkg
 (cd "$work/deb" && apt-get "${apt[@]}" -qq download "$real:arm64")
 deb=$(ls "$work"/deb/*.deb)

@@ -113,12 +113,14 @@ func TestRealDriverResetsWhenNotPetted(t *testing.T) {
 	if n := len(first.Sysfs); n < 2 || first.Sysfs[n-1]["state"] != "active" {
 		t.Errorf("sysfs after Close: %v, want state active", first.Sysfs)
 	}
-	// The reset came after the timeout, not before: the guest was alive
-	// (on its own clock) for most of the timeout after the last
-	// keepalive, and never past it.
+	// The reset came at the timeout, not before: the guest was alive (on
+	// its own clock) for most of the timeout after the last keepalive,
+	// and not past it. QEMU's i6300esb counts 30 ns per tick of its
+	// nominal 33 MHz clock, so it fires 0.66 % late (measured: 10.012 s
+	// alive with a 10 s timeout); the bound allows 1 %.
 	alive := first.LastAlive - first.LastPet
-	if alive >= first.Applied || alive < first.Applied/2 {
-		t.Errorf("alive %v after the last keepalive, want within [%v, %v)", alive, first.Applied/2, first.Applied)
+	if hi := first.Applied + first.Applied/100; alive >= hi || alive < first.Applied/2 {
+		t.Errorf("alive %v after the last keepalive, want within [%v, %v)", alive, first.Applied/2, hi)
 	}
 	// QEMU's i6300esb keeps its timeout flag across the reset it caused,
 	// and the driver reports it as WDIOF_CARDRESET.
