@@ -88,6 +88,7 @@ func TestParseBoots(t *testing.T) {
 		5.5, ev(Event{Ev: "alive", Boot: 1, Up: 4.8}),
 		5.6, `@bootorbit {"ev":"alive","boot":1,"up":4.9[    0.000000] Booting Linux on physical CPU 0x0`,
 		7.5, ev(Event{Ev: "init", Up: 1.3}),
+		7.55, "[    1.32] EXT4-fs (vda): recovery complete",
 		7.6, ev(Event{Ev: "boot", Boot: 2, Up: 1.35, BootID: "id-2"}),
 		7.7, ev(Event{Ev: "bootstatus", Boot: 2, Up: 1.4, BootStatus: &cr}),
 		7.8, ev(Event{Ev: "record", Boot: 2, Up: 1.45, BootStatus: &cr, Cause: "watchdog", Count: 2, WatchdogResets: 1, BootID: "id-2"}),
@@ -111,7 +112,7 @@ func TestParseBoots(t *testing.T) {
 	if !a.Stopped || !a.DidNotStop || a.LastAlive != 4800*ms || a.Sysfs[0]["state"] != "active" || a.Done {
 		t.Errorf("first boot's end: %+v", a)
 	}
-	if b.N != 2 || b.Banner != 5600*ms || !b.BootStatus.WatchdogReset() || b.Record.Cause != watchdog.CauseWatchdog || b.Record.WatchdogResets != 1 || !b.Done {
+	if b.N != 2 || b.Banner != 5600*ms || !b.BootStatus.WatchdogReset() || b.Record.Cause != watchdog.CauseWatchdog || b.Record.WatchdogResets != 1 || !b.Done || !b.FSRecovered || a.FSRecovered {
 		t.Errorf("second boot: %+v", b)
 	}
 

@@ -41,8 +41,8 @@ func WriteWatchdogFigures(w io.Writer, keep, exp *Run) error {
 		second := exp.Boots[1]
 		fmt.Fprintf(w, "  last keepalive to reset %s guest (last sign of life), %s host (last keepalive line to next kernel banner); QEMU's i6300esb fires after %s\n",
 			ms(first.LastAlive-first.LastPet), ms(second.Banner-first.LastPetHost), ms(ESBFiresAfter(first.Applied)))
-		fmt.Fprintf(w, "  after the reset         boot #%d, GETBOOTSTATUS %#x (cause %s), record cause %s, %d boots, %d watchdog resets\n",
-			second.N, uint32(second.BootStatus), second.BootStatus.Cause(), second.Record.Cause, second.Record.Count, second.Record.WatchdogResets)
+		fmt.Fprintf(w, "  after the reset         boot #%d, GETBOOTSTATUS %#x (cause %s), record cause %s, %d boots, %d watchdog resets; ext4 journal replayed %v\n",
+			second.N, uint32(second.BootStatus), second.BootStatus.Cause(), second.Record.Cause, second.Record.Count, second.Record.WatchdogResets, second.FSRecovered)
 		fmt.Fprintf(w, "  watchdog reset recognised %v\n", second.BootStatus.WatchdogReset() && second.Record.WatchdogResets > 0)
 	}
 	return nil

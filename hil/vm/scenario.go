@@ -42,6 +42,9 @@ type Boot struct {
 	// not stop!" in this boot: its words for a close without the magic 'V'
 	// that leaves the watchdog armed.
 	DidNotStop bool
+	// FSRecovered is set when the kernel replayed the state disk's ext4
+	// journal at mount: the previous boot ended without unmounting it.
+	FSRecovered bool
 
 	// BootID is the kernel's boot id of this boot.
 	BootID string
@@ -91,6 +94,9 @@ func parse(lines []Line) ([]*Boot, error) {
 		}
 		if strings.Contains(l.Text, "Kernel panic") {
 			return boots, fmt.Errorf("%w: guest kernel panic: %s", ErrBoard, l.Text)
+		}
+		if strings.Contains(l.Text, "EXT4-fs (vda): recovery complete") {
+			cur().FSRecovered = true
 		}
 		if strings.Contains(l.Text, "watchdog did not stop!") {
 			cur().DidNotStop = true

@@ -136,9 +136,9 @@ func TestRealDriverResetsWhenNotPetted(t *testing.T) {
 	if rec := second.Record; rec.Cause != watchdog.CauseWatchdog || rec.Count != 2 || rec.WatchdogResets != 1 {
 		t.Errorf("second boot's reset record %+v, want cause watchdog, count 2, 1 watchdog reset", rec)
 	}
-	t.Logf("timeout %v read back %v; %d keepalives; last keepalive to last sign of life %v guest; last keepalive line to next boot's banner %v host; second boot: bootstatus %#x, record %s (%d boots, %d watchdog resets); run %v",
+	t.Logf("timeout %v read back %v; %d keepalives; last keepalive to last sign of life %v guest; last keepalive line to next boot's banner %v host; second boot: bootstatus %#x, record %s (%d boots, %d watchdog resets), ext4 journal replayed %v; run %v",
 		first.Asked, first.Applied, first.Keepalives, alive.Round(time.Millisecond), (second.Banner - first.LastPetHost).Round(time.Millisecond),
-		uint32(second.BootStatus), second.Record.Cause, second.Record.Count, second.Record.WatchdogResets, r.Total.Round(time.Millisecond))
+		uint32(second.BootStatus), second.Record.Cause, second.Record.Count, second.Record.WatchdogResets, second.FSRecovered, r.Total.Round(time.Millisecond))
 }
 
 // The control experiment: the magic close, which the watchdog package
@@ -195,6 +195,9 @@ func TestOpenTimeoutDoesNotArmAStoppedI6300ESB(t *testing.T) {
 	}
 	bt := r.Boots[0]
 	for _, fs := range bt.Sysfs {
+		if fs["open_timeout"] != "1" || fs["handle_boot_enabled"] != "Y" {
+			t.Errorf("watchdog core parameters open_timeout=%q handle_boot_enabled=%q, want 1 and Y", fs["open_timeout"], fs["handle_boot_enabled"])
+		}
 		if fs["state"] != "inactive" {
 			t.Errorf("sysfs %v, want state inactive (the i6300esb does not run before it is opened)", fs)
 		}

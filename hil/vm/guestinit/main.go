@@ -333,6 +333,13 @@ func emitSysfs() {
 		}
 		parts = append(parts, k+"="+strings.ReplaceAll(strings.TrimSpace(string(b)), " ", "_"))
 	}
+	// The watchdog core's parameters, as the kernel took them from its
+	// command line.
+	for _, k := range []string{"open_timeout", "handle_boot_enabled"} {
+		if b, err := os.ReadFile("/sys/module/watchdog/parameters/" + k); err == nil {
+			parts = append(parts, k+"="+strings.TrimSpace(string(b)))
+		}
+	}
 	emit(vm.Event{Ev: "sysfs", Msg: strings.Join(parts, " ")})
 }
 
