@@ -48,6 +48,20 @@ func FindKernel(dir string) (Kernel, error) {
 	return Kernel{}, fmt.Errorf("%w: no lib/modules/%s in %s", ErrKernel, k.Version, dir)
 }
 
+// BuildGuestTest compiles the tests of package pkg (an import path of
+// this module) into a static linux/arm64 test binary at out, to run in the
+// guest.
+func BuildGuestTest(ctx context.Context, pkg, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("vm: build guest test %s: %w: %s", pkg, err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
 // BuildGuestInit compiles the guest's /init (package hil/vm/guestinit) as
 // a static linux/arm64 binary at out. It needs the Go toolchain and this
 // module's source, so it runs from within the repository.
@@ -63,10 +77,18 @@ func BuildGuestInit(ctx context.Context, out string) error {
 	return nil
 }
 
+// File is an extra regular file for the initramfs.
+type File struct {
+	Name string // path inside the initramfs, without the leading /
+	Perm uint32
+	Data []byte
+}
+
 // BuildInitramfs writes an uncompressed newc initramfs to path: the init
-// binary as /init, /dev/console, the mount points the init uses, and the
-// modules under /modules with /modules/order giving the load order.
-func BuildInitramfs(path string, init []byte, mods []Module) (err error) {
+// binary as /init, /dev/console, the mount points the init uses, the
+// modules under /modules with /modules/order giving the load order, and
+// any extra files (in the root directory or in one the archive has).
+func BuildInitramfs(path string, init []byte, mods []Module, extra ...File) (err error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("vm: initramfs: %w", err)
@@ -95,5 +117,8 @@ func BuildInitramfs(path string, init []byte, mods []Module) (err error) {
 	}
 	w.File("modules/order", 0o644, []byte(order.String()))
 	w.File("init", 0o755, init)
+	for _, f := range extra {
+		w.File(f.Name, f.Perm, f.Data)
+	}
 	return w.Close()
 }

@@ -3,6 +3,8 @@ package vm
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -244,4 +246,66 @@ func (b *Board) run(ctx context.Context, m Machine, wantBoots int) (*Run, error)
 	}
 	r.Boots, err = parse(lines)
 	return r, err
+}
+
+// GoTest is the outcome of a package's test binary run in the guest.
+type GoTest struct {
+	*Run
+	Exit   int    // the test binary's exit status; -1 if it did not report one
+	Output string // its output, as printed on the console
+}
+
+// RunGoTest builds the tests of package pkg for linux/arm64, boots a board
+// whose initramfs holds the binary as /pkg.test, and runs it in the guest
+// with args and env (KEY=VALUE) after the usual setup (modules, state disk
+// on /state). The guest prints the output on the console, between marker
+// events, and powers off.
+func (b *Board) RunGoTest(ctx context.Context, pkg string, args, env []string) (*GoTest, error) {
+	bin := filepath.Join(b.Dir, "pkg.test")
+	if err := BuildGuestTest(ctx, pkg, bin); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return nil, err
+	}
+	init, err := os.ReadFile(filepath.Join(b.Dir, "init"))
+	if err != nil {
+		return nil, err
+	}
+	initrd := filepath.Join(b.Dir, "initramfs-gotest.cpio")
+	spec := strings.Join(args, "\n") + "\n"
+	if err := BuildInitramfs(initrd, init, b.Mods,
+		File{Name: "pkg.test", Perm: 0o755, Data: data},
+		File{Name: "gotest.args", Perm: 0o644, Data: []byte(spec)},
+		File{Name: "gotest.env", Perm: 0o644, Data: []byte(strings.Join(env, "\n") + "\n")},
+	); err != nil {
+		return nil, err
+	}
+	disk, err := b.NewDisk("gotest.img")
+	if err != nil {
+		return nil, err
+	}
+	m := b.machine(disk, "gotest", 1, 0, "") // timeout unused
+	m.Initrd = initrd
+	r, err := b.run(ctx, m, 1)
+	g := &GoTest{Run: r, Exit: -1}
+	if r == nil {
+		return g, err
+	}
+	var out strings.Builder
+	in := false
+	for _, l := range r.Lines {
+		switch e := l.Event; {
+		case e != nil && e.Ev == "gotest-start":
+			in = true
+		case e != nil && e.Ev == "gotest-exit":
+			in = false
+			g.Exit = e.N
+		case in:
+			out.WriteString(l.Text + "\n")
+		}
+	}
+	g.Output = out.String()
+	return g, err
 }

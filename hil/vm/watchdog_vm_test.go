@@ -26,6 +26,7 @@ func scenarioParams() (timeout, periods int) {
 const esbOptions = watchdog.WDIOFSetTimeout | watchdog.WDIOFKeepalive | watchdog.WDIOFMagicClose
 
 func TestRealDriverKeepalive(t *testing.T) {
+	t.Parallel() // the guests mostly sleep: boards wait on their timers, not on the CPU
 	b := needBoard(t)
 	timeout, periods := scenarioParams()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(60+timeout*periods*3)*time.Second)
@@ -83,6 +84,7 @@ func TestRealDriverKeepalive(t *testing.T) {
 }
 
 func TestRealDriverResetsWhenNotPetted(t *testing.T) {
+	t.Parallel() // the guests mostly sleep: boards wait on their timers, not on the CPU
 	b := needBoard(t)
 	timeout, periods := scenarioParams()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(90+timeout*(periods+4))*time.Second)
@@ -146,6 +148,7 @@ func TestRealDriverResetsWhenNotPetted(t *testing.T) {
 // timeout. Without it, a reset in TestRealDriverResetsWhenNotPetted
 // could come from something other than the armed watchdog.
 func TestRealDriverMagicCloseStopsIt(t *testing.T) {
+	t.Parallel() // the guests mostly sleep: boards wait on their timers, not on the CPU
 	b := needBoard(t)
 	const timeout = 1
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -178,6 +181,7 @@ func TestRealDriverMagicCloseStopsIt(t *testing.T) {
 // that, as measured; a board whose boot loader starts the watchdog behaves
 // differently.
 func TestOpenTimeoutDoesNotArmAStoppedI6300ESB(t *testing.T) {
+	t.Parallel() // the guests mostly sleep: boards wait on their timers, not on the CPU
 	b := needBoard(t)
 	const openTimeout = 1
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -207,4 +211,25 @@ func TestOpenTimeoutDoesNotArmAStoppedI6300ESB(t *testing.T) {
 	}
 	t.Logf("open_timeout=%d s, device never opened: alive %v after /init, no reset; watchdog core state %v",
 		openTimeout, (bt.LastAlive - bt.InitUp).Round(time.Millisecond), bt.Sysfs[len(bt.Sysfs)-1]["state"])
+}
+
+// The watchdog package's own TestLinuxDevice, which skips on the host,
+// cross-compiled and run in the guest against /dev/watchdog0.
+func TestWatchdogPackageTestInGuest(t *testing.T) {
+	t.Parallel() // the guests mostly sleep: boards wait on their timers, not on the CPU
+	b := needBoard(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	g, err := b.RunGoTest(ctx, "github.com/bootorbit/bootorbit/watchdog",
+		[]string{"-test.run", "^TestLinuxDevice$", "-test.v"}, []string{"BOOTORBIT_TEST_WATCHDOG=/dev/watchdog0"})
+	if g != nil {
+		logRun(t, g.Run)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("in the guest:\n%s", g.Output)
+	if g.Exit != 0 || !strings.Contains(g.Output, "--- PASS: TestLinuxDevice") || !strings.Contains(g.Output, "i6300ESB timer") {
+		t.Errorf("watchdog's TestLinuxDevice in the guest: exit %d, want 0 and a PASS that names the i6300ESB", g.Exit)
+	}
 }

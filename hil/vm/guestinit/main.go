@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -224,6 +225,8 @@ func run() error {
 	}
 	// Scenarios that must not open the device through watchdog.OpenDevice.
 	switch args["scenario"] {
+	case "gotest":
+		return goTest()
 	case "idle":
 		return idle(timeout)
 	case "magicclose":
@@ -387,6 +390,54 @@ func magicClose(dev string, timeout time.Duration) error {
 	emit(vm.Event{Ev: "stopped"})
 	emitSysfs()
 	alive(2*timeout + time.Second)
+	emit(vm.Event{Ev: "done"})
+	return nil
+}
+
+// goTest runs /pkg.test, a package's test binary, with the arguments in
+// /gotest.args and the environment in /gotest.env (one per line), its
+// output on the console between the gotest-start and gotest-exit events
+// (N is the exit status). It runs in /state, a writable directory.
+func goTest() error {
+	lines := func(p string) ([]string, error) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if l != "" {
+				out = append(out, l)
+			}
+		}
+		return out, nil
+	}
+	args, err := lines("/gotest.args")
+	if err != nil {
+		return err
+	}
+	env, err := lines("/gotest.env")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll("/state/tmp", 0o1777); err != nil {
+		return err
+	}
+	cmd := exec.Command("/pkg.test", args...)
+	cmd.Env = append([]string{"PATH=/", "HOME=/state", "TMPDIR=/state/tmp"}, env...)
+	cmd.Dir = "/state"
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	emit(vm.Event{Ev: "gotest-start", Msg: strings.Join(args, " ")})
+	err = cmd.Run()
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			return err
+		}
+		code = ee.ExitCode()
+	}
+	emit(vm.Event{Ev: "gotest-exit", N: code})
 	emit(vm.Event{Ev: "done"})
 	return nil
 }
