@@ -71,7 +71,7 @@ func (m Machine) Args() []string {
 		"-device", "i6300esb", "-action", "watchdog=" + action,
 	}
 	if m.Disk != "" {
-		a = append(a, "-drive", "file="+m.Disk+",format=raw,if=none,id=state,cache=writeback",
+		a = append(a, "-drive", "file="+strings.ReplaceAll(m.Disk, ",", ",,")+",format=raw,if=none,id=state,cache=writeback",
 			"-device", "virtio-blk-device,drive=state")
 	}
 	return a
