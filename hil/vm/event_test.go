@@ -79,9 +79,11 @@ func TestParseBoots(t *testing.T) {
 		2.0, ev(Event{Ev: "boot", Boot: 1, Up: 1.3, BootID: "id-1"}),
 		2.1, ev(Event{Ev: "open", Boot: 1, Up: 1.35, Identity: "i6300ESB timer", Options: 0x8180}),
 		2.2, ev(Event{Ev: "bootstatus", Boot: 1, Up: 1.4, BootStatus: &zero}),
+		2.25, ev(Event{Ev: "second-open-refused", Boot: 1, Up: 1.45, Err: "busy"}),
 		2.3, ev(Event{Ev: "settimeout", Boot: 1, Up: 1.5, Asked: 2, Applied: 2}),
 		2.9, ev(Event{Ev: "keepalive", Boot: 1, Up: 2.1, N: 1}),
 		3.7, ev(Event{Ev: "keepalive", Boot: 1, Up: 2.9, N: 2}),
+		3.7, ev(Event{Ev: "reopened", Boot: 1, Up: 2.91, N: 2}),
 		3.7, "[    2.9] watchdog: watchdog0: watchdog did not stop!",
 		3.8, ev(Event{Ev: "stopped", Boot: 1, Up: 2.95, N: 2}),
 		4.0, ev(Event{Ev: "sysfs", Boot: 1, Up: 3.0, Msg: "state=active timeout=2"}),
@@ -109,7 +111,7 @@ func TestParseBoots(t *testing.T) {
 	if a.Applied != 2*time.Second || a.Keepalives != 2 || a.FirstPet != 2100*ms || a.LastPet != 2900*ms || a.MaxGap != 800*ms || a.LastPetHost != 3700*ms {
 		t.Errorf("first boot's petting: applied %v, %d pets, first %v last %v gap %v host %v", a.Applied, a.Keepalives, a.FirstPet, a.LastPet, a.MaxGap, a.LastPetHost)
 	}
-	if !a.Stopped || !a.DidNotStop || a.LastAlive != 4800*ms || a.Sysfs[0]["state"] != "active" || a.Done {
+	if !a.Stopped || !a.DidNotStop || !a.Reopened || a.Busy != "busy" || a.LastAlive != 4800*ms || a.Sysfs[0]["state"] != "active" || a.Done {
 		t.Errorf("first boot's end: %+v", a)
 	}
 	if b.N != 2 || b.Banner != 5600*ms || !b.BootStatus.WatchdogReset() || b.Record.Cause != watchdog.CauseWatchdog || b.Record.WatchdogResets != 1 || !b.Done || !b.FSRecovered || a.FSRecovered {

@@ -28,6 +28,8 @@ func WriteWatchdogFigures(w io.Writer, keep, exp *Run) error {
 		fmt.Fprintf(w, "  SETTIMEOUT              asked %s, read back %s\n", b.Asked, b.Applied)
 		fmt.Fprintf(w, "  keepalives              %d over %s guest, longest gap %s (timeout %s)\n", b.Keepalives, ms(b.LastPet-b.FirstPet), ms(b.MaxGap), b.Applied)
 		fmt.Fprintf(w, "  GETBOOTSTATUS           %#x on power-on (cause %s), record %s #%d\n", uint32(b.BootStatus), b.BootStatus.Cause(), b.Record.Cause, b.Record.Count)
+		fmt.Fprintf(w, "  second opener           %s\n", orNone(b.Busy, "let in"))
+		fmt.Fprintf(w, "  restart half way        closed without 'V' and reopened %v, timeout kept: sysfs %v\n", b.Reopened, lastSysfs(b)["timeout"])
 		fmt.Fprintf(w, "  reset while petted      %v\n", len(keep.Boots) > 1)
 	}
 	if exp != nil && len(exp.Boots) > 0 {
@@ -46,4 +48,18 @@ func WriteWatchdogFigures(w io.Writer, keep, exp *Run) error {
 		fmt.Fprintf(w, "  watchdog reset recognised %v\n", second.BootStatus.WatchdogReset() && second.Record.WatchdogResets > 0)
 	}
 	return nil
+}
+
+func orNone(s, none string) string {
+	if s == "" {
+		return none
+	}
+	return s
+}
+
+func lastSysfs(b *Boot) map[string]string {
+	if len(b.Sysfs) == 0 {
+		return nil
+	}
+	return b.Sysfs[len(b.Sysfs)-1]
 }

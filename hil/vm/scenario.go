@@ -53,6 +53,12 @@ type Boot struct {
 	// Rerecord is what a second RecordBootReset in the same boot returned
 	// (a flightd restarted within the boot): the same record.
 	Rerecord watchdog.ResetRecord
+	// Busy is the error a second OpenDevice got while the device was open
+	// ("" if it was let in).
+	Busy string
+	// Reopened is set when the guest closed the device (no magic 'V') and
+	// opened it again while petting, as a restarted flightd does.
+	Reopened bool
 	// Refused is the error SetTimeout returned for a timeout the driver
 	// cannot do (2047 s); "" if it was accepted.
 	Refused string
@@ -139,6 +145,10 @@ func parse(lines []Line) ([]*Boot, error) {
 			}
 		case "settimeout-refused":
 			b.Refused = e.Err
+		case "second-open-refused":
+			b.Busy = e.Err
+		case "reopened":
+			b.Reopened = true
 		case "sysfs":
 			m := map[string]string{}
 			for _, kv := range strings.Fields(e.Msg) {
@@ -172,7 +182,8 @@ func parse(lines []Line) ([]*Boot, error) {
 }
 
 // RunKeepalive boots once: open /dev/watchdog0, set the timeout (seconds),
-// pet at a third of it for periods timeouts on the guest's clock, and
+// pet at a third of it for periods timeouts on the guest's clock (closing
+// and reopening the device half way, as a restarted flightd would), and
 // power off. A reset during it shows as a second boot.
 func (b *Board) RunKeepalive(ctx context.Context, timeout, periods int) (*Run, error) {
 	disk, err := b.NewDisk("keepalive.img")

@@ -59,6 +59,17 @@ func TestRealDriverKeepalive(t *testing.T) {
 	if fs := bt.Sysfs[0]; fs["state"] != "active" || fs["timeout"] != strconv.Itoa(timeout) || fs["bootstatus"] != "0" || fs["identity"] != "i6300ESB_timer" {
 		t.Errorf("sysfs after SETTIMEOUT: %v, want state active, timeout %d, bootstatus 0", fs, timeout)
 	}
+	if !strings.Contains(bt.Busy, "device or resource busy") {
+		t.Errorf("second OpenDevice while open: error %q, want EBUSY", bt.Busy)
+	}
+	// A flightd restart: Close without the magic 'V' (the kernel warns),
+	// OpenDevice again, and the timeout set before still holds.
+	if !bt.Reopened || !bt.DidNotStop {
+		t.Errorf("reopened %v, kernel said \"watchdog did not stop!\" %v; want both", bt.Reopened, bt.DidNotStop)
+	}
+	if n := len(bt.Sysfs); n < 2 || bt.Sysfs[n-1]["state"] != "active" || bt.Sysfs[n-1]["timeout"] != strconv.Itoa(timeout) {
+		t.Errorf("sysfs after the reopen: %v, want state active, timeout %d", bt.Sysfs, timeout)
+	}
 	if bt.BootStatus != 0 || bt.Record.Cause != watchdog.CausePowerOn || bt.Record.Count != 1 || bt.Record.WatchdogResets != 0 {
 		t.Errorf("power-on: bootstatus %#x, record %+v; want 0 and cause power-on, count 1", uint32(bt.BootStatus), bt.Record)
 	}

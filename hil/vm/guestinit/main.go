@@ -272,7 +272,14 @@ func run() error {
 		} else {
 			emit(vm.Event{Ev: "settimeout-accepted", Asked: 2047})
 		}
-		return keepalive(d, timeout, periods, false)
+		// The kernel lets one process at a time hold the device.
+		if d2, err := watchdog.OpenDevice(dev); err != nil {
+			emit(vm.Event{Ev: "second-open-refused", Err: err.Error()})
+		} else {
+			d2.Close()
+			emit(vm.Event{Ev: "second-open-accepted"})
+		}
+		return keepalive(d, dev, timeout, periods, false)
 	case "expire":
 		if boot > 1 {
 			// The board came back: the previous boot's watchdog reset it.
@@ -280,7 +287,7 @@ func run() error {
 			emit(vm.Event{Ev: "done"})
 			return d.Close()
 		}
-		return keepalive(d, timeout, periods, true)
+		return keepalive(d, dev, timeout, periods, true)
 	default:
 		return fmt.Errorf("bootorbit.scenario=%q: want keepalive or expire", sc)
 	}
@@ -290,7 +297,11 @@ func run() error {
 // timeouts, on the guest's clock. Then it either powers off (the watchdog
 // never fired) or, with stop, closes the device without the magic 'V' and
 // prints a heartbeat every 100 ms until the watchdog resets the board.
-func keepalive(d *watchdog.LinuxDevice, timeout time.Duration, periods int, stop bool) error {
+//
+// Without stop it also restarts like flightd would, half way: Close (no
+// magic 'V') and OpenDevice again, then goes on petting through the new
+// descriptor without setting the timeout again.
+func keepalive(d *watchdog.LinuxDevice, dev string, timeout time.Duration, periods int, stop bool) error {
 	applied, err := d.SetTimeout(timeout)
 	if err != nil {
 		return err
@@ -307,6 +318,17 @@ func keepalive(d *watchdog.LinuxDevice, timeout time.Duration, periods int, stop
 		}
 		n++
 		emit(vm.Event{Ev: "keepalive", N: n})
+		if !stop && n == 3*periods/2 {
+			if err := d.Close(); err != nil {
+				return err
+			}
+			emit(vm.Event{Ev: "closed", N: n})
+			if d, err = watchdog.OpenDevice(dev); err != nil {
+				return err
+			}
+			emit(vm.Event{Ev: "reopened", N: n})
+			emitSysfs()
+		}
 	}
 	if !stop {
 		emit(vm.Event{Ev: "done", N: n})
