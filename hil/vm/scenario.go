@@ -33,8 +33,8 @@ type Boot struct {
 	FirstPet, LastPet, MaxGap time.Duration
 	// LastPetHost is the host time the last keepalive line arrived.
 	LastPetHost time.Duration
-	// LastAlive is the guest uptime of the last heartbeat after petting
-	// stopped (scenario expire).
+	// LastAlive is the guest uptime of the last heartbeat the guest
+	// printed while waiting (for the reset, or for nothing to happen).
 	LastAlive time.Duration
 	// Stopped is set when the guest stopped petting (expire) or stopped
 	// the watchdog with the magic close (the control scenario).
