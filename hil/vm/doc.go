@@ -1,0 +1,16 @@
+// Package vm is the bench's virtual board: an arm64 Linux kernel (Debian's
+// linux-image-*-arm64, fetched by fetch-kernel.sh) booted by
+// qemu-system-aarch64 on the virt machine under TCG, with QEMU's i6300esb
+// watchdog on its PCI bus, a persistent raw disk that keeps state across
+// resets, and an initramfs this package builds itself (a newc cpio
+// writer, the kernel modules the guest needs with their dependencies, and
+// /init: the guestinit command, a static linux/arm64 Go binary).
+//
+// It exists to run watchdog.LinuxDevice against a real kernel driver
+// rather than a fake: the guest opens /dev/watchdog0, sets and reads back
+// the timeout, pets it on the guest's clock, stops petting, and after the
+// reset reads GETBOOTSTATUS and the reset record it wrote on the disk.
+// Results come back as structured lines on the serial console (Event),
+// which the host timestamps and parses; durations are measured on the
+// guest's clock.
+package vm
