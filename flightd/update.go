@@ -18,6 +18,7 @@ var (
 	ErrTrialInProgress = errors.New("flightd: the booted slot is on trial")
 	ErrOnlyGoodSlot    = errors.New("flightd: refusing to overwrite the only good slot")
 	ErrNotCommittable  = errors.New("flightd: booted slot cannot be committed")
+	ErrTrialFailed     = errors.New("flightd: slot failed its trial boot")
 )
 
 // Updater is the orchestration between slots (what is in each slot) and
@@ -182,6 +183,32 @@ func (u *Updater) unboot(st map[slots.SlotID]slots.SlotInfo, ws watchdog.Status,
 	return nil
 }
 
+// recordFailedTrial records the other slot bad when the environment says
+// its trial failed: it is the trial slot, at 0 attempts, and the booted
+// slot is another one (the bootloader fell back). It must run before
+// anything drops that slot from the environment, in every operation, not
+// only in Reconcile: the environment is the only evidence of the failure,
+// and once dropped, a slot still recorded pending is indistinguishable from
+// an interrupted arm, which Reconcile completes: it would arm the image
+// that just failed. It reports whether it recorded anything.
+func (u *Updater) recordFailedTrial(st map[slots.SlotID]slots.SlotInfo, ws watchdog.Status) (bool, error) {
+	other := u.Booted.Other()
+	if ws.FailedTrial != string(other) {
+		return false, nil
+	}
+	switch st[other].State {
+	case slots.Written, slots.Pending, slots.Good:
+	default:
+		return false, nil
+	}
+	reason := fmt.Sprintf("trial boot failed: the bootloader used all %d attempts and fell back to %s", ws.Attempts, u.Booted)
+	if err := u.Slots.MarkBad(other, reason); err != nil {
+		return false, fmt.Errorf("record slot %s bad (its trial boot failed): %w", other, err)
+	}
+	u.log().Warn("trial boot failed: slot recorded bad", "slot", string(other), "fallback", string(u.Booted))
+	return true, nil
+}
+
 // Reconcile makes the slot states and the bootloader environment agree
 // again. Run it at every start, before the health checks. It is idempotent
 // and safe to cut at any point: every step rereads both stores and each
@@ -226,17 +253,12 @@ func (u *Updater) Reconcile() (*ReconcileResult, error) {
 		return nil, err
 	}
 
-	if ws.FailedTrial == string(other) {
-		switch st[other].State {
-		case slots.Written, slots.Pending, slots.Good:
-			reason := fmt.Sprintf("trial boot failed: the bootloader used all %d attempts and fell back to %s", ws.Attempts, booted)
-			if err := u.Slots.MarkBad(other, reason); err != nil {
-				return res, fmt.Errorf("flightd: reconcile: record slot %s bad: %w", other, err)
-			}
-			res.act(log, "slot %s: trial boot failed, recorded bad", other)
-			if st, ws, err = u.snapshot(); err != nil {
-				return res, err
-			}
+	if ok, err := u.recordFailedTrial(st, ws); err != nil {
+		return res, fmt.Errorf("flightd: reconcile: %w", err)
+	} else if ok {
+		res.act(log, "slot %s: trial boot failed, recorded bad", other)
+		if st, ws, err = u.snapshot(); err != nil {
+			return res, err
 		}
 	}
 
@@ -352,6 +374,11 @@ func (u *Updater) Arm(slot slots.SlotID) error {
 	if u.onTrial(st, ws) {
 		return fmt.Errorf("%w: commit slot %s before arming slot %s", ErrTrialInProgress, u.Booted, slot)
 	}
+	if ok, err := u.recordFailedTrial(st, ws); err != nil {
+		return fmt.Errorf("flightd: arm slot %s: %w", slot, err)
+	} else if ok {
+		return fmt.Errorf("%w: slot %s used all %d attempts and the bootloader fell back to %s; recorded bad, install it again", ErrTrialFailed, slot, ws.Attempts, u.Booted)
+	}
 	if st[slot].State != slots.Pending {
 		if err := u.Slots.MarkPending(slot); err != nil {
 			return fmt.Errorf("flightd: arm slot %s: %w", slot, err)
@@ -404,7 +431,7 @@ func (u *Updater) Install(ctx context.Context, slot slots.SlotID, img slots.Imag
 	if st[slot].State == slots.Good && st[u.Booted].State != slots.Good {
 		return nil, fmt.Errorf("%w: slot %s is good and booted slot %s is %s", ErrOnlyGoodSlot, slot, u.Booted, st[u.Booted].State)
 	}
-	if err := u.disarm(st, ws, slot, "replaced by a new install"); err != nil {
+	if err := u.disarm(slot, "replaced by a new install"); err != nil {
 		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
 	}
 	res, err := u.Slots.Install(ctx, slot, img)
@@ -435,11 +462,7 @@ func (u *Updater) Disarm(slot slots.SlotID, why string) error {
 	if slot == u.Booted {
 		return fmt.Errorf("flightd: disarm slot %s: %w", slot, slots.ErrActiveSlot)
 	}
-	st, ws, err := u.snapshot()
-	if err != nil {
-		return err
-	}
-	if err := u.disarm(st, ws, slot, why); err != nil {
+	if err := u.disarm(slot, why); err != nil {
 		return fmt.Errorf("flightd: disarm slot %s: %w", slot, err)
 	}
 	return nil
@@ -447,8 +470,21 @@ func (u *Updater) Disarm(slot slots.SlotID, why string) error {
 
 // disarm drops slot from the environment, then records a pending slot
 // bad: the environment first, so that the bootloader never boots a slot
-// recorded bad.
-func (u *Updater) disarm(st map[slots.SlotID]slots.SlotInfo, ws watchdog.Status, slot slots.SlotID, why string) error {
+// recorded bad. A failed trial is the exception: it is recorded bad first
+// (recordFailedTrial), or a cut after the drop would leave it pending and
+// unarmed, and Reconcile would arm the image that failed.
+func (u *Updater) disarm(slot slots.SlotID, why string) error {
+	st, ws, err := u.snapshot()
+	if err != nil {
+		return err
+	}
+	if ok, err := u.recordFailedTrial(st, ws); err != nil {
+		return err
+	} else if ok {
+		if st, ws, err = u.snapshot(); err != nil {
+			return err
+		}
+	}
 	if err := u.unboot(st, ws, slot); err != nil {
 		return err
 	}
