@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 
 	"github.com/bootorbit/bootorbit/slots"
 	"github.com/bootorbit/bootorbit/watchdog"
@@ -19,7 +20,24 @@ var (
 	ErrOnlyGoodSlot    = errors.New("flightd: refusing to overwrite the only good slot")
 	ErrNotCommittable  = errors.New("flightd: booted slot cannot be committed")
 	ErrTrialFailed     = errors.New("flightd: slot failed its trial boot")
+	ErrBadDigest       = errors.New("flightd: bad image digest")
 )
+
+// CheckImageDigest returns an error unless d is "" (no expected digest) or
+// a digest as slots records one: "sha256:" and 64 lowercase hex digits.
+// Install checks it before it writes anything: a malformed digest can
+// never match, and would otherwise be found only after the slot was
+// dropped, overwritten and read back, and then recorded bad.
+func CheckImageDigest(d string) error {
+	if d == "" {
+		return nil
+	}
+	h, ok := strings.CutPrefix(d, "sha256:")
+	if ok && len(h) == 64 && strings.Trim(h, "0123456789abcdef") == "" {
+		return nil
+	}
+	return fmt.Errorf("%w %q: want sha256: and 64 lowercase hex digits", ErrBadDigest, d)
+}
 
 // Updater is the orchestration between slots (what is in each slot) and
 // the bootloader environment (which slot boots). Neither package knows the
@@ -420,6 +438,9 @@ func (u *Updater) Install(ctx context.Context, slot slots.SlotID, img slots.Imag
 	}
 	if slot == u.Booted {
 		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, slots.ErrActiveSlot)
+	}
+	if err := CheckImageDigest(img.Digest); err != nil {
+		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
 	}
 	st, ws, err := u.snapshot()
 	if err != nil {

@@ -283,6 +283,21 @@ func TestInstallRefusalsAndRetries(t *testing.T) {
 		t.Errorf("install with an unreadable environment changed the slot state")
 	}
 
+	// A malformed expected digest can never match: refused before the
+	// slot is dropped or written.
+	r = newTableRig(t, slots.A, slots.Good, slots.Good, vars("A B", "3", "3", "-"))
+	seq = r.u.Slots.Status().Seq
+	for _, d := range []string{"nothex", "sha256:" + strings.Repeat("A", 64), "sha256:1234", "sha512:" + strings.Repeat("0", 64)} {
+		bad := rawImg(img)
+		bad.Digest = d
+		if _, err := r.u.Install(ctx, slots.B, bad); !errors.Is(err, ErrBadDigest) || !strings.Contains(err.Error(), d) {
+			t.Errorf("digest %q: %v", d, err)
+		}
+	}
+	if r.u.Slots.Status().Seq != seq || r.env.Writes != 0 || r.state(slots.B).State != slots.Good {
+		t.Errorf("install with a malformed digest wrote: state seq %d -> %d, %d environment writes, B %s", seq, r.u.Slots.Status().Seq, r.env.Writes, r.state(slots.B).State)
+	}
+
 	// The only good slot is not overwritten.
 	r = newTableRig(t, slots.A, slots.Bad, slots.Good, vars("A B", "3", "3", "-"))
 	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); !errors.Is(err, ErrOnlyGoodSlot) {
