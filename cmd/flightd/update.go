@@ -163,18 +163,28 @@ func runUpdateInstall(ctx context.Context, args []string, stdout, stderr io.Writ
 	if f.raw && len(pos) != 2 {
 		return cli.Usagef("--raw takes exactly one FILE (the filesystem image), got %d", len(pos)-1)
 	}
-	u, bs, err := f.open(stderr)
-	if err != nil {
-		return err
+	if err := flightd.CheckImageDigest(f.digest); err != nil {
+		return cli.Usagef("--digest: %v", err)
 	}
+	// Every FILE is opened and checked before anything is written: a bad
+	// argument found halfway would leave the slot dropped and "writing".
 	img := slots.Image{Label: f.label, RawStream: f.raw, Digest: f.digest}
 	for _, p := range pos[1:] {
 		fh, err := os.Open(p)
 		if err != nil {
-			return err
+			return fmt.Errorf("image FILE: %w", err)
 		}
 		defer fh.Close()
+		if fi, err := fh.Stat(); err != nil {
+			return fmt.Errorf("image FILE: %w", err)
+		} else if fi.IsDir() {
+			return cli.Usagef("FILE %s is a directory: want a layer tar (with --raw: the filesystem image)", p)
+		}
 		img.Layers = append(img.Layers, fh)
+	}
+	u, bs, err := f.open(stderr)
+	if err != nil {
+		return err
 	}
 	res, err := u.Install(ctx, slot, img)
 	if err != nil {
