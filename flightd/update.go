@@ -248,6 +248,9 @@ func (u *Updater) recordFailedTrial(st map[slots.SlotID]slots.SlotInfo, ws watch
 //   - X bootable while its state is empty, writing, written or bad (a cut
 //     in Install, or a hand-edited environment): X is dropped from the
 //     environment.
+//   - the booted slot good and committed but missing from BOOT_ORDER, or
+//     at 0 attempts behind X armed: it is put back (last) with N attempts,
+//     so that X always has a fallback.
 //
 // For the booted slot:
 //
@@ -299,6 +302,25 @@ func (u *Updater) Reconcile() (*ReconcileResult, error) {
 		} else {
 			res.act(log, "slot %s: %s, dropped from the boot order", other, s)
 		}
+		if st, ws, err = u.snapshot(); err != nil {
+			return res, err
+		}
+	}
+
+	// The committed good booted slot is the fallback of whatever the
+	// environment boots first: it must be in BOOT_ORDER, and, behind an
+	// armed trial, have attempts left. Missing (a hand edit: flightd's
+	// own writes never drop it), a slot that hangs would be retried
+	// forever by the bootloader's counter reset; at 0 attempts behind a
+	// trial, the reset would give the trial N attempts more. Commit does
+	// the same after the health checks; this is before them, so that a
+	// boot whose health checks fail still leaves the board a way back.
+	// It is put back last: what boots next does not change.
+	if st[booted].State == slots.Good && !u.onTrial(st, ws) && (!bootable(ws, booted) || armed(ws, other) && ws.Primary == string(other) && ws.Left[string(booted)] == 0) {
+		if err := u.Boot.MarkGood(string(booted)); err != nil {
+			return res, fmt.Errorf("flightd: reconcile: put booted slot %s back as the fallback: %w", booted, err)
+		}
+		res.act(log, "booted slot %s: good but not a fallback the bootloader can reach (order %q, %d attempts left): put back with %d attempts", booted, strings.Join(ws.Order, " "), ws.Left[string(booted)], u.Boot.Attempts)
 		if st, ws, err = u.snapshot(); err != nil {
 			return res, err
 		}

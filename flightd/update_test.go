@@ -103,6 +103,10 @@ func TestReconcileTable(t *testing.T) {
 		{"written slot bootable (cut before Arm of a re-install)", A, good, written, vars("A B", "3", "3", "-"), good, written, vars("A", "3", "0", "-"), false, 1, ""},
 		{"bad slot bootable", A, good, bad, vars("A B", "3", "3", "-"), good, bad, vars("A", "3", "0", "-"), false, 1, ""},
 		{"writing slot the only one in the order, booted good A missing", A, good, writing, vars("B", "3", "3", "-"), good, writing, vars("A", "3", "0", "-"), false, 1, ""},
+		{"armed, booted good slot missing from the order (hand-edited, or saveenv failed)", A, good, pending, vars("B", "3", "3", "B"), good, pending, vars("B A", "3", "3", "B"), false, 1, ""},
+		{"armed, booted good slot at 0 attempts behind the trial", A, good, pending, vars("B A", "0", "2", "B"), good, pending, vars("B A", "3", "2", "B"), false, 1, ""},
+		{"both good, booted slot missing from the order", A, good, good, vars("B", "3", "3", "-"), good, good, vars("B A", "3", "3", "-"), false, 1, ""},
+		{"both good, booted slot at 0 attempts, not behind a trial: left to Commit", A, good, good, vars("B A", "0", "3", "-"), good, good, vars("B A", "0", "3", "-"), false, 0, ""},
 		{"trial boot", B, good, pending, vars("B A", "3", "2", "B"), good, pending, vars("B A", "3", "2", "B"), true, 0, ""},
 		{"trial boot, commit cut after the environment", B, good, pending, vars("B A", "3", "3", "-"), good, pending, vars("B A", "3", "3", "-"), true, 0, ""},
 		{"good slot on trial in the environment (tampered)", B, good, good, vars("B A", "3", "2", "B"), good, good, vars("B A", "3", "2", "B"), true, 0, ""},
@@ -411,7 +415,10 @@ func TestOpenUpdater(t *testing.T) {
 // a warning says why not; it boots nothing it did not boot before except a
 // pending slot it arms again or the good booted slot it puts back; a
 // pending other slot is armed when the booted slot is committed; a pending
-// booted slot is a trial; and a second run changes nothing.
+// booted slot is a trial; a second run changes nothing; and a committed
+// good booted slot is a fallback the bootloader model comes back to when
+// the other slot hangs at every boot (after at most N boots of an armed
+// trial), even without a Commit.
 func TestReconcileEveryCombination(t *testing.T) {
 	states := []slots.State{slots.Empty, slots.Writing, slots.Written, slots.Pending, slots.Good, slots.Bad}
 	orders := []string{"-", "A", "B", "A B", "B A"}
@@ -468,6 +475,28 @@ func TestReconcileEveryCombination(t *testing.T) {
 								res2, err := r.u.Reconcile()
 								if err != nil || len(res2.Actions) != 0 || r.env.Writes != writes || r.u.Slots.Status().Seq != seq {
 									t.Fatalf("%s: second run: %v, actions %q", where, err, res2.Actions)
+								}
+								if committed {
+									// The way back: the other slot hangs at every boot and
+									// this one fails its health checks (no Commit). The
+									// bootloader must return here, after at most N boots of
+									// an armed trial.
+									sim := &watchdog.MemEnv{Vars: r.env.Vars.Clone()}
+									others, back := 0, false
+									for range 4*attempts + 2 {
+										d, err := (watchdog.BootloaderModel{Attempts: attempts}).Boot(sim)
+										mustT(t, err)
+										if d.Slot == string(booted) {
+											back = true
+											break
+										}
+										if d.Slot == string(other) {
+											others++
+										}
+									}
+									if !back || armed(after, other) && others > attempts {
+										t.Fatalf("%s: after reconcile (env %q) and a hanging slot %s, the bootloader came back to %s: %v, after %d boots of %s", where, r.env.Vars.String(), other, booted, back, others, other)
+									}
 								}
 							}
 						}
