@@ -302,6 +302,36 @@ func TestInstallRefusalsAndRetries(t *testing.T) {
 		t.Errorf("install with a malformed digest wrote: state seq %d -> %d, %d environment writes, B %s", seq, r.u.Slots.Status().Seq, r.env.Writes, r.state(slots.B).State)
 	}
 
+	// An image the slot's backend cannot take is refused before the slot
+	// (here the previous good release) is dropped or recorded writing.
+	r = newTableRig(t, slots.A, slots.Good, slots.Good, vars("A B", "3", "3", "-"))
+	two := rawImg(img)
+	two.Layers = append(two.Layers, bytes.NewReader(img))
+	none := rawImg(img)
+	none.Layers = nil
+	for name, bad := range map[string]slots.Image{"two layers on a raw slot": two, "no layers": none} {
+		if _, err := r.u.Install(ctx, slots.B, bad); !errors.Is(err, ErrImageMismatch) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if r.env.Writes != 0 || r.state(slots.B).State != slots.Good {
+		t.Errorf("install of an image that does not fit: %d environment writes, B %s", r.env.Writes, r.state(slots.B).State)
+	}
+	dm := vfs.NewMem()
+	mustT(t, dm.MkdirAll("state", 0o755))
+	dirB := t.TempDir()
+	mustT(t, os.WriteFile(dirB+"/keep", []byte("previous release"), 0o644))
+	dsm, err := slots.Open(slots.Options{FS: dm, StateDir: "state", Booted: slots.A, Now: fixedNow, Log: discard,
+		A: slots.Slot{Backend: slots.BackendRaw, Path: "dev/a", Size: tableSlot}, B: slots.Slot{Backend: slots.BackendDir, Path: dirB}})
+	mustT(t, err)
+	du := &Updater{Slots: dsm, Boot: &watchdog.BootControl{Env: &watchdog.MemEnv{Vars: vars("A", "3", "0", "-")}, Attempts: attempts}, Booted: slots.A, Log: discard}
+	if _, err := du.Install(ctx, slots.B, rawImg(img)); !errors.Is(err, ErrImageMismatch) || !strings.Contains(err.Error(), "directory slot") {
+		t.Errorf("raw image into a directory slot: %v", err)
+	}
+	if got, err := os.ReadFile(dirB + "/keep"); err != nil || string(got) != "previous release" || dsm.Status().Slots[1].State != slots.Empty {
+		t.Errorf("raw image into a directory slot: the slot was touched (%v), B %s", err, dsm.Status().Slots[1].State)
+	}
+
 	// The only good slot is not overwritten.
 	r = newTableRig(t, slots.A, slots.Bad, slots.Good, vars("A B", "3", "3", "-"))
 	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); !errors.Is(err, ErrOnlyGoodSlot) {
