@@ -486,7 +486,10 @@ func (u *Updater) Install(ctx context.Context, slot slots.SlotID, img slots.Imag
 		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
 	}
 	if err := u.Arm(slot); err != nil {
-		return res, err
+		// Say what was done: the slot holds the verified image (and may
+		// be recorded pending; Reconcile then arms it at the next start),
+		// and a retry of Install writes it again.
+		return res, fmt.Errorf("flightd: install slot %s: written and verified (%s), but not armed: %w", slot, res.Digest, err)
 	}
 	return res, nil
 }

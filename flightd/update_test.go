@@ -172,6 +172,22 @@ func (e *failingEnv) Load() (watchdog.Vars, error) {
 }
 func (e *failingEnv) Save(watchdog.Vars) error { e.saves++; return nil }
 
+var errSaveTest = errors.New("save failed (test)")
+
+// failSaveEnv fails its next `fail` saves.
+type failSaveEnv struct {
+	watchdog.Env
+	fail int
+}
+
+func (e *failSaveEnv) Save(v watchdog.Vars) error {
+	if e.fail > 0 {
+		e.fail--
+		return errSaveTest
+	}
+	return e.Env.Save(v)
+}
+
 func TestReconcileErrors(t *testing.T) {
 	r := newTableRig(t, slots.A, slots.Good, slots.Pending, vars("A", "3", "0", "-"))
 	fe := &failingEnv{}
@@ -330,6 +346,25 @@ func TestInstallRefusalsAndRetries(t *testing.T) {
 	}
 	if got, err := os.ReadFile(dirB + "/keep"); err != nil || string(got) != "previous release" || dsm.Status().Slots[1].State != slots.Empty {
 		t.Errorf("raw image into a directory slot: the slot was touched (%v), B %s", err, dsm.Status().Slots[1].State)
+	}
+
+	// The environment write of the arm fails after a good install: the
+	// error says the slot was written; Reconcile arms it, and a retried
+	// Install works too.
+	r = newTableRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	fe2 := &failSaveEnv{Env: r.env, fail: 1}
+	r.u.Boot.Env = fe2
+	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); !errors.Is(err, errSaveTest) || !strings.Contains(err.Error(), "install slot B: written and verified ("+sha(img)+"), but not armed") {
+		t.Errorf("arm fails after the write: %v", err)
+	}
+	if b := r.state(slots.B); b.State != slots.Pending || b.Digest != sha(img) {
+		t.Errorf("after the failed arm: B %+v", b)
+	}
+	if res, err := r.u.Reconcile(); err != nil || len(res.Actions) != 1 || !r.env.Vars.Equal(vars("B A", "3", "3", "B")) {
+		t.Errorf("reconcile after the failed arm: %+v %v\n%s", res, err, r.env.Vars)
+	}
+	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); err != nil || r.state(slots.B).State != slots.Pending {
+		t.Errorf("install again after the failed arm: %v", err)
 	}
 
 	// The only good slot is not overwritten.
