@@ -62,8 +62,10 @@ func CheckImageDigest(d string) error {
 //
 // A power cut between the two writes of any step leaves a combination that
 // Reconcile, run at every start, resolves. Reconcile only ever removes
-// slots from what the environment can boot, ends trials, and completes an
-// arm whose slot state already says pending; it never marks anything good.
+// slots from what the environment can boot, ends trials, completes an
+// arm whose slot state already says pending, and puts the booted slot,
+// already recorded good and committed, back in BOOT_ORDER as the
+// fallback; it never records a slot good.
 //
 // An Updater is not safe for concurrent use: flightd runs one update step
 // at a time (the U-Boot environment's LockFile keeps an engineer's
