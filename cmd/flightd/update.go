@@ -76,6 +76,23 @@ func newUpdateFlags(name string, stderr io.Writer, install bool) (*flag.FlagSet,
 	return fs, f
 }
 
+// parse parses the command line; an --attempts given out of 1..9 is bad
+// usage (0 is refused rather than read as "the default").
+func (f *updateFlags) parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	set := false
+	fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == "attempts" })
+	if set {
+		if err := watchdog.CheckAttempts(f.boot.attempts); err != nil {
+			return nil, cli.Usagef("--attempts: %v", err)
+		}
+	}
+	return pos, nil
+}
+
 // open builds the Updater: slots from --config or the slot flags, the
 // environment from --config or the environment flags, the booted slot
 // from the kernel command line.
@@ -149,7 +166,7 @@ func (f *updateFlags) report(stdout io.Writer, u *flightd.Updater, bs *bootSetup
 
 func runUpdateInstall(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, f := newUpdateFlags("update install", stderr, true)
-	pos, err := parseArgs(fs, args)
+	pos, err := f.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -195,7 +212,7 @@ func runUpdateInstall(ctx context.Context, args []string, stdout, stderr io.Writ
 
 func runUpdateArm(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, f := newUpdateFlags("update arm", stderr, false)
-	pos, err := parseArgs(fs, args)
+	pos, err := f.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -218,7 +235,7 @@ func runUpdateArm(_ context.Context, args []string, stdout, stderr io.Writer) er
 
 func runUpdateDisarm(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, f := newUpdateFlags("update disarm", stderr, false)
-	pos, err := parseArgs(fs, args)
+	pos, err := f.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -241,7 +258,7 @@ func runUpdateDisarm(_ context.Context, args []string, stdout, stderr io.Writer)
 
 func runUpdateReconcile(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, f := newUpdateFlags("update reconcile", stderr, false)
-	pos, err := parseArgs(fs, args)
+	pos, err := f.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -265,7 +282,7 @@ func runUpdateReconcile(_ context.Context, args []string, stdout, stderr io.Writ
 
 func runUpdateCommit(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, f := newUpdateFlags("update commit", stderr, false)
-	pos, err := parseArgs(fs, args)
+	pos, err := f.parse(fs, args)
 	if err != nil {
 		return err
 	}

@@ -93,6 +93,8 @@ func TestUpdateCommands(t *testing.T) {
 		{[]string{"update", "install", "A", imgFile, "--raw", "--digest", "nothex", "--config", cfg}, 2, `--digest: flightd: bad image digest "nothex"`},
 		{[]string{"update", "install", "A", dir, "--raw", "--config", cfg}, 2, "is a directory"},
 		{[]string{"update", "install", "A", filepath.Join(dir, "missing.tar"), "--config", cfg}, 1, "image FILE: open"},
+		{[]string{"update", "reconcile", "--attempts", "0", "--config", cfg}, 2, "--attempts: watchdog: attempts out of range: 0"},
+		{[]string{"update", "arm", "A", "--attempts", "12", "--config", cfg}, 2, "--attempts: watchdog: attempts out of range: 12"},
 	} {
 		code, _, errOut := bootExec(t, tc.args...)
 		if code != tc.code || !strings.Contains(errOut, tc.want) {
