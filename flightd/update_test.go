@@ -572,3 +572,48 @@ func TestReconcileEveryCombination(t *testing.T) {
 	}
 	t.Logf("%d combinations", n)
 }
+
+// TestSaveFailedTrialBoot: the boot script cannot save the environment
+// when it picks the armed slot, so it boots the other slot uncounted
+// instead (BootloaderModel.SaveFailed). flightd on that slot leaves the
+// armed update alone (no failed trial: B's attempts were never used) and
+// commits the running slot; once the environment can be saved again, B
+// gets its trial boot with all its attempts.
+func TestSaveFailedTrialBoot(t *testing.T) {
+	ctx := context.Background()
+	img := bytes.Repeat([]byte("new image "), 3000)
+	r := newTableRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); err != nil {
+		t.Fatal(err)
+	}
+	model := watchdog.BootloaderModel{Attempts: attempts}
+	for i := range 3 {
+		d, err := model.Boot(&failSaveEnv{Env: r.env, fail: 1})
+		if err != nil || d.Slot != "A" || !d.SaveFailed {
+			t.Fatalf("boot %d with a failing saveenv: %+v %v", i, d, err)
+		}
+		res, err := r.u.Reconcile()
+		if err != nil || len(res.Actions) != 0 || res.Trial || len(res.Warnings) != 0 {
+			t.Fatalf("boot %d: reconcile on A: %+v %v", i, res, err)
+		}
+		mustT(t, r.u.Commit())
+		if b := r.state(slots.B); b.State != slots.Pending || !r.env.Vars.Equal(vars("B A", "3", "3", "B")) {
+			t.Fatalf("boot %d: B %s, environment\n%s", i, b.State, r.env.Vars)
+		}
+	}
+	d, err := model.Boot(r.env)
+	if err != nil || d.Slot != "B" || d.SaveFailed {
+		t.Fatalf("boot with a working saveenv: %+v %v", d, err)
+	}
+	onB := &Updater{Slots: reopen(t, r, slots.B), Boot: r.u.Boot, Booted: slots.B, Log: discard}
+	if res, err := onB.Reconcile(); err != nil || !res.Trial {
+		t.Fatalf("trial boot: %+v %v", res, err)
+	}
+	if st, err := onB.Boot.Status("B"); err != nil || st.Left["B"] != attempts-1 {
+		t.Fatalf("trial boot: %+v %v (B's uncounted boots must not have used its attempts)", st, err)
+	}
+	mustT(t, onB.Commit())
+	if onB.Slots.Status().Slots[1].State != slots.Good || !r.env.Vars.Equal(vars("B A", "3", "3", "-")) {
+		t.Fatalf("after commit: %s\n%s", onB.Slots.Status().Slots[1].State, r.env.Vars)
+	}
+}
