@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 
 	"github.com/bootorbit/bootorbit/slots"
 	"github.com/bootorbit/bootorbit/watchdog"
@@ -18,7 +19,26 @@ var (
 	ErrTrialInProgress = errors.New("flightd: the booted slot is on trial")
 	ErrOnlyGoodSlot    = errors.New("flightd: refusing to overwrite the only good slot")
 	ErrNotCommittable  = errors.New("flightd: booted slot cannot be committed")
+	ErrTrialFailed     = errors.New("flightd: slot failed its trial boot")
+	ErrBadDigest       = errors.New("flightd: bad image digest")
+	ErrImageMismatch   = errors.New("flightd: image does not fit the slot")
 )
+
+// CheckImageDigest returns an error unless d is "" (no expected digest) or
+// a digest as slots records one: "sha256:" and 64 lowercase hex digits.
+// Install checks it before it writes anything: a malformed digest can
+// never match, and would otherwise be found only after the slot was
+// dropped, overwritten and read back, and then recorded bad.
+func CheckImageDigest(d string) error {
+	if d == "" {
+		return nil
+	}
+	h, ok := strings.CutPrefix(d, "sha256:")
+	if ok && len(h) == 64 && strings.Trim(h, "0123456789abcdef") == "" {
+		return nil
+	}
+	return fmt.Errorf("%w %q: want sha256: and 64 lowercase hex digits", ErrBadDigest, d)
+}
 
 // Updater is the orchestration between slots (what is in each slot) and
 // the bootloader environment (which slot boots). Neither package knows the
@@ -42,8 +62,10 @@ var (
 //
 // A power cut between the two writes of any step leaves a combination that
 // Reconcile, run at every start, resolves. Reconcile only ever removes
-// slots from what the environment can boot, ends trials, and completes an
-// arm whose slot state already says pending; it never marks anything good.
+// slots from what the environment can boot, ends trials, completes an
+// arm whose slot state already says pending, and puts the booted slot,
+// already recorded good and committed, back in BOOT_ORDER as the
+// fallback; it never records a slot good.
 //
 // An Updater is not safe for concurrent use: flightd runs one update step
 // at a time (the U-Boot environment's LockFile keeps an engineer's
@@ -182,6 +204,32 @@ func (u *Updater) unboot(st map[slots.SlotID]slots.SlotInfo, ws watchdog.Status,
 	return nil
 }
 
+// recordFailedTrial records the other slot bad when the environment says
+// its trial failed: it is the trial slot, at 0 attempts, and the booted
+// slot is another one (the bootloader fell back). It must run before
+// anything drops that slot from the environment, in every operation, not
+// only in Reconcile: the environment is the only evidence of the failure,
+// and once dropped, a slot still recorded pending is indistinguishable from
+// an interrupted arm, which Reconcile completes: it would arm the image
+// that just failed. It reports whether it recorded anything.
+func (u *Updater) recordFailedTrial(st map[slots.SlotID]slots.SlotInfo, ws watchdog.Status) (bool, error) {
+	other := u.Booted.Other()
+	if ws.FailedTrial != string(other) {
+		return false, nil
+	}
+	switch st[other].State {
+	case slots.Written, slots.Pending, slots.Good:
+	default:
+		return false, nil
+	}
+	reason := fmt.Sprintf("trial boot failed: the bootloader used all %d attempts and fell back to %s", ws.Attempts, u.Booted)
+	if err := u.Slots.MarkBad(other, reason); err != nil {
+		return false, fmt.Errorf("record slot %s bad (its trial boot failed): %w", other, err)
+	}
+	u.log().Warn("trial boot failed: slot recorded bad", "slot", string(other), "fallback", string(u.Booted))
+	return true, nil
+}
+
 // Reconcile makes the slot states and the bootloader environment agree
 // again. Run it at every start, before the health checks. It is idempotent
 // and safe to cut at any point: every step rereads both stores and each
@@ -203,6 +251,9 @@ func (u *Updater) unboot(st map[slots.SlotID]slots.SlotInfo, ws watchdog.Status,
 //   - X bootable while its state is empty, writing, written or bad (a cut
 //     in Install, or a hand-edited environment): X is dropped from the
 //     environment.
+//   - the booted slot good and committed but missing from BOOT_ORDER, or
+//     at 0 attempts behind X armed: it is put back (last) with N attempts,
+//     so that X always has a fallback.
 //
 // For the booted slot:
 //
@@ -226,17 +277,12 @@ func (u *Updater) Reconcile() (*ReconcileResult, error) {
 		return nil, err
 	}
 
-	if ws.FailedTrial == string(other) {
-		switch st[other].State {
-		case slots.Written, slots.Pending, slots.Good:
-			reason := fmt.Sprintf("trial boot failed: the bootloader used all %d attempts and fell back to %s", ws.Attempts, booted)
-			if err := u.Slots.MarkBad(other, reason); err != nil {
-				return res, fmt.Errorf("flightd: reconcile: record slot %s bad: %w", other, err)
-			}
-			res.act(log, "slot %s: trial boot failed, recorded bad", other)
-			if st, ws, err = u.snapshot(); err != nil {
-				return res, err
-			}
+	if ok, err := u.recordFailedTrial(st, ws); err != nil {
+		return res, fmt.Errorf("flightd: reconcile: %w", err)
+	} else if ok {
+		res.act(log, "slot %s: trial boot failed, recorded bad", other)
+		if st, ws, err = u.snapshot(); err != nil {
+			return res, err
 		}
 	}
 
@@ -259,6 +305,25 @@ func (u *Updater) Reconcile() (*ReconcileResult, error) {
 		} else {
 			res.act(log, "slot %s: %s, dropped from the boot order", other, s)
 		}
+		if st, ws, err = u.snapshot(); err != nil {
+			return res, err
+		}
+	}
+
+	// The committed good booted slot is the fallback of whatever the
+	// environment boots first: it must be in BOOT_ORDER, and, behind an
+	// armed trial, have attempts left. Missing (a hand edit: flightd's
+	// own writes never drop it), a slot that hangs would be retried
+	// forever by the bootloader's counter reset; at 0 attempts behind a
+	// trial, the reset would give the trial N attempts more. Commit does
+	// the same after the health checks; this is before them, so that a
+	// boot whose health checks fail still leaves the board a way back.
+	// It is put back last: what boots next does not change.
+	if st[booted].State == slots.Good && !u.onTrial(st, ws) && (!bootable(ws, booted) || armed(ws, other) && ws.Primary == string(other) && ws.Left[string(booted)] == 0) {
+		if err := u.Boot.MarkGood(string(booted)); err != nil {
+			return res, fmt.Errorf("flightd: reconcile: put booted slot %s back as the fallback: %w", booted, err)
+		}
+		res.act(log, "booted slot %s: good but not a fallback the bootloader can reach (order %q, %d attempts left): put back with %d attempts", booted, strings.Join(ws.Order, " "), ws.Left[string(booted)], u.Boot.Attempts)
 		if st, ws, err = u.snapshot(); err != nil {
 			return res, err
 		}
@@ -352,6 +417,11 @@ func (u *Updater) Arm(slot slots.SlotID) error {
 	if u.onTrial(st, ws) {
 		return fmt.Errorf("%w: commit slot %s before arming slot %s", ErrTrialInProgress, u.Booted, slot)
 	}
+	if ok, err := u.recordFailedTrial(st, ws); err != nil {
+		return fmt.Errorf("flightd: arm slot %s: %w", slot, err)
+	} else if ok {
+		return fmt.Errorf("%w: slot %s used all %d attempts and the bootloader fell back to %s; recorded bad, install it again", ErrTrialFailed, slot, ws.Attempts, u.Booted)
+	}
 	if st[slot].State != slots.Pending {
 		if err := u.Slots.MarkPending(slot); err != nil {
 			return fmt.Errorf("flightd: arm slot %s: %w", slot, err)
@@ -394,6 +464,12 @@ func (u *Updater) Install(ctx context.Context, slot slots.SlotID, img slots.Imag
 	if slot == u.Booted {
 		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, slots.ErrActiveSlot)
 	}
+	if err := CheckImageDigest(img.Digest); err != nil {
+		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
+	}
+	if err := u.checkImage(slot, img); err != nil {
+		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
+	}
 	st, ws, err := u.snapshot()
 	if err != nil {
 		return nil, err
@@ -404,7 +480,7 @@ func (u *Updater) Install(ctx context.Context, slot slots.SlotID, img slots.Imag
 	if st[slot].State == slots.Good && st[u.Booted].State != slots.Good {
 		return nil, fmt.Errorf("%w: slot %s is good and booted slot %s is %s", ErrOnlyGoodSlot, slot, u.Booted, st[u.Booted].State)
 	}
-	if err := u.disarm(st, ws, slot, "replaced by a new install"); err != nil {
+	if err := u.disarm(slot, "replaced by a new install"); err != nil {
 		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
 	}
 	res, err := u.Slots.Install(ctx, slot, img)
@@ -412,9 +488,31 @@ func (u *Updater) Install(ctx context.Context, slot slots.SlotID, img slots.Imag
 		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
 	}
 	if err := u.Arm(slot); err != nil {
-		return res, err
+		// Say what was done: the slot holds the verified image (and may
+		// be recorded pending; Reconcile then arms it at the next start),
+		// and a retry of Install writes it again.
+		return res, fmt.Errorf("flightd: install slot %s: written and verified (%s), but not armed: %w", slot, res.Digest, err)
 	}
 	return res, nil
+}
+
+// checkImage refuses, before anything is written, an image whose shape
+// the slot's backend cannot take. slots finds out only after the slot is
+// recorded writing (and a directory slot emptied), so a wrong argument
+// would cost the slot its content, perhaps the previous good release.
+func (u *Updater) checkImage(slot slots.SlotID, img slots.Image) error {
+	backend := u.Slots.Status().Slots[slotIndex(slot)].Backend
+	switch {
+	case len(img.Layers) == 0:
+		return fmt.Errorf("%w: no layers", ErrImageMismatch)
+	case slices.Contains(img.Layers, nil):
+		return fmt.Errorf("%w: a layer is nil", ErrImageMismatch)
+	case backend == slots.BackendRaw && len(img.Layers) != 1:
+		return fmt.Errorf("%w: a raw slot takes exactly one layer (the filesystem image, or a tar holding it), got %d", ErrImageMismatch, len(img.Layers))
+	case backend == slots.BackendDir && img.RawStream:
+		return fmt.Errorf("%w: a directory slot takes layer tars, not a raw filesystem image", ErrImageMismatch)
+	}
+	return nil
 }
 
 // Disarm abandons an armed update before its trial boot: slot is dropped
@@ -435,11 +533,7 @@ func (u *Updater) Disarm(slot slots.SlotID, why string) error {
 	if slot == u.Booted {
 		return fmt.Errorf("flightd: disarm slot %s: %w", slot, slots.ErrActiveSlot)
 	}
-	st, ws, err := u.snapshot()
-	if err != nil {
-		return err
-	}
-	if err := u.disarm(st, ws, slot, why); err != nil {
+	if err := u.disarm(slot, why); err != nil {
 		return fmt.Errorf("flightd: disarm slot %s: %w", slot, err)
 	}
 	return nil
@@ -447,8 +541,21 @@ func (u *Updater) Disarm(slot slots.SlotID, why string) error {
 
 // disarm drops slot from the environment, then records a pending slot
 // bad: the environment first, so that the bootloader never boots a slot
-// recorded bad.
-func (u *Updater) disarm(st map[slots.SlotID]slots.SlotInfo, ws watchdog.Status, slot slots.SlotID, why string) error {
+// recorded bad. A failed trial is the exception: it is recorded bad first
+// (recordFailedTrial), or a cut after the drop would leave it pending and
+// unarmed, and Reconcile would arm the image that failed.
+func (u *Updater) disarm(slot slots.SlotID, why string) error {
+	st, ws, err := u.snapshot()
+	if err != nil {
+		return err
+	}
+	if ok, err := u.recordFailedTrial(st, ws); err != nil {
+		return err
+	} else if ok {
+		if st, ws, err = u.snapshot(); err != nil {
+			return err
+		}
+	}
 	if err := u.unboot(st, ws, slot); err != nil {
 		return err
 	}

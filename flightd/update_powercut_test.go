@@ -1044,3 +1044,95 @@ func TestCommitLastAttemptPowerCut(t *testing.T) {
 	}
 	t.Logf("%d cuts in Commit (%d after its environment write), each converged to B good", cuts, committed)
 }
+
+// TestFailedTrialPowerCut: the new image hung on all its attempts and the
+// bootloader fell back to A, and on A an operation other than Reconcile
+// runs first (flightd update disarm or install by hand, before any
+// reconcile). Each is cut at every operation; after the cut and Reconcile
+// the image that failed is never armed again: the slot is bad, or, for an
+// install, armed only with the new image. Dropping the failed slot from the
+// environment before recording it bad loses the only evidence of the
+// failure, and Reconcile then completes what looks like an interrupted arm.
+// Arm of the failed slot is refused.
+func TestFailedTrialPowerCut(t *testing.T) {
+	rnd, _ := updateRand(t, 4000)
+	r := &updateRig{t: t, kind: envKinds()[0], slotSz: 64 << 10, hang: true}
+	r.aBytes = rawImage(rnd, 30<<10)
+	r.img = rawImage(rnd, 40<<10)
+	r.newDigest = sha(r.img)
+	img3 := rawImage(rnd, 35<<10)
+	ctx := context.Background()
+
+	// fellBack returns a disk on which B (v2) hung on all its attempts and
+	// A runs again, nothing reconciled yet.
+	fellBack := func(n int) (*vfs.MemFS, *Updater) {
+		fs := r.newDisk(n)
+		u, err := r.updater(fs, slots.A)
+		mustT(t, err)
+		_, err = u.Reconcile()
+		mustT(t, err)
+		_, err = u.Install(ctx, slots.B, r.image())
+		mustT(t, err)
+		b := &board{r: r, fs: fs, booted: slots.A}
+		for range attempts + 1 {
+			mustT(t, b.reboot())
+		}
+		u, err = r.updater(fs, slots.A)
+		mustT(t, err)
+		if st, err := u.Boot.Status("A"); err != nil || b.booted != slots.A || st.FailedTrial != "B" {
+			t.Fatalf("setup: booted %s, %+v %v", b.booted, st, err)
+		}
+		return fs, u
+	}
+
+	fs, u := fellBack(0)
+	if err := u.Arm(slots.B); !errors.Is(err, ErrTrialFailed) || !strings.Contains(err.Error(), "slot B") {
+		t.Errorf("arm of the slot whose trial failed: %v", err)
+	}
+	u2, err := r.updater(fs, slots.A)
+	mustT(t, err)
+	st, ws, err := u2.snapshot()
+	mustT(t, err)
+	if st[slots.B].State != slots.Bad || !strings.Contains(st[slots.B].Reason, "trial boot failed") || armed(ws, slots.B) {
+		t.Errorf("after the refused arm: B %+v, environment %+v", st[slots.B], ws)
+	}
+
+	ops := []struct {
+		name string
+		run  func(*Updater) error
+	}{
+		{"disarm", func(u *Updater) error { return u.Disarm(slots.B, "test") }},
+		{"install", func(u *Updater) error {
+			_, err := u.Install(ctx, slots.B, slots.Image{Label: "v3", Layers: []io.Reader{bytes.NewReader(img3)}, RawStream: true, Digest: sha(img3)})
+			return err
+		}},
+	}
+	for _, op := range ops {
+		cuts := 0
+		for n := 0; ; n++ {
+			fs, u := fellBack(n)
+			fs.SetCrashAfter(n, nil)
+			err := op.run(u)
+			after := fs.Crashed()
+			if after == nil {
+				mustT(t, err)
+				break
+			}
+			cuts++
+			where := fmt.Sprintf("%s cut %d", op.name, n)
+			u2, err := r.updater(after, slots.A)
+			mustT(t, err)
+			if _, err := u2.Reconcile(); err != nil {
+				t.Fatalf("%s: reconcile: %v", where, err)
+			}
+			st, ws, err := u2.snapshot()
+			mustT(t, err)
+			if b := st[slots.B]; bootable(ws, slots.B) && b.Digest != sha(img3) {
+				t.Fatalf("%s: the image whose trial failed can boot again: B %s %s (%q), environment order %v trial %q", where, b.State, b.Image, b.Reason, ws.Order, ws.TrialSlot)
+			}
+		}
+		if cuts < 3 {
+			t.Errorf("%s: only %d cuts", op.name, cuts)
+		}
+	}
+}

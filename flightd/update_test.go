@@ -103,6 +103,10 @@ func TestReconcileTable(t *testing.T) {
 		{"written slot bootable (cut before Arm of a re-install)", A, good, written, vars("A B", "3", "3", "-"), good, written, vars("A", "3", "0", "-"), false, 1, ""},
 		{"bad slot bootable", A, good, bad, vars("A B", "3", "3", "-"), good, bad, vars("A", "3", "0", "-"), false, 1, ""},
 		{"writing slot the only one in the order, booted good A missing", A, good, writing, vars("B", "3", "3", "-"), good, writing, vars("A", "3", "0", "-"), false, 1, ""},
+		{"armed, booted good slot missing from the order (hand-edited)", A, good, pending, vars("B", "3", "3", "B"), good, pending, vars("B A", "3", "3", "B"), false, 1, ""},
+		{"armed, booted good slot at 0 attempts behind the trial", A, good, pending, vars("B A", "0", "2", "B"), good, pending, vars("B A", "3", "2", "B"), false, 1, ""},
+		{"both good, booted slot missing from the order", A, good, good, vars("B", "3", "3", "-"), good, good, vars("B A", "3", "3", "-"), false, 1, ""},
+		{"both good, booted slot at 0 attempts, not behind a trial: left to Commit", A, good, good, vars("B A", "0", "3", "-"), good, good, vars("B A", "0", "3", "-"), false, 0, ""},
 		{"trial boot", B, good, pending, vars("B A", "3", "2", "B"), good, pending, vars("B A", "3", "2", "B"), true, 0, ""},
 		{"trial boot, commit cut after the environment", B, good, pending, vars("B A", "3", "3", "-"), good, pending, vars("B A", "3", "3", "-"), true, 0, ""},
 		{"good slot on trial in the environment (tampered)", B, good, good, vars("B A", "3", "2", "B"), good, good, vars("B A", "3", "2", "B"), true, 0, ""},
@@ -167,6 +171,22 @@ func (e *failingEnv) Load() (watchdog.Vars, error) {
 	return nil, fmt.Errorf("%w in both copies (test)", watchdog.ErrBadCRC)
 }
 func (e *failingEnv) Save(watchdog.Vars) error { e.saves++; return nil }
+
+var errSaveTest = errors.New("save failed (test)")
+
+// failSaveEnv fails its next `fail` saves.
+type failSaveEnv struct {
+	watchdog.Env
+	fail int
+}
+
+func (e *failSaveEnv) Save(v watchdog.Vars) error {
+	if e.fail > 0 {
+		e.fail--
+		return errSaveTest
+	}
+	return e.Env.Save(v)
+}
 
 func TestReconcileErrors(t *testing.T) {
 	r := newTableRig(t, slots.A, slots.Good, slots.Pending, vars("A", "3", "0", "-"))
@@ -283,6 +303,70 @@ func TestInstallRefusalsAndRetries(t *testing.T) {
 		t.Errorf("install with an unreadable environment changed the slot state")
 	}
 
+	// A malformed expected digest can never match: refused before the
+	// slot is dropped or written.
+	r = newTableRig(t, slots.A, slots.Good, slots.Good, vars("A B", "3", "3", "-"))
+	seq = r.u.Slots.Status().Seq
+	for _, d := range []string{"nothex", "sha256:" + strings.Repeat("A", 64), "sha256:1234", "sha512:" + strings.Repeat("0", 64)} {
+		bad := rawImg(img)
+		bad.Digest = d
+		if _, err := r.u.Install(ctx, slots.B, bad); !errors.Is(err, ErrBadDigest) || !strings.Contains(err.Error(), d) {
+			t.Errorf("digest %q: %v", d, err)
+		}
+	}
+	if r.u.Slots.Status().Seq != seq || r.env.Writes != 0 || r.state(slots.B).State != slots.Good {
+		t.Errorf("install with a malformed digest wrote: state seq %d -> %d, %d environment writes, B %s", seq, r.u.Slots.Status().Seq, r.env.Writes, r.state(slots.B).State)
+	}
+
+	// An image the slot's backend cannot take is refused before the slot
+	// (here the previous good release) is dropped or recorded writing.
+	r = newTableRig(t, slots.A, slots.Good, slots.Good, vars("A B", "3", "3", "-"))
+	two := rawImg(img)
+	two.Layers = append(two.Layers, bytes.NewReader(img))
+	none := rawImg(img)
+	none.Layers = nil
+	for name, bad := range map[string]slots.Image{"two layers on a raw slot": two, "no layers": none} {
+		if _, err := r.u.Install(ctx, slots.B, bad); !errors.Is(err, ErrImageMismatch) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if r.env.Writes != 0 || r.state(slots.B).State != slots.Good {
+		t.Errorf("install of an image that does not fit: %d environment writes, B %s", r.env.Writes, r.state(slots.B).State)
+	}
+	dm := vfs.NewMem()
+	mustT(t, dm.MkdirAll("state", 0o755))
+	dirB := t.TempDir()
+	mustT(t, os.WriteFile(dirB+"/keep", []byte("previous release"), 0o644))
+	dsm, err := slots.Open(slots.Options{FS: dm, StateDir: "state", Booted: slots.A, Now: fixedNow, Log: discard,
+		A: slots.Slot{Backend: slots.BackendRaw, Path: "dev/a", Size: tableSlot}, B: slots.Slot{Backend: slots.BackendDir, Path: dirB}})
+	mustT(t, err)
+	du := &Updater{Slots: dsm, Boot: &watchdog.BootControl{Env: &watchdog.MemEnv{Vars: vars("A", "3", "0", "-")}, Attempts: attempts}, Booted: slots.A, Log: discard}
+	if _, err := du.Install(ctx, slots.B, rawImg(img)); !errors.Is(err, ErrImageMismatch) || !strings.Contains(err.Error(), "directory slot") {
+		t.Errorf("raw image into a directory slot: %v", err)
+	}
+	if got, err := os.ReadFile(dirB + "/keep"); err != nil || string(got) != "previous release" || dsm.Status().Slots[1].State != slots.Empty {
+		t.Errorf("raw image into a directory slot: the slot was touched (%v), B %s", err, dsm.Status().Slots[1].State)
+	}
+
+	// The environment write of the arm fails after a good install: the
+	// error says the slot was written; Reconcile arms it, and a retried
+	// Install works too.
+	r = newTableRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	fe2 := &failSaveEnv{Env: r.env, fail: 1}
+	r.u.Boot.Env = fe2
+	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); !errors.Is(err, errSaveTest) || !strings.Contains(err.Error(), "install slot B: written and verified ("+sha(img)+"), but not armed") {
+		t.Errorf("arm fails after the write: %v", err)
+	}
+	if b := r.state(slots.B); b.State != slots.Pending || b.Digest != sha(img) {
+		t.Errorf("after the failed arm: B %+v", b)
+	}
+	if res, err := r.u.Reconcile(); err != nil || len(res.Actions) != 1 || !r.env.Vars.Equal(vars("B A", "3", "3", "B")) {
+		t.Errorf("reconcile after the failed arm: %+v %v\n%s", res, err, r.env.Vars)
+	}
+	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); err != nil || r.state(slots.B).State != slots.Pending {
+		t.Errorf("install again after the failed arm: %v", err)
+	}
+
 	// The only good slot is not overwritten.
 	r = newTableRig(t, slots.A, slots.Bad, slots.Good, vars("A B", "3", "3", "-"))
 	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); !errors.Is(err, ErrOnlyGoodSlot) {
@@ -396,7 +480,10 @@ func TestOpenUpdater(t *testing.T) {
 // a warning says why not; it boots nothing it did not boot before except a
 // pending slot it arms again or the good booted slot it puts back; a
 // pending other slot is armed when the booted slot is committed; a pending
-// booted slot is a trial; and a second run changes nothing.
+// booted slot is a trial; a second run changes nothing; and a committed
+// good booted slot is a fallback the bootloader model comes back to when
+// the other slot hangs at every boot (after at most N boots of an armed
+// trial), even without a Commit.
 func TestReconcileEveryCombination(t *testing.T) {
 	states := []slots.State{slots.Empty, slots.Writing, slots.Written, slots.Pending, slots.Good, slots.Bad}
 	orders := []string{"-", "A", "B", "A B", "B A"}
@@ -454,6 +541,28 @@ func TestReconcileEveryCombination(t *testing.T) {
 								if err != nil || len(res2.Actions) != 0 || r.env.Writes != writes || r.u.Slots.Status().Seq != seq {
 									t.Fatalf("%s: second run: %v, actions %q", where, err, res2.Actions)
 								}
+								if committed {
+									// The way back: the other slot hangs at every boot and
+									// this one fails its health checks (no Commit). The
+									// bootloader must return here, after at most N boots of
+									// an armed trial.
+									sim := &watchdog.MemEnv{Vars: r.env.Vars.Clone()}
+									others, back := 0, false
+									for range 4*attempts + 2 {
+										d, err := (watchdog.BootloaderModel{Attempts: attempts}).Boot(sim)
+										mustT(t, err)
+										if d.Slot == string(booted) {
+											back = true
+											break
+										}
+										if d.Slot == string(other) {
+											others++
+										}
+									}
+									if !back || armed(after, other) && others > attempts {
+										t.Fatalf("%s: after reconcile (env %q) and a hanging slot %s, the bootloader came back to %s: %v, after %d boots of %s", where, r.env.Vars.String(), other, booted, back, others, other)
+									}
+								}
 							}
 						}
 					}
@@ -462,4 +571,49 @@ func TestReconcileEveryCombination(t *testing.T) {
 		}
 	}
 	t.Logf("%d combinations", n)
+}
+
+// TestSaveFailedTrialBoot: the boot script cannot save the environment
+// when it picks the armed slot, so it boots the other slot uncounted
+// instead (BootloaderModel.SaveFailed). flightd on that slot leaves the
+// armed update alone (no failed trial: B's attempts were never used) and
+// commits the running slot; once the environment can be saved again, B
+// gets its trial boot with all its attempts.
+func TestSaveFailedTrialBoot(t *testing.T) {
+	ctx := context.Background()
+	img := bytes.Repeat([]byte("new image "), 3000)
+	r := newTableRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	if _, err := r.u.Install(ctx, slots.B, rawImg(img)); err != nil {
+		t.Fatal(err)
+	}
+	model := watchdog.BootloaderModel{Attempts: attempts}
+	for i := range 3 {
+		d, err := model.Boot(&failSaveEnv{Env: r.env, fail: 1})
+		if err != nil || d.Slot != "A" || !d.SaveFailed {
+			t.Fatalf("boot %d with a failing saveenv: %+v %v", i, d, err)
+		}
+		res, err := r.u.Reconcile()
+		if err != nil || len(res.Actions) != 0 || res.Trial || len(res.Warnings) != 0 {
+			t.Fatalf("boot %d: reconcile on A: %+v %v", i, res, err)
+		}
+		mustT(t, r.u.Commit())
+		if b := r.state(slots.B); b.State != slots.Pending || !r.env.Vars.Equal(vars("B A", "3", "3", "B")) {
+			t.Fatalf("boot %d: B %s, environment\n%s", i, b.State, r.env.Vars)
+		}
+	}
+	d, err := model.Boot(r.env)
+	if err != nil || d.Slot != "B" || d.SaveFailed {
+		t.Fatalf("boot with a working saveenv: %+v %v", d, err)
+	}
+	onB := &Updater{Slots: reopen(t, r, slots.B), Boot: r.u.Boot, Booted: slots.B, Log: discard}
+	if res, err := onB.Reconcile(); err != nil || !res.Trial {
+		t.Fatalf("trial boot: %+v %v", res, err)
+	}
+	if st, err := onB.Boot.Status("B"); err != nil || st.Left["B"] != attempts-1 {
+		t.Fatalf("trial boot: %+v %v (B's uncounted boots must not have used its attempts)", st, err)
+	}
+	mustT(t, onB.Commit())
+	if onB.Slots.Status().Slots[1].State != slots.Good || !r.env.Vars.Equal(vars("B A", "3", "3", "-")) {
+		t.Fatalf("after commit: %s\n%s", onB.Slots.Status().Slots[1].State, r.env.Vars)
+	}
 }

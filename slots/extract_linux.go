@@ -1142,7 +1142,7 @@ func (x *extractor) finish() error {
 	}
 	switch x.o.Sync {
 	case SyncFS:
-		if err := unix.Syncfs(x.r.fd); err != nil {
+		if err := finalSyncfs(x.r.fd); err != nil {
 			return fmt.Errorf("slots: syncfs %s: %w", x.r.path, err)
 		}
 	case SyncEach:
@@ -1197,8 +1197,13 @@ type flusher struct {
 }
 
 // flushSyncfs is the flusher's syncfs; tests replace it to count the
-// flushes and inject writeback errors.
-var flushSyncfs = unix.Syncfs
+// flushes and inject writeback errors. finalSyncfs is the one at the end
+// of a SyncFS extraction; tests replace it to check that everything is
+// written by then, and that it runs whether or not the flusher did.
+var (
+	flushSyncfs = unix.Syncfs
+	finalSyncfs = unix.Syncfs
+)
 
 func startFlusher(dirfd int, every int64) (*flusher, error) {
 	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)

@@ -253,3 +253,63 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+// TestFinalSyncfsCoversEverything checks what makes an early-writeback
+// extraction durable: the final syncfs runs even though the flusher ran
+// (a flush covers only what was written before it), exactly once, after
+// everything is written (every file of every worker, the old tree deleted,
+// the directory times set), and no flush runs after it.
+func TestFinalSyncfsCoversEverything(t *testing.T) {
+	b := newTB().dir("a").dir("a/b")
+	for i := range 40 {
+		b.file(fmt.Sprintf("a/b/f%d", i), strings.Repeat("z", 2000+i))
+	}
+	b.file("big", strings.Repeat("y", 3<<20)).link("a/hard", "big").symlink("a/s", "b")
+	layer := b.bytes()
+	want, err := ExpectedTree(context.Background(), readers(layer), ExtractOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(f, g func(int) error) { flushSyncfs, finalSyncfs = f, g }(flushSyncfs, finalSyncfs)
+	var flushes, finals, flushesAfter int
+	var dir, atFinal string
+	flushSyncfs = func(fd int) error {
+		flushes++ // the flusher runs one at a time, and stop waits for it
+		if finals > 0 {
+			flushesAfter++
+		}
+		return unix.Syncfs(fd)
+	}
+	finalSyncfs = func(fd int) error {
+		finals++
+		got, err := ReadTree(context.Background(), dir, ReadTreeOptions{})
+		if err != nil {
+			atFinal = err.Error()
+		} else {
+			atFinal = DiffEntries(want.Entries, got, DigestOptions{Mtimes: true})
+		}
+		return unix.Syncfs(fd)
+	}
+	for _, workers := range []int{1, 2} {
+		flushes, finals, flushesAfter, atFinal = 0, 0, 0, ""
+		dir = t.TempDir()
+		// An old tree to delete, so that its deletion is on the write path.
+		if err := os.MkdirAll(filepath.Join(dir, "old/deep"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 30 {
+			if err := os.WriteFile(filepath.Join(dir, "old/deep", fmt.Sprint(i)), []byte("old"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := ExtractLayers(context.Background(), dir, readers(layer), ExtractOptions{FlushEvery: 10000, Workers: workers}); err != nil {
+			t.Fatalf("workers %d: %v", workers, err)
+		}
+		if flushes == 0 || finals != 1 || flushesAfter != 0 {
+			t.Fatalf("workers %d: %d flushes, %d final syncfs, %d flushes after it: want some, exactly 1, none", workers, flushes, finals, flushesAfter)
+		}
+		if atFinal != "" {
+			t.Fatalf("workers %d: at the final syncfs the slot was not complete: %s", workers, atFinal)
+		}
+	}
+}

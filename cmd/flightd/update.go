@@ -76,6 +76,23 @@ func newUpdateFlags(name string, stderr io.Writer, install bool) (*flag.FlagSet,
 	return fs, f
 }
 
+// parse parses the command line; an --attempts given out of 1..9 is bad
+// usage (0 is refused rather than read as "the default").
+func (f *updateFlags) parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	set := false
+	fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == "attempts" })
+	if set {
+		if err := watchdog.CheckAttempts(f.boot.attempts); err != nil {
+			return nil, cli.Usagef("--attempts: %v", err)
+		}
+	}
+	return pos, nil
+}
+
 // open builds the Updater: slots from --config or the slot flags, the
 // environment from --config or the environment flags, the booted slot
 // from the kernel command line.
@@ -149,7 +166,7 @@ func (f *updateFlags) report(stdout io.Writer, u *flightd.Updater, bs *bootSetup
 
 func runUpdateInstall(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, f := newUpdateFlags("update install", stderr, true)
-	pos, err := parseArgs(fs, args)
+	pos, err := f.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -163,18 +180,28 @@ func runUpdateInstall(ctx context.Context, args []string, stdout, stderr io.Writ
 	if f.raw && len(pos) != 2 {
 		return cli.Usagef("--raw takes exactly one FILE (the filesystem image), got %d", len(pos)-1)
 	}
-	u, bs, err := f.open(stderr)
-	if err != nil {
-		return err
+	if err := flightd.CheckImageDigest(f.digest); err != nil {
+		return cli.Usagef("--digest: %v", err)
 	}
+	// Every FILE is opened and checked before anything is written: a bad
+	// argument found halfway would leave the slot dropped and "writing".
 	img := slots.Image{Label: f.label, RawStream: f.raw, Digest: f.digest}
 	for _, p := range pos[1:] {
 		fh, err := os.Open(p)
 		if err != nil {
-			return err
+			return fmt.Errorf("image FILE: %w", err)
 		}
 		defer fh.Close()
+		if fi, err := fh.Stat(); err != nil {
+			return fmt.Errorf("image FILE: %w", err)
+		} else if fi.IsDir() {
+			return cli.Usagef("FILE %s is a directory: want a layer tar (with --raw: the filesystem image)", p)
+		}
 		img.Layers = append(img.Layers, fh)
+	}
+	u, bs, err := f.open(stderr)
+	if err != nil {
+		return err
 	}
 	res, err := u.Install(ctx, slot, img)
 	if err != nil {
@@ -185,7 +212,7 @@ func runUpdateInstall(ctx context.Context, args []string, stdout, stderr io.Writ
 
 func runUpdateArm(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, f := newUpdateFlags("update arm", stderr, false)
-	pos, err := parseArgs(fs, args)
+	pos, err := f.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -208,7 +235,7 @@ func runUpdateArm(_ context.Context, args []string, stdout, stderr io.Writer) er
 
 func runUpdateDisarm(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, f := newUpdateFlags("update disarm", stderr, false)
-	pos, err := parseArgs(fs, args)
+	pos, err := f.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -231,7 +258,7 @@ func runUpdateDisarm(_ context.Context, args []string, stdout, stderr io.Writer)
 
 func runUpdateReconcile(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, f := newUpdateFlags("update reconcile", stderr, false)
-	pos, err := parseArgs(fs, args)
+	pos, err := f.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -255,7 +282,7 @@ func runUpdateReconcile(_ context.Context, args []string, stdout, stderr io.Writ
 
 func runUpdateCommit(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, f := newUpdateFlags("update commit", stderr, false)
-	pos, err := parseArgs(fs, args)
+	pos, err := f.parse(fs, args)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -89,11 +90,23 @@ func TestUpdateCommands(t *testing.T) {
 		{[]string{"update", "install", "A", imgFile, imgFile, "--raw", "--config", cfg}, 2, "exactly one FILE"},
 		{[]string{"update", "commit", "B", "--config", cfg}, 2, "unexpected argument"},
 		{[]string{"update", "reconcile", "--state-dir", dir}, 2, "--slot-a"},
+		{[]string{"update", "install", "A", imgFile, "--raw", "--digest", "nothex", "--config", cfg}, 2, `--digest: flightd: bad image digest "nothex"`},
+		{[]string{"update", "install", "A", dir, "--raw", "--config", cfg}, 2, "is a directory"},
+		{[]string{"update", "install", "A", filepath.Join(dir, "missing.tar"), "--config", cfg}, 1, "image FILE: open"},
+		{[]string{"update", "reconcile", "--attempts", "0", "--config", cfg}, 2, "--attempts: watchdog: attempts out of range: 0"},
+		{[]string{"update", "arm", "A", "--attempts", "12", "--config", cfg}, 2, "--attempts: watchdog: attempts out of range: 12"},
 	} {
 		code, _, errOut := bootExec(t, tc.args...)
 		if code != tc.code || !strings.Contains(errOut, tc.want) {
 			t.Errorf("%q: exit %d, want %d; stderr %q, want %q", tc.args, code, tc.code, errOut, tc.want)
 		}
+	}
+	// None of the refusals wrote anything: A (not booted now) is still good
+	// and bootable.
+	code, out, errOut = bootExec(t, "update", "reconcile", "--config", cfg, "--json")
+	doc.Slots, doc.Boot = slots.Status{}, watchdog.Status{}
+	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.Slots.Slots[0].State != slots.Good || !slices.Contains(doc.Boot.Order, "A") {
+		t.Fatalf("after the refusals: %d\n%s%s", code, out, errOut)
 	}
 	bootWrite(t, cmdline, "quiet")
 	if code, _, errOut := bootExec(t, "update", "reconcile", "--config", cfg); code != 1 || !strings.Contains(errOut, "booted slot unknown") {
