@@ -166,3 +166,22 @@ func TestCutAfter(t *testing.T) {
 		t.Errorf("image %v, want only the flushed write", b)
 	}
 }
+
+func TestParseModel(t *testing.T) {
+	for in, want := range map[string]Model{
+		"100MB/s,0.2ms": {Rate: 100e6, Latency: 200 * time.Microsecond},
+		"50MiB/s":       {Rate: 50 << 20},
+		"1.5GB,1ms":     {Rate: 1.5e9, Latency: time.Millisecond},
+		"0":             {},
+		"unlimited,5us": {Latency: 5 * time.Microsecond},
+	} {
+		if got, err := ParseModel(in); err != nil || got != want {
+			t.Errorf("%q: %+v %v, want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "fast", "-1MB/s", "100MB/s,soon", "100MB/s,-1ms", "100MB/s,2s"} {
+		if _, err := ParseModel(bad); !errors.Is(err, ErrModel) {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}
