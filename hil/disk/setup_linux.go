@@ -38,9 +38,10 @@ type Options struct {
 	Server ServerOptions
 	// Format runs mkfs.ext4 on the loop device (with MkfsArgs added), and
 	// Mount mounts it (ext4) on a directory of its own.
-	Format   bool
-	MkfsArgs []string
-	Mount    bool
+	Format    bool
+	MkfsArgs  []string
+	Mount     bool
+	MountOpts []string // mount -o
 	// TempDir is where the mount points go; "" is os.TempDir().
 	TempDir string
 	// StepTimeout bounds every external step (default 60 s). A step that
@@ -135,7 +136,7 @@ func Start(ctx context.Context, o Options) (_ *Disk, err error) {
 		}
 	}
 	if o.Mount {
-		if err := d.MountFS(ctx); err != nil {
+		if err := d.MountFS(ctx, o.MountOpts...); err != nil {
 			return nil, err
 		}
 	}

@@ -49,10 +49,10 @@ func needStack(t *testing.T) {
 
 // start builds a fresh ext4 on an emulated disk, with content outside
 // the slot directory, all synced; the test tears it down.
-func start(t *testing.T, ctx context.Context) *disk.Disk {
+func start(t *testing.T, ctx context.Context, mountOpts ...string) *disk.Disk {
 	t.Helper()
 	d, err := disk.Start(ctx, disk.Options{
-		Size: 64 << 20, Format: true, Mount: true, LoopDirectIO: true,
+		Size: 64 << 20, Format: true, Mount: true, MountOpts: mountOpts, LoopDirectIO: true,
 		Server:   disk.ServerOptions{DirectIO: true},
 		TempDir:  t.TempDir(),
 		Deadline: 2 * time.Minute, StepTimeout: 30 * time.Second,
@@ -169,7 +169,10 @@ func TestExtractSurvivesPowerCut(t *testing.T) {
 		sync slots.SyncMode
 	}{{"syncfs", slots.SyncFS}, {"none", slots.SyncNone}} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := start(t, ctx)
+			// Without a sync, only a journal commit (every 5 s by default)
+			// would make the tree durable; a long commit interval keeps a
+			// slow run from committing before the cut.
+			d := start(t, ctx, "commit=300")
 			before, err := slots.ReadTree(ctx, d.Mnt, outside)
 			if err != nil {
 				t.Fatal(err)
