@@ -137,10 +137,16 @@ func (s *Server) Close() error {
 		}
 		select {
 		case <-s.done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(2 * time.Second):
 		}
 		s.Abort()
-		<-s.done
+		select {
+		case <-s.done:
+		case <-time.After(2 * time.Second):
+			// The loop is stuck inside the device (its clock); the
+			// connection is aborted, so nothing waits on it any more.
+			s.closeErr = errors.Join(s.closeErr, errors.New("disk: server stuck in the device; connection aborted"))
+		}
 		s.o.Log.Info("fuse disk closed", "dir", s.dir, "ops", s.OpsString(), "err", s.err)
 	})
 	return s.closeErr

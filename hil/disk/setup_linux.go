@@ -111,10 +111,7 @@ func Start(ctx context.Context, o Options) (_ *Disk, err error) {
 			return nil, err
 		}
 		if o.Deadline > 0 {
-			d.guard = time.AfterFunc(o.Deadline, func() {
-				o.Log.Error("disk: deadline passed: aborting the fuse connection", "deadline", o.Deadline)
-				d.Server.Abort()
-			})
+			d.SetDeadline(o.Deadline)
 		}
 		backing = d.Server.Path()
 	}
@@ -141,6 +138,23 @@ func Start(ctx context.Context, o Options) (_ *Disk, err error) {
 		}
 	}
 	return d, nil
+}
+
+// SetDeadline (re)arms the guard of Options.Deadline: dur from now, the
+// FUSE connection is aborted, whatever is happening.
+func (d *Disk) SetDeadline(dur time.Duration) {
+	if d.Server == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.guard != nil {
+		d.guard.Stop()
+	}
+	d.guard = time.AfterFunc(dur, func() {
+		d.o.Log.Error("disk: deadline passed: aborting the fuse connection", "deadline", dur)
+		d.Server.Abort()
+	})
 }
 
 // Device is the emulated device (nil with Options.File).
@@ -219,9 +233,11 @@ func (d *Disk) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	d.mu.Lock()
 	if d.guard != nil {
 		d.guard.Stop()
 	}
+	d.mu.Unlock()
 	if d.Server != nil {
 		if err := d.Server.Close(); err != nil {
 			errs = append(errs, err)

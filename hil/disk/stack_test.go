@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 var (
 	flagSeed = flag.Uint64("disk.seed", 0, "seed of the random power cuts (0: from the time, logged)")
 	flagCuts = flag.Int("disk.cuts", 3, "random power cuts per test (-disk.cuts=50 for a campaign)")
+	flagMiB  = flag.Int64("disk.layer-mib", 6, "content MiB of the generated layer the power-cut tests write (over 32, the extraction's early syncfs lands in the middle)")
 )
 
 func seed(t *testing.T) uint64 {
@@ -52,7 +54,7 @@ func needStack(t *testing.T) {
 func start(t *testing.T, ctx context.Context, mountOpts ...string) *disk.Disk {
 	t.Helper()
 	d, err := disk.Start(ctx, disk.Options{
-		Size: 64 << 20, Format: true, Mount: true, MountOpts: mountOpts, LoopDirectIO: true,
+		Size: 64<<20 + 4**flagMiB<<20, Format: true, Mount: true, MountOpts: mountOpts, LoopDirectIO: true,
 		Server:   disk.ServerOptions{DirectIO: true},
 		TempDir:  t.TempDir(),
 		Deadline: 2 * time.Minute, StepTimeout: 30 * time.Second,
@@ -144,7 +146,7 @@ func remount(t *testing.T, ctx context.Context, img *disk.Image, check func(root
 
 func layer(t *testing.T, seed uint64) ([]byte, []slots.Entry) {
 	t.Helper()
-	tarb, files, err := slots.GenerateRootfs(seed, 6<<20)
+	tarb, files, err := slots.GenerateRootfs(seed, *flagMiB<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,4 +346,60 @@ func TestInstallRandomCuts(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d cuts left slot B written", written, *flagCuts)
+}
+
+// gateClock lets no device time pass once stuck, until released: a
+// device that stops answering.
+type gateClock struct {
+	stuck   atomic.Bool
+	release chan struct{}
+}
+
+func (c *gateClock) Now() time.Time { return time.Unix(0, 0) }
+func (c *gateClock) Sleep(time.Duration) {
+	if c.stuck.Load() {
+		<-c.release
+	}
+}
+
+// A device that stops answering must not hang the test run: the deadline
+// aborts the FUSE connection, the blocked fsync fails, and the teardown
+// completes.
+func TestStuckDeviceIsAborted(t *testing.T) {
+	needStack(t)
+	ctx := context.Background()
+	clk := &gateClock{release: make(chan struct{})}
+	released := false
+	release := func() {
+		if !released {
+			close(clk.release)
+			released = true
+		}
+	}
+	defer release()
+	d, err := disk.Start(ctx, disk.Options{Size: 64 << 20, Model: disk.Model{Latency: time.Microsecond}, Clock: clk,
+		Format: true, Mount: true, LoopDirectIO: true, Server: disk.ServerOptions{DirectIO: true}, TempDir: t.TempDir(),
+		Deadline: 2 * time.Minute, StepTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetDeadline(time.Second)
+	clk.stuck.Store(true)
+	t0 := time.Now()
+	f, err := os.Create(filepath.Join(d.Mnt, "new"))
+	if err == nil {
+		f.Write(make([]byte, 1<<20))
+		err = f.Sync()
+		f.Close()
+	}
+	t.Logf("write + fsync on a stuck device: %v after %v", err, time.Since(t0).Round(time.Millisecond))
+	if err == nil {
+		t.Error("fsync on a stuck device succeeded")
+	}
+	release()
+	t0 = time.Now()
+	if err := d.Close(); err != nil {
+		t.Error(err)
+	}
+	t.Logf("teardown after the abort: %v", time.Since(t0).Round(time.Millisecond))
 }
