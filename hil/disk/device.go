@@ -287,8 +287,9 @@ func (d *Device) Cut(rnd *rand.Rand, keep float64) *Image {
 	return d.cutLocked()
 }
 
-// CutAfter arms a cut at the end of the n-th WRITE request from now on
-// (counting from the device's start; see Stats.Writes); Cutted reports it.
+// CutAfter arms a cut at the end of the WRITE request that brings
+// Stats().Writes to n (counted from the device's creation); CutImage
+// returns the image once it happened.
 func (d *Device) CutAfter(n int64, rnd *rand.Rand, keep float64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

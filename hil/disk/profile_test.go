@@ -17,6 +17,7 @@ import (
 var (
 	flagProfile    = flag.String("disk.profile", "", "device model `RATE[,LATENCY]`: run TestProfileWrites (a measurement, not in the default run)")
 	flagProfileTar = flag.String("disk.profile-tar", "", "root filesystem layer `TAR` for -disk.profile (default: generated, 200 MiB)")
+	flagProfileFE  = flag.Int64("disk.profile-flush-every", 0, "ExtractOptions.FlushEvery `BYTES` for -disk.profile (0: the default)")
 )
 
 // TestProfileWrites shows where the time of a directory slot write goes on
@@ -75,7 +76,7 @@ func TestProfileWrites(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(d.Mnt, "slot"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d tar bytes on %v", len(tarb), m)
+	t.Logf("%d tar bytes on %v; FlushEvery %d", len(tarb), m, *flagProfileFE)
 	for range 2 {
 		measure("plain", func() error {
 			p := filepath.Join(d.Mnt, "plain")
@@ -97,7 +98,7 @@ func TestProfileWrites(t *testing.T) {
 			return f.Close()
 		})
 		measure("dir", func() error {
-			_, err := slots.ExtractLayers(ctx, filepath.Join(d.Mnt, "slot"), []io.Reader{bytes.NewReader(tarb)}, slots.ExtractOptions{})
+			_, err := slots.ExtractLayers(ctx, filepath.Join(d.Mnt, "slot"), []io.Reader{bytes.NewReader(tarb)}, slots.ExtractOptions{FlushEvery: *flagProfileFE})
 			return err
 		})
 	}
