@@ -18,8 +18,9 @@
 // Start sets the whole stack up (FUSE mount in a temporary directory,
 // losetup, mkfs.ext4, mount) and Close tears it down in the right order;
 // every external step runs under a timeout, and a stuck step aborts the
-// FUSE connection (/sys/fs/fuse/connections/N/abort), which fails every
-// request in flight, so that nothing waits forever in D state.
+// FUSE connection (the server closes its /dev/fuse descriptor, the only
+// one), which fails every request in flight, so that nothing waits forever
+// in D state.
 //
 // It needs root, /dev/fuse, losetup and mkfs.ext4 (e2fsprogs).
 package disk
