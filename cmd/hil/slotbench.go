@@ -16,7 +16,7 @@ import (
 func init() {
 	commands.Add(cli.Command{
 		Name:    "bench slot-write",
-		Args:    "[--size 200MiB] [--dir PATH] [--rounds N] [--seed N] [--sync syncfs|fsync] [--drop-caches=false]",
+		Args:    "[--size 200MiB] [--dir PATH] [--rounds N] [--seed N] [--sync syncfs|fsync] [--drop-caches=false] [--emulate-disk RATE[,LATENCY]]",
 		Summary: "write a root filesystem into a raw and a directory slot vs a plain sequential write + fsync of the same bytes, side by side",
 		Run:     runSlotBench,
 	})
@@ -51,6 +51,7 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	seed := fs.Uint64("seed", 1, "seed of the generated root filesystem")
 	syncS := fs.String("sync", "syncfs", "directory slot durability: syncfs (one syncfs(2)) or fsync (every file and directory)")
 	tarPath := fs.String("tar", "", "write this root filesystem layer `TAR` (uncompressed; a real image's) instead of a generated one")
+	emulate := fs.String("emulate-disk", "", "run on a fresh ext4 on an emulated disk (hil/disk) of this model instead of --dir: `RATE[,LATENCY]`, e.g. 100MB/s,0.2ms (0: unlimited)")
 	drop := fs.Bool("drop-caches", true, "sync and drop the page cache before every measurement (root only; otherwise sync only)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
@@ -76,6 +77,14 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if layer, err = os.ReadFile(*tarPath); err != nil {
 			return err
 		}
+	}
+	if *emulate != "" {
+		d, err := startBenchDisk(ctx, *emulate, max(int64(len(layer)), size+size/8), stderr)
+		if err != nil {
+			return err
+		}
+		defer d.close(stdout)
+		*dir = d.Mnt
 	}
 	res, err := slots.BenchSlotWrite(ctx, slots.BenchOptions{Dir: *dir, Size: size, Rounds: *rounds, Seed: *seed, Sync: mode, Log: stderr, DropCaches: *drop, Layer: layer})
 	if err != nil {

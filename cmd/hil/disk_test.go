@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/bootorbit/bootorbit/internal/testtool"
+)
+
+func TestDiskUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"disk", "serve", "--rate", "fast"},
+		{"disk", "serve", "--size", "1000"},
+		{"bench", "slot-write", "--emulate-disk", "100MB/s,soon"},
+	} {
+		var out, errb bytes.Buffer
+		if code := commands.Execute(context.Background(), args, &out, &errb); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (usage): %s", args, code, errb.String())
+		}
+	}
+}
+
+// TestSlotBenchEmulatedDisk runs the bench on a tiny root filesystem on
+// the emulated disk: it must set the disk up, print every row and the
+// device's counters, and tear it down.
+func TestSlotBenchEmulatedDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testtool.Missing(t, testtool.RequireTools, "the emulated disk needs root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		testtool.Missing(t, testtool.RequireTools, "no /dev/fuse: %v", err)
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4", "mount", "umount"} {
+		testtool.Need(t, tool)
+	}
+	var out, errb bytes.Buffer
+	code := commands.Execute(context.Background(), []string{"bench", "slot-write", "--size", "1MiB", "--rounds", "1", "--drop-caches=false", "--emulate-disk", "0"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, row := range []string{"plain: new file", "dir slot: empty", "emulated disk (unlimited)", "FSYNC="} {
+		if !strings.Contains(out.String(), row) {
+			t.Errorf("output lacks %q:\n%s", row, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "teardown") {
+		t.Errorf("teardown failed:\n%s", out.String())
+	}
+}
