@@ -115,6 +115,10 @@ type BenchOptions struct {
 	// Layer, when set, is the root filesystem layer tar to write (a real
 	// image's, say) instead of a generated one; Size and Seed are unused.
 	Layer []byte
+	// FlushEvery is the directory slot's early writeback step
+	// (ExtractOptions.FlushEvery; 0: its default), also used by the
+	// files floor.
+	FlushEvery int64
 }
 
 // BenchResult holds the per-round times of each method, in round order.
@@ -251,7 +255,7 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	}
 	mk := func(b Slot) (*Manager, error) {
 		return Open(Options{StateDir: filepath.Join(work, "state"), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
-			B: b, Extract: ExtractOptions{Sync: o.Sync}, Log: discardLogger()})
+			B: b, Extract: ExtractOptions{Sync: o.Sync, FlushEvery: o.FlushEvery}, Log: discardLogger()})
 	}
 	rawM, err := mk(Slot{Backend: BackendRaw, Path: rawPath, Size: rawCap})
 	if err != nil {
@@ -262,7 +266,7 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		return nil, err
 	}
 	dir2M, err := Open(Options{StateDir: filepath.Join(work, "state2"), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
-		B: Slot{Backend: BackendDir, Path: dirPath}, Extract: ExtractOptions{Sync: o.Sync, Workers: 2}, Log: discardLogger()})
+		B: Slot{Backend: BackendDir, Path: dirPath}, Extract: ExtractOptions{Sync: o.Sync, Workers: 2, FlushEvery: o.FlushEvery}, Log: discardLogger()})
 	if err != nil {
 		return nil, err
 	}
@@ -365,6 +369,8 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		})
 	}
 	if o.Sync == SyncFS {
+		floorFlush := ExtractOptions{FlushEvery: o.FlushEvery}
+		floorFlush.defaults()
 		floorDir := filepath.Join(work, "floor")
 		if err := os.Mkdir(floorDir, 0o755); err != nil {
 			return nil, err
@@ -378,7 +384,7 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 				return err
 			}
 			start := time.Now()
-			if err := filesFloor(floorDir, rootfs); err != nil {
+			if err := filesFloor(floorDir, rootfs, floorFlush); err != nil {
 				return err
 			}
 			res.Floor = append(res.Floor, time.Since(start))
@@ -429,15 +435,17 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 // filesFloor creates the directories and regular files of the layer tar
 // below dir and writes their content, one create, write and close each,
 // nothing else, with the extractor's early writeback and final syncfs.
-func filesFloor(dir string, layer []byte) error {
+func filesFloor(dir string, layer []byte, fo ExtractOptions) error {
 	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(dfd)
-	f, err := startFlusher(dfd, 32<<20)
-	if err != nil {
-		return err
+	var f *flusher
+	if fo.FlushEvery > 0 {
+		if f, err = startFlusher(dfd, fo.FlushEvery); err != nil {
+			return err
+		}
 	}
 	defer f.stop()
 	buf := make([]byte, 1<<20)

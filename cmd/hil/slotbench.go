@@ -16,7 +16,7 @@ import (
 func init() {
 	commands.Add(cli.Command{
 		Name:    "bench slot-write",
-		Args:    "[--size 200MiB] [--dir PATH] [--rounds N] [--seed N] [--sync syncfs|fsync] [--drop-caches=false] [--emulate-disk RATE[,LATENCY]]",
+		Args:    "[--size 200MiB] [--dir PATH] [--rounds N] [--seed N] [--sync syncfs|fsync] [--drop-caches=false] [--flush-every SIZE] [--tar FILE] [--emulate-disk RATE[,LATENCY]]",
 		Summary: "write a root filesystem into a raw and a directory slot vs a plain sequential write + fsync of the same bytes, side by side",
 		Run:     runSlotBench,
 	})
@@ -52,6 +52,7 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	syncS := fs.String("sync", "syncfs", "directory slot durability: syncfs (one syncfs(2)) or fsync (every file and directory)")
 	tarPath := fs.String("tar", "", "write this root filesystem layer `TAR` (uncompressed; a real image's) instead of a generated one")
 	emulate := fs.String("emulate-disk", "", "run on a fresh ext4 on an emulated disk (hil/disk) of this model instead of --dir: `RATE[,LATENCY]`, e.g. 100MB/s,0.2ms (0: unlimited)")
+	flushS := fs.String("flush-every", "32MiB", "directory slot early writeback: a syncfs after every `SIZE` of content (0: only the final syncfs)")
 	drop := fs.Bool("drop-caches", true, "sync and drop the page cache before every measurement (root only; otherwise sync only)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
@@ -72,6 +73,12 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	default:
 		return cli.Usagef("--sync %q: want syncfs or fsync", *syncS)
 	}
+	flush := int64(-1) // "0": only the final syncfs
+	if *flushS != "0" {
+		if flush, err = parseSize(*flushS); err != nil {
+			return cli.Usagef("--flush-every: %v", err)
+		}
+	}
 	var layer []byte
 	if *tarPath != "" {
 		if layer, err = os.ReadFile(*tarPath); err != nil {
@@ -86,7 +93,7 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		defer d.close(stdout)
 		*dir = d.Mnt
 	}
-	res, err := slots.BenchSlotWrite(ctx, slots.BenchOptions{Dir: *dir, Size: size, Rounds: *rounds, Seed: *seed, Sync: mode, Log: stderr, DropCaches: *drop, Layer: layer})
+	res, err := slots.BenchSlotWrite(ctx, slots.BenchOptions{Dir: *dir, Size: size, Rounds: *rounds, Seed: *seed, Sync: mode, Log: stderr, DropCaches: *drop, Layer: layer, FlushEvery: flush})
 	if err != nil {
 		return err
 	}
