@@ -65,7 +65,7 @@ type ExtractOptions struct {
 	// FlushEvery, with SyncFS: after every FlushEvery bytes of file
 	// content a syncfs(2) on a goroutine of its own writes back what has
 	// been extracted so far while the extraction goes on, so that the
-	// final syncfs has little left (default 32 MiB; negative: only the
+	// final syncfs has little left (default 8 MiB; negative: only the
 	// final syncfs). `hil bench slot-write` measures both.
 	FlushEvery int64
 	// Hash computes the sha256 of every regular file while it is written
@@ -101,7 +101,7 @@ func (o *ExtractOptions) defaults() {
 		o.Workers = 1
 	}
 	if o.FlushEvery == 0 {
-		o.FlushEvery = 32 << 20
+		o.FlushEvery = 8 << 20
 	}
 }
 

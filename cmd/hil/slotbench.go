@@ -52,7 +52,7 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	syncS := fs.String("sync", "syncfs", "directory slot durability: syncfs (one syncfs(2)) or fsync (every file and directory)")
 	tarPath := fs.String("tar", "", "write this root filesystem layer `TAR` (uncompressed; a real image's) instead of a generated one")
 	emulate := fs.String("emulate-disk", "", "run on a fresh ext4 on an emulated disk (hil/disk) of this model instead of --dir: `RATE[,LATENCY]`, e.g. 100MB/s,0.2ms (0: unlimited)")
-	flushS := fs.String("flush-every", "32MiB", "directory slot early writeback: a syncfs after every `SIZE` of content (0: only the final syncfs)")
+	flushS := fs.String("flush-every", "8MiB", "directory slot early writeback: a syncfs after every `SIZE` of content (0: only the final syncfs)")
 	drop := fs.Bool("drop-caches", true, "sync and drop the page cache before every measurement (root only; otherwise sync only)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
