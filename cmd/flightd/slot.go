@@ -164,13 +164,9 @@ func runSlotVerify(ctx context.Context, args []string, stdout, stderr io.Writer)
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	if len(pos) != 1 {
-		return cli.Usagef("want exactly one SLOT (A or B)")
-	}
-	id := pos[0]
-	slot, err := slots.ParseSlotID(id)
+	slot, err := slotIDArg(pos)
 	if err != nil {
-		return cli.Usagef("%v", err)
+		return err
 	}
 	m, err := f.open()
 	if err != nil {

@@ -216,12 +216,9 @@ func runUpdateArm(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cli.Usagef("want exactly one SLOT (A or B), got %d arguments", len(pos))
-	}
-	slot, err := slots.ParseSlotID(pos[0])
+	slot, err := slotIDArg(pos)
 	if err != nil {
-		return cli.Usagef("%v", err)
+		return err
 	}
 	u, bs, err := f.open(stderr)
 	if err != nil {
@@ -239,12 +236,9 @@ func runUpdateDisarm(_ context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return cli.Usagef("want exactly one SLOT (A or B), got %d arguments", len(pos))
-	}
-	slot, err := slots.ParseSlotID(pos[0])
+	slot, err := slotIDArg(pos)
 	if err != nil {
-		return cli.Usagef("%v", err)
+		return err
 	}
 	u, bs, err := f.open(stderr)
 	if err != nil {
@@ -297,4 +291,16 @@ func runUpdateCommit(_ context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	return f.report(stdout, u, bs, updateOut{Action: fmt.Sprintf("committed slot %s", u.Booted)})
+}
+
+// slotIDArg is the one SLOT argument of a command, as a slot id.
+func slotIDArg(pos []string) (slots.SlotID, error) {
+	if len(pos) != 1 {
+		return "", cli.Usagef("want exactly one SLOT (A or B), got %d arguments", len(pos))
+	}
+	id, err := slots.ParseSlotID(pos[0])
+	if err != nil {
+		return "", cli.Usagef("%v", err)
+	}
+	return id, nil
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/bootorbit/bootorbit/hil/vm"
+	"github.com/bootorbit/bootorbit/internal/vfs"
 	"github.com/bootorbit/bootorbit/watchdog"
 	"golang.org/x/sys/unix"
 )
@@ -145,7 +146,7 @@ func countBoot(disk, fstype string) error {
 		n, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 	}
 	boot = n + 1
-	if err := writeSync(p, []byte(strconv.Itoa(boot)+"\n")); err != nil {
+	if err := vfs.WriteFileAtomic(vfs.Default, p, []byte(strconv.Itoa(boot)+"\n"), 0o644); err != nil {
 		return err
 	}
 	id, err := watchdog.KernelBootID()
@@ -154,34 +155,6 @@ func countBoot(disk, fstype string) error {
 	}
 	emit(vm.Event{Ev: "boot", BootID: id})
 	return nil
-}
-
-func writeSync(p string, data []byte) error {
-	tmp := p + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(p))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func secs(d time.Duration) float64 { return d.Seconds() }
