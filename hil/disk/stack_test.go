@@ -234,7 +234,12 @@ func TestExtractRandomCuts(t *testing.T) {
 		dev := d.Device()
 		dev.CutAfter(dev.Stats().Writes+k, rand.New(rand.NewPCG(s, uint64(i))), keep)
 		_, xerr := slots.ExtractLayers(ctx, filepath.Join(d.Mnt, "slot"), []io.Reader{bytes.NewReader(tarb)}, slots.ExtractOptions{})
-		completed := xerr == nil && dev.CutImage() == nil
+		// An extraction that returned nil ended with a syncfs that
+		// succeeded, so the cut came after it: the kernel's own writes
+		// after the return (a journal commit, writeback) may fire the cut
+		// before the next line here, so whether the cut has fired by now
+		// says nothing about the extraction.
+		completed := xerr == nil
 		img := dev.Cut(rand.New(rand.NewPCG(s, uint64(i))), keep)
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
@@ -249,8 +254,6 @@ func TestExtractRandomCuts(t *testing.T) {
 			if diff := slots.DiffEntries(want, got.slot, slots.DigestOptions{}); diff != "" {
 				t.Errorf("cut %d after a completed extraction: %s", i, diff)
 			}
-		} else if xerr == nil {
-			t.Errorf("cut %d: the extraction succeeded although the device was cut under it", i)
 		}
 	}
 }
@@ -302,7 +305,7 @@ func TestInstallRandomCuts(t *testing.T) {
 		dev := d.Device()
 		dev.CutAfter(dev.Stats().Writes+k, rand.New(rand.NewPCG(s, uint64(i))), keep)
 		ierr := install(d)
-		completed := ierr == nil && dev.CutImage() == nil
+		completed := ierr == nil // as in TestExtractRandomCuts
 		img := dev.Cut(rand.New(rand.NewPCG(s, uint64(i))), keep)
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
@@ -341,9 +344,6 @@ func TestInstallRandomCuts(t *testing.T) {
 				}
 			}
 		})
-		if ierr == nil && !completed {
-			t.Errorf("cut %d: the install succeeded although the device was cut under it", i)
-		}
 	}
 	t.Logf("%d of %d cuts left slot B written", written, *flagCuts)
 }
