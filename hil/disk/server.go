@@ -142,6 +142,9 @@ func (s *Server) Close() error {
 		s.Abort()
 		select {
 		case <-s.done:
+			if s.err != nil {
+				s.closeErr = errors.Join(s.closeErr, s.err)
+			}
 		case <-time.After(2 * time.Second):
 			// The loop is stuck inside the device (its clock); the
 			// connection is aborted, so nothing waits on it any more.
@@ -154,6 +157,23 @@ func (s *Server) Close() error {
 
 func (s *Server) loop() {
 	defer close(s.done)
+	// However the loop ends but by DESTROY or an unmount, nothing answers
+	// the kernel any more: abort the connection so that whatever waits on
+	// the device fails now. A panic (a bug here or in the device) must not
+	// take the process down either: a thread of this process blocked on the
+	// mount (in D state, waiting for the loop device) keeps the dying
+	// process, and so its /dev/fuse descriptor, alive, the kernel waits on
+	// a server that no longer runs, and no cleanup ever unmounts or detaches
+	// anything. Recovered, the error is reported by Close.
+	defer func() {
+		if r := recover(); r != nil {
+			s.err = fmt.Errorf("disk: server panic: %v", r)
+			s.o.Log.Error("fuse server panicked: connection aborted", "panic", r)
+		}
+		if s.err != nil {
+			s.Abort()
+		}
+	}()
 	buf := make([]byte, readBufLen)
 	out := make([]byte, outHeaderSize+maxWrite)
 	for {

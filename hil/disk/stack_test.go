@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -402,4 +403,53 @@ func TestStuckDeviceIsAborted(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("teardown after the abort: %v", time.Since(t0).Round(time.Millisecond))
+}
+
+// panicWriter panics on the write after the first n: a bug in the
+// server's request handling.
+type panicWriter struct{ n atomic.Int64 }
+
+func (w *panicWriter) Write(p []byte) (int, error) {
+	if w.n.Add(-1) < 0 {
+		panic("injected server bug")
+	}
+	return len(p), nil
+}
+
+// A panic in the FUSE server must not kill the test process: that would
+// skip every cleanup and leave the loop device and both mounts behind on
+// the machine. The server recovers, aborts the connection (the I/O waiting
+// on it fails) and reports the panic from Close; the teardown completes.
+func TestServerPanicAbortsConnection(t *testing.T) {
+	needStack(t)
+	ctx := context.Background()
+	pw := &panicWriter{}
+	pw.n.Store(1 << 40)
+	d, err := disk.Start(ctx, disk.Options{Size: 64 << 20, Format: true, Mount: true, LoopDirectIO: true,
+		Server:  disk.ServerOptions{DirectIO: true, Trace: pw},
+		TempDir: t.TempDir(), Deadline: 2 * time.Minute, StepTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			d.Close()
+		}
+	}()
+	pw.n.Store(0)
+	t0 := time.Now()
+	err = os.WriteFile(filepath.Join(d.Mnt, "new"), make([]byte, 1<<20), 0o644)
+	if err == nil {
+		syncfs(t, d.Mnt) // fails the test: the device is gone
+	}
+	t.Logf("write on a server that panicked: %v after %v", err, time.Since(t0).Round(time.Millisecond))
+	closed = true
+	cerr := d.Close()
+	if cerr == nil || !strings.Contains(cerr.Error(), "injected server bug") {
+		t.Errorf("Close: %v, want the server's panic reported", cerr)
+	}
+	if out, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(out), d.Mnt) {
+		t.Errorf("%s still mounted after Close", d.Mnt)
+	}
 }
