@@ -453,3 +453,56 @@ func TestServerPanicAbortsConnection(t *testing.T) {
 		t.Errorf("%s still mounted after Close", d.Mnt)
 	}
 }
+
+var flagKernelTimeout = flag.Bool("disk.kernel-timeout", false, "also wait for the kernel's FUSE request timeout to abort a stuck device (~15 s)")
+
+// The kernel's own guard: the kernel accepts the request timeout at INIT;
+// with -disk.kernel-timeout, a device that stops answering, with no
+// deadline of ours, fails the waiting fsync once the kernel's request
+// timeout passes (measured: 15.2 s with a 1 s timeout, the kernel checks
+// every 15 s), so that not even a dead or stuck test process can leave a
+// request waiting forever.
+func TestKernelRequestTimeout(t *testing.T) {
+	needStack(t)
+	ctx := context.Background()
+	clk := &gateClock{release: make(chan struct{})}
+	defer close(clk.release)
+	d, err := disk.Start(ctx, disk.Options{Size: 64 << 20, Model: disk.Model{Latency: time.Microsecond}, Clock: clk,
+		Format: true, Mount: true, LoopDirectIO: true,
+		Server:  disk.ServerOptions{DirectIO: true, RequestTimeout: time.Second},
+		TempDir: t.TempDir(), Deadline: 2 * time.Minute, StepTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Server.RequestTimeout() == 0 {
+		testtool.Missing(t, testtool.RequireTools, "the kernel (%s) offers no FUSE request timeout (Linux 6.14 and later)", kernelRelease())
+	}
+	if !*flagKernelTimeout {
+		t.Skipf("request timeout %v accepted; -disk.kernel-timeout waits for it to fire (~15 s)", d.Server.RequestTimeout())
+	}
+	clk.stuck.Store(true)
+	t0 := time.Now()
+	f, err := os.Create(filepath.Join(d.Mnt, "new"))
+	if err == nil {
+		f.Write(make([]byte, 1<<20))
+		err = f.Sync()
+		f.Close()
+	}
+	took := time.Since(t0)
+	t.Logf("write + fsync on a stuck device, request timeout %v: %v after %v", d.Server.RequestTimeout(), err, took.Round(time.Millisecond))
+	if err == nil {
+		t.Fatal("fsync on a stuck device succeeded")
+	}
+	if took > time.Minute {
+		t.Errorf("the kernel did not time the request out: %v (the test's own deadline fired)", took)
+	}
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return "?"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
