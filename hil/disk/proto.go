@@ -68,10 +68,13 @@ func itoa(v uint64) string {
 	}
 }
 
-// INIT flags we use.
+// INIT flags we use. initExt says flags2 (the upper 32 bits) is there;
+// initRequestTimeout (bit 42, since Linux 6.14) is in flags2.
 const (
-	initBigWrites = 1 << 5
-	initMaxPages  = 1 << 22
+	initBigWrites      = 1 << 5
+	initMaxPages       = 1 << 22
+	initExt            = 1 << 30
+	initRequestTimeout = 1 << (42 - 32)
 )
 
 // Flags and bits of requests and replies.

@@ -35,7 +35,21 @@ type ServerOptions struct {
 	Trace io.Writer
 	// Log receives the end-of-session summary; nil discards.
 	Log *slog.Logger
+	// RequestTimeout is asked of the kernel at INIT (FUSE_REQUEST_TIMEOUT,
+	// Linux 6.14 and later): a request unanswered that long aborts the
+	// connection in the kernel itself. It is the guard that works when
+	// this process cannot: a server that is stuck, or a process that
+	// panicked with a thread blocked on the mount (such a process never
+	// finishes exiting, so its /dev/fuse descriptor is never closed).
+	// The kernel checks every few seconds, so the abort comes up to ~15 s
+	// late. 0 is DefaultRequestTimeout; negative asks for none. Every
+	// request must be answerable within it: the device's model must not
+	// queue that much work.
+	RequestTimeout time.Duration
 }
+
+// DefaultRequestTimeout is ServerOptions.RequestTimeout's default.
+const DefaultRequestTimeout = 60 * time.Second
 
 // Server serves a Device as the file disk.img of a FUSE mount.
 type Server struct {
@@ -45,8 +59,11 @@ type Server struct {
 	o     ServerOptions
 	ops   [opMax + 1]atomic.Int64
 	minor uint32
-	done  chan struct{}
-	err   error // of the serve loop, once done is closed
+	// timeout is the request timeout asked of the kernel at INIT (0:
+	// none, the kernel does not offer it).
+	timeout atomic.Int64
+	done    chan struct{}
+	err     error // of the serve loop, once done is closed
 
 	closeOnce sync.Once
 	closeErr  error
@@ -142,6 +159,9 @@ func (s *Server) Close() error {
 		s.Abort()
 		select {
 		case <-s.done:
+			if s.err != nil {
+				s.closeErr = errors.Join(s.closeErr, s.err)
+			}
 		case <-time.After(2 * time.Second):
 			// The loop is stuck inside the device (its clock); the
 			// connection is aborted, so nothing waits on it any more.
@@ -154,6 +174,23 @@ func (s *Server) Close() error {
 
 func (s *Server) loop() {
 	defer close(s.done)
+	// However the loop ends but by DESTROY or an unmount, nothing answers
+	// the kernel any more: abort the connection so that whatever waits on
+	// the device fails now. A panic (a bug here or in the device) must not
+	// take the process down either: a thread of this process blocked on the
+	// mount (in D state, waiting for the loop device) keeps the dying
+	// process, and so its /dev/fuse descriptor, alive, the kernel waits on
+	// a server that no longer runs, and no cleanup ever unmounts or detaches
+	// anything. Recovered, the error is reported by Close.
+	defer func() {
+		if r := recover(); r != nil {
+			s.err = fmt.Errorf("disk: server panic: %v", r)
+			s.o.Log.Error("fuse server panicked: connection aborted", "panic", r)
+		}
+		if s.err != nil {
+			s.Abort()
+		}
+	}()
 	buf := make([]byte, readBufLen)
 	out := make([]byte, outHeaderSize+maxWrite)
 	for {
@@ -323,14 +360,39 @@ func (s *Server) init(in, body []byte) (int, unix.Errno) {
 	s.minor = min(minor, fuseMaxMinor)
 	ne.PutUint32(body[4:], s.minor)
 	ne.PutUint32(body[8:], readahead)
-	ne.PutUint32(body[12:], initBigWrites|initMaxPages)
+	flags := uint32(initBigWrites | initMaxPages)
 	ne.PutUint16(body[16:], 16) // max_background
 	ne.PutUint16(body[18:], 12) // congestion_threshold
 	ne.PutUint32(body[20:], maxWrite)
 	ne.PutUint32(body[24:], 1) // time_gran
 	ne.PutUint16(body[28:], maxPages)
+	kflags := ne.Uint32(in[12:])
+	if to := s.requestTimeout(); to > 0 && kflags&initExt != 0 && len(in) >= 20 && ne.Uint32(in[16:])&initRequestTimeout != 0 {
+		secs := min((to+time.Second-1)/time.Second, 0xffff)
+		flags |= initExt
+		ne.PutUint32(body[32:], initRequestTimeout) // flags2
+		ne.PutUint16(body[40:], uint16(secs))       // request_timeout
+		s.timeout.Store(int64(secs * time.Second))
+	}
+	ne.PutUint32(body[12:], flags)
 	return initOutSize, 0
 }
+
+func (s *Server) requestTimeout() time.Duration {
+	switch to := s.o.RequestTimeout; {
+	case to == 0:
+		return DefaultRequestTimeout
+	case to < 0:
+		return 0
+	default:
+		return to
+	}
+}
+
+// RequestTimeout is the request timeout asked of the kernel at INIT
+// (ServerOptions.RequestTimeout rounded up to seconds), 0 if the kernel
+// does not offer one (then only Abort and Disk deadlines guard).
+func (s *Server) RequestTimeout() time.Duration { return time.Duration(s.timeout.Load()) }
 
 func (s *Server) attr(node uint64) attr {
 	if node == fuseRootID {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -120,5 +121,53 @@ func TestProtocol(t *testing.T) {
 		if ne.Uint64(rep[8:]) == 9 {
 			t.Errorf("reply %d answers FORGET", i)
 		}
+	}
+}
+
+// INIT asks for the request timeout only when the kernel offers it
+// (FUSE_INIT_EXT and FUSE_REQUEST_TIMEOUT in flags2), in whole seconds.
+func TestInitRequestTimeout(t *testing.T) {
+	dev, _ := NewDevice(1<<20, Model{}, nil)
+	for _, tc := range []struct {
+		name     string
+		kflags   uint32
+		kflags2  uint32
+		opt      time.Duration
+		wantSecs uint16
+	}{
+		{"offered, default", initExt, initRequestTimeout, 0, 60},
+		{"offered, rounded up", initExt, initRequestTimeout, 1500 * time.Millisecond, 2},
+		{"offered, refused by option", initExt, initRequestTimeout, -1, 0},
+		{"no flags2", 0, initRequestTimeout, 0, 0},
+		{"not offered", initExt, 0, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := make([]byte, 64)
+			ne.PutUint32(in[0:], 7)
+			ne.PutUint32(in[4:], 45)
+			ne.PutUint32(in[12:], tc.kflags)
+			ne.PutUint32(in[16:], tc.kflags2)
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			s := &Server{dev: dev, f: w, o: ServerOptions{RequestTimeout: tc.opt}}
+			out := make([]byte, outHeaderSize+maxWrite)
+			s.handle(inHeader{Len: uint32(inHeaderSize + len(in)), Opcode: opInit, Unique: 1}, in, out)
+			w.Close()
+			rep, _ := io.ReadAll(r)
+			if len(rep) != outHeaderSize+initOutSize {
+				t.Fatalf("reply of %d bytes", len(rep))
+			}
+			body := rep[outHeaderSize:]
+			flags, flags2, secs := ne.Uint32(body[12:]), ne.Uint32(body[32:]), ne.Uint16(body[40:])
+			if secs != tc.wantSecs || (secs > 0) != (flags&initExt != 0 && flags2&initRequestTimeout != 0) {
+				t.Errorf("flags %#x flags2 %#x request_timeout %d, want %d s", flags, flags2, secs, tc.wantSecs)
+			}
+			if got := s.RequestTimeout(); got != time.Duration(tc.wantSecs)*time.Second {
+				t.Errorf("RequestTimeout() = %v", got)
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -234,7 +235,12 @@ func TestExtractRandomCuts(t *testing.T) {
 		dev := d.Device()
 		dev.CutAfter(dev.Stats().Writes+k, rand.New(rand.NewPCG(s, uint64(i))), keep)
 		_, xerr := slots.ExtractLayers(ctx, filepath.Join(d.Mnt, "slot"), []io.Reader{bytes.NewReader(tarb)}, slots.ExtractOptions{})
-		completed := xerr == nil && dev.CutImage() == nil
+		// An extraction that returned nil ended with a syncfs that
+		// succeeded, so the cut came after it: the kernel's own writes
+		// after the return (a journal commit, writeback) may fire the cut
+		// before the next line here, so whether the cut has fired by now
+		// says nothing about the extraction.
+		completed := xerr == nil
 		img := dev.Cut(rand.New(rand.NewPCG(s, uint64(i))), keep)
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
@@ -249,8 +255,6 @@ func TestExtractRandomCuts(t *testing.T) {
 			if diff := slots.DiffEntries(want, got.slot, slots.DigestOptions{}); diff != "" {
 				t.Errorf("cut %d after a completed extraction: %s", i, diff)
 			}
-		} else if xerr == nil {
-			t.Errorf("cut %d: the extraction succeeded although the device was cut under it", i)
 		}
 	}
 }
@@ -302,7 +306,7 @@ func TestInstallRandomCuts(t *testing.T) {
 		dev := d.Device()
 		dev.CutAfter(dev.Stats().Writes+k, rand.New(rand.NewPCG(s, uint64(i))), keep)
 		ierr := install(d)
-		completed := ierr == nil && dev.CutImage() == nil
+		completed := ierr == nil // as in TestExtractRandomCuts
 		img := dev.Cut(rand.New(rand.NewPCG(s, uint64(i))), keep)
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
@@ -341,9 +345,6 @@ func TestInstallRandomCuts(t *testing.T) {
 				}
 			}
 		})
-		if ierr == nil && !completed {
-			t.Errorf("cut %d: the install succeeded although the device was cut under it", i)
-		}
 	}
 	t.Logf("%d of %d cuts left slot B written", written, *flagCuts)
 }
@@ -402,4 +403,106 @@ func TestStuckDeviceIsAborted(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("teardown after the abort: %v", time.Since(t0).Round(time.Millisecond))
+}
+
+// panicWriter panics on the write after the first n: a bug in the
+// server's request handling.
+type panicWriter struct{ n atomic.Int64 }
+
+func (w *panicWriter) Write(p []byte) (int, error) {
+	if w.n.Add(-1) < 0 {
+		panic("injected server bug")
+	}
+	return len(p), nil
+}
+
+// A panic in the FUSE server must not kill the test process: that would
+// skip every cleanup and leave the loop device and both mounts behind on
+// the machine. The server recovers, aborts the connection (the I/O waiting
+// on it fails) and reports the panic from Close; the teardown completes.
+func TestServerPanicAbortsConnection(t *testing.T) {
+	needStack(t)
+	ctx := context.Background()
+	pw := &panicWriter{}
+	pw.n.Store(1 << 40)
+	d, err := disk.Start(ctx, disk.Options{Size: 64 << 20, Format: true, Mount: true, LoopDirectIO: true,
+		Server:  disk.ServerOptions{DirectIO: true, Trace: pw},
+		TempDir: t.TempDir(), Deadline: 2 * time.Minute, StepTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			d.Close()
+		}
+	}()
+	pw.n.Store(0)
+	t0 := time.Now()
+	err = os.WriteFile(filepath.Join(d.Mnt, "new"), make([]byte, 1<<20), 0o644)
+	if err == nil {
+		syncfs(t, d.Mnt) // fails the test: the device is gone
+	}
+	t.Logf("write on a server that panicked: %v after %v", err, time.Since(t0).Round(time.Millisecond))
+	closed = true
+	cerr := d.Close()
+	if cerr == nil || !strings.Contains(cerr.Error(), "injected server bug") {
+		t.Errorf("Close: %v, want the server's panic reported", cerr)
+	}
+	if out, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(out), d.Mnt) {
+		t.Errorf("%s still mounted after Close", d.Mnt)
+	}
+}
+
+var flagKernelTimeout = flag.Bool("disk.kernel-timeout", false, "also wait for the kernel's FUSE request timeout to abort a stuck device (~15 s)")
+
+// The kernel's own guard: the kernel accepts the request timeout at INIT;
+// with -disk.kernel-timeout, a device that stops answering, with no
+// deadline of ours, fails the waiting fsync once the kernel's request
+// timeout passes (measured: 15.2 s with a 1 s timeout, the kernel checks
+// every 15 s), so that not even a dead or stuck test process can leave a
+// request waiting forever.
+func TestKernelRequestTimeout(t *testing.T) {
+	needStack(t)
+	ctx := context.Background()
+	clk := &gateClock{release: make(chan struct{})}
+	defer close(clk.release)
+	d, err := disk.Start(ctx, disk.Options{Size: 64 << 20, Model: disk.Model{Latency: time.Microsecond}, Clock: clk,
+		Format: true, Mount: true, LoopDirectIO: true,
+		Server:  disk.ServerOptions{DirectIO: true, RequestTimeout: time.Second},
+		TempDir: t.TempDir(), Deadline: 2 * time.Minute, StepTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Server.RequestTimeout() == 0 {
+		testtool.Missing(t, testtool.RequireTools, "the kernel (%s) offers no FUSE request timeout (Linux 6.14 and later)", kernelRelease())
+	}
+	if !*flagKernelTimeout {
+		t.Skipf("request timeout %v accepted; -disk.kernel-timeout waits for it to fire (~15 s)", d.Server.RequestTimeout())
+	}
+	clk.stuck.Store(true)
+	t0 := time.Now()
+	f, err := os.Create(filepath.Join(d.Mnt, "new"))
+	if err == nil {
+		f.Write(make([]byte, 1<<20))
+		err = f.Sync()
+		f.Close()
+	}
+	took := time.Since(t0)
+	t.Logf("write + fsync on a stuck device, request timeout %v: %v after %v", d.Server.RequestTimeout(), err, took.Round(time.Millisecond))
+	if err == nil {
+		t.Fatal("fsync on a stuck device succeeded")
+	}
+	if took > time.Minute {
+		t.Errorf("the kernel did not time the request out: %v (the test's own deadline fired)", took)
+	}
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return "?"
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }

@@ -8,7 +8,11 @@
 # host's dpkg is left alone (no dpkg --add-architecture) and the host's
 # package lists are not touched. The sources are the host's own (Debian).
 # Idempotent: a complete OUTDIR (stamp file .complete) is left as it is;
-# a half-done one is replaced. Needs apt-get, apt-cache and dpkg-deb.
+# a half-done one is replaced. Needs apt-get, apt-cache, dpkg-deb and
+# timeout (coreutils). It never hangs: every apt step is bounded by
+# BOOTORBIT_VM_FETCH_TIMEOUT seconds (default 600), and a mirror that stops
+# sending fails a transfer after 30 s (3 retries); an update that fetched
+# no package index fails with a message saying so.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/_kernel-cache}
@@ -30,14 +34,31 @@ touch "$work/status"
 chmod 755 "$work" "$work/deb"
 if id _apt >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then chown _apt "$work/deb" "$work/lists/partial" "$work/cache/archives/partial"; fi
 apt=(-o Dir::State::Lists="$work/lists" -o Dir::Cache="$work/cache" -o Dir::State::status="$work/status"
-	-o APT::Architecture=arm64 -o APT::Architectures::=arm64 -o Debug::NoLocking=1)
+	-o APT::Architecture=arm64 -o APT::Architectures::=arm64 -o Debug::NoLocking=1
+	-o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30 -o Acquire::Retries=3)
+limit=${BOOTORBIT_VM_FETCH_TIMEOUT:-600}
 
-apt-get "${apt[@]}" -qq update
+# bounded CMD...: run CMD under the time limit; a step that overruns is
+# killed and named.
+bounded() {
+	local rc=0
+	timeout --kill-after=10 "$limit" "$@" || rc=$?
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		echo "fetch-kernel: $1 ${*: -1} did not finish in $limit s (mirror unreachable or too slow? BOOTORBIT_VM_FETCH_TIMEOUT)" >&2
+	fi
+	return "$rc"
+}
+
+bounded apt-get "${apt[@]}" -qq update
+if ! ls "$work"/lists/*_Packages* >/dev/null 2>&1; then
+	echo "fetch-kernel: apt-get update fetched no arm64 package index from the host's sources (mirror unreachable? see the warnings above)" >&2
+	exit 1
+fi
 # linux-image-arm64 is a metapackage; the kernel is the package it depends on.
-deps=$(apt-cache "${apt[@]}" depends "$pkg")
+deps=$(bounded apt-cache "${apt[@]}" depends "$pkg")
 real=$(awk '/Depends: linux-image-[0-9]/ {print $2; exit}' <<<"$deps")
 [ -n "$real" ] || real=$pkg
-(cd "$work/deb" && apt-get "${apt[@]}" -qq download "$real:arm64")
+(cd "$work/deb" && bounded apt-get "${apt[@]}" -qq download "$real:arm64")
 deb=$(ls "$work"/deb/*.deb)
 dpkg-deb -x "$deb" "$work/root"
 ls "$work"/root/boot/vmlinuz-* >/dev/null

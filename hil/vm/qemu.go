@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -83,6 +84,12 @@ func (m Machine) Args() []string {
 // qemu exits, or when ctx is done (an error). It returns all lines.
 func (m Machine) Run(ctx context.Context, stop func(Line) bool) ([]Line, error) {
 	cmd := exec.Command(m.QEMU, m.Args()...)
+	// qemu dies with this process: a test binary that panics or hits go
+	// test's -timeout runs no cleanup, and a guest left running (a hung
+	// one never exits) would outlive it on the machine. The signal comes
+	// when the OS thread that started qemu exits; Go ends a thread only
+	// when a goroutine locked to it returns, which Run's callers do not do.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBoard, err)
