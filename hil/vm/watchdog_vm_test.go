@@ -130,9 +130,12 @@ func TestRealDriverResetsWhenNotPetted(t *testing.T) {
 	// its own clock) for most of the timeout after the last keepalive,
 	// and not past the moment QEMU's i6300esb fires (ESBFiresAfter, a
 	// little after the timeout; measured: alive 10.012 s and 10.045 s
-	// after the last keepalive with a 10 s timeout).
+	// after the last keepalive with a 10 s timeout). The 250 ms of slack
+	// cover a QEMU main loop starved on a loaded host, where the timer
+	// fires late while the guest runs on (measured up to 2.009 s for a
+	// 2.034 s firing under two parallel test loops on 2 cores).
 	alive := first.LastAlive - first.LastPet
-	if hi := ESBFiresAfter(first.Applied) + 50*time.Millisecond; alive >= hi || alive < first.Applied/2 {
+	if hi := ESBFiresAfter(first.Applied) + 250*time.Millisecond; alive >= hi || alive < first.Applied/2 {
 		t.Errorf("alive %v after the last keepalive, want within [%v, %v)", alive, first.Applied/2, hi)
 	}
 	// QEMU's i6300esb keeps its timeout flag across the reset it caused,
