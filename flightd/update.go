@@ -21,7 +21,9 @@ var (
 	ErrNotCommittable  = errors.New("flightd: booted slot cannot be committed")
 	ErrTrialFailed     = errors.New("flightd: slot failed its trial boot")
 	ErrBadDigest       = errors.New("flightd: bad image digest")
-	ErrImageMismatch   = errors.New("flightd: image does not fit the slot")
+	// ErrImageMismatch is slots' refusal of an image whose shape the
+	// slot's backend cannot take (Manager.CheckImage).
+	ErrImageMismatch = slots.ErrImageShape
 )
 
 // CheckImageDigest returns an error unless d is "" (no expected digest) or
@@ -496,23 +498,11 @@ func (u *Updater) Install(ctx context.Context, slot slots.SlotID, img slots.Imag
 	return res, nil
 }
 
-// checkImage refuses, before anything is written, an image whose shape
-// the slot's backend cannot take. slots finds out only after the slot is
-// recorded writing (and a directory slot emptied), so a wrong argument
-// would cost the slot its content, perhaps the previous good release.
+// checkImage refuses, before anything is written (the slot dropped from
+// the environment included), an image whose shape the slot's backend
+// cannot take.
 func (u *Updater) checkImage(slot slots.SlotID, img slots.Image) error {
-	backend := u.Slots.Status().Slots[slotIndex(slot)].Backend
-	switch {
-	case len(img.Layers) == 0:
-		return fmt.Errorf("%w: no layers", ErrImageMismatch)
-	case slices.Contains(img.Layers, nil):
-		return fmt.Errorf("%w: a layer is nil", ErrImageMismatch)
-	case backend == slots.BackendRaw && len(img.Layers) != 1:
-		return fmt.Errorf("%w: a raw slot takes exactly one layer (the filesystem image, or a tar holding it), got %d", ErrImageMismatch, len(img.Layers))
-	case backend == slots.BackendDir && img.RawStream:
-		return fmt.Errorf("%w: a directory slot takes layer tars, not a raw filesystem image", ErrImageMismatch)
-	}
-	return nil
+	return u.Slots.CheckImage(slot, img)
 }
 
 // Disarm abandons an armed update before its trial boot: slot is dropped

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -259,6 +260,35 @@ type InstallResult struct {
 	VerifyTime   time.Duration
 }
 
+// CheckImage refuses an image whose shape the slot's backend cannot take
+// (no layers, a nil layer, more than one layer for a raw slot, a raw
+// stream for a directory slot). Install runs it before anything changes:
+// found later, a wrong argument would cost the slot its content, perhaps
+// the previous good release.
+func (m *Manager) CheckImage(id SlotID, img Image) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.checkImage(id, img)
+}
+
+func (m *Manager) checkImage(id SlotID, img Image) error {
+	if id != A && id != B {
+		return fmt.Errorf("%w: %q", ErrUnknownSlot, id)
+	}
+	backend := m.slot(id).Backend
+	switch {
+	case len(img.Layers) == 0:
+		return fmt.Errorf("%w: no layers", ErrImageShape)
+	case slices.Contains(img.Layers, nil):
+		return fmt.Errorf("%w: a layer is nil", ErrImageShape)
+	case backend == BackendRaw && len(img.Layers) != 1:
+		return fmt.Errorf("%w: a raw slot takes exactly one layer (the filesystem image, or a tar holding it), got %d", ErrImageShape, len(img.Layers))
+	case backend == BackendDir && img.RawStream:
+		return fmt.Errorf("%w: a directory slot takes layer tars, not a raw filesystem image", ErrImageShape)
+	}
+	return nil
+}
+
 // Install writes img into slot id and verifies it. The slot is recorded as
 // writing before its first byte changes, and as written only after its data
 // is synced and read back with the expected digest; a failure or a crash
@@ -272,6 +302,9 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 	}
 	if id == m.o.Booted {
 		return nil, fmt.Errorf("%w: slot %s cannot be written", ErrActiveSlot, id)
+	}
+	if err := m.checkImage(id, img); err != nil {
+		return nil, err
 	}
 	if img.Tree != nil && img.Digest != "" {
 		if d := TreeDigest(img.Tree, DigestOptions{}); d != img.Digest {

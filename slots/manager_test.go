@@ -209,7 +209,6 @@ func TestRawInstallRefusals(t *testing.T) {
 		"too large":        {Image{Layers: readers(big)}, ErrTooLarge},
 		"two files":        {Image{Layers: readers(two)}, ErrRawLayer},
 		"not a file":       {Image{Layers: readers(dir)}, ErrRawLayer},
-		"two layers":       {Image{Layers: readers(two, two)}, ErrRawLayer},
 		"stream too large": {Image{Layers: readers(make([]byte, rigSlotSize+1)), RawStream: true}, ErrTooLarge},
 		"digest mismatch":  {Image{Layers: readers([]byte("abc")), RawStream: true, Digest: "sha256:00"}, ErrVerify},
 	} {
@@ -220,6 +219,67 @@ func TestRawInstallRefusals(t *testing.T) {
 		if s := m.Status().Slots[1].State; s != Writing && s != Bad {
 			t.Errorf("%s: slot B is %s after a failed install", name, s)
 		}
+	}
+}
+
+// TestInstallRefusesWrongShape checks that an image whose shape the slot's
+// backend cannot take is refused before anything changes: the slot keeps
+// its state and its content (it may hold the previous good release).
+func TestInstallRefusesWrongShape(t *testing.T) {
+	ctx := context.Background()
+	rig := newMemRig(t)
+	m, err := Open(rig.o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := []byte("filesystem image")
+	if _, err := m.Install(ctx, B, Image{Layers: readers(img), RawStream: true}); err != nil {
+		t.Fatal(err)
+	}
+	before := m.Status().Slots[1]
+	layer := newTB().file("rootfs.img", "x").bytes()
+	for name, bad := range map[string]Image{
+		"no layers":  {},
+		"nil layer":  {Layers: []io.Reader{nil}},
+		"two layers": {Layers: readers(layer, layer)},
+	} {
+		if _, err := m.Install(ctx, B, bad); !errors.Is(err, ErrImageShape) {
+			t.Errorf("raw slot, %s: %v, want %v", name, err, ErrImageShape)
+		}
+		if after := m.Status().Slots[1]; after.State != before.State || after.Digest != before.Digest {
+			t.Errorf("raw slot, %s: slot B went from %s to %s", name, before.State, after.State)
+		}
+		if err := m.CheckImage(B, bad); !errors.Is(err, ErrImageShape) {
+			t.Errorf("CheckImage, %s: %v", name, err)
+		}
+	}
+	if !bytes.Equal(readMem(t, rig.fs, "dev/b")[:len(img)], img) {
+		t.Error("raw slot content changed by a refused install")
+	}
+
+	// A raw stream into a directory slot: the old tree stays.
+	base := t.TempDir()
+	o := Options{StateDir: filepath.Join(base, "state"), Booted: A, Now: fixedClock(),
+		A: Slot{Backend: BackendDir, Path: filepath.Join(base, "a")}, B: Slot{Backend: BackendDir, Path: filepath.Join(base, "b")}}
+	os.MkdirAll(o.B.Path, 0o755)
+	old := filepath.Join(o.B.Path, "previous-release")
+	if err := os.WriteFile(old, []byte("good"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dm, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := dm.Status().Slots[1].State
+	_, err = dm.Install(ctx, B, Image{Layers: readers(img), RawStream: true})
+	if !errors.Is(err, ErrImageShape) || !strings.Contains(err.Error(), "directory slot") {
+		t.Fatalf("raw stream into a directory slot: %v", err)
+	}
+	if b, err := os.ReadFile(old); err != nil || string(b) != "good" {
+		t.Fatalf("directory slot emptied by a refused install: %v", err)
+	}
+	if got := dm.Status().Slots[1].State; got != st {
+		t.Fatalf("directory slot went from %s to %s", st, got)
 	}
 }
 

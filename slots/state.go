@@ -92,6 +92,7 @@ var (
 	ErrStateFile   = errors.New("slots: bad state file")
 	ErrCmdline     = errors.New("slots: booted slot not found on the kernel command line")
 	ErrVerify      = errors.New("slots: verification failed")
+	ErrImageShape  = errors.New("slots: image does not fit the slot")
 )
 
 // SlotInfo is what the state file records about one slot.
