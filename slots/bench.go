@@ -303,6 +303,19 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			return nil
 		}
 	}
+	// dirWrite installs the layer into the directory slot B of m and
+	// records the write time in dst.
+	dirWrite := func(name string, m *Manager, dst *[]time.Duration) func() error {
+		return func() error {
+			r, err := m.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
+			if err != nil {
+				return err
+			}
+			*dst = append(*dst, r.WriteTime)
+			logf("%s %v", name, r.WriteTime)
+			return nil
+		}
+	}
 	methods := []func() error{
 		func() error {
 			start := time.Now()
@@ -345,30 +358,12 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			logf("dir slot         %v (+ verify: %v)", r.WriteTime, time.Since(start))
 			return nil
 		},
-		func() error {
-			r, err := dir2M.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
-			if err != nil {
-				return err
-			}
-			res.Dir2 = append(res.Dir2, r.WriteTime)
-			logf("dir slot, 2 workers %v", r.WriteTime)
-			return nil
-		},
+		dirWrite("dir slot, 2 workers", dir2M, &res.Dir2),
 	}
 	names := []string{"plain direct", "plain overwrite", "plain new file", "raw slot", "dir slot", "dir slot, 2 workers"}
 	if o.Sync == SyncFS {
 		names = append(names, "dir slot, final syncfs only")
-		methods = append(methods, func() error {
-			r, err := dirFinalM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
-			if err != nil {
-				return err
-			}
-			res.DirFinalSync = append(res.DirFinalSync, r.WriteTime)
-			logf("dir slot, final syncfs only %v", r.WriteTime)
-			return nil
-		})
-	}
-	if o.Sync == SyncFS {
+		methods = append(methods, dirWrite("dir slot, final syncfs only", dirFinalM, &res.DirFinalSync))
 		floorFlush := ExtractOptions{FlushEvery: o.FlushEvery}
 		floorFlush.defaults()
 		floorDir := filepath.Join(work, "floor")
@@ -519,17 +514,7 @@ func plainOverwrite(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	for off := 0; off < len(data); off += 1 << 20 {
-		if _, err := f.WriteAt(data[off:min(len(data), off+1<<20)], int64(off)); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writeSyncClose(f, data)
 }
 
 // plainDirect overwrites path with data using O_DIRECT and aligned 1 MiB
@@ -563,6 +548,12 @@ func plainWrite(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
+	return writeSyncClose(f, data)
+}
+
+// writeSyncClose writes data from the file's start in 1 MiB writes, syncs
+// and closes the file (closed on error too).
+func writeSyncClose(f vfs.File, data []byte) error {
 	for off := 0; off < len(data); off += 1 << 20 {
 		if _, err := f.Write(data[off:min(len(data), off+1<<20)]); err != nil {
 			f.Close()

@@ -211,27 +211,22 @@ func runUpdateInstall(ctx context.Context, args []string, stdout, stderr io.Writ
 }
 
 func runUpdateArm(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, f := newUpdateFlags("update arm", stderr, false)
-	pos, err := f.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	slot, err := slotIDArg(pos)
-	if err != nil {
-		return err
-	}
-	u, bs, err := f.open(stderr)
-	if err != nil {
-		return err
-	}
-	if err := u.Arm(slot); err != nil {
-		return err
-	}
-	return f.report(stdout, u, bs, updateOut{Action: fmt.Sprintf("armed slot %s with %d attempts", slot, bs.bc.Attempts)})
+	return runUpdateSlot("update arm", args, stdout, stderr, func(u *flightd.Updater, bs *bootSetup, slot slots.SlotID) (string, error) {
+		return fmt.Sprintf("armed slot %s with %d attempts", slot, bs.bc.Attempts), u.Arm(slot)
+	})
 }
 
 func runUpdateDisarm(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, f := newUpdateFlags("update disarm", stderr, false)
+	return runUpdateSlot("update disarm", args, stdout, stderr, func(u *flightd.Updater, _ *bootSetup, slot slots.SlotID) (string, error) {
+		return fmt.Sprintf("disarmed slot %s", slot), u.Disarm(slot, "by command")
+	})
+}
+
+// runUpdateSlot runs an update command that takes one SLOT: it parses the
+// flags and the slot, opens the updater, and reports the action act
+// describes when act succeeded.
+func runUpdateSlot(name string, args []string, stdout, stderr io.Writer, act func(*flightd.Updater, *bootSetup, slots.SlotID) (string, error)) error {
+	fs, f := newUpdateFlags(name, stderr, false)
 	pos, err := f.parse(fs, args)
 	if err != nil {
 		return err
@@ -244,10 +239,11 @@ func runUpdateDisarm(_ context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	if err := u.Disarm(slot, "by command"); err != nil {
+	action, err := act(u, bs, slot)
+	if err != nil {
 		return err
 	}
-	return f.report(stdout, u, bs, updateOut{Action: fmt.Sprintf("disarmed slot %s", slot)})
+	return f.report(stdout, u, bs, updateOut{Action: action})
 }
 
 func runUpdateReconcile(_ context.Context, args []string, stdout, stderr io.Writer) error {
