@@ -111,6 +111,13 @@ func parseMountOptions(s string) (uintptr, string, error) {
 	return flags, strings.Join(data, ","), nil
 }
 
+// CheckMountOptions checks a formatted slot's mount options (Open does it
+// too): "ro", "nobarrier", "barrier=0" and empty options are refused.
+func CheckMountOptions(s string) error {
+	_, _, err := parseMountOptions(s)
+	return err
+}
+
 // mountEntry is one line of /proc/self/mountinfo.
 type mountEntry struct {
 	dev    uint64 // st_dev of the mounted filesystem (st_rdev of its block device)
