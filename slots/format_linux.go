@@ -251,13 +251,12 @@ func checkFormat(s Slot) (*formatCheck, error) {
 		}
 	}
 	if !c.mounted {
-		// Mounted nowhere: an exclusive open fails if anything else holds
-		// it (a mounted partition of a whole disk, swap, device mapper, md).
-		fd, err := unix.Open(s.Device, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, s.deviceErr(ErrSlotDevice, "the device is in use (%v): a mounted partition of it, swap, device mapper or RAID", err)
+		// Mounted nowhere we can see: an exclusive open fails if anything
+		// else holds it (a mount in another namespace, a mounted partition
+		// of a whole disk, swap, device mapper, md).
+		if err := exclusiveOpen(s.Device); err != nil {
+			return nil, s.deviceErr(ErrSlotDevice, "the device is in use (%v): mounted in another mount namespace, a mounted partition of it, swap, device mapper or RAID", err)
 		}
-		unix.Close(fd)
 	}
 	if parts := partitions(c.rdev); len(parts) > 0 {
 		return nil, s.deviceErr(ErrSlotDevice, "a whole disk with partitions (%s): give the slot's partition", strings.Join(parts, ", "))
@@ -364,6 +363,11 @@ func format(ctx context.Context, s Slot, c *formatCheck) error {
 				return s.deviceErr(ErrSlotDevice, "still mounted on %s after unmounting the slot path", m.point)
 			}
 		}
+		// A mount in another mount namespace (a container) is not in our
+		// mountinfo, but keeps the device claimed.
+		if err := exclusiveOpen(s.Device); err != nil {
+			return s.deviceErr(ErrSlotDevice, "the device is still in use after unmounting the slot path (%v): mounted in another mount namespace?", err)
+		}
 	}
 	args := append([]string{"-q", "-F"}, s.MkfsOptions...)
 	args = append(args, s.Device)
@@ -391,6 +395,17 @@ func format(ctx context.Context, s Slot, c *formatCheck) error {
 		return s.deviceErr(ErrSlotDevice, "mount ext4 on %s (options %q): %v", c.path, s.MountOptions, err)
 	}
 	return nil
+}
+
+// exclusiveOpen opens a block device with O_EXCL (which, without O_CREAT,
+// claims it as a mount does) and closes it again: EBUSY means someone
+// holds it.
+func exclusiveOpen(dev string) error {
+	fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
 }
 
 func fsyncDevice(dev string) error {

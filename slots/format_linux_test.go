@@ -296,6 +296,21 @@ func TestFormatRefusals(t *testing.T) {
 			}
 			return func() { unix.Unmount(filepath.Join(r.path, "usr"), 0) }
 		}, "mounted below the slot path"},
+		{"held by someone else", func(t *testing.T, o *Options) func() {
+			if err := unix.Unmount(r.path, 0); err != nil {
+				t.Fatal(err)
+			}
+			fd, err := unix.Open(r.loop, unix.O_RDONLY|unix.O_EXCL, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return func() {
+				unix.Close(fd)
+				if err := unix.Mount(r.loop, r.path, "ext4", 0, ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, "in use"},
 		{"not a block device", func(t *testing.T, o *Options) func() {
 			o.B.Device = notBlock
 			return func() {}
