@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,4 +235,104 @@ func TestFormattedInstallRandomCuts(t *testing.T) {
 		}()
 	}
 	t.Logf("%d of %d cuts left slot B written", written, *flagCuts)
+}
+
+var (
+	flagFormatModel = flag.String("disk.format-model", "150MB/s,0.2ms", "device model of BenchmarkFormattedInstall (RATE[,LATENCY])")
+	flagFormatTar   = flag.String("disk.format-tar", "", "layer tar BenchmarkFormattedInstall installs (over itself); default a generated tree of -disk.layer-mib")
+	flagFormatMkfs  = flag.String("disk.format-mkfs", "-E nodiscard", "mkfs.ext4 options of the formatted slot, space-separated")
+)
+
+// BenchmarkFormattedInstall compares, on the emulated eMMC-like device,
+// a directory slot install that empties the old tree file by file (the
+// reference) with one that formats the slot, interleaved round by round on
+// the same device; it reports each one's write time (empty or format,
+// extract, sync) and install time (with the read-back) in milliseconds,
+// and the device's write requests and bytes of the write.
+//
+//	go test -run - -bench FormattedInstall -benchtime 3x ./hil/disk/ -disk.format-tar old.tar
+func BenchmarkFormattedInstall(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("the emulated disk needs root")
+	}
+	model, err := disk.ParseModel(*flagFormatModel)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	var tarb []byte
+	if *flagFormatTar != "" {
+		if tarb, err = os.ReadFile(*flagFormatTar); err != nil {
+			b.Fatal(err)
+		}
+	} else if tarb, _, err = slots.GenerateRootfs(7, *flagMiB<<20); err != nil {
+		b.Fatal(err)
+	}
+	exp, err := slots.ExpectedTree(ctx, []io.Reader{bytes.NewReader(tarb)}, slots.ExtractOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	size := (2*int64(len(tarb)) + 256<<20) &^ (disk.BlockSize - 1)
+	b.Logf("tree: %d bytes, %d entries; device %d MiB, %s; mkfs.ext4 %s", len(tarb), len(exp.Entries), size>>20, model, *flagFormatMkfs)
+	d, err := disk.Start(ctx, disk.Options{Size: size, Model: model, Format: true, LoopDirectIO: true,
+		Server: disk.ServerOptions{DirectIO: true}, TempDir: b.TempDir(), StepTimeout: 5 * time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	host := b.TempDir()
+	mnt := filepath.Join(host, "slot")
+	os.Mkdir(mnt, 0o755)
+	os.Mkdir(filepath.Join(host, "a"), 0o755)
+	b.Cleanup(func() {
+		for unix.Unmount(mnt, 0) == nil {
+		}
+		d.Close()
+	})
+	if err := unix.Mount(d.Loop, mnt, "ext4", 0, ""); err != nil {
+		b.Fatal(err)
+	}
+	modes := []string{"emptied", "formatted"}
+	ms := map[string]*slots.Manager{}
+	for _, mode := range modes {
+		o := formatSlots(host, filepath.Join(host, "state-"+mode), d.Loop, mnt)
+		o.B.MkfsOptions = strings.Fields(*flagFormatMkfs)
+		if mode == "emptied" {
+			o.B = slots.Slot{Backend: slots.BackendDir, Path: mnt}
+		}
+		if ms[mode], err = slots.Open(o); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	write, total := map[string]time.Duration{}, map[string]time.Duration{}
+	reqs, bytes_ := map[string]int64{}, map[string]int64{}
+	for i := range b.N {
+		for j := range modes {
+			mode := modes[(i+j)%len(modes)]
+			// The old tree back in place, durable.
+			if _, err := slots.ExtractLayers(ctx, mnt, []io.Reader{bytes.NewReader(tarb)}, slots.ExtractOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			unix.Sync()
+			s0 := d.Device().Stats()
+			t0 := time.Now()
+			res, err := ms[mode].Install(ctx, slots.B, slots.Image{Layers: []io.Reader{bytes.NewReader(tarb)}, Tree: exp.Entries})
+			if err != nil {
+				b.Fatal(err)
+			}
+			total[mode] += time.Since(t0)
+			write[mode] += res.WriteTime
+			s1 := d.Device().Stats()
+			reqs[mode] += s1.Writes - s0.Writes
+			bytes_[mode] += s1.WriteBytes - s0.WriteBytes
+			b.Logf("round %d %s: write %v, install %v", i, mode, res.WriteTime.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+		}
+	}
+	n := float64(b.N)
+	for _, mode := range modes {
+		b.ReportMetric(float64(write[mode].Milliseconds())/n, mode+"-write-ms/op")
+		b.ReportMetric(float64(total[mode].Milliseconds())/n, mode+"-install-ms/op")
+		b.ReportMetric(float64(reqs[mode])/n, mode+"-writes/op")
+		b.ReportMetric(float64(bytes_[mode])/n/1e6, mode+"-MB/op")
+	}
 }
