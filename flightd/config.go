@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/bootorbit/bootorbit/slots"
@@ -55,6 +56,18 @@ type SlotConfig struct {
 	// Size is the usable size of a raw slot in bytes, a multiple of 4096;
 	// 0 for a block device means "ask the device". Not allowed for dir.
 	Size int64 `json:"size,omitempty"`
+	// Device is a directory slot's block device (e.g. /dev/mmcblk0p3);
+	// only with Format.
+	Device string `json:"device,omitempty"`
+	// Format "ext4" makes a new filesystem on Device at every install and
+	// mounts it on Path, instead of deleting the old tree file by file.
+	Format string `json:"format,omitempty"`
+	// MkfsOptions are extra mkfs.ext4 arguments (after "-q -F"), e.g.
+	// ["-E", "nodiscard"].
+	MkfsOptions []string `json:"mkfs_options,omitempty"`
+	// MountOptions are the comma-separated options Path is mounted with,
+	// e.g. "noatime".
+	MountOptions string `json:"mount_options,omitempty"`
 }
 
 // LoadConfig reads and validates the configuration file at path.
@@ -152,6 +165,9 @@ func (s *SlotsConfig) Validate() error {
 	if s.A.Backend == "dir" && s.B.Backend == "dir" && (within(s.A.Path, s.B.Path) || within(s.B.Path, s.A.Path)) {
 		return fmt.Errorf("%w: slot directories %s and %s nest", ErrConfig, s.A.Path, s.B.Path)
 	}
+	if s.A.Device != "" && filepath.Clean(s.A.Device) == filepath.Clean(s.B.Device) {
+		return fmt.Errorf("%w: slots.a.device and slots.b.device are the same (%s)", ErrConfig, s.A.Device)
+	}
 	return nil
 }
 
@@ -174,6 +190,35 @@ func (c *SlotConfig) validate(field string) error {
 	case c.Size%4096 != 0:
 		return fmt.Errorf("%w: %s.size %d is not a multiple of 4096", ErrConfig, field, c.Size)
 	}
+	return c.validateFormat(field)
+}
+
+// validateFormat checks the fields of a slot formatted at every install.
+func (c *SlotConfig) validateFormat(field string) error {
+	switch {
+	case c.Format == "" && c.Device != "":
+		return fmt.Errorf("%w: %s.device without %s.format: an unformatted directory slot is whatever is mounted on its path", ErrConfig, field, field)
+	case c.Format == "" && (len(c.MkfsOptions) > 0 || c.MountOptions != ""):
+		return fmt.Errorf("%w: %s.mkfs_options and %s.mount_options need %s.format", ErrConfig, field, field, field)
+	case c.Format == "":
+		return nil
+	case c.Format != slots.FormatExt4:
+		return fmt.Errorf("%w: %s.format %q: only \"ext4\" is supported", ErrConfig, field, c.Format)
+	case c.Backend != "dir":
+		return fmt.Errorf("%w: %s.format is only for dir slots", ErrConfig, field)
+	case c.Device == "":
+		return fmt.Errorf("%w: %s.format needs %s.device (the slot's block device)", ErrConfig, field, field)
+	case !filepath.IsAbs(c.Device):
+		return fmt.Errorf("%w: %s.device %q is not an absolute path", ErrConfig, field, c.Device)
+	}
+	for i, o := range c.MkfsOptions {
+		if o == "" {
+			return fmt.Errorf("%w: %s.mkfs_options[%d] is empty", ErrConfig, field, i)
+		}
+	}
+	if err := slots.CheckMountOptions(c.MountOptions); err != nil {
+		return fmt.Errorf("%w: %s.mount_options: %v", ErrConfig, field, err)
+	}
 	return nil
 }
 
@@ -191,8 +236,8 @@ func (s *SlotsConfig) SlotOptions(allowUnknownBoot bool) (slots.Options, error) 
 	o := slots.Options{
 		StateDir: s.StateDir,
 		VarDir:   s.VarDir,
-		A:        slots.Slot{Backend: s.A.Backend, Path: s.A.Path, Size: s.A.Size},
-		B:        slots.Slot{Backend: s.B.Backend, Path: s.B.Path, Size: s.B.Size},
+		A:        s.A.slot(),
+		B:        s.B.slot(),
 	}
 	path := s.Cmdline
 	if path == "" {
@@ -214,4 +259,9 @@ func (s *SlotsConfig) SlotOptions(allowUnknownBoot bool) (slots.Options, error) 
 	}
 	o.Booted = booted
 	return o, nil
+}
+
+func (c *SlotConfig) slot() slots.Slot {
+	return slots.Slot{Backend: c.Backend, Path: c.Path, Size: c.Size,
+		Device: c.Device, Format: c.Format, MkfsOptions: slices.Clone(c.MkfsOptions), MountOptions: c.MountOptions}
 }

@@ -26,6 +26,13 @@ type Slot struct {
 	Backend string // BackendDir or BackendRaw
 	Path    string // directory, or device/file
 	Size    int64  // raw: capacity in bytes; 0 means the size of the file
+	// Directory slots only: with Format set, Install (and Prepare) make a new
+	// filesystem of that type on Device and mount it on Path instead of
+	// deleting the old tree file by file.
+	Device       string   // the slot's block device, e.g. /dev/mmcblk0p3
+	Format       string   // "" (empty the mounted filesystem, as today) or "ext4"
+	MkfsOptions  []string // extra mkfs.ext4 arguments, after ours (e.g. "-E", "nodiscard")
+	MountOptions string   // mount options for Path, comma-separated, e.g. "noatime"
 }
 
 // Options configures a Manager.
@@ -85,6 +92,12 @@ func Open(o Options) (*Manager, error) {
 		if s.s.Path == "" {
 			return nil, fmt.Errorf("slots: slot %s: no path", s.id)
 		}
+		if err := s.s.validateFormat(s.id); err != nil {
+			return nil, err
+		}
+	}
+	if o.A.Device != "" && filepath.Clean(o.A.Device) == filepath.Clean(o.B.Device) {
+		return nil, fmt.Errorf("slots: slots A and B have the same device %s", o.A.Device)
 	}
 	if o.Booted != "" && o.Booted != A && o.Booted != B {
 		return nil, fmt.Errorf("%w: booted %q", ErrUnknownSlot, o.Booted)
@@ -101,7 +114,10 @@ type SlotStatus struct {
 	ID      SlotID `json:"id"`
 	Backend string `json:"backend"`
 	Path    string `json:"path"`
-	Booted  bool   `json:"booted"`
+	// Device and Format are set for a slot formatted at every install.
+	Device string `json:"device,omitempty"`
+	Format string `json:"format,omitempty"`
+	Booted bool   `json:"booted"`
 	SlotInfo
 }
 
@@ -119,7 +135,8 @@ func (m *Manager) Status() Status {
 	s := Status{Booted: m.o.Booted, Seq: m.st.Seq}
 	for _, id := range []SlotID{A, B} {
 		sl := m.slot(id)
-		s.Slots = append(s.Slots, SlotStatus{ID: id, Backend: sl.Backend, Path: sl.Path, Booted: id == m.o.Booted, SlotInfo: m.st.Slots[id]})
+		s.Slots = append(s.Slots, SlotStatus{ID: id, Backend: sl.Backend, Path: sl.Path, Device: sl.Device, Format: sl.Format,
+			Booted: id == m.o.Booted, SlotInfo: m.st.Slots[id]})
 	}
 	return s
 }
@@ -132,8 +149,14 @@ func (m *Manager) slot(id SlotID) Slot {
 }
 
 // set durably records info for slot id after checking the transition; the
-// in-memory state changes only once the state file is replaced.
+// in-memory state changes only once the state file is replaced. It clears
+// the freshly-formatted marker: only Prepare sets it, through record.
 func (m *Manager) set(id SlotID, info SlotInfo) error {
+	return m.record(id, info, false)
+}
+
+func (m *Manager) record(id SlotID, info SlotInfo, formatted bool) error {
+	info.Formatted = formatted
 	if id != A && id != B {
 		return fmt.Errorf("%w: %q", ErrUnknownSlot, id)
 	}
@@ -166,6 +189,11 @@ func (m *Manager) set(id SlotID, info SlotInfo) error {
 // slot is recorded writing first (its content is no longer an image); the
 // booted slot is refused. Only a directory slot has anything to delete;
 // Install empties the slot again anyway, which after Prepare finds nothing.
+//
+// A formatted slot (Slot.Format) is formatted and mounted instead, after
+// the same checks as Install's, and then recorded writing and freshly
+// formatted, so that the next Install does not format it again (as long as
+// the slot path is still a mount of the device).
 func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -175,10 +203,24 @@ func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
 	if id == m.o.Booted {
 		return fmt.Errorf("%w: slot %s cannot be written", ErrActiveSlot, id)
 	}
+	sl := m.slot(id)
+	if sl.Format != "" {
+		c, err := checkFormat(sl)
+		if err != nil {
+			return err
+		}
+		if err := m.set(id, SlotInfo{State: Writing}); err != nil {
+			return err
+		}
+		if err := format(ctx, sl, c); err != nil {
+			return err
+		}
+		return m.record(id, SlotInfo{State: Writing}, true)
+	}
 	if err := m.set(id, SlotInfo{State: Writing}); err != nil {
 		return err
 	}
-	if sl := m.slot(id); sl.Backend == BackendDir {
+	if sl.Backend == BackendDir {
 		return EmptyDir(ctx, sl.Path)
 	}
 	return nil
@@ -311,12 +353,30 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 			return nil, fmt.Errorf("%w: image tree has digest %s, image says %s", ErrVerify, d, img.Digest)
 		}
 	}
+	sl := m.slot(id)
+	var fc *formatCheck
+	if sl.Format != "" {
+		var err error
+		if fc, err = checkFormat(sl); err != nil {
+			return nil, err
+		}
+		// Formatted by Prepare and still mounted: mkfs would only repeat
+		// itself. The write below clears the marker, so that a cut during
+		// the extraction formats again.
+		if cur := m.st.Slots[id]; cur.State == Writing && cur.Formatted && fc.mounted {
+			fc = nil
+		}
+	}
 	if err := m.set(id, SlotInfo{State: Writing, Image: img.Label}); err != nil {
 		return nil, err
 	}
-	sl := m.slot(id)
 	res := &InstallResult{}
 	start := m.o.Now()
+	if fc != nil {
+		if err := format(ctx, sl, fc); err != nil {
+			return nil, err
+		}
+	}
 	var info SlotInfo
 	switch sl.Backend {
 	case BackendRaw:
@@ -480,6 +540,17 @@ func (m *Manager) Verify(ctx context.Context, id SlotID) (*VerifyResult, error) 
 	case BackendDir:
 		if info.StaticDigest == "" {
 			return nil, fmt.Errorf("%w: slot %s has no recorded digest", ErrVerify, id)
+		}
+		if sl.Format != "" {
+			// Unmounted, the path is an empty directory: that is not what
+			// the slot holds.
+			ok, err := sl.mountedOn()
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, sl.deviceErr(ErrSlotDevice, "the device is not mounted on the slot path: mount it to verify the slot")
+			}
 		}
 		es, err := ReadTree(ctx, sl.Path, ReadTreeOptions{DropCache: true, Skip: MutableTrees})
 		if err != nil {

@@ -111,8 +111,12 @@ type SlotInfo struct {
 	// Size is the number of image bytes in a raw slot.
 	Size int64 `json:"size,omitempty"`
 	// Reason says why a slot is bad.
-	Reason  string    `json:"reason,omitempty"`
-	Changed time.Time `json:"changed"`
+	Reason string `json:"reason,omitempty"`
+	// Formatted, on a writing slot, says that Prepare made a fresh
+	// filesystem on the slot's device and mounted it, so that Install need
+	// not format it again. Every other state write clears it.
+	Formatted bool      `json:"formatted,omitempty"`
+	Changed   time.Time `json:"changed"`
 }
 
 // stateFile is the durable record, replaced atomically on every transition.

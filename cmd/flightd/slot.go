@@ -129,6 +129,12 @@ func runSlotStatus(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		fmt.Fprintf(stdout, "slot %s: %s%s\n", s.ID, s.State, mark)
 		fmt.Fprintf(stdout, "  backend: %s %s\n", s.Backend, s.Path)
+		if s.Format != "" {
+			fmt.Fprintf(stdout, "  device:  %s (new %s at every install)\n", s.Device, s.Format)
+		}
+		if s.Formatted {
+			fmt.Fprintf(stdout, "  formatted: fresh %s mounted by Prepare, not yet installed\n", s.Format)
+		}
 		if s.Image != "" {
 			fmt.Fprintf(stdout, "  image:   %s\n", s.Image)
 		}

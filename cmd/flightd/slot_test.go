@@ -67,3 +67,32 @@ func TestSlotCommands(t *testing.T) {
 		t.Fatalf("status --config: %d %q %q", code, out, errs)
 	}
 }
+
+// A slot formatted at every install shows its device and format.
+func TestSlotStatusFormatted(t *testing.T) {
+	base := t.TempDir()
+	cfg := filepath.Join(base, "flightd.json")
+	os.WriteFile(cfg, []byte(`{"slots": {"state_dir": "`+filepath.Join(base, "state")+`",
+		"a": {"backend": "dir", "path": "/slots/a"},
+		"b": {"backend": "dir", "path": "/slots/b", "device": "/dev/mmcblk0p3", "format": "ext4", "mount_options": "noatime"}}}`), 0o644)
+	cmdline := filepath.Join(base, "cmdline")
+	os.WriteFile(cmdline, []byte("rauc.slot=A\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := commands.Execute(context.Background(), []string{"slot", "status", "--config", cfg, "--cmdline", cmdline}, &out, &errb); code != 0 {
+		t.Fatalf("status: %d %q", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "device:  /dev/mmcblk0p3 (new ext4 at every install)") || strings.Count(out.String(), "device:") != 1 {
+		t.Errorf("status:\n%s", out.String())
+	}
+	out.Reset()
+	if code := commands.Execute(context.Background(), []string{"slot", "status", "--json", "--config", cfg, "--cmdline", cmdline}, &out, &errb); code != 0 {
+		t.Fatalf("status --json: %d %q", code, errb.String())
+	}
+	var st slots.Status
+	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := st.Slots[0], st.Slots[1]; a.Device != "" || a.Format != "" || b.Device != "/dev/mmcblk0p3" || b.Format != "ext4" {
+		t.Errorf("status --json: %s", out.String())
+	}
+}
