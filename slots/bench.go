@@ -119,6 +119,11 @@ type BenchOptions struct {
 	// (ExtractOptions.FlushEvery; 0: its default), also used by the
 	// files floor.
 	FlushEvery int64
+	// Formatted, when its Path is set, is a directory slot formatted at
+	// every install (Slot.Format), on a partition of its own of the same
+	// disk as Dir: its install (mkfs, mount, extract, syncfs) is measured
+	// beside the others.
+	Formatted Slot
 }
 
 // BenchResult holds the per-round times of each method, in round order.
@@ -163,6 +168,10 @@ type BenchResult struct {
 	// beforehand (Manager.Prepare, as when an update starts downloading),
 	// and DirEmpty that emptying, measured apart.
 	DirPrepared, DirEmpty []time.Duration
+	// DirFormatted is the install into BenchOptions.Formatted: making a
+	// new filesystem on the slot's partition and mounting it in place of
+	// emptying it, then extracting and syncing, as Install does it.
+	DirFormatted []time.Duration
 }
 
 // Median returns the median of ds.
@@ -386,6 +395,17 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 			logf("files floor      %v", res.Floor[len(res.Floor)-1])
 			return nil
 		})
+	}
+	if o.Formatted.Path != "" {
+		fmtM, err := Open(Options{StateDir: filepath.Join(work, "state4"), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
+			B: o.Formatted, Extract: ExtractOptions{Sync: o.Sync, FlushEvery: o.FlushEvery}, Log: discardLogger()})
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, "dir slot, formatted")
+		// Install's WriteTime is the write up to durable data, the
+		// formatting included.
+		methods = append(methods, dirWrite("dir slot, formatted", fmtM, &res.DirFormatted))
 	}
 	names = append(names, "dir slot, prepared")
 	methods = append(methods, func() error {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/bootorbit/bootorbit/hil/disk"
 	"github.com/bootorbit/bootorbit/internal/cli"
+	"golang.org/x/sys/unix"
 )
 
 func init() {
@@ -61,37 +63,110 @@ func runDiskServe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return d.Close()
 }
 
-// benchDisk is a fresh ext4 on an emulated disk for `bench slot-write
-// --emulate-disk`, sized for the bench's files: the two slots, the raw
-// slot image and the reference files of about tarBytes each, with room.
+// benchDisk is a fresh ext4 for `bench slot-write` on a disk of its own:
+// an emulated disk (--emulate-disk), or a loop device over an image file
+// on the disk measured (--format-slot without --emulate-disk). It is sized
+// for the bench's files: the two slots, the raw slot image and the
+// reference files of about tarBytes each, with room; with a formatted slot
+// it has a second partition for that slot.
 type benchDisk struct {
 	*disk.Disk
 	start disk.Stats
+	image string // the loop disk's image file, removed by close
+	// part and partMnt are the formatted slot's partition and mount point
+	// ("" without one).
+	part, partMnt string
 }
 
-func startBenchDisk(ctx context.Context, spec string, tarBytes int64, stderr io.Writer) (*benchDisk, error) {
-	m, err := disk.ParseModel(spec)
-	if err != nil {
-		return nil, cli.Usagef("--emulate-disk: %v", err)
+// benchDiskSizes returns the sizes of the bench's main partition and of
+// the formatted slot's (0 without one) for a root filesystem layer of
+// about tarBytes.
+func benchDiskSizes(tarBytes int64, formatted bool) (main, slot int64) {
+	main = (6*tarBytes + 256<<20) / disk.BlockSize * disk.BlockSize
+	if formatted {
+		slot = (2*tarBytes + 128<<20) / disk.BlockSize * disk.BlockSize
 	}
-	size := (6*tarBytes + 256<<20) / disk.BlockSize * disk.BlockSize
-	d, err := disk.Start(ctx, disk.Options{Size: size, Model: m, Format: true, Mount: true, LoopDirectIO: true,
-		Server: disk.ServerOptions{DirectIO: true}})
-	if err != nil {
+	return main, slot
+}
+
+// startBenchDisk builds the bench's disk: with spec, an emulated disk of
+// that model; otherwise a loop device over an image file made in dir.
+func startBenchDisk(ctx context.Context, spec, dir string, tarBytes int64, formatted bool, stderr io.Writer) (_ *benchDisk, err error) {
+	mainSize, slotSize := benchDiskSizes(tarBytes, formatted)
+	o := disk.Options{Size: mainSize + slotSize, Format: true, Mount: true, LoopDirectIO: true,
+		Server: disk.ServerOptions{DirectIO: true}}
+	if slotSize > 0 {
+		o.LoopSize = mainSize
+	}
+	b := &benchDisk{}
+	what := ""
+	if spec != "" {
+		if o.Model, err = disk.ParseModel(spec); err != nil {
+			return nil, cli.Usagef("--emulate-disk: %v", err)
+		}
+		what = fmt.Sprintf("emulated disk: %d bytes, %v", o.Size, o.Model)
+	} else {
+		if b.image, err = makeImage(dir, o.Size); err != nil {
+			return nil, err
+		}
+		o.File = b.image
+		what = fmt.Sprintf("loop disk: %s, %d bytes", b.image, o.Size)
+	}
+	if b.Disk, err = disk.Start(ctx, o); err != nil {
+		b.removeImage()
 		return nil, err
 	}
-	fmt.Fprintf(stderr, "emulated disk: %d bytes, %v; ext4 on %s mounted on %s\n", size, m, d.Loop, d.Mnt)
-	return &benchDisk{Disk: d, start: d.Device().Stats()}, nil
+	if slotSize > 0 {
+		if b.part, b.partMnt, err = b.Partition(ctx, mainSize, slotSize); err != nil {
+			b.Close()
+			b.removeImage()
+			return nil, err
+		}
+		what += fmt.Sprintf("; formatted slot's partition %s (%d bytes at %d)", b.part, slotSize, mainSize)
+	}
+	fmt.Fprintf(stderr, "%s; ext4 on %s mounted on %s\n", what, b.Loop, b.Mnt)
+	if dev := b.Device(); dev != nil {
+		b.start = dev.Stats()
+	}
+	return b, nil
+}
+
+// makeImage makes an image file of size bytes, allocated (fallocate), in
+// dir.
+func makeImage(dir string, size int64) (string, error) {
+	f, err := os.CreateTemp(dir, "slotbench-disk-*.img")
+	if err != nil {
+		return "", err
+	}
+	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("loop disk image %s: %w", f.Name(), err)
+	}
+	return f.Name(), nil
+}
+
+func (b *benchDisk) removeImage() {
+	if b.image != "" {
+		os.Remove(b.image)
+	}
 }
 
 func (b *benchDisk) close(w io.Writer) error {
-	st := b.Device().Stats()
-	fmt.Fprintf(w, "emulated disk (%v): %d writes (%d bytes), %d flushes during the bench, device busy %v; fuse requests: %s\n",
-		b.Device().Model(), st.Writes-b.start.Writes, st.WriteBytes-b.start.WriteBytes, st.Flushes-b.start.Flushes,
-		(st.Busy - b.start.Busy).Round(time.Millisecond), b.Server.OpsString())
+	if dev := b.Device(); dev != nil {
+		st := dev.Stats()
+		fmt.Fprintf(w, "emulated disk (%v): %d writes (%d bytes), %d flushes during the bench, device busy %v; fuse requests: %s\n",
+			dev.Model(), st.Writes-b.start.Writes, st.WriteBytes-b.start.WriteBytes, st.Flushes-b.start.Flushes,
+			(st.Busy - b.start.Busy).Round(time.Millisecond), b.Server.OpsString())
+	}
 	err := b.Close()
 	if err != nil {
-		fmt.Fprintf(w, "emulated disk teardown: %v\n", err)
+		fmt.Fprintf(w, "bench disk teardown: %v\n", err)
+	} else {
+		b.removeImage()
 	}
 	return err
 }

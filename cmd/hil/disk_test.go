@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -15,6 +16,7 @@ func TestDiskUsage(t *testing.T) {
 		{"disk", "serve", "--rate", "fast"},
 		{"disk", "serve", "--size", "1000"},
 		{"bench", "slot-write", "--emulate-disk", "100MB/s,soon"},
+		{"bench", "slot-write", "--format-mkfs", "-E nodiscard"},
 	} {
 		var out, errb bytes.Buffer
 		if code := commands.Execute(context.Background(), args, &out, &errb); code != 2 {
@@ -36,17 +38,37 @@ func TestSlotBenchEmulatedDisk(t *testing.T) {
 	for _, tool := range []string{"losetup", "mkfs.ext4", "mount", "umount"} {
 		testtool.Need(t, tool)
 	}
-	var out, errb bytes.Buffer
-	code := commands.Execute(context.Background(), []string{"bench", "slot-write", "--size", "1MiB", "--rounds", "1", "--drop-caches=false", "--emulate-disk", "0"}, &out, &errb)
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errb.String())
-	}
-	for _, row := range []string{"plain: new file", "dir slot: empty", "emulated disk (unlimited)", "FSYNC="} {
-		if !strings.Contains(out.String(), row) {
-			t.Errorf("output lacks %q:\n%s", row, out.String())
-		}
-	}
-	if strings.Contains(out.String(), "teardown") {
-		t.Errorf("teardown failed:\n%s", out.String())
+	for _, tc := range []struct {
+		name string
+		args []string
+		rows []string
+	}{
+		{"emulated", []string{"--emulate-disk", "0"}, []string{"plain: new file", "dir slot: empty", "emulated disk (unlimited)", "FSYNC="}},
+		{"emulated+formatted", []string{"--emulate-disk", "0", "--format-slot"},
+			[]string{"plain: new file", "dir slot, formatted: mkfs", "formatted slot: mkfs.ext4 -q -F on /dev/loop", "emulated disk (unlimited)"}},
+		// The loop disk: an image file in --dir, removed afterwards.
+		{"loop disk+formatted", []string{"--dir", t.TempDir(), "--format-slot", "--format-mkfs", "-E nodiscard"},
+			[]string{"plain: new file", "dir slot, formatted: mkfs", "-F -E nodiscard on /dev/loop"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			args := append([]string{"bench", "slot-write", "--size", "1MiB", "--rounds", "1", "--drop-caches=false"}, tc.args...)
+			if code := commands.Execute(context.Background(), args, &out, &errb); code != 0 {
+				t.Fatalf("exit %d: %s", code, errb.String())
+			}
+			for _, row := range tc.rows {
+				if !strings.Contains(out.String(), row) {
+					t.Errorf("output lacks %q:\n%s", row, out.String())
+				}
+			}
+			if strings.Contains(out.String(), "teardown") {
+				t.Errorf("teardown failed:\n%s", out.String())
+			}
+			if tc.args[0] == "--dir" {
+				if left, _ := filepath.Glob(filepath.Join(tc.args[1], "*")); len(left) > 0 {
+					t.Errorf("left behind in --dir: %v", left)
+				}
+			}
+		})
 	}
 }

@@ -16,7 +16,7 @@ import (
 func init() {
 	commands.Add(cli.Command{
 		Name:    "bench slot-write",
-		Args:    "[--size 200MiB] [--dir PATH] [--rounds N] [--seed N] [--sync syncfs|fsync] [--drop-caches=false] [--flush-every SIZE] [--tar FILE] [--emulate-disk RATE[,LATENCY]]",
+		Args:    "[--size 200MiB] [--dir PATH] [--rounds N] [--seed N] [--sync syncfs|fsync] [--drop-caches=false] [--flush-every SIZE] [--tar FILE] [--emulate-disk RATE[,LATENCY]] [--format-slot [--format-mkfs ARGS]]",
 		Summary: "write a root filesystem into a raw and a directory slot vs a plain sequential write + fsync of the same bytes, side by side",
 		Run:     runSlotBench,
 	})
@@ -53,6 +53,8 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	tarPath := fs.String("tar", "", "write this root filesystem layer `TAR` (uncompressed; a real image's) instead of a generated one")
 	emulate := fs.String("emulate-disk", "", "run on a fresh ext4 on an emulated disk (hil/disk) of this model instead of --dir: `RATE[,LATENCY]`, e.g. 100MB/s,0.2ms (0: unlimited)")
 	flushS := fs.String("flush-every", "8MiB", "directory slot early writeback: a syncfs after every `SIZE` of content (0: only the final syncfs)")
+	formatSlot := fs.Bool("format-slot", false, "also measure a directory slot formatted at every install (mkfs.ext4 + mount + extract), on a partition of its own of the same disk; root only. Without --emulate-disk the whole bench then runs on a loop disk: an image file in --dir")
+	formatMkfs := fs.String("format-mkfs", "", "extra mkfs.ext4 `ARGS` (space-separated) for the formatted slot, e.g. \"-E nodiscard\"")
 	drop := fs.Bool("drop-caches", true, "sync and drop the page cache before every measurement (root only; otherwise sync only)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
@@ -85,15 +87,25 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return err
 		}
 	}
-	if *emulate != "" {
-		d, err := startBenchDisk(ctx, *emulate, max(int64(len(layer)), size+size/8), stderr)
+	if *formatSlot && os.Geteuid() != 0 {
+		return cli.Usagef("--format-slot needs root (loop devices, mkfs, mount)")
+	}
+	if *formatMkfs != "" && !*formatSlot {
+		return cli.Usagef("--format-mkfs is for --format-slot")
+	}
+	var formatted slots.Slot
+	if *emulate != "" || *formatSlot {
+		d, err := startBenchDisk(ctx, *emulate, *dir, max(int64(len(layer)), size+size/8), *formatSlot, stderr)
 		if err != nil {
 			return err
 		}
 		defer d.close(stdout)
 		*dir = d.Mnt
+		if d.part != "" {
+			formatted = slots.Slot{Backend: slots.BackendDir, Path: d.partMnt, Device: d.part, Format: "ext4", MkfsOptions: strings.Fields(*formatMkfs)}
+		}
 	}
-	res, err := slots.BenchSlotWrite(ctx, slots.BenchOptions{Dir: *dir, Size: size, Rounds: *rounds, Seed: *seed, Sync: mode, Log: stderr, DropCaches: *drop, Layer: layer, FlushEvery: flush})
+	res, err := slots.BenchSlotWrite(ctx, slots.BenchOptions{Dir: *dir, Size: size, Rounds: *rounds, Seed: *seed, Sync: mode, Log: stderr, DropCaches: *drop, Layer: layer, FlushEvery: flush, Formatted: formatted})
 	if err != nil {
 		return err
 	}
@@ -101,6 +113,10 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	cond := "sync before each measurement"
 	if res.DroppedCaches {
 		cond = "sync + drop_caches before each measurement"
+	}
+	if formatted.Path != "" {
+		mkfs := append([]string{"mkfs.ext4", "-q", "-F"}, formatted.MkfsOptions...)
+		fmt.Fprintf(stdout, "formatted slot: %s on %s (its own partition of the same disk)\n", strings.Join(mkfs, " "), formatted.Device)
 	}
 	src := "generated"
 	if *tarPath != "" {
@@ -149,6 +165,10 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(res.Floor) > 0 {
 		row("floor: create+write+close, same syncfs", res.Floor)
 		ratios(res.Floor, "")
+	}
+	if len(res.DirFormatted) > 0 {
+		row("dir slot, formatted: mkfs+extract+sync", res.DirFormatted)
+		ratios(res.DirFormatted, " target >= 60%")
 	}
 	row("dir slot: emptied beforehand (Prepare)", res.DirEmpty)
 	row("dir slot: extract + syncfs after that", res.DirPrepared)

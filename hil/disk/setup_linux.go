@@ -9,9 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrStep is a setup or teardown step (losetup, mkfs, mount, ...) that
@@ -34,6 +37,10 @@ type Options struct {
 	// reads and writes disk.img with O_DIRECT, so no page cache sits between
 	// the filesystem and the emulated device.
 	LoopDirectIO bool
+	// LoopSize, if positive, limits the loop device to the first LoopSize
+	// bytes of the disk (losetup --sizelimit), leaving the rest for
+	// Partition.
+	LoopSize int64
 	// Server tunes the FUSE server.
 	Server ServerOptions
 	// Format runs mkfs.ext4 on the loop device (with MkfsArgs added), and
@@ -63,6 +70,8 @@ type Disk struct {
 	Mnt    string  // the ext4 mount point (see Mounted)
 
 	o       Options
+	backing string
+	parts   []partition
 	tmp     string
 	mounted bool
 	guard   *time.Timer
@@ -115,17 +124,9 @@ func Start(ctx context.Context, o Options) (_ *Disk, err error) {
 		}
 		backing = d.Server.Path()
 	}
-	dio := "--direct-io=off"
-	if o.LoopDirectIO {
-		dio = "--direct-io=on"
-	}
-	out, err := d.run(ctx, "losetup", "--find", "--show", dio, backing)
-	if err != nil {
+	d.backing = backing
+	if d.Loop, err = d.losetup(ctx, 0, o.LoopSize); err != nil {
 		return nil, err
-	}
-	d.Loop = strings.TrimSpace(out)
-	if !strings.HasPrefix(d.Loop, "/dev/loop") {
-		return nil, fmt.Errorf("%w: losetup printed %q", ErrStep, d.Loop)
 	}
 	if o.Format {
 		if err := d.Format(ctx, o.MkfsArgs...); err != nil {
@@ -138,6 +139,54 @@ func Start(ctx context.Context, o Options) (_ *Disk, err error) {
 		}
 	}
 	return d, nil
+}
+
+// losetup attaches a loop device to the backing file, from offset on, of
+// size bytes (0: to the end), and returns its path.
+func (d *Disk) losetup(ctx context.Context, offset, size int64) (string, error) {
+	args := []string{"--find", "--show", "--direct-io=off"}
+	if d.o.LoopDirectIO {
+		args[2] = "--direct-io=on"
+	}
+	if offset > 0 {
+		args = append(args, "--offset", strconv.FormatInt(offset, 10))
+	}
+	if size > 0 {
+		args = append(args, "--sizelimit", strconv.FormatInt(size, 10))
+	}
+	out, err := d.run(ctx, "losetup", append(args, d.backing)...)
+	if err != nil {
+		return "", err
+	}
+	loop := strings.TrimSpace(out)
+	if !strings.HasPrefix(loop, "/dev/loop") {
+		return "", fmt.Errorf("%w: losetup printed %q", ErrStep, loop)
+	}
+	return loop, nil
+}
+
+// partition is a second loop device over part of the disk, and a mount
+// point made for it.
+type partition struct{ loop, mnt string }
+
+// Partition attaches another loop device over size bytes of the same disk
+// from offset on (a partition: the same device model, requests and
+// counters), and makes an empty directory to mount it on. Nothing is
+// formatted or mounted; whatever the caller mounts on the directory is
+// unmounted again by Close, before the loop device is detached.
+func (d *Disk) Partition(ctx context.Context, offset, size int64) (loop, mnt string, err error) {
+	if offset <= 0 || offset%512 != 0 || size <= 0 || size%512 != 0 {
+		return "", "", fmt.Errorf("%w: partition at %d of %d bytes: want positive multiples of 512", ErrStep, offset, size)
+	}
+	mnt, err = os.MkdirTemp(d.tmp, "part-")
+	if err != nil {
+		return "", "", fmt.Errorf("disk: %w", err)
+	}
+	if loop, err = d.losetup(ctx, offset, size); err != nil {
+		return "", "", err
+	}
+	d.parts = append(d.parts, partition{loop, mnt})
+	return loop, mnt, nil
 }
 
 // SetDeadline (re)arms the guard of Options.Deadline: dur from now, the
@@ -227,6 +276,15 @@ func (d *Disk) Close() error {
 	var errs []error
 	if err := d.Unmount(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	for _, p := range d.parts {
+		if err := unix.Unmount(p.mnt, 0); err != nil && err != unix.EINVAL {
+			errs = append(errs, fmt.Errorf("%w: umount %s: %v", ErrStep, p.mnt, err))
+			continue
+		}
+		if _, err := d.run(ctx, "losetup", "-d", p.loop); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if d.Loop != "" {
 		if _, err := d.run(ctx, "losetup", "-d", d.Loop); err != nil {
