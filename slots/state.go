@@ -136,8 +136,12 @@ func decodeState(data []byte) (*stateFile, error) {
 	if len(data) > maxStateFile {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrStateFile, maxStateFile)
 	}
+	// Unknown fields are ignored: the release rolled back to must read what
+	// a newer one wrote. A field added within a version is therefore only
+	// ever a hint whose absence is safe (Formatted: without it, Install
+	// formats again); a change an older reader must not misread takes a
+	// new version, which it refuses.
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var st stateFile
 	if err := dec.Decode(&st); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrStateFile, err)
