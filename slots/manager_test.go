@@ -438,10 +438,10 @@ func TestTransitionPowerCut(t *testing.T) {
 
 func TestStateFileErrors(t *testing.T) {
 	for name, doc := range map[string]string{
-		"garbage":       "{not json",
-		"bad state":     `{"version":1,"seq":1,"slots":{"A":{"state":"happy","changed":"2020-01-01T00:00:00Z"}}}`,
-		"bad slot":      `{"version":1,"seq":1,"slots":{"C":{"state":"good","changed":"2020-01-01T00:00:00Z"}}}`,
-		"version":       `{"version":7,"seq":1,"slots":{}}`,
+		"garbage":   "{not json",
+		"bad state": `{"version":1,"seq":1,"slots":{"A":{"state":"happy","changed":"2020-01-01T00:00:00Z"}}}`,
+		"bad slot":  `{"version":1,"seq":1,"slots":{"C":{"state":"good","changed":"2020-01-01T00:00:00Z"}}}`,
+		"version":   `{"version":7,"seq":1,"slots":{}}`,
 	} {
 		m := vfs.NewMem()
 		m.MkdirAll("s", 0o755)
