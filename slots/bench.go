@@ -119,6 +119,10 @@ type BenchOptions struct {
 	// (ExtractOptions.FlushEvery; 0: its default), also used by the
 	// files floor.
 	FlushEvery int64
+	// Device, when set, reads the disk's request counters (an emulated
+	// disk's): each measurement's writes are then recorded
+	// (BenchResult.DeviceWrites).
+	Device func() (writes, bytes int64)
 	// Formatted, when its Path is set, is a directory slot formatted at
 	// every install (Slot.Format), on a partition of its own of the same
 	// disk as Dir: its install (mkfs, mount, extract, syncfs) is measured
@@ -172,7 +176,13 @@ type BenchResult struct {
 	// new filesystem on the slot's partition and mounting it in place of
 	// emptying it, then extracting and syncing, as Install does it.
 	DirFormatted []time.Duration
+	// DeviceWrites holds, per method name as logged, the device's write
+	// requests and bytes of each measurement (with BenchOptions.Device).
+	DeviceWrites map[string][]DeviceCount
 }
+
+// DeviceCount is what one measurement asked of the device.
+type DeviceCount struct{ Writes, Bytes int64 }
 
 // Median returns the median of ds.
 func Median(ds []time.Duration) time.Duration {
@@ -435,10 +445,23 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 				return nil, err
 			}
 			cpu0 := cpuTime()
+			var w0, b0 int64
+			if o.Device != nil {
+				w0, b0 = o.Device()
+			}
 			if err := methods[k](); err != nil {
 				return nil, err
 			}
-			logf("  %s: cpu %v", names[k], cpuTime()-cpu0)
+			dev := ""
+			if o.Device != nil {
+				w1, b1 := o.Device()
+				if res.DeviceWrites == nil {
+					res.DeviceWrites = map[string][]DeviceCount{}
+				}
+				res.DeviceWrites[names[k]] = append(res.DeviceWrites[names[k]], DeviceCount{w1 - w0, b1 - b0})
+				dev = fmt.Sprintf(", device: %d writes, %d bytes", w1-w0, b1-b0)
+			}
+			logf("  %s: cpu %v%s", names[k], cpuTime()-cpu0, dev)
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}

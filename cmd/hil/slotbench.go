@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -94,6 +96,7 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return cli.Usagef("--format-mkfs is for --format-slot")
 	}
 	var formatted slots.Slot
+	var counters func() (int64, int64)
 	if *emulate != "" || *formatSlot {
 		d, err := startBenchDisk(ctx, *emulate, *dir, max(int64(len(layer)), size+size/8), *formatSlot, stderr)
 		if err != nil {
@@ -101,11 +104,14 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		defer d.close(stdout)
 		*dir = d.Mnt
+		if dev := d.Device(); dev != nil {
+			counters = func() (int64, int64) { st := dev.Stats(); return st.Writes, st.WriteBytes }
+		}
 		if d.part != "" {
 			formatted = slots.Slot{Backend: slots.BackendDir, Path: d.partMnt, Device: d.part, Format: "ext4", MkfsOptions: strings.Fields(*formatMkfs)}
 		}
 	}
-	res, err := slots.BenchSlotWrite(ctx, slots.BenchOptions{Dir: *dir, Size: size, Rounds: *rounds, Seed: *seed, Sync: mode, Log: stderr, DropCaches: *drop, Layer: layer, FlushEvery: flush, Formatted: formatted})
+	res, err := slots.BenchSlotWrite(ctx, slots.BenchOptions{Dir: *dir, Size: size, Rounds: *rounds, Seed: *seed, Sync: mode, Log: stderr, DropCaches: *drop, Layer: layer, FlushEvery: flush, Formatted: formatted, Device: counters})
 	if err != nil {
 		return err
 	}
@@ -175,5 +181,24 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	ratios(res.DirPrepared, "")
 	row("raw slot incl. read-back verify", res.RawTotal)
 	row("dir slot incl. read-back verify", res.DirTotal)
+	if len(res.DeviceWrites) > 0 {
+		fmt.Fprintf(stdout, "device requests per measurement (median; prepared: emptying + install):\n")
+		names := slices.Sorted(maps.Keys(res.DeviceWrites))
+		for _, name := range names {
+			cs := res.DeviceWrites[name]
+			ws, bs := make([]int64, len(cs)), make([]int64, len(cs))
+			for i, c := range cs {
+				ws[i], bs[i] = c.Writes, c.Bytes
+			}
+			fmt.Fprintf(stdout, "  %-28s %7d writes %8.1f MB\n", name, medianInt(ws), float64(medianInt(bs))/1e6)
+		}
+	}
 	return nil
+}
+
+// medianInt is the median of vs (the lower middle of an even count).
+func medianInt(vs []int64) int64 {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
 }
