@@ -198,6 +198,7 @@ func unescapeMount(s string) string {
 // formatCheck is what the checks before formatting found.
 type formatCheck struct {
 	mkfs    string // mkfs.ext4's path
+	dev     string // the device, symlinks resolved: what is checked is what is formatted
 	path    string // the slot path, absolute, symlinks resolved
 	rdev    uint64 // the device's number
 	mounted bool   // the device is mounted on the slot path (and nowhere else)
@@ -213,16 +214,32 @@ func (s Slot) deviceErr(err error, format string, a ...any) error {
 // partitions; a slot path that is a mount of another device or has a
 // mount below it; no mkfs.ext4. It changes nothing. Matching is by device
 // number (st_rdev against mountinfo's major:minor), so that no name of
-// the device (a symlink under /dev/disk, /dev/root) hides a mount.
-func checkFormat(s Slot) (*formatCheck, error) {
+// the device (a symlink under /dev/disk, /dev/root) hides a mount. The
+// other slot's device (its Device, or a raw slot's Path), under whatever
+// name, is refused even when nothing has it mounted.
+func checkFormat(s, other Slot) (*formatCheck, error) {
+	// Resolved once: mkfs and mount get the name that was checked, not a
+	// symlink that may point elsewhere by then.
+	dev, err := filepath.EvalSymlinks(s.Device)
+	if err != nil {
+		return nil, s.deviceErr(ErrSlotDevice, "%v", err)
+	}
 	var st unix.Stat_t
-	if err := unix.Stat(s.Device, &st); err != nil {
+	if err := unix.Stat(dev, &st); err != nil {
 		return nil, s.deviceErr(ErrSlotDevice, "%v", err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		return nil, s.deviceErr(ErrSlotDevice, "not a block device")
 	}
-	c := &formatCheck{rdev: st.Rdev}
+	c := &formatCheck{dev: dev, rdev: st.Rdev}
+	otherDev := other.Device
+	if other.Backend == BackendRaw {
+		otherDev = other.Path
+	}
+	var ost unix.Stat_t
+	if otherDev != "" && unix.Stat(otherDev, &ost) == nil && ost.Mode&unix.S_IFMT == unix.S_IFBLK && ost.Rdev == c.rdev {
+		return nil, s.deviceErr(ErrSlotDevice, "it is the other slot's device (%s)", otherDev)
+	}
 	p, err := filepath.Abs(s.Path)
 	if err == nil {
 		p, err = filepath.EvalSymlinks(p)
@@ -254,7 +271,7 @@ func checkFormat(s Slot) (*formatCheck, error) {
 		// Mounted nowhere we can see: an exclusive open fails if anything
 		// else holds it (a mount in another namespace, a mounted partition
 		// of a whole disk, swap, device mapper, md).
-		if err := exclusiveOpen(s.Device); err != nil {
+		if err := exclusiveOpen(c.dev); err != nil {
 			return nil, s.deviceErr(ErrSlotDevice, "the device is in use (%v): mounted in another mount namespace, a mounted partition of it, swap, device mapper or RAID", err)
 		}
 	}
@@ -365,12 +382,12 @@ func format(ctx context.Context, s Slot, c *formatCheck) error {
 		}
 		// A mount in another mount namespace (a container) is not in our
 		// mountinfo, but keeps the device claimed.
-		if err := exclusiveOpen(s.Device); err != nil {
+		if err := exclusiveOpen(c.dev); err != nil {
 			return s.deviceErr(ErrSlotDevice, "the device is still in use after unmounting the slot path (%v): mounted in another mount namespace?", err)
 		}
 	}
 	args := append([]string{"-q", "-F"}, s.MkfsOptions...)
-	args = append(args, s.Device)
+	args = append(args, c.dev)
 	if testHookMkfs != nil {
 		testHookMkfs(args)
 	}
@@ -384,14 +401,14 @@ func format(ctx context.Context, s Slot, c *formatCheck) error {
 	// other versions and other implementations (busybox) need not: the
 	// filesystem must be on the medium before anything is recorded about
 	// it or written into it. One more cache flush costs next to nothing.
-	if err := fsyncDevice(s.Device); err != nil {
+	if err := fsyncDevice(c.dev); err != nil {
 		return s.deviceErr(ErrSlotDevice, "sync after mkfs: %v", err)
 	}
 	flags, data, err := parseMountOptions(s.MountOptions)
 	if err != nil {
 		return s.deviceErr(ErrSlotDevice, "%v", err)
 	}
-	if err := unix.Mount(s.Device, c.path, "ext4", flags, data); err != nil {
+	if err := unix.Mount(c.dev, c.path, "ext4", flags, data); err != nil {
 		return s.deviceErr(ErrSlotDevice, "mount ext4 on %s (options %q): %v", c.path, s.MountOptions, err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package slots
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -595,4 +596,98 @@ func BenchmarkFormattedSlot(b *testing.B) {
 			return m.Install(context.Background(), B, Image{Layers: readers(newTar), Tree: exp.Entries})
 		})
 	})
+}
+
+// superblockUUID reads the ext4 UUID of dev (superblock at 1024, UUID at
+// 0x68): it changes when the device is formatted.
+func superblockUUID(t *testing.T, dev string) []byte {
+	t.Helper()
+	f, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 16)
+	if _, err := f.ReadAt(b, 1024+0x68); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// newOtherLoop makes a second loop device holding an ext4 (the other
+// slot's content, not mounted).
+func newOtherLoop(t *testing.T, r *fmtRig) string {
+	t.Helper()
+	loop := newLoop(t, r.dir, 32<<20)
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-E", "nodiscard", loop).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v: %s", err, out)
+	}
+	return loop
+}
+
+// The device is checked and formatted under one name: a symlink (a
+// /dev/disk/by-* name) that points elsewhere by the time mkfs runs does
+// not redirect the format to another device.
+func TestFormatDeviceSymlinkResolvedOnce(t *testing.T) {
+	r := newFmtRig(t)
+	other := newOtherLoop(t, r)
+	before := superblockUUID(t, other)
+	link := filepath.Join(r.dir, "by-partlabel-b")
+	if err := os.Symlink(r.loop, link); err != nil {
+		t.Fatal(err)
+	}
+	r.o.B.Device = link
+	testHookMkfs = func([]string) {
+		// udev renames, a hotplug: the name now means another device.
+		os.Remove(link)
+		if err := os.Symlink(other, link); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { testHookMkfs = nil })
+	if _, err := install(r.open(t), "one", fmtImage1); err != nil {
+		t.Fatal(err)
+	}
+	if after := superblockUUID(t, other); !bytes.Equal(before, after) {
+		t.Fatalf("the device the symlink pointed to after the checks was formatted")
+	}
+	sl := r.o.B
+	sl.Device = r.loop
+	if ok, err := sl.mountedOn(); err != nil || !ok {
+		t.Errorf("the checked device is not mounted on the slot path: %v", err)
+	}
+}
+
+// The other slot's device under another name (a symlink, or a raw slot's
+// path) is refused, even when nothing has it mounted.
+func TestFormatOtherSlotsDevice(t *testing.T) {
+	r := newFmtRig(t)
+	n := countMkfs(t)
+	link := filepath.Join(r.dir, "alias")
+	if err := os.Symlink(r.loop, link); err != nil {
+		t.Fatal(err)
+	}
+	for name, a := range map[string]Slot{
+		"raw slot":                   {Backend: BackendRaw, Path: link},
+		"formatted slot, alias name": {Backend: BackendDir, Path: filepath.Join(r.dir, "a"), Device: link, Format: FormatExt4},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := r.o
+			o.A, o.Booted = a, ""
+			m, err := Open(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, ierr := install(m, "one", fmtImage1)
+			perr := m.Prepare(context.Background(), B)
+			for _, err := range []error{ierr, perr} {
+				if !errors.Is(err, ErrSlotDevice) || !strings.Contains(err.Error(), "other slot") {
+					t.Errorf("got %v, want %v naming the other slot", err, ErrSlotDevice)
+				}
+			}
+		})
+	}
+	if *n != 0 {
+		t.Errorf("%d formats of the other slot's device", *n)
+	}
 }

@@ -148,6 +148,13 @@ func (m *Manager) slot(id SlotID) Slot {
 	return m.o.B
 }
 
+func (m *Manager) otherSlot(id SlotID) Slot {
+	if id == A {
+		return m.o.B
+	}
+	return m.o.A
+}
+
 // set durably records info for slot id after checking the transition; the
 // in-memory state changes only once the state file is replaced. It clears
 // the freshly-formatted marker: only Prepare sets it, through record.
@@ -205,7 +212,7 @@ func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
 	}
 	sl := m.slot(id)
 	if sl.Format != "" {
-		c, err := checkFormat(sl)
+		c, err := checkFormat(sl, m.otherSlot(id))
 		if err != nil {
 			return err
 		}
@@ -357,7 +364,7 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 	var fc *formatCheck
 	if sl.Format != "" {
 		var err error
-		if fc, err = checkFormat(sl); err != nil {
+		if fc, err = checkFormat(sl, m.otherSlot(id)); err != nil {
 			return nil, err
 		}
 		// Formatted by Prepare and still mounted: mkfs would only repeat
