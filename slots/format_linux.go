@@ -202,6 +202,7 @@ type formatCheck struct {
 	path    string // the slot path, absolute, symlinks resolved
 	rdev    uint64 // the device's number
 	mounted bool   // the device is mounted on the slot path (and nowhere else)
+	fstype  string // what it is mounted as, when mounted
 }
 
 func (s Slot) deviceErr(err error, format string, a ...any) error {
@@ -258,7 +259,7 @@ func checkFormat(s, other Slot) (*formatCheck, error) {
 	for _, m := range mounts {
 		switch {
 		case m.dev == c.rdev && m.point == p:
-			c.mounted = true
+			c.mounted, c.fstype = true, m.fstype
 		case m.dev == c.rdev:
 			return nil, s.deviceErr(ErrSlotDevice, "the device is mounted on %s, not (only) on the slot path: refusing to format it", m.point)
 		case m.point == p:
@@ -356,36 +357,66 @@ func (b *boundedBuffer) String() string {
 	return s
 }
 
-// format unmounts the slot path (if the device is mounted there), makes a
-// new ext4 on the device, makes it durable, and mounts it on the slot path.
-// The slot must be recorded writing before.
-func format(ctx context.Context, s Slot, c *formatCheck) error {
-	if c.mounted {
-		// Never MNT_DETACH: a lazily detached filesystem stays alive for
-		// whoever holds it open while mkfs rewrites the device under it.
-		if err := unix.Unmount(c.path, 0); err != nil {
-			if errors.Is(err, unix.EBUSY) {
-				return fmt.Errorf("%w: %s is in use (an open file or a working directory below it): not unmounted, not formatted", ErrSlotBusy, s.Path)
-			}
-			return s.deviceErr(ErrSlotDevice, "unmount %s: %v", c.path, err)
+// release unmounts the slot path, if the device is mounted there, and
+// checks that nothing holds the device any more. It runs before writing
+// is recorded, as unmounting changes no content: a refusal leaves the
+// state as it was (perhaps the previous release, the one to roll back
+// to) and the slot mounted as it was (mounted back when a check after the
+// unmount fails).
+func release(s Slot, c *formatCheck) error {
+	if !c.mounted {
+		return nil
+	}
+	// Never MNT_DETACH: a lazily detached filesystem stays alive for
+	// whoever holds it open while mkfs rewrites the device under it.
+	if err := unix.Unmount(c.path, 0); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("%w: %s is in use (an open file or a working directory below it): not unmounted, not formatted", ErrSlotBusy, s.Path)
 		}
-		// A second mount of the device on the same path (stacked) would
-		// still be there; mkfs -F refuses a mounted device too, but say so.
-		mounts, err := readMounts()
-		if err != nil {
-			return s.deviceErr(ErrSlotDevice, "%v", err)
-		}
-		for _, m := range mounts {
-			if m.dev == c.rdev {
-				return s.deviceErr(ErrSlotDevice, "still mounted on %s after unmounting the slot path", m.point)
-			}
-		}
-		// A mount in another mount namespace (a container) is not in our
-		// mountinfo, but keeps the device claimed.
-		if err := exclusiveOpen(c.dev); err != nil {
-			return s.deviceErr(ErrSlotDevice, "the device is still in use after unmounting the slot path (%v): mounted in another mount namespace?", err)
+		return s.deviceErr(ErrSlotDevice, "unmount %s: %v", c.path, err)
+	}
+	if err := checkReleased(s, c); err != nil {
+		return errors.Join(err, c.remount(s))
+	}
+	return nil
+}
+
+func checkReleased(s Slot, c *formatCheck) error {
+	// A second mount of the device on the same path (stacked) would
+	// still be there; mkfs -F refuses a mounted device too, but say so.
+	mounts, err := readMounts()
+	if err != nil {
+		return s.deviceErr(ErrSlotDevice, "%v", err)
+	}
+	for _, m := range mounts {
+		if m.dev == c.rdev {
+			return s.deviceErr(ErrSlotDevice, "still mounted on %s after unmounting the slot path", m.point)
 		}
 	}
+	// A mount in another mount namespace (a container) is not in our
+	// mountinfo, but keeps the device claimed.
+	if err := exclusiveOpen(c.dev); err != nil {
+		return s.deviceErr(ErrSlotDevice, "the device is still in use after unmounting the slot path (%v): mounted in another mount namespace?", err)
+	}
+	return nil
+}
+
+// remount mounts the device back on the slot path after release, when
+// the install stops before anything was recorded.
+func (c *formatCheck) remount(s Slot) error {
+	if !c.mounted {
+		return nil
+	}
+	flags, data, _ := parseMountOptions(s.MountOptions)
+	if err := unix.Mount(c.dev, c.path, c.fstype, flags, data); err != nil {
+		return s.deviceErr(ErrSlotDevice, "mount %s back on %s: %v", c.fstype, c.path, err)
+	}
+	return nil
+}
+
+// format makes a new ext4 on the device, makes it durable, and mounts it
+// on the slot path. The slot must be released, and recorded writing.
+func format(ctx context.Context, s Slot, c *formatCheck) error {
 	args := append([]string{"-q", "-F"}, s.MkfsOptions...)
 	args = append(args, c.dev)
 	if testHookMkfs != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -314,6 +315,33 @@ func TestFormatRefusals(t *testing.T) {
 				}
 			}
 		}, "in use"},
+		// Refused after the unmount: mounted back, the state unchanged.
+		{"mounted in another mount namespace", func(t *testing.T, o *Options) func() {
+			testtool.Need(t, "unshare")
+			// A process in a private copy of our mounts holds the slot's
+			// mount until its stdin is closed.
+			cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", "echo ready; exec cat")
+			in, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if b := make([]byte, 6); func() error { _, err := io.ReadFull(out, b); return err }() != nil || string(b) != "ready\n" {
+				in.Close()
+				cmd.Wait()
+				t.Fatalf("unshare did not start: %q", b)
+			}
+			return func() {
+				in.Close()
+				cmd.Wait()
+			}
+		}, "still in use after unmounting"},
 		{"not a block device", func(t *testing.T, o *Options) func() {
 			o.B.Device = notBlock
 			return func() {}
@@ -368,7 +396,7 @@ func TestFormatBusy(t *testing.T) {
 	if _, err := install(m, "one", fmtImage1); err != nil {
 		t.Fatal(err)
 	}
-	tree := r.tree(t)
+	tree, state := r.tree(t), r.state(t)
 	f, err := os.Open(filepath.Join(r.path, "etc/os-release"))
 	if err != nil {
 		t.Fatal(err)
@@ -377,8 +405,14 @@ func TestFormatBusy(t *testing.T) {
 	if !errors.Is(err, ErrSlotBusy) || !strings.Contains(err.Error(), r.path) {
 		t.Errorf("got %v, want %v naming %s", err, ErrSlotBusy, r.path)
 	}
-	if st := m.Status().Slots[1]; st.State != Writing {
-		t.Errorf("state %s after a busy refusal, want writing (recorded before the unmount)", st.State)
+	if st := m.Status().Slots[1]; st.State != Written || st.Image != "one" {
+		t.Errorf("state %s (%s) after a busy refusal, want the previous release's, written", st.State, st.Image)
+	}
+	if err := m.Prepare(context.Background(), B); !errors.Is(err, ErrSlotBusy) {
+		t.Errorf("Prepare: got %v, want %v", err, ErrSlotBusy)
+	}
+	if s := r.state(t); string(s) != string(state) {
+		t.Errorf("state file changed by the busy refusals:\n%s", s)
 	}
 	if !r.mounted(t) {
 		t.Fatal("busy slot unmounted")

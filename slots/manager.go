@@ -216,8 +216,11 @@ func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
 		if err != nil {
 			return err
 		}
-		if err := m.set(id, SlotInfo{State: Writing}); err != nil {
+		if err := release(sl, c); err != nil {
 			return err
+		}
+		if err := m.set(id, SlotInfo{State: Writing}); err != nil {
+			return errors.Join(err, c.remount(sl))
 		}
 		if err := format(ctx, sl, c); err != nil {
 			return err
@@ -374,11 +377,24 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 			fc = nil
 		}
 	}
+	// The unmount comes before writing is recorded (a busy slot is refused
+	// with its state unchanged), but its time is the write's.
+	var released time.Duration
+	if fc != nil {
+		t0 := m.o.Now()
+		if err := release(sl, fc); err != nil {
+			return nil, err
+		}
+		released = m.o.Now().Sub(t0)
+	}
 	if err := m.set(id, SlotInfo{State: Writing, Image: img.Label}); err != nil {
+		if fc != nil {
+			err = errors.Join(err, fc.remount(sl))
+		}
 		return nil, err
 	}
 	res := &InstallResult{}
-	start := m.o.Now()
+	start := m.o.Now().Add(-released)
 	if fc != nil {
 		if err := format(ctx, sl, fc); err != nil {
 			return nil, err
