@@ -99,8 +99,15 @@ func parseMountOptions(s string) (uintptr, string, error) {
 			return 0, "", fmt.Errorf("mount options %q: empty option", s)
 		case "ro":
 			return 0, "", fmt.Errorf("mount options %q: ro: the slot is written after the mount", s)
-		case "nobarrier", "barrier=0":
+		case "nobarrier":
 			return 0, "", fmt.Errorf("mount options %q: %s: without cache flushes the slot's sync proves nothing", s, o)
+		}
+		// ext4 reads the value as C does (base 0: "00", "0x0" are 0 too);
+		// whatever is not a number other than 0 is refused.
+		if v, ok := strings.CutPrefix(o, "barrier="); ok {
+			if n, err := strconv.ParseUint(v, 0, 32); err != nil || n == 0 {
+				return 0, "", fmt.Errorf("mount options %q: %s: without cache flushes the slot's sync proves nothing", s, o)
+			}
 		}
 		if f, ok := mountFlags[o]; ok {
 			flags |= f
@@ -112,7 +119,8 @@ func parseMountOptions(s string) (uintptr, string, error) {
 }
 
 // CheckMountOptions checks a formatted slot's mount options (Open does it
-// too): "ro", "nobarrier", "barrier=0" and empty options are refused.
+// too): "ro", "nobarrier", "barrier=0" (or 00, 0x0: any value but a
+// positive number) and empty options are refused.
 func CheckMountOptions(s string) error {
 	_, _, err := parseMountOptions(s)
 	return err
@@ -127,6 +135,8 @@ type mountEntry struct {
 	source string
 }
 
+const maxMountinfo = 16 << 20
+
 // readMounts parses /proc/self/mountinfo (see proc(5)).
 func readMounts() ([]mountEntry, error) {
 	f, err := os.Open(mountinfoPath)
@@ -134,10 +144,14 @@ func readMounts() ([]mountEntry, error) {
 		return nil, err
 	}
 	defer f.Close()
-	// The kernel writes it; 16 MiB is tens of thousands of mounts.
-	data, err := io.ReadAll(io.LimitReader(f, 16<<20))
+	// The kernel writes it; 16 MiB is tens of thousands of mounts. More is
+	// an error: a mount past the limit must not go unseen.
+	data, err := io.ReadAll(io.LimitReader(f, maxMountinfo+1))
 	if err != nil {
 		return nil, err
+	}
+	if len(data) > maxMountinfo {
+		return nil, fmt.Errorf("mountinfo: larger than %d bytes", maxMountinfo)
 	}
 	return parseMountinfo(data)
 }

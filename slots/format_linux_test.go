@@ -443,6 +443,9 @@ func TestFormatOptionErrors(t *testing.T) {
 		{"same device", func(a, b *Slot) { *a = *b; a.Path = filepath.Join(dir, "a") }, "same device"},
 		{"read-only mount", func(a, b *Slot) { b.MountOptions = "noatime,ro" }, "ro:"},
 		{"no barriers", func(a, b *Slot) { b.MountOptions = "barrier=0" }, "barrier=0"},
+		// The kernel reads barrier's value as C does (kstrtouint, base 0).
+		{"no barriers, octal", func(a, b *Slot) { b.MountOptions = "noatime,barrier=00" }, "barrier=00"},
+		{"no barriers, hex", func(a, b *Slot) { b.MountOptions = "barrier=0x0" }, "barrier=0x0"},
 		{"empty mount option", func(a, b *Slot) { b.MountOptions = "noatime,,nodev" }, "empty option"},
 		{"empty mkfs option", func(a, b *Slot) { b.MkfsOptions = []string{""} }, "empty mkfs option"},
 	}
@@ -466,6 +469,9 @@ func TestParseMountOptions(t *testing.T) {
 	if err != nil || flags != unix.MS_NOATIME|unix.MS_NODEV|unix.MS_NOSUID || data != "commit=30,data=ordered" {
 		t.Errorf("got %#x %q %v", flags, data, err)
 	}
+	if _, data, err := parseMountOptions("barrier=1,barrier"); data != "barrier=1,barrier" || err != nil {
+		t.Errorf("barriers on: %q %v", data, err)
+	}
 	if flags, data, err := parseMountOptions(""); flags != 0 || data != "" || err != nil {
 		t.Errorf("empty: %#x %q %v", flags, data, err)
 	}
@@ -486,6 +492,19 @@ func TestParseMountinfo(t *testing.T) {
 		if _, err := parseMountinfo([]byte(bad)); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
+	}
+	// A mountinfo longer than what is read is an error, not a list with
+	// the mounts past the limit missing.
+	big := filepath.Join(t.TempDir(), "mountinfo")
+	line := []byte("41 22 0:45 / /tmp rw - tmpfs tmpfs rw\n")
+	if err := os.WriteFile(big, bytes.Repeat(line, maxMountinfo/len(line)+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mountinfoPath = big
+	_, err = readMounts()
+	mountinfoPath = "/proc/self/mountinfo"
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("a mountinfo over the limit: %v", err)
 	}
 	// The real one parses, and has the root.
 	ms, err = readMounts()
