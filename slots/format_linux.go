@@ -56,6 +56,10 @@ func (s Slot) validateFormat(id SlotID) error {
 		return fmt.Errorf("slots: slot %s: format %s needs the slot's device", id, s.Format)
 	case !filepath.IsAbs(s.Device):
 		return fmt.Errorf("slots: slot %s: device %q is not an absolute path", id, s.Device)
+	case strings.HasPrefix(filepath.Clean(s.Device), "/dev/disk/by-uuid/"):
+		// The name of the filesystem, which every install replaces: the
+		// second install would find no such device.
+		return fmt.Errorf("slots: slot %s: device %s names a filesystem UUID, which changes at every format: name the partition (/dev/disk/by-partuuid/..., /dev/mmcblk0p3)", id, s.Device)
 	}
 	for _, o := range s.MkfsOptions {
 		if o == "" {

@@ -440,6 +440,7 @@ func TestFormatOptionErrors(t *testing.T) {
 		{"format on raw", func(a, b *Slot) { b.Backend = BackendRaw }, "only for directory slots"},
 		{"format without device", func(a, b *Slot) { b.Device = "" }, "needs the slot's device"},
 		{"relative device", func(a, b *Slot) { b.Device = "loop7" }, "not an absolute path"},
+		{"device by filesystem uuid", func(a, b *Slot) { b.Device = "/dev/disk/by-uuid/0b9f7e3c-1d2a-4e5f-8a9b-0c1d2e3f4a5b" }, "filesystem UUID"},
 		{"same device", func(a, b *Slot) { *a = *b; a.Path = filepath.Join(dir, "a") }, "same device"},
 		{"read-only mount", func(a, b *Slot) { b.MountOptions = "noatime,ro" }, "ro:"},
 		{"no barriers", func(a, b *Slot) { b.MountOptions = "barrier=0" }, "barrier=0"},
