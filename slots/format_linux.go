@@ -105,6 +105,11 @@ func parseMountOptions(s string) (uintptr, string, error) {
 			return 0, "", fmt.Errorf("mount options %q: ro: the slot is written after the mount", s)
 		case "nobarrier":
 			return 0, "", fmt.Errorf("mount options %q: %s: without cache flushes the slot's sync proves nothing", s, o)
+		case "auto", "noauto", "nofail", "user", "nouser", "users", "owner", "group", "_netdev":
+			return 0, "", fmt.Errorf("mount options %q: %s: an fstab word for mount(8), not an option of the filesystem (the mount would fail after the format)", s, o)
+		}
+		if strings.HasPrefix(o, "x-") || strings.HasPrefix(o, "comment=") {
+			return 0, "", fmt.Errorf("mount options %q: %s: an fstab word for mount(8), not an option of the filesystem (the mount would fail after the format)", s, o)
 		}
 		// ext4 reads the value as C does (base 0: "00", "0x0" are 0 too);
 		// whatever is not a number other than 0 is refused.
@@ -124,7 +129,8 @@ func parseMountOptions(s string) (uintptr, string, error) {
 
 // CheckMountOptions checks a formatted slot's mount options (Open does it
 // too): "ro", "nobarrier", "barrier=0" (or 00, 0x0: any value but a
-// positive number) and empty options are refused.
+// positive number), the fstab words only mount(8) knows ("nofail",
+// "noauto", "x-...") and empty options are refused.
 func CheckMountOptions(s string) error {
 	_, _, err := parseMountOptions(s)
 	return err

@@ -448,6 +448,9 @@ func TestFormatOptionErrors(t *testing.T) {
 		{"no barriers, octal", func(a, b *Slot) { b.MountOptions = "noatime,barrier=00" }, "barrier=00"},
 		{"no barriers, hex", func(a, b *Slot) { b.MountOptions = "barrier=0x0" }, "barrier=0x0"},
 		{"empty mount option", func(a, b *Slot) { b.MountOptions = "noatime,,nodev" }, "empty option"},
+		// ext4 refuses them at the mount, after the format: refused at Open.
+		{"fstab word", func(a, b *Slot) { b.MountOptions = "noatime,nofail" }, "nofail: an fstab word"},
+		{"systemd fstab word", func(a, b *Slot) { b.MountOptions = "x-systemd.device-timeout=5" }, "an fstab word"},
 		{"empty mkfs option", func(a, b *Slot) { b.MkfsOptions = []string{""} }, "empty mkfs option"},
 	}
 	for _, tc := range cases {
