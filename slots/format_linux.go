@@ -65,6 +65,17 @@ func (s Slot) validateFormat(id SlotID) error {
 		if o == "" {
 			return fmt.Errorf("slots: slot %s: empty mkfs option", id)
 		}
+		// A cluster of mke2fs's flags without argument (-F, -qF, ...).
+		if f := strings.TrimPrefix(o, "-"); f != o && f != "" && strings.Trim(f, "cjnqvDFKSV") == "" {
+			switch {
+			case strings.Contains(f, "F"):
+				// A second -F makes mke2fs format a mounted or in-use
+				// device: its own refusal is the last one before mkfs.
+				return fmt.Errorf("slots: slot %s: mkfs option %q: -F is ours, once (twice formats a mounted device)", id, o)
+			case strings.ContainsAny(f, "nS"):
+				return fmt.Errorf("slots: slot %s: mkfs option %q: -n and -S do not make a new filesystem", id, o)
+			}
+		}
 	}
 	if _, _, err := parseMountOptions(s.MountOptions); err != nil {
 		return fmt.Errorf("slots: slot %s: %w", id, err)

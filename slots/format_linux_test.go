@@ -452,6 +452,9 @@ func TestFormatOptionErrors(t *testing.T) {
 		{"fstab word", func(a, b *Slot) { b.MountOptions = "noatime,nofail" }, "nofail: an fstab word"},
 		{"systemd fstab word", func(a, b *Slot) { b.MountOptions = "x-systemd.device-timeout=5" }, "an fstab word"},
 		{"empty mkfs option", func(a, b *Slot) { b.MkfsOptions = []string{""} }, "empty mkfs option"},
+		{"mkfs forced twice", func(a, b *Slot) { b.MkfsOptions = []string{"-E", "nodiscard", "-F"} }, "-F is ours"},
+		{"mkfs forced twice, clustered", func(a, b *Slot) { b.MkfsOptions = []string{"-qF"} }, "-F is ours"},
+		{"mkfs without a new filesystem", func(a, b *Slot) { b.MkfsOptions = []string{"-S"} }, "do not make a new filesystem"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -465,6 +468,10 @@ func TestFormatOptionErrors(t *testing.T) {
 	}
 	if _, err := Open(Options{StateDir: dir, A: Slot{Backend: BackendDir, Path: filepath.Join(dir, "a")}, B: ok, Log: discardLogger()}); err != nil {
 		t.Errorf("a valid formatted slot: %v", err)
+	}
+	ok.MkfsOptions = []string{"-L", "slot-b", "-E", "nodiscard,lazy_itable_init=0", "-j", "-m", "0"}
+	if _, err := Open(Options{StateDir: dir, A: Slot{Backend: BackendDir, Path: filepath.Join(dir, "a")}, B: ok, Log: discardLogger()}); err != nil {
+		t.Errorf("a formatted slot with mkfs options: %v", err)
 	}
 }
 
