@@ -424,6 +424,22 @@ func TestFormatBusy(t *testing.T) {
 	if _, err := install(m, "two", fmtImage2); err != nil {
 		t.Fatal(err)
 	}
+
+	// A slot that cannot be written (pending) is refused before the
+	// unmount: busy or not, the error is the transition's.
+	if err := m.MarkPending(B); err != nil {
+		t.Fatal(err)
+	}
+	if f, err = os.Open(filepath.Join(r.path, "etc/os-release")); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := install(m, "three", fmtImage1); !errors.Is(err, ErrTransition) {
+		t.Errorf("install into a pending slot: %v, want %v", err, ErrTransition)
+	}
+	if err := m.Prepare(context.Background(), B); !errors.Is(err, ErrTransition) {
+		t.Errorf("Prepare of a pending slot: %v, want %v", err, ErrTransition)
+	}
 }
 
 func TestFormatOptionErrors(t *testing.T) {

@@ -162,6 +162,15 @@ func (m *Manager) set(id SlotID, info SlotInfo) error {
 	return m.record(id, info, false)
 }
 
+// canWrite refuses what set would refuse of writing, before a formatted
+// slot is unmounted.
+func (m *Manager) canWrite(id SlotID) error {
+	if cur := m.st.Slots[id].State; !CanTransition(cur, Writing) {
+		return fmt.Errorf("%w: slot %s %s -> %s", ErrTransition, id, cur, Writing)
+	}
+	return nil
+}
+
 func (m *Manager) record(id SlotID, info SlotInfo, formatted bool) error {
 	info.Formatted = formatted
 	if id != A && id != B {
@@ -214,6 +223,9 @@ func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
 	if sl.Format != "" {
 		c, err := checkFormat(sl, m.otherSlot(id))
 		if err != nil {
+			return err
+		}
+		if err := m.canWrite(id); err != nil {
 			return err
 		}
 		if err := release(sl, c); err != nil {
@@ -381,6 +393,9 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 	// with its state unchanged), but its time is the write's.
 	var released time.Duration
 	if fc != nil {
+		if err := m.canWrite(id); err != nil {
+			return nil, err
+		}
 		t0 := m.o.Now()
 		if err := release(sl, fc); err != nil {
 			return nil, err
