@@ -340,7 +340,8 @@ func partitions(rdev uint64) []string {
 	return parts
 }
 
-// mountedOn reports whether the slot's device is mounted on its path.
+// mountedOn reports whether the slot's device is what its path shows: the
+// topmost mount there.
 func (s Slot) mountedOn() (bool, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(s.Device, &st); err != nil {
@@ -357,12 +358,15 @@ func (s Slot) mountedOn() (bool, error) {
 	if err != nil {
 		return false, s.deviceErr(ErrSlotDevice, "%v", err)
 	}
+	// The last mount on the path is the one on top, the one reads see: the
+	// device mounted below another filesystem is not what Path shows.
+	on := false
 	for _, m := range mounts {
-		if m.dev == st.Rdev && m.point == p {
-			return true, nil
+		if m.point == p {
+			on = m.dev == st.Rdev
 		}
 	}
-	return false, nil
+	return on, nil
 }
 
 // maxMkfsOutput bounds what of mkfs's output an error carries.

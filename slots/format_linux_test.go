@@ -771,3 +771,27 @@ func TestFormatOtherSlotsDevice(t *testing.T) {
 		t.Errorf("%d formats of the other slot's device", *n)
 	}
 }
+
+// Verify reads what the slot path shows: with another filesystem mounted
+// over the slot's, it refuses instead of reporting a mismatch (which would
+// make a good slot look bad).
+func TestFormatVerifyOvermounted(t *testing.T) {
+	r := newFmtRig(t)
+	m := r.open(t)
+	if _, err := install(m, "one", fmtImage1); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", r.path, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	vr, err := m.Verify(context.Background(), B)
+	if !errors.Is(err, ErrSlotDevice) || !strings.Contains(err.Error(), "not mounted") {
+		t.Errorf("verify under another mount: %+v %v, want %v", vr, err, ErrSlotDevice)
+	}
+	if err := unix.Unmount(r.path, 0); err != nil {
+		t.Fatal(err)
+	}
+	if vr, err := m.Verify(context.Background(), B); err != nil || !vr.OK {
+		t.Errorf("verify: %+v %v", vr, err)
+	}
+}
