@@ -56,10 +56,25 @@ func (s Slot) validateFormat(id SlotID) error {
 		return fmt.Errorf("slots: slot %s: format %s needs the slot's device", id, s.Format)
 	case !filepath.IsAbs(s.Device):
 		return fmt.Errorf("slots: slot %s: device %q is not an absolute path", id, s.Device)
+	case strings.HasPrefix(filepath.Clean(s.Device), "/dev/disk/by-uuid/"):
+		// The name of the filesystem, which every install replaces: the
+		// second install would find no such device.
+		return fmt.Errorf("slots: slot %s: device %s names a filesystem UUID, which changes at every format: name the partition (/dev/disk/by-partuuid/..., /dev/mmcblk0p3)", id, s.Device)
 	}
 	for _, o := range s.MkfsOptions {
 		if o == "" {
 			return fmt.Errorf("slots: slot %s: empty mkfs option", id)
+		}
+		// A cluster of mke2fs's flags without argument (-F, -qF, ...).
+		if f := strings.TrimPrefix(o, "-"); f != o && f != "" && strings.Trim(f, "cjnqvDFKSV") == "" {
+			switch {
+			case strings.Contains(f, "F"):
+				// A second -F makes mke2fs format a mounted or in-use
+				// device: its own refusal is the last one before mkfs.
+				return fmt.Errorf("slots: slot %s: mkfs option %q: -F is ours, once (twice formats a mounted device)", id, o)
+			case strings.ContainsAny(f, "nS"):
+				return fmt.Errorf("slots: slot %s: mkfs option %q: -n and -S do not make a new filesystem", id, o)
+			}
 		}
 	}
 	if _, _, err := parseMountOptions(s.MountOptions); err != nil {
@@ -99,8 +114,20 @@ func parseMountOptions(s string) (uintptr, string, error) {
 			return 0, "", fmt.Errorf("mount options %q: empty option", s)
 		case "ro":
 			return 0, "", fmt.Errorf("mount options %q: ro: the slot is written after the mount", s)
-		case "nobarrier", "barrier=0":
+		case "nobarrier":
 			return 0, "", fmt.Errorf("mount options %q: %s: without cache flushes the slot's sync proves nothing", s, o)
+		case "auto", "noauto", "nofail", "user", "nouser", "users", "owner", "group", "_netdev":
+			return 0, "", fmt.Errorf("mount options %q: %s: an fstab word for mount(8), not an option of the filesystem (the mount would fail after the format)", s, o)
+		}
+		if strings.HasPrefix(o, "x-") || strings.HasPrefix(o, "comment=") {
+			return 0, "", fmt.Errorf("mount options %q: %s: an fstab word for mount(8), not an option of the filesystem (the mount would fail after the format)", s, o)
+		}
+		// ext4 reads the value as C does (base 0: "00", "0x0" are 0 too);
+		// whatever is not a number other than 0 is refused.
+		if v, ok := strings.CutPrefix(o, "barrier="); ok {
+			if n, err := strconv.ParseUint(v, 0, 32); err != nil || n == 0 {
+				return 0, "", fmt.Errorf("mount options %q: %s: without cache flushes the slot's sync proves nothing", s, o)
+			}
 		}
 		if f, ok := mountFlags[o]; ok {
 			flags |= f
@@ -112,7 +139,9 @@ func parseMountOptions(s string) (uintptr, string, error) {
 }
 
 // CheckMountOptions checks a formatted slot's mount options (Open does it
-// too): "ro", "nobarrier", "barrier=0" and empty options are refused.
+// too): "ro", "nobarrier", "barrier=0" (or 00, 0x0: any value but a
+// positive number), the fstab words only mount(8) knows ("nofail",
+// "noauto", "x-...") and empty options are refused.
 func CheckMountOptions(s string) error {
 	_, _, err := parseMountOptions(s)
 	return err
@@ -127,6 +156,8 @@ type mountEntry struct {
 	source string
 }
 
+const maxMountinfo = 16 << 20
+
 // readMounts parses /proc/self/mountinfo (see proc(5)).
 func readMounts() ([]mountEntry, error) {
 	f, err := os.Open(mountinfoPath)
@@ -134,10 +165,14 @@ func readMounts() ([]mountEntry, error) {
 		return nil, err
 	}
 	defer f.Close()
-	// The kernel writes it; 16 MiB is tens of thousands of mounts.
-	data, err := io.ReadAll(io.LimitReader(f, 16<<20))
+	// The kernel writes it; 16 MiB is tens of thousands of mounts. More is
+	// an error: a mount past the limit must not go unseen.
+	data, err := io.ReadAll(io.LimitReader(f, maxMountinfo+1))
 	if err != nil {
 		return nil, err
+	}
+	if len(data) > maxMountinfo {
+		return nil, fmt.Errorf("mountinfo: larger than %d bytes", maxMountinfo)
 	}
 	return parseMountinfo(data)
 }
@@ -198,9 +233,11 @@ func unescapeMount(s string) string {
 // formatCheck is what the checks before formatting found.
 type formatCheck struct {
 	mkfs    string // mkfs.ext4's path
+	dev     string // the device, symlinks resolved: what is checked is what is formatted
 	path    string // the slot path, absolute, symlinks resolved
 	rdev    uint64 // the device's number
 	mounted bool   // the device is mounted on the slot path (and nowhere else)
+	fstype  string // what it is mounted as, when mounted
 }
 
 func (s Slot) deviceErr(err error, format string, a ...any) error {
@@ -213,16 +250,32 @@ func (s Slot) deviceErr(err error, format string, a ...any) error {
 // partitions; a slot path that is a mount of another device or has a
 // mount below it; no mkfs.ext4. It changes nothing. Matching is by device
 // number (st_rdev against mountinfo's major:minor), so that no name of
-// the device (a symlink under /dev/disk, /dev/root) hides a mount.
-func checkFormat(s Slot) (*formatCheck, error) {
+// the device (a symlink under /dev/disk, /dev/root) hides a mount. The
+// other slot's device (its Device, or a raw slot's Path), under whatever
+// name, is refused even when nothing has it mounted.
+func checkFormat(s, other Slot) (*formatCheck, error) {
+	// Resolved once: mkfs and mount get the name that was checked, not a
+	// symlink that may point elsewhere by then.
+	dev, err := filepath.EvalSymlinks(s.Device)
+	if err != nil {
+		return nil, s.deviceErr(ErrSlotDevice, "%v", err)
+	}
 	var st unix.Stat_t
-	if err := unix.Stat(s.Device, &st); err != nil {
+	if err := unix.Stat(dev, &st); err != nil {
 		return nil, s.deviceErr(ErrSlotDevice, "%v", err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
 		return nil, s.deviceErr(ErrSlotDevice, "not a block device")
 	}
-	c := &formatCheck{rdev: st.Rdev}
+	c := &formatCheck{dev: dev, rdev: st.Rdev}
+	otherDev := other.Device
+	if other.Backend == BackendRaw {
+		otherDev = other.Path
+	}
+	var ost unix.Stat_t
+	if otherDev != "" && unix.Stat(otherDev, &ost) == nil && ost.Mode&unix.S_IFMT == unix.S_IFBLK && ost.Rdev == c.rdev {
+		return nil, s.deviceErr(ErrSlotDevice, "it is the other slot's device (%s)", otherDev)
+	}
 	p, err := filepath.Abs(s.Path)
 	if err == nil {
 		p, err = filepath.EvalSymlinks(p)
@@ -241,7 +294,7 @@ func checkFormat(s Slot) (*formatCheck, error) {
 	for _, m := range mounts {
 		switch {
 		case m.dev == c.rdev && m.point == p:
-			c.mounted = true
+			c.mounted, c.fstype = true, m.fstype
 		case m.dev == c.rdev:
 			return nil, s.deviceErr(ErrSlotDevice, "the device is mounted on %s, not (only) on the slot path: refusing to format it", m.point)
 		case m.point == p:
@@ -254,7 +307,7 @@ func checkFormat(s Slot) (*formatCheck, error) {
 		// Mounted nowhere we can see: an exclusive open fails if anything
 		// else holds it (a mount in another namespace, a mounted partition
 		// of a whole disk, swap, device mapper, md).
-		if err := exclusiveOpen(s.Device); err != nil {
+		if err := exclusiveOpen(c.dev); err != nil {
 			return nil, s.deviceErr(ErrSlotDevice, "the device is in use (%v): mounted in another mount namespace, a mounted partition of it, swap, device mapper or RAID", err)
 		}
 	}
@@ -287,7 +340,8 @@ func partitions(rdev uint64) []string {
 	return parts
 }
 
-// mountedOn reports whether the slot's device is mounted on its path.
+// mountedOn reports whether the slot's device is what its path shows: the
+// topmost mount there.
 func (s Slot) mountedOn() (bool, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(s.Device, &st); err != nil {
@@ -304,12 +358,15 @@ func (s Slot) mountedOn() (bool, error) {
 	if err != nil {
 		return false, s.deviceErr(ErrSlotDevice, "%v", err)
 	}
+	// The last mount on the path is the one on top, the one reads see: the
+	// device mounted below another filesystem is not what Path shows.
+	on := false
 	for _, m := range mounts {
-		if m.dev == st.Rdev && m.point == p {
-			return true, nil
+		if m.point == p {
+			on = m.dev == st.Rdev
 		}
 	}
-	return false, nil
+	return on, nil
 }
 
 // maxMkfsOutput bounds what of mkfs's output an error carries.
@@ -339,38 +396,68 @@ func (b *boundedBuffer) String() string {
 	return s
 }
 
-// format unmounts the slot path (if the device is mounted there), makes a
-// new ext4 on the device, makes it durable, and mounts it on the slot path.
-// The slot must be recorded writing before.
-func format(ctx context.Context, s Slot, c *formatCheck) error {
-	if c.mounted {
-		// Never MNT_DETACH: a lazily detached filesystem stays alive for
-		// whoever holds it open while mkfs rewrites the device under it.
-		if err := unix.Unmount(c.path, 0); err != nil {
-			if errors.Is(err, unix.EBUSY) {
-				return fmt.Errorf("%w: %s is in use (an open file or a working directory below it): not unmounted, not formatted", ErrSlotBusy, s.Path)
-			}
-			return s.deviceErr(ErrSlotDevice, "unmount %s: %v", c.path, err)
+// release unmounts the slot path, if the device is mounted there, and
+// checks that nothing holds the device any more. It runs before writing
+// is recorded, as unmounting changes no content: a refusal leaves the
+// state as it was (perhaps the previous release, the one to roll back
+// to) and the slot mounted as it was (mounted back when a check after the
+// unmount fails).
+func release(s Slot, c *formatCheck) error {
+	if !c.mounted {
+		return nil
+	}
+	// Never MNT_DETACH: a lazily detached filesystem stays alive for
+	// whoever holds it open while mkfs rewrites the device under it.
+	if err := unix.Unmount(c.path, 0); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("%w: %s is in use (an open file or a working directory below it): not unmounted, not formatted", ErrSlotBusy, s.Path)
 		}
-		// A second mount of the device on the same path (stacked) would
-		// still be there; mkfs -F refuses a mounted device too, but say so.
-		mounts, err := readMounts()
-		if err != nil {
-			return s.deviceErr(ErrSlotDevice, "%v", err)
-		}
-		for _, m := range mounts {
-			if m.dev == c.rdev {
-				return s.deviceErr(ErrSlotDevice, "still mounted on %s after unmounting the slot path", m.point)
-			}
-		}
-		// A mount in another mount namespace (a container) is not in our
-		// mountinfo, but keeps the device claimed.
-		if err := exclusiveOpen(s.Device); err != nil {
-			return s.deviceErr(ErrSlotDevice, "the device is still in use after unmounting the slot path (%v): mounted in another mount namespace?", err)
+		return s.deviceErr(ErrSlotDevice, "unmount %s: %v", c.path, err)
+	}
+	if err := checkReleased(s, c); err != nil {
+		return errors.Join(err, c.remount(s))
+	}
+	return nil
+}
+
+func checkReleased(s Slot, c *formatCheck) error {
+	// A second mount of the device on the same path (stacked) would
+	// still be there; mkfs -F refuses a mounted device too, but say so.
+	mounts, err := readMounts()
+	if err != nil {
+		return s.deviceErr(ErrSlotDevice, "%v", err)
+	}
+	for _, m := range mounts {
+		if m.dev == c.rdev {
+			return s.deviceErr(ErrSlotDevice, "still mounted on %s after unmounting the slot path", m.point)
 		}
 	}
+	// A mount in another mount namespace (a container) is not in our
+	// mountinfo, but keeps the device claimed.
+	if err := exclusiveOpen(c.dev); err != nil {
+		return s.deviceErr(ErrSlotDevice, "the device is still in use after unmounting the slot path (%v): mounted in another mount namespace?", err)
+	}
+	return nil
+}
+
+// remount mounts the device back on the slot path after release, when
+// the install stops before anything was recorded.
+func (c *formatCheck) remount(s Slot) error {
+	if !c.mounted {
+		return nil
+	}
+	flags, data, _ := parseMountOptions(s.MountOptions)
+	if err := unix.Mount(c.dev, c.path, c.fstype, flags, data); err != nil {
+		return s.deviceErr(ErrSlotDevice, "mount %s back on %s: %v", c.fstype, c.path, err)
+	}
+	return nil
+}
+
+// format makes a new ext4 on the device, makes it durable, and mounts it
+// on the slot path. The slot must be released, and recorded writing.
+func format(ctx context.Context, s Slot, c *formatCheck) error {
 	args := append([]string{"-q", "-F"}, s.MkfsOptions...)
-	args = append(args, s.Device)
+	args = append(args, c.dev)
 	if testHookMkfs != nil {
 		testHookMkfs(args)
 	}
@@ -384,14 +471,14 @@ func format(ctx context.Context, s Slot, c *formatCheck) error {
 	// other versions and other implementations (busybox) need not: the
 	// filesystem must be on the medium before anything is recorded about
 	// it or written into it. One more cache flush costs next to nothing.
-	if err := fsyncDevice(s.Device); err != nil {
+	if err := fsyncDevice(c.dev); err != nil {
 		return s.deviceErr(ErrSlotDevice, "sync after mkfs: %v", err)
 	}
 	flags, data, err := parseMountOptions(s.MountOptions)
 	if err != nil {
 		return s.deviceErr(ErrSlotDevice, "%v", err)
 	}
-	if err := unix.Mount(s.Device, c.path, "ext4", flags, data); err != nil {
+	if err := unix.Mount(c.dev, c.path, "ext4", flags, data); err != nil {
 		return s.deviceErr(ErrSlotDevice, "mount ext4 on %s (options %q): %v", c.path, s.MountOptions, err)
 	}
 	return nil

@@ -1,9 +1,11 @@
 package slots
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -313,6 +315,33 @@ func TestFormatRefusals(t *testing.T) {
 				}
 			}
 		}, "in use"},
+		// Refused after the unmount: mounted back, the state unchanged.
+		{"mounted in another mount namespace", func(t *testing.T, o *Options) func() {
+			testtool.Need(t, "unshare")
+			// A process in a private copy of our mounts holds the slot's
+			// mount until its stdin is closed.
+			cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", "echo ready; exec cat")
+			in, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if b := make([]byte, 6); func() error { _, err := io.ReadFull(out, b); return err }() != nil || string(b) != "ready\n" {
+				in.Close()
+				cmd.Wait()
+				t.Fatalf("unshare did not start: %q", b)
+			}
+			return func() {
+				in.Close()
+				cmd.Wait()
+			}
+		}, "still in use after unmounting"},
 		{"not a block device", func(t *testing.T, o *Options) func() {
 			o.B.Device = notBlock
 			return func() {}
@@ -367,7 +396,7 @@ func TestFormatBusy(t *testing.T) {
 	if _, err := install(m, "one", fmtImage1); err != nil {
 		t.Fatal(err)
 	}
-	tree := r.tree(t)
+	tree, state := r.tree(t), r.state(t)
 	f, err := os.Open(filepath.Join(r.path, "etc/os-release"))
 	if err != nil {
 		t.Fatal(err)
@@ -376,8 +405,14 @@ func TestFormatBusy(t *testing.T) {
 	if !errors.Is(err, ErrSlotBusy) || !strings.Contains(err.Error(), r.path) {
 		t.Errorf("got %v, want %v naming %s", err, ErrSlotBusy, r.path)
 	}
-	if st := m.Status().Slots[1]; st.State != Writing {
-		t.Errorf("state %s after a busy refusal, want writing (recorded before the unmount)", st.State)
+	if st := m.Status().Slots[1]; st.State != Written || st.Image != "one" {
+		t.Errorf("state %s (%s) after a busy refusal, want the previous release's, written", st.State, st.Image)
+	}
+	if err := m.Prepare(context.Background(), B); !errors.Is(err, ErrSlotBusy) {
+		t.Errorf("Prepare: got %v, want %v", err, ErrSlotBusy)
+	}
+	if s := r.state(t); string(s) != string(state) {
+		t.Errorf("state file changed by the busy refusals:\n%s", s)
 	}
 	if !r.mounted(t) {
 		t.Fatal("busy slot unmounted")
@@ -388,6 +423,22 @@ func TestFormatBusy(t *testing.T) {
 	f.Close()
 	if _, err := install(m, "two", fmtImage2); err != nil {
 		t.Fatal(err)
+	}
+
+	// A slot that cannot be written (pending) is refused before the
+	// unmount: busy or not, the error is the transition's.
+	if err := m.MarkPending(B); err != nil {
+		t.Fatal(err)
+	}
+	if f, err = os.Open(filepath.Join(r.path, "etc/os-release")); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := install(m, "three", fmtImage1); !errors.Is(err, ErrTransition) {
+		t.Errorf("install into a pending slot: %v, want %v", err, ErrTransition)
+	}
+	if err := m.Prepare(context.Background(), B); !errors.Is(err, ErrTransition) {
+		t.Errorf("Prepare of a pending slot: %v, want %v", err, ErrTransition)
 	}
 }
 
@@ -405,11 +456,21 @@ func TestFormatOptionErrors(t *testing.T) {
 		{"format on raw", func(a, b *Slot) { b.Backend = BackendRaw }, "only for directory slots"},
 		{"format without device", func(a, b *Slot) { b.Device = "" }, "needs the slot's device"},
 		{"relative device", func(a, b *Slot) { b.Device = "loop7" }, "not an absolute path"},
+		{"device by filesystem uuid", func(a, b *Slot) { b.Device = "/dev/disk/by-uuid/0b9f7e3c-1d2a-4e5f-8a9b-0c1d2e3f4a5b" }, "filesystem UUID"},
 		{"same device", func(a, b *Slot) { *a = *b; a.Path = filepath.Join(dir, "a") }, "same device"},
 		{"read-only mount", func(a, b *Slot) { b.MountOptions = "noatime,ro" }, "ro:"},
 		{"no barriers", func(a, b *Slot) { b.MountOptions = "barrier=0" }, "barrier=0"},
+		// The kernel reads barrier's value as C does (kstrtouint, base 0).
+		{"no barriers, octal", func(a, b *Slot) { b.MountOptions = "noatime,barrier=00" }, "barrier=00"},
+		{"no barriers, hex", func(a, b *Slot) { b.MountOptions = "barrier=0x0" }, "barrier=0x0"},
 		{"empty mount option", func(a, b *Slot) { b.MountOptions = "noatime,,nodev" }, "empty option"},
+		// ext4 refuses them at the mount, after the format: refused at Open.
+		{"fstab word", func(a, b *Slot) { b.MountOptions = "noatime,nofail" }, "nofail: an fstab word"},
+		{"systemd fstab word", func(a, b *Slot) { b.MountOptions = "x-systemd.device-timeout=5" }, "an fstab word"},
 		{"empty mkfs option", func(a, b *Slot) { b.MkfsOptions = []string{""} }, "empty mkfs option"},
+		{"mkfs forced twice", func(a, b *Slot) { b.MkfsOptions = []string{"-E", "nodiscard", "-F"} }, "-F is ours"},
+		{"mkfs forced twice, clustered", func(a, b *Slot) { b.MkfsOptions = []string{"-qF"} }, "-F is ours"},
+		{"mkfs without a new filesystem", func(a, b *Slot) { b.MkfsOptions = []string{"-S"} }, "do not make a new filesystem"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -424,12 +485,19 @@ func TestFormatOptionErrors(t *testing.T) {
 	if _, err := Open(Options{StateDir: dir, A: Slot{Backend: BackendDir, Path: filepath.Join(dir, "a")}, B: ok, Log: discardLogger()}); err != nil {
 		t.Errorf("a valid formatted slot: %v", err)
 	}
+	ok.MkfsOptions = []string{"-L", "slot-b", "-E", "nodiscard,lazy_itable_init=0", "-j", "-m", "0"}
+	if _, err := Open(Options{StateDir: dir, A: Slot{Backend: BackendDir, Path: filepath.Join(dir, "a")}, B: ok, Log: discardLogger()}); err != nil {
+		t.Errorf("a formatted slot with mkfs options: %v", err)
+	}
 }
 
 func TestParseMountOptions(t *testing.T) {
 	flags, data, err := parseMountOptions("noatime,nodev,commit=30,nosuid,data=ordered,rw")
 	if err != nil || flags != unix.MS_NOATIME|unix.MS_NODEV|unix.MS_NOSUID || data != "commit=30,data=ordered" {
 		t.Errorf("got %#x %q %v", flags, data, err)
+	}
+	if _, data, err := parseMountOptions("barrier=1,barrier"); data != "barrier=1,barrier" || err != nil {
+		t.Errorf("barriers on: %q %v", data, err)
 	}
 	if flags, data, err := parseMountOptions(""); flags != 0 || data != "" || err != nil {
 		t.Errorf("empty: %#x %q %v", flags, data, err)
@@ -451,6 +519,19 @@ func TestParseMountinfo(t *testing.T) {
 		if _, err := parseMountinfo([]byte(bad)); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
+	}
+	// A mountinfo longer than what is read is an error, not a list with
+	// the mounts past the limit missing.
+	big := filepath.Join(t.TempDir(), "mountinfo")
+	line := []byte("41 22 0:45 / /tmp rw - tmpfs tmpfs rw\n")
+	if err := os.WriteFile(big, bytes.Repeat(line, maxMountinfo/len(line)+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mountinfoPath = big
+	_, err = readMounts()
+	mountinfoPath = "/proc/self/mountinfo"
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("a mountinfo over the limit: %v", err)
 	}
 	// The real one parses, and has the root.
 	ms, err = readMounts()
@@ -595,4 +676,122 @@ func BenchmarkFormattedSlot(b *testing.B) {
 			return m.Install(context.Background(), B, Image{Layers: readers(newTar), Tree: exp.Entries})
 		})
 	})
+}
+
+// superblockUUID reads the ext4 UUID of dev (superblock at 1024, UUID at
+// 0x68): it changes when the device is formatted.
+func superblockUUID(t *testing.T, dev string) []byte {
+	t.Helper()
+	f, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 16)
+	if _, err := f.ReadAt(b, 1024+0x68); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// newOtherLoop makes a second loop device holding an ext4 (the other
+// slot's content, not mounted).
+func newOtherLoop(t *testing.T, r *fmtRig) string {
+	t.Helper()
+	loop := newLoop(t, r.dir, 32<<20)
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-E", "nodiscard", loop).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v: %s", err, out)
+	}
+	return loop
+}
+
+// The device is checked and formatted under one name: a symlink (a
+// /dev/disk/by-* name) that points elsewhere by the time mkfs runs does
+// not redirect the format to another device.
+func TestFormatDeviceSymlinkResolvedOnce(t *testing.T) {
+	r := newFmtRig(t)
+	other := newOtherLoop(t, r)
+	before := superblockUUID(t, other)
+	link := filepath.Join(r.dir, "by-partlabel-b")
+	if err := os.Symlink(r.loop, link); err != nil {
+		t.Fatal(err)
+	}
+	r.o.B.Device = link
+	testHookMkfs = func([]string) {
+		// udev renames, a hotplug: the name now means another device.
+		os.Remove(link)
+		if err := os.Symlink(other, link); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { testHookMkfs = nil })
+	if _, err := install(r.open(t), "one", fmtImage1); err != nil {
+		t.Fatal(err)
+	}
+	if after := superblockUUID(t, other); !bytes.Equal(before, after) {
+		t.Fatalf("the device the symlink pointed to after the checks was formatted")
+	}
+	sl := r.o.B
+	sl.Device = r.loop
+	if ok, err := sl.mountedOn(); err != nil || !ok {
+		t.Errorf("the checked device is not mounted on the slot path: %v", err)
+	}
+}
+
+// The other slot's device under another name (a symlink, or a raw slot's
+// path) is refused, even when nothing has it mounted.
+func TestFormatOtherSlotsDevice(t *testing.T) {
+	r := newFmtRig(t)
+	n := countMkfs(t)
+	link := filepath.Join(r.dir, "alias")
+	if err := os.Symlink(r.loop, link); err != nil {
+		t.Fatal(err)
+	}
+	for name, a := range map[string]Slot{
+		"raw slot":                   {Backend: BackendRaw, Path: link},
+		"formatted slot, alias name": {Backend: BackendDir, Path: filepath.Join(r.dir, "a"), Device: link, Format: FormatExt4},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := r.o
+			o.A, o.Booted = a, ""
+			m, err := Open(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, ierr := install(m, "one", fmtImage1)
+			perr := m.Prepare(context.Background(), B)
+			for _, err := range []error{ierr, perr} {
+				if !errors.Is(err, ErrSlotDevice) || !strings.Contains(err.Error(), "other slot") {
+					t.Errorf("got %v, want %v naming the other slot", err, ErrSlotDevice)
+				}
+			}
+		})
+	}
+	if *n != 0 {
+		t.Errorf("%d formats of the other slot's device", *n)
+	}
+}
+
+// Verify reads what the slot path shows: with another filesystem mounted
+// over the slot's, it refuses instead of reporting a mismatch (which would
+// make a good slot look bad).
+func TestFormatVerifyOvermounted(t *testing.T) {
+	r := newFmtRig(t)
+	m := r.open(t)
+	if _, err := install(m, "one", fmtImage1); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", r.path, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	vr, err := m.Verify(context.Background(), B)
+	if !errors.Is(err, ErrSlotDevice) || !strings.Contains(err.Error(), "not mounted") {
+		t.Errorf("verify under another mount: %+v %v, want %v", vr, err, ErrSlotDevice)
+	}
+	if err := unix.Unmount(r.path, 0); err != nil {
+		t.Fatal(err)
+	}
+	if vr, err := m.Verify(context.Background(), B); err != nil || !vr.OK {
+		t.Errorf("verify: %+v %v", vr, err)
+	}
 }

@@ -148,11 +148,27 @@ func (m *Manager) slot(id SlotID) Slot {
 	return m.o.B
 }
 
+func (m *Manager) otherSlot(id SlotID) Slot {
+	if id == A {
+		return m.o.B
+	}
+	return m.o.A
+}
+
 // set durably records info for slot id after checking the transition; the
 // in-memory state changes only once the state file is replaced. It clears
 // the freshly-formatted marker: only Prepare sets it, through record.
 func (m *Manager) set(id SlotID, info SlotInfo) error {
 	return m.record(id, info, false)
+}
+
+// canWrite refuses what set would refuse of writing, before a formatted
+// slot is unmounted.
+func (m *Manager) canWrite(id SlotID) error {
+	if cur := m.st.Slots[id].State; !CanTransition(cur, Writing) {
+		return fmt.Errorf("%w: slot %s %s -> %s", ErrTransition, id, cur, Writing)
+	}
+	return nil
 }
 
 func (m *Manager) record(id SlotID, info SlotInfo, formatted bool) error {
@@ -205,12 +221,18 @@ func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
 	}
 	sl := m.slot(id)
 	if sl.Format != "" {
-		c, err := checkFormat(sl)
+		c, err := checkFormat(sl, m.otherSlot(id))
 		if err != nil {
 			return err
 		}
-		if err := m.set(id, SlotInfo{State: Writing}); err != nil {
+		if err := m.canWrite(id); err != nil {
 			return err
+		}
+		if err := release(sl, c); err != nil {
+			return err
+		}
+		if err := m.set(id, SlotInfo{State: Writing}); err != nil {
+			return errors.Join(err, c.remount(sl))
 		}
 		if err := format(ctx, sl, c); err != nil {
 			return err
@@ -357,7 +379,7 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 	var fc *formatCheck
 	if sl.Format != "" {
 		var err error
-		if fc, err = checkFormat(sl); err != nil {
+		if fc, err = checkFormat(sl, m.otherSlot(id)); err != nil {
 			return nil, err
 		}
 		// Formatted by Prepare and still mounted: mkfs would only repeat
@@ -367,11 +389,27 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 			fc = nil
 		}
 	}
+	// The unmount comes before writing is recorded (a busy slot is refused
+	// with its state unchanged), but its time is the write's.
+	var released time.Duration
+	if fc != nil {
+		if err := m.canWrite(id); err != nil {
+			return nil, err
+		}
+		t0 := m.o.Now()
+		if err := release(sl, fc); err != nil {
+			return nil, err
+		}
+		released = m.o.Now().Sub(t0)
+	}
 	if err := m.set(id, SlotInfo{State: Writing, Image: img.Label}); err != nil {
+		if fc != nil {
+			err = errors.Join(err, fc.remount(sl))
+		}
 		return nil, err
 	}
 	res := &InstallResult{}
-	start := m.o.Now()
+	start := m.o.Now().Add(-released)
 	if fc != nil {
 		if err := format(ctx, sl, fc); err != nil {
 			return nil, err
