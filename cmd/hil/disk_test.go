@@ -45,7 +45,7 @@ func TestSlotBenchEmulatedDisk(t *testing.T) {
 	}{
 		{"emulated", []string{"--emulate-disk", "0"}, []string{"plain: new file", "dir slot: empty", "emulated disk (unlimited)", "FSYNC="}},
 		{"emulated+formatted", []string{"--emulate-disk", "0", "--format-slot"},
-			[]string{"plain: new file", "dir slot, formatted: mkfs", "formatted slot: mkfs.ext4 -q -F on /dev/loop", "emulated disk (unlimited)",
+			[]string{"plain: new file", "dir slot, formatted: mkfs", "formatted slot: mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0 on /dev/loop", "emulated disk (unlimited)",
 				"device requests per measurement", "  dir slot, formatted ", "  plain new file "}},
 		// The loop disk: an image file in --dir, removed afterwards.
 		{"loop disk+formatted", []string{"--dir", t.TempDir(), "--format-slot", "--format-mkfs", "-E nodiscard"},

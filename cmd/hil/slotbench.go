@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -22,6 +23,19 @@ func init() {
 		Summary: "write a root filesystem into a raw and a directory slot vs a plain sequential write + fsync of the same bytes, side by side",
 		Run:     runSlotBench,
 	})
+}
+
+// benchMkfs is the formatted slot's mkfs.ext4 arguments by default: the
+// bench's main ext4 is made the same way (see hil/disk's Format), so that
+// no row pays for discards or lazy inode-table zeroing that another does
+// not.
+const benchMkfs = "-E nodiscard,lazy_itable_init=0"
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // parseSize accepts a byte count with an optional KiB, MiB, GiB (or K, M,
@@ -56,7 +70,7 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	emulate := fs.String("emulate-disk", "", "run on a fresh ext4 on an emulated disk (hil/disk) of this model instead of --dir: `RATE[,LATENCY]`, e.g. 100MB/s,0.2ms (0: unlimited)")
 	flushS := fs.String("flush-every", "8MiB", "directory slot early writeback: a syncfs after every `SIZE` of content (0: only the final syncfs)")
 	formatSlot := fs.Bool("format-slot", false, "also measure a directory slot formatted at every install (mkfs.ext4 + mount + extract), on a partition of its own of the same disk; root only. Without --emulate-disk the whole bench then runs on a loop disk: an image file in --dir")
-	formatMkfs := fs.String("format-mkfs", "", "extra mkfs.ext4 `ARGS` (space-separated) for the formatted slot, e.g. \"-E nodiscard\"")
+	formatMkfs := fs.String("format-mkfs", benchMkfs, "extra mkfs.ext4 `ARGS` (space-separated) for the formatted slot; the default makes it as the bench's main ext4 is made (no discard, inode tables written by mkfs, not behind the next measurement's back)")
 	drop := fs.Bool("drop-caches", true, "sync and drop the page cache before every measurement (root only; otherwise sync only)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
@@ -92,7 +106,7 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *formatSlot && os.Geteuid() != 0 {
 		return cli.Usagef("--format-slot needs root (loop devices, mkfs, mount)")
 	}
-	if *formatMkfs != "" && !*formatSlot {
+	if flagSet(fs, "format-mkfs") && !*formatSlot {
 		return cli.Usagef("--format-mkfs is for --format-slot")
 	}
 	var formatted slots.Slot
