@@ -73,6 +73,7 @@ type benchDisk struct {
 	*disk.Disk
 	start disk.Stats
 	image string // the loop disk's image file, removed by close
+	queue int    // requests the emulated disk's server takes at once
 	// part and partMnt are the formatted slot's partition and mount point
 	// ("" without one).
 	part, partMnt string
@@ -91,20 +92,20 @@ func benchDiskSizes(tarBytes int64, formatted bool) (main, slot int64) {
 
 // startBenchDisk builds the bench's disk: with spec, an emulated disk of
 // that model; otherwise a loop device over an image file made in dir.
-func startBenchDisk(ctx context.Context, spec, dir string, tarBytes int64, formatted bool, stderr io.Writer) (_ *benchDisk, err error) {
+func startBenchDisk(ctx context.Context, spec string, queue int, dir string, tarBytes int64, formatted bool, stderr io.Writer) (_ *benchDisk, err error) {
 	mainSize, slotSize := benchDiskSizes(tarBytes, formatted)
 	o := disk.Options{Size: mainSize + slotSize, Format: true, Mount: true, LoopDirectIO: true,
-		Server: disk.ServerOptions{DirectIO: true}}
+		Server: disk.ServerOptions{DirectIO: true, Workers: queue}}
 	if slotSize > 0 {
 		o.LoopSize = mainSize
 	}
-	b := &benchDisk{}
+	b := &benchDisk{queue: max(queue, 1)}
 	what := ""
 	if spec != "" {
 		if o.Model, err = disk.ParseModel(spec); err != nil {
 			return nil, cli.Usagef("--emulate-disk: %v", err)
 		}
-		what = fmt.Sprintf("emulated disk: %d bytes, %v", o.Size, o.Model)
+		what = fmt.Sprintf("emulated disk: %d bytes, %v, %d request(s) served at once", o.Size, o.Model, max(queue, 1))
 	} else {
 		if b.image, err = makeImage(dir, o.Size); err != nil {
 			return nil, err
@@ -158,8 +159,8 @@ func (b *benchDisk) removeImage() {
 func (b *benchDisk) close(w io.Writer) error {
 	if dev := b.Device(); dev != nil {
 		st := dev.Stats()
-		fmt.Fprintf(w, "emulated disk (%v): %d writes (%d bytes), %d flushes during the bench, device busy %v; fuse requests: %s\n",
-			dev.Model(), st.Writes-b.start.Writes, st.WriteBytes-b.start.WriteBytes, st.Flushes-b.start.Flushes,
+		fmt.Fprintf(w, "emulated disk (%v; %d request(s) served at once): %d writes (%d bytes), %d flushes during the bench, device busy %v; fuse requests: %s\n",
+			dev.Model(), b.queue, st.Writes-b.start.Writes, st.WriteBytes-b.start.WriteBytes, st.Flushes-b.start.Flushes,
 			(st.Busy - b.start.Busy).Round(time.Millisecond), b.Server.OpsString())
 	}
 	err := b.Close()

@@ -17,6 +17,8 @@ func TestDiskUsage(t *testing.T) {
 		{"disk", "serve", "--size", "1000"},
 		{"bench", "slot-write", "--emulate-disk", "100MB/s,soon"},
 		{"bench", "slot-write", "--format-mkfs", "-E nodiscard"},
+		{"bench", "slot-write", "--emulate-queue", "4"},
+		{"bench", "slot-write", "--emulate-disk", "0", "--emulate-queue", "0"},
 	} {
 		var out, errb bytes.Buffer
 		if code := commands.Execute(context.Background(), args, &out, &errb); code != 2 {
@@ -43,9 +45,10 @@ func TestSlotBenchEmulatedDisk(t *testing.T) {
 		args []string
 		rows []string
 	}{
-		{"emulated", []string{"--emulate-disk", "0"}, []string{"plain: new file", "dir slot: empty", "emulated disk (unlimited)", "FSYNC="}},
+		{"emulated", []string{"--emulate-disk", "0"}, []string{"plain: new file", "dir slot: empty", "emulated disk (unlimited;", "FSYNC="}},
+		{"emulated, queue 4", []string{"--emulate-disk", "0", "--emulate-queue", "4"}, []string{"plain: new file", "dir slot: empty", "emulated disk (unlimited;", "4 request(s) served at once"}},
 		{"emulated+formatted", []string{"--emulate-disk", "0", "--format-slot"},
-			[]string{"plain: new file", "dir slot, formatted: mkfs", "formatted slot: mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0 on /dev/loop", "emulated disk (unlimited)",
+			[]string{"plain: new file", "dir slot, formatted: mkfs", "formatted slot: mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0 on /dev/loop", "emulated disk (unlimited;",
 				"device requests per measurement", "  dir slot, formatted ", "  plain new file "}},
 		// The loop disk: an image file in --dir, removed afterwards.
 		{"loop disk+formatted", []string{"--dir", t.TempDir(), "--format-slot", "--format-mkfs", "-E nodiscard"},

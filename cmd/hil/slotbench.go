@@ -19,7 +19,7 @@ import (
 func init() {
 	commands.Add(cli.Command{
 		Name:    "bench slot-write",
-		Args:    "[--size 200MiB] [--dir PATH] [--rounds N] [--seed N] [--sync syncfs|fsync] [--drop-caches=false] [--flush-every SIZE] [--tar FILE] [--emulate-disk RATE[,LATENCY]] [--format-slot [--format-mkfs ARGS]]",
+		Args:    "[--size 200MiB] [--dir PATH] [--rounds N] [--seed N] [--sync syncfs|fsync] [--drop-caches=false] [--flush-every SIZE] [--tar FILE] [--emulate-disk RATE[,LATENCY] [--emulate-queue N]] [--format-slot [--format-mkfs ARGS]]",
 		Summary: "write a root filesystem into a raw and a directory slot vs a plain sequential write + fsync of the same bytes, side by side",
 		Run:     runSlotBench,
 	})
@@ -69,6 +69,7 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	tarPath := fs.String("tar", "", "write this root filesystem layer `TAR` (uncompressed; a real image's) instead of a generated one")
 	emulate := fs.String("emulate-disk", "", "run on a fresh ext4 on an emulated disk (hil/disk) of this model instead of --dir: `RATE[,LATENCY]`, e.g. 100MB/s,0.2ms (0: unlimited)")
 	flushS := fs.String("flush-every", "8MiB", "directory slot early writeback: a syncfs after every `SIZE` of content (0: only the final syncfs)")
+	queue := fs.Int("emulate-queue", 1, "requests the emulated disk's server takes at once (asynchronous direct I/O); the device still does one at a time, in its model's time, but more overlap the server's own work with the device's")
 	formatSlot := fs.Bool("format-slot", false, "also measure a directory slot formatted at every install (mkfs.ext4 + mount + extract), on a partition of its own of the same disk; root only. Without --emulate-disk the whole bench then runs on a loop disk: an image file in --dir")
 	formatMkfs := fs.String("format-mkfs", benchMkfs, "extra mkfs.ext4 `ARGS` (space-separated) for the formatted slot; the default makes it as the bench's main ext4 is made (no discard, inode tables written by mkfs, not behind the next measurement's back)")
 	drop := fs.Bool("drop-caches", true, "sync and drop the page cache before every measurement (root only; otherwise sync only)")
@@ -103,6 +104,12 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return err
 		}
 	}
+	if *queue < 1 || *queue > 64 {
+		return cli.Usagef("--emulate-queue %d: want 1..64", *queue)
+	}
+	if *queue > 1 && *emulate == "" {
+		return cli.Usagef("--emulate-queue is for --emulate-disk")
+	}
 	if *formatSlot && os.Geteuid() != 0 {
 		return cli.Usagef("--format-slot needs root (loop devices, mkfs, mount)")
 	}
@@ -112,7 +119,7 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var formatted slots.Slot
 	var counters func() (int64, int64)
 	if *emulate != "" || *formatSlot {
-		d, err := startBenchDisk(ctx, *emulate, *dir, max(int64(len(layer)), size+size/8), *formatSlot, stderr)
+		d, err := startBenchDisk(ctx, *emulate, *queue, *dir, max(int64(len(layer)), size+size/8), *formatSlot, stderr)
 		if err != nil {
 			return err
 		}

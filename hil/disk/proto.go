@@ -72,6 +72,7 @@ func itoa(v uint64) string {
 // initRequestTimeout (bit 42, since Linux 6.14) is in flags2.
 const (
 	initBigWrites      = 1 << 5
+	initAsyncDIO       = 1 << 15
 	initMaxPages       = 1 << 22
 	initExt            = 1 << 30
 	initRequestTimeout = 1 << (42 - 32)

@@ -46,6 +46,17 @@ type ServerOptions struct {
 	// request must be answerable within it: the device's model must not
 	// queue that much work.
 	RequestTimeout time.Duration
+	// Workers is how many requests are served at once (0 or 1: one at a
+	// time). With more, the server offers asynchronous direct I/O at INIT
+	// (FUSE_ASYNC_DIO), so that the kernel passes the loop device's
+	// requests on without waiting for each answer, and that many workers
+	// read and answer them. The device still does one request at a time,
+	// in its model's time (Device.charge queues them): more workers only
+	// overlap the server's own work (the round trip through /dev/fuse,
+	// copying the request), about 1-2 ms a request here, with the
+	// device's, as a real device's queue overlaps the host's work with its
+	// own. With one, that work is added to every request.
+	Workers int
 }
 
 // DefaultRequestTimeout is ServerOptions.RequestTimeout's default.
@@ -62,8 +73,10 @@ type Server struct {
 	// timeout is the request timeout asked of the kernel at INIT (0:
 	// none, the kernel does not offer it).
 	timeout atomic.Int64
-	done    chan struct{}
-	err     error // of the serve loop, once done is closed
+	done    chan struct{} // closed when every worker has ended
+	errMu   sync.Mutex
+	err     error // the first worker error
+	traceMu sync.Mutex
 
 	closeOnce sync.Once
 	closeErr  error
@@ -88,7 +101,7 @@ func Serve(dir string, dev *Device, o ServerOptions) (*Server, error) {
 	// A non-blocking descriptor goes through the runtime's poller, so that
 	// a read waiting for a request does not pin a thread and Close wakes it.
 	s.f = os.NewFile(uintptr(fd), "/dev/fuse")
-	go s.loop()
+	go s.serve()
 	return s, nil
 }
 
@@ -159,21 +172,62 @@ func (s *Server) Close() error {
 		s.Abort()
 		select {
 		case <-s.done:
-			if s.err != nil {
-				s.closeErr = errors.Join(s.closeErr, s.err)
+			if err := s.firstErr(); err != nil {
+				s.closeErr = errors.Join(s.closeErr, err)
 			}
 		case <-time.After(2 * time.Second):
 			// The loop is stuck inside the device (its clock); the
 			// connection is aborted, so nothing waits on it any more.
 			s.closeErr = errors.Join(s.closeErr, errors.New("disk: server stuck in the device; connection aborted"))
 		}
-		s.o.Log.Info("fuse disk closed", "dir", s.dir, "ops", s.OpsString(), "err", s.err)
+		s.o.Log.Info("fuse disk closed", "dir", s.dir, "ops", s.OpsString(), "err", s.firstErr())
 	})
 	return s.closeErr
 }
 
+// serve runs the workers and closes done when all have ended.
+func (s *Server) serve() {
+	var wg sync.WaitGroup
+	for range max(s.o.Workers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.loop()
+		}()
+	}
+	wg.Wait()
+	close(s.done)
+}
+
+// fail records a worker's error; the first one is kept.
+func (s *Server) fail(err error) {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+// firstErr is the first worker error, if any.
+func (s *Server) firstErr() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// notPollable reports the runtime poller's "not pollable" error
+// (internal/poll.ErrNotPollable, which is not exported): what a read gets
+// when epoll reports EPOLLERR for the descriptor, as /dev/fuse does once
+// its connection is gone.
+func notPollable(err error) bool {
+	var pe *os.PathError
+	return errors.As(err, &pe) && pe.Err != nil && pe.Err.Error() == "not pollable"
+}
+
+// loop is one worker: it reads requests and answers them until the
+// session ends. Workers share the descriptor: each read takes one whole
+// request, and each answer names its request.
 func (s *Server) loop() {
-	defer close(s.done)
 	// However the loop ends but by DESTROY or an unmount, nothing answers
 	// the kernel any more: abort the connection so that whatever waits on
 	// the device fails now. A panic (a bug here or in the device) must not
@@ -182,12 +236,14 @@ func (s *Server) loop() {
 	// process, and so its /dev/fuse descriptor, alive, the kernel waits on
 	// a server that no longer runs, and no cleanup ever unmounts or detaches
 	// anything. Recovered, the error is reported by Close.
+	failed := false
 	defer func() {
 		if r := recover(); r != nil {
-			s.err = fmt.Errorf("disk: server panic: %v", r)
+			s.fail(fmt.Errorf("disk: server panic: %v", r))
 			s.o.Log.Error("fuse server panicked: connection aborted", "panic", r)
+			failed = true
 		}
-		if s.err != nil {
+		if failed {
 			s.Abort()
 		}
 	}()
@@ -201,13 +257,20 @@ func (s *Server) loop() {
 				continue // an interrupted request vanished; read on
 			case errors.Is(err, unix.ENODEV), errors.Is(err, os.ErrClosed), errors.Is(err, io.EOF):
 				return // unmounted or aborted
+			case notPollable(err):
+				// /dev/fuse polls EPOLLERR once the connection is gone; a
+				// worker that was not blocked in the read when it went
+				// gets this from the runtime's poller instead of ENODEV.
+				return
 			}
-			s.err = fmt.Errorf("disk: read /dev/fuse: %w", err)
+			s.fail(fmt.Errorf("disk: read /dev/fuse: %w", err))
+			failed = true
 			return
 		}
 		h, ok := parseInHeader(buf[:n])
 		if !ok {
-			s.err = fmt.Errorf("disk: malformed request (%d bytes)", n)
+			s.fail(fmt.Errorf("disk: malformed request (%d bytes)", n))
+			failed = true
 			return
 		}
 		if s.handle(h, buf[inHeaderSize:n], out) {
@@ -361,12 +424,15 @@ func (s *Server) init(in, body []byte) (int, unix.Errno) {
 	ne.PutUint32(body[4:], s.minor)
 	ne.PutUint32(body[8:], readahead)
 	flags := uint32(initBigWrites | initMaxPages)
+	kflags := ne.Uint32(in[12:])
+	if s.o.Workers > 1 && kflags&initAsyncDIO != 0 {
+		flags |= initAsyncDIO
+	}
 	ne.PutUint16(body[16:], 16) // max_background
 	ne.PutUint16(body[18:], 12) // congestion_threshold
 	ne.PutUint32(body[20:], maxWrite)
 	ne.PutUint32(body[24:], 1) // time_gran
 	ne.PutUint16(body[28:], maxPages)
-	kflags := ne.Uint32(in[12:])
 	if to := s.requestTimeout(); to > 0 && kflags&initExt != 0 && len(in) >= 20 && ne.Uint32(in[16:])&initRequestTimeout != 0 {
 		secs := min((to+time.Second-1)/time.Second, 0xffff)
 		flags |= initExt
@@ -413,6 +479,8 @@ func (s *Server) attrOut(node uint64, body []byte) (int, unix.Errno) {
 }
 
 func (s *Server) trace(h inHeader, in []byte) {
+	s.traceMu.Lock()
+	defer s.traceMu.Unlock()
 	switch h.Opcode {
 	case opRead, opWrite:
 		if len(in) >= 24 {
