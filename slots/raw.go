@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -16,6 +17,9 @@ import (
 // rawChunk is the write size of a raw slot: large enough for sequential
 // device throughput, a multiple of every sector and page size.
 var rawChunk = 1 << 20
+
+// rawWriters is how many chunk writes of a raw slot are in flight at once.
+const rawWriters = 2
 
 // ErrRawLayer says a layer meant for a raw slot is not a tar holding exactly
 // one regular file (the filesystem image).
@@ -101,26 +105,43 @@ func WriteRaw(ctx context.Context, fsys vfs.FS, path string, src io.Reader, capa
 	} else {
 		toWrite = toHash
 	}
+	// rawWriters writes are in flight at once, each at its own offset
+	// (pwrite): the device's queue never runs dry while the host turns one
+	// write around, which with O_DIRECT it otherwise would after every
+	// chunk.
 	writeErr := make(chan error, 1)
 	var failed atomic.Bool
-	go func() {
-		var first error
-		for c := range toWrite {
-			if first == nil {
-				b := c.buf[:c.n]
-				if direct && c.n%vfs.DirectAlign != 0 {
-					// The tail: pad to a whole block (inside capacity).
-					padded := (c.n + vfs.DirectAlign - 1) &^ (vfs.DirectAlign - 1)
-					clear(c.buf[c.n:padded])
-					b = c.buf[:padded]
+	var firstMu sync.Mutex
+	var first error
+	var writers sync.WaitGroup
+	for range rawWriters {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for c := range toWrite {
+				if !failed.Load() {
+					b := c.buf[:c.n]
+					if direct && c.n%vfs.DirectAlign != 0 {
+						// The tail: pad to a whole block (inside capacity).
+						padded := (c.n + vfs.DirectAlign - 1) &^ (vfs.DirectAlign - 1)
+						clear(c.buf[c.n:padded])
+						b = c.buf[:padded]
+					}
+					if _, err := f.WriteAt(b, c.off); err != nil {
+						firstMu.Lock()
+						if first == nil {
+							first = fmt.Errorf("slots: write raw slot at %d: %w", c.off, err)
+						}
+						firstMu.Unlock()
+						failed.Store(true)
+					}
 				}
-				if _, err := f.WriteAt(b, c.off); err != nil {
-					first = fmt.Errorf("slots: write raw slot at %d: %w", c.off, err)
-					failed.Store(true)
-				}
+				free <- c.buf
 			}
-			free <- c.buf
-		}
+		}()
+	}
+	go func() {
+		writers.Wait()
 		writeErr <- first
 	}()
 	finish := func() error {

@@ -45,8 +45,8 @@ func TestSlotBenchEmulatedDisk(t *testing.T) {
 		args []string
 		rows []string
 	}{
-		{"emulated", []string{"--emulate-disk", "0"}, []string{"plain: new file", "dir slot: empty", "emulated disk (unlimited;", "FSYNC="}},
-		{"emulated, queue 4", []string{"--emulate-disk", "0", "--emulate-queue", "4"}, []string{"plain: new file", "dir slot: empty", "emulated disk (unlimited;", "4 request(s) served at once"}},
+		{"emulated", []string{"--emulate-disk", "0"}, []string{"plain: new file", "dir slot: empty", "emulated disk (unlimited; 4 request(s) served at once)", "FSYNC="}},
+		{"emulated, queue 1", []string{"--emulate-disk", "0", "--emulate-queue", "1"}, []string{"plain: new file", "dir slot: empty", "emulated disk (unlimited; 1 request(s) served at once)"}},
 		{"emulated+formatted", []string{"--emulate-disk", "0", "--format-slot"},
 			[]string{"plain: new file", "dir slot, formatted: mkfs", "formatted slot: mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0 on /dev/loop", "emulated disk (unlimited;",
 				"device requests per measurement", "  dir slot, formatted ", "  plain new file "}},

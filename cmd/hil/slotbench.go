@@ -69,7 +69,7 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	tarPath := fs.String("tar", "", "write this root filesystem layer `TAR` (uncompressed; a real image's) instead of a generated one")
 	emulate := fs.String("emulate-disk", "", "run on a fresh ext4 on an emulated disk (hil/disk) of this model instead of --dir: `RATE[,LATENCY]`, e.g. 100MB/s,0.2ms (0: unlimited)")
 	flushS := fs.String("flush-every", "8MiB", "directory slot early writeback: a syncfs after every `SIZE` of content (0: only the final syncfs)")
-	queue := fs.Int("emulate-queue", 1, "requests the emulated disk's server takes at once (asynchronous direct I/O); the device still does one at a time, in its model's time, but more overlap the server's own work with the device's")
+	queue := fs.Int("emulate-queue", 4, "requests the emulated disk's server takes at once (asynchronous direct I/O); the device still does one at a time, in its model's time, but more overlap the server's own work with the device's, as a device's command queue does (1: the server's work adds to every request)")
 	formatSlot := fs.Bool("format-slot", false, "also measure a directory slot formatted at every install (mkfs.ext4 + mount + extract), on a partition of its own of the same disk; root only. Without --emulate-disk the whole bench then runs on a loop disk: an image file in --dir")
 	formatMkfs := fs.String("format-mkfs", benchMkfs, "extra mkfs.ext4 `ARGS` (space-separated) for the formatted slot; the default makes it as the bench's main ext4 is made (no discard, inode tables written by mkfs, not behind the next measurement's back)")
 	drop := fs.Bool("drop-caches", true, "sync and drop the page cache before every measurement (root only; otherwise sync only)")
@@ -107,7 +107,7 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *queue < 1 || *queue > 64 {
 		return cli.Usagef("--emulate-queue %d: want 1..64", *queue)
 	}
-	if *queue > 1 && *emulate == "" {
+	if flagSet(fs, "emulate-queue") && *emulate == "" {
 		return cli.Usagef("--emulate-queue is for --emulate-disk")
 	}
 	if *formatSlot && os.Geteuid() != 0 {
