@@ -83,9 +83,7 @@ func (f *updateFlags) parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	set := false
-	fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == "attempts" })
-	if set {
+	if cli.Given(fs, "attempts") {
 		if err := watchdog.CheckAttempts(f.boot.attempts); err != nil {
 			return nil, cli.Usagef("--attempts: %v", err)
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -30,13 +29,6 @@ func init() {
 // no row pays for discards or lazy inode-table zeroing that another does
 // not.
 const benchMkfs = "-E nodiscard,lazy_itable_init=0"
-
-// flagSet reports whether the flag name was given on the command line.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
-}
 
 // parseSize accepts a byte count with an optional KiB, MiB, GiB (or K, M,
 // G, KB, MB, GB as powers of 1000) suffix.
@@ -107,13 +99,13 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *queue < 1 || *queue > 64 {
 		return cli.Usagef("--emulate-queue %d: want 1..64", *queue)
 	}
-	if flagSet(fs, "emulate-queue") && *emulate == "" {
+	if cli.Given(fs, "emulate-queue") && *emulate == "" {
 		return cli.Usagef("--emulate-queue is for --emulate-disk")
 	}
 	if *formatSlot && os.Geteuid() != 0 {
 		return cli.Usagef("--format-slot needs root (loop devices, mkfs, mount)")
 	}
-	if flagSet(fs, "format-mkfs") && !*formatSlot {
+	if cli.Given(fs, "format-mkfs") && !*formatSlot {
 		return cli.Usagef("--format-mkfs is for --format-slot")
 	}
 	var formatted slots.Slot

@@ -138,6 +138,14 @@ func FlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// Given reports whether the flag name was set on the command line (as
+// opposed to left at its default).
+func Given(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // Parse parses args with fs and turns a flag error into a usage error.
 func Parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {

@@ -47,3 +47,15 @@ func TestExecute(t *testing.T) {
 		t.Errorf("two-word command got args %q", got)
 	}
 }
+
+func TestGiven(t *testing.T) {
+	fs := FlagSet("x", io.Discard)
+	fs.Int("n", 4, "")
+	fs.Int("m", 4, "")
+	if err := Parse(fs, []string{"-n", "4"}); err != nil {
+		t.Fatal(err)
+	}
+	if !Given(fs, "n") || Given(fs, "m") || Given(fs, "nope") {
+		t.Errorf("Given: n %v, m %v, nope %v; want true, false, false", Given(fs, "n"), Given(fs, "m"), Given(fs, "nope"))
+	}
+}
