@@ -140,6 +140,21 @@ func (u *Updater) log() *slog.Logger {
 	return u.Log
 }
 
+// checkInactive is check, and that slot, the target of verb, is a slot
+// and not the booted one: what every operation on the other slot needs.
+func (u *Updater) checkInactive(verb string, slot slots.SlotID) error {
+	if err := u.check(); err != nil {
+		return err
+	}
+	if slot != slots.A && slot != slots.B {
+		return fmt.Errorf("flightd: %s: %w: %q", verb, slots.ErrUnknownSlot, slot)
+	}
+	if slot == u.Booted {
+		return fmt.Errorf("flightd: %s slot %s: %w", verb, slot, slots.ErrActiveSlot)
+	}
+	return nil
+}
+
 func (u *Updater) check() error {
 	if u.Slots == nil || u.Boot == nil {
 		return errors.New("flightd: updater needs slots and boot control")
@@ -403,14 +418,8 @@ func slotIndex(id slots.SlotID) int {
 // (verified) or good; arming an already pending slot arms the environment
 // again (what Reconcile does after a cut between the two).
 func (u *Updater) Arm(slot slots.SlotID) error {
-	if err := u.check(); err != nil {
+	if err := u.checkInactive("arm", slot); err != nil {
 		return err
-	}
-	if slot != slots.A && slot != slots.B {
-		return fmt.Errorf("flightd: arm: %w: %q", slots.ErrUnknownSlot, slot)
-	}
-	if slot == u.Booted {
-		return fmt.Errorf("flightd: arm slot %s: %w", slot, slots.ErrActiveSlot)
 	}
 	st, ws, err := u.snapshot()
 	if err != nil {
@@ -457,14 +466,8 @@ func (u *Updater) Arm(slot slots.SlotID) error {
 // A failure or power cut anywhere leaves a state a retry of Install (or
 // Reconcile) accepts.
 func (u *Updater) Install(ctx context.Context, slot slots.SlotID, img slots.Image) (*slots.InstallResult, error) {
-	if err := u.check(); err != nil {
+	if err := u.checkInactive("install", slot); err != nil {
 		return nil, err
-	}
-	if slot != slots.A && slot != slots.B {
-		return nil, fmt.Errorf("flightd: install: %w: %q", slots.ErrUnknownSlot, slot)
-	}
-	if slot == u.Booted {
-		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, slots.ErrActiveSlot)
 	}
 	if err := CheckImageDigest(img.Digest); err != nil {
 		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
@@ -514,14 +517,8 @@ func (u *Updater) checkImage(slot slots.SlotID, img slots.Image) error {
 // `flightd boot mark-bad` alone is undone by the next Reconcile.) The
 // booted slot is refused.
 func (u *Updater) Disarm(slot slots.SlotID, why string) error {
-	if err := u.check(); err != nil {
+	if err := u.checkInactive("disarm", slot); err != nil {
 		return err
-	}
-	if slot != slots.A && slot != slots.B {
-		return fmt.Errorf("flightd: disarm: %w: %q", slots.ErrUnknownSlot, slot)
-	}
-	if slot == u.Booted {
-		return fmt.Errorf("flightd: disarm slot %s: %w", slot, slots.ErrActiveSlot)
 	}
 	if err := u.disarm(slot, why); err != nil {
 		return fmt.Errorf("flightd: disarm slot %s: %w", slot, err)
