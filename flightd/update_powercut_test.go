@@ -159,6 +159,21 @@ func (r *updateRig) updater(fsys vfs.FS, booted slots.SlotID) (*Updater, error) 
 	return &Updater{Slots: m, Boot: &watchdog.BootControl{Env: r.env(fsys), Attempts: attempts}, Booted: booted, Log: discard}, nil
 }
 
+// snapshot reads both stores of fsys as an updater booted from booted
+// sees them; where names the moment in a failure.
+func (r *updateRig) snapshot(t *testing.T, fsys vfs.FS, booted slots.SlotID, where string) (map[slots.SlotID]slots.SlotInfo, watchdog.Status) {
+	t.Helper()
+	u, err := r.updater(fsys, booted)
+	if err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	st, ws, err := u.snapshot()
+	if err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	return st, ws
+}
+
 func (r *updateRig) image() slots.Image {
 	if r.dir {
 		return slots.Image{Label: "v2", Layers: []io.Reader{bytes.NewReader(r.img)}, Digest: r.newDigest}
@@ -420,14 +435,7 @@ func (r *updateRig) checkA(t *testing.T, fsys vfs.FS, where string) {
 // is reported as a trial.
 func (r *updateRig) checkConsistent(t *testing.T, fsys vfs.FS, booted slots.SlotID, res *ReconcileResult, where string) map[slots.SlotID]slots.SlotInfo {
 	t.Helper()
-	u, err := r.updater(fsys, booted)
-	if err != nil {
-		t.Fatalf("%s: %v", where, err)
-	}
-	st, ws, err := u.snapshot()
-	if err != nil {
-		t.Fatalf("%s: %v", where, err)
-	}
+	st, ws := r.snapshot(t, fsys, booted, where)
 	if st[slots.A].State != slots.Good {
 		t.Fatalf("%s: slot A is %s", where, st[slots.A].State)
 	}
@@ -453,14 +461,7 @@ func (r *updateRig) checkConsistent(t *testing.T, fsys vfs.FS, booted slots.Slot
 
 func (r *updateRig) checkBootable(t *testing.T, fsys vfs.FS, booted slots.SlotID, where string) {
 	t.Helper()
-	u, err := r.updater(fsys, booted)
-	if err != nil {
-		t.Fatalf("%s: %v", where, err)
-	}
-	st, ws, err := u.snapshot()
-	if err != nil {
-		t.Fatalf("%s: %v", where, err)
-	}
+	st, ws := r.snapshot(t, fsys, booted, where)
 	v, err := r.kind.open(fsys).Load()
 	if err != nil {
 		t.Fatalf("%s: %v", where, err)
