@@ -244,6 +244,19 @@ func (s Slot) deviceErr(err error, format string, a ...any) error {
 	return fmt.Errorf("%w: device %s, slot path %s: %s", err, s.Device, s.Path, fmt.Sprintf(format, a...))
 }
 
+// resolvedPath is the slot path made absolute with every symlink
+// resolved: the name mountinfo shows its mount under.
+func (s Slot) resolvedPath() (string, error) {
+	p, err := filepath.Abs(s.Path)
+	if err == nil {
+		p, err = filepath.EvalSymlinks(p)
+	}
+	if err != nil {
+		return "", s.deviceErr(ErrSlotDevice, "slot path: %v", err)
+	}
+	return p, nil
+}
+
 // checkFormat refuses a device that cannot be formatted safely: not a
 // block device, mounted anywhere but on the slot path, held by someone
 // (a mounted partition of it, swap, device mapper), a whole disk with
@@ -276,12 +289,9 @@ func checkFormat(s, other Slot) (*formatCheck, error) {
 	if otherDev != "" && unix.Stat(otherDev, &ost) == nil && ost.Mode&unix.S_IFMT == unix.S_IFBLK && ost.Rdev == c.rdev {
 		return nil, s.deviceErr(ErrSlotDevice, "it is the other slot's device (%s)", otherDev)
 	}
-	p, err := filepath.Abs(s.Path)
-	if err == nil {
-		p, err = filepath.EvalSymlinks(p)
-	}
+	p, err := s.resolvedPath()
 	if err != nil {
-		return nil, s.deviceErr(ErrSlotDevice, "slot path: %v", err)
+		return nil, err
 	}
 	if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
 		return nil, s.deviceErr(ErrSlotDevice, "slot path %s is not a directory", p)
@@ -347,12 +357,9 @@ func (s Slot) mountedOn() (bool, error) {
 	if err := unix.Stat(s.Device, &st); err != nil {
 		return false, s.deviceErr(ErrSlotDevice, "%v", err)
 	}
-	p, err := filepath.Abs(s.Path)
-	if err == nil {
-		p, err = filepath.EvalSymlinks(p)
-	}
+	p, err := s.resolvedPath()
 	if err != nil {
-		return false, s.deviceErr(ErrSlotDevice, "slot path: %v", err)
+		return false, err
 	}
 	mounts, err := readMounts()
 	if err != nil {
