@@ -272,25 +272,30 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	if err := os.Mkdir(dirPath, 0o755); err != nil {
 		return nil, err
 	}
-	mk := func(b Slot) (*Manager, error) {
-		return Open(Options{StateDir: filepath.Join(work, "state"), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
-			B: b, Extract: ExtractOptions{Sync: o.Sync, FlushEvery: o.FlushEvery}, Log: discardLogger()})
+	// mk opens a manager whose slot B is b, booted from A, with its state
+	// in work/state, extracting with eo.
+	mk := func(state string, b Slot, eo ExtractOptions) (*Manager, error) {
+		return Open(Options{StateDir: filepath.Join(work, state), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
+			B: b, Extract: eo, Log: discardLogger()})
 	}
-	rawM, err := mk(Slot{Backend: BackendRaw, Path: rawPath, Size: rawCap})
+	dirSlot, eo := Slot{Backend: BackendDir, Path: dirPath}, ExtractOptions{Sync: o.Sync, FlushEvery: o.FlushEvery}
+	rawM, err := mk("state", Slot{Backend: BackendRaw, Path: rawPath, Size: rawCap}, eo)
 	if err != nil {
 		return nil, err
 	}
-	dirM, err := mk(Slot{Backend: BackendDir, Path: dirPath})
+	dirM, err := mk("state", dirSlot, eo)
 	if err != nil {
 		return nil, err
 	}
-	dir2M, err := Open(Options{StateDir: filepath.Join(work, "state2"), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
-		B: Slot{Backend: BackendDir, Path: dirPath}, Extract: ExtractOptions{Sync: o.Sync, Workers: 2, FlushEvery: o.FlushEvery}, Log: discardLogger()})
+	eo2 := eo
+	eo2.Workers = 2
+	dir2M, err := mk("state2", dirSlot, eo2)
 	if err != nil {
 		return nil, err
 	}
-	dirFinalM, err := Open(Options{StateDir: filepath.Join(work, "state3"), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
-		B: Slot{Backend: BackendDir, Path: dirPath}, Extract: ExtractOptions{Sync: o.Sync, FlushEvery: -1}, Log: discardLogger()})
+	eoFinal := eo
+	eoFinal.FlushEvery = -1
+	dirFinalM, err := mk("state3", dirSlot, eoFinal)
 	if err != nil {
 		return nil, err
 	}
@@ -407,8 +412,7 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		})
 	}
 	if o.Formatted.Path != "" {
-		fmtM, err := Open(Options{StateDir: filepath.Join(work, "state4"), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
-			B: o.Formatted, Extract: ExtractOptions{Sync: o.Sync, FlushEvery: o.FlushEvery}, Log: discardLogger()})
+		fmtM, err := mk("state4", o.Formatted, eo)
 		if err != nil {
 			return nil, err
 		}
