@@ -364,6 +364,19 @@ func (c *gateClock) Sleep(time.Duration) {
 	}
 }
 
+// writeSync creates path with 1 MiB in it and fsyncs it: a write that
+// must reach the device.
+func writeSync(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	f.Write(make([]byte, 1<<20))
+	err = f.Sync()
+	f.Close()
+	return err
+}
+
 // A device that stops answering must not hang the test run: the deadline
 // aborts the FUSE connection, the blocked fsync fails, and the teardown
 // completes.
@@ -388,12 +401,7 @@ func TestStuckDeviceIsAborted(t *testing.T) {
 	d.SetDeadline(time.Second)
 	clk.stuck.Store(true)
 	t0 := time.Now()
-	f, err := os.Create(filepath.Join(d.Mnt, "new"))
-	if err == nil {
-		f.Write(make([]byte, 1<<20))
-		err = f.Sync()
-		f.Close()
-	}
+	err = writeSync(filepath.Join(d.Mnt, "new"))
 	t.Logf("write + fsync on a stuck device: %v after %v", err, time.Since(t0).Round(time.Millisecond))
 	if err == nil {
 		t.Error("fsync on a stuck device succeeded")
@@ -484,12 +492,7 @@ func TestKernelRequestTimeout(t *testing.T) {
 	}
 	clk.stuck.Store(true)
 	t0 := time.Now()
-	f, err := os.Create(filepath.Join(d.Mnt, "new"))
-	if err == nil {
-		f.Write(make([]byte, 1<<20))
-		err = f.Sync()
-		f.Close()
-	}
+	err = writeSync(filepath.Join(d.Mnt, "new"))
 	took := time.Since(t0)
 	t.Logf("write + fsync on a stuck device, request timeout %v: %v after %v", d.Server.RequestTimeout(), err, took.Round(time.Millisecond))
 	if err == nil {
