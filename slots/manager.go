@@ -165,8 +165,14 @@ func (m *Manager) set(id SlotID, info SlotInfo) error {
 // canWrite refuses what set would refuse of writing, before a formatted
 // slot is unmounted.
 func (m *Manager) canWrite(id SlotID) error {
-	if cur := m.st.Slots[id].State; !CanTransition(cur, Writing) {
-		return fmt.Errorf("%w: slot %s %s -> %s", ErrTransition, id, cur, Writing)
+	return m.checkTransition(id, Writing)
+}
+
+// checkTransition refuses a change of slot id's state to to that the
+// transition table does not allow.
+func (m *Manager) checkTransition(id SlotID, to State) error {
+	if cur := m.st.Slots[id].State; !CanTransition(cur, to) {
+		return fmt.Errorf("%w: slot %s %s -> %s", ErrTransition, id, cur, to)
 	}
 	return nil
 }
@@ -177,8 +183,8 @@ func (m *Manager) record(id SlotID, info SlotInfo, formatted bool) error {
 		return fmt.Errorf("%w: %q", ErrUnknownSlot, id)
 	}
 	cur := m.st.Slots[id]
-	if !CanTransition(cur.State, info.State) {
-		return fmt.Errorf("%w: slot %s %s -> %s", ErrTransition, id, cur.State, info.State)
+	if err := m.checkTransition(id, info.State); err != nil {
+		return err
 	}
 	if info.State == Writing && id == m.o.Booted {
 		return fmt.Errorf("%w: slot %s cannot be written", ErrActiveSlot, id)
