@@ -9,4 +9,9 @@
 // or good, and Reconcile, run at every start, resolves whatever a power cut
 // between two writes left (docs/boot.md, "Updates: install, trial boot,
 // commit").
+//
+// flightd is Linux only: it drives the Linux watchdog API, writes slots with
+// O_DIRECT, syncfs and mount, and reads the kernel command line and boot id.
+// cmd/flightd is constrained to linux so that a build for another system
+// says so; groundd, by contrast, builds on Linux, macOS and Windows.
 package flightd

@@ -7,34 +7,6 @@ import (
 	"time"
 )
 
-func TestFakeDeviceExpires(t *testing.T) {
-	c := &FakeClock{T: time.Unix(1000, 0)}
-	d := NewFakeDevice(c, 10*time.Second, 0)
-	got, err := d.SetTimeout(2500 * time.Millisecond)
-	if err != nil || got != 3*time.Second {
-		t.Fatalf("SetTimeout rounds up to whole seconds: %v %v", got, err)
-	}
-	c.Advance(2 * time.Second)
-	if d.Expired() || d.Keepalive() != nil {
-		t.Fatal("expired early")
-	}
-	c.Advance(2999 * time.Millisecond)
-	if d.Expired() {
-		t.Fatal("expired before the timeout")
-	}
-	d.Close() // no magic close: still armed
-	c.Advance(time.Millisecond)
-	if !d.Expired() {
-		t.Fatal("closing disarmed the fake")
-	}
-	if err := d.Keepalive(); err == nil {
-		t.Fatal("a late keepalive revived an expired watchdog")
-	}
-	if d.Pets() != 1 {
-		t.Fatalf("pets %d", d.Pets())
-	}
-}
-
 func TestBootStatusCause(t *testing.T) {
 	for st, want := range map[BootStatus]ResetCause{
 		0: CausePowerOn, WDIOFCardReset: CauseWatchdog, WDIOFCardReset | WDIOFOverheat: CauseWatchdog,

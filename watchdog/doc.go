@@ -11,6 +11,6 @@
 // BOOT_x_LEFT) plus BOOTORBIT_TRIAL, each operation in one environment
 // write. BootloaderModel is a step-for-step Go model of the shipped boot
 // script (package bootscripts) for simulations. Device is the Linux
-// watchdog API (OpenDevice) or a FakeDevice on a FakeClock; nothing here
-// ever disarms a watchdog. See docs/boot.md.
+// watchdog API (OpenDevice); tests use the fake in package watchdogtest.
+// Nothing here ever disarms a watchdog. See docs/boot.md.
 package watchdog

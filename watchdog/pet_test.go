@@ -1,35 +1,38 @@
-package watchdog
+package watchdog_test
 
 import (
 	"context"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/bootorbit/bootorbit/watchdog"
+	"github.com/bootorbit/bootorbit/watchdog/watchdogtest"
 )
 
 // ackDevice tells the test when a keepalive has happened, so that the test
 // and the Pet goroutine take turns deterministically.
 type ackDevice struct {
-	*FakeDevice
+	*watchdogtest.Device
 	ack chan struct{}
 }
 
 func (a ackDevice) Keepalive() error {
-	err := a.FakeDevice.Keepalive()
+	err := a.Device.Keepalive()
 	a.ack <- struct{}{}
 	return err
 }
 
 func TestPetKeepsAliveWhileHealthy(t *testing.T) {
-	c := &FakeClock{T: time.Unix(0, 0)}
-	fd := NewFakeDevice(c, 30*time.Second, 0)
+	c := &watchdogtest.Clock{T: time.Unix(0, 0)}
+	fd := watchdogtest.NewDevice(c, 30*time.Second, 0)
 	d := ackDevice{fd, make(chan struct{})}
 	ticks := make(chan time.Time)
 	sick := errors.New("health check failed")
 	health := make(chan error, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- Pet(context.Background(), d, ticks, func() error { return <-health })
+		done <- watchdog.Pet(context.Background(), d, ticks, func() error { return <-health })
 	}()
 	<-d.ack // the first keepalive, on entry
 	// An hour of 10 s ticks: never expires.
@@ -58,11 +61,11 @@ func TestPetKeepsAliveWhileHealthy(t *testing.T) {
 }
 
 func TestPetStopsOnCancel(t *testing.T) {
-	c := &FakeClock{T: time.Unix(0, 0)}
-	d := NewFakeDevice(c, 30*time.Second, 0)
+	c := &watchdogtest.Clock{T: time.Unix(0, 0)}
+	d := watchdogtest.NewDevice(c, 30*time.Second, 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := Pet(ctx, d, make(chan time.Time), nil); !errors.Is(err, context.Canceled) {
+	if err := watchdog.Pet(ctx, d, make(chan time.Time), nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Pet after cancel: %v", err)
 	}
 	if d.Pets() != 1 {

@@ -1,13 +1,18 @@
-package watchdog
+package watchdog_test
 
 import (
 	"testing"
 	"time"
+
+	"github.com/bootorbit/bootorbit/watchdog"
+	"github.com/bootorbit/bootorbit/watchdog/watchdogtest"
 )
 
 // The simulation: a virtual board whose bootloader is BootloaderModel, whose
-// hardware watchdog is a FakeDevice on a fake clock, and whose flightd is
-// modelled by what it does with BootControl. A slot either comes up healthy
+// hardware watchdog is a watchdogtest.Device on a watchdogtest.Clock, and
+// whose flightd is modelled by what it does with BootControl. It is an
+// external test (package watchdog_test) because watchdogtest imports
+// watchdog. A slot either comes up healthy
 // (flightd starts, pets the watchdog, marks good) or hangs (nobody pets the
 // watchdog, which expires and resets the board).
 
@@ -19,27 +24,27 @@ const (
 
 type simBoard struct {
 	t        *testing.T
-	clock    *FakeClock
-	env      Env
-	model    BootloaderModel
-	bc       *BootControl
+	clock    *watchdogtest.Clock
+	env      watchdog.Env
+	model    watchdog.BootloaderModel
+	bc       *watchdog.BootControl
 	healthy  map[string]bool
 	stateDir string
 
-	nextStatus BootStatus     // boot status the next boot sees
-	boots      map[string]int // boots per slot
-	resets     int            // counter resets by the bootloader
+	nextStatus watchdog.BootStatus // boot status the next boot sees
+	boots      map[string]int      // boots per slot
+	resets     int                 // counter resets by the bootloader
 	wdResets   int
 	log        []string
 }
 
-func newSimBoard(t *testing.T, env Env) *simBoard {
+func newSimBoard(t *testing.T, env watchdog.Env) *simBoard {
 	return &simBoard{
 		t:        t,
-		clock:    &FakeClock{T: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)},
+		clock:    &watchdogtest.Clock{T: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)},
 		env:      env,
-		model:    BootloaderModel{Attempts: simAttempts},
-		bc:       &BootControl{Env: env, Attempts: simAttempts},
+		model:    watchdog.BootloaderModel{Attempts: simAttempts},
+		bc:       &watchdog.BootControl{Env: env, Attempts: simAttempts},
 		healthy:  map[string]bool{"A": true, "B": true},
 		stateDir: t.TempDir(),
 		boots:    map[string]int{},
@@ -63,21 +68,21 @@ func (b *simBoard) powerCycle() string {
 			b.nextStatus = 0 // a software reset by the bootloader
 			continue
 		}
-		slot, err := ParseCmdline("console=ttyS0 " + d.Cmdline())
+		slot, err := watchdog.ParseCmdline("console=ttyS0 " + d.Cmdline())
 		if err != nil {
 			b.t.Fatal(err)
 		}
 		b.boots[slot]++
 		status := b.nextStatus
 		// The kernel arms the watchdog with open_timeout at boot.
-		dev := NewFakeDevice(b.clock, simOpenTimeout, status)
+		dev := watchdogtest.NewDevice(b.clock, simOpenTimeout, status)
 		if !b.healthy[slot] {
 			b.log = append(b.log, slot+":hang")
 			for !dev.Expired() {
 				b.clock.Advance(time.Second)
 			}
 			b.wdResets++
-			b.nextStatus = WDIOFCardReset
+			b.nextStatus = watchdog.WDIOFCardReset
 			return slot
 		}
 		b.flightd(slot, dev)
@@ -88,7 +93,7 @@ func (b *simBoard) powerCycle() string {
 }
 
 // flightd is what the daemon does on a healthy boot.
-func (b *simBoard) flightd(slot string, dev *FakeDevice) {
+func (b *simBoard) flightd(slot string, dev *watchdogtest.Device) {
 	b.t.Helper()
 	b.clock.Advance(20 * time.Second) // kernel and init
 	got, err := dev.SetTimeout(simWDTimeout)
@@ -96,7 +101,7 @@ func (b *simBoard) flightd(slot string, dev *FakeDevice) {
 		b.t.Fatalf("SetTimeout: %v %v", got, err)
 	}
 	bs, _ := dev.BootStatus()
-	if _, err := RecordReset(b.stateDir, bs, slot, b.clock.Now()); err != nil {
+	if _, err := watchdog.RecordReset(b.stateDir, bs, slot, b.clock.Now()); err != nil {
 		b.t.Fatal(err)
 	}
 	st, err := b.bc.Status(slot)
@@ -121,7 +126,7 @@ func (b *simBoard) flightd(slot string, dev *FakeDevice) {
 	dev.Close() // reboot: no magic close, the watchdog stays armed
 }
 
-func (b *simBoard) status(booted string) Status {
+func (b *simBoard) status(booted string) watchdog.Status {
 	b.t.Helper()
 	st, err := b.bc.Status(booted)
 	if err != nil {
@@ -132,23 +137,23 @@ func (b *simBoard) status(booted string) Status {
 
 // simEnvs are the environments the simulation runs on: the in-memory one,
 // and the real formats on files.
-func simEnvs(t *testing.T) map[string]func() Env {
-	return map[string]func() Env{
-		"mem": func() Env { return &MemEnv{} },
+func simEnvs(t *testing.T) map[string]func() watchdog.Env {
+	return map[string]func() watchdog.Env{
+		"mem": func() watchdog.Env { return &watchdog.MemEnv{} },
 		// The real formats, on a memory disk: the simulation reboots a
 		// hundred times, and the file path is covered by the cross-checks.
-		"uboot-redundant": func() Env {
-			d := newMemDisk(map[string][]byte{"mmc": make([]byte, 0x4000)})
-			e := &UBootEnv{Copies: []UBootLocation{{"mmc", 0, 0x2000}, {"mmc", 0x2000, 0x2000}}, FS: d}
-			if err := e.Save(Vars{"bootcmd": "run bootorbit"}); err != nil {
+		"uboot-redundant": func() watchdog.Env {
+			d := watchdog.NewMemDisk(map[string][]byte{"mmc": make([]byte, 0x4000)})
+			e := &watchdog.UBootEnv{Copies: []watchdog.UBootLocation{{Path: "mmc", Offset: 0, Size: 0x2000}, {Path: "mmc", Offset: 0x2000, Size: 0x2000}}, FS: d}
+			if err := e.Save(watchdog.Vars{"bootcmd": "run bootorbit"}); err != nil {
 				t.Fatal(err)
 			}
 			return e
 		},
-		"grub": func() Env {
-			blk, _ := NewGRUBBlock(GRUBEnvSize)
+		"grub": func() watchdog.Env {
+			blk, _ := watchdog.NewGRUBBlock(watchdog.GRUBEnvSize)
 			raw, _ := blk.Bytes()
-			return &GRUBEnv{Path: "grubenv", FS: newMemDisk(map[string][]byte{"grubenv": raw})}
+			return &watchdog.GRUBEnv{Path: "grubenv", FS: watchdog.NewMemDisk(map[string][]byte{"grubenv": raw})}
 		},
 	}
 }
@@ -177,11 +182,11 @@ func TestSimulationHangingSlotFallsBack(t *testing.T) {
 			if b.boots["B"] != simAttempts || b.wdResets != simAttempts || b.resets != 0 {
 				t.Fatalf("B booted %d times (want exactly %d), %d watchdog resets, %d counter resets", b.boots["B"], simAttempts, b.wdResets, b.resets)
 			}
-			rec, err := ReadResetRecord(b.stateDir)
+			rec, err := watchdog.ReadResetRecord(b.stateDir)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rec.Cause != CauseWatchdog || rec.Slot != "A" {
+			if rec.Cause != watchdog.CauseWatchdog || rec.Slot != "A" {
 				t.Fatalf("reset record after fallback: %+v", rec)
 			}
 			// flightd on A saw the failed trial and marked B bad.
@@ -201,8 +206,8 @@ func TestSimulationHangingSlotFallsBack(t *testing.T) {
 			// Only boots that reach flightd record their cause: the hung
 			// boots never did, so the fallback boot recorded the one
 			// watchdog reset it saw, and the later reboots were clean.
-			rec, _ = ReadResetRecord(b.stateDir)
-			if rec.Cause != CausePowerOn || rec.WatchdogResets != 1 || rec.Count != 52 {
+			rec, _ = watchdog.ReadResetRecord(b.stateDir)
+			if rec.Cause != watchdog.CausePowerOn || rec.WatchdogResets != 1 || rec.Count != 52 {
 				t.Fatalf("reset record after 50 clean reboots: %+v", rec)
 			}
 		})
@@ -245,7 +250,7 @@ func TestSimulationHealthySlotStays(t *testing.T) {
 func TestSimulationBothHangResetLoop(t *testing.T) {
 	// Both slots hang: the bootloader alternates N tries of each and resets
 	// the counters, never stopping; every boot is a watchdog reset.
-	b := newSimBoard(t, &MemEnv{})
+	b := newSimBoard(t, &watchdog.MemEnv{})
 	b.healthy["A"], b.healthy["B"] = false, false
 	for i := 0; i < 4*simAttempts; i++ {
 		b.powerCycle()
