@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -528,35 +529,45 @@ func FuzzOpen(f *testing.F) {
 	for _, link := range links {
 		openers = append(openers, mustOpener(f, 42, link, keys...))
 	}
-	f.Fuzz(func(t *testing.T, frame []byte) {
-		for i, o := range openers {
-			got, err := o.Open(frame)
-			if err != nil {
-				if got != nil {
-					t.Fatalf("Open returned a frame and an error: %v", err)
-				}
-				if ReasonOf(err) == ReasonOther {
-					t.Fatalf("unclassified error: %v", err)
-				}
-				continue
-			}
-			if len(got) < MinFrameLen || len(got) > len(frame)-18 {
-				t.Fatalf("a %d-byte frame opened to %d bytes", len(frame), len(got))
-			}
-			var b sealedBody
-			if err := o.outer.dec.Unmarshal(frame[3:len(frame)-trailerLen], &b); err != nil {
-				t.Fatal(err)
-			}
-			k := keys[0]
-			if KeyID(b.Key) != k.ID {
-				k = keys[1]
-			}
-			s := mustSealer(t, 42, k, links[i], seqFunc(func() (uint32, error) { return b.Seq, nil }))
-			if again, err := s.Seal(got); len(got) <= InnerMaxFrame(links[i]) && (err != nil || !bytes.Equal(again, frame)) {
-				t.Fatalf("opened frame seals again to\n%x (%v), input was\n%x", again, err, frame)
-			}
+	f.Fuzz(func(t *testing.T, input []byte) {
+		// The input as a frame, and as the body of a sealed frame with a
+		// good header and CRC, so that mutations reach the body's parser
+		// and the key lookup instead of dying at the CRC.
+		for _, frame := range [][]byte{input, seal(hdrFor(TypeSealed), input)} {
+			fuzzOpenOne(t, openers, links, keys, frame)
 		}
 	})
+}
+
+// fuzzOpenOne checks FuzzOpen's properties on one frame.
+func fuzzOpenOne(t *testing.T, openers []*Opener, links []int, keys []SealKey, frame []byte) {
+	for i, o := range openers {
+		got, err := o.Open(frame)
+		if err != nil {
+			if got != nil {
+				t.Fatalf("Open returned a frame and an error: %v", err)
+			}
+			if ReasonOf(err) == ReasonOther {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			continue
+		}
+		if len(got) < MinFrameLen || len(got) > len(frame)-18 {
+			t.Fatalf("a %d-byte frame opened to %d bytes", len(frame), len(got))
+		}
+		var b sealedBody
+		if err := o.outer.dec.Unmarshal(frame[3:len(frame)-trailerLen], &b); err != nil {
+			t.Fatal(err)
+		}
+		k := keys[0]
+		if KeyID(b.Key) != k.ID {
+			k = keys[1]
+		}
+		s := mustSealer(t, 42, k, links[i], seqFunc(func() (uint32, error) { return b.Seq, nil }))
+		if again, err := s.Seal(got); len(got) <= InnerMaxFrame(links[i]) && (err != nil || !bytes.Equal(again, frame)) {
+			t.Fatalf("opened frame seals again to\n%x (%v), input was\n%x", again, err, frame)
+		}
+	}
 }
 
 // sealFuzzSeeds returns FuzzOpen's seeds: every sample message sealed under
@@ -603,5 +614,83 @@ func TestWriteSealFuzzCorpus(t *testing.T) {
 		if got, err := os.ReadFile(path); err != nil || string(got) != content {
 			t.Errorf("%s is missing or stale (%v): rerun with -codecwritecorpus", path, err)
 		}
+	}
+}
+
+// TestOpenAllocationBounded: opening a frame allocates in proportion to the
+// frame, whatever lengths it declares, and a box that fails to decrypt
+// costs no more than one that opens.
+func TestOpenAllocationBounded(t *testing.T) {
+	const link = MaxMaxFrame
+	k := sealKey(1, 1)
+	o := mustOpener(t, 42, link, k)
+	inner, _ := NewInnerCodec(link)
+	full := mustSeal(t, mustSealer(t, 42, k, link, seqFrom(1)), fullChunk(t, inner, inner.MaxFrame()))
+	wrong := mustSeal(t, mustSealer(t, 42, sealKey(1, 2), link, seqFrom(1)), fullChunk(t, inner, inner.MaxFrame()))
+	hs := hdrFor(TypeSealed)
+	frames := map[string][]byte{
+		"box declares 4 GiB":    seal(hs, hx("83 01 01 5a ffffffff"), make([]byte, 100)),
+		"box declares 2^64":     seal(hs, hx("83 01 01 5b ffffffffffffffff"), make([]byte, 100)),
+		"array declares 4 G":    seal(hs, hx("9a ffffffff 01 01"), make([]byte, 100)),
+		"map declares 4 G":      seal(hs, hx("ba ffffffff 01 01"), make([]byte, 100)),
+		"nested arrays":         seal(hs, bytes.Repeat([]byte{0x81}, 60000), hx("00")),
+		"full frame, wrong key": wrong,
+		"full frame, opens":     full,
+	}
+	for name, f := range frames {
+		const runs = 20
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for range runs {
+			_, _ = o.Open(f)
+		}
+		runtime.ReadMemStats(&after)
+		per := (after.TotalAlloc - before.TotalAlloc) / runs
+		t.Logf("%-22s frame %5d bytes: %6d bytes allocated per open", name, len(f), per)
+		if per > 4*uint64(len(f))+4096 {
+			t.Errorf("%s: %d bytes allocated per open of a %d-byte frame", name, per, len(f))
+		}
+	}
+}
+
+// BenchmarkSeal and BenchmarkOpen: the cost of sealing on this machine's
+// AES: go test ./protocol -run '^$' -bench 'Seal$|Open$' -benchmem
+func BenchmarkSeal(b *testing.B) {
+	for _, link := range []int{256, 1024, 65536} {
+		inner, _ := NewInnerCodec(link)
+		f := fullChunk(b, inner, inner.MaxFrame())
+		s := mustSealer(b, 42, sealKey(1, 1), link, seqFrom(1))
+		b.Run(fmt.Sprintf("frame=%d", link), func(b *testing.B) {
+			b.SetBytes(int64(len(f)))
+			b.ReportAllocs()
+			buf := make([]byte, 0, link)
+			for b.Loop() {
+				var err error
+				if buf, err = s.AppendSeal(buf[:0], f); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkOpen(b *testing.B) {
+	for _, link := range []int{256, 1024, 65536} {
+		inner, _ := NewInnerCodec(link)
+		k := sealKey(1, 1)
+		sealed := mustSeal(b, mustSealer(b, 42, k, link, seqFrom(1)), fullChunk(b, inner, inner.MaxFrame()))
+		o := mustOpener(b, 42, link, k)
+		b.Run(fmt.Sprintf("frame=%d", link), func(b *testing.B) {
+			b.SetBytes(int64(len(sealed)))
+			b.ReportAllocs()
+			buf := make([]byte, 0, link)
+			for b.Loop() {
+				var err error
+				if buf, err = o.AppendOpen(buf[:0], sealed); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
