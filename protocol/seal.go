@@ -20,10 +20,10 @@ import (
 // send clear frames.
 //
 // The cipher is AES-256-GCM from the standard library: it is the SDLS
-// baseline (CCSDS 355.0-B), Go's implementation is the FIPS 140-3 validated
-// module defence programmes ask for, it runs in hardware on the flight
-// computers we target (ARMv8 crypto extensions) and on ground servers
-// (AES-NI), and it adds no dependency. GCM's one weakness, nonce reuse, is
+// baseline (CCSDS 355.0-B), AES-256 is what defence programmes require
+// (NSA's CNSA suite), it runs in hardware on the flight computers we
+// target (ARMv8 crypto extensions) and on ground servers (AES-NI), and it
+// adds no dependency. GCM's one weakness, nonce reuse, is
 // designed out by the nonce construction (see SeqSource).
 
 const (
