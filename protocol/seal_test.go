@@ -583,17 +583,20 @@ func sealFuzzSeeds(t testing.TB) map[string][]byte {
 		for _, k := range []SealKey{sealKey(1, 1), sealKey(MaxSealSeq, 2)} {
 			s := mustSealer(t, 42, k, MinMaxFrame, seqFrom(uint32(i)*1000+1))
 			b := mustSeal(t, s, f)
-			name := nonAlnum.ReplaceAllString(fmt.Sprintf("%02d-%v-key-%d", i, m.Type(), k.ID), "-")
+			name := seedName(fmt.Sprintf("%02d-%v-key-%d", i, m.Type(), k.ID))
 			seeds["sealed-"+name] = b
 			seeds["cut-"+name] = b[:len(b)*2/3]
 			tampered := append([]byte(nil), b...)
 			tampered[len(b)/2] ^= 0x20
 			seeds["tampered-"+name] = fixCRC(tampered)
 		}
-		seeds[nonAlnum.ReplaceAllString(fmt.Sprintf("plain-%02d-%v", i, m.Type()), "-")] = f
+		seeds[seedName(fmt.Sprintf("plain-%02d-%v", i, m.Type()))] = f
 	}
 	return seeds
 }
+
+// seedName makes a seed file name of s.
+func seedName(s string) string { return strings.Trim(nonAlnum.ReplaceAllString(s, "-"), "-") }
 
 // TestWriteSealFuzzCorpus keeps testdata/fuzz/FuzzOpen in step with the
 // seeds: go test ./protocol -run WriteSealFuzzCorpus -codecwritecorpus.
