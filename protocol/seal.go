@@ -292,7 +292,7 @@ func (s *Sealer) KeyID() KeyID { return s.id }
 // Each call uses a new sequence number, so sealing the same frame twice
 // gives two different sealed frames.
 func (s *Sealer) Seal(frame []byte) ([]byte, error) {
-	return s.AppendSeal(make([]byte, 0, len(frame)+SealOverhead(MaxMaxFrame)), frame)
+	return s.AppendSeal(make([]byte, 0, min(len(frame), s.innerMax)+SealOverhead(MaxMaxFrame)), frame)
 }
 
 // AppendSeal appends frame sealed to dst. On error dst is returned
