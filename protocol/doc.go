@@ -23,6 +23,12 @@
 // with ed25519 (SignCommand, VerifyCommand, Keyring) and checked against an
 // anti-replay window (ReplayWindow).
 //
+// Missions that need confidentiality seal every ground-to-vehicle frame with
+// AES-256-GCM under a per-vehicle key: Sealer on the ground, with a
+// SealCounter so that no nonce repeats, and Opener on the vehicle, which
+// then refuses every frame that is not sealed. Frames travel sealed
+// between the link and the codec (NewInnerCodec).
+//
 // docs/protocol.md specifies the wire format for second implementations.
 // The transfer engine that uses the transfer messages lives in
 // protocol/transfer; the deterministic link simulator used by tests and

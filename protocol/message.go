@@ -22,6 +22,13 @@ const (
 	TypeCancel MsgType = 6
 )
 
+// TypeSealed is the envelope of a frame encrypted for its vehicle: ground to
+// vehicle, when the mission configures sealing (seal.go). It is not
+// registered with Register: only an Opener reads it, so a vehicle without
+// seal keys rejects it as an unknown type, and no Codec hands a sealed
+// frame to code that expects a message.
+const TypeSealed MsgType = 15
+
 // Mission control envelopes (CMD up, TLM down).
 const (
 	// TypeCommand is a telecommand: ground to vehicle, authenticated, sequenced.
@@ -55,6 +62,8 @@ func (t MsgType) String() string {
 		return "complete"
 	case TypeCancel:
 		return "cancel"
+	case TypeSealed:
+		return "sealed"
 	case TypeCommand:
 		return "command"
 	case TypeVerification:
