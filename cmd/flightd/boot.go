@@ -234,6 +234,24 @@ type statusOut struct {
 	Env       string                `json:"env"`
 	Action    string                `json:"action,omitempty"`
 	LastReset *watchdog.ResetRecord `json:"last_reset,omitempty"`
+	// EnvCopies is, for redundant U-Boot copies, the copy in use and the
+	// health of the other.
+	EnvCopies *watchdog.UBootRedundancy `json:"env_copies,omitempty"`
+	Warnings  []string                  `json:"warnings,omitempty"`
+}
+
+// envCopies reads which copy of a redundant U-Boot environment is in use;
+// nil for any other environment.
+func envCopies(env watchdog.Env) (*watchdog.UBootRedundancy, error) {
+	u, ok := env.(*watchdog.UBootEnv)
+	if !ok {
+		return nil, nil
+	}
+	st, err := u.State()
+	if err != nil {
+		return nil, err
+	}
+	return st.Redundancy, nil
 }
 
 func (s *bootSetup) report(stdout io.Writer, f *bootFlags, action string) error {
@@ -242,6 +260,12 @@ func (s *bootSetup) report(stdout io.Writer, f *bootFlags, action string) error 
 		return err
 	}
 	out := statusOut{Status: st, Env: s.where, Action: action}
+	if out.EnvCopies, err = envCopies(s.bc.Env); err != nil {
+		return err
+	}
+	if w := out.EnvCopies.Warning(); w != "" {
+		out.Warnings = append(out.Warnings, w)
+	}
 	if s.recordDir != "" {
 		if r, err := watchdog.ReadResetRecord(s.recordDir); err == nil && r.Count > 0 {
 			out.LastReset = &r
@@ -255,11 +279,20 @@ func (s *bootSetup) report(stdout io.Writer, f *bootFlags, action string) error 
 	if action != "" {
 		fmt.Fprintln(stdout, action)
 	}
-	fmt.Fprintf(stdout, "environment    %s\n%s", s.where, st.Text())
+	fmt.Fprintf(stdout, "environment    %s\n", s.where)
+	if r := out.EnvCopies; r != nil {
+		if r.Active > 0 {
+			fmt.Fprintf(stdout, "env copy       %d of 2 (%s, flags %d); other copy %s\n", r.Active, r.ActiveCopy, r.ActiveFlag, r.Other)
+		}
+	}
+	fmt.Fprint(stdout, st.Text())
 	if out.LastReset != nil {
 		fmt.Fprintf(stdout, "last reset     %s (slot %s, %s; %d watchdog resets in %d boots)\n",
 			out.LastReset.Cause, out.LastReset.Slot, out.LastReset.Time.Format("2006-01-02 15:04:05Z"),
 			out.LastReset.WatchdogResets, out.LastReset.Count)
+	}
+	for _, w := range out.Warnings {
+		fmt.Fprintf(stdout, "WARNING: %s\n", w)
 	}
 	return nil
 }
