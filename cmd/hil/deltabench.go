@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/bootorbit/bootorbit/delta"
-	"github.com/bootorbit/bootorbit/delta/bench"
+	"github.com/bootorbit/bootorbit/hil/deltabench"
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/internal/cli"
 )
@@ -18,7 +18,7 @@ import (
 func init() {
 	commands.Add(cli.Command{
 		Name:    "bench delta",
-		Args:    "--layout DIR --from TAG --to TAG [--tools " + strings.Join(bench.ToolNames(), ",") + "] [--workdir DIR] [--no-ours]",
+		Args:    "--layout DIR --from TAG --to TAG [--tools " + strings.Join(deltabench.ToolNames(), ",") + "] [--workdir DIR] [--no-ours]",
 		Summary: "measure our delta bundle beside zstd --patch-from, xdelta3 and bsdiff on one image pair",
 		Run:     runBenchDelta,
 	})
@@ -35,7 +35,7 @@ func init() {
 		Args:    "--rss-out FILE -- COMMAND [ARGS...]",
 		Summary: "(child of bench delta) run COMMAND and write its peak RSS to FILE",
 		Run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-			if code := bench.ShimMain(args, stderr); code != 0 {
+			if code := deltabench.ShimMain(args, stderr); code != 0 {
 				os.Exit(code)
 			}
 			return nil
@@ -54,7 +54,7 @@ func runBenchDelta(ctx context.Context, args []string, stdout, stderr io.Writer)
 	layout := fs.String("layout", "", "OCI image layout holding both images")
 	from := fs.String("from", "", "tag (or @sha256:... digest) of the old image")
 	to := fs.String("to", "", "tag (or @sha256:... digest) of the new image")
-	tools := fs.String("tools", strings.Join(bench.ToolNames(), ","), "reference tools to run, comma-separated")
+	tools := fs.String("tools", strings.Join(deltabench.ToolNames(), ","), "reference tools to run, comma-separated")
 	work := fs.String("workdir", "", "keep layer tars and outputs here (default: a temporary directory, removed)")
 	noOurs := fs.Bool("no-ours", false, "leave out our bundle's row")
 	timeout := fs.Duration("timeout", time.Hour, "limit for each child process")
@@ -73,12 +73,12 @@ func runBenchDelta(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return cli.Usagef("--to: %v", err)
 	}
-	cfg := bench.Config{From: fromRef, To: toRef, WorkDir: *work, Timeout: *timeout, Progress: stderr}
+	cfg := deltabench.Config{From: fromRef, To: toRef, WorkDir: *work, Timeout: *timeout, Progress: stderr}
 	if *quiet {
 		cfg.Progress = nil
 	}
 	known := map[string]bool{}
-	for _, n := range bench.ToolNames() {
+	for _, n := range deltabench.ToolNames() {
 		known[n] = true
 	}
 	cfg.Tools = []string{}
@@ -87,7 +87,7 @@ func runBenchDelta(ctx context.Context, args []string, stdout, stderr io.Writer)
 			continue
 		}
 		if !known[n] {
-			return cli.Usagef("--tools: unknown tool %q (have %s)", n, strings.Join(bench.ToolNames(), ", "))
+			return cli.Usagef("--tools: unknown tool %q (have %s)", n, strings.Join(deltabench.ToolNames(), ", "))
 		}
 		cfg.Tools = append(cfg.Tools, n)
 	}
@@ -98,7 +98,7 @@ func runBenchDelta(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.Shim = []string{self, "bench", "rss-exec"}
 	if !*noOurs {
 		tmp := *work
-		cfg.Ours = &bench.Ours{
+		cfg.Ours = &deltabench.Ours{
 			Label: "ours (bootorbit bundle)",
 			ComputeCmd: func(from, to oci.Ref, bundle string) *exec.Cmd {
 				a := []string{"bench", "delta-compute", "--from", from.String(), "--to", to.String(), "--out", bundle}
@@ -116,7 +116,7 @@ func runBenchDelta(ctx context.Context, args []string, stdout, stderr io.Writer)
 			},
 		}
 	}
-	res, err := bench.Run(ctx, cfg)
+	res, err := deltabench.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}

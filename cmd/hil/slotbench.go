@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootorbit/bootorbit/hil/slotbench"
 	"github.com/bootorbit/bootorbit/internal/cli"
 	"github.com/bootorbit/bootorbit/slots"
 )
@@ -124,7 +125,7 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			formatted = slots.Slot{Backend: slots.BackendDir, Path: d.partMnt, Device: d.part, Format: "ext4", MkfsOptions: strings.Fields(*formatMkfs)}
 		}
 	}
-	res, err := slots.BenchSlotWrite(ctx, slots.BenchOptions{Dir: *dir, Size: size, Rounds: *rounds, Seed: *seed, Sync: mode, Log: stderr, DropCaches: *drop, Layer: layer, FlushEvery: flush, Formatted: formatted, Device: counters})
+	res, err := slotbench.Run(ctx, slotbench.Options{Dir: *dir, Size: size, Rounds: *rounds, Seed: *seed, Sync: mode, Log: stderr, DropCaches: *drop, Layer: layer, FlushEvery: flush, Formatted: formatted, Device: counters})
 	if err != nil {
 		return err
 	}
@@ -155,14 +156,14 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		refs = append(refs, ref{"O_DIRECT overwrite", res.PlainDirect})
 	}
 	row := func(name string, ds []time.Duration) {
-		d := slots.Median(ds)
+		d := slotbench.Median(ds)
 		fmt.Fprintf(stdout, "%-38s %9v %7.1f MB/s\n", name, d.Round(time.Millisecond), mbps(d))
 	}
 	ratios := func(ds []time.Duration, target string) {
 		for _, r := range refs {
-			lo, hi := slots.RatioRange(r.ds, ds)
+			lo, hi := slotbench.RatioRange(r.ds, ds)
 			fmt.Fprintf(stdout, "    %6.1f%% of plain %-20s (rounds %.0f-%.0f%%)%s\n",
-				100*slots.Median(r.ds).Seconds()/slots.Median(ds).Seconds(), r.name, 100*lo, 100*hi, target)
+				100*slotbench.Median(r.ds).Seconds()/slotbench.Median(ds).Seconds(), r.name, 100*lo, 100*hi, target)
 			target = ""
 		}
 	}
