@@ -15,9 +15,9 @@ import (
 	"github.com/bootorbit/bootorbit/internal/testtool"
 
 	"github.com/bootorbit/bootorbit/delta"
-	"github.com/bootorbit/bootorbit/hil/deltabench"
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/delta/ocitest"
+	"github.com/bootorbit/bootorbit/hil/deltabench"
 )
 
 func TestMain(m *testing.M) {

@@ -32,8 +32,8 @@ type Options struct {
 	Size   int64  // root filesystem content bytes
 	Rounds int
 	Seed   uint64
-	Sync   slots.SyncMode  // directory slot sync discipline
-	Log    io.Writer // progress, one line per measurement; may be nil
+	Sync   slots.SyncMode // directory slot sync discipline
+	Log    io.Writer      // progress, one line per measurement; may be nil
 	// DropCaches writes back all dirty data and drops the page cache
 	// (sync; echo 3 > /proc/sys/vm/drop_caches, root only) before every
 	// measurement, so that each starts cold and with no one else's
