@@ -46,18 +46,17 @@ type deltaFlags struct {
 
 func runDelta(c *cobra.Command, f *deltaFlags) error {
 	ctx, stdout, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
-	from, to, out, tmp := &f.from, &f.to, &f.out, &f.tmp
-	if *from == "" || *to == "" || *out == "" {
+	if f.from == "" || f.to == "" || f.out == "" {
 		return cli.Usagef("--from, --to and --out are required")
 	}
 	if f.partSize <= 0 {
 		return cli.Usagef("--part-size must be more than 0")
 	}
-	fromRef, err := oci.ParseRef(*from)
+	fromRef, err := oci.ParseRef(f.from)
 	if err != nil {
 		return cli.Usagef("--from: %v", err)
 	}
-	toRef, err := oci.ParseRef(*to)
+	toRef, err := oci.ParseRef(f.to)
 	if err != nil {
 		return cli.Usagef("--to: %v", err)
 	}
@@ -69,12 +68,12 @@ func runDelta(c *cobra.Command, f *deltaFlags) error {
 	if err != nil {
 		return err
 	}
-	opts := delta.Options{TempDir: *tmp, PartSize: f.partSize, Tag: toRef.Tag}
+	opts := delta.Options{TempDir: f.tmp, PartSize: f.partSize, Tag: toRef.Tag}
 	if f.verbose {
 		opts.Log = cli.Logger(stderr, true)
 	}
 	start := time.Now()
-	st, err := delta.ComputeFile(ctx, fromIm, toIm, *out, opts)
+	st, err := delta.ComputeFile(ctx, fromIm, toIm, f.out, opts)
 	if err != nil {
 		return err
 	}
@@ -83,7 +82,7 @@ func runDelta(c *cobra.Command, f *deltaFlags) error {
 		total += l.Size
 	}
 	if f.json {
-		return cli.WriteJSON(stdout, deltaDoc{Layers: st.Layers, LayerBytes: total, Bundle: *out, BundleSize: st.BundleSize, Seconds: time.Since(start).Seconds()})
+		return cli.WriteJSON(stdout, deltaDoc{Layers: st.Layers, LayerBytes: total, Bundle: f.out, BundleSize: st.BundleSize, Seconds: time.Since(start).Seconds()})
 	}
 	for i, l := range st.Layers {
 		switch l.Decision {
@@ -95,7 +94,7 @@ func runDelta(c *cobra.Command, f *deltaFlags) error {
 		}
 	}
 	fmt.Fprintf(stdout, "total: %d bytes of layers -> bundle %s of %d bytes (%.2f%%) in %.1fs\n",
-		total, *out, st.BundleSize, pct(st.BundleSize, total), time.Since(start).Seconds())
+		total, f.out, st.BundleSize, pct(st.BundleSize, total), time.Since(start).Seconds())
 	return nil
 }
 

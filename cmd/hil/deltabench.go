@@ -124,19 +124,18 @@ type benchDeltaFlags struct {
 
 func runBenchDelta(c *cobra.Command, f *benchDeltaFlags) error {
 	ctx, stdout, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
-	layout, from, to, tools, work, noOurs := &f.layout, &f.from, &f.to, &f.tools, &f.work, &f.noOurs
-	if *layout == "" || *from == "" || *to == "" {
+	if f.layout == "" || f.from == "" || f.to == "" {
 		return cli.Usagef("--layout, --from and --to are required")
 	}
-	fromRef, err := refIn(*layout, *from)
+	fromRef, err := refIn(f.layout, f.from)
 	if err != nil {
 		return cli.Usagef("--from: %v", err)
 	}
-	toRef, err := refIn(*layout, *to)
+	toRef, err := refIn(f.layout, f.to)
 	if err != nil {
 		return cli.Usagef("--to: %v", err)
 	}
-	cfg := deltabench.Config{From: fromRef, To: toRef, WorkDir: *work, Timeout: f.timeout}
+	cfg := deltabench.Config{From: fromRef, To: toRef, WorkDir: f.work, Timeout: f.timeout}
 	if f.verbose {
 		cfg.Progress = stderr
 	}
@@ -145,7 +144,7 @@ func runBenchDelta(c *cobra.Command, f *benchDeltaFlags) error {
 		known[n] = true
 	}
 	cfg.Tools = []string{}
-	for _, n := range strings.Split(*tools, ",") {
+	for _, n := range strings.Split(f.tools, ",") {
 		if n = strings.TrimSpace(n); n == "" {
 			continue
 		}
@@ -159,10 +158,10 @@ func runBenchDelta(c *cobra.Command, f *benchDeltaFlags) error {
 		return err
 	}
 	cfg.Shim = []string{self, "bench", "rss-exec"}
-	if !*noOurs {
+	if !f.noOurs {
 		tmp := f.tmp
 		if tmp == "" {
-			tmp = *work
+			tmp = f.work
 		}
 		cfg.Ours = &deltabench.Ours{
 			Label: "ours (bootorbit bundle)",
@@ -239,17 +238,16 @@ func refIn(layout, s string) (oci.Ref, error) {
 	return oci.ParseRef("oci:" + layout + ":" + s)
 }
 
-func runBenchDeltaCompute(c *cobra.Command, fromS, toS, outS, tmpS string) error {
+func runBenchDeltaCompute(c *cobra.Command, from, to, out, tmp string) error {
 	ctx, stdout := c.Context(), c.OutOrStdout()
-	from, to, out, tmp := &fromS, &toS, &outS, &tmpS
-	if *from == "" || *to == "" || *out == "" {
+	if from == "" || to == "" || out == "" {
 		return cli.Usagef("--from, --to and --out are required")
 	}
-	fr, err := oci.ParseRef(*from)
+	fr, err := oci.ParseRef(from)
 	if err != nil {
 		return cli.Usagef("--from: %v", err)
 	}
-	tr, err := oci.ParseRef(*to)
+	tr, err := oci.ParseRef(to)
 	if err != nil {
 		return cli.Usagef("--to: %v", err)
 	}
@@ -261,29 +259,28 @@ func runBenchDeltaCompute(c *cobra.Command, fromS, toS, outS, tmpS string) error
 	if err != nil {
 		return err
 	}
-	f, err := os.Create(*out)
+	f, err := os.Create(out)
 	if err != nil {
 		return err
 	}
-	st, err := delta.Compute(ctx, fromIm, toIm, f, delta.Options{TempDir: *tmp})
+	st, err := delta.Compute(ctx, fromIm, toIm, f, delta.Options{TempDir: tmp})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(*out)
+		os.Remove(out)
 		return err
 	}
 	fmt.Fprintf(stdout, "bundle %d bytes\n", st.BundleSize)
 	return nil
 }
 
-func runBenchDeltaApply(c *cobra.Command, bundleS, baseS, outS, tagS, tmpS string) error {
+func runBenchDeltaApply(c *cobra.Command, bundle, base, out, tag, tmp string) error {
 	ctx, stdout := c.Context(), c.OutOrStdout()
-	bundle, base, out, tag, tmp := &bundleS, &baseS, &outS, &tagS, &tmpS
-	if *bundle == "" || *base == "" || *out == "" {
+	if bundle == "" || base == "" || out == "" {
 		return cli.Usagef("--bundle, --base and --out are required")
 	}
-	br, err := oci.ParseRef(*base)
+	br, err := oci.ParseRef(base)
 	if err != nil {
 		return cli.Usagef("--base: %v", err)
 	}
@@ -291,7 +288,7 @@ func runBenchDeltaApply(c *cobra.Command, bundleS, baseS, outS, tagS, tmpS strin
 	if err != nil {
 		return err
 	}
-	res, err := delta.ApplyImage(ctx, *bundle, baseIm, *out, *tag, delta.ApplyOptions{TempDir: *tmp})
+	res, err := delta.ApplyImage(ctx, bundle, baseIm, out, tag, delta.ApplyOptions{TempDir: tmp})
 	if err != nil {
 		return err
 	}

@@ -65,18 +65,17 @@ type diskServeDoc struct {
 
 func runDiskServe(c *cobra.Command, f *diskServeFlags) error {
 	ctx, stdout, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
-	rate, mkfs, mount, dio, trace := &f.rate, &f.mkfs, &f.mount, &f.dio, &f.trace
 	size := f.size
 	if size <= 0 || size%disk.BlockSize != 0 {
 		return cli.Usagef("--size %d: want a multiple of %d bytes", size, disk.BlockSize)
 	}
-	m, err := disk.ParseModel(*rate)
+	m, err := disk.ParseModel(f.rate)
 	if err != nil {
 		return cli.Usagef("--rate: %v", err)
 	}
-	o := disk.Options{Size: size, Model: m, Format: *mkfs, Mount: *mkfs && *mount, LoopDirectIO: *dio,
+	o := disk.Options{Size: size, Model: m, Format: f.mkfs, Mount: f.mkfs && f.mount, LoopDirectIO: f.dio,
 		Server: disk.ServerOptions{DirectIO: true}, Log: cli.Logger(stderr, f.verbose)}
-	if *trace {
+	if f.trace {
 		o.Server.Trace = stderr
 	}
 	d, err := disk.Start(ctx, o)

@@ -75,51 +75,49 @@ const benchMkfs = "-E nodiscard,lazy_itable_init=0"
 
 func runSlotBench(c *cobra.Command, f *slotBenchFlags) error {
 	ctx, stdout, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
-	dir, rounds, seed, syncS, tarPath, emulate, queue, formatSlot, formatMkfs, drop :=
-		&f.dir, &f.rounds, &f.seed, &f.syncS, &f.tarPath, &f.emulate, &f.queue, &f.formatSlot, &f.formatMkfs, &f.drop
 	size := f.size
 	if size <= 0 || size > 1<<40 {
 		return cli.Usagef("--size %d: want 1 byte to 1TiB", size)
 	}
 	var err error
-	if *rounds < 1 || *rounds > 100 {
-		return cli.Usagef("--rounds %d: want 1..100", *rounds)
+	if f.rounds < 1 || f.rounds > 100 {
+		return cli.Usagef("--rounds %d: want 1..100", f.rounds)
 	}
 	var mode slots.SyncMode
-	switch *syncS {
+	switch f.syncS {
 	case "syncfs":
 		mode = slots.SyncFS
 	case "fsync":
 		mode = slots.SyncEach
 	default:
-		return cli.Usagef("--sync %q: want syncfs or fsync", *syncS)
+		return cli.Usagef("--sync %q: want syncfs or fsync", f.syncS)
 	}
 	flush := f.flush
 	if flush == 0 {
 		flush = -1 // only the final syncfs
 	}
 	var layer []byte
-	if *tarPath != "" {
-		if layer, err = os.ReadFile(*tarPath); err != nil {
+	if f.tarPath != "" {
+		if layer, err = os.ReadFile(f.tarPath); err != nil {
 			return err
 		}
 	}
-	if *queue < 1 || *queue > 64 {
-		return cli.Usagef("--emulate-queue %d: want 1..64", *queue)
+	if f.queue < 1 || f.queue > 64 {
+		return cli.Usagef("--emulate-queue %d: want 1..64", f.queue)
 	}
-	if cli.Given(c, "emulate-queue") && *emulate == "" {
+	if cli.Given(c, "emulate-queue") && f.emulate == "" {
 		return cli.Usagef("--emulate-queue is for --emulate-disk")
 	}
-	if *formatSlot && os.Geteuid() != 0 {
+	if f.formatSlot && os.Geteuid() != 0 {
 		return cli.Usagef("--format-slot needs root (loop devices, mkfs, mount)")
 	}
-	if cli.Given(c, "format-mkfs") && !*formatSlot {
+	if cli.Given(c, "format-mkfs") && !f.formatSlot {
 		return cli.Usagef("--format-mkfs is for --format-slot")
 	}
 	var formatted slots.Slot
 	var counters func() (int64, int64)
-	if *emulate != "" || *formatSlot {
-		d, err := startBenchDisk(ctx, *emulate, *queue, *dir, max(int64(len(layer)), size+size/8), *formatSlot, stderr)
+	if f.emulate != "" || f.formatSlot {
+		d, err := startBenchDisk(ctx, f.emulate, f.queue, f.dir, max(int64(len(layer)), size+size/8), f.formatSlot, stderr)
 		if err != nil {
 			return err
 		}
@@ -128,19 +126,19 @@ func runSlotBench(c *cobra.Command, f *slotBenchFlags) error {
 			closeOut = stderr
 		}
 		defer d.close(closeOut)
-		*dir = d.Mnt
+		f.dir = d.Mnt
 		if dev := d.Device(); dev != nil {
 			counters = func() (int64, int64) { st := dev.Stats(); return st.Writes, st.WriteBytes }
 		}
 		if d.part != "" {
-			formatted = slots.Slot{Backend: slots.BackendDir, Path: d.partMnt, Device: d.part, Format: "ext4", MkfsOptions: strings.Fields(*formatMkfs)}
+			formatted = slots.Slot{Backend: slots.BackendDir, Path: d.partMnt, Device: d.part, Format: "ext4", MkfsOptions: strings.Fields(f.formatMkfs)}
 		}
 	}
 	var progress io.Writer
 	if f.verbose {
 		progress = stderr
 	}
-	res, err := slotbench.Run(ctx, slotbench.Options{Dir: *dir, Size: size, Rounds: *rounds, Seed: *seed, Sync: mode, Log: progress, DropCaches: *drop, Layer: layer, FlushEvery: flush, Formatted: formatted, Device: counters})
+	res, err := slotbench.Run(ctx, slotbench.Options{Dir: f.dir, Size: size, Rounds: f.rounds, Seed: f.seed, Sync: mode, Log: progress, DropCaches: f.drop, Layer: layer, FlushEvery: flush, Formatted: formatted, Device: counters})
 	if err != nil {
 		return err
 	}
@@ -157,11 +155,11 @@ func runSlotBench(c *cobra.Command, f *slotBenchFlags) error {
 		fmt.Fprintf(stdout, "formatted slot: %s on %s (its own partition of the same disk)\n", strings.Join(mkfs, " "), formatted.Device)
 	}
 	src := "generated"
-	if *tarPath != "" {
-		src = *tarPath
+	if f.tarPath != "" {
+		src = f.tarPath
 	}
 	fmt.Fprintf(stdout, "slot write: %s: %d entries, %d files (mean %d bytes), %d content bytes, %d tar bytes; dir %s, sync %s; %d interleaved rounds, %s; medians\n",
-		src, res.Entries, res.Files, res.ContentBytes/int64(max(res.Files, 1)), res.ContentBytes, res.TarBytes, *dir, *syncS, *rounds, cond)
+		src, res.Entries, res.Files, res.ContentBytes/int64(max(res.Files, 1)), res.ContentBytes, res.TarBytes, f.dir, f.syncS, f.rounds, cond)
 	fmt.Fprintf(stdout, "staging (once, not in any write time): raw image sha256 %v, directory expected tree %v\n",
 		res.StageRaw.Round(time.Millisecond), res.StageDir.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "%-38s %9s %12s\n", "method", "time", "throughput")

@@ -52,15 +52,14 @@ type vmWatchdogFlags struct {
 
 func runVMWatchdog(c *cobra.Command, f *vmWatchdogFlags) error {
 	ctx, stdout := c.Context(), c.OutOrStdout()
-	kdir, periods, console := &f.kdir, &f.periods, &f.console
 	if f.timeout < time.Second || f.timeout > 2046*time.Second || f.timeout%time.Second != 0 {
 		return cli.Usagef("--timeout %v: want whole seconds from 1s to 2046s", f.timeout)
 	}
 	timeout := int(f.timeout / time.Second)
-	if *periods < 1 || *periods > 100 {
-		return cli.Usagef("--periods %d: want 1..100", *periods)
+	if f.periods < 1 || f.periods > 100 {
+		return cli.Usagef("--periods %d: want 1..100", f.periods)
 	}
-	dir := *kdir
+	dir := f.kdir
 	if dir == "" {
 		dir = os.Getenv(vm.KernelDirEnv)
 	}
@@ -85,8 +84,8 @@ func runVMWatchdog(c *cobra.Command, f *vmWatchdogFlags) error {
 	if err != nil {
 		return err
 	}
-	if *console != "" {
-		f, err := os.Create(*console)
+	if f.console != "" {
+		f, err := os.Create(f.console)
 		if err != nil {
 			return err
 		}
@@ -100,15 +99,15 @@ func runVMWatchdog(c *cobra.Command, f *vmWatchdogFlags) error {
 		fmt.Fprintf(stdout, "board: kernel %s, /init %d bytes, initramfs %d bytes (newc, uncompressed), modules %d, built in %v\n",
 			k.Version, b.InitSize, b.InitrdSize, len(b.Mods), time.Since(t0).Round(time.Millisecond))
 	}
-	limit := time.Duration(120+timeout**periods*3) * time.Second
+	limit := time.Duration(120+timeout*f.periods*3) * time.Second
 	kctx, cancel := context.WithTimeout(ctx, limit)
-	keep, err := b.RunKeepalive(kctx, timeout, *periods)
+	keep, err := b.RunKeepalive(kctx, timeout, f.periods)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("keepalive run: %w", err)
 	}
 	ectx, cancel := context.WithTimeout(ctx, limit)
-	exp, err := b.RunExpire(ectx, timeout, *periods)
+	exp, err := b.RunExpire(ectx, timeout, f.periods)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("expire run: %w", err)
