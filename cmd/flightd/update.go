@@ -162,7 +162,11 @@ type updateOut struct {
 	Install   *slots.InstallResult     `json:"install,omitempty"`
 	Slots     slots.Status             `json:"slots"`
 	Boot      *watchdog.Status         `json:"boot,omitempty"`
-	Env       string                   `json:"env"`
+	// EnvCopies and Warnings are as in the boot commands' document: the
+	// redundant U-Boot copy in use, and the lost redundancy.
+	EnvCopies *watchdog.UBootRedundancy `json:"env_copies,omitempty"`
+	Warnings  []string                  `json:"warnings,omitempty"`
+	Env       string                    `json:"env"`
 }
 
 func (f *updateFlags) report(stdout io.Writer, u *flightd.Updater, where string, out updateOut) error {
@@ -170,6 +174,11 @@ func (f *updateFlags) report(stdout io.Writer, u *flightd.Updater, where string,
 	st, err := u.Boot.Status(string(u.Booted))
 	if err == nil {
 		out.Boot = &st
+		if out.EnvCopies, err = envCopies(u.Boot.Env); err == nil {
+			if w := out.EnvCopies.Warning(); w != "" {
+				out.Warnings = append(out.Warnings, w)
+			}
+		}
 	}
 	if f.boot.json {
 		if eerr := cli.WriteJSON(stdout, out); eerr != nil {
@@ -204,6 +213,9 @@ func (f *updateFlags) report(stdout io.Writer, u *flightd.Updater, where string,
 		return err
 	}
 	fmt.Fprintf(stdout, "environment    %s\n%s", where, st.Text())
+	for _, w := range out.Warnings {
+		fmt.Fprintf(stdout, "WARNING: %s\n", w)
+	}
 	return nil
 }
 

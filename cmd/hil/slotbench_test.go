@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -29,6 +30,12 @@ func TestSlotBenchRuns(t *testing.T) {
 		if !strings.Contains(out.String(), row) {
 			t.Errorf("output lacks %q:\n%s", row, out.String())
 		}
+	}
+	out.Reset()
+	code = commands.Execute(context.Background(), []string{"bench", "slot-write", "--json", "--size", "1MiB", "--rounds", "1", "--drop-caches=false", "--dir", t.TempDir()}, &out, &errb)
+	var res struct{ Raw, Dir []int64 }
+	if code != 0 || json.Unmarshal(out.Bytes(), &res) != nil || len(res.Raw) != 1 || len(res.Dir) != 1 {
+		t.Errorf("--json: exit %d: %s", code, out.String())
 	}
 	if code := commands.Execute(context.Background(), []string{"bench", "slot-write", "--sync", "nope"}, &out, &errb); code != 2 {
 		t.Errorf("bad --sync: exit %d", code)
