@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bootorbit/bootorbit/internal/testtool"
+	"github.com/bootorbit/bootorbit/slots/slotstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -567,11 +568,11 @@ func BenchmarkFormattedSlot(b *testing.B) {
 	}
 	testtool.Need(b, "losetup")
 	testtool.Need(b, "mkfs.ext4")
-	oldTar, files, err := GenerateRootfs(1, *benchFormatMiB<<20)
+	oldTar, files, err := slotstest.GenerateRootfs(1, *benchFormatMiB<<20)
 	if err != nil {
 		b.Fatal(err)
 	}
-	newTar, _, err := GenerateRootfs(2, *benchFormatMiB<<20)
+	newTar, _, err := slotstest.GenerateRootfs(2, *benchFormatMiB<<20)
 	if err != nil {
 		b.Fatal(err)
 	}

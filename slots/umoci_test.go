@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/bootorbit/bootorbit/internal/testtool"
+	"github.com/bootorbit/bootorbit/slots/slotstest"
 )
 
 // requireTool skips when a cross-check tool is missing, unless
@@ -87,7 +88,7 @@ func TestCrossCheckUmoci(t *testing.T) {
 		file("etc/passwd", "root:x:0:0\nsat:x:1000:1000\n").
 		file("usr/bin/.wh.su2", "").
 		bytes()
-	gen, _, err := GenerateRootfs(7, 2<<20)
+	gen, _, err := slotstest.GenerateRootfs(7, 2<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

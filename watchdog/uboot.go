@@ -197,10 +197,11 @@ func EncodeUBootEnv(v Vars, size int, redundant bool, flags, pad byte) ([]byte, 
 
 // ubootCopy is one decoded copy.
 type ubootCopy struct {
-	crcOK bool
-	flags byte
-	vars  Vars
-	err   error // parse error of a copy whose CRC is good
+	crcOK   bool
+	flags   byte
+	vars    Vars
+	err     error // parse error of a copy whose CRC is good
+	readErr error // the copy could not be opened or read
 }
 
 func decodeUBootCopy(buf []byte, redundant bool) ubootCopy {
@@ -320,27 +321,114 @@ type UBootState struct {
 	Valid   []bool  // CRC good, per copy
 	Flags   []byte  // flags byte per copy (redundant only)
 	Copies  []int64 // offsets, for messages
+	// Redundancy is which copy is in use and whether the other one is
+	// still a fallback; nil for a single copy.
+	Redundancy *UBootRedundancy
 }
 
+// CopyHealth is what a read found in one copy of a redundant environment.
+type CopyHealth string
+
+// The health of a copy.
+const (
+	CopyOK         CopyHealth = "ok"         // CRC good
+	CopyBadCRC     CopyHealth = "bad-crc"    // read, but its CRC fails (torn write, bit rot, never written)
+	CopyUnreadable CopyHealth = "unreadable" // could not be opened or read
+)
+
+// UBootRedundancy says which copy of a redundant environment is in use
+// and what became of the other. A board engineer needs it because a lost
+// copy changes nothing the bootloader does until the active copy is
+// damaged too: then, instead of falling back to the previous environment,
+// U-Boot boots with its built-in default and the boot counters are lost.
+// The next Save rewrites the other copy and so restores the redundancy.
+type UBootRedundancy struct {
+	// Active is the copy in use, numbered 1 and 2 as the lines of
+	// fw_env.config; 0 when neither is valid.
+	Active     int    `json:"active"`
+	ActiveCopy string `json:"active_copy,omitempty"` // path@offset
+	ActiveFlag byte   `json:"active_flags"`
+	// Other is the health of the copy not in use. Anything but "ok" means
+	// the environment has lost its redundancy.
+	Other      CopyHealth `json:"other"`
+	OtherCopy  string     `json:"other_copy"`
+	OtherError string     `json:"other_error,omitempty"`
+}
+
+// Lost reports whether the environment has lost its redundancy.
+func (r *UBootRedundancy) Lost() bool { return r != nil && r.Other != CopyOK }
+
+// Warning is the sentence to show when the redundancy is lost, "" otherwise.
+func (r *UBootRedundancy) Warning() string {
+	if !r.Lost() {
+		return ""
+	}
+	what := "fails its CRC"
+	if r.Other == CopyUnreadable {
+		what = "is unreadable"
+		if r.OtherError != "" {
+			what += " (" + r.OtherError + ")"
+		}
+	}
+	return fmt.Sprintf("U-Boot environment copy %s %s: the environment has lost its redundancy, and damage to the active copy would boot U-Boot's default environment; the next environment write restores it", r.OtherCopy, what)
+}
+
+func (c ubootCopy) health() CopyHealth {
+	switch {
+	case c.readErr != nil:
+		return CopyUnreadable
+	case !c.crcOK:
+		return CopyBadCRC
+	}
+	return CopyOK
+}
+
+// readCopies reads and decodes every copy. A copy that cannot be opened
+// or read is an error for a single copy; of two redundant copies it is
+// recorded in readErr and the other is used, as U-Boot does (its
+// env_import_redundant falls back to the copy it could read). Both
+// unreadable is an error.
 func (e *UBootEnv) readCopies() ([]ubootCopy, error) {
 	if err := checkLocations(e.Copies); err != nil {
 		return nil, err
 	}
 	out := make([]ubootCopy, len(e.Copies))
+	unreadable := 0
 	for i, l := range e.Copies {
-		f, err := e.fs().Open(l.Path, false)
-		if err != nil {
-			return nil, fmt.Errorf("watchdog: uboot env copy %d: %w", i+1, err)
+		out[i] = e.readCopy(i, l)
+		if out[i].readErr != nil {
+			unreadable++
 		}
-		buf := make([]byte, l.Size)
-		err = readFull(f, buf, l.Offset)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("watchdog: uboot env: read %s (%d bytes): %w", l, l.Size, err)
-		}
-		out[i] = decodeUBootCopy(buf, e.redundant())
+	}
+	switch {
+	case unreadable == 0:
+		return out, nil
+	case unreadable == len(out):
+		return nil, out[0].readErr
+	}
+	// One of two is unreadable: the other must be valid to be used.
+	bad, good := out[0], out[1]
+	if bad.readErr == nil {
+		bad, good = good, bad
+	}
+	if !good.crcOK {
+		return nil, fmt.Errorf("%w in the readable copy, and %w", ErrBadCRC, bad.readErr)
 	}
 	return out, nil
+}
+
+func (e *UBootEnv) readCopy(i int, l UBootLocation) ubootCopy {
+	f, err := e.fs().Open(l.Path, false)
+	if err != nil {
+		return ubootCopy{readErr: fmt.Errorf("watchdog: uboot env copy %d: %w", i+1, err)}
+	}
+	buf := make([]byte, l.Size)
+	err = readFull(f, buf, l.Offset)
+	f.Close()
+	if err != nil {
+		return ubootCopy{readErr: fmt.Errorf("watchdog: uboot env: read %s (%d bytes): %w", l, l.Size, err)}
+	}
+	return decodeUBootCopy(buf, e.redundant())
 }
 
 // pick returns the index of the copy that fw_printenv and U-Boot would use,
@@ -380,6 +468,19 @@ func (e *UBootEnv) State() (UBootState, error) {
 		st.Valid = append(st.Valid, c.crcOK)
 		st.Flags = append(st.Flags, c.flags)
 		st.Copies = append(st.Copies, e.Copies[i].Offset)
+	}
+	if e.redundant() {
+		r := &UBootRedundancy{Active: st.Current + 1}
+		other := 1
+		if st.Current >= 0 {
+			other = 1 - st.Current
+			r.ActiveCopy, r.ActiveFlag = e.Copies[st.Current].String(), cs[st.Current].flags
+		}
+		r.Other, r.OtherCopy = cs[other].health(), e.Copies[other].String()
+		if cs[other].readErr != nil {
+			r.OtherError = cs[other].readErr.Error()
+		}
+		st.Redundancy = r
 	}
 	if st.Current < 0 {
 		if e.redundant() {

@@ -205,3 +205,55 @@ func TestUBootEnvShortFile(t *testing.T) {
 		t.Fatal("failed save changed the file")
 	}
 }
+
+// A redundant environment that lost one copy still loads (as U-Boot boots
+// it), and State says so: which copy is active and what became of the
+// other (finding 13: status hid the lost redundancy).
+func TestUBootEnvRedundancyLost(t *testing.T) {
+	dir := t.TempDir()
+	p1, p2 := filepath.Join(dir, "env1"), filepath.Join(dir, "env2")
+	zeroFile(t, p1, 0x1000, 0)
+	zeroFile(t, p2, 0x1000, 0)
+	e, err := NewUBootEnv(UBootLocation{p1, 0, 0x1000}, UBootLocation{p2, 0, 0x1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"1", "2"} { // copy 1 then copy 2: both valid, 2 active
+		if err := e.Save(Vars{"v": v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := e.State()
+	if err != nil || st.Redundancy == nil || st.Redundancy.Active != 2 || st.Redundancy.Other != CopyOK || st.Redundancy.Lost() || st.Redundancy.Warning() != "" {
+		t.Fatalf("both copies good: %+v %v", st.Redundancy, err)
+	}
+
+	// Copy 1 (the older one) rots: copy 2 stays active, the loss is reported.
+	b, _ := os.ReadFile(p1)
+	b[100] ^= 0xff
+	os.WriteFile(p1, b, 0o644)
+	st, err = e.State()
+	if err != nil || st.Vars["v"] != "2" || !st.Redundancy.Lost() || st.Redundancy.Other != CopyBadCRC || st.Redundancy.Active != 2 ||
+		!strings.Contains(st.Redundancy.Warning(), p1+"@0x0 fails its CRC") {
+		t.Fatalf("copy 1 corrupt: %+v %v", st.Redundancy, err)
+	}
+
+	// Copy 1 becomes unreadable (a short device): Load still reads copy 2.
+	os.Truncate(p1, 10)
+	st, err = e.State()
+	if err != nil || st.Vars["v"] != "2" || st.Redundancy.Other != CopyUnreadable || !strings.Contains(st.Redundancy.Warning(), "is unreadable") {
+		t.Fatalf("copy 1 unreadable: %+v %v", st.Redundancy, err)
+	}
+	// ... and with copy 2 corrupt too, nothing is valid: an error.
+	b, _ = os.ReadFile(p2)
+	b[100] ^= 0xff
+	os.WriteFile(p2, b, 0o644)
+	if _, err := e.Load(); !errors.Is(err, ErrBadCRC) || !strings.Contains(err.Error(), "read "+p1) {
+		t.Fatalf("one unreadable, one corrupt: %v", err)
+	}
+	// A single copy that cannot be read is still an error.
+	single, _ := NewUBootEnv(UBootLocation{p1, 0, 0x1000})
+	if st, err := single.State(); err == nil || st.Redundancy != nil {
+		t.Fatalf("single unreadable copy: %+v %v", st, err)
+	}
+}

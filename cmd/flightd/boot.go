@@ -3,46 +3,109 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/bootorbit/bootorbit/flightd"
 	"github.com/bootorbit/bootorbit/internal/cli"
 	"github.com/bootorbit/bootorbit/watchdog"
+	"github.com/spf13/cobra"
 )
 
-const bootEnvArgs = "[--config FILE | --uboot-env PATH[,PATH2] --env-size N [--env-offset N[,N2]] | --fw-env-config FILE | --grubenv PATH]"
+// bootEnvHelp is the part of every boot and update command's description
+// that says where the bootloader environment comes from.
+const bootEnvHelp = `The bootloader environment is named by one of:
+  --config FILE                      the boot section of the flightd configuration
+  --uboot-env PATH[,PATH2] --env-size SIZE [--env-offset OFF[,OFF2]]
+                                     U-Boot copies (two for a redundant environment)
+  --fw-env-config FILE               the U-Boot copies of an fw_env.config
+  --grubenv PATH                     a GRUB environment block
+The booted slot is rauc.slot= on the kernel command line (--cmdline, default:
+the configuration's slots.cmdline, else /proc/cmdline).`
 
 func init() {
-	commands.Add(cli.Command{
-		Name:    "boot status",
-		Args:    bootEnvArgs + " [--cmdline FILE] [--attempts N] [--json]",
-		Summary: "show the booted slot, boot order, attempts left and whether this is a trial boot",
-		Run:     runBootStatus,
+	commands.Group("boot", "read and change the boot-counting variables of the bootloader environment",
+		`The boot commands read and change BOOT_ORDER and the BOOT_x_LEFT attempt
+counters in the U-Boot or GRUB environment, as the boot script reads them.
+They touch the environment only; the update commands also keep the slot
+states in step.
+
+`+bootEnvHelp)
+	commands.Add("boot", func() *cobra.Command {
+		f := &bootFlags{}
+		c := &cobra.Command{
+			Use:   "status",
+			Short: "show the booted slot, boot order, attempts left and whether this is a trial boot",
+			Long: `Status reads the environment and the kernel command line and prints the
+booted slot, the boot order, the slot booted next, the attempts left and the
+trial state. For a redundant U-Boot environment it names the copy in use and
+warns when the other copy is corrupt or unreadable: the environment has then
+lost its redundancy.
+
+` + bootEnvHelp,
+			Example: `  flightd boot status --config /etc/flightd.json
+  flightd boot status --fw-env-config /etc/fw_env.config --json
+  flightd boot status --uboot-env /dev/mmcblk0,/dev/mmcblk0 --env-size 0x20000 --env-offset 0x3e0000,0x3c0000`,
+			Args: cli.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error { return runBootStatus(c, f) },
+		}
+		f.register(c, false)
+		return c
 	})
-	commands.Add(cli.Command{
-		Name:    "boot arm",
-		Args:    "SLOT [--attempts N] " + bootEnvArgs + " [--cmdline FILE] [--json]",
-		Summary: "make SLOT the primary with N boot attempts, as a trial, in one environment write",
-		Run:     runBootArm,
+	commands.Add("boot", func() *cobra.Command {
+		f := &bootFlags{}
+		c := &cobra.Command{
+			Use:   "arm SLOT",
+			Short: "make SLOT the primary with N boot attempts, as a trial, in one environment write",
+			Long: `Arm puts SLOT (A or B) first in BOOT_ORDER with --attempts boot attempts and
+records it as the trial slot, in one environment write. It refuses the
+booted slot. It does not look at the slot's content: flightd update arm
+also checks and records the slot state.
+
+` + bootEnvHelp,
+			Example: `  flightd boot arm B --config /etc/flightd.json
+  flightd boot arm B --grubenv /boot/grub/grubenv --attempts 2`,
+			Args: slotArgs,
+			RunE: func(c *cobra.Command, args []string) error { return runBootArm(c, f, args[0]) },
+		}
+		f.register(c, false)
+		return c
 	})
-	commands.Add(cli.Command{
-		Name:    "boot mark-good",
-		Args:    "[--slot SLOT] " + bootEnvArgs + " [--cmdline FILE] [--json]",
-		Summary: "reset the booted slot's attempts and end its trial",
-		Run:     runBootMarkGood,
+	commands.Add("boot", func() *cobra.Command {
+		f := &bootFlags{}
+		c := &cobra.Command{
+			Use:   "mark-good",
+			Short: "reset the booted slot's attempts and end its trial",
+			Long: `Mark-good resets the attempts of the booted slot (or --slot) to N and ends
+its trial.
+
+` + bootEnvHelp,
+			Example: `  flightd boot mark-good --config /etc/flightd.json
+  flightd boot mark-good --slot B --fw-env-config /etc/fw_env.config`,
+			Args: cli.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error { return runBootMarkGood(c, f) },
+		}
+		f.register(c, true)
+		return c
 	})
-	commands.Add(cli.Command{
-		Name:    "boot mark-bad",
-		Args:    "SLOT " + bootEnvArgs + " [--cmdline FILE] [--json]",
-		Summary: "drop SLOT from the boot order and set its attempts to 0",
-		Run:     runBootMarkBad,
+	commands.Add("boot", func() *cobra.Command {
+		f := &bootFlags{}
+		c := &cobra.Command{
+			Use:   "mark-bad SLOT",
+			Short: "drop SLOT from the boot order and set its attempts to 0",
+			Long: `Mark-bad drops SLOT from BOOT_ORDER and sets its attempts to 0. It refuses
+the last slot in the order, which would leave the bootloader nothing to boot.
+
+` + bootEnvHelp,
+			Example: `  flightd boot mark-bad A --config /etc/flightd.json`,
+			Args:    slotArgs,
+			RunE:    func(c *cobra.Command, args []string) error { return runBootMarkBad(c, f, args[0]) },
+		}
+		f.register(c, false)
+		return c
 	})
 }
 
@@ -52,7 +115,7 @@ const maxCmdline = 64 << 10
 type bootFlags struct {
 	config      string
 	ubootEnv    string
-	envSize     string
+	envSize     int64
 	envOffset   string
 	fwEnvConfig string
 	grubenv     string
@@ -60,56 +123,45 @@ type bootFlags struct {
 	attempts    int
 	slot        string
 	json        bool
+	verbose     bool
+	cmd         *cobra.Command // the command the flags belong to
 }
 
-func newBootFlags(name string, stderr io.Writer, withSlot bool) (*flag.FlagSet, *bootFlags) {
-	fs := cli.FlagSet(name, stderr)
-	f := &bootFlags{}
-	fs.StringVar(&f.config, "config", "", "flightd configuration file (its boot section names the environment)")
-	fs.StringVar(&f.ubootEnv, "uboot-env", "", "U-Boot environment device or file; two, comma-separated, for redundant copies")
-	fs.StringVar(&f.envSize, "env-size", "", "U-Boot environment size in bytes (decimal or 0x hex), as in fw_env.config")
-	fs.StringVar(&f.envOffset, "env-offset", "0", "offset of the U-Boot environment copy in its device; two, comma-separated, for two copies")
-	fs.StringVar(&f.fwEnvConfig, "fw-env-config", "", "take the U-Boot copies from this fw_env.config")
-	fs.StringVar(&f.grubenv, "grubenv", "", "GRUB environment block file")
-	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line file to find the booted slot in (default: the config's slots.cmdline, else /proc/cmdline)")
-	fs.IntVar(&f.attempts, "attempts", 0, "boot attempts N, 1..9 (default: the config's boot.attempts, else 3)")
-	fs.BoolVar(&f.json, "json", false, "print JSON for scripts")
+func (f *bootFlags) given(name string) bool { return cli.Given(f.cmd, name) }
+
+// log is the command's log on its stderr (-v: info and up).
+func (f *bootFlags) log() *slog.Logger { return cli.Logger(f.cmd.ErrOrStderr(), f.verbose) }
+
+func (f *bootFlags) register(c *cobra.Command, withSlot bool) {
+	fs := c.Flags()
+	fs.StringVar(&f.config, "config", "", "flightd configuration `FILE` (its boot section names the environment)")
+	fs.StringVar(&f.ubootEnv, "uboot-env", "", "U-Boot environment device or file `PATH`; two, comma-separated, for redundant copies")
+	cli.SizeVar(fs, &f.envSize, "env-size", 0, "U-Boot environment size, as in fw_env.config (decimal, 0x hex or with a unit: 0x20000, 128KiB)")
+	fs.StringVar(&f.envOffset, "env-offset", "0", "`OFFSET` of the U-Boot environment copy in its device; two, comma-separated, for two copies (decimal, 0x hex or with a unit)")
+	fs.StringVar(&f.fwEnvConfig, "fw-env-config", "", "take the U-Boot copies from this fw_env.config `FILE`")
+	fs.StringVar(&f.grubenv, "grubenv", "", "GRUB environment block `FILE`")
+	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line `FILE` to find the booted slot in (default: the config's slots.cmdline, else /proc/cmdline)")
+	fs.IntVar(&f.attempts, "attempts", 0, "boot attempts `N`, 1..9 (default: the config's boot.attempts, else 3)")
+	cli.JSONFlag(c, &f.json)
+	cli.VerboseFlag(c, &f.verbose)
 	if withSlot {
-		fs.StringVar(&f.slot, "slot", "", "the slot to mark good (default: the booted slot)")
+		fs.StringVar(&f.slot, "slot", "", "the `SLOT` to mark good (default: the booted slot)")
 	}
-	return fs, f
+	f.cmd = c
 }
 
-// parseArgs parses flags that may come before and after positional
-// arguments and returns the positional ones.
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := cli.Parse(fs, args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
+// slotArgs takes exactly one SLOT argument, A or B.
+func slotArgs(_ *cobra.Command, args []string) error {
+	_, err := slotArg(args)
+	return err
 }
 
-// parseSize reads a byte count in decimal or 0x hex, as the flags' help
-// says. strconv's base 0 would also read 010 as octal 8 (and 0b, 0o, 1_000),
-// so a leading zero is refused rather than guessed.
+// parseSize reads a byte count of the flag name (cli.ParseSize) as a usage
+// error.
 func parseSize(name, s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	base := 10
-	if h, ok := strings.CutPrefix(strings.ToLower(t), "0x"); ok {
-		base, t = 16, h
-	} else if len(t) > 1 && t[0] == '0' {
-		return 0, cli.Usagef("%s %q: a leading 0 is ambiguous (octal in fw_env.config); write decimal or 0x hex", name, s)
-	}
-	n, err := strconv.ParseInt(t, base, 64)
-	if err != nil || n < 0 || strings.HasPrefix(t, "+") {
-		return 0, cli.Usagef("%s %q: want a byte count (decimal or 0x hex)", name, s)
+	n, err := cli.ParseSize(s)
+	if err != nil {
+		return 0, cli.Usagef("%s: %v", name, err)
 	}
 	return n, nil
 }
@@ -122,12 +174,14 @@ type bootSetup struct {
 	recordDir string
 }
 
-func (f *bootFlags) setup() (*bootSetup, error) {
+// bootConfig is the configuration file (nil without --config) and its
+// boot section with the environment flags applied over it, validated.
+func (f *bootFlags) bootConfig() (*flightd.Config, flightd.BootConfig, error) {
 	var cfg *flightd.Config
 	if f.config != "" {
 		c, err := flightd.LoadConfig(f.config)
 		if err != nil {
-			return nil, err
+			return nil, flightd.BootConfig{}, err
 		}
 		cfg = c
 	}
@@ -143,28 +197,25 @@ func (f *bootFlags) setup() (*bootSetup, error) {
 	}
 	switch {
 	case direct > 1:
-		return nil, cli.Usagef("give one of --uboot-env, --fw-env-config and --grubenv")
+		return nil, bc, cli.Usagef("give one of --uboot-env, --fw-env-config and --grubenv")
 	case f.ubootEnv != "":
-		if f.envSize == "" {
-			return nil, cli.Usagef("--uboot-env needs --env-size")
+		if !f.given("env-size") {
+			return nil, bc, cli.Usagef("--uboot-env needs --env-size")
 		}
-		size, err := parseSize("--env-size", f.envSize)
-		if err != nil {
-			return nil, err
-		}
+		size := f.envSize
 		paths := strings.Split(f.ubootEnv, ",")
 		offs := strings.Split(f.envOffset, ",")
 		if len(paths) > 2 || len(offs) > len(paths) {
-			return nil, cli.Usagef("--uboot-env takes one or two paths and --env-offset at most one offset per path")
+			return nil, bc, cli.Usagef("--uboot-env takes one or two paths and --env-offset at most one offset per path")
 		}
 		var locs []watchdog.UBootLocation
 		for i, p := range paths {
 			off, err := parseSize("--env-offset", offs[min(i, len(offs)-1)])
 			if err != nil {
-				return nil, err
+				return nil, bc, err
 			}
 			if size > watchdog.MaxUBootEnvSize {
-				return nil, cli.Usagef("--env-size %d is larger than %d", size, watchdog.MaxUBootEnvSize)
+				return nil, bc, cli.Usagef("--env-size %d is larger than %d", size, watchdog.MaxUBootEnvSize)
 			}
 			locs = append(locs, watchdog.UBootLocation{Path: p, Offset: off, Size: int(size)})
 		}
@@ -174,12 +225,20 @@ func (f *bootFlags) setup() (*bootSetup, error) {
 	case f.grubenv != "":
 		bc.UBootEnv, bc.FWEnvConfig, bc.GRUBEnv, bc.GRUBEnvSize = nil, "", f.grubenv, 0
 	case !bc.Configured():
-		return nil, cli.Usagef("no bootloader environment: give --uboot-env PATH --env-size N, --fw-env-config FILE, --grubenv PATH, or --config FILE with a boot section")
+		return nil, bc, cli.Usagef("no bootloader environment: give --uboot-env PATH --env-size N, --fw-env-config FILE, --grubenv PATH, or --config FILE with a boot section")
 	}
 	if f.attempts != 0 {
 		bc.Attempts = f.attempts
 	}
 	if err := bc.Validate(); err != nil {
+		return nil, bc, err
+	}
+	return cfg, bc, nil
+}
+
+func (f *bootFlags) setup() (*bootSetup, error) {
+	cfg, bc, err := f.bootConfig()
+	if err != nil {
 		return nil, err
 	}
 	env, where, err := bc.OpenEnv()
@@ -187,6 +246,7 @@ func (f *bootFlags) setup() (*bootSetup, error) {
 		return nil, err
 	}
 	s := &bootSetup{bc: &watchdog.BootControl{Env: env, Attempts: bc.AttemptsOrDefault()}, where: where}
+	f.log().Info("bootloader environment", "env", where, "attempts", s.bc.Attempts)
 
 	cmdline := f.cmdline
 	explicit := cmdline != ""
@@ -204,6 +264,7 @@ func (f *bootFlags) setup() (*bootSetup, error) {
 		if s.booted, err = watchdog.ParseCmdline(text); err != nil {
 			return nil, fmt.Errorf("%s: %w", cmdline, err)
 		}
+		f.log().Info("booted slot", "cmdline", cmdline, "slot", s.booted)
 	}
 	if cfg != nil {
 		s.recordDir = bc.RecordDir
@@ -236,6 +297,24 @@ type statusOut struct {
 	Env       string                `json:"env"`
 	Action    string                `json:"action,omitempty"`
 	LastReset *watchdog.ResetRecord `json:"last_reset,omitempty"`
+	// EnvCopies is, for redundant U-Boot copies, the copy in use and the
+	// health of the other.
+	EnvCopies *watchdog.UBootRedundancy `json:"env_copies,omitempty"`
+	Warnings  []string                  `json:"warnings,omitempty"`
+}
+
+// envCopies reads which copy of a redundant U-Boot environment is in use;
+// nil for any other environment.
+func envCopies(env watchdog.Env) (*watchdog.UBootRedundancy, error) {
+	u, ok := env.(*watchdog.UBootEnv)
+	if !ok {
+		return nil, nil
+	}
+	st, err := u.State()
+	if err != nil {
+		return nil, err
+	}
+	return st.Redundancy, nil
 }
 
 func (s *bootSetup) report(stdout io.Writer, f *bootFlags, action string) error {
@@ -244,42 +323,47 @@ func (s *bootSetup) report(stdout io.Writer, f *bootFlags, action string) error 
 		return err
 	}
 	out := statusOut{Status: st, Env: s.where, Action: action}
+	if out.EnvCopies, err = envCopies(s.bc.Env); err != nil {
+		return err
+	}
+	if w := out.EnvCopies.Warning(); w != "" {
+		out.Warnings = append(out.Warnings, w)
+	}
 	if s.recordDir != "" {
 		if r, err := watchdog.ReadResetRecord(s.recordDir); err == nil && r.Count > 0 {
 			out.LastReset = &r
 		}
 	}
 	if f.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return cli.WriteJSON(stdout, out)
 	}
 	if action != "" {
 		fmt.Fprintln(stdout, action)
 	}
-	fmt.Fprintf(stdout, "environment    %s\n%s", s.where, st.Text())
+	fmt.Fprintf(stdout, "environment    %s\n", s.where)
+	if r := out.EnvCopies; r != nil {
+		if r.Active > 0 {
+			fmt.Fprintf(stdout, "env copy       %d of 2 (%s, flags %d); other copy %s\n", r.Active, r.ActiveCopy, r.ActiveFlag, r.Other)
+		}
+	}
+	fmt.Fprint(stdout, st.Text())
 	if out.LastReset != nil {
 		fmt.Fprintf(stdout, "last reset     %s (slot %s, %s; %d watchdog resets in %d boots)\n",
 			out.LastReset.Cause, out.LastReset.Slot, out.LastReset.Time.Format("2006-01-02 15:04:05Z"),
 			out.LastReset.WatchdogResets, out.LastReset.Count)
 	}
+	for _, w := range out.Warnings {
+		fmt.Fprintf(stdout, "WARNING: %s\n", w)
+	}
 	return nil
 }
 
-func runBootStatus(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, f := newBootFlags("boot status", stderr, false)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return cli.Usagef("unexpected argument %q", pos[0])
-	}
+func runBootStatus(c *cobra.Command, f *bootFlags) error {
 	s, err := f.setup()
 	if err != nil {
 		return err
 	}
-	return s.report(stdout, f, "")
+	return s.report(c.OutOrStdout(), f, "")
 }
 
 func slotArg(pos []string) (string, error) {
@@ -292,16 +376,7 @@ func slotArg(pos []string) (string, error) {
 	return pos[0], nil
 }
 
-func runBootArm(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, f := newBootFlags("boot arm", stderr, false)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	slot, err := slotArg(pos)
-	if err != nil {
-		return err
-	}
+func runBootArm(c *cobra.Command, f *bootFlags, slot string) error {
 	s, err := f.setup()
 	if err != nil {
 		return err
@@ -312,18 +387,10 @@ func runBootArm(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := s.bc.Arm(slot); err != nil {
 		return err
 	}
-	return s.report(stdout, f, fmt.Sprintf("armed %s with %d attempts", slot, s.bc.Attempts))
+	return s.report(c.OutOrStdout(), f, fmt.Sprintf("armed %s with %d attempts", slot, s.bc.Attempts))
 }
 
-func runBootMarkGood(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, f := newBootFlags("boot mark-good", stderr, true)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return cli.Usagef("unexpected argument %q (the slot is the booted one; --slot overrides)", pos[0])
-	}
+func runBootMarkGood(c *cobra.Command, f *bootFlags) error {
 	if f.slot != "" {
 		if err := watchdog.CheckSlot(f.slot); err != nil {
 			return cli.Usagef("--slot: %v", err)
@@ -343,19 +410,10 @@ func runBootMarkGood(_ context.Context, args []string, stdout, stderr io.Writer)
 	if err := s.bc.MarkGood(slot); err != nil {
 		return err
 	}
-	return s.report(stdout, f, fmt.Sprintf("marked %s good", slot))
+	return s.report(c.OutOrStdout(), f, fmt.Sprintf("marked %s good", slot))
 }
 
-func runBootMarkBad(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, f := newBootFlags("boot mark-bad", stderr, false)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	slot, err := slotArg(pos)
-	if err != nil {
-		return err
-	}
+func runBootMarkBad(c *cobra.Command, f *bootFlags, slot string) error {
 	s, err := f.setup()
 	if err != nil {
 		return err
@@ -363,5 +421,5 @@ func runBootMarkBad(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if err := s.bc.MarkBad(slot); err != nil {
 		return err
 	}
-	return s.report(stdout, f, fmt.Sprintf("marked %s bad", slot))
+	return s.report(c.OutOrStdout(), f, fmt.Sprintf("marked %s bad", slot))
 }

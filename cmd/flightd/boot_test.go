@@ -141,3 +141,38 @@ func TestBootCommandsConfigGRUB(t *testing.T) {
 		t.Fatalf("grubenv after arm: %v %v", v, err)
 	}
 }
+
+// boot status names the U-Boot copy in use and warns when the other one is
+// corrupt: the environment has lost its redundancy (finding 13).
+func TestBootStatusRedundancyLost(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "env.img")
+	env := &watchdog.UBootEnv{Copies: []watchdog.UBootLocation{{Path: img, Offset: 0, Size: 0x2000}, {Path: img, Offset: 0x2000, Size: 0x2000}}}
+	bootWrite(t, img, string(make([]byte, 0x4000)))
+	for _, v := range []string{"1", "2"} {
+		if err := env.Save(watchdog.Vars{"BOOT_ORDER": "A B", "n": v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmdline := bootWrite(t, filepath.Join(dir, "cmdline"), "rauc.slot=A\n")
+	flags := []string{"--uboot-env", img + "," + img, "--env-size", "0x2000", "--env-offset", "0,0x2000", "--cmdline", cmdline}
+	code, out, errOut := bootExec(t, append([]string{"boot", "status"}, flags...)...)
+	if code != 0 || !strings.Contains(out, "env copy       2 of 2 ("+img+"@0x2000, flags 2); other copy ok") || strings.Contains(out, "WARNING") {
+		t.Fatalf("status, both copies good: %d\n%s%s", code, out, errOut)
+	}
+	b, _ := os.ReadFile(img)
+	b[0x100] ^= 0xff // copy 1's data
+	bootWrite(t, img, string(b))
+	code, out, errOut = bootExec(t, append([]string{"boot", "status"}, flags...)...)
+	if code != 0 || !strings.Contains(out, "env copy       2 of 2") || !strings.Contains(out, "WARNING: U-Boot environment copy "+img+"@0x0 fails its CRC: the environment has lost its redundancy") {
+		t.Fatalf("status, copy 1 corrupt: %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = bootExec(t, append([]string{"boot", "status", "--json"}, flags...)...)
+	var doc struct {
+		EnvCopies *watchdog.UBootRedundancy `json:"env_copies"`
+		Warnings  []string                  `json:"warnings"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.EnvCopies == nil || doc.EnvCopies.Active != 2 || doc.EnvCopies.Other != watchdog.CopyBadCRC || len(doc.Warnings) != 1 {
+		t.Fatalf("status --json, copy 1 corrupt: %d\n%s%s", code, out, errOut)
+	}
+}

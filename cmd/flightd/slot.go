@@ -3,48 +3,88 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
-	"io"
-	"strconv"
+	"log/slog"
 	"strings"
 
 	"github.com/bootorbit/bootorbit/flightd"
 	"github.com/bootorbit/bootorbit/internal/cli"
 	"github.com/bootorbit/bootorbit/slots"
+	"github.com/spf13/cobra"
 )
 
+// slotFlagsHelp says where the slots come from, for every slot and update
+// command's description.
+const slotFlagsHelp = `The slots are named by --config FILE (its slots section), or by
+--state-dir DIR --slot-a KIND:PATH[:SIZE] --slot-b KIND:PATH[:SIZE], KIND dir
+(a mounted filesystem) or raw (a device or file; SIZE in bytes or with a unit).`
+
 func init() {
-	commands.Add(cli.Command{
-		Name:    "slot status",
-		Args:    "[--config FILE | --state-dir DIR --slot-a KIND:PATH[:SIZE] --slot-b KIND:PATH[:SIZE]] [--cmdline FILE] [--json]",
-		Summary: "show the state of the A/B slots (content state, image, digest, booted slot)",
-		Run:     runSlotStatus,
+	commands.Group("slot", "inspect the A/B slots", `The slot commands read the A/B slot states and read an installed slot back
+from its medium. They never write a slot; flightd update does.
+
+`+slotFlagsHelp)
+	commands.Add("slot", func() *cobra.Command {
+		var f slotFlags
+		c := &cobra.Command{
+			Use:   "status",
+			Short: "show the state of the A/B slots (content state, image, digest, booted slot)",
+			Long: `Status prints each slot's state (empty, writing, written, pending, good, bad),
+its backend, the image and digest recorded at install, and which slot is
+booted.
+
+` + slotFlagsHelp,
+			Example: `  flightd slot status --config /etc/flightd.json
+  flightd slot status --state-dir /var/lib/flightd --slot-a raw:/dev/mmcblk0p2 --slot-b raw:/dev/mmcblk0p3 --json`,
+			Args: cli.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error { return runSlotStatus(c, &f) },
+		}
+		f.register(c)
+		return c
 	})
-	commands.Add(cli.Command{
-		Name:    "slot verify",
-		Args:    "SLOT [--config FILE | --state-dir DIR --slot-a ... --slot-b ...] [--json]",
-		Summary: "read an installed slot back from the medium and compare it with the digest recorded at install",
-		Run:     runSlotVerify,
+	commands.Add("slot", func() *cobra.Command {
+		var f slotFlags
+		c := &cobra.Command{
+			Use:   "verify SLOT",
+			Short: "read an installed slot back from the medium and compare it with the digest recorded at install",
+			Long: `Verify reads SLOT (A or B) back from its medium, past the page cache, and
+compares it with the digest recorded when it was installed. It exits 1 on a
+mismatch.
+
+` + slotFlagsHelp,
+			Example: `  flightd slot verify B --config /etc/flightd.json
+  flightd slot verify B --config /etc/flightd.json --json`,
+			Args: func(_ *cobra.Command, args []string) error { _, err := slotIDArg(args); return err },
+			RunE: func(c *cobra.Command, args []string) error { return runSlotVerify(c, &f, args) },
+		}
+		f.register(c)
+		return c
 	})
 }
 
 // slotFlags are the flags both slot commands take.
 type slotFlags struct {
 	config, stateDir, slotA, slotB, cmdline, varDir string
-	jsonOut                                         bool
+	jsonOut, verbose                                bool
 }
 
-func (f *slotFlags) register(fs *flag.FlagSet) {
+func (f *slotFlags) register(c *cobra.Command) {
+	fs := c.Flags()
 	fs.StringVar(&f.config, "config", "", "flightd configuration `FILE` (JSON)")
+	f.registerDirect(c)
+	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line `FILE` naming the booted slot (default /proc/cmdline)")
+	cli.JSONFlag(c, &f.jsonOut)
+	cli.VerboseFlag(c, &f.verbose)
+}
+
+// registerDirect adds the flags that name the slots without a
+// configuration file.
+func (f *slotFlags) registerDirect(c *cobra.Command) {
+	fs := c.Flags()
 	fs.StringVar(&f.stateDir, "state-dir", "", "slot state `DIR` (instead of --config)")
 	fs.StringVar(&f.slotA, "slot-a", "", "slot A as `KIND:PATH[:SIZE]`, KIND dir or raw (instead of --config)")
 	fs.StringVar(&f.slotB, "slot-b", "", "slot B as `KIND:PATH[:SIZE]` (instead of --config)")
 	fs.StringVar(&f.varDir, "var-dir", "", "persistent /var `DIR` (instead of --config)")
-	fs.StringVar(&f.cmdline, "cmdline", "", "kernel command line `FILE` naming the booted slot (default /proc/cmdline)")
-	fs.BoolVar(&f.jsonOut, "json", false, "print JSON for scripts")
 }
 
 func parseSlotFlag(name, v string) (flightd.SlotConfig, error) {
@@ -54,70 +94,72 @@ func parseSlotFlag(name, v string) (flightd.SlotConfig, error) {
 	}
 	c := flightd.SlotConfig{Backend: kind, Path: rest}
 	if i := strings.LastIndexByte(rest, ':'); i >= 0 && kind == "raw" {
-		if n, err := strconv.ParseInt(rest[i+1:], 10, 64); err == nil {
+		if n, err := cli.ParseSize(rest[i+1:]); err == nil {
 			c.Path, c.Size = rest[:i], n
 		}
 	}
 	return c, nil
 }
 
-// open builds the slot manager from --config or from the direct flags.
-func (f *slotFlags) open() (*slots.Manager, error) {
+// slotsConfig is the slots section from --config or from the direct
+// flags, with --cmdline applied.
+func (f *slotFlags) slotsConfig() (flightd.SlotsConfig, error) {
 	var sc flightd.SlotsConfig
 	switch {
 	case f.config != "" && (f.stateDir != "" || f.slotA != "" || f.slotB != ""):
-		return nil, cli.Usagef("--config and --state-dir/--slot-a/--slot-b are exclusive")
+		return sc, cli.Usagef("--config and --state-dir/--slot-a/--slot-b are exclusive")
 	case f.config != "":
 		c, err := flightd.LoadConfig(f.config)
 		if err != nil {
-			return nil, err
+			return sc, err
 		}
 		sc = c.Slots
 	case f.stateDir != "" && f.slotA != "" && f.slotB != "":
 		a, err := parseSlotFlag("slot-a", f.slotA)
 		if err != nil {
-			return nil, err
+			return sc, err
 		}
 		b, err := parseSlotFlag("slot-b", f.slotB)
 		if err != nil {
-			return nil, err
+			return sc, err
 		}
 		sc = flightd.SlotsConfig{StateDir: f.stateDir, A: a, B: b, VarDir: f.varDir}
 		if err := sc.Validate(); err != nil {
-			return nil, err
+			return sc, err
 		}
 	default:
-		return nil, cli.Usagef("give --config FILE, or --state-dir, --slot-a and --slot-b")
+		return sc, cli.Usagef("give --config FILE, or --state-dir, --slot-a and --slot-b")
 	}
 	if f.cmdline != "" {
 		sc.Cmdline = f.cmdline
+	}
+	return sc, nil
+}
+
+// open builds the slot manager from --config or from the direct flags; a
+// bench host whose command line names no slot is allowed.
+func (f *slotFlags) open(log *slog.Logger) (*slots.Manager, error) {
+	sc, err := f.slotsConfig()
+	if err != nil {
+		return nil, err
 	}
 	o, err := sc.SlotOptions(true)
 	if err != nil {
 		return nil, err
 	}
+	o.Log = log
 	return slots.Open(o)
 }
 
-func runSlotStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var f slotFlags
-	fs := cli.FlagSet("slot status", stderr)
-	f.register(fs)
-	if err := cli.Parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return cli.Usagef("unexpected arguments %q", fs.Args())
-	}
-	m, err := f.open()
+func runSlotStatus(c *cobra.Command, f *slotFlags) error {
+	stdout := c.OutOrStdout()
+	m, err := f.open(cli.Logger(c.ErrOrStderr(), f.verbose))
 	if err != nil {
 		return err
 	}
 	st := m.Status()
 	if f.jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return cli.WriteJSON(stdout, st)
 	}
 	booted := string(st.Booted)
 	if booted == "" {
@@ -156,38 +198,22 @@ func runSlotStatus(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return nil
 }
 
-func runSlotVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var f slotFlags
-	fs := cli.FlagSet("slot verify", stderr)
-	f.register(fs)
-	// The slot may come before, between or after the flags.
-	var pos []string
-	for {
-		if err := cli.Parse(fs, args); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	slot, err := slotIDArg(pos)
+func runSlotVerify(c *cobra.Command, f *slotFlags, args []string) error {
+	stdout := c.OutOrStdout()
+	slot, err := slotIDArg(args)
 	if err != nil {
 		return err
 	}
-	m, err := f.open()
+	m, err := f.open(cli.Logger(c.ErrOrStderr(), f.verbose))
 	if err != nil {
 		return err
 	}
-	r, err := m.Verify(ctx, slot)
+	r, err := m.Verify(c.Context(), slot)
 	if err != nil {
 		return err
 	}
 	if f.jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
+		if err := cli.WriteJSON(stdout, r); err != nil {
 			return err
 		}
 	} else if r.OK {

@@ -3,12 +3,9 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 
@@ -16,45 +13,86 @@ import (
 	"github.com/bootorbit/bootorbit/internal/cli"
 	"github.com/bootorbit/bootorbit/slots"
 	"github.com/bootorbit/bootorbit/watchdog"
+	"github.com/spf13/cobra"
 )
 
-const updateArgs = "[--config FILE | --state-dir DIR --slot-a KIND:PATH[:SIZE] --slot-b KIND:PATH[:SIZE] ENV] [--cmdline FILE] [--attempts N] [--json]"
-
 func init() {
-	commands.Add(cli.Command{
-		Name:    "update install",
-		Args:    "SLOT FILE... [--raw] [--digest sha256:HEX] [--label TEXT] " + updateArgs,
-		Summary: "write an image into the inactive SLOT, verify it, and arm it for a trial boot (FILE: layer tars in order; with --raw the filesystem image itself)",
-		Run:     runUpdateInstall,
-	})
-	commands.Add(cli.Command{
-		Name:    "update arm",
-		Args:    "SLOT " + updateArgs,
-		Summary: "arm an installed (written or good) SLOT for a trial boot: slot state pending, then the environment",
-		Run:     runUpdateArm,
-	})
-	commands.Add(cli.Command{
-		Name:    "update disarm",
-		Args:    "SLOT " + updateArgs,
-		Summary: "abandon an armed update before its trial boot: drop SLOT from the environment, then record it bad",
-		Run:     runUpdateDisarm,
-	})
-	commands.Add(cli.Command{
-		Name:    "update reconcile",
-		Args:    updateArgs,
-		Summary: "make the slot states and the bootloader environment agree (run at every start, before the health checks)",
-		Run:     runUpdateReconcile,
-	})
-	commands.Add(cli.Command{
-		Name:    "update commit",
-		Args:    updateArgs,
-		Summary: "after the health checks passed: mark the booted slot good in the environment, then in the slot state",
-		Run:     runUpdateCommit,
-	})
+	commands.Group("update", "install, arm, reconcile and commit updates: slot states and bootloader environment together",
+		`The update commands are the update steps of flightd as commands, through the
+same flightd.Updater: the only code that writes both the slot states and the
+bootloader environment, in the orders that keep the environment from booting
+a slot that is not pending or good (docs/boot.md, "Updates").
+
+`+slotFlagsHelp+`
+`+bootEnvHelp)
+	add := func(use, short, long, example string, args cobra.PositionalArgs, install bool, run func(*cobra.Command, *updateFlags, []string) error) {
+		commands.Add("update", func() *cobra.Command {
+			f := &updateFlags{boot: &bootFlags{}}
+			c := &cobra.Command{Use: use, Short: short, Long: long + "\n\n" + slotFlagsHelp + "\n" + bootEnvHelp, Example: example, Args: args,
+				RunE: func(c *cobra.Command, args []string) error { return run(c, f, args) }}
+			f.register(c, install)
+			return c
+		})
+	}
+	add("install SLOT FILE...", "write an image into the inactive SLOT, verify it, and arm it for a trial boot",
+		`Install writes an image into SLOT, which must not be the booted slot: FILE is
+the image's layer tars in order (a directory slot), or with --raw the
+filesystem image itself (a raw slot). Every FILE is opened and checked before
+anything is written. The slot is then read back and verified against the
+digest (--digest, else the one computed while writing), recorded written, and
+armed for a trial boot with --attempts attempts.`,
+		`  flightd update install B rootfs.tar --config /etc/flightd.json --label os:2.1
+  flightd update install B rootfs.ext4 --raw --digest sha256:4f2c... --config /etc/flightd.json`,
+		func(_ *cobra.Command, args []string) error {
+			if len(args) < 2 {
+				return cli.Usagef("want SLOT and at least one FILE, got %d arguments", len(args))
+			}
+			return nil
+		}, true, runUpdateInstall)
+	add("arm SLOT", "arm an installed (written or good) SLOT for a trial boot: slot state pending, then the environment",
+		`Arm records SLOT pending, then makes it the primary in the environment with
+--attempts attempts, as a trial. SLOT must be installed (written or good)
+and not booted.`,
+		`  flightd update arm B --config /etc/flightd.json`,
+		slotIDArgs, false, func(c *cobra.Command, f *updateFlags, args []string) error {
+			return runUpdateSlot(c, f, args, func(u *flightd.Updater, slot slots.SlotID) (string, error) {
+				return fmt.Sprintf("armed slot %s with %d attempts", slot, u.Boot.Attempts), u.Arm(slot)
+			})
+		})
+	add("disarm SLOT", "abandon an armed update before its trial boot: drop SLOT from the environment, then record it bad",
+		`Disarm abandons an armed update before its trial boot: SLOT leaves the boot
+order first, then its state is recorded bad, so that a power cut between the
+two never leaves the environment booting a slot recorded bad.`,
+		`  flightd update disarm B --config /etc/flightd.json`,
+		slotIDArgs, false, func(c *cobra.Command, f *updateFlags, args []string) error {
+			return runUpdateSlot(c, f, args, func(u *flightd.Updater, slot slots.SlotID) (string, error) {
+				return fmt.Sprintf("disarmed slot %s", slot), u.Disarm(slot, "by command")
+			})
+		})
+	add("reconcile", "make the slot states and the bootloader environment agree (run at every start, before the health checks)",
+		`Reconcile resolves what a power cut between two writes of an update step
+left: it only removes slots from what the environment can boot, ends trials,
+completes an arm whose slot is already pending, and puts the booted good slot
+back as the fallback. It prints every change and every disagreement it
+cannot resolve alone.`,
+		`  flightd update reconcile --config /etc/flightd.json
+  flightd update reconcile --config /etc/flightd.json --json`,
+		cli.NoArgs, false, runUpdateReconcile)
+	add("commit", "after the health checks passed: mark the booted slot good in the environment, then in the slot state",
+		`Commit ends the trial of the booted slot once its health checks passed: its
+attempts are reset and the trial ended in the environment, then the slot is
+recorded good.`,
+		`  flightd update commit --config /etc/flightd.json`,
+		func(_ *cobra.Command, args []string) error {
+			if len(args) != 0 {
+				return cli.Usagef("unexpected argument %q (the booted slot is committed)", args[0])
+			}
+			return nil
+		}, false, runUpdateCommit)
 }
 
 // updateFlags are the boot flags (environment, --config, --cmdline,
-// --attempts, --json) plus the slot flags of `flightd slot`.
+// --attempts, --json, -v) plus the slot flags of `flightd slot`.
 type updateFlags struct {
 	boot   *bootFlags
 	slot   slotFlags
@@ -63,51 +101,60 @@ type updateFlags struct {
 	label  string
 }
 
-func newUpdateFlags(name string, stderr io.Writer, install bool) (*flag.FlagSet, *updateFlags) {
-	fs, bf := newBootFlags(name, stderr, false)
-	f := &updateFlags{boot: bf}
-	fs.StringVar(&f.slot.stateDir, "state-dir", "", "slot state `DIR` (instead of --config)")
-	fs.StringVar(&f.slot.slotA, "slot-a", "", "slot A as `KIND:PATH[:SIZE]`, KIND dir or raw (instead of --config)")
-	fs.StringVar(&f.slot.slotB, "slot-b", "", "slot B as `KIND:PATH[:SIZE]` (instead of --config)")
-	fs.StringVar(&f.slot.varDir, "var-dir", "", "persistent /var `DIR` (instead of --config)")
+func (f *updateFlags) register(c *cobra.Command, install bool) {
+	f.boot.register(c, false)
+	f.slot.registerDirect(c)
 	if install {
+		fs := c.Flags()
 		fs.BoolVar(&f.raw, "raw", false, "FILE is the filesystem image itself (raw slot), not a layer tar")
-		fs.StringVar(&f.digest, "digest", "", "expected content digest, sha256:HEX (raw: of the image bytes; dir: the tree digest); default: hashed while writing")
+		fs.StringVar(&f.digest, "digest", "", "expected content digest, `sha256:HEX` (raw: of the image bytes; dir: the tree digest); default: hashed while writing")
 		fs.StringVar(&f.label, "label", "", "image label to record (e.g. the image reference)")
 	}
-	return fs, f
 }
 
-// parse parses the command line; an --attempts given out of 1..9 is bad
-// usage (0 is refused rather than read as "the default").
-func (f *updateFlags) parse(fs *flag.FlagSet, args []string) ([]string, error) {
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return nil, err
-	}
-	if cli.Given(fs, "attempts") {
+// checkAttempts refuses an --attempts given out of 1..9 as bad usage (0 is
+// refused rather than read as "the default").
+func (f *updateFlags) checkAttempts() error {
+	if f.boot.given("attempts") {
 		if err := watchdog.CheckAttempts(f.boot.attempts); err != nil {
-			return nil, cli.Usagef("--attempts: %v", err)
+			return cli.Usagef("--attempts: %v", err)
 		}
 	}
-	return pos, nil
+	return nil
 }
 
-// open builds the Updater: slots from --config or the slot flags, the
-// environment from --config or the environment flags, the booted slot
-// from the kernel command line.
-func (f *updateFlags) open(stderr io.Writer) (*flightd.Updater, *bootSetup, error) {
+// open builds the Updater through flightd.Config.OpenUpdater, as flightd
+// itself does: the slots from --config or the slot flags, the environment
+// from --config or the environment flags, the booted slot from the kernel
+// command line. It also returns where the environment lives, for the
+// report.
+func (f *updateFlags) open() (*flightd.Updater, string, error) {
+	if err := f.checkAttempts(); err != nil {
+		return nil, "", err
+	}
 	f.slot.config, f.slot.cmdline = f.boot.config, f.boot.cmdline
-	m, err := f.slot.open()
+	sc, err := f.slot.slotsConfig()
 	if err != nil {
-		return nil, nil, err
+		return nil, "", err
 	}
-	bs, err := f.boot.setup()
+	_, bc, err := f.boot.bootConfig()
 	if err != nil {
-		return nil, nil, err
+		return nil, "", err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return &flightd.Updater{Slots: m, Boot: bs.bc, Booted: m.Status().Booted, Log: log}, bs, nil
+	_, where, err := bc.OpenEnv()
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := flightd.Config{Slots: sc, Boot: bc}
+	u, err := cfg.OpenUpdater(f.boot.log())
+	if errors.Is(err, slots.ErrCmdline) {
+		// An update needs to know which slot runs; say so first.
+		err = fmt.Errorf("%w: %w", flightd.ErrNoBootedSlot, err)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return u, where, nil
 }
 
 // updateOut is the --json document of every update command.
@@ -117,19 +164,26 @@ type updateOut struct {
 	Install   *slots.InstallResult     `json:"install,omitempty"`
 	Slots     slots.Status             `json:"slots"`
 	Boot      *watchdog.Status         `json:"boot,omitempty"`
-	Env       string                   `json:"env"`
+	// EnvCopies and Warnings are as in the boot commands' document: the
+	// redundant U-Boot copy in use, and the lost redundancy.
+	EnvCopies *watchdog.UBootRedundancy `json:"env_copies,omitempty"`
+	Warnings  []string                  `json:"warnings,omitempty"`
+	Env       string                    `json:"env"`
 }
 
-func (f *updateFlags) report(stdout io.Writer, u *flightd.Updater, bs *bootSetup, out updateOut) error {
-	out.Slots, out.Env = u.Slots.Status(), bs.where
-	st, err := bs.bc.Status(string(u.Booted))
+func (f *updateFlags) report(stdout io.Writer, u *flightd.Updater, where string, out updateOut) error {
+	out.Slots, out.Env = u.Slots.Status(), where
+	st, err := u.Boot.Status(string(u.Booted))
 	if err == nil {
 		out.Boot = &st
+		if out.EnvCopies, err = envCopies(u.Boot.Env); err == nil {
+			if w := out.EnvCopies.Warning(); w != "" {
+				out.Warnings = append(out.Warnings, w)
+			}
+		}
 	}
 	if f.boot.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if eerr := enc.Encode(out); eerr != nil {
+		if eerr := cli.WriteJSON(stdout, out); eerr != nil {
 			return eerr
 		}
 		return err
@@ -160,19 +214,14 @@ func (f *updateFlags) report(stdout io.Writer, u *flightd.Updater, bs *bootSetup
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "environment    %s\n%s", bs.where, st.Text())
+	fmt.Fprintf(stdout, "environment    %s\n%s", where, st.Text())
+	for _, w := range out.Warnings {
+		fmt.Fprintf(stdout, "WARNING: %s\n", w)
+	}
 	return nil
 }
 
-func runUpdateInstall(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, f := newUpdateFlags("update install", stderr, true)
-	pos, err := f.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) < 2 {
-		return cli.Usagef("want SLOT and at least one FILE, got %d arguments", len(pos))
-	}
+func runUpdateInstall(c *cobra.Command, f *updateFlags, pos []string) error {
 	slot, err := slots.ParseSlotID(pos[0])
 	if err != nil {
 		return cli.Usagef("%v", err)
@@ -182,6 +231,9 @@ func runUpdateInstall(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	if err := flightd.CheckImageDigest(f.digest); err != nil {
 		return cli.Usagef("--digest: %v", err)
+	}
+	if err := f.checkAttempts(); err != nil {
+		return err
 	}
 	// Every FILE is opened and checked before anything is written: a bad
 	// argument found halfway would leave the slot dropped and "writing".
@@ -199,63 +251,37 @@ func runUpdateInstall(ctx context.Context, args []string, stdout, stderr io.Writ
 		}
 		img.Layers = append(img.Layers, fh)
 	}
-	u, bs, err := f.open(stderr)
+	u, where, err := f.open()
 	if err != nil {
 		return err
 	}
-	res, err := u.Install(ctx, slot, img)
+	res, err := u.Install(c.Context(), slot, img)
 	if err != nil {
 		return err
 	}
-	return f.report(stdout, u, bs, updateOut{Action: fmt.Sprintf("installed %s into slot %s (%d bytes, %s) and armed it with %d attempts", f.label, slot, res.Bytes, res.Digest, bs.bc.Attempts), Install: res})
+	return f.report(c.OutOrStdout(), u, where, updateOut{Action: fmt.Sprintf("installed %s into slot %s (%d bytes, %s) and armed it with %d attempts", f.label, slot, res.Bytes, res.Digest, u.Boot.Attempts), Install: res})
 }
 
-func runUpdateArm(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	return runUpdateSlot("update arm", args, stdout, stderr, func(u *flightd.Updater, bs *bootSetup, slot slots.SlotID) (string, error) {
-		return fmt.Sprintf("armed slot %s with %d attempts", slot, bs.bc.Attempts), u.Arm(slot)
-	})
+// runUpdateSlot runs an update command that takes one SLOT: it opens the
+// updater and reports the action act describes when act succeeded.
+func runUpdateSlot(c *cobra.Command, f *updateFlags, args []string, act func(*flightd.Updater, slots.SlotID) (string, error)) error {
+	slot, err := slotIDArg(args)
+	if err != nil {
+		return err
+	}
+	u, where, err := f.open()
+	if err != nil {
+		return err
+	}
+	action, err := act(u, slot)
+	if err != nil {
+		return err
+	}
+	return f.report(c.OutOrStdout(), u, where, updateOut{Action: action})
 }
 
-func runUpdateDisarm(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	return runUpdateSlot("update disarm", args, stdout, stderr, func(u *flightd.Updater, _ *bootSetup, slot slots.SlotID) (string, error) {
-		return fmt.Sprintf("disarmed slot %s", slot), u.Disarm(slot, "by command")
-	})
-}
-
-// runUpdateSlot runs an update command that takes one SLOT: it parses the
-// flags and the slot, opens the updater, and reports the action act
-// describes when act succeeded.
-func runUpdateSlot(name string, args []string, stdout, stderr io.Writer, act func(*flightd.Updater, *bootSetup, slots.SlotID) (string, error)) error {
-	fs, f := newUpdateFlags(name, stderr, false)
-	pos, err := f.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	slot, err := slotIDArg(pos)
-	if err != nil {
-		return err
-	}
-	u, bs, err := f.open(stderr)
-	if err != nil {
-		return err
-	}
-	action, err := act(u, bs, slot)
-	if err != nil {
-		return err
-	}
-	return f.report(stdout, u, bs, updateOut{Action: action})
-}
-
-func runUpdateReconcile(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, f := newUpdateFlags("update reconcile", stderr, false)
-	pos, err := f.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return cli.Usagef("unexpected argument %q", pos[0])
-	}
-	u, bs, err := f.open(stderr)
+func runUpdateReconcile(c *cobra.Command, f *updateFlags, _ []string) error {
+	u, where, err := f.open()
 	if err != nil {
 		return err
 	}
@@ -267,26 +293,24 @@ func runUpdateReconcile(_ context.Context, args []string, stdout, stderr io.Writ
 	if len(res.Actions) > 0 {
 		action = fmt.Sprintf("reconciled: %d changes", len(res.Actions))
 	}
-	return f.report(stdout, u, bs, updateOut{Action: action, Reconcile: res})
+	return f.report(c.OutOrStdout(), u, where, updateOut{Action: action, Reconcile: res})
 }
 
-func runUpdateCommit(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, f := newUpdateFlags("update commit", stderr, false)
-	pos, err := f.parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return cli.Usagef("unexpected argument %q (the booted slot is committed)", pos[0])
-	}
-	u, bs, err := f.open(stderr)
+func runUpdateCommit(c *cobra.Command, f *updateFlags, _ []string) error {
+	u, where, err := f.open()
 	if err != nil {
 		return err
 	}
 	if err := u.Commit(); err != nil {
 		return err
 	}
-	return f.report(stdout, u, bs, updateOut{Action: fmt.Sprintf("committed slot %s", u.Booted)})
+	return f.report(c.OutOrStdout(), u, where, updateOut{Action: fmt.Sprintf("committed slot %s", u.Booted)})
+}
+
+// slotIDArgs takes exactly one SLOT argument, A or B.
+func slotIDArgs(_ *cobra.Command, args []string) error {
+	_, err := slotIDArg(args)
+	return err
 }
 
 // slotIDArg is the one SLOT argument of a command, as a slot id.

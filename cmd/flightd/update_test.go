@@ -115,3 +115,32 @@ func TestUpdateCommands(t *testing.T) {
 		t.Errorf("no rauc.slot: exit %d %q", code, errOut)
 	}
 }
+
+// The update commands' report carries the boot commands' warning when a
+// redundant U-Boot environment has lost a copy (finding 13).
+func TestUpdateReportRedundancyLost(t *testing.T) {
+	dir := t.TempDir()
+	const size = 64 << 10
+	a := bootWrite(t, filepath.Join(dir, "a.img"), strings.Repeat("A", size))
+	b := bootWrite(t, filepath.Join(dir, "b.img"), string(make([]byte, size)))
+	img := bootWrite(t, filepath.Join(dir, "env.img"), string(make([]byte, 0x4000)))
+	env := &watchdog.UBootEnv{Copies: []watchdog.UBootLocation{{Path: img, Offset: 0, Size: 0x2000}, {Path: img, Offset: 0x2000, Size: 0x2000}}}
+	for range 2 {
+		if err := env.Save(watchdog.Vars{"BOOT_ORDER": "A B"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmdline := bootWrite(t, filepath.Join(dir, "cmdline"), "rauc.slot=A")
+	flags := []string{"--state-dir", filepath.Join(dir, "state"), "--slot-a", "raw:" + a + ":64KiB", "--slot-b", "raw:" + b + ":64KiB",
+		"--uboot-env", img + "," + img, "--env-size", "8KiB", "--env-offset", "0,8KiB", "--cmdline", cmdline}
+	if code, out, errOut := bootExec(t, append([]string{"update", "reconcile"}, flags...)...); code != 0 || strings.Contains(out, "WARNING: U-Boot") {
+		t.Fatalf("reconcile, both copies good: %d\n%s%s", code, out, errOut)
+	}
+	raw, _ := os.ReadFile(img)
+	raw[0x2100] ^= 0xff // copy 2: whichever copy it is, active or not, the environment has one left
+	bootWrite(t, img, string(raw))
+	code, out, errOut := bootExec(t, append([]string{"update", "reconcile"}, flags...)...)
+	if code != 0 || !strings.Contains(out, "WARNING: U-Boot environment copy") || !strings.Contains(out, "lost its redundancy") {
+		t.Fatalf("reconcile, one copy corrupt: %d\n%s%s", code, out, errOut)
+	}
+}

@@ -1,45 +1,62 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"time"
 
 	"github.com/bootorbit/bootorbit/delta"
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/internal/cli"
+	"github.com/spf13/cobra"
 )
 
 func init() {
-	commands.Add(cli.Command{
-		Name:    "delta",
-		Args:    "--from oci:PATH:TAG|oci:PATH@sha256:... --to oci:PATH:TAG|oci:PATH@sha256:... --out FILE [--part-size BYTES] [--tmp DIR] [-v]",
-		Summary: "compute the delta bundle that turns image --from (what the vehicle holds) into image --to",
-		Run:     runDelta,
+	commands.Add("", func() *cobra.Command {
+		var f deltaFlags
+		c := &cobra.Command{
+			Use:   "delta",
+			Short: "compute the delta bundle that turns image --from (what the vehicle holds) into image --to",
+			Long: `Delta computes the bundle that rebuilds image --to on a vehicle that holds
+image --from: per layer, nothing (the vehicle has it), a zstd delta against
+the files and ranges of the old image, or the full layer. Images are OCI
+layouts, named oci:PATH:TAG or oci:PATH@sha256:DIGEST. It prints each layer's
+decision and size, and the bundle's size against the layers'.`,
+			Example: `  groundd delta --from oci:images:os-1 --to oci:images:os-2 --out os-2.bundle
+  groundd delta --from oci:images:os-1 --to oci:images@sha256:4f2c... --out os-2.bundle --part-size 16KiB --json`,
+			Args: cli.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error { return runDelta(c, &f) },
+		}
+		fs := c.Flags()
+		fs.StringVar(&f.from, "from", "", "the image the vehicle holds, `oci:PATH:TAG` or oci:PATH@sha256:...")
+		fs.StringVar(&f.to, "to", "", "the image to send, `oci:PATH:TAG` or oci:PATH@sha256:...")
+		fs.StringVar(&f.out, "out", "", "the bundle `FILE` to write")
+		cli.SizeVar(fs, &f.partSize, "part-size", delta.DefaultPartSize, "output bytes per part, at most (bytes or with a unit: 16KiB)")
+		fs.StringVar(&f.tmp, "tmp", "", "`DIR` for temporary files, here spooled layers (default: system temp)")
+		cli.VerboseFlag(c, &f.verbose)
+		cli.JSONFlag(c, &f.json)
+		return c
 	})
 }
 
-func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.FlagSet("delta", stderr)
-	from := fs.String("from", "", "the image the vehicle holds")
-	to := fs.String("to", "", "the image to send")
-	out := fs.String("out", "", "the bundle file to write")
-	partSize := fs.Int64("part-size", delta.DefaultPartSize, "output bytes per part, at most")
-	tmp := fs.String("tmp", "", "directory for spooled layers (default: system temp)")
-	verbose := fs.Bool("v", false, "log progress to stderr")
-	if err := cli.Parse(fs, args); err != nil {
-		return err
-	}
-	if *from == "" || *to == "" || *out == "" || fs.NArg() != 0 {
+type deltaFlags struct {
+	from, to, out, tmp string
+	partSize           int64
+	verbose, json      bool
+}
+
+func runDelta(c *cobra.Command, f *deltaFlags) error {
+	ctx, stdout, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
+	if f.from == "" || f.to == "" || f.out == "" {
 		return cli.Usagef("--from, --to and --out are required")
 	}
-	fromRef, err := oci.ParseRef(*from)
+	if f.partSize <= 0 {
+		return cli.Usagef("--part-size must be more than 0")
+	}
+	fromRef, err := oci.ParseRef(f.from)
 	if err != nil {
 		return cli.Usagef("--from: %v", err)
 	}
-	toRef, err := oci.ParseRef(*to)
+	toRef, err := oci.ParseRef(f.to)
 	if err != nil {
 		return cli.Usagef("--to: %v", err)
 	}
@@ -51,18 +68,23 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	opts := delta.Options{TempDir: *tmp, PartSize: *partSize, Tag: toRef.Tag}
-	if *verbose {
-		opts.Log = slog.New(slog.NewTextHandler(stderr, nil))
+	opts := delta.Options{TempDir: f.tmp, PartSize: f.partSize, Tag: toRef.Tag}
+	if f.verbose {
+		opts.Log = cli.Logger(stderr, true)
 	}
 	start := time.Now()
-	st, err := delta.ComputeFile(ctx, fromIm, toIm, *out, opts)
+	st, err := delta.ComputeFile(ctx, fromIm, toIm, f.out, opts)
 	if err != nil {
 		return err
 	}
 	var total int64
-	for i, l := range st.Layers {
+	for _, l := range st.Layers {
 		total += l.Size
+	}
+	if f.json {
+		return cli.WriteJSON(stdout, deltaDoc{Layers: st.Layers, LayerBytes: total, Bundle: f.out, BundleSize: st.BundleSize, Seconds: time.Since(start).Seconds()})
+	}
+	for i, l := range st.Layers {
 		switch l.Decision {
 		case delta.Reuse:
 			fmt.Fprintf(stdout, "layer %d %s  %s  %12d bytes -> 0 (the vehicle holds it)\n", i, l.DiffID, l.Decision, l.Size)
@@ -72,8 +94,17 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	fmt.Fprintf(stdout, "total: %d bytes of layers -> bundle %s of %d bytes (%.2f%%) in %.1fs\n",
-		total, *out, st.BundleSize, pct(st.BundleSize, total), time.Since(start).Seconds())
+		total, f.out, st.BundleSize, pct(st.BundleSize, total), time.Since(start).Seconds())
 	return nil
+}
+
+// deltaDoc is the --json document of groundd delta.
+type deltaDoc struct {
+	Layers     []delta.LayerStats `json:"layers"`
+	LayerBytes int64              `json:"layer_bytes"`
+	Bundle     string             `json:"bundle"`
+	BundleSize int64              `json:"bundle_size"`
+	Seconds    float64            `json:"seconds"`
 }
 
 func pct(a, b int64) float64 {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,18 @@ func TestDeltaCommand(t *testing.T) {
 	}
 	if fi, err := os.Stat(out); err != nil || fi.Size() == 0 {
 		t.Fatalf("bundle: %v", err)
+	}
+	// --json: one document, the same decisions.
+	stdout.Reset()
+	code = commands.Execute(context.Background(), []string{"delta", "--json", "--part-size", "16KiB", "--from", "oci:" + lay + ":old", "--to", "oci:" + lay + ":new", "--out", out}, &stdout, &stderr)
+	var doc struct {
+		Layers []struct {
+			Decision string
+		} `json:"layers"`
+		BundleSize int64 `json:"bundle_size"`
+	}
+	if code != 0 || json.Unmarshal(stdout.Bytes(), &doc) != nil || len(doc.Layers) != 2 || doc.Layers[0].Decision != "reuse" || doc.BundleSize == 0 {
+		t.Errorf("--json: exit %d: %s", code, stdout.String())
 	}
 	if code := commands.Execute(context.Background(), []string{"delta", "--from", "oci:" + lay + ":old"}, &stdout, &stderr); code != 2 {
 		t.Errorf("missing flags: exit %d, want 2", code)

@@ -35,7 +35,7 @@ func TestBenchDeltaCommand(t *testing.T) {
 
 	var out, errb bytes.Buffer
 	code := commands.Execute(context.Background(), []string{"bench", "delta", "--layout", dir, "--from", "old", "--to", "new",
-		"--tools", "full,zstd19", "-q"}, &out, &errb)
+		"--tools", "full,zstd19"}, &out, &errb)
 	t.Log("\n" + out.String())
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())

@@ -4,62 +4,113 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"time"
 
 	"github.com/bootorbit/bootorbit/hil/disk"
 	"github.com/bootorbit/bootorbit/internal/cli"
+	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 )
 
 func init() {
-	commands.Add(cli.Command{
-		Name:    "disk serve",
-		Args:    "[--size 1GiB] [--rate 100MB/s,0.2ms] [--mkfs=true] [--mount=true] [--loop-direct-io=true] [--trace]",
-		Summary: "serve an emulated disk (in memory, bandwidth/latency model) as a loop device with ext4 on it, until SIGINT",
-		Run:     runDiskServe,
+	commands.Group("disk", "the emulated block device (eMMC speed, real power cuts under the kernel's ext4)",
+		`The disk commands run hil/disk: our own FUSE server serving a disk image from
+memory in 4 KiB blocks with a bandwidth/latency model and a volatile write
+cache, under a loop device with a fresh ext4. Root only; needs /dev/fuse,
+losetup and mkfs.ext4.`)
+	commands.Add("disk", func() *cobra.Command {
+		var f diskServeFlags
+		c := &cobra.Command{
+			Use:   "serve",
+			Short: "serve an emulated disk (in memory, bandwidth/latency model) as a loop device with ext4 on it, until SIGINT",
+			Long: `Serve starts an emulated disk of --size with the --rate model, puts a loop
+device over it, makes an ext4 and mounts it (unless told not to), prints
+where, and serves until SIGINT or SIGTERM; then it prints the device's
+counters and tears everything down.`,
+			Example: `  hil disk serve --size 1GiB --rate 100MB/s,0.2ms
+  hil disk serve --size 256MiB --mkfs=false --json`,
+			Args: cli.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error { return runDiskServe(c, &f) },
+		}
+		fs := c.Flags()
+		cli.SizeVar(fs, &f.size, "size", 1<<30, "device size (bytes or with a unit: 1GiB), a multiple of 4KiB")
+		fs.StringVar(&f.rate, "rate", "0", "device model `RATE[,LATENCY]`: bytes per second and per-request latency (e.g. 100MB/s,0.2ms; 0: unlimited)")
+		fs.BoolVar(&f.mkfs, "mkfs", true, "make an ext4 filesystem on it")
+		fs.BoolVar(&f.mount, "mount", true, "mount the ext4 (needs --mkfs)")
+		fs.BoolVar(&f.dio, "loop-direct-io", true, "losetup --direct-io=on (no page cache between the loop device and the emulated disk)")
+		fs.BoolVar(&f.trace, "trace", false, "print every FUSE request to stderr")
+		cli.VerboseFlag(c, &f.verbose)
+		cli.JSONFlag(c, &f.json)
+		return c
 	})
 }
 
-func runDiskServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.FlagSet("disk serve", stderr)
-	sizeS := fs.String("size", "1GiB", "device `SIZE`")
-	rate := fs.String("rate", "0", "device model `RATE[,LATENCY]`: bytes per second and per-request latency (e.g. 100MB/s,0.2ms; 0: unlimited)")
-	mkfs := fs.Bool("mkfs", true, "make an ext4 filesystem on it")
-	mount := fs.Bool("mount", true, "mount the ext4 (needs --mkfs)")
-	dio := fs.Bool("loop-direct-io", true, "losetup --direct-io=on (no page cache between the loop device and the emulated disk)")
-	trace := fs.Bool("trace", false, "print every FUSE request to stderr")
-	if err := cli.Parse(fs, args); err != nil {
-		return err
+type diskServeFlags struct {
+	size                                   int64
+	rate                                   string
+	mkfs, mount, dio, trace, verbose, json bool
+}
+
+// diskServeDoc is the --json document of disk serve: one when serving
+// starts, one with the counters when it ends.
+type diskServeDoc struct {
+	Size   int64       `json:"size"`
+	Model  string      `json:"model"`
+	File   string      `json:"file"`
+	Loop   string      `json:"loop"`
+	Mount  string      `json:"mount,omitempty"`
+	Served *disk.Stats `json:"served,omitempty"`
+}
+
+func runDiskServe(c *cobra.Command, f *diskServeFlags) error {
+	ctx, stdout, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
+	size := f.size
+	if size <= 0 || size%disk.BlockSize != 0 {
+		return cli.Usagef("--size %d: want a multiple of %d bytes", size, disk.BlockSize)
 	}
-	size, err := parseSize(*sizeS)
-	if err != nil || size%disk.BlockSize != 0 {
-		return cli.Usagef("--size %q: want a multiple of %d bytes", *sizeS, disk.BlockSize)
-	}
-	m, err := disk.ParseModel(*rate)
+	m, err := disk.ParseModel(f.rate)
 	if err != nil {
 		return cli.Usagef("--rate: %v", err)
 	}
-	o := disk.Options{Size: size, Model: m, Format: *mkfs, Mount: *mkfs && *mount, LoopDirectIO: *dio,
-		Server: disk.ServerOptions{DirectIO: true}, Log: slog.New(slog.NewTextHandler(stderr, nil))}
-	if *trace {
+	o := disk.Options{Size: size, Model: m, Format: f.mkfs, Mount: f.mkfs && f.mount, LoopDirectIO: f.dio,
+		Server: disk.ServerOptions{DirectIO: true}, Log: cli.Logger(stderr, f.verbose)}
+	if f.trace {
 		o.Server.Trace = stderr
 	}
 	d, err := disk.Start(ctx, o)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "emulated disk: %d bytes, %v\nfile:   %s\nloop:   %s\n", size, m, d.Server.Path(), d.Loop)
+	doc := diskServeDoc{Size: size, Model: m.String(), File: d.Server.Path(), Loop: d.Loop}
 	if o.Mount {
-		fmt.Fprintf(stdout, "mount:  %s (ext4)\n", d.Mnt)
+		doc.Mount = d.Mnt
 	}
-	fmt.Fprintln(stdout, "serving until SIGINT")
+	if f.json {
+		if err := cli.WriteJSON(stdout, doc); err != nil {
+			d.Close()
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "emulated disk: %d bytes, %v\nfile:   %s\nloop:   %s\n", size, m, d.Server.Path(), d.Loop)
+		if o.Mount {
+			fmt.Fprintf(stdout, "mount:  %s (ext4)\n", d.Mnt)
+		}
+		fmt.Fprintln(stdout, "serving until SIGINT")
+	}
 	start := time.Now()
 	<-ctx.Done()
 	st := d.Device().Stats()
-	fmt.Fprintf(stdout, "served %v: %d writes (%d bytes), %d flushes, %d reads (%d bytes), device busy %v; fuse requests: %s\n",
-		time.Since(start).Round(time.Millisecond), st.Writes, st.WriteBytes, st.Flushes, st.Reads, st.ReadBytes, st.Busy.Round(time.Millisecond), d.Server.OpsString())
+	if f.json {
+		doc.Served = &st
+		if err := cli.WriteJSON(stdout, doc); err != nil {
+			d.Close()
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "served %v: %d writes (%d bytes), %d flushes, %d reads (%d bytes), device busy %v; fuse requests: %s\n",
+			time.Since(start).Round(time.Millisecond), st.Writes, st.WriteBytes, st.Flushes, st.Reads, st.ReadBytes, st.Busy.Round(time.Millisecond), d.Server.OpsString())
+	}
 	return d.Close()
 }
 

@@ -1,27 +1,70 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"maps"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/bootorbit/bootorbit/hil/slotbench"
 	"github.com/bootorbit/bootorbit/internal/cli"
 	"github.com/bootorbit/bootorbit/slots"
+	"github.com/spf13/cobra"
 )
 
 func init() {
-	commands.Add(cli.Command{
-		Name:    "bench slot-write",
-		Args:    "[--size 200MiB] [--dir PATH] [--rounds N] [--seed N] [--sync syncfs|fsync] [--drop-caches=false] [--flush-every SIZE] [--tar FILE] [--emulate-disk RATE[,LATENCY] [--emulate-queue N]] [--format-slot [--format-mkfs ARGS]]",
-		Summary: "write a root filesystem into a raw and a directory slot vs a plain sequential write + fsync of the same bytes, side by side",
-		Run:     runSlotBench,
+	benchGroup()
+	commands.Add("bench", func() *cobra.Command {
+		var f slotBenchFlags
+		c := &cobra.Command{
+			Use:   "slot-write",
+			Short: "write a root filesystem into a raw and a directory slot vs a plain sequential write + fsync of the same bytes, side by side",
+			Long: `Slot-write measures, interleaved round by round on the same disk, a plain
+sequential write of N bytes with a final fsync against installing the same N
+bytes into a raw slot and into a directory slot through the Manager.Install
+flightd uses, and prints medians and per-round ratio ranges. As root it drops
+the page cache before every measurement. --emulate-disk runs it on a fresh
+ext4 on an emulated disk of a given speed (hil/disk); --format-slot adds a
+directory slot formatted at every install.`,
+			Example: `  hil bench slot-write --size 200MiB --rounds 3 --dir /mnt/emmc
+  hil bench slot-write --size 200MiB --rounds 3 --emulate-disk 50MB/s,0.2ms
+  hil bench slot-write --tar rootfs.tar --emulate-disk 150MB/s,0.2ms --format-slot --json`,
+			Args: cli.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error { return runSlotBench(c, &f) },
+		}
+		f.register(c)
+		return c
 	})
+}
+
+type slotBenchFlags struct {
+	size, flush                     int64
+	dir, syncS, tarPath, emulate    string
+	formatMkfs                      string
+	rounds, queue                   int
+	seed                            uint64
+	formatSlot, drop, json, verbose bool
+}
+
+func (f *slotBenchFlags) register(c *cobra.Command) {
+	fs := c.Flags()
+	cli.SizeVar(fs, &f.size, "size", 200<<20, "root filesystem content size (bytes or with a unit: 200MiB)")
+	fs.StringVar(&f.dir, "dir", os.TempDir(), "`PATH` on the disk to measure (slots and the reference file go there)")
+	fs.IntVar(&f.rounds, "rounds", 5, "interleaved rounds; medians are reported")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed of the generated root filesystem")
+	fs.StringVar(&f.syncS, "sync", "syncfs", "directory slot durability: syncfs (one syncfs(2)) or fsync (every file and directory)")
+	fs.StringVar(&f.tarPath, "tar", "", "write this root filesystem layer `TAR` (uncompressed; a real image's) instead of a generated one")
+	fs.StringVar(&f.emulate, "emulate-disk", "", "run on a fresh ext4 on an emulated disk (hil/disk) of this model instead of --dir: `RATE[,LATENCY]`, e.g. 100MB/s,0.2ms (0: unlimited)")
+	cli.SizeVar(fs, &f.flush, "flush-every", 8<<20, "directory slot early writeback: a syncfs after every this much content (0: only the final syncfs)")
+	fs.IntVar(&f.queue, "emulate-queue", 4, "requests the emulated disk's server takes at once (asynchronous direct I/O); the device still does one at a time, in its model's time, but more overlap the server's own work with the device's, as a device's command queue does (1: the server's work adds to every request)")
+	fs.BoolVar(&f.formatSlot, "format-slot", false, "also measure a directory slot formatted at every install (mkfs.ext4 + mount + extract), on a partition of its own of the same disk; root only. Without --emulate-disk the whole bench then runs on a loop disk: an image file in --dir")
+	fs.StringVar(&f.formatMkfs, "format-mkfs", benchMkfs, "extra mkfs.ext4 `ARGS` (space-separated) for the formatted slot; the default makes it as the bench's main ext4 is made (no discard, inode tables written by mkfs, not behind the next measurement's back)")
+	fs.BoolVar(&f.drop, "drop-caches", true, "sync and drop the page cache before every measurement (root only; otherwise sync only)")
+	cli.JSONFlag(c, &f.json)
+	cli.VerboseFlag(c, &f.verbose)
 }
 
 // benchMkfs is the formatted slot's mkfs.ext4 arguments by default: the
@@ -30,103 +73,77 @@ func init() {
 // not.
 const benchMkfs = "-E nodiscard,lazy_itable_init=0"
 
-// parseSize accepts a byte count with an optional KiB, MiB, GiB (or K, M,
-// G, KB, MB, GB as powers of 1000) suffix.
-func parseSize(s string) (int64, error) {
-	units := []struct {
-		suf string
-		mul int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
-	mul := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suf) {
-			s, mul = strings.TrimSuffix(s, u.suf), u.mul
-			break
-		}
+func runSlotBench(c *cobra.Command, f *slotBenchFlags) error {
+	ctx, stdout, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
+	size := f.size
+	if size <= 0 || size > 1<<40 {
+		return cli.Usagef("--size %d: want 1 byte to 1TiB", size)
 	}
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil || n <= 0 || n > 1<<40/mul {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return n * mul, nil
-}
-
-func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.FlagSet("bench slot-write", stderr)
-	sizeS := fs.String("size", "200MiB", "root filesystem content `SIZE`")
-	dir := fs.String("dir", os.TempDir(), "`PATH` on the disk to measure (slots and the reference file go there)")
-	rounds := fs.Int("rounds", 5, "interleaved rounds; medians are reported")
-	seed := fs.Uint64("seed", 1, "seed of the generated root filesystem")
-	syncS := fs.String("sync", "syncfs", "directory slot durability: syncfs (one syncfs(2)) or fsync (every file and directory)")
-	tarPath := fs.String("tar", "", "write this root filesystem layer `TAR` (uncompressed; a real image's) instead of a generated one")
-	emulate := fs.String("emulate-disk", "", "run on a fresh ext4 on an emulated disk (hil/disk) of this model instead of --dir: `RATE[,LATENCY]`, e.g. 100MB/s,0.2ms (0: unlimited)")
-	flushS := fs.String("flush-every", "8MiB", "directory slot early writeback: a syncfs after every `SIZE` of content (0: only the final syncfs)")
-	queue := fs.Int("emulate-queue", 4, "requests the emulated disk's server takes at once (asynchronous direct I/O); the device still does one at a time, in its model's time, but more overlap the server's own work with the device's, as a device's command queue does (1: the server's work adds to every request)")
-	formatSlot := fs.Bool("format-slot", false, "also measure a directory slot formatted at every install (mkfs.ext4 + mount + extract), on a partition of its own of the same disk; root only. Without --emulate-disk the whole bench then runs on a loop disk: an image file in --dir")
-	formatMkfs := fs.String("format-mkfs", benchMkfs, "extra mkfs.ext4 `ARGS` (space-separated) for the formatted slot; the default makes it as the bench's main ext4 is made (no discard, inode tables written by mkfs, not behind the next measurement's back)")
-	drop := fs.Bool("drop-caches", true, "sync and drop the page cache before every measurement (root only; otherwise sync only)")
-	if err := cli.Parse(fs, args); err != nil {
-		return err
-	}
-	size, err := parseSize(*sizeS)
-	if err != nil {
-		return cli.Usagef("--size: %v", err)
-	}
-	if *rounds < 1 || *rounds > 100 {
-		return cli.Usagef("--rounds %d: want 1..100", *rounds)
+	var err error
+	if f.rounds < 1 || f.rounds > 100 {
+		return cli.Usagef("--rounds %d: want 1..100", f.rounds)
 	}
 	var mode slots.SyncMode
-	switch *syncS {
+	switch f.syncS {
 	case "syncfs":
 		mode = slots.SyncFS
 	case "fsync":
 		mode = slots.SyncEach
 	default:
-		return cli.Usagef("--sync %q: want syncfs or fsync", *syncS)
+		return cli.Usagef("--sync %q: want syncfs or fsync", f.syncS)
 	}
-	flush := int64(-1) // "0": only the final syncfs
-	if *flushS != "0" {
-		if flush, err = parseSize(*flushS); err != nil {
-			return cli.Usagef("--flush-every: %v", err)
-		}
+	flush := f.flush
+	if flush == 0 {
+		flush = -1 // only the final syncfs
 	}
 	var layer []byte
-	if *tarPath != "" {
-		if layer, err = os.ReadFile(*tarPath); err != nil {
+	if f.tarPath != "" {
+		if layer, err = os.ReadFile(f.tarPath); err != nil {
 			return err
 		}
 	}
-	if *queue < 1 || *queue > 64 {
-		return cli.Usagef("--emulate-queue %d: want 1..64", *queue)
+	if f.queue < 1 || f.queue > 64 {
+		return cli.Usagef("--emulate-queue %d: want 1..64", f.queue)
 	}
-	if cli.Given(fs, "emulate-queue") && *emulate == "" {
+	if cli.Given(c, "emulate-queue") && f.emulate == "" {
 		return cli.Usagef("--emulate-queue is for --emulate-disk")
 	}
-	if *formatSlot && os.Geteuid() != 0 {
+	if f.formatSlot && os.Geteuid() != 0 {
 		return cli.Usagef("--format-slot needs root (loop devices, mkfs, mount)")
 	}
-	if cli.Given(fs, "format-mkfs") && !*formatSlot {
+	if cli.Given(c, "format-mkfs") && !f.formatSlot {
 		return cli.Usagef("--format-mkfs is for --format-slot")
 	}
 	var formatted slots.Slot
 	var counters func() (int64, int64)
-	if *emulate != "" || *formatSlot {
-		d, err := startBenchDisk(ctx, *emulate, *queue, *dir, max(int64(len(layer)), size+size/8), *formatSlot, stderr)
+	if f.emulate != "" || f.formatSlot {
+		d, err := startBenchDisk(ctx, f.emulate, f.queue, f.dir, max(int64(len(layer)), size+size/8), f.formatSlot, stderr)
 		if err != nil {
 			return err
 		}
-		defer d.close(stdout)
-		*dir = d.Mnt
+		closeOut := stdout
+		if f.json { // keep stdout one JSON document
+			closeOut = stderr
+		}
+		defer d.close(closeOut)
+		f.dir = d.Mnt
 		if dev := d.Device(); dev != nil {
 			counters = func() (int64, int64) { st := dev.Stats(); return st.Writes, st.WriteBytes }
 		}
 		if d.part != "" {
-			formatted = slots.Slot{Backend: slots.BackendDir, Path: d.partMnt, Device: d.part, Format: "ext4", MkfsOptions: strings.Fields(*formatMkfs)}
+			formatted = slots.Slot{Backend: slots.BackendDir, Path: d.partMnt, Device: d.part, Format: "ext4", MkfsOptions: strings.Fields(f.formatMkfs)}
 		}
 	}
-	res, err := slots.BenchSlotWrite(ctx, slots.BenchOptions{Dir: *dir, Size: size, Rounds: *rounds, Seed: *seed, Sync: mode, Log: stderr, DropCaches: *drop, Layer: layer, FlushEvery: flush, Formatted: formatted, Device: counters})
+	var progress io.Writer
+	if f.verbose {
+		progress = stderr
+	}
+	res, err := slotbench.Run(ctx, slotbench.Options{Dir: f.dir, Size: size, Rounds: f.rounds, Seed: f.seed, Sync: mode, Log: progress, DropCaches: f.drop, Layer: layer, FlushEvery: flush, Formatted: formatted, Device: counters})
 	if err != nil {
 		return err
+	}
+	if f.json {
+		return cli.WriteJSON(stdout, res)
 	}
 	mbps := func(d time.Duration) float64 { return float64(res.TarBytes) / d.Seconds() / 1e6 }
 	cond := "sync before each measurement"
@@ -138,11 +155,11 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "formatted slot: %s on %s (its own partition of the same disk)\n", strings.Join(mkfs, " "), formatted.Device)
 	}
 	src := "generated"
-	if *tarPath != "" {
-		src = *tarPath
+	if f.tarPath != "" {
+		src = f.tarPath
 	}
 	fmt.Fprintf(stdout, "slot write: %s: %d entries, %d files (mean %d bytes), %d content bytes, %d tar bytes; dir %s, sync %s; %d interleaved rounds, %s; medians\n",
-		src, res.Entries, res.Files, res.ContentBytes/int64(max(res.Files, 1)), res.ContentBytes, res.TarBytes, *dir, *syncS, *rounds, cond)
+		src, res.Entries, res.Files, res.ContentBytes/int64(max(res.Files, 1)), res.ContentBytes, res.TarBytes, f.dir, f.syncS, f.rounds, cond)
 	fmt.Fprintf(stdout, "staging (once, not in any write time): raw image sha256 %v, directory expected tree %v\n",
 		res.StageRaw.Round(time.Millisecond), res.StageDir.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "%-38s %9s %12s\n", "method", "time", "throughput")
@@ -155,14 +172,14 @@ func runSlotBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		refs = append(refs, ref{"O_DIRECT overwrite", res.PlainDirect})
 	}
 	row := func(name string, ds []time.Duration) {
-		d := slots.Median(ds)
+		d := slotbench.Median(ds)
 		fmt.Fprintf(stdout, "%-38s %9v %7.1f MB/s\n", name, d.Round(time.Millisecond), mbps(d))
 	}
 	ratios := func(ds []time.Duration, target string) {
 		for _, r := range refs {
-			lo, hi := slots.RatioRange(r.ds, ds)
+			lo, hi := slotbench.RatioRange(r.ds, ds)
 			fmt.Fprintf(stdout, "    %6.1f%% of plain %-20s (rounds %.0f-%.0f%%)%s\n",
-				100*slots.Median(r.ds).Seconds()/slots.Median(ds).Seconds(), r.name, 100*lo, 100*hi, target)
+				100*slotbench.Median(r.ds).Seconds()/slotbench.Median(ds).Seconds(), r.name, 100*lo, 100*hi, target)
 			target = ""
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bootorbit/bootorbit/hil/disk"
 	"github.com/bootorbit/bootorbit/slots"
+	"github.com/bootorbit/bootorbit/slots/slotstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -274,7 +275,7 @@ func BenchmarkFormattedInstall(b *testing.B) {
 		if tarb, err = os.ReadFile(*flagFormatTar); err != nil {
 			b.Fatal(err)
 		}
-	} else if tarb, _, err = slots.GenerateRootfs(7, *flagMiB<<20); err != nil {
+	} else if tarb, _, err = slotstest.GenerateRootfs(7, *flagMiB<<20); err != nil {
 		b.Fatal(err)
 	}
 	exp, err := slots.ExpectedTree(ctx, []io.Reader{bytes.NewReader(tarb)}, slots.ExtractOptions{})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bootorbit/bootorbit/hil/disk"
 	"github.com/bootorbit/bootorbit/slots"
+	"github.com/bootorbit/bootorbit/slots/slotstest"
 )
 
 var (
@@ -41,7 +42,7 @@ func TestProfileWrites(t *testing.T) {
 	if *flagProfileTar != "" {
 		tarb, err = os.ReadFile(*flagProfileTar)
 	} else {
-		tarb, _, err = slots.GenerateRootfs(1, 200<<20)
+		tarb, _, err = slotstest.GenerateRootfs(1, 200<<20)
 	}
 	if err != nil {
 		t.Fatal(err)

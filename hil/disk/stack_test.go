@@ -17,6 +17,7 @@ import (
 	"github.com/bootorbit/bootorbit/hil/disk"
 	"github.com/bootorbit/bootorbit/internal/testtool"
 	"github.com/bootorbit/bootorbit/slots"
+	"github.com/bootorbit/bootorbit/slots/slotstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -148,7 +149,7 @@ func remount(t *testing.T, ctx context.Context, img *disk.Image, check func(root
 
 func layer(t *testing.T, seed uint64) ([]byte, []slots.Entry) {
 	t.Helper()
-	tarb, files, err := slots.GenerateRootfs(seed, *flagMiB<<20)
+	tarb, files, err := slotstest.GenerateRootfs(seed, *flagMiB<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

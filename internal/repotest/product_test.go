@@ -121,16 +121,6 @@ var (
 // file below it). The lead deletes an entry when its move lands; an entry
 // that no longer matches anything fails the test, so the list cannot rot.
 var knownOffenders = map[string]map[string]string{
-	"drops page caches": {
-		// The slot-write bench driver; moving under hil, its rootfs
-		// generator into slots/slotstest.
-		"slots/bench.go": "slot-write bench, moving to hil",
-	},
-	"exists only for a benchmark": {
-		"slots/bench.go": "slot-write bench, moving to hil",
-		// The delta tool comparison (hil bench delta) and its image script.
-		"delta/bench/": "delta comparison bench, moving to hil",
-	},
 	"declares a test double": {
 		// MemJournal and MemStore, the transfer engine's in-memory journal
 		// and power-cuttable store; moving to protocol/transfer/transfertest.

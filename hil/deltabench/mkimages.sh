@@ -12,7 +12,7 @@
 #   new-big       new plus several more packages (a larger change), one layer
 #
 # Usage (as root; needs debootstrap, umoci, and deb.debian.org):
-#   delta/bench/mkimages.sh [OUTDIR]        (default: testdata-gen)
+#   hil/deltabench/mkimages.sh [OUTDIR]        (default: testdata-gen)
 # The layout is OUTDIR/oci; work trees and the debootstrap cache stay in
 # OUTDIR/work so that a second run reuses every finished step. The script
 # prints the images it built with their sizes and the packages updated

@@ -1,4 +1,4 @@
-// Package bench measures layer deltas between two images of an OCI layout
+// Package deltabench measures layer deltas between two images of an OCI layout
 // side by side: full zstd -19 of each changed layer, zstd --patch-from at
 // -19 and --ultra -22, xdelta3 -9 and bsdiff against the old image's layer
 // tars, and our bundle. Every encoder and every apply runs as a child
@@ -8,7 +8,7 @@
 //
 // The realistic image pairs come from mkimages.sh in this folder; the
 // command is `hil bench delta`.
-package bench
+package deltabench
 
 import (
 	"context"

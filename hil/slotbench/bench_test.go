@@ -1,4 +1,4 @@
-package slots
+package slotbench
 
 import (
 	"bytes"
@@ -10,20 +10,22 @@ import (
 	"testing"
 
 	"github.com/bootorbit/bootorbit/internal/vfs"
+	"github.com/bootorbit/bootorbit/slots"
+	"github.com/bootorbit/bootorbit/slots/slotstest"
 )
 
 // The side-by-side comparison with a plain write is `hil bench slot-write`;
-// these measure the pieces in isolation (go test -bench . ./slots).
+// these measure the pieces in isolation (go test -bench . ./hil/slotbench).
 
 func BenchmarkExtract(b *testing.B) {
-	rootfs, _, err := GenerateRootfs(1, 32<<20)
+	rootfs, _, err := slotstest.GenerateRootfs(1, 32<<20)
 	if err != nil {
 		b.Fatal(err)
 	}
 	dir := b.TempDir()
 	b.SetBytes(int64(len(rootfs)))
 	for b.Loop() {
-		if _, err := ExtractLayers(context.Background(), dir, []io.Reader{bytes.NewReader(rootfs)}, ExtractOptions{Sync: SyncFS}); err != nil {
+		if _, err := slots.ExtractLayers(context.Background(), dir, []io.Reader{bytes.NewReader(rootfs)}, slots.ExtractOptions{Sync: slots.SyncFS}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -37,7 +39,7 @@ func BenchmarkWriteRaw(b *testing.B) {
 	}
 	b.SetBytes(int64(len(img)))
 	for b.Loop() {
-		if _, _, err := WriteRaw(context.Background(), vfs.Default, p, bytes.NewReader(img), int64(len(img)), false); err != nil {
+		if _, _, err := slots.WriteRaw(context.Background(), vfs.Default, p, bytes.NewReader(img), int64(len(img)), false); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -52,12 +54,12 @@ func BenchmarkSHA256(b *testing.B) {
 }
 
 func BenchmarkTreeDigest(b *testing.B) {
-	rootfs, _, _ := GenerateRootfs(1, 8<<20)
-	res, err := ExtractLayers(context.Background(), b.TempDir(), []io.Reader{bytes.NewReader(rootfs)}, ExtractOptions{Sync: SyncNone})
+	rootfs, _, _ := slotstest.GenerateRootfs(1, 8<<20)
+	res, err := slots.ExtractLayers(context.Background(), b.TempDir(), []io.Reader{bytes.NewReader(rootfs)}, slots.ExtractOptions{Sync: slots.SyncNone})
 	if err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		TreeDigest(res.Entries, DigestOptions{})
+		slots.TreeDigest(res.Entries, slots.DigestOptions{})
 	}
 }

@@ -1,4 +1,9 @@
-package slots
+// Package slotbench measures slot writes against a plain sequential write
+// of the same bytes on the same disk, interleaved round by round: the
+// library of `hil bench slot-write`. It lives under hil, not in slots,
+// because it drops the kernel's page cache (/proc/sys/vm/drop_caches) and
+// times things, which the product never does.
+package slotbench
 
 import (
 	"archive/tar"
@@ -7,7 +12,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"math/rand/v2"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,96 +21,19 @@ import (
 	"time"
 
 	"github.com/bootorbit/bootorbit/internal/vfs"
+	"github.com/bootorbit/bootorbit/slots"
+	"github.com/bootorbit/bootorbit/slots/slotstest"
 	"golang.org/x/sys/unix"
 )
 
-// GenerateRootfs returns a deterministic root filesystem layer tar of about
-// size content bytes: directories of files of mixed sizes (mostly small, a
-// few large, as in a real distribution), with symlinks and hard links, and
-// incompressible content. It also returns the number of regular files.
-func GenerateRootfs(seed uint64, size int64) ([]byte, int, error) {
-	r := rand.New(rand.NewPCG(seed, 0x5eed))
-	var key [32]byte
-	for i := range key {
-		key[i] = byte(r.IntN(256))
-	}
-	content := rand.NewChaCha8(key)
-	var buf bytes.Buffer
-	buf.Grow(int(size + size/8 + 1<<20))
-	w := tar.NewWriter(&buf)
-	mt := time.Unix(1700000000, 0)
-	hdr := func(h *tar.Header) error {
-		h.ModTime, h.Format = mt, tar.FormatPAX
-		return w.WriteHeader(h)
-	}
-	for _, d := range []string{"usr", "usr/lib", "usr/bin", "etc", "var"} {
-		if err := hdr(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
-			return nil, 0, err
-		}
-	}
-	var total int64
-	files, dirN := 0, 0
-	dir := ""
-	chunk := make([]byte, 1<<20)
-	for total < size {
-		if files%64 == 0 {
-			dir = fmt.Sprintf("usr/lib/pkg%04d", dirN)
-			dirN++
-			if err := hdr(&tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
-				return nil, 0, err
-			}
-		}
-		var n int64
-		// Sizes shaped like a distribution's root filesystem: mostly small
-		// files (mean about 75 KiB, so about 2700 files for 200 MiB).
-		switch p := r.IntN(1000); {
-		case p < 750:
-			n = 100 + r.Int64N(8<<10)
-		case p < 950:
-			n = 8<<10 + r.Int64N(56<<10)
-		case p < 995:
-			n = 64<<10 + r.Int64N(960<<10)
-		default:
-			n = 1<<20 + r.Int64N(15<<20)
-		}
-		n = min(n, size-total)
-		name := fmt.Sprintf("%s/f%05d", dir, files)
-		if err := hdr(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: n}); err != nil {
-			return nil, 0, err
-		}
-		for left := n; left > 0; {
-			c := chunk[:min(int64(len(chunk)), left)]
-			content.Read(c)
-			w.Write(c)
-			left -= int64(len(c))
-		}
-		total += n
-		files++
-		if files%20 == 0 {
-			if err := hdr(&tar.Header{Name: name + ".lnk", Typeflag: tar.TypeSymlink, Linkname: filepath.Base(name), Mode: 0o777}); err != nil {
-				return nil, 0, err
-			}
-		}
-		if files%50 == 0 {
-			if err := hdr(&tar.Header{Name: name + ".hard", Typeflag: tar.TypeLink, Linkname: name}); err != nil {
-				return nil, 0, err
-			}
-		}
-	}
-	if err := w.Close(); err != nil {
-		return nil, 0, err
-	}
-	return buf.Bytes(), files, nil
-}
-
-// BenchOptions configures BenchSlotWrite.
-type BenchOptions struct {
+// Options configures Run.
+type Options struct {
 	Dir    string // where the slots and the reference file go (same disk)
 	Size   int64  // root filesystem content bytes
 	Rounds int
 	Seed   uint64
-	Sync   SyncMode  // directory slot sync discipline
-	Log    io.Writer // progress, one line per measurement; may be nil
+	Sync   slots.SyncMode // directory slot sync discipline
+	Log    io.Writer      // progress, one line per measurement; may be nil
 	// DropCaches writes back all dirty data and drops the page cache
 	// (sync; echo 3 > /proc/sys/vm/drop_caches, root only) before every
 	// measurement, so that each starts cold and with no one else's
@@ -116,31 +44,31 @@ type BenchOptions struct {
 	// image's, say) instead of a generated one; Size and Seed are unused.
 	Layer []byte
 	// FlushEvery is the directory slot's early writeback step
-	// (ExtractOptions.FlushEvery; 0: its default), also used by the
+	// (slots.ExtractOptions.FlushEvery; 0: its default), also used by the
 	// files floor.
 	FlushEvery int64
 	// Device, when set, reads the disk's request counters (an emulated
 	// disk's): each measurement's writes are then recorded
-	// (BenchResult.DeviceWrites).
+	// (Result.DeviceWrites).
 	Device func() (writes, bytes int64)
 	// Formatted, when its Path is set, is a directory slot formatted at
-	// every install (Slot.Format), on a partition of its own of the same
+	// every install (slots.Slot.Format), on a partition of its own of the same
 	// disk as Dir: its install (mkfs, mount, extract, syncfs) is measured
 	// beside the others.
-	Formatted Slot
+	Formatted slots.Slot
 }
 
-// BenchResult holds the per-round times of each method, in round order.
-type BenchResult struct {
+// Result holds the per-round times of each method, in round order.
+type Result struct {
 	TarBytes, ContentBytes int64
 	Files                  int
 	Entries                int // all entries (directories, links, ...) of the tree
 	// DroppedCaches says whether the page cache was dropped before each
-	// measurement (BenchOptions.DropCaches and permitted).
+	// measurement (Options.DropCaches and permitted).
 	DroppedCaches bool
 	// Staging is the time, measured once and not part of any write, of
 	// computing what the slots are verified against: the raw image's
-	// sha256 and the directory slot's expected tree (ExpectedTree). A real
+	// sha256 and the directory slot's expected tree (slots.ExpectedTree). A real
 	// update has them from the signed image config and the layer
 	// verification.
 	StageRaw, StageDir time.Duration
@@ -156,10 +84,10 @@ type BenchResult struct {
 	Raw, RawTotal []time.Duration
 	Dir, DirTotal []time.Duration
 	// Dir2 is the directory slot write with two small-file workers
-	// (ExtractOptions.Workers = 2), for comparison with the default.
+	// (slots.ExtractOptions.Workers = 2), for comparison with the default.
 	Dir2 []time.Duration
 	// DirFinalSync is the directory slot write without early writeback
-	// (ExtractOptions.FlushEvery < 0: only the final syncfs), for
+	// (slots.ExtractOptions.FlushEvery < 0: only the final syncfs), for
 	// comparison with the default; empty with SyncEach.
 	DirFinalSync []time.Duration
 	// Floor is what any extractor that creates one file at a time costs on
@@ -169,15 +97,15 @@ type BenchResult struct {
 	// compare it with DirPrepared. Empty with SyncEach.
 	Floor []time.Duration
 	// DirPrepared is the directory slot write into a slot emptied
-	// beforehand (Manager.Prepare, as when an update starts downloading),
+	// beforehand (slots.Manager.Prepare, as when an update starts downloading),
 	// and DirEmpty that emptying, measured apart.
 	DirPrepared, DirEmpty []time.Duration
-	// DirFormatted is the install into BenchOptions.Formatted: making a
+	// DirFormatted is the install into Options.Formatted: making a
 	// new filesystem on the slot's partition and mounting it in place of
 	// emptying it, then extracting and syncing, as Install does it.
 	DirFormatted []time.Duration
 	// DeviceWrites holds, per method name as logged, the device's write
-	// requests and bytes of each measurement (with BenchOptions.Device).
+	// requests and bytes of each measurement (with Options.Device).
 	DeviceWrites map[string][]DeviceCount
 }
 
@@ -213,13 +141,13 @@ func RatioRange(ref, d []time.Duration) (lo, hi float64) {
 	return lo, hi
 }
 
-// BenchSlotWrite measures, interleaved round by round on the same disk, a
+// Run measures, interleaved round by round on the same disk, a
 // plain sequential write of N bytes with a final fsync against installing
 // the same N bytes into a raw slot (a tar holding one filesystem image of N
 // bytes) and into a directory slot (a root filesystem tar of N bytes),
-// through the same Manager.Install that flightd uses, given the expected
+// through the same slots.Manager.Install that flightd uses, given the expected
 // digest (raw) and tree (directory) as an update has them.
-func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
+func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Rounds <= 0 {
 		o.Rounds = 5
 	}
@@ -235,11 +163,11 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	defer os.RemoveAll(work)
 	rootfs, files := o.Layer, 0
 	if rootfs == nil {
-		if rootfs, files, err = GenerateRootfs(o.Seed, o.Size); err != nil {
+		if rootfs, files, err = slotstest.GenerateRootfs(o.Seed, o.Size); err != nil {
 			return nil, err
 		}
 	}
-	res := &BenchResult{TarBytes: int64(len(rootfs)), ContentBytes: o.Size, Files: files}
+	res := &Result{TarBytes: int64(len(rootfs)), ContentBytes: o.Size, Files: files}
 	// The raw image is the same bytes as the directory layer, so that all
 	// methods write exactly len(rootfs) bytes of payload.
 	rawLayer := bytes.Buffer{}
@@ -252,7 +180,7 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	rawDigest := fmt.Sprintf("sha256:%x", sha256.Sum256(rootfs))
 	res.StageRaw = time.Since(start)
 	start = time.Now()
-	want, err := ExpectedTree(ctx, []io.Reader{bytes.NewReader(rootfs)}, ExtractOptions{})
+	want, err := slots.ExpectedTree(ctx, []io.Reader{bytes.NewReader(rootfs)}, slots.ExtractOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -274,12 +202,12 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	}
 	// mk opens a manager whose slot B is b, booted from A, with its state
 	// in work/state, extracting with eo.
-	mk := func(state string, b Slot, eo ExtractOptions) (*Manager, error) {
-		return Open(Options{StateDir: filepath.Join(work, state), Booted: A, A: Slot{Backend: BackendDir, Path: filepath.Join(work, "slot-a")},
-			B: b, Extract: eo, Log: discardLogger()})
+	mk := func(state string, b slots.Slot, eo slots.ExtractOptions) (*slots.Manager, error) {
+		return slots.Open(slots.Options{StateDir: filepath.Join(work, state), Booted: slots.A, A: slots.Slot{Backend: slots.BackendDir, Path: filepath.Join(work, "slot-a")},
+			B: b, Extract: eo, Log: slog.New(slog.DiscardHandler)})
 	}
-	dirSlot, eo := Slot{Backend: BackendDir, Path: dirPath}, ExtractOptions{Sync: o.Sync, FlushEvery: o.FlushEvery}
-	rawM, err := mk("state", Slot{Backend: BackendRaw, Path: rawPath, Size: rawCap}, eo)
+	dirSlot, eo := slots.Slot{Backend: slots.BackendDir, Path: dirPath}, slots.ExtractOptions{Sync: o.Sync, FlushEvery: o.FlushEvery}
+	rawM, err := mk("state", slots.Slot{Backend: slots.BackendRaw, Path: rawPath, Size: rawCap}, eo)
 	if err != nil {
 		return nil, err
 	}
@@ -329,9 +257,9 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	}
 	// dirWrite installs the layer into the directory slot B of m and
 	// records the write time in dst.
-	dirWrite := func(name string, m *Manager, dst *[]time.Duration) func() error {
+	dirWrite := func(name string, m *slots.Manager, dst *[]time.Duration) func() error {
 		return func() error {
-			r, err := m.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
+			r, err := m.Install(ctx, slots.B, slots.Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
 			if err != nil {
 				return err
 			}
@@ -364,7 +292,7 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		}),
 		func() error {
 			start := time.Now()
-			r, err := rawM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rawLayer.Bytes())}, Digest: rawDigest})
+			r, err := rawM.Install(ctx, slots.B, slots.Image{Layers: []io.Reader{bytes.NewReader(rawLayer.Bytes())}, Digest: rawDigest})
 			if err != nil {
 				return err
 			}
@@ -374,7 +302,7 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		},
 		func() error {
 			start := time.Now()
-			r, err := dirM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
+			r, err := dirM.Install(ctx, slots.B, slots.Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
 			if err != nil {
 				return err
 			}
@@ -385,18 +313,20 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		dirWrite("dir slot, 2 workers", dir2M, &res.Dir2),
 	}
 	names := []string{"plain direct", "plain overwrite", "plain new file", "raw slot", "dir slot", "dir slot, 2 workers"}
-	if o.Sync == SyncFS {
+	if o.Sync == slots.SyncFS {
 		names = append(names, "dir slot, final syncfs only")
 		methods = append(methods, dirWrite("dir slot, final syncfs only", dirFinalM, &res.DirFinalSync))
-		floorFlush := ExtractOptions{FlushEvery: o.FlushEvery}
-		floorFlush.defaults()
+		floorFlush := o.FlushEvery
+		if floorFlush == 0 {
+			floorFlush = defaultFlushEvery
+		}
 		floorDir := filepath.Join(work, "floor")
 		if err := os.Mkdir(floorDir, 0o755); err != nil {
 			return nil, err
 		}
 		names = append(names, "files floor")
 		methods = append(methods, func() error {
-			if err := EmptyDir(ctx, floorDir); err != nil {
+			if err := slots.EmptyDir(ctx, floorDir); err != nil {
 				return err
 			}
 			if err := settle(); err != nil {
@@ -424,14 +354,14 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	names = append(names, "dir slot, prepared")
 	methods = append(methods, func() error {
 		start := time.Now()
-		if err := dirM.Prepare(ctx, B); err != nil {
+		if err := dirM.Prepare(ctx, slots.B); err != nil {
 			return err
 		}
 		res.DirEmpty = append(res.DirEmpty, time.Since(start))
 		if err := settle(); err != nil {
 			return err
 		}
-		r, err := dirM.Install(ctx, B, Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
+		r, err := dirM.Install(ctx, slots.B, slots.Image{Layers: []io.Reader{bytes.NewReader(rootfs)}, Tree: want.Entries})
 		if err != nil {
 			return err
 		}
@@ -477,15 +407,15 @@ func BenchSlotWrite(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 // filesFloor creates the directories and regular files of the layer tar
 // below dir and writes their content, one create, write and close each,
 // nothing else, with the extractor's early writeback and final syncfs.
-func filesFloor(dir string, layer []byte, fo ExtractOptions) error {
+func filesFloor(dir string, layer []byte, flushEvery int64) error {
 	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(dfd)
 	var f *flusher
-	if fo.FlushEvery > 0 {
-		if f, err = startFlusher(dfd, fo.FlushEvery); err != nil {
+	if flushEvery > 0 {
+		if f, err = startFlusher(dfd, flushEvery); err != nil {
 			return err
 		}
 	}

@@ -1,4 +1,4 @@
-package bench_test
+package deltabench_test
 
 import (
 	"bytes"
@@ -15,14 +15,14 @@ import (
 	"github.com/bootorbit/bootorbit/internal/testtool"
 
 	"github.com/bootorbit/bootorbit/delta"
-	"github.com/bootorbit/bootorbit/delta/bench"
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/delta/ocitest"
+	"github.com/bootorbit/bootorbit/hil/deltabench"
 )
 
 func TestMain(m *testing.M) {
 	if os.Getenv("BOOTORBIT_BENCH_SHIM") == "1" && len(os.Args) > 1 && os.Args[1] == "--rss-out" {
-		os.Exit(bench.ShimMain(os.Args[1:], os.Stderr))
+		os.Exit(deltabench.ShimMain(os.Args[1:], os.Stderr))
 	}
 	if op := os.Getenv("BOOTORBIT_BENCH_OURS"); op != "" {
 		if err := oursChild(op, os.Args[1:]); err != nil {
@@ -78,13 +78,13 @@ func oursChild(op string, a []string) error {
 	return fmt.Errorf("unknown op %q", op)
 }
 
-func ours() *bench.Ours {
+func ours() *deltabench.Ours {
 	cmd := func(op string, args ...string) *exec.Cmd {
 		c := exec.Command(os.Args[0], args...)
 		c.Env = append(os.Environ(), "BOOTORBIT_BENCH_OURS="+op)
 		return c
 	}
-	return &bench.Ours{
+	return &deltabench.Ours{
 		ComputeCmd: func(from, to oci.Ref, bundle string) *exec.Cmd {
 			return cmd("compute", from.String(), to.String(), bundle)
 		},
@@ -104,7 +104,7 @@ var seedFlag = flag.Uint64("seed", 0, "replay with this seed (0: fixed default)"
 
 func requireTools(t *testing.T) {
 	t.Helper()
-	for _, tool := range bench.Tools {
+	for _, tool := range deltabench.Tools {
 		for _, b := range tool.Bins {
 			testtool.Need(t, b)
 		}
@@ -138,7 +138,7 @@ func TestToolsRoundTrip(t *testing.T) {
 	// The layered pair covers both the old reference made of several layer
 	// tars and a target layer the old image already has.
 	for _, c := range []struct{ from, to string }{{"old", "new-layered"}} {
-		res, err := bench.Run(context.Background(), bench.Config{
+		res, err := deltabench.Run(context.Background(), deltabench.Config{
 			From: oci.Ref{Layout: dir, Tag: c.from}, To: oci.Ref{Layout: dir, Tag: c.to},
 			WorkDir: filepath.Join(t.TempDir(), "w"), Shim: shim(t), Ours: ours(),
 		})
@@ -148,7 +148,7 @@ func TestToolsRoundTrip(t *testing.T) {
 		var buf bytes.Buffer
 		res.WriteTable(&buf)
 		t.Log("\n" + buf.String())
-		if len(res.Changed) != 1 || len(res.Rows) != len(bench.Tools)+1 || res.OursRow != len(bench.Tools) {
+		if len(res.Changed) != 1 || len(res.Rows) != len(deltabench.Tools)+1 || res.OursRow != len(deltabench.Tools) {
 			t.Fatalf("changed %v, rows %d", res.Changed, len(res.Rows))
 		}
 		for _, r := range res.Rows {
@@ -167,9 +167,9 @@ func TestToolsRoundTrip(t *testing.T) {
 
 func TestSkippedAndFailedRows(t *testing.T) {
 	dir := pair(t)
-	saved := bench.Tools
-	defer func() { bench.Tools = saved }()
-	bench.Tools = []bench.Tool{
+	saved := deltabench.Tools
+	defer func() { deltabench.Tools = saved }()
+	deltabench.Tools = []deltabench.Tool{
 		{Name: "ghost", Label: "ghost", Bins: []string{"no-such-tool-bootorbit"}},
 		{Name: "liar", Label: "liar", Bins: []string{"cp"},
 			// "encodes" by copying old and "decodes" by copying old: wrong output.
@@ -179,7 +179,7 @@ func TestSkippedAndFailedRows(t *testing.T) {
 			Encode: func(_, _, _ string) []string { return []string{"false"} },
 			Decode: func(_, _, _ string) []string { return []string{"false"} }},
 	}
-	res, err := bench.Run(context.Background(), bench.Config{
+	res, err := deltabench.Run(context.Background(), deltabench.Config{
 		From: oci.Ref{Layout: dir, Tag: "one"}, To: oci.Ref{Layout: dir, Tag: "one-new"},
 	})
 	if err != nil {
@@ -211,23 +211,23 @@ func TestShimRSS(t *testing.T) {
 		ballast[i] = 1
 	}
 	dir := pair(t)
-	saved := bench.Tools
-	defer func() { bench.Tools = saved }()
-	bench.Tools = []bench.Tool{{Name: "cp", Label: "cp", Bins: []string{"cp"},
+	saved := deltabench.Tools
+	defer func() { deltabench.Tools = saved }()
+	deltabench.Tools = []deltabench.Tool{{Name: "cp", Label: "cp", Bins: []string{"cp"},
 		Encode: func(_, n, o string) []string { return []string{"cp", n, o} },
 		Decode: func(_, p, o string) []string { return []string{"cp", p, o} }}}
-	cfg := bench.Config{From: oci.Ref{Layout: dir, Tag: "one"}, To: oci.Ref{Layout: dir, Tag: "one-new"}}
-	direct, err := bench.Run(context.Background(), cfg)
+	cfg := deltabench.Config{From: oci.Ref{Layout: dir, Tag: "one"}, To: oci.Ref{Layout: dir, Tag: "one-new"}}
+	direct, err := deltabench.Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Shim = shim(t)
-	shimmed, err := bench.Run(context.Background(), cfg)
+	shimmed, err := deltabench.Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d, s := direct.Rows[0].ApplyRSS, shimmed.Rows[0].ApplyRSS
-	t.Logf("cp peak RSS: direct %s, through the shim %s", bench.MiB(d), bench.MiB(s))
+	t.Logf("cp peak RSS: direct %s, through the shim %s", deltabench.MiB(d), deltabench.MiB(s))
 	if !shimmed.Rows[0].RoundTrip || d < 96<<20 || s >= 32<<20 {
 		t.Fatalf("direct %d, shim %d: want direct >= 96 MiB (the parent's peak) and shim < 32 MiB", d, s)
 	}

@@ -1,4 +1,4 @@
-package bench
+package deltabench
 
 import (
 	"fmt"
