@@ -80,6 +80,9 @@ type harness struct {
 
 	// drop, if set, decides to lose a frame before the link sees it.
 	drop func(d linksim.Dir, m protocol.Message) bool
+	// adversary, if set, runs before every step of the simulation: it may
+	// inject frames at either side.
+	adversary func()
 
 	resentJournaled int
 	reportsChecked  int
@@ -258,6 +261,9 @@ func (h *harness) run(limit time.Duration) {
 				h.powerLoss()
 				h.powerOn()
 			}
+		}
+		if h.adversary != nil {
+			h.adversary()
 		}
 		dl := earliest(h.doSender(), h.doReceiver())
 		if len(h.senderCuts) > 0 {

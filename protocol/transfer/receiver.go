@@ -517,15 +517,19 @@ func (r *Receiver) complete(id uint64, t *rxTransfer) {
 
 func (r *Receiver) finish(id uint64, t *rxTransfer, status uint8) {
 	f := finished{status: status, key: t.offer.KeyID, root: t.offer.Root}
-	r.finishRecord(id, f)
+	r.finishRecord(id, f, true)
 	r.rd.Records = append(r.rd.Records, Record{Op: OpDeletePrefix, Key: keyOffer(id)})
 	delete(r.active, id)
 }
 
-func (r *Receiver) finishRecord(id uint64, f finished) {
+// finishRecord records transfer id as finished. Only the end of a transfer
+// this receiver accepted (raiseFloor) moves the key's floor: a cancel of a
+// transfer never seen may be an old capture, and must end only the transfer
+// it names, never refuse genuine offers of lower ids.
+func (r *Receiver) finishRecord(id uint64, f finished, raiseFloor bool) {
 	r.finished[id] = f
 	r.rd.Records = append(r.rd.Records, Record{Op: OpPut, Key: keyDone(id), Value: finishedValue(f)})
-	if id > r.floors[f.key] {
+	if raiseFloor && id > r.floors[f.key] {
 		r.floors[f.key] = id
 		r.rd.Records = append(r.rd.Records, Record{Op: OpPut, Key: keyFloor(f.key), Value: binary.BigEndian.AppendUint64(nil, id)})
 	}
@@ -592,7 +596,7 @@ func (r *Receiver) onCancel(m *protocol.Cancel) error {
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
 	for _, kid := range ids {
 		if ed25519.Verify(r.cfg.Keys[kid], msg, m.Sig) {
-			r.finishRecord(m.ID, finished{status: statusCancelled, key: kid})
+			r.finishRecord(m.ID, finished{status: statusCancelled, key: kid}, false)
 			r.Stats.Cancelled++
 			r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck})
 			return nil
