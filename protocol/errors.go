@@ -57,6 +57,16 @@ var (
 	// ErrStreamGarbage: bytes on a stream link that are not part of any
 	// frame and were skipped while resynchronising.
 	ErrStreamGarbage = errors.New("protocol: stream garbage")
+	// ErrWrongVehicle: an authenticated message for another vehicle (a
+	// capture of another vehicle's traffic, or a misrouted frame).
+	ErrWrongVehicle = errors.New("protocol: wrong vehicle")
+	// ErrRateLimited: an answer to an unauthenticated (or replayable)
+	// request that the answer budget did not allow; the request is dropped.
+	ErrRateLimited = errors.New("protocol: rate limited")
+	// ErrContradiction: an authenticated report that contradicts what the
+	// sender knows (claims chunks never sent, or missing chunks an earlier
+	// report claimed); the sender falls back to the conservative view.
+	ErrContradiction = errors.New("protocol: contradictory report")
 )
 
 // Reason classifies a rejection into a small fixed set, for counters and
@@ -81,6 +91,9 @@ const (
 	ReasonBadSignature                  // ErrBadSignature (forged)
 	ReasonReplayed                      // ErrReplayed
 	ReasonStreamGarbage                 // ErrStreamGarbage
+	ReasonWrongVehicle                  // ErrWrongVehicle
+	ReasonRateLimited                   // ErrRateLimited
+	ReasonContradiction                 // ErrContradiction
 
 	// NumReasons is the number of reasons: the size of Counters.
 	NumReasons
@@ -101,6 +114,9 @@ var reasonErrs = [NumReasons]error{
 	ReasonBadSignature:    ErrBadSignature,
 	ReasonReplayed:        ErrReplayed,
 	ReasonStreamGarbage:   ErrStreamGarbage,
+	ReasonWrongVehicle:    ErrWrongVehicle,
+	ReasonRateLimited:     ErrRateLimited,
+	ReasonContradiction:   ErrContradiction,
 }
 
 var reasonNames = [NumReasons]string{
@@ -120,6 +136,9 @@ var reasonNames = [NumReasons]string{
 	ReasonBadSignature:    "bad-signature",
 	ReasonReplayed:        "replayed",
 	ReasonStreamGarbage:   "stream-garbage",
+	ReasonWrongVehicle:    "wrong-vehicle",
+	ReasonRateLimited:     "rate-limited",
+	ReasonContradiction:   "contradiction",
 }
 
 // String returns the reason's short stable name, e.g. "checksum".

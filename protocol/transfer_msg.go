@@ -45,7 +45,9 @@ const (
 
 // Offer announces a transfer: the plan, signed by the ground with ed25519.
 // The signature covers OfferSigningBytes (a fixed binary layout with a
-// domain-separation prefix), not the CBOR encoding.
+// domain-separation prefix), not the CBOR encoding, and binds the offer to
+// the one vehicle it is for: captured frames of one vehicle's transfer
+// complete nothing on another.
 type Offer struct {
 	ID        uint64 `cbor:"1,keyasint,omitempty"` // transfer id, > 0, increasing per ground key
 	KeyID     uint32 `cbor:"2,keyasint,omitempty"` // which ground key signed
@@ -54,6 +56,7 @@ type Offer struct {
 	Root      []byte `cbor:"5,keyasint,omitempty"` // hash tree root, RootLen bytes
 	Target    []byte `cbor:"6,keyasint,omitempty"` // what the data is (opaque to the transfer), at most MaxTargetLen
 	Sig       []byte `cbor:"7,keyasint,omitempty"` // ed25519 signature, SignatureLen bytes
+	Vehicle   uint32 `cbor:"8,keyasint,omitempty"` // the vehicle the transfer is for
 }
 
 // Chunk carries one chunk of a transfer: a hash block (indices below the
@@ -108,12 +111,14 @@ type Complete struct {
 }
 
 // Cancel abandons a transfer. From the ground it must be signed
-// (CancelSigningBytes) with the key of the transfer's offer; from the
-// vehicle it is a refusal or an acknowledgement and carries no signature.
+// (CancelSigningBytes) with the key of the transfer's offer and names the
+// vehicle it is for; from the vehicle it is a refusal or an acknowledgement
+// and carries no signature.
 type Cancel struct {
-	ID     uint64 `cbor:"1,keyasint,omitempty"`
-	Reason uint8  `cbor:"2,keyasint,omitempty"`
-	Sig    []byte `cbor:"3,keyasint,omitempty"`
+	ID      uint64 `cbor:"1,keyasint,omitempty"`
+	Reason  uint8  `cbor:"2,keyasint,omitempty"`
+	Sig     []byte `cbor:"3,keyasint,omitempty"`
+	Vehicle uint32 `cbor:"4,keyasint,omitempty"` // ground cancels: the vehicle the transfer is for
 }
 
 // Type implements Message for each transfer message.
@@ -160,11 +165,12 @@ func (m *Offer) Validate() error {
 }
 
 // OfferSigningBytes is what the ground signs for an offer: a domain
-// separation prefix, then ID, KeyID, Size, ChunkSize (big endian, 8, 4, 8, 4
-// bytes), Root, one length byte and Target.
+// separation prefix, then Vehicle, ID, KeyID, Size, ChunkSize (big endian,
+// 4, 8, 4, 8, 4 bytes), Root, one length byte and Target.
 func OfferSigningBytes(m *Offer) []byte {
-	b := make([]byte, 0, 96+len(m.Target))
-	b = append(b, "bootorbit/transfer/offer/v1\x00"...)
+	b := make([]byte, 0, 100+len(m.Target))
+	b = append(b, "bootorbit/transfer/offer/v2\x00"...)
+	b = appendBE(b, uint64(m.Vehicle), 4)
 	b = appendBE(b, m.ID, 8)
 	b = appendBE(b, uint64(m.KeyID), 4)
 	b = appendBE(b, m.Size, 8)
@@ -175,9 +181,11 @@ func OfferSigningBytes(m *Offer) []byte {
 }
 
 // CancelSigningBytes is what the ground signs for a cancel: a domain
-// separation prefix, the transfer id (8 bytes, big endian) and the reason.
+// separation prefix, the vehicle (4 bytes, big endian), the transfer id (8
+// bytes, big endian) and the reason.
 func CancelSigningBytes(m *Cancel) []byte {
-	b := append([]byte(nil), "bootorbit/transfer/cancel/v1\x00"...)
+	b := append([]byte(nil), "bootorbit/transfer/cancel/v2\x00"...)
+	b = appendBE(b, uint64(m.Vehicle), 4)
 	b = appendBE(b, m.ID, 8)
 	return append(b, m.Reason)
 }

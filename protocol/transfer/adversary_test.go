@@ -5,9 +5,79 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/bootorbit/bootorbit/protocol"
+	"github.com/bootorbit/bootorbit/protocol/linksim"
 )
+
+
+// advSize is a transfer of 299 chunks at 256-byte frames (23 hash blocks,
+// 276 data chunks), the size issue 9's findings were measured with.
+const advSize = 64 << 10
+
+// injectReturn hands frame to the sender as if it came from the vehicle.
+// TestForgedReportHeals is finding 5: one forged report claiming every
+// chunk (watermark = total) must neither make the ground skip chunks nor
+// leave the two sides exchanging requests and reports forever.
+// TestForgedCompleteRefused is finding 5's other half: a forged Complete
+// must not make the ground declare success while the vehicle lacks data.
+// TestOtherVehicleFrames is finding 6: every forward frame of vehicle X's
+// transfer, replayed to vehicle Y (same ground keys), must not complete a
+// transfer on Y; Y counts and drops them.
+func TestOtherVehicleFrames(t *testing.T) {
+	seed := testSeed(t)
+	h := newHarness(t, crashProfile(), seed, 16<<10)
+	var captured [][]byte
+	h.drop = func(d linksim.Dir, m protocol.Message) bool {
+		if d == linksim.Forward {
+			f, err := h.scfg.Codec.Encode(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			captured = append(captured, f)
+		}
+		return false
+	}
+	h.run(24 * time.Hour)
+	h.check()
+
+	cfg := otherVehicle(h.rcfg)
+	y, err := NewReceiver(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, s := NewMemJournal(), NewMemStore()
+	for _, f := range captured {
+		_ = y.Step(epoch, f)
+		y.Tick(epoch)
+		rd := y.Ready()
+		if err := Persist(&rd, s, j); err != nil {
+			t.Fatal(err)
+		}
+		if len(rd.Completed) != 0 {
+			t.Fatalf("vehicle Y completed vehicle X's transfer from %d captured frames", len(captured))
+		}
+		y.Advance()
+	}
+	// And X's genuine cancel, replayed to Y.
+	c := &protocol.Cancel{ID: h.id, Reason: protocol.CancelByGround, Vehicle: testVehicle}
+	_, priv := testKey(1)
+	c.Sig = ed25519.Sign(priv, protocol.CancelSigningBytes(c))
+	cf, err := h.scfg.Codec.Encode(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := y.Step(epoch, cf); !errors.Is(err, protocol.ErrWrongVehicle) {
+		t.Fatalf("X's cancel on Y: %v, want wrong vehicle", err)
+	}
+	captured = append(captured, cf)
+	if j.Len() != 0 {
+		t.Fatalf("vehicle Y journaled %d records of vehicle X's transfer", j.Len())
+	}
+	checkWrongVehicle(t, y, len(captured))
+	t.Logf("%d captured frames of X: Y journaled nothing; counters %v", len(captured), y.Counters.Snapshot())
+}
 
 // TestOldCancelDoS is finding 7: replaying a captured cancel of a transfer
 // this vehicle never saw (id 1000) must not make a genuine later offer
@@ -33,10 +103,34 @@ func TestOldCancelDoS(t *testing.T) {
 	}
 }
 
+// TestRequestFloodBounded is finding 8: a flood of unauthenticated report
+// requests is answered at a bounded rate, the rest counted and dropped.
 // signedCancel is a genuine ground cancel of transfer id for the fixture's
 // vehicle.
 func signedCancel(f *rxFixture, id uint64) *protocol.Cancel {
-	c := &protocol.Cancel{ID: id, Reason: protocol.CancelByGround}
+	c := &protocol.Cancel{ID: id, Reason: protocol.CancelByGround, Vehicle: testVehicle}
 	c.Sig = ed25519.Sign(f.priv, protocol.CancelSigningBytes(c))
 	return c
 }
+
+// otherVehicle is cfg for another vehicle with the same ground keys.
+func otherVehicle(cfg ReceiverConfig) ReceiverConfig {
+	cfg.Vehicle = testVehicle + 1
+	return cfg
+}
+
+// checkWrongVehicle requires r to have counted every offer and cancel of
+// the n captured frames as for another vehicle, and to have stored nothing.
+func checkWrongVehicle(t *testing.T, r *Receiver, n int) {
+	t.Helper()
+	if r.Stats.WrongVehicle == 0 || r.Counters.Get(protocol.ReasonWrongVehicle) != uint64(r.Stats.WrongVehicle) {
+		t.Fatalf("wrong-vehicle: stats %d, counter %d", r.Stats.WrongVehicle, r.Counters.Get(protocol.ReasonWrongVehicle))
+	}
+	if r.Stats.OffersAccepted != 0 || r.Stats.ChunksJournaled != 0 {
+		t.Fatalf("accepted %d offers, journaled %d chunks of another vehicle", r.Stats.OffersAccepted, r.Stats.ChunksJournaled)
+	}
+	t.Logf("%d frames: %d offers for another vehicle, %d chunks of no transfer", n, r.Stats.WrongVehicle, r.Stats.UnknownTransfer)
+}
+
+// floodLimit is the most return frames a receiver may send in d to
+// answer requests.

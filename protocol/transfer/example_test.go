@@ -19,7 +19,7 @@ func Example() {
 	data := bytes.Repeat([]byte("bootorbit "), 10000)
 
 	// Ground: plan (hash tree + signed offer) and sender.
-	plan, err := transfer.NewPlan(codec, 1, []byte("example"), bytes.NewReader(data), uint64(len(data)), 0, 7, priv)
+	plan, err := transfer.NewPlan(codec, 42, 1, []byte("example"), bytes.NewReader(data), uint64(len(data)), 0, 7, priv)
 	if err != nil {
 		panic(err)
 	}
@@ -28,8 +28,9 @@ func Example() {
 	// Vehicle: receiver with its journal and data store.
 	journal, store := transfer.NewMemJournal(), transfer.NewMemStore()
 	receiver, _ := transfer.NewReceiver(transfer.ReceiverConfig{
-		Codec: codec,
-		Keys:  map[uint32]ed25519.PublicKey{7: priv.Public().(ed25519.PublicKey)},
+		Codec:   codec,
+		Vehicle: 42,
+		Keys:    map[uint32]ed25519.PublicKey{7: priv.Public().(ed25519.PublicKey)},
 	}, nil)
 
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -31,6 +31,9 @@ func testSeed(t testing.TB) uint64 {
 
 var epoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
+// testVehicle is the vehicle id of the tests' receivers.
+const testVehicle = 42
+
 // testKey is a fixed ground key, derived from a constant seed.
 func testKey(n byte) (ed25519.PublicKey, ed25519.PrivateKey) {
 	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{n}, ed25519.SeedSize))
@@ -103,14 +106,14 @@ func newHarness(t testing.TB, prof linksim.Profile, seed uint64, size int) *harn
 	fwd := mustCodec(t, prof.Forward.MaxFrame)
 	ret := mustCodec(t, prof.Return.MaxFrame)
 	pub, priv := testKey(1)
-	plan, err := NewPlan(fwd, h.id, []byte("sha256:test"), bytes.NewReader(h.data), uint64(size), 0, 1, priv)
+	plan, err := NewPlan(fwd, testVehicle, h.id, []byte("sha256:test"), bytes.NewReader(h.data), uint64(size), 0, 1, priv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.plan = plan
 	h.scfg = SenderConfig{Codec: fwd, ReturnCodec: ret, Rate: prof.Forward.Rate, RTT: prof.RTT(),
 		ReorderTime: prof.Forward.ReorderDelay}
-	h.rcfg = ReceiverConfig{Codec: fwd, ReturnCodec: ret, Keys: map[uint32]ed25519.PublicKey{1: pub}}
+	h.rcfg = ReceiverConfig{Codec: fwd, ReturnCodec: ret, Vehicle: testVehicle, Keys: map[uint32]ed25519.PublicKey{1: pub}}
 	h.journal, h.store = NewMemJournal(), NewMemStore()
 	if h.sender, err = NewSender(h.scfg, plan); err != nil {
 		t.Fatal(err)

@@ -61,6 +61,9 @@ type ReceiverConfig struct {
 	// ReturnCodec encodes the frames sent back; nil means Codec. Its
 	// maximum frame size bounds every report.
 	ReturnCodec *protocol.Codec
+	// Vehicle is this vehicle's id: offers and cancels signed for another
+	// vehicle are counted (protocol.ReasonWrongVehicle) and dropped.
+	Vehicle uint32
 	// Keys are the ground's offer-signing public keys by key id.
 	Keys map[uint32]ed25519.PublicKey
 	// MaxSize bounds the size of a transfer accepted (default protocol.MaxTransferSize).
@@ -123,6 +126,7 @@ type ReceiverStats struct {
 	Forged           int64 // bad signature on an offer or cancel
 	UnknownKey       int64
 	Unauthenticated  int64 // a ground cancel without signature
+	WrongVehicle     int64 // an offer or cancel for another vehicle
 	Replayed         int64
 	ChunksJournaled  int64 // data chunks and hash blocks
 	Duplicates       int64 // chunks already held
@@ -340,7 +344,19 @@ func (r *Receiver) send(m protocol.Message) {
 	r.rd.Messages = append(r.rd.Messages, Outgoing{Frame: f, Msg: m})
 }
 
+// wrongVehicle counts and refuses a ground message for another vehicle.
+// The check is cheap and comes before the signature's: whether forged or
+// captured from another vehicle's traffic, it is not ours.
+func (r *Receiver) wrongVehicle(what string, id uint64, vehicle uint32) error {
+	r.Stats.WrongVehicle++
+	r.Counters.Add(protocol.ReasonWrongVehicle)
+	return fmt.Errorf("%w: %s %d is for vehicle %d, this is %d", protocol.ErrWrongVehicle, what, id, vehicle, r.cfg.Vehicle)
+}
+
 func (r *Receiver) onOffer(m *protocol.Offer) error {
+	if m.Vehicle != r.cfg.Vehicle {
+		return r.wrongVehicle("offer", m.ID, m.Vehicle)
+	}
 	key, ok := r.cfg.Keys[m.KeyID]
 	if !ok {
 		r.Stats.UnknownKey++
@@ -565,6 +581,9 @@ func (r *Receiver) onCancel(m *protocol.Cancel) error {
 	if m.Reason != protocol.CancelByGround {
 		r.Stats.UnexpectedFrames++
 		return fmt.Errorf("%w: cancel reason %d from the ground", ErrUnexpected, m.Reason)
+	}
+	if m.Vehicle != r.cfg.Vehicle {
+		return r.wrongVehicle("cancel", m.ID, m.Vehicle)
 	}
 	if len(m.Sig) == 0 {
 		r.Stats.Unauthenticated++

@@ -70,10 +70,11 @@ func ChunkSizeFor(c *protocol.Codec, id uint64, size uint64) (int, error) {
 }
 
 // NewPlan hashes size bytes of src into the hash tree, and builds and signs
-// the offer for transfer id (ids must increase per key: the receiver
-// refuses an id at or below one it has finished). chunk 0 means the largest
-// that fits the codec's frames.
-func NewPlan(c *protocol.Codec, id uint64, target []byte, src io.ReaderAt, size uint64, chunk int, keyID uint32, key ed25519.PrivateKey) (*Plan, error) {
+// the offer for transfer id to vehicle (ids must increase per key: the
+// receiver refuses an id at or below one it has finished; the signature
+// binds the vehicle, so no other vehicle accepts the offer). chunk 0 means
+// the largest that fits the codec's frames.
+func NewPlan(c *protocol.Codec, vehicle uint32, id uint64, target []byte, src io.ReaderAt, size uint64, chunk int, keyID uint32, key ed25519.PrivateKey) (*Plan, error) {
 	if chunk == 0 {
 		var err error
 		if chunk, err = ChunkSizeFor(c, id, size); err != nil {
@@ -108,7 +109,7 @@ func NewPlan(c *protocol.Codec, id uint64, target []byte, src io.ReaderAt, size 
 		below = next
 	}
 	root := g.root(p.blocks[0])
-	p.Offer = protocol.Offer{ID: id, KeyID: keyID, Size: size, ChunkSize: uint32(chunk), Root: root[:], Target: target}
+	p.Offer = protocol.Offer{ID: id, KeyID: keyID, Vehicle: vehicle, Size: size, ChunkSize: uint32(chunk), Root: root[:], Target: target}
 	p.Offer.Sig = ed25519.Sign(key, protocol.OfferSigningBytes(&p.Offer))
 	if err := p.Offer.Validate(); err != nil {
 		return nil, fmt.Errorf("transfer: plan: %w", err)
@@ -557,7 +558,7 @@ func (s *Sender) Tick(now time.Time) {
 		var m protocol.Message
 		switch k {
 		case pickCancel:
-			c := &protocol.Cancel{ID: id, Reason: protocol.CancelByGround}
+			c := &protocol.Cancel{ID: id, Reason: protocol.CancelByGround, Vehicle: s.plan.Offer.Vehicle}
 			c.Sig = ed25519.Sign(s.plan.key, protocol.CancelSigningBytes(c))
 			m = c
 		case pickOffer:
