@@ -11,7 +11,6 @@ import (
 	"github.com/bootorbit/bootorbit/protocol/linksim"
 )
 
-
 // advSize is a transfer of 299 chunks at 256-byte frames (23 hash blocks,
 // 276 data chunks), the size issue 9's findings were measured with.
 const advSize = 64 << 10
@@ -105,6 +104,36 @@ func TestOldCancelDoS(t *testing.T) {
 
 // TestRequestFloodBounded is finding 8: a flood of unauthenticated report
 // requests is answered at a bounded rate, the rest counted and dropped.
+func TestRequestFloodBounded(t *testing.T) {
+	f := newRxFixture(t)
+	plan := testPlan(t, f.codec, 5, bytes.Repeat([]byte{5}, 3000), f.priv)
+	if err := f.step(f.encode(&plan.Offer)); err != nil {
+		t.Fatal(err)
+	}
+	now := epoch
+	frames := 0
+	const n = 1000
+	for i := range n {
+		// Unknown transfers, and the active one, every 10 ms: 10 s in all.
+		id := uint64(100 + i)
+		if i%2 == 0 {
+			id = 5
+		}
+		now = now.Add(10 * time.Millisecond)
+		_ = f.r.Step(now, f.encode(&protocol.ReportRequest{ID: id, Seq: uint64(1 + i)}))
+		f.r.Tick(now)
+		rd := f.r.Ready()
+		frames += len(rd.Messages)
+		f.r.Advance()
+	}
+	limit := floodLimit(f.r, 10*time.Second)
+	t.Logf("%d forged requests over 10 s: %d return frames (limit %d)", n, frames, limit)
+	if frames > limit {
+		t.Fatalf("%d forged requests produced %d return frames, want at most %d", n, frames, limit)
+	}
+	checkRateLimited(t, f.r, n-frames)
+}
+
 // signedCancel is a genuine ground cancel of transfer id for the fixture's
 // vehicle.
 func signedCancel(f *rxFixture, id uint64) *protocol.Cancel {
@@ -134,3 +163,17 @@ func checkWrongVehicle(t *testing.T, r *Receiver, n int) {
 
 // floodLimit is the most return frames a receiver may send in d to
 // answer requests.
+func floodLimit(r *Receiver, d time.Duration) int {
+	return r.cfg.AnswerBurst + int(r.cfg.AnswerRate*d.Seconds()) + 1
+}
+
+// checkRateLimited requires r to have counted the dropped answers: at
+// least dropped of them (requests for a transfer whose report is already
+// due coalesce, free), and the counter to agree with the stats.
+func checkRateLimited(t *testing.T, r *Receiver, dropped int) {
+	t.Helper()
+	got := r.Counters.Get(protocol.ReasonRateLimited)
+	if got != uint64(r.Stats.RateLimited) || got < uint64(dropped)/2 {
+		t.Fatalf("rate-limited: counter %d, stats %d, %d requests unanswered", got, r.Stats.RateLimited, dropped)
+	}
+}

@@ -81,6 +81,15 @@ type ReceiverConfig struct {
 	// MaxFinished bounds the finished transfers remembered one by one
 	// (default 64); older ones are covered by the per-key floor.
 	MaxFinished int
+	// AnswerRate and AnswerBurst are the token bucket of answers to what
+	// anyone can send or replay: report requests (unauthenticated), repeated
+	// or replayed offers, cancels of finished transfers. At most AnswerBurst
+	// answers at once (default 8), refilled at AnswerRate per second of the
+	// time given to Step (default 2); the rest are counted
+	// (protocol.ReasonRateLimited) and dropped, so a flood of requests is not
+	// amplified onto the narrow return link.
+	AnswerRate  float64
+	AnswerBurst int
 }
 
 func (c *ReceiverConfig) setDefaults() error {
@@ -116,6 +125,12 @@ func (c *ReceiverConfig) setDefaults() error {
 	if c.MaxFinished <= 0 {
 		c.MaxFinished = 64
 	}
+	if c.AnswerRate <= 0 {
+		c.AnswerRate = 2
+	}
+	if c.AnswerBurst <= 0 {
+		c.AnswerBurst = 8
+	}
 	return nil
 }
 
@@ -127,6 +142,7 @@ type ReceiverStats struct {
 	UnknownKey       int64
 	Unauthenticated  int64 // a ground cancel without signature
 	WrongVehicle     int64 // an offer or cancel for another vehicle
+	RateLimited      int64 // answers dropped by the answer budget (AnswerRate)
 	Replayed         int64
 	ChunksJournaled  int64 // data chunks and hash blocks
 	Duplicates       int64 // chunks already held
@@ -167,6 +183,8 @@ type Receiver struct {
 	active   map[uint64]*rxTransfer
 	finished map[uint64]finished
 	floors   map[uint32]uint64
+	tokens   float64   // answer budget left (AnswerBurst at most)
+	tokensAt time.Time // when tokens was last refilled
 	rd       Ready
 	// Counters counts decoding rejections by reason.
 	Counters protocol.Counters
@@ -184,6 +202,7 @@ func NewReceiver(cfg ReceiverConfig, recs []Record) (*Receiver, error) {
 	r := &Receiver{
 		cfg: cfg, active: map[uint64]*rxTransfer{}, finished: map[uint64]finished{},
 		floors: map[uint32]uint64{}, clock: clock{link: LinkState{true, true}, returnOnly: true},
+		tokens: float64(cfg.AnswerBurst),
 	}
 	sort.Slice(recs, func(a, b int) bool { return bytes.Compare(recs[a].Key, recs[b].Key) < 0 })
 	for _, rec := range recs {
@@ -353,6 +372,45 @@ func (r *Receiver) wrongVehicle(what string, id uint64, vehicle uint32) error {
 	return fmt.Errorf("%w: %s %d is for vehicle %d, this is %d", protocol.ErrWrongVehicle, what, id, vehicle, r.cfg.Vehicle)
 }
 
+// take spends one token of the answer budget, refilled by the time Step
+// was given; false (counted as rate-limited) when there is none.
+func (r *Receiver) take() bool {
+	now := r.clock.last
+	if r.tokensAt.IsZero() {
+		r.tokensAt = now
+	}
+	if now.After(r.tokensAt) {
+		r.tokens = min(float64(r.cfg.AnswerBurst), r.tokens+now.Sub(r.tokensAt).Seconds()*r.cfg.AnswerRate)
+		r.tokensAt = now
+	}
+	if r.tokens < 1 {
+		r.Stats.RateLimited++
+		r.Counters.Add(protocol.ReasonRateLimited)
+		return false
+	}
+	r.tokens--
+	return true
+}
+
+// answer sends m, an answer to something anyone could have sent or
+// replayed, if the answer budget allows.
+func (r *Receiver) answer(m protocol.Message) {
+	if r.take() {
+		r.send(m)
+	}
+}
+
+// wantReport makes a report of t due in answer to a request or a repeated
+// offer: a new report takes a token of the answer budget, one already due
+// costs nothing more.
+func (r *Receiver) wantReport(t *rxTransfer) bool {
+	if t.want || r.take() {
+		t.want = true
+		return true
+	}
+	return false
+}
+
 func (r *Receiver) onOffer(m *protocol.Offer) error {
 	if m.Vehicle != r.cfg.Vehicle {
 		return r.wrongVehicle("offer", m.ID, m.Vehicle)
@@ -371,38 +429,40 @@ func (r *Receiver) onOffer(m *protocol.Offer) error {
 	if t := r.active[m.ID]; t != nil {
 		if !bytes.Equal(protocol.OfferSigningBytes(&t.offer), protocol.OfferSigningBytes(m)) {
 			r.Stats.OffersRefused++
-			r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelConflict})
+			r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelConflict})
 			return fmt.Errorf("%w: %d", ErrConflict, m.ID)
 		}
 		// The ground (re)started: tell it where we are.
-		t.want = true
+		if !r.wantReport(t) {
+			return fmt.Errorf("%w: report on repeated offer %d", protocol.ErrRateLimited, m.ID)
+		}
 		return nil
 	}
 	if f, ok := r.finished[m.ID]; ok {
 		r.Stats.Replayed++
 		r.Counters.Add(protocol.ReasonReplayed)
 		if f.status == statusComplete && bytes.Equal(f.root, m.Root) {
-			r.send(&protocol.Complete{ID: m.ID})
+			r.answer(&protocol.Complete{ID: m.ID})
 		} else {
-			r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelReplayed})
+			r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelReplayed})
 		}
 		return fmt.Errorf("%w: offer for finished transfer %d", protocol.ErrReplayed, m.ID)
 	}
 	if m.ID <= r.floors[m.KeyID] {
 		r.Stats.Replayed++
 		r.Counters.Add(protocol.ReasonReplayed)
-		r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelReplayed})
+		r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelReplayed})
 		return fmt.Errorf("%w: offer %d, key %d finished %d already", protocol.ErrReplayed, m.ID, m.KeyID, r.floors[m.KeyID])
 	}
 	if m.Size > r.cfg.MaxSize || len(r.active) >= r.cfg.MaxActive {
 		r.Stats.OffersRefused++
-		r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelResources})
+		r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelResources})
 		return fmt.Errorf("%w: offer %d of %d bytes, %d active", ErrResources, m.ID, m.Size, len(r.active))
 	}
 	t, err := newRxTransfer(*m)
 	if err != nil {
 		r.Stats.OffersRefused++
-		r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelResources})
+		r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelResources})
 		return err
 	}
 	frame, err := r.cfg.Codec.Encode(m)
@@ -560,20 +620,26 @@ func (r *Receiver) finishRecord(id uint64, f finished, raiseFloor bool) {
 }
 
 func (r *Receiver) onRequest(m *protocol.ReportRequest) error {
+	// Requests are not authenticated: anyone can send them, so every
+	// answer they cause comes out of the answer budget.
 	if t := r.active[m.ID]; t != nil {
-		t.ack = max(t.ack, m.Seq)
-		t.want = true
-		return nil
-	}
-	if f, ok := r.finished[m.ID]; ok {
-		if f.status == statusComplete {
-			r.send(&protocol.Complete{ID: m.ID})
-		} else {
-			r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck})
+		if !r.wantReport(t) {
+			return fmt.Errorf("%w: request for %d", protocol.ErrRateLimited, m.ID)
 		}
+		t.ack = max(t.ack, m.Seq)
 		return nil
 	}
-	r.send(&protocol.Report{ID: m.ID, NeedOffer: true})
+	var ans protocol.Message = &protocol.Report{ID: m.ID, NeedOffer: true}
+	if f, ok := r.finished[m.ID]; ok {
+		ans = &protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck}
+		if f.status == statusComplete {
+			ans = &protocol.Complete{ID: m.ID}
+		}
+	}
+	if !r.take() {
+		return fmt.Errorf("%w: request for %d", protocol.ErrRateLimited, m.ID)
+	}
+	r.send(ans)
 	return nil
 }
 
@@ -603,7 +669,7 @@ func (r *Receiver) onCancel(m *protocol.Cancel) error {
 		return nil
 	}
 	if _, ok := r.finished[m.ID]; ok {
-		r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck})
+		r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck})
 		return nil
 	}
 	// A cancel for a transfer whose offer never arrived: remember it, so
