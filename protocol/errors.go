@@ -67,6 +67,9 @@ var (
 	// sender knows (claims chunks never sent, or missing chunks an earlier
 	// report claimed); the sender falls back to the conservative view.
 	ErrContradiction = errors.New("protocol: contradictory report")
+	// ErrUnknownTransfer: a chunk or request naming a transfer the receiver
+	// has no offer for (another vehicle's, or made up).
+	ErrUnknownTransfer = errors.New("protocol: unknown transfer")
 )
 
 // Reason classifies a rejection into a small fixed set, for counters and
@@ -94,6 +97,7 @@ const (
 	ReasonWrongVehicle                  // ErrWrongVehicle
 	ReasonRateLimited                   // ErrRateLimited
 	ReasonContradiction                 // ErrContradiction
+	ReasonUnknownTransfer               // ErrUnknownTransfer
 
 	// NumReasons is the number of reasons: the size of Counters.
 	NumReasons
@@ -117,6 +121,7 @@ var reasonErrs = [NumReasons]error{
 	ReasonWrongVehicle:    ErrWrongVehicle,
 	ReasonRateLimited:     ErrRateLimited,
 	ReasonContradiction:   ErrContradiction,
+	ReasonUnknownTransfer: ErrUnknownTransfer,
 }
 
 var reasonNames = [NumReasons]string{
@@ -139,6 +144,7 @@ var reasonNames = [NumReasons]string{
 	ReasonWrongVehicle:    "wrong-vehicle",
 	ReasonRateLimited:     "rate-limited",
 	ReasonContradiction:   "contradiction",
+	ReasonUnknownTransfer: "unknown-transfer",
 }
 
 // String returns the reason's short stable name, e.g. "checksum".

@@ -73,15 +73,16 @@ type Chunk struct {
 // (gap, length): a range starts gap chunks after the end of the previous
 // one (the first after Cursor) and is length chunks long.
 type Report struct {
-	ID        uint64 `cbor:"1,keyasint,omitempty"`
-	Watermark uint32 `cbor:"2,keyasint,omitempty"`
-	Cursor    uint32 `cbor:"3,keyasint,omitempty"`
-	End       uint32 `cbor:"4,keyasint,omitempty"`
-	High      uint32 `cbor:"5,keyasint,omitempty"`
-	Last      uint32 `cbor:"6,keyasint,omitempty"` // 1 + index of the last chunk that arrived; 0: none since start
-	Ack       uint64 `cbor:"7,keyasint,omitempty"` // highest ReportRequest.Seq received
-	Missing   Ranges `cbor:"8,keyasint,omitempty"`
-	NeedOffer bool   `cbor:"9,keyasint,omitempty"` // the receiver does not know the transfer: send the offer
+	ID        uint64  `cbor:"1,keyasint,omitempty"`
+	Watermark uint32  `cbor:"2,keyasint,omitempty"`
+	Cursor    uint32  `cbor:"3,keyasint,omitempty"`
+	End       uint32  `cbor:"4,keyasint,omitempty"`
+	High      uint32  `cbor:"5,keyasint,omitempty"`
+	Last      uint32  `cbor:"6,keyasint,omitempty"` // 1 + index of the last chunk that arrived; 0: none since start
+	Ack       uint64  `cbor:"7,keyasint,omitempty"` // highest ReportRequest.Seq received
+	Missing   Ranges  `cbor:"8,keyasint,omitempty"`
+	NeedOffer bool    `cbor:"9,keyasint,omitempty"`  // the receiver does not know the transfer: send the offer
+	MAC       *MACTag `cbor:"15,keyasint,omitempty"` // return-link authentication
 }
 
 // Ranges is the (gap, length) list of a Report. Its decoder rejects an
@@ -107,7 +108,8 @@ type ReportRequest struct {
 // Complete says the receiver holds every chunk of the transfer, verified
 // and durable.
 type Complete struct {
-	ID uint64 `cbor:"1,keyasint,omitempty"`
+	ID  uint64  `cbor:"1,keyasint,omitempty"`
+	MAC *MACTag `cbor:"15,keyasint,omitempty"` // return-link authentication
 }
 
 // Cancel abandons a transfer. From the ground it must be signed
@@ -115,10 +117,11 @@ type Complete struct {
 // vehicle it is for; from the vehicle it is a refusal or an acknowledgement
 // and carries no signature.
 type Cancel struct {
-	ID      uint64 `cbor:"1,keyasint,omitempty"`
-	Reason  uint8  `cbor:"2,keyasint,omitempty"`
-	Sig     []byte `cbor:"3,keyasint,omitempty"`
-	Vehicle uint32 `cbor:"4,keyasint,omitempty"` // ground cancels: the vehicle the transfer is for
+	ID      uint64  `cbor:"1,keyasint,omitempty"`
+	Reason  uint8   `cbor:"2,keyasint,omitempty"`
+	Sig     []byte  `cbor:"3,keyasint,omitempty"`
+	Vehicle uint32  `cbor:"4,keyasint,omitempty"`  // ground cancels: the vehicle the transfer is for
+	MAC     *MACTag `cbor:"15,keyasint,omitempty"` // vehicle cancels: return-link authentication
 }
 
 // Type implements Message for each transfer message.
@@ -229,6 +232,9 @@ func (m *Report) Validate() error {
 	case len(m.Missing) > 2*MaxReportRanges:
 		return fmt.Errorf("%w: report has %d missing ranges, max %d", ErrLimit, len(m.Missing)/2, MaxReportRanges)
 	}
+	if err := m.MAC.check(); err != nil {
+		return err
+	}
 	pos := uint64(m.Cursor)
 	for i := 0; i < len(m.Missing); i += 2 {
 		start := pos + uint64(m.Missing[i])
@@ -270,7 +276,7 @@ func (m *Complete) Validate() error {
 	if m.ID == 0 {
 		return errNoID
 	}
-	return nil
+	return m.MAC.check()
 }
 
 // Validate bounds the cancel. Whether a signature is required depends on
@@ -283,6 +289,8 @@ func (m *Cancel) Validate() error {
 		return fmt.Errorf("cancel reason %d unknown", m.Reason)
 	case len(m.Sig) != 0 && len(m.Sig) != SignatureLen:
 		return fmt.Errorf("cancel signature is %d bytes, want %d", len(m.Sig), SignatureLen)
+	case len(m.Sig) != 0 && m.MAC != nil:
+		return errors.New("cancel carries both a ground signature and a vehicle mac")
 	}
-	return nil
+	return m.MAC.check()
 }

@@ -34,6 +34,29 @@ var epoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 // testVehicle is the vehicle id of the tests' receivers.
 const testVehicle = 42
 
+// testMACKey is the tests' per-vehicle return-link key.
+var testMACKey = protocol.MACKey{ID: 3, Key: bytes.Repeat([]byte{0x5a}, protocol.MACKeyLen)}
+
+// testAuth is the vehicle's return-link authenticator for a start in epoch.
+func testAuth(t testing.TB, epoch uint32) *protocol.ReturnAuth {
+	t.Helper()
+	a, err := protocol.NewReturnAuth(testVehicle, testMACKey, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// testVerifier is the ground's verifier of the test vehicle's return link.
+func testVerifier(t testing.TB) *protocol.ReturnVerifier {
+	t.Helper()
+	v, err := protocol.NewReturnVerifier(testVehicle, testMACKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // testKey is a fixed ground key, derived from a constant seed.
 func testKey(n byte) (ed25519.PublicKey, ed25519.PrivateKey) {
 	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{n}, ed25519.SeedSize))
@@ -72,6 +95,9 @@ type harness struct {
 	recv    *Receiver
 	journal *MemJournal
 	store   *MemStore
+	// bootEpoch is the receiver's durable boot counter: each power-on
+	// starts a new return-link epoch.
+	bootEpoch uint32
 
 	crash       *crashPoint
 	rxSteps     int
@@ -86,6 +112,8 @@ type harness struct {
 	// adversary, if set, runs before every step of the simulation: it may
 	// inject frames at either side.
 	adversary func()
+	// onSenderReady, if set, sees every sender Ready (its events).
+	onSenderReady func(rd *Ready)
 
 	resentJournaled int
 	reportsChecked  int
@@ -112,8 +140,10 @@ func newHarness(t testing.TB, prof linksim.Profile, seed uint64, size int) *harn
 	}
 	h.plan = plan
 	h.scfg = SenderConfig{Codec: fwd, ReturnCodec: ret, Rate: prof.Forward.Rate, RTT: prof.RTT(),
-		ReorderTime: prof.Forward.ReorderDelay}
-	h.rcfg = ReceiverConfig{Codec: fwd, ReturnCodec: ret, Vehicle: testVehicle, Keys: map[uint32]ed25519.PublicKey{1: pub}}
+		ReorderTime: prof.Forward.ReorderDelay, Verifier: testVerifier(t)}
+	h.bootEpoch = 1
+	h.rcfg = ReceiverConfig{Codec: fwd, ReturnCodec: ret, Vehicle: testVehicle, Keys: map[uint32]ed25519.PublicKey{1: pub},
+		Auth: testAuth(t, h.bootEpoch)}
 	h.journal, h.store = NewMemJournal(), NewMemStore()
 	if h.sender, err = NewSender(h.scfg, plan); err != nil {
 		t.Fatal(err)
@@ -159,6 +189,8 @@ func (h *harness) powerOn() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.bootEpoch++
+	h.rcfg.Auth = testAuth(h.t, h.bootEpoch)
 	r, err := NewReceiver(h.rcfg, recs)
 	if err != nil {
 		h.t.Fatalf("receiver restart: %v", err)
@@ -179,6 +211,9 @@ func (h *harness) doSender() time.Time {
 	now := h.sim.Now()
 	h.sender.Tick(now)
 	rd := h.sender.Ready()
+	if h.onSenderReady != nil {
+		h.onSenderReady(&rd)
+	}
 	for _, o := range rd.Messages {
 		if c, ok := o.Msg.(*protocol.Chunk); ok && h.journaled(int(c.Index)) {
 			h.resentJournaled++

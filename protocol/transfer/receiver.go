@@ -66,6 +66,9 @@ type ReceiverConfig struct {
 	Vehicle uint32
 	// Keys are the ground's offer-signing public keys by key id.
 	Keys map[uint32]ed25519.PublicKey
+	// Auth tags every message sent to the ground (required). Its epoch must
+	// be new for every NewReceiver: see protocol.NewReturnAuth.
+	Auth *protocol.ReturnAuth
 	// MaxSize bounds the size of a transfer accepted (default protocol.MaxTransferSize).
 	MaxSize uint64
 	// MaxActive bounds the transfers in progress at once (default 4).
@@ -101,6 +104,9 @@ func (c *ReceiverConfig) setDefaults() error {
 	}
 	if len(c.Keys) == 0 {
 		return errors.New("transfer: receiver config: no ground keys")
+	}
+	if c.Auth == nil {
+		return errors.New("transfer: receiver config: no return-link authenticator")
 	}
 	for id, k := range c.Keys {
 		if len(k) != ed25519.PublicKeySize {
@@ -143,6 +149,7 @@ type ReceiverStats struct {
 	Unauthenticated  int64 // a ground cancel without signature
 	WrongVehicle     int64 // an offer or cancel for another vehicle
 	RateLimited      int64 // answers dropped by the answer budget (AnswerRate)
+	Unsent           int64 // messages not sent: the epoch's sequence numbers are spent
 	Replayed         int64
 	ChunksJournaled  int64 // data chunks and hash blocks
 	Duplicates       int64 // chunks already held
@@ -168,7 +175,7 @@ type rxTransfer struct {
 	wm, high int // all below wm held; none at or above high
 	pending  map[int][]byte
 	last     uint32
-	ack      uint64
+	ack      uint64 // Seq of the latest report request
 	cursor   int
 	dirty    bool // chunks arrived since the last report
 	want     bool // a report was asked for
@@ -353,8 +360,23 @@ func (r *Receiver) Step(now time.Time, frame []byte) error {
 	return fmt.Errorf("%w: %v from the ground", ErrUnexpected, m.Type())
 }
 
-func (r *Receiver) send(m protocol.Message) {
-	f, err := r.cfg.ReturnCodec.Encode(m)
+// encode tags m (every message to the ground is authenticated) and encodes
+// it.
+func (r *Receiver) encode(m protocol.ReturnMessage) ([]byte, error) {
+	if err := r.cfg.Auth.Sign(m); err != nil {
+		return nil, err
+	}
+	return r.cfg.ReturnCodec.Encode(m)
+}
+
+func (r *Receiver) send(m protocol.ReturnMessage) {
+	f, err := r.encode(m)
+	if errors.Is(err, protocol.ErrLimit) {
+		// The epoch's sequence numbers are spent (2^32 frames since the
+		// start): send nothing unauthenticated; a restart opens a new epoch.
+		r.Stats.Unsent++
+		return
+	}
 	if err != nil {
 		// Only reports could grow, and they are sized to fit; anything
 		// else is a programming error.
@@ -394,7 +416,7 @@ func (r *Receiver) take() bool {
 
 // answer sends m, an answer to something anyone could have sent or
 // replayed, if the answer budget allows.
-func (r *Receiver) answer(m protocol.Message) {
+func (r *Receiver) answer(m protocol.ReturnMessage) {
 	if r.take() {
 		r.send(m)
 	}
@@ -484,15 +506,18 @@ func (r *Receiver) onChunk(m *protocol.Chunk) error {
 			return nil
 		}
 		r.Stats.UnknownTransfer++
+		r.Counters.Add(protocol.ReasonUnknownTransfer)
 		return fmt.Errorf("%w: chunk of %d", ErrUnknownTransfer, m.ID)
 	}
 	x := int(m.Index)
 	if x >= t.geo.t {
 		r.Stats.BadChunks++
+		r.Counters.Add(protocol.ReasonInvalidField)
 		return fmt.Errorf("%w: %d of %d", ErrChunkIndex, x, t.geo.t)
 	}
 	if len(m.Data) != t.geo.length(x) {
 		r.Stats.BadChunks++
+		r.Counters.Add(protocol.ReasonInvalidField)
 		return fmt.Errorf("%w: chunk %d is %d bytes, want %d", ErrChunkSize, x, len(m.Data), t.geo.length(x))
 	}
 	t.last = uint32(x) + 1
@@ -559,6 +584,7 @@ func (r *Receiver) verifyAndAccept(id uint64, t *rxTransfer, x int, data, want [
 	}
 	if !ok {
 		r.Stats.HashFailures++
+		r.Counters.Add(protocol.ReasonBadSignature)
 		return fmt.Errorf("%w: chunk %d of %d", ErrChunkHash, x, id)
 	}
 	data = append([]byte(nil), data...)
@@ -626,10 +652,14 @@ func (r *Receiver) onRequest(m *protocol.ReportRequest) error {
 		if !r.wantReport(t) {
 			return fmt.Errorf("%w: request for %d", protocol.ErrRateLimited, m.ID)
 		}
-		t.ack = max(t.ack, m.Seq)
+		// The latest request, not the highest: requests are not
+		// authenticated, and a forged huge Seq would otherwise stick and
+		// spoil every report's anchor. An older genuine number is still a
+		// valid (weaker) anchor.
+		t.ack = m.Seq
 		return nil
 	}
-	var ans protocol.Message = &protocol.Report{ID: m.ID, NeedOffer: true}
+	var ans protocol.ReturnMessage = &protocol.Report{ID: m.ID, NeedOffer: true}
 	if f, ok := r.finished[m.ID]; ok {
 		ans = &protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck}
 		if f.status == statusComplete {
@@ -737,10 +767,14 @@ func (r *Receiver) report(id uint64, t *rxTransfer) {
 			pos = e
 		}
 		rep.End = uint32(end)
-		f, err := r.cfg.ReturnCodec.Encode(rep)
+		f, err := r.encode(rep)
 		if errors.Is(err, protocol.ErrFrameTooLarge) && limit > 0 {
 			limit = min(limit-1, limit*7/8)
 			continue
+		}
+		if errors.Is(err, protocol.ErrLimit) && !errors.Is(err, protocol.ErrFrameTooLarge) {
+			r.Stats.Unsent++
+			return
 		}
 		if err != nil {
 			panic(fmt.Sprintf("transfer: encode report: %v", err))

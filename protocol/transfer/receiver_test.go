@@ -22,17 +22,18 @@ type rxFixture struct {
 	s     *MemStore
 	priv  ed25519.PrivateKey
 	out   []protocol.Message
+	v     *protocol.ReturnVerifier // the ground's view of the return link
 }
 
 func newRxFixture(t *testing.T) *rxFixture {
 	t.Helper()
 	c := mustCodec(t, 256)
 	pub, priv := testKey(1)
-	r, err := NewReceiver(ReceiverConfig{Codec: c, Vehicle: testVehicle, Keys: map[uint32]ed25519.PublicKey{1: pub}}, nil)
+	r, err := NewReceiver(ReceiverConfig{Codec: c, Vehicle: testVehicle, Keys: map[uint32]ed25519.PublicKey{1: pub}, Auth: testAuth(t, 1)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rxFixture{t: t, codec: c, r: r, j: NewMemJournal(), s: NewMemStore(), priv: priv}
+	return &rxFixture{t: t, codec: c, r: r, j: NewMemJournal(), s: NewMemStore(), priv: priv, v: testVerifier(t)}
 }
 
 // step feeds one frame and carries out the Ready.
@@ -289,7 +290,7 @@ func TestReportFitsOneFrame(t *testing.T) {
 			}
 		}
 	}
-	s, err := NewSender(SenderConfig{Codec: f.codec, Rate: 9600, RTT: time.Second, Resume: true}, plan)
+	s, err := NewSender(SenderConfig{Codec: f.codec, Rate: 9600, RTT: time.Second, Resume: true, Verifier: f.v}, plan)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +353,7 @@ func FuzzReceiverStep(f *testing.F) {
 	}
 	f.Add(offer)
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		r, err := NewReceiver(ReceiverConfig{Codec: c, Vehicle: testVehicle, Keys: map[uint32]ed25519.PublicKey{1: pub}}, nil)
+		r, err := NewReceiver(ReceiverConfig{Codec: c, Vehicle: testVehicle, Keys: map[uint32]ed25519.PublicKey{1: pub}, Auth: testAuth(t, 1)}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -140,6 +140,16 @@ type SenderConfig struct {
 	Codec *protocol.Codec
 	// ReturnCodec decodes the frames from the vehicle; nil means Codec.
 	ReturnCodec *protocol.Codec
+	// Verifier authenticates every frame from the vehicle (required). It
+	// holds the vehicle's replay window: share one per vehicle among its
+	// senders and its telemetry, and persist it across restarts.
+	Verifier *protocol.ReturnVerifier
+	// MaxContradictions is how many contradictions (EventContradiction)
+	// the sender absorbs, each by falling back to the conservative view,
+	// before it ends the transfer with ErrContradictions (default 8): a
+	// vehicle whose reports keep contradicting themselves never makes the
+	// sender loop.
+	MaxContradictions int
 	// Rate is the uplink rate in bits per second the sender paces at.
 	Rate float64
 	// RTT is the expected round trip time; the base of the timers.
@@ -177,6 +187,8 @@ type SenderStats struct {
 	Presumed       int64 // chunks presumed lost after a silence (SilenceTimeout)
 	DecodeErrors   int64
 	IgnoredReplies int64
+	Rejected       int64 // frames that failed authentication (see Counters)
+	Contradictions int64 // EventContradiction raised
 }
 
 // Chunk states at the sender.
@@ -243,10 +255,13 @@ type Sender struct {
 	deadContacts   map[int]bool
 	nextSend       time.Time
 
+	lastRepSeq uint64 // return-link sequence number of the newest report applied
+
 	cancelling bool
 	done       bool
 	err        error
 	out        []Outgoing
+	events     []Event
 	// Counters counts decoding rejections by reason.
 	Counters protocol.Counters
 	Stats    SenderStats
@@ -268,6 +283,12 @@ func NewSender(cfg SenderConfig, plan *Plan) (*Sender, error) {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = max(64*cfg.RTT, time.Minute)
+	}
+	if cfg.Verifier == nil {
+		return nil, errors.New("transfer: sender config: no return-link verifier")
+	}
+	if cfg.MaxContradictions <= 0 {
+		cfg.MaxContradictions = 8
 	}
 	g := plan.geo
 	s := &Sender{
@@ -349,6 +370,12 @@ func (s *Sender) Step(now time.Time, frame []byte) error {
 		s.Stats.DecodeErrors++
 		return err
 	}
+	// Everything from the vehicle is authenticated before it is believed.
+	if err := s.cfg.Verifier.Verify(m); err != nil {
+		s.Counters.Count(err)
+		s.Stats.Rejected++
+		return err
+	}
 	id := s.plan.Offer.ID
 	switch m := m.(type) {
 	case *protocol.Report:
@@ -366,12 +393,18 @@ func (s *Sender) Step(now time.Time, frame []byte) error {
 		}
 		s.offerAcked = true
 		s.offerRTO = s.baseRTO()
-		s.apply(m, now)
+		s.apply(m, now, protocol.TagOf(m).Seq())
 		return nil
 	case *protocol.Complete:
 		if m.ID != id || s.done {
 			s.Stats.IgnoredReplies++
 			return nil
+		}
+		s.lastHeard = s.clock.elapsed
+		s.heardInContact = true
+		if n := s.unsent(); n > 0 {
+			// The vehicle cannot hold chunks no one ever sent it.
+			return s.contradiction(n, fmt.Sprintf("complete while %d chunks were never sent", n))
 		}
 		s.done = true
 		if s.cancelling {
@@ -452,7 +485,93 @@ func (s *Sender) markMissing(x int) {
 	heap.Push(&s.missing, x)
 }
 
-func (s *Sender) apply(m *protocol.Report, now time.Time) {
+// unsent returns how many chunks a fresh (not Resume) sender has never
+// sent: [nextNew, total), as chunks go out in index order the first time.
+// A restarted sender cannot tell, and returns 0.
+func (s *Sender) unsent() int {
+	if s.cfg.Resume {
+		return 0
+	}
+	for s.nextNew < s.geo.t && s.st[s.nextNew] != stUnsent {
+		s.nextNew++
+	}
+	return s.geo.t - s.nextNew
+}
+
+// contradiction raises EventContradiction and counts it; past the budget
+// the transfer ends with ErrContradictions.
+func (s *Sender) contradiction(chunks int, detail string) error {
+	s.Stats.Contradictions++
+	s.Counters.Add(protocol.ReasonContradiction)
+	s.events = append(s.events, Event{Transfer: s.plan.Offer.ID, Kind: EventContradiction, Chunks: chunks, Detail: detail})
+	err := fmt.Errorf("%w: transfer %d: %s", protocol.ErrContradiction, s.plan.Offer.ID, detail)
+	if s.Stats.Contradictions > int64(s.cfg.MaxContradictions) && !s.done {
+		s.done, s.err = true, fmt.Errorf("%w: %d, last: %s", ErrContradictions, s.Stats.Contradictions, detail)
+	}
+	return err
+}
+
+// undo takes back a chunk a report had claimed: it is not proven received
+// any more, so it is sent again (or, if its hash block is not done either,
+// asked about).
+func (s *Sender) undo(x int) {
+	s.st[x] = stUnknown
+	s.nUnknown++
+	s.doneBits.clear(x)
+	s.nDone--
+	s.markMissing(x)
+}
+
+// checkReport compares a report with what the sender knows before it is
+// applied. A report claiming chunks never sent is clipped to what was sent;
+// a report newer than every report applied so far (by its return-link
+// sequence number, which orders the vehicle's journal states) that lists
+// as missing a chunk an earlier report claimed takes the claim back. Both
+// are contradictions: the receiver's journal only grows. It returns the
+// claim limit (chunks at or past it are not believed done).
+func (s *Sender) checkReport(m *protocol.Report, seq uint64, ranges [][2]int) int {
+	t := s.geo.t
+	limit := t
+	if n := s.unsent(); n > 0 {
+		limit = s.nextNew
+		claimed := 0
+		if int(m.Watermark) > limit {
+			claimed = int(m.Watermark) - limit
+		}
+		if end := min(int(m.End), t); end > max(limit, int(m.Cursor)) {
+			covered := end - max(limit, int(m.Cursor))
+			for _, r := range ranges {
+				covered -= max(0, min(r[1], end)-max(r[0], limit, int(m.Cursor)))
+			}
+			claimed = max(claimed, covered)
+		}
+		if claimed > 0 {
+			_ = s.contradiction(claimed, fmt.Sprintf("report claims %d chunks never sent", claimed))
+		}
+	}
+	if seq <= s.lastRepSeq {
+		return limit
+	}
+	s.lastRepSeq = seq
+	var back []int
+	for _, r := range ranges {
+		for x := s.doneBits.nextSet(r[0], r[1]); x < r[1]; x = s.doneBits.nextSet(x+1, r[1]) {
+			back = append(back, x)
+		}
+	}
+	for x := s.doneBits.nextSet(int(m.High), t); x < t; x = s.doneBits.nextSet(x+1, t) {
+		back = append(back, x)
+	}
+	if len(back) > 0 {
+		for _, x := range back {
+			s.undo(x)
+		}
+		_ = s.contradiction(len(back), fmt.Sprintf("report lists missing %d chunks an earlier report claimed", len(back)))
+	}
+	return limit
+}
+
+func (s *Sender) apply(m *protocol.Report, now time.Time, seq uint64) {
 	t := s.geo.t
 	if int(m.High) > t {
 		s.Stats.IgnoredReplies++
@@ -460,13 +579,17 @@ func (s *Sender) apply(m *protocol.Report, now time.Time) {
 	}
 	var ranges [][2]int
 	m.Ranges(func(a, b uint32) { ranges = append(ranges, [2]int{int(a), int(b)}) })
-	s.markDoneRange(0, int(m.Watermark))
+	limit := s.checkReport(m, seq, ranges)
+	if s.done {
+		return
+	}
+	s.markDoneRange(0, min(int(m.Watermark), limit))
 	pos := int(m.Cursor)
 	for _, r := range ranges {
-		s.markDoneRange(pos, r[0])
+		s.markDoneRange(pos, min(r[0], limit))
 		pos = r[1]
 	}
-	s.markDoneRange(pos, int(m.End))
+	s.markDoneRange(pos, min(int(m.End), limit))
 	// The report's anchor: the latest of our sends the receiver had seen
 	// when it made the report (the request it answers, or the last chunk
 	// it got). Without one, the report may predate frames of ours - or of
@@ -678,10 +801,10 @@ func (s *Sender) pick(take bool) (kind, x int) {
 	return pickNone, 0
 }
 
-// Ready returns the frames to send and the next deadline. Call Advance
-// once they are sent.
+// Ready returns the frames to send, the events and the next deadline. Call
+// Advance once they are sent.
 func (s *Sender) Ready() Ready {
-	rd := Ready{Messages: s.out}
+	rd := Ready{Messages: s.out, Events: s.events}
 	if s.done || !s.clock.link.Forward {
 		return rd
 	}
@@ -712,7 +835,7 @@ func (s *Sender) Ready() Ready {
 }
 
 // Advance tells the sender the last Ready's frames were sent.
-func (s *Sender) Advance() { s.out = nil }
+func (s *Sender) Advance() { s.out, s.events = nil, nil }
 
 // presume marks as missing the chunks in flight that a dead contact
 // swallowed: sent while the link was up both ways, after the last word from
