@@ -534,3 +534,53 @@ func reasonCounts(c *protocol.Counters) string {
 	}
 	return strings.TrimSpace(b.String())
 }
+
+// FuzzSenderStep feeds arbitrary frames from "the vehicle" to a sender in
+// the middle of a transfer: it never panics, and nothing that does not
+// carry the vehicle's MAC changes what it believes or what it sends.
+func FuzzSenderStep(f *testing.F) {
+	c, err := protocol.NewCodec(256)
+	if err != nil {
+		f.Fatal(err)
+	}
+	_, priv := testKey(1)
+	data := bytes.Repeat([]byte("fuzz"), 2000)
+	plan, err := NewPlan(c, testVehicle, 5, nil, bytes.NewReader(data), uint64(len(data)), 0, 1, priv)
+	if err != nil {
+		f.Fatal(err)
+	}
+	total := uint32(plan.geo.t)
+	auth := testAuth(f, 1)
+	for _, m := range []protocol.ReturnMessage{
+		&protocol.Report{ID: 5, Watermark: total, Cursor: total, End: total, High: total},
+		&protocol.Report{ID: 5, End: total, High: total, Missing: protocol.Ranges{0, total}},
+		&protocol.Complete{ID: 5},
+		&protocol.Cancel{ID: 5, Reason: protocol.CancelResources},
+	} {
+		b, _ := c.Encode(m)
+		f.Add(b)
+		_ = auth.Sign(m)
+		b, _ = c.Encode(m)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		s, err := NewSender(SenderConfig{Codec: c, Rate: 9600, RTT: time.Second, Verifier: testVerifier(t)}, plan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := epoch
+		for range 20 {
+			s.Tick(now)
+			s.Advance()
+			now = now.Add(250 * time.Millisecond)
+		}
+		before, st := s.Stats, append([]uint8(nil), s.st...)
+		err = s.Step(now, frame)
+		if m, derr := c.Decode(frame); derr == nil && protocol.TagOf(m) != nil && err == nil {
+			return // genuinely tagged: believed, as it should be
+		}
+		if s.Done() || !bytes.Equal(st, s.st) || s.Stats.Reports != before.Reports {
+			t.Fatalf("an unauthenticated frame changed the sender: done %v err %v", s.Done(), err)
+		}
+	})
+}
