@@ -354,6 +354,11 @@ func (h *harness) run(limit time.Duration) {
 	if err := h.sender.Err(); err != nil {
 		h.t.Fatalf("transfer failed: %v", err)
 	}
+	// A genuine vehicle never contradicts itself, whatever the link does
+	// (loss, duplication, reordering, restarts, power cuts).
+	if h.adversary == nil && h.sender.Stats.Contradictions != 0 {
+		h.t.Fatalf("%d contradictions without an adversary", h.sender.Stats.Contradictions)
+	}
 }
 
 // checkReport fails the test if a report arriving at the ground claims a
