@@ -123,6 +123,53 @@ func TestReturnAuth(t *testing.T) {
 	}
 }
 
+// TestRequestTag checks the ground's tag on report requests: it verifies
+// with the vehicle's key, and not once anything it covers changes.
+func TestRequestTag(t *testing.T) {
+	c := mustCodec(t, 256)
+	key := testMACKey(1, 0x11)
+	v, _ := NewReturnVerifier(42, key)
+	auth, _ := NewReturnAuth(42, key, 1)
+	m := &ReportRequest{ID: 7, Seq: 1 << 40}
+	if err := v.SignRequest(m); err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.VerifyRequest(got.(*ReportRequest)); err != nil {
+		t.Fatalf("genuine request: %v", err)
+	}
+	t.Logf("tagged request: %d bytes", len(f))
+	other, _ := NewReturnAuth(43, key, 1)
+	rotated, _ := NewReturnAuth(42, testMACKey(2, 0x11), 1)
+	altered := *m
+	altered.Seq++
+	for _, tc := range []struct {
+		name string
+		a    *ReturnAuth
+		m    *ReportRequest
+		want error
+	}{
+		{"no tag", auth, &ReportRequest{ID: 7, Seq: 1}, ErrUnauthenticated},
+		{"altered seq", auth, &altered, ErrBadSignature},
+		{"another vehicle", other, m, ErrBadSignature},
+		{"another key id", rotated, m, ErrUnknownKey},
+	} {
+		if err := tc.a.VerifyRequest(tc.m); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if _, err := c.Encode(&ReportRequest{ID: 7, Seq: 1, MAC: &RequestTag{Key: 1, Sum: make([]byte, 8)}}); !errors.Is(err, ErrInvalidField) {
+		t.Errorf("short request mac: %v", err)
+	}
+}
+
 // TestMACTagBounds checks a tag's shape is enforced by Decode.
 func TestMACTagBounds(t *testing.T) {
 	c := mustCodec(t, 256)

@@ -79,7 +79,7 @@ type Report struct {
 	End       uint32  `cbor:"4,keyasint,omitempty"`
 	High      uint32  `cbor:"5,keyasint,omitempty"`
 	Last      uint32  `cbor:"6,keyasint,omitempty"` // 1 + index of the last chunk that arrived; 0: none since start
-	Ack       uint64  `cbor:"7,keyasint,omitempty"` // highest ReportRequest.Seq received
+	Ack       uint64  `cbor:"7,keyasint,omitempty"` // Seq of the latest ReportRequest received
 	Missing   Ranges  `cbor:"8,keyasint,omitempty"`
 	NeedOffer bool    `cbor:"9,keyasint,omitempty"`  // the receiver does not know the transfer: send the offer
 	MAC       *MACTag `cbor:"15,keyasint,omitempty"` // return-link authentication
@@ -101,8 +101,9 @@ func (r *Ranges) UnmarshalCBOR(data []byte) error {
 
 // ReportRequest asks the receiver for a Report.
 type ReportRequest struct {
-	ID  uint64 `cbor:"1,keyasint,omitempty"`
-	Seq uint64 `cbor:"2,keyasint,omitempty"` // the sender's send sequence number, echoed in Report.Ack
+	ID  uint64      `cbor:"1,keyasint,omitempty"`
+	Seq uint64      `cbor:"2,keyasint,omitempty"`  // the sender's send sequence number, echoed in Report.Ack
+	MAC *RequestTag `cbor:"15,keyasint,omitempty"` // the ground's MAC under the vehicle's key
 }
 
 // Complete says the receiver holds every chunk of the transfer, verified
@@ -267,6 +268,9 @@ func (m *Report) Ranges(fn func(start, end uint32)) {
 func (m *ReportRequest) Validate() error {
 	if m.ID == 0 {
 		return errNoID
+	}
+	if m.MAC != nil && len(m.MAC.Sum) != MACLen {
+		return fmt.Errorf("%w: request mac is %d bytes, want %d", ErrInvalidField, len(m.MAC.Sum), MACLen)
 	}
 	return nil
 }

@@ -316,6 +316,29 @@ func TestRequestFloodBounded(t *testing.T) {
 		t.Fatalf("%d forged requests produced %d return frames, want at most %d", n, frames, limit)
 	}
 	checkRateLimited(t, f.r, n-frames)
+	if f.r.Stats.RequestsUnauthenticated != n || f.r.Counters.Get(protocol.ReasonUnauthenticated) != n {
+		t.Errorf("unauthenticated requests: stats %d, counter %d, want %d", f.r.Stats.RequestsUnauthenticated, f.r.Counters.Get(protocol.ReasonUnauthenticated), n)
+	}
+	// The budget is spent, yet the ground's own request is answered: its
+	// MAC verifies and its Seq is fresh. Its replay is not.
+	rq := &protocol.ReportRequest{ID: 5, Seq: 1 << 40}
+	if err := f.v.SignRequest(rq); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{1, 0} {
+		now = now.Add(time.Second / 4)
+		f.r.tokens = 0
+		f.r.tokensAt = now
+		if err := f.r.Step(now, f.encode(rq)); (err == nil) != (i == 0) {
+			t.Errorf("request %d: %v", i, err)
+		}
+		f.r.Tick(now)
+		rd := f.r.Ready()
+		f.r.Advance()
+		if len(rd.Messages) != want {
+			t.Errorf("authenticated request sent %d times: %d reports, want %d", i+1, len(rd.Messages), want)
+		}
+	}
 }
 
 // signedCancel is a genuine ground cancel of transfer id for the fixture's
@@ -431,11 +454,15 @@ func adversaryRun(t *testing.T, prof linksim.Profile, seed uint64, size int) {
 	}
 	oldCancels := [][]byte{cancel(testVehicle+1, h.id), cancel(testVehicle, 1000)}
 
-	// The vehicle's own return frames, recorded for replay.
-	var sent [][]byte
+	// The vehicle's own return frames and the ground's report requests,
+	// recorded for replay.
+	var sent, requests [][]byte
 	h.drop = func(d linksim.Dir, m protocol.Message) bool {
 		if d == linksim.Return && len(sent) < 64 {
 			sent = append(sent, enc(h.scfg.ReturnCodec, m))
+		}
+		if _, ok := m.(*protocol.ReportRequest); ok && d == linksim.Forward && len(requests) < 16 {
+			requests = append(requests, enc(fwd, m))
 		}
 		return false
 	}
@@ -485,6 +512,9 @@ func adversaryRun(t *testing.T, prof linksim.Profile, seed uint64, size int) {
 			if round%50 == 0 {
 				_ = h.recv.Step(now, oldCancels[(round/50)%len(oldCancels)])
 			}
+			if round%7 == 0 && len(requests) > 0 {
+				_ = h.recv.Step(now, requests[(round/7)%len(requests)])
+			}
 		}
 		// Return: a forgery every round, a replay of a genuine frame every
 		// fifth.
@@ -514,7 +544,9 @@ func adversaryRun(t *testing.T, prof linksim.Profile, seed uint64, size int) {
 			t.Errorf("ground counted no %v drop", r)
 		}
 	}
-	for _, r := range []protocol.Reason{protocol.ReasonWrongVehicle, protocol.ReasonRateLimited, protocol.ReasonInvalidField} {
+	// (Replays of the ground's requests count as replayed only while their
+	// transfer is active; after it they are answered from the budget.)
+	for _, r := range []protocol.Reason{protocol.ReasonWrongVehicle, protocol.ReasonRateLimited, protocol.ReasonInvalidField, protocol.ReasonUnauthenticated} {
 		if h.recv.Counters.Get(r) == 0 {
 			t.Errorf("vehicle counted no %v drop", r)
 		}

@@ -142,28 +142,31 @@ func (c *ReceiverConfig) setDefaults() error {
 
 // ReceiverStats counts what the receiver did and refused.
 type ReceiverStats struct {
-	OffersAccepted   int64
-	OffersRefused    int64 // replayed, conflicting, over limits
-	Forged           int64 // bad signature on an offer or cancel
-	UnknownKey       int64
-	Unauthenticated  int64 // a ground cancel without signature
-	WrongVehicle     int64 // an offer or cancel for another vehicle
-	RateLimited      int64 // answers dropped by the answer budget (AnswerRate)
-	Unsent           int64 // messages not sent: the epoch's sequence numbers are spent
-	Replayed         int64
-	ChunksJournaled  int64 // data chunks and hash blocks
-	Duplicates       int64 // chunks already held
-	HashFailures     int64 // dropped: fail the hash tree
-	BadChunks        int64 // dropped: bad index or length
-	UnknownTransfer  int64 // dropped: no offer for the transfer
-	LateChunks       int64 // chunks of a finished transfer
-	Pending          int64 // chunks held for their hash block
-	PendingDropped   int64
-	Reports          int64
-	Completed        int64
-	Cancelled        int64
-	DecodeErrors     int64 // see Counters for the reason
-	UnexpectedFrames int64
+	OffersAccepted  int64
+	OffersRefused   int64 // replayed, conflicting, over limits
+	Forged          int64 // bad signature on an offer or cancel
+	UnknownKey      int64
+	Unauthenticated int64 // a ground cancel without signature
+	WrongVehicle    int64 // an offer or cancel for another vehicle
+	RateLimited     int64 // answers dropped by the answer budget (AnswerRate)
+	// RequestsUnauthenticated counts report requests without a valid MAC
+	// (answered, if at all, from the answer budget).
+	RequestsUnauthenticated int64
+	Unsent                  int64 // messages not sent: the epoch's sequence numbers are spent
+	Replayed                int64
+	ChunksJournaled         int64 // data chunks and hash blocks
+	Duplicates              int64 // chunks already held
+	HashFailures            int64 // dropped: fail the hash tree
+	BadChunks               int64 // dropped: bad index or length
+	UnknownTransfer         int64 // dropped: no offer for the transfer
+	LateChunks              int64 // chunks of a finished transfer
+	Pending                 int64 // chunks held for their hash block
+	PendingDropped          int64
+	Reports                 int64
+	Completed               int64
+	Cancelled               int64
+	DecodeErrors            int64 // see Counters for the reason
+	UnexpectedFrames        int64
 }
 
 type rxTransfer struct {
@@ -175,7 +178,8 @@ type rxTransfer struct {
 	wm, high int // all below wm held; none at or above high
 	pending  map[int][]byte
 	last     uint32
-	ack      uint64 // Seq of the latest report request
+	ack      uint64 // Seq of the latest authenticated report request
+	authSeq  uint64 // the highest authenticated request Seq since the start
 	cursor   int
 	dirty    bool // chunks arrived since the last report
 	want     bool // a report was asked for
@@ -646,18 +650,33 @@ func (r *Receiver) finishRecord(id uint64, f finished, raiseFloor bool) {
 }
 
 func (r *Receiver) onRequest(m *protocol.ReportRequest) error {
-	// Requests are not authenticated: anyone can send them, so every
-	// answer they cause comes out of the answer budget.
+	// A request whose MAC verifies and whose Seq is newer than the last
+	// authenticated one of its transfer is the ground's: it is answered
+	// freely and anchors the next report. Anything else - no MAC, a bad
+	// one, a replay, or a transfer this receiver does not hold - may come
+	// from anyone, and every answer it causes comes out of the answer
+	// budget; its Seq is not trusted as an anchor.
+	authErr := r.cfg.Auth.VerifyRequest(m)
+	if authErr != nil {
+		r.Stats.RequestsUnauthenticated++
+		r.Counters.Count(authErr)
+	}
 	if t := r.active[m.ID]; t != nil {
+		if authErr == nil && m.Seq > t.authSeq {
+			t.authSeq, t.ack, t.want = m.Seq, m.Seq, true
+			return nil
+		}
+		if authErr == nil {
+			// Genuine but not newer: a replay (or a request overtaken on
+			// the link), answered only from the budget.
+			r.Stats.Replayed++
+			r.Counters.Add(protocol.ReasonReplayed)
+			authErr = fmt.Errorf("%w: request %d for %d, last %d", protocol.ErrReplayed, m.Seq, m.ID, t.authSeq)
+		}
 		if !r.wantReport(t) {
 			return fmt.Errorf("%w: request for %d", protocol.ErrRateLimited, m.ID)
 		}
-		// The latest request, not the highest: requests are not
-		// authenticated, and a forged huge Seq would otherwise stick and
-		// spoil every report's anchor. An older genuine number is still a
-		// valid (weaker) anchor.
-		t.ack = m.Seq
-		return nil
+		return authErr
 	}
 	var ans protocol.ReturnMessage = &protocol.Report{ID: m.ID, NeedOffer: true}
 	if f, ok := r.finished[m.ID]; ok {

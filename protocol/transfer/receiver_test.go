@@ -302,7 +302,12 @@ func TestReportFitsOneFrame(t *testing.T) {
 			t.Fatalf("sender still has %d unknown chunks after %d reports", s.nUnknown, i)
 		}
 		now = now.Add(time.Second)
-		if err := f.r.Step(now, f.encode(&protocol.ReportRequest{ID: 11, Seq: s.seq})); err != nil {
+		s.seq++ // as if the sender had sent this request
+		rq := &protocol.ReportRequest{ID: 11, Seq: s.seq}
+		if err := f.v.SignRequest(rq); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.r.Step(now, f.encode(rq)); err != nil {
 			t.Fatal(err)
 		}
 		f.r.Tick(now)

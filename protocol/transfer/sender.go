@@ -689,7 +689,12 @@ func (s *Sender) Tick(now time.Time) {
 			m = &o
 			s.Stats.Offers++
 		case pickRequest:
-			m = &protocol.ReportRequest{ID: id, Seq: s.seq}
+			rq := &protocol.ReportRequest{ID: id, Seq: s.seq}
+			if err := s.cfg.Verifier.SignRequest(rq); err != nil {
+				s.done, s.err = true, fmt.Errorf("transfer: tag request: %w", err)
+				return
+			}
+			m = rq
 			s.lastReq = s.seq
 			x = -1
 			s.Stats.Requests++
