@@ -131,8 +131,9 @@ type Completion struct {
 
 // Ready is the work the caller must do, in this order: store Writes and
 // sync them; commit Records atomically and durably; send Messages. Then act
-// on Completed, call Advance, and call Tick again at Deadline (zero: no
-// timer is pending; something else - a frame, a link change - must happen).
+// on Completed, log and report Events, call Advance, and call Tick again at
+// Deadline (zero: no timer is pending; something else - a frame, a link
+// change - must happen).
 type Ready struct {
 	Writes    []Write
 	Records   []Record

@@ -197,7 +197,8 @@ type Receiver struct {
 	tokens   float64   // answer budget left (AnswerBurst at most)
 	tokensAt time.Time // when tokens was last refilled
 	rd       Ready
-	// Counters counts decoding rejections by reason.
+	// Counters counts every frame or answer dropped, by reason: decoding,
+	// authentication, wrong vehicle, rate limit, chunks that fail the plan.
 	Counters protocol.Counters
 	Stats    ReceiverStats
 }

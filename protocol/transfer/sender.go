@@ -262,7 +262,9 @@ type Sender struct {
 	err        error
 	out        []Outgoing
 	events     []Event
-	// Counters counts decoding rejections by reason.
+	// Counters counts every frame dropped, by reason: decoding,
+	// authentication (unauthenticated, unknown-key, bad-signature,
+	// replayed), and contradictions.
 	Counters protocol.Counters
 	Stats    SenderStats
 }
