@@ -85,8 +85,9 @@ type ReceiverConfig struct {
 	// (default 64); older ones are covered by the per-key floor.
 	MaxFinished int
 	// AnswerRate and AnswerBurst are the token bucket of answers to what
-	// anyone can send or replay: report requests (unauthenticated), repeated
-	// or replayed offers, cancels of finished transfers. At most AnswerBurst
+	// anyone can send or replay: report requests other than the ground's
+	// fresh authenticated ones, repeated or replayed offers, cancels of
+	// finished transfers. At most AnswerBurst
 	// answers at once (default 8), refilled at AnswerRate per second of the
 	// time given to Step (default 2); the rest are counted
 	// (protocol.ReasonRateLimited) and dropped, so a flood of requests is not
