@@ -250,6 +250,8 @@ type Verification struct {
 	Code Code `cbor:"5,keyasint,omitempty"`
 	// Opcode echoes the command's opcode, so a report is readable alone.
 	Opcode uint16 `cbor:"6,keyasint,omitempty"`
+	// MAC authenticates the report (ReturnAuth); absent only in tests.
+	MAC *MACTag `cbor:"15,keyasint,omitempty"`
 }
 
 // Type implements Message.
@@ -266,7 +268,7 @@ func (v *Verification) Validate() error {
 	if v.Code == 0 && (v.Stage == StageRejected || v.Stage == StageFailed) {
 		return fmt.Errorf("%w: %v report without a code", ErrInvalidField, v.Stage)
 	}
-	return nil
+	return v.MAC.check()
 }
 
 // Param is one telemetry parameter: [id, value], a 2-element array. Value is
@@ -405,6 +407,8 @@ type Telemetry struct {
 	Seq uint32 `cbor:"4,keyasint,omitempty"`
 	// Params are the values, at most MaxParams.
 	Params Params `cbor:"5,keyasint,omitempty"`
+	// MAC authenticates the packet (ReturnAuth).
+	MAC *MACTag `cbor:"15,keyasint,omitempty"`
 }
 
 // Type implements Message.
@@ -420,7 +424,7 @@ func (t *Telemetry) Validate() error {
 			return fmt.Errorf("%w: param %d (id %d): %v", ErrInvalidField, i, p.ID, err)
 		}
 	}
-	return nil
+	return t.MAC.check()
 }
 
 // Severity grades an event.
@@ -465,6 +469,8 @@ type Event struct {
 	Text string `cbor:"6,keyasint,omitempty"`
 	// Args are scalar values (as Param.Value), at most MaxEventArgs.
 	Args Values `cbor:"7,keyasint,omitempty"`
+	// MAC authenticates the event (ReturnAuth).
+	MAC *MACTag `cbor:"15,keyasint,omitempty"`
 }
 
 // Type implements Message.
@@ -489,7 +495,7 @@ func (e *Event) Validate() error {
 			return fmt.Errorf("%w: event arg %d: %v", ErrInvalidField, i, err)
 		}
 	}
-	return nil
+	return e.MAC.check()
 }
 
 // checkValue accepts the scalar kinds telemetry values may have.

@@ -537,7 +537,7 @@ func TestCommandPipeline(t *testing.T) {
 func TestReasonNumbersStable(t *testing.T) {
 	want := []string{"none", "other", "too-large", "truncated", "checksum", "version", "unknown-type",
 		"malformed", "limit", "non-canonical", "invalid-field", "unauthenticated", "unknown-key",
-		"bad-signature", "replayed", "stream-garbage"}
+		"bad-signature", "replayed", "stream-garbage", "wrong-vehicle", "rate-limited", "contradiction", "unknown-transfer"}
 	if int(NumReasons) != len(want) {
 		t.Fatalf("%d reasons, the pinned list has %d: append new ones, never renumber", NumReasons, len(want))
 	}

@@ -12,8 +12,10 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// Version is the protocol version this build writes and the only one it reads.
-const Version = 1
+// Version is the protocol version this build writes and the only one it
+// reads. Version 2 binds offers and cancels to a vehicle and authenticates
+// every vehicle-to-ground message (MACTag).
+const Version = 2
 
 // Frame size bounds accepted by NewCodec.
 const (
@@ -24,7 +26,7 @@ const (
 // Frame layout (docs/protocol.md has the byte-by-byte specification):
 //
 //	0x84                 CBOR array of 4 items
-//	version              CBOR unsigned int (0x01 for version 1)
+//	version              CBOR unsigned int (0x02 for version 2)
 //	type                 CBOR unsigned int (one byte for types 0..23)
 //	body                 the message: one CBOR item, a map with integer keys
 //	0x44 c0 c1 c2 c3     CBOR byte string of 4 bytes: CRC-32C (Castagnoli),

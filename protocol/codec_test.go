@@ -136,9 +136,9 @@ func TestFrameLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 84 array(4); 01 version 1; 18 f0 type 240; a3 map(3): 01 07, 03 03, 04 42 de ad;
+	// 84 array(4); 02 version 2; 18 f0 type 240; a3 map(3): 01 07, 03 03, 04 42 de ad;
 	// 44 + crc32c of everything before the crc bytes.
-	head := "840118f0a30107030304 42dead44"
+	head := "840218f0a30107030304 42dead44"
 	head = strings.ReplaceAll(head, " ", "")
 	if got := hex.EncodeToString(f[:len(f)-4]); got != head {
 		t.Fatalf("frame %s, want %s", got, head)

@@ -57,6 +57,19 @@ var (
 	// ErrStreamGarbage: bytes on a stream link that are not part of any
 	// frame and were skipped while resynchronising.
 	ErrStreamGarbage = errors.New("protocol: stream garbage")
+	// ErrWrongVehicle: an authenticated message for another vehicle (a
+	// capture of another vehicle's traffic, or a misrouted frame).
+	ErrWrongVehicle = errors.New("protocol: wrong vehicle")
+	// ErrRateLimited: an answer to an unauthenticated (or replayable)
+	// request that the answer budget did not allow; the request is dropped.
+	ErrRateLimited = errors.New("protocol: rate limited")
+	// ErrContradiction: an authenticated report that contradicts what the
+	// sender knows (claims chunks never sent, or missing chunks an earlier
+	// report claimed); the sender falls back to the conservative view.
+	ErrContradiction = errors.New("protocol: contradictory report")
+	// ErrUnknownTransfer: a chunk or request naming a transfer the receiver
+	// has no offer for (another vehicle's, or made up).
+	ErrUnknownTransfer = errors.New("protocol: unknown transfer")
 )
 
 // Reason classifies a rejection into a small fixed set, for counters and
@@ -81,6 +94,10 @@ const (
 	ReasonBadSignature                  // ErrBadSignature (forged)
 	ReasonReplayed                      // ErrReplayed
 	ReasonStreamGarbage                 // ErrStreamGarbage
+	ReasonWrongVehicle                  // ErrWrongVehicle
+	ReasonRateLimited                   // ErrRateLimited
+	ReasonContradiction                 // ErrContradiction
+	ReasonUnknownTransfer               // ErrUnknownTransfer
 
 	// NumReasons is the number of reasons: the size of Counters.
 	NumReasons
@@ -101,6 +118,10 @@ var reasonErrs = [NumReasons]error{
 	ReasonBadSignature:    ErrBadSignature,
 	ReasonReplayed:        ErrReplayed,
 	ReasonStreamGarbage:   ErrStreamGarbage,
+	ReasonWrongVehicle:    ErrWrongVehicle,
+	ReasonRateLimited:     ErrRateLimited,
+	ReasonContradiction:   ErrContradiction,
+	ReasonUnknownTransfer: ErrUnknownTransfer,
 }
 
 var reasonNames = [NumReasons]string{
@@ -120,6 +141,10 @@ var reasonNames = [NumReasons]string{
 	ReasonBadSignature:    "bad-signature",
 	ReasonReplayed:        "replayed",
 	ReasonStreamGarbage:   "stream-garbage",
+	ReasonWrongVehicle:    "wrong-vehicle",
+	ReasonRateLimited:     "rate-limited",
+	ReasonContradiction:   "contradiction",
+	ReasonUnknownTransfer: "unknown-transfer",
 }
 
 // String returns the reason's short stable name, e.g. "checksum".

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"flag"
 	"testing"
@@ -42,6 +43,17 @@ func sampleMessages(t testing.TB) []Message {
 	if err := SignCommand(cmd, 1, testKey(1)); err != nil {
 		t.Fatal(err)
 	}
+	auth, err := NewReturnAuth(42, MACKey{ID: 1, Key: bytes.Repeat([]byte{0x11}, MACKeyLen)}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagged := &Verification{Vehicle: 42, Seq: 1001, Stage: StageCompleted, Opcode: 7}
+	tlm := &Telemetry{Vehicle: 42, Packet: 2, Seq: 300, Params: []Param{{ID: 1, Value: uint64(70000)}}}
+	for _, m := range []ReturnMessage{tagged, tlm} {
+		if err := auth.Sign(m); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return []Message{
 		&testChunk{Transfer: 0x9abcdef0, Part: 3, Index: 4000, Data: []byte("some chunk data \x00\x00\xff")},
 		&testBound{N: 5, List: []uint32{1, 2}, Name: "n"},
@@ -58,6 +70,8 @@ func sampleMessages(t testing.TB) []Message {
 		&Event{Vehicle: 42, ID: 12, Severity: SeverityWarning, Time: 1_790_000_000_001, Seq: 5,
 			Text: "slot B: boot attempt 2 of 3", Args: []any{"B", uint64(2), int64(-1)}},
 		&Event{},
+		tagged,
+		tlm,
 	}
 }
 

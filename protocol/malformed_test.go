@@ -38,8 +38,8 @@ func hx(s string) []byte {
 	return b
 }
 
-// hdr is a good version-1 header for a test chunk.
-var hdr = hx("84 01 18f0")
+// hdr is a good version-2 header for a test chunk.
+var hdr = hx("84 02 18f0")
 
 func hdrFor(t MsgType) []byte { return appendUint8([]byte{frameArrayHead, Version}, uint8(t)) }
 
@@ -107,24 +107,24 @@ func malformedCases() []malformedCase {
 		{"trailer head 45, crc matching", sealWith(0x45, good[:len(good)-5]), ErrChecksum},
 		{"trailing byte after crc", append(append([]byte(nil), good...), 0), ErrChecksum},
 		{"two frames", append(append([]byte(nil), good...), good...), ErrChecksum},
-		{"head not array(4)", seal(hx("83 01 18f0"), hx("a0")), ErrMalformed},
+		{"head not array(4)", seal(hx("83 02 18f0"), hx("a0")), ErrMalformed},
 		{"head not an array", seal(hx("a4 01 18f0"), hx("a0")), ErrMalformed},
 		{"head array(24)", seal(hx("98 18 01 18f0"), hx("a0")), ErrMalformed},
-		{"version 2 with 5 elements", seal(hx("85 02 18f0"), hx("a0 00")), ErrVersion},
-		{"version 2", seal(hx("84 02 18f0"), hx("a0")), ErrVersion},
+		{"version 3 with 5 elements", seal(hx("85 03 18f0"), hx("a0 00")), ErrVersion},
+		{"version 1", seal(hx("84 01 18f0"), hx("a0")), ErrVersion},
 		{"version 0", seal(hx("84 00 18f0"), hx("a0")), ErrVersion},
 		{"version 300", seal(hx("84 19012c 18f0"), hx("a0")), ErrVersion},
 		{"version 1 non-shortest", seal(hx("84 1801 18f0"), hx("a0")), ErrNonCanonical},
 		{"version is text", seal(hx("84 6131 18f0"), hx("a0")), ErrMalformed},
 		{"version is negative", seal(hx("84 20 18f0"), hx("a0")), ErrMalformed},
-		{"unknown type 30", seal(hx("84 01 181e"), hx("a0")), ErrUnknownType},
-		{"unknown type 0", seal(hx("84 01 00"), hx("a0")), ErrUnknownType},
+		{"unknown type 30", seal(hx("84 02 181e"), hx("a0")), ErrUnknownType},
+		{"unknown type 0", seal(hx("84 02 00"), hx("a0")), ErrUnknownType},
 		{"unregistered small type", seal(hdrFor(typeTestSmall), hx("a0")), ErrUnknownType},
-		{"type 70000", seal(hx("84 01 1a00011170"), hx("a0")), ErrUnknownType},
-		{"type non-shortest", seal(hx("84 01 1802"), hx("a0")), ErrNonCanonical},
-		{"type 23 non-shortest", seal(hx("84 01 1817"), hx("a0")), ErrNonCanonical},
-		{"type 24 unknown", seal(hx("84 01 1818"), hx("a0")), ErrUnknownType},
-		{"type is bytes", seal(hx("84 01 41f0"), hx("a0")), ErrMalformed},
+		{"type 70000", seal(hx("84 02 1a00011170"), hx("a0")), ErrUnknownType},
+		{"type non-shortest", seal(hx("84 02 1802"), hx("a0")), ErrNonCanonical},
+		{"type 23 non-shortest", seal(hx("84 02 1817"), hx("a0")), ErrNonCanonical},
+		{"type 24 unknown", seal(hx("84 02 1818"), hx("a0")), ErrUnknownType},
+		{"type is bytes", seal(hx("84 02 41f0"), hx("a0")), ErrMalformed},
 		{"empty body", seal(hdr), ErrMalformed},
 		{"body truncated", seal(hdr, hx("a2 01 07 04 43 dead")), ErrMalformed},
 		{"body trailing bytes", seal(hdr, hx("a1 01 07 00")), ErrMalformed},

@@ -211,7 +211,7 @@ func TestOpenRejects(t *testing.T) {
 		{"map body", o, seal(good[:3], hx("a1 01 01")), ErrInvalidField, ReasonInvalidField},
 		{"two elements", o, seal(good[:3], hx("82 01 01")), ErrInvalidField, ReasonInvalidField},
 		{"trailing bytes", o, seal(good[:len(good)-5], hx("00")), ErrMalformed, ReasonMalformed},
-		{"other version", o, fixCRC(append([]byte{0x84, 0x02}, good[2:]...)), ErrVersion, ReasonVersion},
+		{"other version", o, fixCRC(append([]byte{0x84, Version + 1}, good[2:]...)), ErrVersion, ReasonVersion},
 		{"too large", o, make([]byte, link+1), ErrFrameTooLarge, ReasonTooLarge},
 		{"empty", o, nil, ErrTruncated, ReasonTruncated},
 	}

@@ -29,8 +29,8 @@ func TestSpecExamples(t *testing.T) {
 		}
 		examples[string(m[1])] = b
 	}
-	if len(examples) != 4 {
-		t.Fatalf("found %d hex examples, want 4", len(examples))
+	if len(examples) != 5 {
+		t.Fatalf("found %d hex examples, want 5", len(examples))
 	}
 	c := mustCodec(t, 256)
 
@@ -85,6 +85,30 @@ func TestSpecExamples(t *testing.T) {
 	if err := VerifyCommand(kr, m.(*Command)); err != nil {
 		t.Errorf("command example does not verify: %v", err)
 	}
+	// The authenticated Complete of §5.7.
+	macKey := MACKey{ID: 1, Key: bytes.Repeat([]byte{0x11}, MACKeyLen)}
+	auth, err := NewReturnAuth(42, macKey, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := &Complete{ID: 7}
+	in, err := ReturnMACInput(42, &MACTag{Key: 1, Epoch: 1, Counter: 1}, done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(doc, []byte(spaced(in))) {
+		t.Errorf("the documented MAC input is not %s", spaced(in))
+	}
+	if err := auth.Sign(done); err != nil {
+		t.Fatal(err)
+	}
+	if want, err := c.Encode(done); err != nil || !bytes.Equal(examples["complete-mac"], want) {
+		t.Errorf("complete-mac example:\n%x\nimplementation:\n%x (%v)", examples["complete-mac"], want, err)
+	}
+	v, _ := NewReturnVerifier(42, macKey)
+	if m, err := c.Decode(examples["complete-mac"]); err != nil || v.Verify(m) != nil {
+		t.Errorf("complete-mac example does not decode and verify: %v", err)
+	}
 	// The COBS example in the text.
 	if got := AppendStreamFrame(nil, hx("11 22 00 33")); !bytes.Equal(got, hx("00 03 11 22 02 33 00")) {
 		t.Errorf("COBS example: %x", got)
@@ -124,6 +148,9 @@ func TestSpecBounds(t *testing.T) {
 		fmt.Sprintf("the %d numbers top, top − 1, …, top − %d", ReplayWindowSize, ReplayWindowSize-1),
 		fmt.Sprintf("The persisted state is %d bytes", ReplayWindowStateLen),
 		fmt.Sprintf("sig is exactly %d bytes", ed25519.SignatureSize),
+		fmt.Sprintf("sum exactly %d bytes [invalid-field]", MACLen),
+		fmt.Sprintf("K is the vehicle's %d-byte symmetric key", MACKeyLen),
+		fmt.Sprintf("This document is version %d.", Version),
 	} {
 		if !strings.Contains(doc, phrase) {
 			t.Errorf("docs/protocol.md does not say %q", phrase)

@@ -45,7 +45,9 @@ const (
 
 // Offer announces a transfer: the plan, signed by the ground with ed25519.
 // The signature covers OfferSigningBytes (a fixed binary layout with a
-// domain-separation prefix), not the CBOR encoding.
+// domain-separation prefix), not the CBOR encoding, and binds the offer to
+// the one vehicle it is for: captured frames of one vehicle's transfer
+// complete nothing on another.
 type Offer struct {
 	ID        uint64 `cbor:"1,keyasint,omitempty"` // transfer id, > 0, increasing per ground key
 	KeyID     uint32 `cbor:"2,keyasint,omitempty"` // which ground key signed
@@ -54,6 +56,7 @@ type Offer struct {
 	Root      []byte `cbor:"5,keyasint,omitempty"` // hash tree root, RootLen bytes
 	Target    []byte `cbor:"6,keyasint,omitempty"` // what the data is (opaque to the transfer), at most MaxTargetLen
 	Sig       []byte `cbor:"7,keyasint,omitempty"` // ed25519 signature, SignatureLen bytes
+	Vehicle   uint32 `cbor:"8,keyasint,omitempty"` // the vehicle the transfer is for
 }
 
 // Chunk carries one chunk of a transfer: a hash block (indices below the
@@ -70,15 +73,16 @@ type Chunk struct {
 // (gap, length): a range starts gap chunks after the end of the previous
 // one (the first after Cursor) and is length chunks long.
 type Report struct {
-	ID        uint64 `cbor:"1,keyasint,omitempty"`
-	Watermark uint32 `cbor:"2,keyasint,omitempty"`
-	Cursor    uint32 `cbor:"3,keyasint,omitempty"`
-	End       uint32 `cbor:"4,keyasint,omitempty"`
-	High      uint32 `cbor:"5,keyasint,omitempty"`
-	Last      uint32 `cbor:"6,keyasint,omitempty"` // 1 + index of the last chunk that arrived; 0: none since start
-	Ack       uint64 `cbor:"7,keyasint,omitempty"` // highest ReportRequest.Seq received
-	Missing   Ranges `cbor:"8,keyasint,omitempty"`
-	NeedOffer bool   `cbor:"9,keyasint,omitempty"` // the receiver does not know the transfer: send the offer
+	ID        uint64  `cbor:"1,keyasint,omitempty"`
+	Watermark uint32  `cbor:"2,keyasint,omitempty"`
+	Cursor    uint32  `cbor:"3,keyasint,omitempty"`
+	End       uint32  `cbor:"4,keyasint,omitempty"`
+	High      uint32  `cbor:"5,keyasint,omitempty"`
+	Last      uint32  `cbor:"6,keyasint,omitempty"` // 1 + index of the last chunk that arrived; 0: none since start
+	Ack       uint64  `cbor:"7,keyasint,omitempty"` // Seq of the latest ReportRequest received
+	Missing   Ranges  `cbor:"8,keyasint,omitempty"`
+	NeedOffer bool    `cbor:"9,keyasint,omitempty"`  // the receiver does not know the transfer: send the offer
+	MAC       *MACTag `cbor:"15,keyasint,omitempty"` // return-link authentication
 }
 
 // Ranges is the (gap, length) list of a Report. Its decoder rejects an
@@ -97,23 +101,28 @@ func (r *Ranges) UnmarshalCBOR(data []byte) error {
 
 // ReportRequest asks the receiver for a Report.
 type ReportRequest struct {
-	ID  uint64 `cbor:"1,keyasint,omitempty"`
-	Seq uint64 `cbor:"2,keyasint,omitempty"` // the sender's send sequence number, echoed in Report.Ack
+	ID  uint64      `cbor:"1,keyasint,omitempty"`
+	Seq uint64      `cbor:"2,keyasint,omitempty"`  // the sender's send sequence number, echoed in Report.Ack
+	MAC *RequestTag `cbor:"15,keyasint,omitempty"` // the ground's MAC under the vehicle's key
 }
 
 // Complete says the receiver holds every chunk of the transfer, verified
 // and durable.
 type Complete struct {
-	ID uint64 `cbor:"1,keyasint,omitempty"`
+	ID  uint64  `cbor:"1,keyasint,omitempty"`
+	MAC *MACTag `cbor:"15,keyasint,omitempty"` // return-link authentication
 }
 
 // Cancel abandons a transfer. From the ground it must be signed
-// (CancelSigningBytes) with the key of the transfer's offer; from the
-// vehicle it is a refusal or an acknowledgement and carries no signature.
+// (CancelSigningBytes) with the key of the transfer's offer and names the
+// vehicle it is for; from the vehicle it is a refusal or an acknowledgement
+// and carries no signature.
 type Cancel struct {
-	ID     uint64 `cbor:"1,keyasint,omitempty"`
-	Reason uint8  `cbor:"2,keyasint,omitempty"`
-	Sig    []byte `cbor:"3,keyasint,omitempty"`
+	ID      uint64  `cbor:"1,keyasint,omitempty"`
+	Reason  uint8   `cbor:"2,keyasint,omitempty"`
+	Sig     []byte  `cbor:"3,keyasint,omitempty"`
+	Vehicle uint32  `cbor:"4,keyasint,omitempty"`  // ground cancels: the vehicle the transfer is for
+	MAC     *MACTag `cbor:"15,keyasint,omitempty"` // vehicle cancels: return-link authentication
 }
 
 // Type implements Message for each transfer message.
@@ -160,11 +169,12 @@ func (m *Offer) Validate() error {
 }
 
 // OfferSigningBytes is what the ground signs for an offer: a domain
-// separation prefix, then ID, KeyID, Size, ChunkSize (big endian, 8, 4, 8, 4
-// bytes), Root, one length byte and Target.
+// separation prefix, then Vehicle, ID, KeyID, Size, ChunkSize (big endian,
+// 4, 8, 4, 8, 4 bytes), Root, one length byte and Target.
 func OfferSigningBytes(m *Offer) []byte {
-	b := make([]byte, 0, 96+len(m.Target))
-	b = append(b, "bootorbit/transfer/offer/v1\x00"...)
+	b := make([]byte, 0, 100+len(m.Target))
+	b = append(b, "bootorbit/transfer/offer/v2\x00"...)
+	b = appendBE(b, uint64(m.Vehicle), 4)
 	b = appendBE(b, m.ID, 8)
 	b = appendBE(b, uint64(m.KeyID), 4)
 	b = appendBE(b, m.Size, 8)
@@ -175,9 +185,11 @@ func OfferSigningBytes(m *Offer) []byte {
 }
 
 // CancelSigningBytes is what the ground signs for a cancel: a domain
-// separation prefix, the transfer id (8 bytes, big endian) and the reason.
+// separation prefix, the vehicle (4 bytes, big endian), the transfer id (8
+// bytes, big endian) and the reason.
 func CancelSigningBytes(m *Cancel) []byte {
-	b := append([]byte(nil), "bootorbit/transfer/cancel/v1\x00"...)
+	b := append([]byte(nil), "bootorbit/transfer/cancel/v2\x00"...)
+	b = appendBE(b, uint64(m.Vehicle), 4)
 	b = appendBE(b, m.ID, 8)
 	return append(b, m.Reason)
 }
@@ -221,6 +233,9 @@ func (m *Report) Validate() error {
 	case len(m.Missing) > 2*MaxReportRanges:
 		return fmt.Errorf("%w: report has %d missing ranges, max %d", ErrLimit, len(m.Missing)/2, MaxReportRanges)
 	}
+	if err := m.MAC.check(); err != nil {
+		return err
+	}
 	pos := uint64(m.Cursor)
 	for i := 0; i < len(m.Missing); i += 2 {
 		start := pos + uint64(m.Missing[i])
@@ -254,6 +269,9 @@ func (m *ReportRequest) Validate() error {
 	if m.ID == 0 {
 		return errNoID
 	}
+	if m.MAC != nil && len(m.MAC.Sum) != MACLen {
+		return fmt.Errorf("%w: request mac is %d bytes, want %d", ErrInvalidField, len(m.MAC.Sum), MACLen)
+	}
 	return nil
 }
 
@@ -262,7 +280,7 @@ func (m *Complete) Validate() error {
 	if m.ID == 0 {
 		return errNoID
 	}
-	return nil
+	return m.MAC.check()
 }
 
 // Validate bounds the cancel. Whether a signature is required depends on
@@ -275,6 +293,8 @@ func (m *Cancel) Validate() error {
 		return fmt.Errorf("cancel reason %d unknown", m.Reason)
 	case len(m.Sig) != 0 && len(m.Sig) != SignatureLen:
 		return fmt.Errorf("cancel signature is %d bytes, want %d", len(m.Sig), SignatureLen)
+	case len(m.Sig) != 0 && m.MAC != nil:
+		return errors.New("cancel carries both a ground signature and a vehicle mac")
 	}
-	return nil
+	return m.MAC.check()
 }

@@ -9,7 +9,7 @@ import (
 
 func testOffer() *Offer {
 	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, ed25519.SeedSize))
-	o := &Offer{ID: 42, KeyID: 1, Size: 1 << 20, ChunkSize: 238, Root: bytes.Repeat([]byte{0xaa}, RootLen), Target: []byte("sha256:0123")}
+	o := &Offer{ID: 42, KeyID: 1, Vehicle: 7, Size: 1 << 20, ChunkSize: 238, Root: bytes.Repeat([]byte{0xaa}, RootLen), Target: []byte("sha256:0123")}
 	o.Sig = ed25519.Sign(priv, OfferSigningBytes(o))
 	return o
 }
@@ -132,7 +132,9 @@ func FuzzTransferDecode(f *testing.F) {
 	}
 	for _, m := range []Message{testOffer(), &Chunk{ID: 1, Index: 3, Data: []byte("abc")},
 		&Report{ID: 1, Cursor: 1, End: 9, High: 12, Missing: Ranges{1, 2, 3, 1}}, &ReportRequest{ID: 1, Seq: 2},
-		&Complete{ID: 1}, &Cancel{ID: 1, Reason: CancelAck}} {
+		&Complete{ID: 1}, &Cancel{ID: 1, Reason: CancelAck},
+		&Complete{ID: 1, MAC: &MACTag{Key: 1, Epoch: 2, Counter: 300, Sum: make([]byte, MACLen)}},
+		&ReportRequest{ID: 1, Seq: 2, MAC: &RequestTag{Key: 1, Sum: make([]byte, MACLen)}}} {
 		b, err := c.Encode(m)
 		if err != nil {
 			f.Fatal(err)

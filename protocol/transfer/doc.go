@@ -7,8 +7,12 @@
 // - carries it out in that order, and calls Advance.
 //
 // The promises: the Receiver verifies the ground's ed25519 signature on the
-// Offer before it accepts a byte, and every chunk against the signed hash
-// tree before it asks for it to be stored; a report never claims a chunk
+// Offer, which names the vehicle, before it accepts a byte, and every chunk
+// against the signed hash tree before it asks for it to be stored; it
+// answers what anyone can send or replay (report requests, replayed offers
+// and cancels) only from a token bucket; the Sender believes only frames
+// whose return-link MAC verifies and that do not contradict what it knows,
+// raises an Event when they do, and never loops whatever they claim; a report never claims a chunk
 // that is not durable (records are committed before messages are sent);
 // the Sender never sends a chunk a report said was journaled; either side
 // may restart at any moment (the Receiver from its journal records, the

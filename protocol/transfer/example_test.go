@@ -19,17 +19,25 @@ func Example() {
 	data := bytes.Repeat([]byte("bootorbit "), 10000)
 
 	// Ground: plan (hash tree + signed offer) and sender.
-	plan, err := transfer.NewPlan(codec, 1, []byte("example"), bytes.NewReader(data), uint64(len(data)), 0, 7, priv)
+	plan, err := transfer.NewPlan(codec, 42, 1, []byte("example"), bytes.NewReader(data), uint64(len(data)), 0, 7, priv)
 	if err != nil {
 		panic(err)
 	}
-	sender, _ := transfer.NewSender(transfer.SenderConfig{Codec: codec, Rate: 64000, RTT: 100 * time.Millisecond}, plan)
+	// Both sides hold the vehicle's return-link MAC key (id 1): the ground
+	// believes nothing from the vehicle that it does not authenticate.
+	macKey := protocol.MACKey{ID: 1, Key: bytes.Repeat([]byte{9}, protocol.MACKeyLen)}
+	verifier, _ := protocol.NewReturnVerifier(42, macKey)
+	sender, _ := transfer.NewSender(transfer.SenderConfig{Codec: codec, Rate: 64000, RTT: 100 * time.Millisecond, Verifier: verifier}, plan)
 
-	// Vehicle: receiver with its journal and data store.
+	// Vehicle: receiver with its journal and data store. The epoch is the
+	// vehicle's durable boot counter, incremented at every start.
 	journal, store := transfer.NewMemJournal(), transfer.NewMemStore()
+	auth, _ := protocol.NewReturnAuth(42, macKey, 1)
 	receiver, _ := transfer.NewReceiver(transfer.ReceiverConfig{
-		Codec: codec,
-		Keys:  map[uint32]ed25519.PublicKey{7: priv.Public().(ed25519.PublicKey)},
+		Codec:   codec,
+		Vehicle: 42,
+		Keys:    map[uint32]ed25519.PublicKey{7: priv.Public().(ed25519.PublicKey)},
+		Auth:    auth,
 	}, nil)
 
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)

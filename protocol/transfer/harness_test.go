@@ -31,6 +31,32 @@ func testSeed(t testing.TB) uint64 {
 
 var epoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
+// testVehicle is the vehicle id of the tests' receivers.
+const testVehicle = 42
+
+// testMACKey is the tests' per-vehicle return-link key.
+var testMACKey = protocol.MACKey{ID: 3, Key: bytes.Repeat([]byte{0x5a}, protocol.MACKeyLen)}
+
+// testAuth is the vehicle's return-link authenticator for a start in epoch.
+func testAuth(t testing.TB, epoch uint32) *protocol.ReturnAuth {
+	t.Helper()
+	a, err := protocol.NewReturnAuth(testVehicle, testMACKey, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// testVerifier is the ground's verifier of the test vehicle's return link.
+func testVerifier(t testing.TB) *protocol.ReturnVerifier {
+	t.Helper()
+	v, err := protocol.NewReturnVerifier(testVehicle, testMACKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // testKey is a fixed ground key, derived from a constant seed.
 func testKey(n byte) (ed25519.PublicKey, ed25519.PrivateKey) {
 	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{n}, ed25519.SeedSize))
@@ -69,6 +95,9 @@ type harness struct {
 	recv    *Receiver
 	journal *MemJournal
 	store   *MemStore
+	// bootEpoch is the receiver's durable boot counter: each power-on
+	// starts a new return-link epoch.
+	bootEpoch uint32
 
 	crash       *crashPoint
 	rxSteps     int
@@ -80,6 +109,11 @@ type harness struct {
 
 	// drop, if set, decides to lose a frame before the link sees it.
 	drop func(d linksim.Dir, m protocol.Message) bool
+	// adversary, if set, runs before every step of the simulation: it may
+	// inject frames at either side.
+	adversary func()
+	// onSenderReady, if set, sees every sender Ready (its events).
+	onSenderReady func(rd *Ready)
 
 	resentJournaled int
 	reportsChecked  int
@@ -100,14 +134,16 @@ func newHarness(t testing.TB, prof linksim.Profile, seed uint64, size int) *harn
 	fwd := mustCodec(t, prof.Forward.MaxFrame)
 	ret := mustCodec(t, prof.Return.MaxFrame)
 	pub, priv := testKey(1)
-	plan, err := NewPlan(fwd, h.id, []byte("sha256:test"), bytes.NewReader(h.data), uint64(size), 0, 1, priv)
+	plan, err := NewPlan(fwd, testVehicle, h.id, []byte("sha256:test"), bytes.NewReader(h.data), uint64(size), 0, 1, priv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.plan = plan
 	h.scfg = SenderConfig{Codec: fwd, ReturnCodec: ret, Rate: prof.Forward.Rate, RTT: prof.RTT(),
-		ReorderTime: prof.Forward.ReorderDelay}
-	h.rcfg = ReceiverConfig{Codec: fwd, ReturnCodec: ret, Keys: map[uint32]ed25519.PublicKey{1: pub}}
+		ReorderTime: prof.Forward.ReorderDelay, Verifier: testVerifier(t)}
+	h.bootEpoch = 1
+	h.rcfg = ReceiverConfig{Codec: fwd, ReturnCodec: ret, Vehicle: testVehicle, Keys: map[uint32]ed25519.PublicKey{1: pub},
+		Auth: testAuth(t, h.bootEpoch)}
 	h.journal, h.store = NewMemJournal(), NewMemStore()
 	if h.sender, err = NewSender(h.scfg, plan); err != nil {
 		t.Fatal(err)
@@ -153,6 +189,8 @@ func (h *harness) powerOn() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.bootEpoch++
+	h.rcfg.Auth = testAuth(h.t, h.bootEpoch)
 	r, err := NewReceiver(h.rcfg, recs)
 	if err != nil {
 		h.t.Fatalf("receiver restart: %v", err)
@@ -173,6 +211,9 @@ func (h *harness) doSender() time.Time {
 	now := h.sim.Now()
 	h.sender.Tick(now)
 	rd := h.sender.Ready()
+	if h.onSenderReady != nil {
+		h.onSenderReady(&rd)
+	}
 	for _, o := range rd.Messages {
 		if c, ok := o.Msg.(*protocol.Chunk); ok && h.journaled(int(c.Index)) {
 			h.resentJournaled++
@@ -259,6 +300,9 @@ func (h *harness) run(limit time.Duration) {
 				h.powerOn()
 			}
 		}
+		if h.adversary != nil {
+			h.adversary()
+		}
 		dl := earliest(h.doSender(), h.doReceiver())
 		if len(h.senderCuts) > 0 {
 			dl = earliest(dl, epoch.Add(h.senderCuts[0]))
@@ -309,6 +353,11 @@ func (h *harness) run(limit time.Duration) {
 	}
 	if err := h.sender.Err(); err != nil {
 		h.t.Fatalf("transfer failed: %v", err)
+	}
+	// A genuine vehicle never contradicts itself, whatever the link does
+	// (loss, duplication, reordering, restarts, power cuts).
+	if h.adversary == nil && h.sender.Stats.Contradictions != 0 {
+		h.t.Fatalf("%d contradictions without an adversary", h.sender.Stats.Contradictions)
 	}
 }
 

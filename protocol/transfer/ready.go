@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/bootorbit/bootorbit/protocol"
@@ -12,14 +13,18 @@ import (
 var (
 	// ErrGeometry: an offer's size and chunk size give no valid hash tree.
 	ErrGeometry = errors.New("transfer: invalid transfer geometry")
-	// ErrUnknownTransfer: a message names a transfer the receiver has no offer for.
-	ErrUnknownTransfer = errors.New("transfer: unknown transfer")
-	// ErrChunkIndex: a chunk index past the end of its transfer.
-	ErrChunkIndex = errors.New("transfer: chunk index out of range")
+	// ErrUnknownTransfer: a message names a transfer the receiver has no
+	// offer for. It wraps protocol.ErrUnknownTransfer, so Counters count it.
+	ErrUnknownTransfer = fmt.Errorf("transfer: %w", protocol.ErrUnknownTransfer)
+	// ErrChunkIndex: a chunk index past the end of its transfer. It wraps
+	// protocol.ErrInvalidField, so Counters count it.
+	ErrChunkIndex = fmt.Errorf("transfer: chunk index out of range: %w", protocol.ErrInvalidField)
 	// ErrChunkSize: a chunk whose length is not the one the plan gives it.
-	ErrChunkSize = errors.New("transfer: chunk length mismatch")
-	// ErrChunkHash: a chunk that does not match the signed hash tree.
-	ErrChunkHash = errors.New("transfer: chunk fails verification")
+	// It wraps protocol.ErrInvalidField.
+	ErrChunkSize = fmt.Errorf("transfer: chunk length mismatch: %w", protocol.ErrInvalidField)
+	// ErrChunkHash: a chunk that does not match the signed hash tree: forged
+	// or altered data. It wraps protocol.ErrBadSignature.
+	ErrChunkHash = fmt.Errorf("transfer: chunk fails verification: %w", protocol.ErrBadSignature)
 	// ErrPendingFull: a chunk whose hash block has not arrived yet, with no
 	// room left to hold it in memory until it does.
 	ErrPendingFull = errors.New("transfer: no room for unverifiable chunk")
@@ -33,7 +38,44 @@ var (
 	ErrRefused = errors.New("transfer: refused by receiver")
 	// ErrCancelled: the transfer was cancelled by the ground.
 	ErrCancelled = errors.New("transfer: cancelled")
+	// ErrContradictions: the vehicle's authenticated reports contradicted
+	// each other more often than SenderConfig.MaxContradictions allows.
+	// It wraps protocol.ErrContradiction.
+	ErrContradictions = fmt.Errorf("transfer: too many contradictory reports: %w", protocol.ErrContradiction)
 )
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+const (
+	// EventContradiction: an authenticated message from the vehicle
+	// contradicted what the sender knows (a report claiming chunks never
+	// sent, a report listing missing chunks an earlier report claimed, a
+	// completion while chunks were never sent). The sender fell back to
+	// the conservative view: what is not proven received is sent again.
+	EventContradiction EventKind = iota + 1
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventContradiction:
+		return "contradiction"
+	}
+	return fmt.Sprintf("event(%d)", uint8(k))
+}
+
+// Event is something the engine noticed that operators should hear of: an
+// output of the state machine, like its frames, for the caller to log and
+// put in telemetry.
+type Event struct {
+	Transfer uint64
+	Kind     EventKind
+	// Chunks is how many chunks the event concerns (for a contradiction:
+	// the chunks whose claimed state was refused or taken back).
+	Chunks int
+	// Detail says what happened, for logs.
+	Detail string
+}
 
 // LinkState is what the caller knows of the link: whether this side's
 // transmissions can get through (Forward for the sender, Return for the
@@ -89,19 +131,21 @@ type Completion struct {
 
 // Ready is the work the caller must do, in this order: store Writes and
 // sync them; commit Records atomically and durably; send Messages. Then act
-// on Completed, call Advance, and call Tick again at Deadline (zero: no
-// timer is pending; something else - a frame, a link change - must happen).
+// on Completed, log and report Events, call Advance, and call Tick again at
+// Deadline (zero: no timer is pending; something else - a frame, a link
+// change - must happen).
 type Ready struct {
 	Writes    []Write
 	Records   []Record
 	Messages  []Outgoing
 	Completed []Completion
+	Events    []Event
 	Deadline  time.Time
 }
 
 // Empty says there is nothing to do but wait for Deadline.
 func (r *Ready) Empty() bool {
-	return len(r.Writes) == 0 && len(r.Records) == 0 && len(r.Messages) == 0 && len(r.Completed) == 0
+	return len(r.Writes) == 0 && len(r.Records) == 0 && len(r.Messages) == 0 && len(r.Completed) == 0 && len(r.Events) == 0
 }
 
 // clock is a timer base that runs only while the link is up both ways:

@@ -61,8 +61,14 @@ type ReceiverConfig struct {
 	// ReturnCodec encodes the frames sent back; nil means Codec. Its
 	// maximum frame size bounds every report.
 	ReturnCodec *protocol.Codec
+	// Vehicle is this vehicle's id: offers and cancels signed for another
+	// vehicle are counted (protocol.ReasonWrongVehicle) and dropped.
+	Vehicle uint32
 	// Keys are the ground's offer-signing public keys by key id.
 	Keys map[uint32]ed25519.PublicKey
+	// Auth tags every message sent to the ground (required). Its epoch must
+	// be new for every NewReceiver: see protocol.NewReturnAuth.
+	Auth *protocol.ReturnAuth
 	// MaxSize bounds the size of a transfer accepted (default protocol.MaxTransferSize).
 	MaxSize uint64
 	// MaxActive bounds the transfers in progress at once (default 4).
@@ -78,6 +84,16 @@ type ReceiverConfig struct {
 	// MaxFinished bounds the finished transfers remembered one by one
 	// (default 64); older ones are covered by the per-key floor.
 	MaxFinished int
+	// AnswerRate and AnswerBurst are the token bucket of answers to what
+	// anyone can send or replay: report requests other than the ground's
+	// fresh authenticated ones, repeated or replayed offers, cancels of
+	// finished transfers. At most AnswerBurst
+	// answers at once (default 8), refilled at AnswerRate per second of the
+	// time given to Step (default 2); the rest are counted
+	// (protocol.ReasonRateLimited) and dropped, so a flood of requests is not
+	// amplified onto the narrow return link.
+	AnswerRate  float64
+	AnswerBurst int
 }
 
 func (c *ReceiverConfig) setDefaults() error {
@@ -89,6 +105,9 @@ func (c *ReceiverConfig) setDefaults() error {
 	}
 	if len(c.Keys) == 0 {
 		return errors.New("transfer: receiver config: no ground keys")
+	}
+	if c.Auth == nil {
+		return errors.New("transfer: receiver config: no return-link authenticator")
 	}
 	for id, k := range c.Keys {
 		if len(k) != ed25519.PublicKeySize {
@@ -113,30 +132,42 @@ func (c *ReceiverConfig) setDefaults() error {
 	if c.MaxFinished <= 0 {
 		c.MaxFinished = 64
 	}
+	if c.AnswerRate <= 0 {
+		c.AnswerRate = 2
+	}
+	if c.AnswerBurst <= 0 {
+		c.AnswerBurst = 8
+	}
 	return nil
 }
 
 // ReceiverStats counts what the receiver did and refused.
 type ReceiverStats struct {
-	OffersAccepted   int64
-	OffersRefused    int64 // replayed, conflicting, over limits
-	Forged           int64 // bad signature on an offer or cancel
-	UnknownKey       int64
-	Unauthenticated  int64 // a ground cancel without signature
-	Replayed         int64
-	ChunksJournaled  int64 // data chunks and hash blocks
-	Duplicates       int64 // chunks already held
-	HashFailures     int64 // dropped: fail the hash tree
-	BadChunks        int64 // dropped: bad index or length
-	UnknownTransfer  int64 // dropped: no offer for the transfer
-	LateChunks       int64 // chunks of a finished transfer
-	Pending          int64 // chunks held for their hash block
-	PendingDropped   int64
-	Reports          int64
-	Completed        int64
-	Cancelled        int64
-	DecodeErrors     int64 // see Counters for the reason
-	UnexpectedFrames int64
+	OffersAccepted  int64
+	OffersRefused   int64 // replayed, conflicting, over limits
+	Forged          int64 // bad signature on an offer or cancel
+	UnknownKey      int64
+	Unauthenticated int64 // a ground cancel without signature
+	WrongVehicle    int64 // an offer or cancel for another vehicle
+	RateLimited     int64 // answers dropped by the answer budget (AnswerRate)
+	// RequestsUnauthenticated counts report requests without a valid MAC
+	// (answered, if at all, from the answer budget).
+	RequestsUnauthenticated int64
+	Unsent                  int64 // messages not sent: the epoch's sequence numbers are spent
+	Replayed                int64
+	ChunksJournaled         int64 // data chunks and hash blocks
+	Duplicates              int64 // chunks already held
+	HashFailures            int64 // dropped: fail the hash tree
+	BadChunks               int64 // dropped: bad index or length
+	UnknownTransfer         int64 // dropped: no offer for the transfer
+	LateChunks              int64 // chunks of a finished transfer
+	Pending                 int64 // chunks held for their hash block
+	PendingDropped          int64
+	Reports                 int64
+	Completed               int64
+	Cancelled               int64
+	DecodeErrors            int64 // see Counters for the reason
+	UnexpectedFrames        int64
 }
 
 type rxTransfer struct {
@@ -148,7 +179,8 @@ type rxTransfer struct {
 	wm, high int // all below wm held; none at or above high
 	pending  map[int][]byte
 	last     uint32
-	ack      uint64
+	ack      uint64 // Seq of the latest authenticated report request
+	authSeq  uint64 // the highest authenticated request Seq since the start
 	cursor   int
 	dirty    bool // chunks arrived since the last report
 	want     bool // a report was asked for
@@ -163,8 +195,11 @@ type Receiver struct {
 	active   map[uint64]*rxTransfer
 	finished map[uint64]finished
 	floors   map[uint32]uint64
+	tokens   float64   // answer budget left (AnswerBurst at most)
+	tokensAt time.Time // when tokens was last refilled
 	rd       Ready
-	// Counters counts decoding rejections by reason.
+	// Counters counts every frame or answer dropped, by reason: decoding,
+	// authentication, wrong vehicle, rate limit, chunks that fail the plan.
 	Counters protocol.Counters
 	Stats    ReceiverStats
 }
@@ -180,6 +215,7 @@ func NewReceiver(cfg ReceiverConfig, recs []Record) (*Receiver, error) {
 	r := &Receiver{
 		cfg: cfg, active: map[uint64]*rxTransfer{}, finished: map[uint64]finished{},
 		floors: map[uint32]uint64{}, clock: clock{link: LinkState{true, true}, returnOnly: true},
+		tokens: float64(cfg.AnswerBurst),
 	}
 	sort.Slice(recs, func(a, b int) bool { return bytes.Compare(recs[a].Key, recs[b].Key) < 0 })
 	for _, rec := range recs {
@@ -330,8 +366,23 @@ func (r *Receiver) Step(now time.Time, frame []byte) error {
 	return fmt.Errorf("%w: %v from the ground", ErrUnexpected, m.Type())
 }
 
-func (r *Receiver) send(m protocol.Message) {
-	f, err := r.cfg.ReturnCodec.Encode(m)
+// encode tags m (every message to the ground is authenticated) and encodes
+// it.
+func (r *Receiver) encode(m protocol.ReturnMessage) ([]byte, error) {
+	if err := r.cfg.Auth.Sign(m); err != nil {
+		return nil, err
+	}
+	return r.cfg.ReturnCodec.Encode(m)
+}
+
+func (r *Receiver) send(m protocol.ReturnMessage) {
+	f, err := r.encode(m)
+	if errors.Is(err, protocol.ErrLimit) {
+		// The epoch's sequence numbers are spent (2^32 frames since the
+		// start): send nothing unauthenticated; a restart opens a new epoch.
+		r.Stats.Unsent++
+		return
+	}
 	if err != nil {
 		// Only reports could grow, and they are sized to fit; anything
 		// else is a programming error.
@@ -340,7 +391,58 @@ func (r *Receiver) send(m protocol.Message) {
 	r.rd.Messages = append(r.rd.Messages, Outgoing{Frame: f, Msg: m})
 }
 
+// wrongVehicle counts and refuses a ground message for another vehicle.
+// The check is cheap and comes before the signature's: whether forged or
+// captured from another vehicle's traffic, it is not ours.
+func (r *Receiver) wrongVehicle(what string, id uint64, vehicle uint32) error {
+	r.Stats.WrongVehicle++
+	r.Counters.Add(protocol.ReasonWrongVehicle)
+	return fmt.Errorf("%w: %s %d is for vehicle %d, this is %d", protocol.ErrWrongVehicle, what, id, vehicle, r.cfg.Vehicle)
+}
+
+// take spends one token of the answer budget, refilled by the time Step
+// was given; false (counted as rate-limited) when there is none.
+func (r *Receiver) take() bool {
+	now := r.clock.last
+	if r.tokensAt.IsZero() {
+		r.tokensAt = now
+	}
+	if now.After(r.tokensAt) {
+		r.tokens = min(float64(r.cfg.AnswerBurst), r.tokens+now.Sub(r.tokensAt).Seconds()*r.cfg.AnswerRate)
+		r.tokensAt = now
+	}
+	if r.tokens < 1 {
+		r.Stats.RateLimited++
+		r.Counters.Add(protocol.ReasonRateLimited)
+		return false
+	}
+	r.tokens--
+	return true
+}
+
+// answer sends m, an answer to something anyone could have sent or
+// replayed, if the answer budget allows.
+func (r *Receiver) answer(m protocol.ReturnMessage) {
+	if r.take() {
+		r.send(m)
+	}
+}
+
+// wantReport makes a report of t due in answer to a request or a repeated
+// offer: a new report takes a token of the answer budget, one already due
+// costs nothing more.
+func (r *Receiver) wantReport(t *rxTransfer) bool {
+	if t.want || r.take() {
+		t.want = true
+		return true
+	}
+	return false
+}
+
 func (r *Receiver) onOffer(m *protocol.Offer) error {
+	if m.Vehicle != r.cfg.Vehicle {
+		return r.wrongVehicle("offer", m.ID, m.Vehicle)
+	}
 	key, ok := r.cfg.Keys[m.KeyID]
 	if !ok {
 		r.Stats.UnknownKey++
@@ -355,38 +457,40 @@ func (r *Receiver) onOffer(m *protocol.Offer) error {
 	if t := r.active[m.ID]; t != nil {
 		if !bytes.Equal(protocol.OfferSigningBytes(&t.offer), protocol.OfferSigningBytes(m)) {
 			r.Stats.OffersRefused++
-			r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelConflict})
+			r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelConflict})
 			return fmt.Errorf("%w: %d", ErrConflict, m.ID)
 		}
 		// The ground (re)started: tell it where we are.
-		t.want = true
+		if !r.wantReport(t) {
+			return fmt.Errorf("%w: report on repeated offer %d", protocol.ErrRateLimited, m.ID)
+		}
 		return nil
 	}
 	if f, ok := r.finished[m.ID]; ok {
 		r.Stats.Replayed++
 		r.Counters.Add(protocol.ReasonReplayed)
 		if f.status == statusComplete && bytes.Equal(f.root, m.Root) {
-			r.send(&protocol.Complete{ID: m.ID})
+			r.answer(&protocol.Complete{ID: m.ID})
 		} else {
-			r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelReplayed})
+			r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelReplayed})
 		}
 		return fmt.Errorf("%w: offer for finished transfer %d", protocol.ErrReplayed, m.ID)
 	}
 	if m.ID <= r.floors[m.KeyID] {
 		r.Stats.Replayed++
 		r.Counters.Add(protocol.ReasonReplayed)
-		r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelReplayed})
+		r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelReplayed})
 		return fmt.Errorf("%w: offer %d, key %d finished %d already", protocol.ErrReplayed, m.ID, m.KeyID, r.floors[m.KeyID])
 	}
 	if m.Size > r.cfg.MaxSize || len(r.active) >= r.cfg.MaxActive {
 		r.Stats.OffersRefused++
-		r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelResources})
+		r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelResources})
 		return fmt.Errorf("%w: offer %d of %d bytes, %d active", ErrResources, m.ID, m.Size, len(r.active))
 	}
 	t, err := newRxTransfer(*m)
 	if err != nil {
 		r.Stats.OffersRefused++
-		r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelResources})
+		r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelResources})
 		return err
 	}
 	frame, err := r.cfg.Codec.Encode(m)
@@ -408,15 +512,18 @@ func (r *Receiver) onChunk(m *protocol.Chunk) error {
 			return nil
 		}
 		r.Stats.UnknownTransfer++
+		r.Counters.Add(protocol.ReasonUnknownTransfer)
 		return fmt.Errorf("%w: chunk of %d", ErrUnknownTransfer, m.ID)
 	}
 	x := int(m.Index)
 	if x >= t.geo.t {
 		r.Stats.BadChunks++
+		r.Counters.Add(protocol.ReasonInvalidField)
 		return fmt.Errorf("%w: %d of %d", ErrChunkIndex, x, t.geo.t)
 	}
 	if len(m.Data) != t.geo.length(x) {
 		r.Stats.BadChunks++
+		r.Counters.Add(protocol.ReasonInvalidField)
 		return fmt.Errorf("%w: chunk %d is %d bytes, want %d", ErrChunkSize, x, len(m.Data), t.geo.length(x))
 	}
 	t.last = uint32(x) + 1
@@ -483,6 +590,7 @@ func (r *Receiver) verifyAndAccept(id uint64, t *rxTransfer, x int, data, want [
 	}
 	if !ok {
 		r.Stats.HashFailures++
+		r.Counters.Add(protocol.ReasonBadSignature)
 		return fmt.Errorf("%w: chunk %d of %d", ErrChunkHash, x, id)
 	}
 	data = append([]byte(nil), data...)
@@ -517,15 +625,19 @@ func (r *Receiver) complete(id uint64, t *rxTransfer) {
 
 func (r *Receiver) finish(id uint64, t *rxTransfer, status uint8) {
 	f := finished{status: status, key: t.offer.KeyID, root: t.offer.Root}
-	r.finishRecord(id, f)
+	r.finishRecord(id, f, true)
 	r.rd.Records = append(r.rd.Records, Record{Op: OpDeletePrefix, Key: keyOffer(id)})
 	delete(r.active, id)
 }
 
-func (r *Receiver) finishRecord(id uint64, f finished) {
+// finishRecord records transfer id as finished. Only the end of a transfer
+// this receiver accepted (raiseFloor) moves the key's floor: a cancel of a
+// transfer never seen may be an old capture, and must end only the transfer
+// it names, never refuse genuine offers of lower ids.
+func (r *Receiver) finishRecord(id uint64, f finished, raiseFloor bool) {
 	r.finished[id] = f
 	r.rd.Records = append(r.rd.Records, Record{Op: OpPut, Key: keyDone(id), Value: finishedValue(f)})
-	if id > r.floors[f.key] {
+	if raiseFloor && id > r.floors[f.key] {
 		r.floors[f.key] = id
 		r.rd.Records = append(r.rd.Records, Record{Op: OpPut, Key: keyFloor(f.key), Value: binary.BigEndian.AppendUint64(nil, id)})
 	}
@@ -540,20 +652,45 @@ func (r *Receiver) finishRecord(id uint64, f finished) {
 }
 
 func (r *Receiver) onRequest(m *protocol.ReportRequest) error {
+	// A request whose MAC verifies and whose Seq is newer than the last
+	// authenticated one of its transfer is the ground's: it is answered
+	// freely and anchors the next report. Anything else - no MAC, a bad
+	// one, a replay, or a transfer this receiver does not hold - may come
+	// from anyone, and every answer it causes comes out of the answer
+	// budget; its Seq is not trusted as an anchor.
+	authErr := r.cfg.Auth.VerifyRequest(m)
+	if authErr != nil {
+		r.Stats.RequestsUnauthenticated++
+		r.Counters.Count(authErr)
+	}
 	if t := r.active[m.ID]; t != nil {
-		t.ack = max(t.ack, m.Seq)
-		t.want = true
-		return nil
-	}
-	if f, ok := r.finished[m.ID]; ok {
-		if f.status == statusComplete {
-			r.send(&protocol.Complete{ID: m.ID})
-		} else {
-			r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck})
+		if authErr == nil && m.Seq > t.authSeq {
+			t.authSeq, t.ack, t.want = m.Seq, m.Seq, true
+			return nil
 		}
-		return nil
+		if authErr == nil {
+			// Genuine but not newer: a replay (or a request overtaken on
+			// the link), answered only from the budget.
+			r.Stats.Replayed++
+			r.Counters.Add(protocol.ReasonReplayed)
+			authErr = fmt.Errorf("%w: request %d for %d, last %d", protocol.ErrReplayed, m.Seq, m.ID, t.authSeq)
+		}
+		if !r.wantReport(t) {
+			return fmt.Errorf("%w: request for %d", protocol.ErrRateLimited, m.ID)
+		}
+		return authErr
 	}
-	r.send(&protocol.Report{ID: m.ID, NeedOffer: true})
+	var ans protocol.ReturnMessage = &protocol.Report{ID: m.ID, NeedOffer: true}
+	if f, ok := r.finished[m.ID]; ok {
+		ans = &protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck}
+		if f.status == statusComplete {
+			ans = &protocol.Complete{ID: m.ID}
+		}
+	}
+	if !r.take() {
+		return fmt.Errorf("%w: request for %d", protocol.ErrRateLimited, m.ID)
+	}
+	r.send(ans)
 	return nil
 }
 
@@ -561,6 +698,9 @@ func (r *Receiver) onCancel(m *protocol.Cancel) error {
 	if m.Reason != protocol.CancelByGround {
 		r.Stats.UnexpectedFrames++
 		return fmt.Errorf("%w: cancel reason %d from the ground", ErrUnexpected, m.Reason)
+	}
+	if m.Vehicle != r.cfg.Vehicle {
+		return r.wrongVehicle("cancel", m.ID, m.Vehicle)
 	}
 	if len(m.Sig) == 0 {
 		r.Stats.Unauthenticated++
@@ -580,7 +720,7 @@ func (r *Receiver) onCancel(m *protocol.Cancel) error {
 		return nil
 	}
 	if _, ok := r.finished[m.ID]; ok {
-		r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck})
+		r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck})
 		return nil
 	}
 	// A cancel for a transfer whose offer never arrived: remember it, so
@@ -592,7 +732,7 @@ func (r *Receiver) onCancel(m *protocol.Cancel) error {
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
 	for _, kid := range ids {
 		if ed25519.Verify(r.cfg.Keys[kid], msg, m.Sig) {
-			r.finishRecord(m.ID, finished{status: statusCancelled, key: kid})
+			r.finishRecord(m.ID, finished{status: statusCancelled, key: kid}, false)
 			r.Stats.Cancelled++
 			r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck})
 			return nil
@@ -648,10 +788,14 @@ func (r *Receiver) report(id uint64, t *rxTransfer) {
 			pos = e
 		}
 		rep.End = uint32(end)
-		f, err := r.cfg.ReturnCodec.Encode(rep)
+		f, err := r.encode(rep)
 		if errors.Is(err, protocol.ErrFrameTooLarge) && limit > 0 {
 			limit = min(limit-1, limit*7/8)
 			continue
+		}
+		if errors.Is(err, protocol.ErrLimit) && !errors.Is(err, protocol.ErrFrameTooLarge) {
+			r.Stats.Unsent++
+			return
 		}
 		if err != nil {
 			panic(fmt.Sprintf("transfer: encode report: %v", err))

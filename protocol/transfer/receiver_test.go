@@ -22,17 +22,18 @@ type rxFixture struct {
 	s     *MemStore
 	priv  ed25519.PrivateKey
 	out   []protocol.Message
+	v     *protocol.ReturnVerifier // the ground's view of the return link
 }
 
 func newRxFixture(t *testing.T) *rxFixture {
 	t.Helper()
 	c := mustCodec(t, 256)
 	pub, priv := testKey(1)
-	r, err := NewReceiver(ReceiverConfig{Codec: c, Keys: map[uint32]ed25519.PublicKey{1: pub}}, nil)
+	r, err := NewReceiver(ReceiverConfig{Codec: c, Vehicle: testVehicle, Keys: map[uint32]ed25519.PublicKey{1: pub}, Auth: testAuth(t, 1)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rxFixture{t: t, codec: c, r: r, j: NewMemJournal(), s: NewMemStore(), priv: priv}
+	return &rxFixture{t: t, codec: c, r: r, j: NewMemJournal(), s: NewMemStore(), priv: priv, v: testVerifier(t)}
 }
 
 // step feeds one frame and carries out the Ready.
@@ -78,7 +79,7 @@ func rawFrame(t *testing.T, typ protocol.MsgType, body any) []byte {
 
 func testPlan(t *testing.T, c *protocol.Codec, id uint64, data []byte, priv ed25519.PrivateKey) *Plan {
 	t.Helper()
-	p, err := NewPlan(c, id, []byte("target"), bytes.NewReader(data), uint64(len(data)), 0, 1, priv)
+	p, err := NewPlan(c, testVehicle, id, []byte("target"), bytes.NewReader(data), uint64(len(data)), 0, 1, priv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,9 +186,11 @@ func TestReceiverRejects(t *testing.T) {
 			return f.encode(c)
 		}, ErrChunkIndex, func() int64 { return st.BadChunks }},
 		{"conflicting offer", func() []byte { return f.encode(sign(&Plan{Offer: conflict}, f.priv)) }, ErrConflict, func() int64 { return st.OffersRefused }},
-		{"unsigned cancel", func() []byte { return f.encode(&protocol.Cancel{ID: 5, Reason: protocol.CancelByGround}) }, protocol.ErrUnauthenticated, func() int64 { return st.Unauthenticated }},
+		{"unsigned cancel", func() []byte {
+			return f.encode(&protocol.Cancel{ID: 5, Reason: protocol.CancelByGround, Vehicle: testVehicle})
+		}, protocol.ErrUnauthenticated, func() int64 { return st.Unauthenticated }},
 		{"forged cancel", func() []byte {
-			c := &protocol.Cancel{ID: 5, Reason: protocol.CancelByGround}
+			c := &protocol.Cancel{ID: 5, Reason: protocol.CancelByGround, Vehicle: testVehicle}
 			c.Sig = ed25519.Sign(otherPriv, protocol.CancelSigningBytes(c))
 			return f.encode(c)
 		}, protocol.ErrBadSignature, func() int64 { return st.Forged }},
@@ -249,7 +252,7 @@ func TestReceiverCancel(t *testing.T) {
 	if err := f.step(f.encode(&plan.Offer)); err != nil {
 		t.Fatal(err)
 	}
-	c := &protocol.Cancel{ID: 9, Reason: protocol.CancelByGround}
+	c := &protocol.Cancel{ID: 9, Reason: protocol.CancelByGround, Vehicle: testVehicle}
 	c.Sig = ed25519.Sign(f.priv, protocol.CancelSigningBytes(c))
 	if err := f.step(f.encode(c)); err != nil {
 		t.Fatal(err)
@@ -287,7 +290,7 @@ func TestReportFitsOneFrame(t *testing.T) {
 			}
 		}
 	}
-	s, err := NewSender(SenderConfig{Codec: f.codec, Rate: 9600, RTT: time.Second, Resume: true}, plan)
+	s, err := NewSender(SenderConfig{Codec: f.codec, Rate: 9600, RTT: time.Second, Resume: true, Verifier: f.v}, plan)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +302,12 @@ func TestReportFitsOneFrame(t *testing.T) {
 			t.Fatalf("sender still has %d unknown chunks after %d reports", s.nUnknown, i)
 		}
 		now = now.Add(time.Second)
-		if err := f.r.Step(now, f.encode(&protocol.ReportRequest{ID: 11, Seq: s.seq})); err != nil {
+		s.seq++ // as if the sender had sent this request
+		rq := &protocol.ReportRequest{ID: 11, Seq: s.seq}
+		if err := f.v.SignRequest(rq); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.r.Step(now, f.encode(rq)); err != nil {
 			t.Fatal(err)
 		}
 		f.r.Tick(now)
@@ -338,7 +346,7 @@ func FuzzReceiverStep(f *testing.F) {
 	}
 	pub, priv := testKey(1)
 	data := bytes.Repeat([]byte("fuzz"), 500)
-	plan, err := NewPlan(c, 5, nil, bytes.NewReader(data), uint64(len(data)), 0, 1, priv)
+	plan, err := NewPlan(c, testVehicle, 5, nil, bytes.NewReader(data), uint64(len(data)), 0, 1, priv)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -350,7 +358,7 @@ func FuzzReceiverStep(f *testing.F) {
 	}
 	f.Add(offer)
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		r, err := NewReceiver(ReceiverConfig{Codec: c, Keys: map[uint32]ed25519.PublicKey{1: pub}}, nil)
+		r, err := NewReceiver(ReceiverConfig{Codec: c, Vehicle: testVehicle, Keys: map[uint32]ed25519.PublicKey{1: pub}, Auth: testAuth(t, 1)}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -102,17 +102,28 @@ func newSealedRun(t testing.TB, link, size int, groundKey protocol.SealKey, vehi
 		r.data[i] = byte(rng.Uint32())
 	}
 	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize))
-	plan, err := transfer.NewPlan(r.inner, sealTransfer, []byte("sha256:sealed"), bytes.NewReader(r.data), uint64(size), 0, 7, priv)
+	plan, err := transfer.NewPlan(r.inner, sealVehicle, sealTransfer, []byte("sha256:sealed"), bytes.NewReader(r.data), uint64(size), 0, 7, priv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.sender, err = transfer.NewSender(transfer.SenderConfig{Codec: r.inner, ReturnCodec: r.ret, Rate: 64000, RTT: 100 * time.Millisecond}, plan)
+	// The return link is authenticated as always; sealing is about the
+	// forward link only.
+	macKey := protocol.MACKey{ID: 1, Key: bytes.Repeat([]byte{9}, protocol.MACKeyLen)}
+	verifier, err := protocol.NewReturnVerifier(sealVehicle, macKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := protocol.NewReturnAuth(sealVehicle, macKey, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.sender, err = transfer.NewSender(transfer.SenderConfig{Codec: r.inner, ReturnCodec: r.ret, Rate: 64000, RTT: 100 * time.Millisecond, Verifier: verifier}, plan)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.journal, r.store = transfer.NewMemJournal(), transfer.NewMemStore()
 	r.recv, err = transfer.NewReceiver(transfer.ReceiverConfig{
-		Codec: r.inner, ReturnCodec: r.ret,
+		Codec: r.inner, ReturnCodec: r.ret, Vehicle: sealVehicle, Auth: auth,
 		Keys: map[uint32]ed25519.PublicKey{7: priv.Public().(ed25519.PublicKey)},
 	}, nil)
 	if err != nil {

@@ -70,10 +70,11 @@ func ChunkSizeFor(c *protocol.Codec, id uint64, size uint64) (int, error) {
 }
 
 // NewPlan hashes size bytes of src into the hash tree, and builds and signs
-// the offer for transfer id (ids must increase per key: the receiver
-// refuses an id at or below one it has finished). chunk 0 means the largest
-// that fits the codec's frames.
-func NewPlan(c *protocol.Codec, id uint64, target []byte, src io.ReaderAt, size uint64, chunk int, keyID uint32, key ed25519.PrivateKey) (*Plan, error) {
+// the offer for transfer id to vehicle (ids must increase per key: the
+// receiver refuses an id at or below one it has finished; the signature
+// binds the vehicle, so no other vehicle accepts the offer). chunk 0 means
+// the largest that fits the codec's frames.
+func NewPlan(c *protocol.Codec, vehicle uint32, id uint64, target []byte, src io.ReaderAt, size uint64, chunk int, keyID uint32, key ed25519.PrivateKey) (*Plan, error) {
 	if chunk == 0 {
 		var err error
 		if chunk, err = ChunkSizeFor(c, id, size); err != nil {
@@ -108,7 +109,7 @@ func NewPlan(c *protocol.Codec, id uint64, target []byte, src io.ReaderAt, size 
 		below = next
 	}
 	root := g.root(p.blocks[0])
-	p.Offer = protocol.Offer{ID: id, KeyID: keyID, Size: size, ChunkSize: uint32(chunk), Root: root[:], Target: target}
+	p.Offer = protocol.Offer{ID: id, KeyID: keyID, Vehicle: vehicle, Size: size, ChunkSize: uint32(chunk), Root: root[:], Target: target}
 	p.Offer.Sig = ed25519.Sign(key, protocol.OfferSigningBytes(&p.Offer))
 	if err := p.Offer.Validate(); err != nil {
 		return nil, fmt.Errorf("transfer: plan: %w", err)
@@ -139,6 +140,16 @@ type SenderConfig struct {
 	Codec *protocol.Codec
 	// ReturnCodec decodes the frames from the vehicle; nil means Codec.
 	ReturnCodec *protocol.Codec
+	// Verifier authenticates every frame from the vehicle (required). It
+	// holds the vehicle's replay window: share one per vehicle among its
+	// senders and its telemetry, and persist it across restarts.
+	Verifier *protocol.ReturnVerifier
+	// MaxContradictions is how many contradictions (EventContradiction)
+	// the sender absorbs, each by falling back to the conservative view,
+	// before it ends the transfer with ErrContradictions (default 8): a
+	// vehicle whose reports keep contradicting themselves never makes the
+	// sender loop.
+	MaxContradictions int
 	// Rate is the uplink rate in bits per second the sender paces at.
 	Rate float64
 	// RTT is the expected round trip time; the base of the timers.
@@ -176,6 +187,8 @@ type SenderStats struct {
 	Presumed       int64 // chunks presumed lost after a silence (SilenceTimeout)
 	DecodeErrors   int64
 	IgnoredReplies int64
+	Rejected       int64 // frames that failed authentication (see Counters)
+	Contradictions int64 // EventContradiction raised
 }
 
 // Chunk states at the sender.
@@ -242,11 +255,16 @@ type Sender struct {
 	deadContacts   map[int]bool
 	nextSend       time.Time
 
+	lastRepSeq uint64 // return-link sequence number of the newest report applied
+
 	cancelling bool
 	done       bool
 	err        error
 	out        []Outgoing
-	// Counters counts decoding rejections by reason.
+	events     []Event
+	// Counters counts every frame dropped, by reason: decoding,
+	// authentication (unauthenticated, unknown-key, bad-signature,
+	// replayed), and contradictions.
 	Counters protocol.Counters
 	Stats    SenderStats
 }
@@ -267,6 +285,12 @@ func NewSender(cfg SenderConfig, plan *Plan) (*Sender, error) {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = max(64*cfg.RTT, time.Minute)
+	}
+	if cfg.Verifier == nil {
+		return nil, errors.New("transfer: sender config: no return-link verifier")
+	}
+	if cfg.MaxContradictions <= 0 {
+		cfg.MaxContradictions = 8
 	}
 	g := plan.geo
 	s := &Sender{
@@ -348,6 +372,12 @@ func (s *Sender) Step(now time.Time, frame []byte) error {
 		s.Stats.DecodeErrors++
 		return err
 	}
+	// Everything from the vehicle is authenticated before it is believed.
+	if err := s.cfg.Verifier.Verify(m); err != nil {
+		s.Counters.Count(err)
+		s.Stats.Rejected++
+		return err
+	}
 	id := s.plan.Offer.ID
 	switch m := m.(type) {
 	case *protocol.Report:
@@ -365,12 +395,18 @@ func (s *Sender) Step(now time.Time, frame []byte) error {
 		}
 		s.offerAcked = true
 		s.offerRTO = s.baseRTO()
-		s.apply(m, now)
+		s.apply(m, now, protocol.TagOf(m).Seq())
 		return nil
 	case *protocol.Complete:
 		if m.ID != id || s.done {
 			s.Stats.IgnoredReplies++
 			return nil
+		}
+		s.lastHeard = s.clock.elapsed
+		s.heardInContact = true
+		if n := s.unsent(); n > 0 {
+			// The vehicle cannot hold chunks no one ever sent it.
+			return s.contradiction(n, fmt.Sprintf("complete while %d chunks were never sent", n))
 		}
 		s.done = true
 		if s.cancelling {
@@ -451,7 +487,93 @@ func (s *Sender) markMissing(x int) {
 	heap.Push(&s.missing, x)
 }
 
-func (s *Sender) apply(m *protocol.Report, now time.Time) {
+// unsent returns how many chunks a fresh (not Resume) sender has never
+// sent: [nextNew, total), as chunks go out in index order the first time.
+// A restarted sender cannot tell, and returns 0.
+func (s *Sender) unsent() int {
+	if s.cfg.Resume {
+		return 0
+	}
+	for s.nextNew < s.geo.t && s.st[s.nextNew] != stUnsent {
+		s.nextNew++
+	}
+	return s.geo.t - s.nextNew
+}
+
+// contradiction raises EventContradiction and counts it; past the budget
+// the transfer ends with ErrContradictions.
+func (s *Sender) contradiction(chunks int, detail string) error {
+	s.Stats.Contradictions++
+	s.Counters.Add(protocol.ReasonContradiction)
+	s.events = append(s.events, Event{Transfer: s.plan.Offer.ID, Kind: EventContradiction, Chunks: chunks, Detail: detail})
+	err := fmt.Errorf("%w: transfer %d: %s", protocol.ErrContradiction, s.plan.Offer.ID, detail)
+	if s.Stats.Contradictions > int64(s.cfg.MaxContradictions) && !s.done {
+		s.done, s.err = true, fmt.Errorf("%w: %d, last: %s", ErrContradictions, s.Stats.Contradictions, detail)
+	}
+	return err
+}
+
+// undo takes back a chunk a report had claimed: it is not proven received
+// any more, so it is sent again (or, if its hash block is not done either,
+// asked about).
+func (s *Sender) undo(x int) {
+	s.st[x] = stUnknown
+	s.nUnknown++
+	s.doneBits.clear(x)
+	s.nDone--
+	s.markMissing(x)
+}
+
+// checkReport compares a report with what the sender knows before it is
+// applied. A report claiming chunks never sent is clipped to what was sent;
+// a report newer than every report applied so far (by its return-link
+// sequence number, which orders the vehicle's journal states) that lists
+// as missing a chunk an earlier report claimed takes the claim back. Both
+// are contradictions: the receiver's journal only grows. It returns the
+// claim limit (chunks at or past it are not believed done).
+func (s *Sender) checkReport(m *protocol.Report, seq uint64, ranges [][2]int) int {
+	t := s.geo.t
+	limit := t
+	if n := s.unsent(); n > 0 {
+		limit = s.nextNew
+		claimed := 0
+		if int(m.Watermark) > limit {
+			claimed = int(m.Watermark) - limit
+		}
+		if end := min(int(m.End), t); end > max(limit, int(m.Cursor)) {
+			covered := end - max(limit, int(m.Cursor))
+			for _, r := range ranges {
+				covered -= max(0, min(r[1], end)-max(r[0], limit, int(m.Cursor)))
+			}
+			claimed = max(claimed, covered)
+		}
+		if claimed > 0 {
+			_ = s.contradiction(claimed, fmt.Sprintf("report claims %d chunks never sent", claimed))
+		}
+	}
+	if seq <= s.lastRepSeq {
+		return limit
+	}
+	s.lastRepSeq = seq
+	var back []int
+	for _, r := range ranges {
+		for x := s.doneBits.nextSet(r[0], r[1]); x < r[1]; x = s.doneBits.nextSet(x+1, r[1]) {
+			back = append(back, x)
+		}
+	}
+	for x := s.doneBits.nextSet(int(m.High), t); x < t; x = s.doneBits.nextSet(x+1, t) {
+		back = append(back, x)
+	}
+	if len(back) > 0 {
+		for _, x := range back {
+			s.undo(x)
+		}
+		_ = s.contradiction(len(back), fmt.Sprintf("report lists missing %d chunks an earlier report claimed", len(back)))
+	}
+	return limit
+}
+
+func (s *Sender) apply(m *protocol.Report, now time.Time, seq uint64) {
 	t := s.geo.t
 	if int(m.High) > t {
 		s.Stats.IgnoredReplies++
@@ -459,13 +581,17 @@ func (s *Sender) apply(m *protocol.Report, now time.Time) {
 	}
 	var ranges [][2]int
 	m.Ranges(func(a, b uint32) { ranges = append(ranges, [2]int{int(a), int(b)}) })
-	s.markDoneRange(0, int(m.Watermark))
+	limit := s.checkReport(m, seq, ranges)
+	if s.done {
+		return
+	}
+	s.markDoneRange(0, min(int(m.Watermark), limit))
 	pos := int(m.Cursor)
 	for _, r := range ranges {
-		s.markDoneRange(pos, r[0])
+		s.markDoneRange(pos, min(r[0], limit))
 		pos = r[1]
 	}
-	s.markDoneRange(pos, int(m.End))
+	s.markDoneRange(pos, min(int(m.End), limit))
 	// The report's anchor: the latest of our sends the receiver had seen
 	// when it made the report (the request it answers, or the last chunk
 	// it got). Without one, the report may predate frames of ours - or of
@@ -557,7 +683,7 @@ func (s *Sender) Tick(now time.Time) {
 		var m protocol.Message
 		switch k {
 		case pickCancel:
-			c := &protocol.Cancel{ID: id, Reason: protocol.CancelByGround}
+			c := &protocol.Cancel{ID: id, Reason: protocol.CancelByGround, Vehicle: s.plan.Offer.Vehicle}
 			c.Sig = ed25519.Sign(s.plan.key, protocol.CancelSigningBytes(c))
 			m = c
 		case pickOffer:
@@ -565,7 +691,12 @@ func (s *Sender) Tick(now time.Time) {
 			m = &o
 			s.Stats.Offers++
 		case pickRequest:
-			m = &protocol.ReportRequest{ID: id, Seq: s.seq}
+			rq := &protocol.ReportRequest{ID: id, Seq: s.seq}
+			if err := s.cfg.Verifier.SignRequest(rq); err != nil {
+				s.done, s.err = true, fmt.Errorf("transfer: tag request: %w", err)
+				return
+			}
+			m = rq
 			s.lastReq = s.seq
 			x = -1
 			s.Stats.Requests++
@@ -677,10 +808,10 @@ func (s *Sender) pick(take bool) (kind, x int) {
 	return pickNone, 0
 }
 
-// Ready returns the frames to send and the next deadline. Call Advance
-// once they are sent.
+// Ready returns the frames to send, the events and the next deadline. Call
+// Advance once they are sent.
 func (s *Sender) Ready() Ready {
-	rd := Ready{Messages: s.out}
+	rd := Ready{Messages: s.out, Events: s.events}
 	if s.done || !s.clock.link.Forward {
 		return rd
 	}
@@ -711,7 +842,7 @@ func (s *Sender) Ready() Ready {
 }
 
 // Advance tells the sender the last Ready's frames were sent.
-func (s *Sender) Advance() { s.out = nil }
+func (s *Sender) Advance() { s.out, s.events = nil, nil }
 
 // presume marks as missing the chunks in flight that a dead contact
 // swallowed: sent while the link was up both ways, after the last word from

@@ -51,7 +51,7 @@ func TestTimersFreezeWhileLinkDown(t *testing.T) {
 	c := mustCodec(t, 256)
 	_, priv := testKey(1)
 	plan := testPlan(t, c, 3, bytes.Repeat([]byte{1}, 1000), priv)
-	s, err := NewSender(SenderConfig{Codec: c, Rate: 9600, RTT: time.Second}, plan)
+	s, err := NewSender(SenderConfig{Codec: c, Rate: 9600, RTT: time.Second, Verifier: testVerifier(t)}, plan)
 	if err != nil {
 		t.Fatal(err)
 	}
