@@ -330,7 +330,7 @@ func TestPowerCutGRUBTornSectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	mixed := 0
-	rng := rand.New(rand.NewPCG(1, 2))
+	rng := testrand.New(t) // which unsynced sectors a tear keeps
 	for k := 0; k <= len(disk.log); k++ {
 		for _, img := range crashImages(base, disk.log, k, 512, rng) {
 			v, err := (&GRUBEnv{Path: "grubenv", FS: newMemDisk(img)}).Load()
