@@ -76,7 +76,7 @@ func mutate(rng *rand.Rand, old []byte) []byte {
 // with a few bytes changed and an insertion is coded almost entirely as Add,
 // with a difference stream that is mostly zero.
 func TestDiffFindsShiftedCode(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 7))
+	rng := testrand.New(t)
 	old := make([]byte, 100000)
 	for i := range old {
 		old[i] = byte(rng.IntN(256))

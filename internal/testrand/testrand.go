@@ -21,6 +21,12 @@
 // and -run on one test replays exactly what it did in the full run. Seed
 // logs both seeds and the command that replays the test.
 //
+// A randomized test is one whose inputs are drawn from its seed and whose
+// assertions hold for any seed; it takes the seed from here. Bytes drawn
+// from a constant seed to serve as fixture content (a "binary-like" file, a
+// benchmark's text, a fuzz target's seed pair) are the same in every run,
+// like a file in testdata, and do not come from here.
+//
 // Long campaigns (more seeds, larger images, more cuts) run when the -long
 // flag is given or BOOTORBIT_LONG is true (1, t, true, as strconv.ParseBool
 // reads it); an explicit -long=false wins over the variable.
