@@ -12,26 +12,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/delta/ocitest"
+	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/opencontainers/go-digest"
 )
 
-var (
-	seedFlag  = flag.Uint64("seed", 0, "seed for randomized tests (0: time-based)")
-	pairsFlag = flag.Int("pairs", 200, "image pairs in the round-trip property test")
-	longFlag  = flag.Bool("long", false, "run long campaigns (more pairs, larger layers)")
-)
+// The run seed and -long (more pairs, larger layers) come from
+// internal/testrand.
+var pairsFlag = flag.Int("delta.pairs", 200, "image pairs in the round-trip property test (ten times as many with -long)")
 
+// seed returns the test's seed, logged (BOOTORBIT_SEED replays it).
 func seed(t testing.TB) uint64 {
-	s := *seedFlag
-	if s == 0 {
-		s = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -seed=%d)", s, s)
-	return s
+	t.Helper()
+	return testrand.Seed(t)
 }
 
 // sources turns in-memory tars into layer sources.
@@ -106,7 +101,7 @@ func tarsOf(t testing.TB, layers []ocitest.Layer) [][]byte {
 func TestRoundTripProperty(t *testing.T) {
 	s := seed(t)
 	pairs := *pairsFlag
-	if *longFlag {
+	if testrand.Long() {
 		pairs *= 10
 	}
 	for i := 0; i < pairs; i++ {

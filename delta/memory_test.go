@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/bootorbit/bootorbit/delta/ocitest"
+	"github.com/bootorbit/bootorbit/internal/testrand"
 )
 
 // heapProbe is an output sink that samples the heap every MiB written.
@@ -56,7 +57,7 @@ func bigPair(t testing.TB, size int) (old, nw [][]byte) {
 // reports the peak heap in use during apply; with -long it is 512 MiB.
 func TestApplyMemoryBound(t *testing.T) {
 	size := 40 << 20
-	if *longFlag {
+	if testrand.Long() {
 		size = 512 << 20
 	}
 	old, nw := bigPair(t, size)

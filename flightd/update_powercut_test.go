@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,24 +19,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/internal/vfs"
 	"github.com/bootorbit/bootorbit/slots"
 	"github.com/bootorbit/bootorbit/watchdog"
 )
 
-var (
-	updateSeed = flag.Uint64("update.seed", 0, "seed of the update power-cut tests' random survivors of unsynced writes (0: 1)")
-	updateLong = flag.Bool("update.long", false, "run the long update power-cut campaign (larger images, more seeds)")
-)
-
-func updateRand(t *testing.T, salt uint64) (*rand.Rand, uint64) {
-	s := *updateSeed
-	if s == 0 {
-		s = 1
-	}
-	s += salt
-	t.Logf("seed %d (base seed %d + subtest %d; replay with -update.seed=%d)", s, s-salt, salt, s-salt)
-	return rand.New(rand.NewPCG(s, 0)), s
+// updateRand returns the test's generator, its seed logged (BOOTORBIT_SEED
+// replays it; every subtest has its own, see internal/testrand).
+func updateRand(t *testing.T) *rand.Rand {
+	t.Helper()
+	return testrand.New(t)
 }
 
 func fixedNow() time.Time { return time.Unix(1800000000, 0).UTC() }
@@ -696,25 +688,24 @@ func rawImage(r *rand.Rand, n int) []byte {
 // keeping only synced data and once a random subset of the unsynced writes
 // (in the default run for the redundant U-Boot environment only, whose
 // saves have the most to lose from a surviving unsynced write; with
-// -update.long for every backend, with 4 MiB images).
+// -long for every backend, with 4 MiB images).
 func TestUpdatePowerCut(t *testing.T) {
 	// slots writes raw slots in 1 MiB chunks: the default image is one
 	// write and one sync; the long campaign's is five writes.
 	imgSize, slotSize := 200<<10+123, int64(256<<10)
-	if *updateLong {
+	if testrand.Long() {
 		imgSize, slotSize = 4<<20+123, 5<<20
 	}
 	for ki, kind := range envKinds() {
 		for _, hang := range []bool{false, true} {
 			for _, old := range []bool{false, true} {
 				for _, random := range []bool{false, true} {
-					if random && ki > 0 && !*updateLong {
+					if random && ki > 0 && !testrand.Long() {
 						continue // the default run keeps random survivors for the flight backend only
 					}
 					name := fmt.Sprintf("%s/hang=%v/oldB=%v/random=%v", kind.name, hang, old, random)
 					t.Run(name, func(t *testing.T) {
-						salt := uint64(ki*8 + btoi(hang)*4 + btoi(old)*2 + btoi(random))
-						rnd, _ := updateRand(t, salt)
+						rnd := updateRand(t)
 						r := &updateRig{t: t, kind: kind, hang: hang, slotSz: slotSize}
 						r.aBytes = rawImage(rnd, imgSize-4096)
 						r.img = rawImage(rnd, imgSize)
@@ -798,7 +789,7 @@ func TestUpdatePowerCutDirSlots(t *testing.T) {
 	for _, hang := range []bool{false, true} {
 		for _, random := range []bool{false, true} {
 			t.Run(fmt.Sprintf("hang=%v/random=%v", hang, random), func(t *testing.T) {
-				rnd, _ := updateRand(t, 100+uint64(btoi(hang)*2+btoi(random)))
+				rnd := updateRand(t)
 				base := t.TempDir()
 				r := &updateRig{t: t, kind: envKinds()[0], hang: hang, dir: true, base: base}
 				a := layerTar(t, map[string]string{"usr/a": "image A", "usr/bin/sh": "sh A"})
@@ -836,9 +827,9 @@ func TestUpdatePowerCutDirSlots(t *testing.T) {
 // variants: after every cut the checks of the single-cut campaign hold, and
 // the update converges once the power stays on. The seed is logged.
 func TestUpdateRepeatedPowerCuts(t *testing.T) {
-	rnd, _ := updateRand(t, 1000)
+	rnd := updateRand(t)
 	runs := 48
-	if *updateLong {
+	if testrand.Long() {
 		runs = 1200
 	}
 	kinds := envKinds()
@@ -898,7 +889,7 @@ func TestUpdateRepeatedPowerCuts(t *testing.T) {
 // armed slot: after each cut and Reconcile, the slot is either still armed
 // (pending, the next boot tries it) or disarmed (bad, not bootable).
 func TestDisarmPowerCut(t *testing.T) {
-	rnd, _ := updateRand(t, 2000)
+	rnd := updateRand(t)
 	for _, random := range []bool{false, true} {
 		r := &updateRig{t: t, kind: envKinds()[0], slotSz: 64 << 10}
 		r.aBytes = rawImage(rnd, 30<<10)
@@ -980,7 +971,7 @@ func TestDisarmPowerCut(t *testing.T) {
 // good in the state but on trial at 0 attempts in the environment, and the
 // bootloader abandons a slot recorded good. Every cut converges.
 func TestCommitLastAttemptPowerCut(t *testing.T) {
-	rnd, _ := updateRand(t, 3000)
+	rnd := updateRand(t)
 	r := &updateRig{t: t, kind: envKinds()[0], slotSz: 64 << 10}
 	r.aBytes = rawImage(rnd, 30<<10)
 	r.img = rawImage(rnd, 40<<10)
@@ -1056,7 +1047,7 @@ func TestCommitLastAttemptPowerCut(t *testing.T) {
 // failure, and Reconcile then completes what looks like an interrupted arm.
 // Arm of the failed slot is refused.
 func TestFailedTrialPowerCut(t *testing.T) {
-	rnd, _ := updateRand(t, 4000)
+	rnd := updateRand(t)
 	r := &updateRig{t: t, kind: envKinds()[0], slotSz: 64 << 10, hang: true}
 	r.aBytes = rawImage(rnd, 30<<10)
 	r.img = rawImage(rnd, 40<<10)

@@ -335,7 +335,7 @@ func TestReplayWindow(t *testing.T) {
 }
 
 // TestReplayWindowModel compares the window with replayModel over random
-// sequences: seeded, replay with -codecseed.
+// sequences: seeded, BOOTORBIT_SEED replays.
 func TestReplayWindowModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(testSeed(t), 1))
 	for range 200 {

@@ -163,10 +163,10 @@ func FuzzReplayWindow(f *testing.F) {
 
 var nonAlnum = regexp.MustCompile("[^a-z0-9]+")
 
-var writeCorpus = flag.Bool("codecwritecorpus", false, "rewrite testdata/fuzz seed files of the codec fuzz targets")
+var writeCorpus = flag.Bool("protocol.rewrite-corpus", false, "rewrite testdata/fuzz seed files of the codec fuzz targets")
 
 // TestWriteFuzzCorpus keeps testdata/fuzz in step with the malformed-frame
-// table and the sample messages: go test ./protocol -run WriteFuzzCorpus -codecwritecorpus.
+// table and the sample messages: go test ./protocol -run WriteFuzzCorpus -args -protocol.rewrite-corpus.
 // Without the flag it checks the files are present and current.
 func TestWriteFuzzCorpus(t *testing.T) {
 	c := mustCodec(t, 1024)
@@ -206,7 +206,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		}
 		got, err := os.ReadFile(path)
 		if err != nil || string(got) != content {
-			t.Errorf("%s is missing or stale (%v): rerun with -codecwritecorpus", path, err)
+			t.Errorf("%s is missing or stale (%v): rerun with -protocol.rewrite-corpus", path, err)
 		}
 	}
 }

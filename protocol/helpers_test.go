@@ -3,24 +3,16 @@ package protocol
 import (
 	"bytes"
 	"crypto/ed25519"
-	"flag"
 	"testing"
-	"time"
+
+	"github.com/bootorbit/bootorbit/internal/testrand"
 )
 
-// codecSeed replays a randomized codec test: go test ./protocol -codecseed=N
-var codecSeed = flag.Uint64("codecseed", 0, "seed for randomized codec/stream tests (0: from the clock)")
-
-// testSeed returns the seed for a randomized test, logged so a failure can
-// be replayed.
+// testSeed returns the seed of a randomized test, logged so a failure can
+// be replayed (BOOTORBIT_SEED=N, see internal/testrand).
 func testSeed(t testing.TB) uint64 {
 	t.Helper()
-	s := *codecSeed
-	if s == 0 {
-		s = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -codecseed=%d)", s, s)
-	return s
+	return testrand.Seed(t)
 }
 
 // testKey derives a deterministic ed25519 key from a byte.

@@ -205,7 +205,7 @@ func TestDecodeBitFlips(t *testing.T) {
 }
 
 // TestDecodeGarbage feeds random bytes of random lengths, and random bytes
-// sealed with a correct CRC (reaching the parser). Seeded; -codecseed replays.
+// sealed with a correct CRC (reaching the parser). Seeded; BOOTORBIT_SEED replays.
 func TestDecodeGarbage(t *testing.T) {
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0))

@@ -170,7 +170,7 @@ func TestDeframerErrors(t *testing.T) {
 // into some of them (garbage between records, cut records, flipped bits,
 // lost or corrupted delimiters and code bytes) and checks that every frame
 // without a fault comes out and decodes, and no corrupted one is accepted.
-// Seeded: replay with -codecseed.
+// Seeded: BOOTORBIT_SEED replays.
 func TestStreamResync(t *testing.T) {
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 9))
@@ -480,7 +480,7 @@ func deframeEvents(t testing.TB, stream []byte, max int, cuts []byte) []streamEv
 }
 
 // TestDeframerDifferential compares the Deframer with refDeframe on random
-// streams of valid records, junk and faults. Seeded: replay with -codecseed.
+// streams of valid records, junk and faults. Seeded: BOOTORBIT_SEED replays.
 func TestDeframerDifferential(t *testing.T) {
 	rng := rand.New(rand.NewPCG(testSeed(t), 10))
 	for range 2000 {

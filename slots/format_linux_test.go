@@ -549,9 +549,9 @@ func TestParseMountinfo(t *testing.T) {
 }
 
 var (
-	benchFormatMiB  = flag.Int64("format.mib", 64, "content MiB of the generated trees BenchmarkFormattedSlot replaces")
-	benchFormatTar  = flag.String("format.tar", "", "a layer tar BenchmarkFormattedSlot installs (over itself) instead of generated trees")
-	benchFormatMkfs = flag.String("format.mkfs", "-E nodiscard", "mkfs.ext4 options of the formatted slot in BenchmarkFormattedSlot, space-separated")
+	benchFormatMiB  = flag.Int64("slots.format-mib", 64, "content MiB of the generated trees BenchmarkFormattedSlot replaces")
+	benchFormatTar  = flag.String("slots.format-tar", "", "a layer tar BenchmarkFormattedSlot installs (over itself) instead of generated trees")
+	benchFormatMkfs = flag.String("slots.format-mkfs", "-E nodiscard", "mkfs.ext4 options of the formatted slot in BenchmarkFormattedSlot, space-separated")
 )
 
 // BenchmarkFormattedSlot measures, on one ext4 on a loop device, what
@@ -561,7 +561,7 @@ var (
 // a whole Install over the old tree. Between iterations the old tree is
 // put back and everything synced, untimed.
 //
-//	go test -run - -bench FormattedSlot -benchtime 5x -format.mib 200 ./slots/
+//	go test -run - -bench FormattedSlot -benchtime 5x ./slots/ -args -slots.format-mib=200
 func BenchmarkFormattedSlot(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root (losetup, mkfs, mount)")

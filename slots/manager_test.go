@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -15,18 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/internal/vfs"
 )
 
-var seedFlag = flag.Uint64("seed", 0, "seed for randomized slot tests (0: fixed)")
-
+// testRand returns the test's generator, its seed logged (BOOTORBIT_SEED
+// replays it, see internal/testrand).
 func testRand(t *testing.T) *rand.Rand {
-	s := *seedFlag
-	if s == 0 {
-		s = 42
-	}
-	t.Logf("seed %d (replay with -seed=%d)", s, s)
-	return rand.New(rand.NewPCG(s, 0))
+	t.Helper()
+	return testrand.New(t)
 }
 
 func fixedClock() func() time.Time {

@@ -2,15 +2,13 @@ package watchdog
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"testing"
-	"time"
-)
 
-var powercutSeed = flag.Uint64("powercut.seed", 0, "seed for the random tear patterns of the power-cut tests (0: time-based)")
+	"github.com/bootorbit/bootorbit/internal/testrand"
+)
 
 // memDisk is a crashable storage for environments: it logs every write and
 // sync, so that a test can rebuild what the storage would hold after a
@@ -222,11 +220,7 @@ func powercutKinds() []envKind {
 // Load finds: the old or the new environment, never a corrupt one
 // (or, for a single U-Boot copy, a detected bad CRC).
 func TestPowerCutEnvironmentUpdates(t *testing.T) {
-	seed := *powercutSeed
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -powercut.seed=%d)", seed, seed)
+	seed := testrand.Seed(t)
 	for _, kind := range powercutKinds() {
 		t.Run(kind.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 4))
@@ -336,7 +330,7 @@ func TestPowerCutGRUBTornSectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	mixed := 0
-	rng := rand.New(rand.NewPCG(1, 2))
+	rng := testrand.New(t) // which unsynced sectors a tear keeps
 	for k := 0; k <= len(disk.log); k++ {
 		for _, img := range crashImages(base, disk.log, k, 512, rng) {
 			v, err := (&GRUBEnv{Path: "grubenv", FS: newMemDisk(img)}).Load()

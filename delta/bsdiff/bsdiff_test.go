@@ -2,13 +2,11 @@ package bsdiff
 
 import (
 	"bytes"
-	"flag"
 	"math/rand/v2"
 	"testing"
-	"time"
-)
 
-var seedFlag = flag.Uint64("seed", 0, "seed for randomized tests (0: time-based)")
+	"github.com/bootorbit/bootorbit/internal/testrand"
+)
 
 // patch rebuilds new from old, the controls and new itself (standing in for
 // the difference and extra streams), checking that the controls tile new.
@@ -34,12 +32,7 @@ func patch(t *testing.T, old, nw []byte, cs []Control) {
 }
 
 func TestDiffCoversNew(t *testing.T) {
-	seed := *seedFlag
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -seed=%d)", seed, seed)
-	rng := rand.New(rand.NewPCG(seed, 3))
+	rng := rand.New(rand.NewPCG(testrand.Seed(t), 3))
 	for i := 0; i < 300; i++ {
 		old := make([]byte, rng.IntN(5000))
 		for j := range old {
@@ -83,7 +76,7 @@ func mutate(rng *rand.Rand, old []byte) []byte {
 // with a few bytes changed and an insertion is coded almost entirely as Add,
 // with a difference stream that is mostly zero.
 func TestDiffFindsShiftedCode(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 7))
+	rng := testrand.New(t)
 	old := make([]byte, 100000)
 	for i := range old {
 		old[i] = byte(rng.IntN(256))

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -13,18 +12,14 @@ import (
 
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/delta/ocitest"
+	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/opencontainers/go-digest"
 )
 
-var seedFlag = flag.Uint64("seed", 0, "replay randomized tests with this seed (0: a fixed default)")
-
+// seed returns the test's seed, logged (BOOTORBIT_SEED replays it).
 func seed(t *testing.T) uint64 {
-	s := *seedFlag
-	if s == 0 {
-		s = 20261122
-	}
-	t.Logf("seed %d (replay with -seed=%d)", s, s)
-	return s
+	t.Helper()
+	return testrand.Seed(t)
 }
 
 func readAll(t *testing.T, im *oci.Image, i int) ([]byte, error) {

@@ -2,14 +2,12 @@ package sais
 
 import (
 	"bytes"
-	"flag"
 	"math/rand/v2"
 	"sort"
 	"testing"
-	"time"
-)
 
-var seedFlag = flag.Uint64("seed", 0, "seed for randomized tests (0: time-based)")
+	"github.com/bootorbit/bootorbit/internal/testrand"
+)
 
 func naive(text []byte) []int32 {
 	sa := make([]int32, len(text))
@@ -21,12 +19,7 @@ func naive(text []byte) []int32 {
 }
 
 func TestAgainstNaive(t *testing.T) {
-	seed := *seedFlag
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -seed=%d)", seed, seed)
-	rng := rand.New(rand.NewPCG(seed, 1))
+	rng := rand.New(rand.NewPCG(testrand.Seed(t), 1))
 	fixed := []string{"", "a", "aa", "ab", "ba", "banana", "mississippi", "aaaaaaaaab", "abababab", "zyxwvu", "abcabcabcabd"}
 	for _, s := range fixed {
 		check(t, []byte(s))

@@ -3,7 +3,6 @@ package deltabench_test
 import (
 	"bytes"
 	"context"
-	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/internal/testtool"
 
 	"github.com/bootorbit/bootorbit/delta"
@@ -100,8 +100,6 @@ func shim(t *testing.T) []string {
 	return []string{os.Args[0]}
 }
 
-var seedFlag = flag.Uint64("seed", 0, "replay with this seed (0: fixed default)")
-
 func requireTools(t *testing.T) {
 	t.Helper()
 	for _, tool := range deltabench.Tools {
@@ -114,12 +112,7 @@ func requireTools(t *testing.T) {
 // pair builds a small layered pair: from (two layers) and to (same layers
 // plus an upgrade layer), and a single-layer pair in the same layout.
 func pair(t *testing.T) string {
-	s := *seedFlag
-	if s == 0 {
-		s = 42
-	}
-	t.Logf("seed %d", s)
-	rng := rand.New(rand.NewPCG(s, 3))
+	rng := rand.New(rand.NewPCG(testrand.Seed(t), 3))
 	dir := t.TempDir()
 	base := ocitest.RandomLayers(rng, ocitest.GenOptions{Layers: 2, Files: 30})
 	ocitest.Build(t, dir, "old", base)

@@ -15,25 +15,24 @@ import (
 	"time"
 
 	"github.com/bootorbit/bootorbit/hil/disk"
+	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/internal/testtool"
 	"github.com/bootorbit/bootorbit/slots"
 	"github.com/bootorbit/bootorbit/slots/slotstest"
 	"golang.org/x/sys/unix"
 )
 
+// The seed of the random power cuts is the test's seed from
+// internal/testrand (-seed, BOOTORBIT_SEED).
 var (
-	flagSeed = flag.Uint64("disk.seed", 0, "seed of the random power cuts (0: from the time, logged)")
 	flagCuts = flag.Int("disk.cuts", 3, "random power cuts per test (-disk.cuts=50 for a campaign)")
 	flagMiB  = flag.Int64("disk.layer-mib", 6, "content MiB of the generated layer the power-cut tests write (over 32, the extraction's early syncfs lands in the middle)")
 )
 
+// seed returns the test's seed, logged (BOOTORBIT_SEED replays it).
 func seed(t *testing.T) uint64 {
-	s := *flagSeed
-	if s == 0 {
-		s = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay: -disk.seed=%d)", s, s)
-	return s
+	t.Helper()
+	return testrand.Seed(t)
 }
 
 // needStack skips (or fails, with BOOTORBIT_REQUIRE_TOOLS=1) without what

@@ -2,21 +2,20 @@ package vm
 
 import (
 	"context"
-	"flag"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/watchdog"
 )
 
-var long = flag.Bool("vm.long", false, "run the long watchdog variants (10 s timeout, 5 timeouts of petting)")
-
 // scenarioParams returns the timeout (seconds) and the number of timeouts
-// to pet for: short by default (the CI form), longer with -vm.long.
+// to pet for: short by default (the CI form), longer (10 s timeout, 5
+// timeouts of petting) with -long or BOOTORBIT_LONG=1.
 func scenarioParams() (timeout, periods int) {
-	if *long {
+	if testrand.Long() {
 		return 10, 5
 	}
 	return 2, 3

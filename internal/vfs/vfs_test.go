@@ -2,23 +2,19 @@ package vfs
 
 import (
 	"errors"
-	"flag"
 	"io"
 	"io/fs"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
+
+	"github.com/bootorbit/bootorbit/internal/testrand"
 )
 
-var seed = flag.Uint64("seed", 0, "random seed for crash tests (0: fixed default)")
-
+// testSeed returns the test's seed, logged (BOOTORBIT_SEED replays it).
 func testSeed(t *testing.T) uint64 {
-	s := *seed
-	if s == 0 {
-		s = 1
-	}
-	t.Logf("seed %d (replay with -seed=%d)", s, s)
-	return s
+	t.Helper()
+	return testrand.Seed(t)
 }
 
 func readAll(t *testing.T, fsys FS, name string) (string, error) {

@@ -2,23 +2,19 @@ package linksim
 
 import (
 	"bytes"
-	"flag"
 	"math"
 	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/bootorbit/bootorbit/internal/testrand"
 )
 
-var seedFlag = flag.Uint64("simseed", 0, "replay randomized linksim tests with this seed (0: fresh)")
-
+// seed returns the test's seed, logged (BOOTORBIT_SEED replays it).
 func seed(t *testing.T) uint64 {
-	s := *seedFlag
-	if s == 0 {
-		s = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -simseed %d)", s, s)
-	return s
+	t.Helper()
+	return testrand.Seed(t)
 }
 
 var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)

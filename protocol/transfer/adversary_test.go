@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/linksim"
 )
@@ -403,7 +404,7 @@ func TestAdversary(t *testing.T) {
 	}
 	runs := []run{{crashProfile(), advSize}}
 	seeds := 1
-	if *longFlag {
+	if testrand.Long() {
 		uhf, err := linksim.Named("uhf")
 		if err != nil {
 			t.Fatal(err)

@@ -8,25 +8,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/linksim"
 )
 
-var (
-	seedFlag    = flag.Uint64("seed", 0, "replay randomized tests with this seed (0: a fresh seed)")
-	longFlag    = flag.Bool("long", false, "run the long campaigns")
-	verboseFlag = flag.Bool("simlog", false, "log every journaled chunk sent again and every restart")
-)
+// The run seed and -long come from internal/testrand (-seed,
+// BOOTORBIT_SEED, -long, BOOTORBIT_LONG).
+var verboseFlag = flag.Bool("transfer.simlog", false, "log every journaled chunk sent again and every restart")
 
-// testSeed returns the seed to use and logs it.
+// testSeed returns the test's seed and logs it.
 func testSeed(t testing.TB) uint64 {
 	t.Helper()
-	s := *seedFlag
-	if s == 0 {
-		s = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -seed %d)", s, s)
-	return s
+	return testrand.Seed(t)
 }
 
 var epoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)

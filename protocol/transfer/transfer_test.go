@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/protocol/linksim"
 )
 
@@ -21,7 +22,7 @@ func profileSize(name string) int {
 func TestProfiles(t *testing.T) {
 	seed := testSeed(t)
 	seeds := 1
-	if *longFlag {
+	if testrand.Long() {
 		seeds = 10
 	}
 	for _, name := range linksim.ProfileNames() {
@@ -211,17 +212,17 @@ func randomProfile(r *rand.Rand) (p linksim.Profile, silent bool) {
 func TestRandomLinks(t *testing.T) {
 	seed := testSeed(t)
 	runs := 16
-	if *longFlag {
+	if testrand.Long() {
 		runs = 400
 	}
 	for i := range runs {
 		s := seed + uint64(i)
 		h, silent := randomRun(t, s)
 		prof, size := h.prof, len(h.data)
-		t.Logf("run %d (-seed %d): %d bytes, frames %d/%d, restarts %d/%d, %v simulated, resent-journaled %d, silent outages %v",
+		t.Logf("run %d (seed %d): %d bytes, frames %d/%d, restarts %d/%d, %v simulated, resent-journaled %d, silent outages %v",
 			i, s, size, prof.Forward.MaxFrame, prof.Return.MaxFrame, h.senderRests, h.recvRests, h.sim.Elapsed().Round(time.Second), h.resentJournaled, silent)
 		if h.resentJournaled != 0 && !silent {
-			t.Errorf("run %d (-seed %d): %d journaled chunks sent again", i, s, h.resentJournaled)
+			t.Errorf("run %d (seed %d): %d journaled chunks sent again", i, s, h.resentJournaled)
 		}
 	}
 }
