@@ -257,7 +257,7 @@ func TestDecodePlanRefusals(t *testing.T) {
 		{"trailing byte", append(append([]byte(nil), good...), 0), ErrMalformed},
 		{"oversize", make([]byte, MaxPlanSize+1), ErrTooLarge},
 		{"not a map", []byte{0x80}, ErrMalformed},
-		{"unknown key", mapWith(good, 0x18, 0x63, 0x01), ErrMalformed},       // key 99: 1
+		{"unknown key", mapWith(good, 0x18, 0x63, 0x01), ErrMalformed},      // key 99: 1
 		{"non-canonical int", []byte{0xa1, 0x01, 0x18, 0x05}, ErrMalformed}, // {1: 5} with a long head
 		{"explicit zero", mapWith(good, 0x0b, 0x00), ErrMalformed},          // Supplement: 0 spelled out
 	}
