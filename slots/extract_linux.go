@@ -61,7 +61,13 @@ type ExtractOptions struct {
 	MaxEntries  int   // entries over all layers; default 4 Mi
 	MaxFileSize int64 // one regular file; default 16 GiB
 	MaxTotal    int64 // content bytes over all layers; default 256 GiB
-	Sync        SyncMode
+	// DeclaredSize, if positive, is what the image says it expands to (the
+	// content bytes of its regular files): an archive that expands to more
+	// (sparse entries read as runs of zeros) is refused before the entry
+	// that crosses it is written. ExtractLayers also refuses content beyond
+	// the slot filesystem's capacity (statfs).
+	DeclaredSize int64
+	Sync         SyncMode
 	// FlushEvery, with SyncFS: after every FlushEvery bytes of file
 	// content a syncfs(2) on a goroutine of its own writes back what has
 	// been extracted so far while the extraction goes on, so that the
@@ -148,6 +154,11 @@ func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o Extrac
 		return nil, fmt.Errorf("slots: stat slot directory %s: %w", dir, err)
 	}
 	x.rootSetgid = rst.Mode&unix.S_ISGID != 0
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(r.fd, &sfs); err != nil {
+		return nil, fmt.Errorf("slots: statfs slot directory %s: %w", dir, err)
+	}
+	x.capacity = int64(sfs.Blocks) * int64(sfs.Frsize)
 	if o.Workers > 1 && !o.Hash {
 		x.startWorkers(o.Workers)
 		defer x.stopWorkers() // before r.close: the workers use its descriptors
@@ -299,9 +310,13 @@ func (x *extractor) moveAside() (<-chan error, error) {
 		}
 	}
 	done := make(chan error, 1)
-	go func() { done <- removeAll(x.r.fd, x.trash) }()
+	go func() { done <- removeOld(x.r.fd, x.trash) }()
 	return done, nil
 }
+
+// removeOld deletes the directory the old tree was moved into; tests
+// replace it to check that nothing else touched that directory meanwhile.
+var removeOld = removeAll
 
 type extractor struct {
 	// dry applies the archives to the model only (ExpectedTree): nothing
@@ -327,6 +342,7 @@ type extractor struct {
 	entries    int
 	files      int
 	total      int64
+	capacity   int64  // of the slot's filesystem in bytes; 0: unknown (dry run)
 	name       string // the current entry's archive name, for errors
 
 	flush *flusher // nil: no early writeback
@@ -583,6 +599,41 @@ func (x *extractor) layer(ctx context.Context, l io.Reader) error {
 	}
 }
 
+// checkTotal refuses content beyond the limits before it is written: the
+// extraction's MaxTotal, the slot filesystem's capacity (a sparse entry
+// of a few bytes in the archive reads as its whole size of zeros) and the
+// image's declared size. size is the current entry's share of x.total.
+func (x *extractor) checkTotal(size int64) error {
+	for _, l := range []struct {
+		limit int64
+		what  string
+	}{
+		{x.o.MaxTotal, "the extraction's limit (MaxTotal)"},
+		{x.capacity, "the slot filesystem's capacity"},
+		{x.o.DeclaredSize, "the image's declared size"},
+	} {
+		if l.limit > 0 && x.total > l.limit {
+			return fmt.Errorf("%w: more than %d content bytes, %s (this entry %d bytes, %d in all)", ErrTooLarge, l.limit, l.what, size, x.total)
+		}
+	}
+	return nil
+}
+
+// mustBeDir refuses a top-level entry that is not a directory where the
+// slot needs one: etc and var, which the /etc carry-over, the pristine
+// copy, the factory reset and the /var seeding work on (a symlink etc ->
+// /etc would lead them to the host's /etc), and lost+found, which belongs
+// to the slot's filesystem.
+func mustBeDir(name string, typ byte) error {
+	switch name {
+	case "etc", "var":
+		return fmt.Errorf("%w: top-level %s must be a directory (type %q): the /etc and /var policy works on the slot's own directories", ErrBadEntry, name, typ)
+	case "lost+found":
+		return fmt.Errorf("%w: top-level lost+found belongs to the slot's filesystem and stays a directory (type %q)", ErrBadEntry, typ)
+	}
+	return nil
+}
+
 func truncName(s string) string {
 	if len(s) > 200 {
 		return s[:200] + "..."
@@ -607,6 +658,11 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	dir, base := splitRel(rel)
 	if strings.HasPrefix(base, errWhiteoutPrefx) {
 		return x.whiteout(dir, base)
+	}
+	if dir == "" && hdr.Typeflag != tar.TypeDir {
+		if err := mustBeDir(base, hdr.Typeflag); err != nil {
+			return err
+		}
 	}
 	if hdr.Size < 0 || hdr.Size > x.o.MaxFileSize {
 		return fmt.Errorf("%w: size %d (limit %d)", ErrTooLarge, hdr.Size, x.o.MaxFileSize)
@@ -666,8 +722,8 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	case tar.TypeReg, tar.TypeRegA:
 		e.Type = 'f'
 		x.total += hdr.Size
-		if x.total > x.o.MaxTotal {
-			return fmt.Errorf("%w: more than %d content bytes", ErrTooLarge, x.o.MaxTotal)
+		if err := x.checkTotal(hdr.Size); err != nil {
+			return err
 		}
 		if err := replace(false); err != nil {
 			return err
@@ -1037,6 +1093,12 @@ func (x *extractor) whiteout(dir, base string) error {
 	if name == "." || name == ".." {
 		return fmt.Errorf("%w: whiteout of %q", ErrEscape, name)
 	}
+	if dir == "" && x.keepTop(name) {
+		// Not image content: lost+found is the filesystem's, and the old
+		// tree's directory is being deleted on the side.
+		x.dropModel(name)
+		return nil
+	}
 	x.drain()
 	if x.dry {
 		err := x.modelDir(dir, false)
@@ -1068,6 +1130,14 @@ func (x *extractor) whiteout(dir, base string) error {
 	return nil
 }
 
+// keepTop says whether the top-level name is one that no whiteout or
+// opaque marker removes: lost+found, which the slot's filesystem owns (and
+// the tree digest leaves out), and the directory the old tree is being
+// deleted from by a goroutine of its own.
+func (x *extractor) keepTop(name string) bool {
+	return name == "lost+found" || x.trash != "" && name == x.trash
+}
+
 func joinRel(dir, name string) string {
 	if dir == "" {
 		return name
@@ -1094,7 +1164,7 @@ func (x *extractor) opaque(dir string) error {
 			pfd = fd
 		}
 		x.r.invalidate()
-		keep := func(n string) bool { return x.layerSeen[joinRel(dir, n)] }
+		keep := func(n string) bool { return x.layerSeen[joinRel(dir, n)] || dir == "" && x.keepTop(n) }
 		if err := removeChildren(pfd, ".", keep); err != nil {
 			return err
 		}

@@ -240,6 +240,9 @@ func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
 		if err := m.set(id, SlotInfo{State: Writing}); err != nil {
 			return errors.Join(err, c.remount(sl))
 		}
+		if err := m.dropPristine(id); err != nil {
+			return err
+		}
 		if err := format(ctx, sl, c); err != nil {
 			return err
 		}
@@ -249,6 +252,9 @@ func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
 		return err
 	}
 	if sl.Backend == BackendDir {
+		if err := m.dropPristine(id); err != nil {
+			return err
+		}
 		return EmptyDir(ctx, sl.Path)
 	}
 	return nil
@@ -317,6 +323,12 @@ type Image struct {
 	// with that.
 	Digest string
 	Tree   []Entry
+	// Size, if positive, is what the image declares it expands to: the
+	// content bytes of its regular files for a directory slot, the
+	// filesystem image's size for a raw slot. An archive that expands to
+	// more (sparse entries) is refused before the write; so is one larger
+	// than the slot, declared size or not.
+	Size int64
 }
 
 // InstallResult reports a completed install.
@@ -414,6 +426,11 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 		}
 		return nil, err
 	}
+	if sl.Backend == BackendDir {
+		if err := m.dropPristine(id); err != nil {
+			return nil, err
+		}
+	}
 	res := &InstallResult{}
 	start := m.o.Now().Add(-released)
 	if fc != nil {
@@ -448,6 +465,7 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 		want := img.Tree
 		eo := m.o.Extract
 		eo.Hash = want == nil && img.Digest == ""
+		eo.DeclaredSize = img.Size
 		er, err := ExtractLayers(ctx, sl.Path, img.Layers, eo)
 		if err != nil {
 			return nil, err
@@ -530,6 +548,9 @@ func (m *Manager) writeRaw(ctx context.Context, sl Slot, img Image, hash bool) (
 		}
 		if size > capacity {
 			return 0, zero, fmt.Errorf("%w: image of %d bytes, slot of %d", ErrTooLarge, size, capacity)
+		}
+		if img.Size > 0 && size > img.Size {
+			return 0, zero, fmt.Errorf("%w: image file of %d bytes, the image declares %d", ErrTooLarge, size, img.Size)
 		}
 		src, check = r, c
 	}
