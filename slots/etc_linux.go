@@ -454,6 +454,13 @@ func (m *Manager) FactoryReset(ctx context.Context, id SlotID, wipeVar bool) err
 	if sl.Backend != BackendDir {
 		return fmt.Errorf("slots: factory reset: slot %s is %s; only directory slots carry local state", id, sl.Backend)
 	}
+	switch st := m.st.Slots[id].State; st {
+	case Written, Pending, Good, Bad:
+	default:
+		// A slot being written holds no image to reset to (its pristine
+		// copy was dropped when the write began).
+		return fmt.Errorf("%w: slot %s is %s: factory reset needs an installed image", ErrTransition, id, st)
+	}
 	pristine, err := openDirPath(m.pristineDir(id), false)
 	if err != nil {
 		return fmt.Errorf("slots: factory reset: no pristine /etc for slot %s: %w", id, err)

@@ -315,6 +315,9 @@ func TestHostileEtcVar(t *testing.T) {
 			if _, err := os.Lstat(r.m.pristineDir(B)); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("a refused install left a pristine /etc for B: %v", err)
 			}
+			if err := r.m.FactoryReset(ctx, B, false); !errors.Is(err, ErrTransition) {
+				t.Errorf("factory reset of a slot left writing: %v", err)
+			}
 			good := newTB().dir("etc").file("etc/keep.conf", "k").file("etc/app.conf", "v2").dir("var").bytes()
 			res, err := r.m.Install(ctx, B, Image{Label: "good", Layers: readers(good)})
 			if err != nil {
