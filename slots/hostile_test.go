@@ -337,101 +337,117 @@ func TestHostileEtcVar(t *testing.T) {
 // the factory reset, the /var seeding or verification: each refuses or
 // leaves the link alone, and the canary stays as it was.
 func TestHostileEtcVarOnDisk(t *testing.T) {
-	for _, tc := range hostileEtcVar() {
-		t.Run(tc.name, func(t *testing.T) {
-			if tc.root && os.Geteuid() != 0 {
-				t.Skip("needs root")
+	for _, walk := range []bool{false, true} {
+		for _, tc := range hostileEtcVar() {
+			name := tc.name
+			if walk {
+				name += " (walk fallback)"
 			}
-			r := newEtcVarRig(t)
-			ctx := context.Background()
-			// B holds a normal image; then its top level is made hostile
-			// on disk, as the archive would have made it.
-			if _, err := r.m.Install(ctx, B, Image{Label: "good", Layers: readers(etcBase)}); err != nil {
-				t.Fatal(err)
-			}
-			img := tc.build(newTB()).bytes()
-			if strings.Contains(tc.name, "absolute canary") {
-				img = newTB().dir("usr").file("usr/bin", "2").symlink("etc", r.canary).dir("var").bytes()
-			}
-			for _, top := range []string{"etc", "var"} {
-				os.RemoveAll(filepath.Join(r.o.B.Path, top))
-			}
-			os.RemoveAll(r.o.VarDir)
-			os.Mkdir(r.o.VarDir, 0o755)
-			// Write the hostile entries with the plain tar reader, outside
-			// the extractor (which refuses them).
-			tr := tar.NewReader(bytes.NewReader(img))
-			for {
-				h, err := tr.Next()
-				if err != nil {
-					break
-				}
-				top, _, _ := strings.Cut(h.Name, "/")
-				if top != "etc" && top != "var" {
-					continue
-				}
-				p := filepath.Join(r.o.B.Path, h.Name)
-				os.RemoveAll(p)
-				switch h.Typeflag {
-				case tar.TypeDir:
-					os.Mkdir(p, 0o755)
-				case tar.TypeReg:
-					os.WriteFile(p, []byte("x"), 0o644)
-				case tar.TypeSymlink:
-					os.Symlink(strings.ReplaceAll(h.Linkname, "CANARY", r.canary), p)
-				case tar.TypeLink:
-					os.Link(filepath.Join(r.o.B.Path, h.Linkname), p)
-				case tar.TypeFifo:
-					unix.Mkfifo(p, 0o644)
-				case tar.TypeChar:
-					unix.Mknod(p, unix.S_IFCHR|0o644, int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor))))
-				}
-			}
-			top := "etc"
-			if strings.HasPrefix(tc.name, "var") {
-				top = "var"
-			}
-			if top == "etc" {
-				res := &InstallResult{}
-				if err := r.m.carryEtc(ctx, B, res); err == nil {
-					t.Errorf("carryEtc through %s: no error (report %+v)", tc.name, res.Etc)
-				} else {
-					t.Log(err)
-				}
-				r.check(t)
-				if err := r.m.FactoryReset(ctx, B, false); err == nil {
-					t.Errorf("factory reset through %s: no error", tc.name)
-				}
-				r.check(t)
-				if _, err := MergeEtc(ctx, r.m.pristineDir(A), filepath.Join(r.o.A.Path, "etc"), filepath.Join(r.o.B.Path, "etc")); err == nil {
-					t.Errorf("MergeEtc into %s: no error", tc.name)
-				}
-				r.check(t)
-			} else {
-				if seeded, err := r.m.SeedVar(ctx, B); err == nil || seeded {
-					t.Errorf("SeedVar from %s: seeded %v, error %v", tc.name, seeded, err)
-				}
-				r.check(t)
-				if names, _ := os.ReadDir(r.o.VarDir); len(names) != 0 {
-					t.Errorf("/var seeded through %s: %v", tc.name, names)
-				}
-			}
-			// Verification reads the slot without following anything.
-			if _, err := r.m.Verify(ctx, B); err != nil {
-				t.Errorf("verify: %v", err)
-			}
-			es, err := ReadTree(ctx, r.o.B.Path, ReadTreeOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range es {
-				if strings.HasPrefix(e.Path, top+"/") {
-					t.Errorf("the tree read through %s: %s", tc.name, e.Path)
-				}
-			}
-			r.check(t)
-		})
+			t.Run(name, func(t *testing.T) {
+				forceWalk = walk
+				defer func() { forceWalk = false }()
+				hostileEtcVarOnDisk(t, tc.name, tc.build, tc.root)
+			})
+		}
 	}
+}
+
+func hostileEtcVarOnDisk(t *testing.T, name string, build func(*tb) *tb, needRoot bool) {
+	tc := struct {
+		name  string
+		build func(*tb) *tb
+	}{name, build} // the case, as the loop names it
+	if needRoot && os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	r := newEtcVarRig(t)
+	ctx := context.Background()
+	// B holds a normal image; then its top level is made hostile
+	// on disk, as the archive would have made it.
+	if _, err := r.m.Install(ctx, B, Image{Label: "good", Layers: readers(etcBase)}); err != nil {
+		t.Fatal(err)
+	}
+	img := tc.build(newTB()).bytes()
+	if strings.Contains(tc.name, "absolute canary") {
+		img = newTB().dir("usr").file("usr/bin", "2").symlink("etc", r.canary).dir("var").bytes()
+	}
+	for _, top := range []string{"etc", "var"} {
+		os.RemoveAll(filepath.Join(r.o.B.Path, top))
+	}
+	os.RemoveAll(r.o.VarDir)
+	os.Mkdir(r.o.VarDir, 0o755)
+	// Write the hostile entries with the plain tar reader, outside
+	// the extractor (which refuses them).
+	tr := tar.NewReader(bytes.NewReader(img))
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		top, _, _ := strings.Cut(h.Name, "/")
+		if top != "etc" && top != "var" {
+			continue
+		}
+		p := filepath.Join(r.o.B.Path, h.Name)
+		os.RemoveAll(p)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			os.Mkdir(p, 0o755)
+		case tar.TypeReg:
+			os.WriteFile(p, []byte("x"), 0o644)
+		case tar.TypeSymlink:
+			os.Symlink(strings.ReplaceAll(h.Linkname, "CANARY", r.canary), p)
+		case tar.TypeLink:
+			os.Link(filepath.Join(r.o.B.Path, h.Linkname), p)
+		case tar.TypeFifo:
+			unix.Mkfifo(p, 0o644)
+		case tar.TypeChar:
+			unix.Mknod(p, unix.S_IFCHR|0o644, int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor))))
+		}
+	}
+	top := "etc"
+	if strings.HasPrefix(tc.name, "var") {
+		top = "var"
+	}
+	if top == "etc" {
+		res := &InstallResult{}
+		if err := r.m.carryEtc(ctx, B, res); err == nil {
+			t.Errorf("carryEtc through %s: no error (report %+v)", tc.name, res.Etc)
+		} else {
+			t.Log(err)
+		}
+		r.check(t)
+		if err := r.m.FactoryReset(ctx, B, false); err == nil {
+			t.Errorf("factory reset through %s: no error", tc.name)
+		}
+		r.check(t)
+		if _, err := MergeEtc(ctx, r.m.pristineDir(A), filepath.Join(r.o.A.Path, "etc"), filepath.Join(r.o.B.Path, "etc")); err == nil {
+			t.Errorf("MergeEtc into %s: no error", tc.name)
+		}
+		r.check(t)
+	} else {
+		if seeded, err := r.m.SeedVar(ctx, B); err == nil || seeded {
+			t.Errorf("SeedVar from %s: seeded %v, error %v", tc.name, seeded, err)
+		}
+		r.check(t)
+		if names, _ := os.ReadDir(r.o.VarDir); len(names) != 0 {
+			t.Errorf("/var seeded through %s: %v", tc.name, names)
+		}
+	}
+	// Verification reads the slot without following anything.
+	if _, err := r.m.Verify(ctx, B); err != nil {
+		t.Errorf("verify: %v", err)
+	}
+	es, err := ReadTree(ctx, r.o.B.Path, ReadTreeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if strings.HasPrefix(e.Path, top+"/") {
+			t.Errorf("the tree read through %s: %s", tc.name, e.Path)
+		}
+	}
+	r.check(t)
 }
 
 // paxRecord is one "LEN key=value\n" record of a PAX extended header.
