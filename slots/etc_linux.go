@@ -46,13 +46,55 @@ type MergeReport struct {
 // "Changed" compares type, mode, owner, content, link target, device numbers
 // and xattrs (not times). A directory deleted locally takes its subtree
 // with it, even files the new image adds there.
+//
+// None of the three is followed if it is a symlink (an image's etc -> /etc
+// would otherwise merge into the host's /etc): each must be a directory or
+// missing (newEtc is then created), and everything below them is resolved
+// beneath them without following symlinks.
 func MergeEtc(ctx context.Context, oldImage, current, newEtc string) (*MergeReport, error) {
-	read := func(dir string) (map[string]*Entry, error) {
+	var fds [3]int
+	for i, p := range []string{oldImage, current, newEtc} {
+		fd, err := openDirPath(p, i == 2)
+		if errors.Is(err, os.ErrNotExist) {
+			fd, err = -1, nil
+		}
+		if err != nil {
+			for _, f := range fds[:i] {
+				closeFd(f)
+			}
+			return nil, fmt.Errorf("slots: etc merge: %w", err)
+		}
+		fds[i] = fd
+	}
+	defer func() {
+		for _, f := range fds {
+			closeFd(f)
+		}
+	}()
+	return mergeEtcAt(ctx, fds[0], fds[1], fds[2])
+}
+
+func closeFd(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// dupFd is a second descriptor of fd, for a root that closes its own.
+func dupFd(fd int) (int, error) {
+	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+}
+
+// mergeEtcAt is MergeEtc on directory descriptors (which stay the
+// caller's): oldFd and curFd may be -1 (missing: nothing), newFd must be a
+// directory.
+func mergeEtcAt(ctx context.Context, oldFd, curFd, newFd int) (*MergeReport, error) {
+	read := func(fd int) (map[string]*Entry, error) {
 		m := map[string]*Entry{}
-		if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		if fd < 0 {
 			return m, nil
 		}
-		es, err := ReadTree(ctx, dir, ReadTreeOptions{})
+		es, err := readTreeAt(ctx, fd, ReadTreeOptions{})
 		if err != nil {
 			return nil, err
 		}
@@ -61,26 +103,33 @@ func MergeEtc(ctx context.Context, oldImage, current, newEtc string) (*MergeRepo
 		}
 		return m, nil
 	}
-	o, err := read(oldImage)
+	o, err := read(oldFd)
 	if err != nil {
 		return nil, err
 	}
-	c, err := read(current)
+	c, err := read(curFd)
 	if err != nil {
 		return nil, err
 	}
-	n, err := read(newEtc)
+	n, err := read(newFd)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(newEtc, 0o755); err != nil {
-		return nil, err
-	}
-	r, err := openRoot(newEtc)
+	nfd, err := dupFd(newFd)
 	if err != nil {
 		return nil, err
 	}
+	r := rootAt(nfd, "etc")
 	defer r.close()
+	var cur *root
+	if curFd >= 0 {
+		cfd, err := dupFd(curFd)
+		if err != nil {
+			return nil, err
+		}
+		cur = rootAt(cfd, "running etc")
+		defer cur.close()
+	}
 
 	all := map[string]bool{}
 	for _, m := range []map[string]*Entry{o, c, n} {
@@ -137,7 +186,7 @@ func MergeEtc(ctx context.Context, oldImage, current, newEtc string) (*MergeRepo
 			record()
 			continue
 		}
-		if err := copyEntry(r, filepath.Join(current, p), p, cv, nv); err != nil {
+		if err := copyEntry(r, cur, p, cv, nv); err != nil {
 			if errors.Is(err, ErrEscape) || errors.Is(err, ErrBadEntry) {
 				rep.Skipped = append(rep.Skipped, p)
 				continue
@@ -160,9 +209,9 @@ func sameEntry(a, b *Entry) bool {
 	return ra.String() == rb.String()
 }
 
-// copyEntry makes rel in r what e (read from src) describes; existing is
-// what rel is now, or nil. A directory keeps its children.
-func copyEntry(r *root, src, rel string, e, existing *Entry) error {
+// copyEntry makes rel in r what e (read from rel in src) describes;
+// existing is what rel is now, or nil. A directory keeps its children.
+func copyEntry(r, src *root, rel string, e, existing *Entry) error {
 	pfd, base, err := r.parent(rel, true)
 	if err != nil {
 		return err
@@ -183,7 +232,7 @@ func copyEntry(r *root, src, rel string, e, existing *Entry) error {
 			}
 		}
 	case 'f':
-		in, err := os.Open(src)
+		in, err := src.openFile(rel)
 		if err != nil {
 			return err
 		}
@@ -216,26 +265,48 @@ func copyEntry(r *root, src, rel string, e, existing *Entry) error {
 }
 
 // CopyTree copies the tree at src into dst (created if missing, emptied if
-// not), preserving types, modes, owners, xattrs and times.
+// not), preserving types, modes, owners, xattrs and times. Neither src nor
+// dst is followed if it is a symlink, nor is anything below them.
 func CopyTree(ctx context.Context, src, dst string) error {
-	es, err := ReadTree(ctx, src, ReadTreeOptions{})
+	sfd, err := openDirPath(src, false)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dst, 0o755); err != nil {
+	defer unix.Close(sfd)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	r, err := openRoot(dst)
+	dfd, err := openDirPath(dst, true)
 	if err != nil {
 		return err
 	}
+	defer unix.Close(dfd)
+	return copyTreeAt(ctx, sfd, dfd)
+}
+
+// copyTreeAt is CopyTree on directory descriptors, which stay the caller's.
+func copyTreeAt(ctx context.Context, srcFd, dstFd int) error {
+	es, err := readTreeAt(ctx, srcFd, ReadTreeOptions{})
+	if err != nil {
+		return err
+	}
+	fd, err := dupFd(dstFd)
+	if err != nil {
+		return err
+	}
+	r := rootAt(fd, "copy")
 	defer r.close()
+	if fd, err = dupFd(srcFd); err != nil {
+		return err
+	}
+	src := rootAt(fd, "copy source")
+	defer src.close()
 	if err := removeChildren(r.fd, ".", nil); err != nil {
 		return err
 	}
 	for i := range es {
 		e := &es[i]
-		if err := copyEntry(r, filepath.Join(src, e.Path), e.Path, e, nil); err != nil {
+		if err := copyEntry(r, src, e.Path, e, nil); err != nil {
 			return fmt.Errorf("slots: copy %s: %w", e.Path, err)
 		}
 	}
@@ -256,26 +327,107 @@ func CopyTree(ctx context.Context, src, dst string) error {
 	return unix.Syncfs(r.fd)
 }
 
-// carryEtc keeps the new slot's pristine /etc (for the next merge) and
-// merges the running slot's local /etc changes into it.
-func (m *Manager) carryEtc(ctx context.Context, id SlotID, res *InstallResult) error {
+// slotSubdir opens the top-level directory name ("etc", "var") of slot id
+// without following a symlink: an image's etc -> /etc must not lead the
+// carry-over, the pristine copy, a factory reset or the /var seeding out of
+// the slot. The caller closes both descriptors (slot first opened, then the
+// subdirectory); the slot's own path is configuration and is followed.
+func (m *Manager) slotSubdir(id SlotID, name string, create bool) (slotFd, fd int, err error) {
 	sl := m.slot(id)
-	newEtc := filepath.Join(sl.Path, "etc")
-	if _, err := os.Lstat(newEtc); errors.Is(err, os.ErrNotExist) {
+	slotFd, err = unix.Open(sl.Path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, fmt.Errorf("slots: open slot %s: %w", id, err)
+	}
+	fd, err = openSubdir(slotFd, name, fmt.Sprintf("slot %s's %s", id, name), create)
+	if err != nil {
+		unix.Close(slotFd)
+		return -1, -1, err
+	}
+	return slotFd, fd, nil
+}
+
+// dropPristine deletes slot id's pristine /etc: once the slot is being
+// written its content is no longer the image the copy was taken from, and
+// a copy left by a failed install must not be merged from or reset to.
+func (m *Manager) dropPristine(id SlotID) error {
+	for _, p := range []string{m.pristineDir(id), m.pristineDir(id) + ".new"} {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("slots: drop pristine /etc of slot %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// keepPristine copies the new slot's /etc (etcFd) to its pristine copy in
+// the state directory: into a fresh directory first, renamed into place
+// once complete and synced, so that a cut leaves no partial copy under the
+// pristine name.
+func (m *Manager) keepPristine(ctx context.Context, id SlotID, etcFd int) error {
+	final := m.pristineDir(id)
+	tmp := final + ".new"
+	if err := m.dropPristine(id); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return err
+	}
+	dfd, err := openDirPath(tmp, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	if err := copyTreeAt(ctx, etcFd, dfd); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	pfd, err := unix.Open(filepath.Dir(final), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	return unix.Fsync(pfd)
+}
+
+// carryEtc keeps the new slot's pristine /etc (for the next merge) and
+// merges the running slot's local /etc changes into it. Both slots' etc
+// are opened without following a symlink (the extraction refuses an image
+// whose etc is not a directory; this holds for a slot written otherwise).
+func (m *Manager) carryEtc(ctx context.Context, id SlotID, res *InstallResult) error {
+	slotFd, newEtc, err := m.slotSubdir(id, "etc", false)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err := CopyTree(ctx, newEtc, m.pristineDir(id)); err != nil {
+	if err != nil {
+		return err
+	}
+	defer unix.Close(slotFd)
+	defer unix.Close(newEtc)
+	if err := m.keepPristine(ctx, id, newEtc); err != nil {
 		return fmt.Errorf("slots: keep pristine /etc: %w", err)
 	}
 	if m.o.Booted == "" || m.slot(m.o.Booted).Backend != BackendDir {
 		return nil
 	}
-	old := m.pristineDir(m.o.Booted)
-	if _, err := os.Stat(old); err != nil {
-		m.log.Warn("no pristine /etc of the booted slot: local /etc changes not carried", "slot", string(m.o.Booted))
+	oldFd, err := openDirPath(m.pristineDir(m.o.Booted), false)
+	if err != nil {
+		m.log.Warn("no pristine /etc of the booted slot: local /etc changes not carried", "slot", string(m.o.Booted), "err", err)
 		return nil
 	}
-	rep, err := MergeEtc(ctx, old, filepath.Join(m.slot(m.o.Booted).Path, "etc"), newEtc)
+	defer unix.Close(oldFd)
+	curFd := -1
+	bootFd, fd, err := m.slotSubdir(m.o.Booted, "etc", false)
+	switch {
+	case err == nil:
+		defer unix.Close(bootFd)
+		defer unix.Close(fd)
+		curFd = fd
+	case errors.Is(err, os.ErrNotExist): // all of /etc deleted locally
+	default:
+		return fmt.Errorf("slots: etc merge: %w", err)
+	}
+	rep, err := mergeEtcAt(ctx, oldFd, curFd, newEtc)
 	if err != nil {
 		return err
 	}
@@ -283,19 +435,15 @@ func (m *Manager) carryEtc(ctx context.Context, id SlotID, res *InstallResult) e
 	if len(rep.Conflicts) > 0 {
 		m.log.Warn("etc merge conflicts: local versions kept", "slot", string(id), "paths", rep.Conflicts)
 	}
-	fd, err := unix.Open(sl.Path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return unix.Syncfs(fd)
+	return unix.Syncfs(slotFd)
 }
 
 // FactoryReset drops the local state of slot id: its /etc becomes the
 // image's pristine /etc again, and, with wipeVar, the persistent /var is
 // emptied (the next boot seeds it from the image, see SeedVar). The booted
 // slot is refused: its /etc and /var are in use; reset the other slot and
-// boot it, or run this from a maintenance boot where Booted is unset.
+// boot it, or run this from a maintenance boot where Booted is unset. A
+// slot whose etc is a symlink or not a directory is refused.
 func (m *Manager) FactoryReset(ctx context.Context, id SlotID, wipeVar bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -306,10 +454,25 @@ func (m *Manager) FactoryReset(ctx context.Context, id SlotID, wipeVar bool) err
 	if sl.Backend != BackendDir {
 		return fmt.Errorf("slots: factory reset: slot %s is %s; only directory slots carry local state", id, sl.Backend)
 	}
-	if _, err := os.Stat(m.pristineDir(id)); err != nil {
+	switch st := m.st.Slots[id].State; st {
+	case Written, Pending, Good, Bad:
+	default:
+		// A slot being written holds no image to reset to (its pristine
+		// copy was dropped when the write began).
+		return fmt.Errorf("%w: slot %s is %s: factory reset needs an installed image", ErrTransition, id, st)
+	}
+	pristine, err := openDirPath(m.pristineDir(id), false)
+	if err != nil {
 		return fmt.Errorf("slots: factory reset: no pristine /etc for slot %s: %w", id, err)
 	}
-	if err := CopyTree(ctx, m.pristineDir(id), filepath.Join(sl.Path, "etc")); err != nil {
+	defer unix.Close(pristine)
+	slotFd, etcFd, err := m.slotSubdir(id, "etc", true)
+	if err != nil {
+		return fmt.Errorf("slots: factory reset: %w", err)
+	}
+	defer unix.Close(slotFd)
+	defer unix.Close(etcFd)
+	if err := copyTreeAt(ctx, pristine, etcFd); err != nil {
 		return err
 	}
 	if wipeVar && m.o.VarDir != "" {
@@ -331,7 +494,8 @@ func (m *Manager) FactoryReset(ctx context.Context, id SlotID, wipeVar bool) err
 
 // SeedVar fills an empty persistent /var from slot id's image /var (first
 // boot, or after a factory reset). A /var that holds anything is left as
-// is: /var belongs to the vehicle, not to the image.
+// is: /var belongs to the vehicle, not to the image. A slot whose var is a
+// symlink or not a directory is refused.
 func (m *Manager) SeedVar(ctx context.Context, id SlotID) (bool, error) {
 	if m.o.VarDir == "" {
 		return false, nil
@@ -343,9 +507,22 @@ func (m *Manager) SeedVar(ctx context.Context, id SlotID) (bool, error) {
 	if len(names) > 0 {
 		return false, nil
 	}
-	src := filepath.Join(m.slot(id).Path, "var")
-	if _, err := os.Lstat(src); err != nil {
+	slotFd, src, err := m.slotSubdir(id, "var", false)
+	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
-	return true, CopyTree(ctx, src, m.o.VarDir)
+	if err != nil {
+		return false, fmt.Errorf("slots: seed /var: %w", err)
+	}
+	defer unix.Close(slotFd)
+	defer unix.Close(src)
+	if err := os.MkdirAll(filepath.Dir(m.o.VarDir), 0o755); err != nil {
+		return false, err
+	}
+	dst, err := openDirPath(m.o.VarDir, true)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(dst)
+	return true, copyTreeAt(ctx, src, dst)
 }

@@ -2,13 +2,11 @@ package slots
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
@@ -240,6 +238,9 @@ func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
 		if err := m.set(id, SlotInfo{State: Writing}); err != nil {
 			return errors.Join(err, c.remount(sl))
 		}
+		if err := m.dropLocalState(id); err != nil {
+			return err
+		}
 		if err := format(ctx, sl, c); err != nil {
 			return err
 		}
@@ -248,8 +249,20 @@ func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
 	if err := m.set(id, SlotInfo{State: Writing}); err != nil {
 		return err
 	}
-	if sl.Backend == BackendDir {
-		return EmptyDir(ctx, sl.Path)
+	if err := m.dropLocalState(id); err != nil {
+		return err
+	}
+	if e, ok := m.backend(id).(emptier); ok {
+		return e.empty(ctx)
+	}
+	return nil
+}
+
+// dropLocalState drops what a backend keeps beside slot id's content,
+// once the slot is recorded writing.
+func (m *Manager) dropLocalState(id SlotID) error {
+	if l, ok := m.backend(id).(localState); ok {
+		return l.dropLocalState()
 	}
 	return nil
 }
@@ -317,6 +330,12 @@ type Image struct {
 	// with that.
 	Digest string
 	Tree   []Entry
+	// Size, if positive, is what the image declares it expands to: the
+	// content bytes of its regular files for a directory slot, the
+	// filesystem image's size for a raw slot. An archive that expands to
+	// more (sparse entries) is refused before the write; so is one larger
+	// than the slot, declared size or not.
+	Size int64
 }
 
 // InstallResult reports a completed install.
@@ -345,18 +364,10 @@ func (m *Manager) checkImage(id SlotID, img Image) error {
 	if id != A && id != B {
 		return fmt.Errorf("%w: %q", ErrUnknownSlot, id)
 	}
-	backend := m.slot(id).Backend
-	switch {
-	case len(img.Layers) == 0:
-		return fmt.Errorf("%w: no layers", ErrImageShape)
-	case slices.Contains(img.Layers, nil):
-		return fmt.Errorf("%w: a layer is nil", ErrImageShape)
-	case backend == BackendRaw && len(img.Layers) != 1:
-		return fmt.Errorf("%w: a raw slot takes exactly one layer (the filesystem image, or a tar holding it), got %d", ErrImageShape, len(img.Layers))
-	case backend == BackendDir && img.RawStream:
-		return fmt.Errorf("%w: a directory slot takes layer tars, not a raw filesystem image", ErrImageShape)
+	if err := checkLayers(img); err != nil {
+		return err
 	}
-	return nil
+	return m.backend(id).checkImage(img)
 }
 
 // Install writes img into slot id and verifies it. The slot is recorded as
@@ -414,6 +425,9 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 		}
 		return nil, err
 	}
+	if err := m.dropLocalState(id); err != nil {
+		return nil, err
+	}
 	res := &InstallResult{}
 	start := m.o.Now().Add(-released)
 	if fc != nil {
@@ -421,62 +435,15 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 			return nil, err
 		}
 	}
-	var info SlotInfo
-	switch sl.Backend {
-	case BackendRaw:
-		// Hash on the way only when nothing else says what was written.
-		expected := img.Digest
-		n, sum, err := m.writeRaw(ctx, sl, img, expected == "")
-		if err != nil {
-			return nil, err
-		}
-		res.WriteTime = m.o.Now().Sub(start)
-		if expected == "" {
-			expected = "sha256:" + hex.EncodeToString(sum[:])
-		}
-		start = m.o.Now()
-		got, err := HashRaw(ctx, m.o.FS, sl.Path, n)
-		if err != nil {
-			return nil, err
-		}
-		res.Bytes, res.Digest = n, "sha256:"+hex.EncodeToString(got[:])
-		if res.Digest != expected {
-			return nil, m.failVerify(id, fmt.Sprintf("raw read-back %s, expected %s", res.Digest, expected))
-		}
-		info = SlotInfo{State: Written, Image: img.Label, Digest: res.Digest, Size: n}
-	case BackendDir:
-		want := img.Tree
-		eo := m.o.Extract
-		eo.Hash = want == nil && img.Digest == ""
-		er, err := ExtractLayers(ctx, sl.Path, img.Layers, eo)
-		if err != nil {
-			return nil, err
-		}
-		res.WriteTime = m.o.Now().Sub(start)
-		start = m.o.Now()
-		res.Bytes, res.Files = er.Bytes, er.Files
-		if eo.Hash {
-			want = er.Entries
-		}
-		got, err := ReadTree(ctx, sl.Path, ReadTreeOptions{DropCache: m.o.Extract.Sync != SyncNone})
-		if err != nil {
-			return nil, err
-		}
-		res.Digest = TreeDigest(got, DigestOptions{})
-		res.StaticDigest = TreeDigest(got, DigestOptions{Exclude: MutableTrees})
-		if want != nil {
-			if d := DiffEntries(want, got, DigestOptions{}); d != "" {
-				return nil, m.failVerify(id, "read-back differs: "+d)
-			}
-		} else if res.Digest != img.Digest {
-			return nil, m.failVerify(id, fmt.Sprintf("read-back tree digest %s, image says %s: %s", res.Digest, img.Digest, shapeDiff(er.Entries, got)))
-		}
-		info = SlotInfo{State: Written, Image: img.Label, Digest: res.Digest, StaticDigest: res.StaticDigest}
-		if err := m.carryEtc(ctx, id, res); err != nil {
-			return nil, err
-		}
+	res.WriteTime = m.o.Now().Sub(start) // the unmount and the format
+	info, err := m.backend(id).write(ctx, img, res)
+	var mm *mismatch
+	if errors.As(err, &mm) {
+		return nil, m.failVerify(id, mm.reason)
 	}
-	res.VerifyTime = m.o.Now().Sub(start)
+	if err != nil {
+		return nil, err
+	}
 	if img.Digest != "" && img.Digest != res.Digest {
 		return nil, m.failVerify(id, fmt.Sprintf("content digest %s, image says %s", res.Digest, img.Digest))
 	}
@@ -491,56 +458,6 @@ func (m *Manager) failVerify(id SlotID, reason string) error {
 		return errors.Join(fmt.Errorf("%w: slot %s: %s", ErrVerify, id, reason), err)
 	}
 	return fmt.Errorf("%w: slot %s: %s", ErrVerify, id, reason)
-}
-
-// shapeDiff names the first difference between the extractor's tree
-// (without content hashes) and the tree read back, contents aside.
-func shapeDiff(written, got []Entry) string {
-	g := append([]Entry(nil), got...)
-	for i := range g {
-		g[i].SHA256 = [32]byte{}
-	}
-	if d := DiffEntries(written, g, DigestOptions{}); d != "" {
-		return d
-	}
-	return "file contents differ"
-}
-
-func (m *Manager) writeRaw(ctx context.Context, sl Slot, img Image, hash bool) (int64, [32]byte, error) {
-	var zero [32]byte
-	if len(img.Layers) != 1 {
-		return 0, zero, fmt.Errorf("%w: %d layers", ErrRawLayer, len(img.Layers))
-	}
-	capacity := sl.Size
-	if capacity == 0 {
-		fi, err := m.o.FS.Stat(sl.Path)
-		if err != nil {
-			return 0, zero, fmt.Errorf("slots: raw slot: %w", err)
-		}
-		capacity = fi.Size()
-		if capacity == 0 {
-			capacity = deviceSize(sl.Path)
-		}
-	}
-	src, check := img.Layers[0], func() error { return nil }
-	if !img.RawStream {
-		r, size, c, err := RawImage(img.Layers[0])
-		if err != nil {
-			return 0, zero, err
-		}
-		if size > capacity {
-			return 0, zero, fmt.Errorf("%w: image of %d bytes, slot of %d", ErrTooLarge, size, capacity)
-		}
-		src, check = r, c
-	}
-	n, sum, err := WriteRaw(ctx, m.o.FS, sl.Path, src, capacity, hash)
-	if err != nil {
-		return n, sum, err
-	}
-	if err := check(); err != nil {
-		return n, sum, err
-	}
-	return n, sum, nil
 }
 
 // VerifyResult is the outcome of re-verifying a slot.
@@ -560,7 +477,7 @@ type VerifyResult struct {
 // whether a mismatch makes the slot bad (MarkBad).
 func (m *Manager) Verify(ctx context.Context, id SlotID) (*VerifyResult, error) {
 	m.mu.Lock()
-	info, sl := m.st.Slots[id], m.slot(id)
+	info, b := m.st.Slots[id], m.backend(id)
 	m.mu.Unlock()
 	if id != A && id != B {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownSlot, id)
@@ -571,36 +488,9 @@ func (m *Manager) Verify(ctx context.Context, id SlotID) (*VerifyResult, error) 
 	default:
 		return nil, fmt.Errorf("%w: slot %s is %s: nothing verified to compare with", ErrVerify, id, info.State)
 	}
-	switch sl.Backend {
-	case BackendRaw:
-		if info.Digest == "" {
-			return nil, fmt.Errorf("%w: slot %s has no recorded digest", ErrVerify, id)
-		}
-		sum, err := HashRaw(ctx, m.o.FS, sl.Path, info.Size)
-		if err != nil {
-			return nil, err
-		}
-		r.Expected, r.Actual = info.Digest, "sha256:"+hex.EncodeToString(sum[:])
-	case BackendDir:
-		if info.StaticDigest == "" {
-			return nil, fmt.Errorf("%w: slot %s has no recorded digest", ErrVerify, id)
-		}
-		if sl.Format != "" {
-			// Unmounted, the path is an empty directory: that is not what
-			// the slot holds.
-			ok, err := sl.mountedOn()
-			if err != nil {
-				return nil, err
-			}
-			if !ok {
-				return nil, sl.deviceErr(ErrSlotDevice, "the device is not mounted on the slot path: mount it to verify the slot")
-			}
-		}
-		es, err := ReadTree(ctx, sl.Path, ReadTreeOptions{DropCache: true, Skip: MutableTrees})
-		if err != nil {
-			return nil, err
-		}
-		r.Expected, r.Actual = info.StaticDigest, TreeDigest(es, DigestOptions{Exclude: MutableTrees})
+	var err error
+	if r.Expected, r.Actual, err = b.readBack(ctx, info); err != nil {
+		return nil, err
 	}
 	r.OK = r.Expected == r.Actual
 	if !r.OK {

@@ -31,6 +31,21 @@ func ReadTree(ctx context.Context, dir string, o ReadTreeOptions) ([]Entry, erro
 	if err != nil {
 		return nil, fmt.Errorf("slots: open %s: %w", dir, err)
 	}
+	return readTree(ctx, fd, o)
+}
+
+// readTreeAt is ReadTree of the directory dirfd (which stays open): for a
+// directory opened beneath a slot without following symlinks.
+func readTreeAt(ctx context.Context, dirfd int, o ReadTreeOptions) ([]Entry, error) {
+	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("slots: reopen directory: %w", err)
+	}
+	return readTree(ctx, fd, o)
+}
+
+// readTree reads the tree below the directory fd, which it closes.
+func readTree(ctx context.Context, fd int, o ReadTreeOptions) ([]Entry, error) {
 	w := &treeReader{ctx: ctx, o: o, buf: make([]byte, 1<<20)}
 	if err := w.dir(fd, ""); err != nil {
 		return nil, err

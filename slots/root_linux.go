@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -244,4 +245,86 @@ func removeChildren(pfd int, name string, keep func(string) bool) error {
 // and the final component is not followed by the l* variants.
 func procPath(pfd int, base string) string {
 	return "/proc/self/fd/" + strconv.Itoa(pfd) + "/" + base
+}
+
+// openSubdir opens the directory name in the directory dirfd for reading,
+// never following a symlink: name is one component that an image wrote
+// (a slot's etc or var), so it must be a real directory of the slot, not a
+// link to the host's /etc or to another slot. With create a missing
+// directory is made (mode 0755). Errors wrap ErrEscape (a symlink),
+// ErrBadEntry (anything else that is not a directory) or os.ErrNotExist,
+// and name what was refused as label.
+func openSubdir(dirfd int, name, label string, create bool) (int, error) {
+	for {
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == nil {
+			return fd, nil
+		}
+		if errors.Is(err, unix.ENOENT) && create {
+			if err := unix.Mkdirat(dirfd, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+				return -1, fmt.Errorf("slots: create %s: %w", label, err)
+			}
+			create = false
+			continue
+		}
+		var st unix.Stat_t
+		if serr := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); serr == nil {
+			switch st.Mode & unix.S_IFMT {
+			case unix.S_IFLNK:
+				return -1, fmt.Errorf("%w: %s is a symlink, not a directory", ErrEscape, label)
+			case unix.S_IFDIR:
+			default:
+				return -1, fmt.Errorf("%w: %s is not a directory (mode %o)", ErrBadEntry, label, st.Mode&unix.S_IFMT)
+			}
+		}
+		if errors.Is(err, unix.ENOENT) {
+			return -1, fmt.Errorf("%s: %w", label, os.ErrNotExist)
+		}
+		return -1, fmt.Errorf("slots: open %s: %w", label, err)
+	}
+}
+
+// openDirPath opens the directory at path, the last component without
+// following a symlink (the parents are the caller's: a configured slot or
+// state path). With create, a missing last component is made.
+func openDirPath(path string, create bool) (int, error) {
+	parent, name := filepath.Split(filepath.Clean(path))
+	if parent == "" {
+		parent = "."
+	}
+	if name == "" { // "/"
+		return unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	}
+	pfd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("slots: open %s: %w", parent, err)
+	}
+	defer unix.Close(pfd)
+	return openSubdir(pfd, name, path, create)
+}
+
+// rootAt makes a root of the directory descriptor fd, which it takes over
+// (closed by r.close).
+func rootAt(fd int, path string) *root {
+	return &root{fd: fd, path: path, noOA2: forceWalk}
+}
+
+// openFile opens the regular file rel beneath the root for reading,
+// without following a symlink anywhere on the way; anything else than a
+// regular file is refused (a FIFO would block the reader).
+func (r *root) openFile(rel string) (*os.File, error) {
+	pfd, base, err := r.parent(rel, false)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("slots: open %s: %w", rel, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%w: %s changed: no longer a regular file", ErrBadEntry, rel)
+	}
+	return os.NewFile(uintptr(fd), rel), nil
 }
