@@ -599,7 +599,7 @@ func sealFuzzSeeds(t testing.TB) map[string][]byte {
 func seedName(s string) string { return strings.Trim(nonAlnum.ReplaceAllString(s, "-"), "-") }
 
 // TestWriteSealFuzzCorpus keeps testdata/fuzz/FuzzOpen in step with the
-// seeds: go test ./protocol -run WriteSealFuzzCorpus -codecwritecorpus.
+// seeds: go test ./protocol -run WriteSealFuzzCorpus -protocol.rewrite-corpus.
 // Without the flag it checks the files are present and current.
 func TestWriteSealFuzzCorpus(t *testing.T) {
 	for name, seed := range sealFuzzSeeds(t) {
@@ -615,7 +615,7 @@ func TestWriteSealFuzzCorpus(t *testing.T) {
 			continue
 		}
 		if got, err := os.ReadFile(path); err != nil || string(got) != content {
-			t.Errorf("%s is missing or stale (%v): rerun with -codecwritecorpus", path, err)
+			t.Errorf("%s is missing or stale (%v): rerun with -protocol.rewrite-corpus", path, err)
 		}
 	}
 }
