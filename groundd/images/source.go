@@ -331,12 +331,22 @@ func (r *registrySource) signatures(ctx context.Context, d digest.Digest) ([]*ar
 	if err != nil {
 		return nil, err
 	}
+	// A registry that answers the referrers API with an error it should
+	// not (some answer 401 or 405 for an endpoint they lack) does not hide
+	// the signatures the tag gave; with none from the tag, the error is
+	// returned rather than the image judged unsigned.
 	ii, err := remote.Referrers(nd, append(r.ropts, remote.WithFilter("artifactType", update.MediaTypeRelease))...)
 	if err != nil {
+		if len(out) > 0 {
+			return out, nil
+		}
 		return nil, fmt.Errorf("images: referrers of %s: %w", d, err)
 	}
 	im, err := ii.IndexManifest()
 	if err != nil {
+		if len(out) > 0 {
+			return out, nil
+		}
 		return nil, fmt.Errorf("images: referrers of %s: %w", d, err)
 	}
 	for _, m := range im.Manifests {
