@@ -125,11 +125,18 @@ func (w *Watcher) Check(ctx context.Context) (TagEvent, bool, error) {
 	if top == w.last && w.verdict == "" {
 		return TagEvent{}, false, nil // same image, already found good
 	}
-	desc, _, err := src.resolve(ctx, w.cfg.Options.platform())
+	// Resolve what HEAD announced, by digest: the bytes must hash to it,
+	// and a tag moving between the two requests cannot mix two images
+	// into one event.
+	at, err := openSource(ctx, w.cfg.Ref.WithDigest(top), w.cfg.Options)
 	if err != nil {
 		return TagEvent{}, false, err
 	}
-	arts, err := src.signatures(ctx, desc.Digest)
+	desc, _, err := at.resolve(ctx, w.cfg.Options.platform())
+	if err != nil {
+		return TagEvent{}, false, err
+	}
+	arts, err := at.signatures(ctx, desc.Digest)
 	if err != nil {
 		return TagEvent{}, false, err
 	}
