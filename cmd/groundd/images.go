@@ -84,6 +84,7 @@ any blob was corrupted.`,
 
 type imagesFlags struct {
 	store         string
+	maxSize       int64
 	img           imageFlags
 	verbose, json bool
 }
@@ -92,6 +93,7 @@ func (f *imagesFlags) add(c *cobra.Command, pull bool) {
 	c.Flags().StringVar(&f.store, "store", "", "the image store `DIR` (required)")
 	if pull {
 		f.img.add(c.Flags())
+		cli.SizeVar(c.Flags(), &f.maxSize, "max-image-size", images.DefaultMaxImageSize, "refuse an image whose config and layers add up to more (checked before fetching)")
 	}
 	cli.VerboseFlag(c, &f.verbose)
 	cli.JSONFlag(c, &f.json)
@@ -113,6 +115,10 @@ func runPull(c *cobra.Command, f *imagesFlags, args []string) error {
 	if err != nil {
 		return err
 	}
+	if f.maxSize <= 0 {
+		return cli.Usagef("--max-image-size must be more than 0")
+	}
+	o.MaxImageSize = f.maxSize
 	s, err := f.open(c)
 	if err != nil {
 		return err

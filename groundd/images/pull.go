@@ -36,6 +36,15 @@ func (s *Store) Pull(ctx context.Context, ref Ref, o Options) (*Image, error) {
 	if m.Config.Size > oci.MaxConfigSize {
 		return nil, &oci.BlobError{Digest: m.Config.Digest, What: "config", Err: fmt.Errorf("%w: %d bytes", oci.ErrTooLarge, m.Config.Size)}
 	}
+	// The whole image is bounded before anything is fetched. Each size is
+	// checked before it is added, so no sum overflows.
+	total, max := m.Config.Size, o.maxImageSize()
+	for i, l := range m.Layers {
+		if l.Size > max-total {
+			return nil, &oci.BlobError{Digest: desc.Digest, What: "manifest", Err: fmt.Errorf("%w: config and layers 0..%d exceed the image bound of %d bytes", oci.ErrTooLarge, i, max)}
+		}
+		total += l.Size
+	}
 	open := func(d oci.Descriptor) func() (io.ReadCloser, error) {
 		return func() (io.ReadCloser, error) { return src.blob(ctx, d) }
 	}

@@ -24,6 +24,22 @@ type Options struct {
 	// index. The zero value means linux on the running architecture.
 	Platform oci.Platform
 	Registry RegistryOptions
+	// MaxImageSize bounds the config and layer blobs of one image, as
+	// their descriptors state them, checked before anything is fetched
+	// (0: DefaultMaxImageSize), so that a hostile manifest cannot fill
+	// the ground's disk.
+	MaxImageSize int64
+}
+
+// DefaultMaxImageSize is 64 GiB: far above any flight OS image, far below
+// what a lying descriptor could claim.
+const DefaultMaxImageSize = 64 << 30
+
+func (o Options) maxImageSize() int64 {
+	if o.MaxImageSize <= 0 {
+		return DefaultMaxImageSize
+	}
+	return o.MaxImageSize
 }
 
 func (o Options) platform() oci.Platform {
@@ -335,7 +351,11 @@ func (r *registrySource) signatures(ctx context.Context, d digest.Digest) ([]*ar
 	// not (some answer 401 or 405 for an endpoint they lack) does not hide
 	// the signatures the tag gave; with none from the tag, the error is
 	// returned rather than the image judged unsigned.
-	ii, err := remote.Referrers(nd, append(r.ropts, remote.WithFilter("artifactType", update.MediaTypeRelease))...)
+	//
+	// Entries are filtered here, not by the API's artifactType filter:
+	// some registries derive an entry's artifactType from the config media
+	// type (here the empty config) even when the manifest names one.
+	ii, err := remote.Referrers(nd, r.ropts...)
 	if err != nil {
 		if len(out) > 0 {
 			return out, nil
@@ -351,7 +371,7 @@ func (r *registrySource) signatures(ctx context.Context, d digest.Digest) ([]*ar
 	}
 	for _, m := range im.Manifests {
 		md, err := digest.Parse(m.Digest.String())
-		if err != nil || seen[md] || m.ArtifactType != update.MediaTypeRelease {
+		if err != nil || seen[md] || m.ArtifactType != update.MediaTypeRelease && m.ArtifactType != MediaTypeEmpty {
 			continue
 		}
 		if len(out) >= MaxSignatureArtifacts {
