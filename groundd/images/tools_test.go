@@ -237,6 +237,18 @@ func TestRegistry(t *testing.T) {
 		t.Errorf("referrers tag fallback:\n%s", fallback)
 	}
 
+	// skopeo sync of the repository to another registry carries the
+	// signature tags: the signature verifies there.
+	reg2 := imagestest.StartRegistry(t, imagestest.RegistryConfig{})
+	skopeo(t, "sync", "--src", "docker", "--dest", "docker", "--src-tls-verify=false", "--dest-tls-verify=false", reg.Host+"/flight/os", reg2.Host+"/mirror")
+	_, sigs, err := images.Signatures(ctx, mustRef(t, "docker://"+reg2.Host+"/mirror/os:stable"), plat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := images.VerifyReleases(kr, digests["v3"], sigs); err != nil || ok[0].Release.Version != 3 {
+		t.Fatalf("after skopeo sync: %v %v", ok, err)
+	}
+
 	// Docker media types through the registry (skopeo converts on push).
 	pushSigned(t, lay, "v1", "", repo, "docker", "--format", "v2s2")
 	dim, err := s.Pull(ctx, mustRef(t, repo+":docker"), plat)
