@@ -436,6 +436,13 @@ func TestSignLayout(t *testing.T) {
 	if ents, _ := s.List(); len(ents) != 1 {
 		t.Errorf("List shows signature artifacts as images: %v", ents)
 	}
+	// What a plan carries: the valid signature for the hardware.
+	if rs, err := again.Release(kr, "obc-rev-c"); err != nil || rs.KeyID != 1 || rs.Release.Version != 7 {
+		t.Errorf("Release: %+v %v", rs, err)
+	}
+	if _, err := again.Release(kr, "other"); !errors.Is(err, images.ErrUntrusted) {
+		t.Errorf("Release for other hardware: %v", err)
+	}
 	// An untrusted key only: ErrUntrusted.
 	_, other := newKey(t, dir, 3)
 	if _, err := images.VerifyReleases(other, im.ManifestDigest, sigs); !errors.Is(err, images.ErrUntrusted) {

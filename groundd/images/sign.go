@@ -233,3 +233,24 @@ func VerifyReleases(kr *protocol.Keyring, d digest.Digest, sigs []update.Release
 	}
 	return ok, nil
 }
+
+// Release returns the signature a plan carries for im: among the
+// signatures found beside it that verify with kr, the highest version for
+// hardware. Errors wrap ErrUnsigned or ErrUntrusted (also when valid
+// signatures exist only for other hardware).
+func (im *Image) Release(kr *protocol.Keyring, hardware string) (update.ReleaseSignature, error) {
+	ok, err := VerifyReleases(kr, im.Digest, im.Signatures)
+	if err != nil {
+		return update.ReleaseSignature{}, err
+	}
+	var best *update.ReleaseSignature
+	for i := range ok {
+		if ok[i].Release.HardwareID == hardware && (best == nil || ok[i].Release.Version > best.Release.Version) {
+			best = &ok[i]
+		}
+	}
+	if best == nil {
+		return update.ReleaseSignature{}, fmt.Errorf("%w for %s: %d valid signature(s), none for hardware %s", ErrUntrusted, im.Digest, len(ok), hardware)
+	}
+	return *best, nil
+}
