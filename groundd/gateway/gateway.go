@@ -296,6 +296,7 @@ func (g *Gateway) Unsend(now time.Time, vehicle uint32, seq uint64) error {
 		*c = *prev
 		return err
 	}
+	g.changed(c)
 	return nil
 }
 
