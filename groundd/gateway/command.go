@@ -113,7 +113,8 @@ type Entry struct {
 	Reason string        `json:"reason,omitempty"`
 	// Waited is, for a Timeout, the stage the command was in.
 	Waited Stage `json:"waited,omitempty"`
-	// Late marks a report that came after the command timed out.
+	// Late marks a report that came after the command timed out or was
+	// rejected as replayed.
 	Late bool `json:"late,omitempty"`
 }
 
@@ -147,9 +148,27 @@ type Command struct {
 	History []Entry `json:"history"`
 }
 
-// Open reports whether the command is still in flight: not final. A
-// command that timed out is open: a late report may still come.
-func (c *Command) Open() bool { return !c.Stage.Final() }
+// Open reports whether a report may still change the command: it is not
+// final, or it timed out, or the vehicle rejected it as replayed (see
+// settling).
+func (c *Command) Open() bool { return !c.Stage.Final() || c.replayRejected() }
+
+// codeReplayed is the vehicle's code for a sequence number it already
+// accepted or that is older than its replay window.
+var codeReplayed = protocol.CodeOf(protocol.ReasonReplayed)
+
+// replayRejected reports whether the command's last word is the vehicle's
+// "replayed" rejection. The gateway sends a command once, so the vehicle
+// says "replayed" when the link duplicated the frame (then the first copy
+// ran, and its reports may come after this one, reordered or late) or when
+// the number is older than its window (then nothing ran). The rejection
+// stands unless a report of the first copy arrives and supersedes it.
+func (c *Command) replayRejected() bool { return c.Stage == Rejected && c.Code == codeReplayed }
+
+// settling reports whether the command waits for nothing but late reports:
+// timed out, or rejected as replayed. The gateway forgets it LateWindow
+// after its last entry.
+func (c *Command) settling() bool { return c.Stage == Timeout || c.replayRejected() }
 
 // Values decodes the command's arguments through the dictionary.
 func (c *Command) Values() (dict.Values, error) {
@@ -181,8 +200,11 @@ func (c *Command) clone() *Command {
 // prevRank is the rank of the stage the command was in before it timed
 // out, or of its stage.
 func (c *Command) prevRank() int {
-	if c.Stage == Timeout {
+	switch {
+	case c.Stage == Timeout:
 		return c.Last().Waited.rank()
+	case c.replayRejected():
+		return Sent.rank()
 	}
 	return c.Stage.rank()
 }

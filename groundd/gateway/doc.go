@@ -24,7 +24,9 @@
 //     come from the vehicle the command was for and name a command sent to
 //     it (sequence number and opcode). Reports that arrive out of order move
 //     it only forward; a rejection or failure keeps the vehicle's reason
-//     code, named through dict.EnumReason.
+//     code, named through dict.EnumReason. A "replayed" rejection (the link
+//     duplicated the frame, and the vehicle answers the copy) gives way to
+//     the reports of the copy that ran.
 //   - A command that is not sent before its deadline, not accepted within
 //     Config.AckTimeout of being sent, or not completed within
 //     Config.CompleteTimeout of its last report, times out: a "timeout"

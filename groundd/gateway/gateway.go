@@ -174,7 +174,7 @@ func (g *Gateway) Submit(now time.Time, r Request) (*Command, error) {
 	defer g.mu.Unlock()
 	n := 0
 	for _, c := range g.open[r.Vehicle] {
-		if c.Stage != Timeout {
+		if !c.settling() {
 			n++
 		}
 	}
@@ -322,15 +322,18 @@ func (g *Gateway) Cancel(now time.Time, vehicle uint32, seq uint64) (*Command, e
 func (g *Gateway) set(c *Command, e Entry) error {
 	prev := c.clone()
 	c.Stage = e.Stage
-	if e.Stage == Rejected || e.Stage == Failed {
+	switch e.Stage {
+	case Rejected, Failed:
 		c.Code, c.Reason = e.Code, e.Reason
+	case Accepted, Started, Progress, Completed:
+		c.Code, c.Reason = 0, "" // a report that supersedes a "replayed" rejection
 	}
 	c.addEntry(e)
 	if err := g.save(c); err != nil {
 		*c = *prev
 		return err
 	}
-	if c.Stage.Final() {
+	if !c.Open() {
 		delete(g.open[c.Vehicle], c.Seq)
 		if len(g.open[c.Vehicle]) == 0 {
 			delete(g.open, c.Vehicle)
@@ -365,7 +368,7 @@ func (g *Gateway) Tick(now time.Time) ([]*Command, error) {
 	var errs []error
 	for _, v := range g.sortedVehicles() {
 		for _, c := range sortedCommands(g.open[v]) {
-			if c.Stage == Timeout {
+			if c.settling() {
 				if !now.Before(c.Last().Time.Add(g.cfg.LateWindow)) {
 					delete(g.open[v], c.Seq)
 				}
@@ -396,7 +399,7 @@ func (g *Gateway) NextDeadline() (t time.Time, ok bool) {
 	for _, m := range g.open {
 		for _, c := range m {
 			d, has := g.deadline(c)
-			if c.Stage == Timeout {
+			if c.settling() {
 				d, has = c.Last().Time.Add(g.cfg.LateWindow), true
 			}
 			if has && (!ok || d.Before(t)) {
@@ -470,7 +473,9 @@ func (g *Gateway) verification(now time.Time, v *protocol.Verification) error {
 	}
 	cur := c.prevRank()
 	switch {
-	case st == Rejected && cur > Sent.rank() && c.Stage != Rejected:
+	case st == Rejected && v.Code == codeReplayed && (cur > Sent.rank() || c.replayRejected()):
+		return nil // the answer to a duplicate of a frame the vehicle already took
+	case st == Rejected && cur > Sent.rank():
 		return fmt.Errorf("%w: vehicle %d seq %d: rejected after %v", ErrConflict, v.Vehicle, v.Seq, c.Stage)
 	case st.rank() < cur:
 		return nil // an older report, overtaken by a newer one: nothing new
@@ -483,7 +488,7 @@ func (g *Gateway) verification(now time.Time, v *protocol.Verification) error {
 	case st.rank() == cur:
 		return fmt.Errorf("%w: vehicle %d seq %d: %v after %v", ErrConflict, v.Vehicle, v.Seq, st, c.Stage)
 	}
-	e := Entry{Stage: st, Time: now, Step: v.Step, Code: v.Code, Reason: ReasonName(v.Code), Late: c.Stage == Timeout}
+	e := Entry{Stage: st, Time: now, Step: v.Step, Code: v.Code, Reason: ReasonName(v.Code), Late: c.settling()}
 	return g.set(c, e)
 }
 

@@ -475,3 +475,56 @@ func TestConfig(t *testing.T) {
 		t.Errorf("New with an archive that cannot load succeeded")
 	}
 }
+
+// TestDuplicatedCommandFrame: the forward link delivers a command twice;
+// the vehicle runs the first copy and answers the second "replayed". In
+// whatever order the return link delivers the answers, the command ends
+// completed; a "replayed" rejection alone stands (the number was too old
+// for the vehicle's window: nothing ran) until the late window ends.
+func TestDuplicatedCommandFrame(t *testing.T) {
+	e := newEnv(t)
+	c := e.submit("mark_good", nil)
+	out, first := e.send()
+	second, err := e.veh.Handle(out.Frame)
+	if err != nil || len(second) != 1 || second[0].Stage != protocol.StageRejected || reasonOf(second[0]) != "replayed" {
+		t.Fatalf("the duplicate's answer: %+v, %v", second, err)
+	}
+	e.receive(second[0])
+	if got := e.command(c.Seq); got.Stage != gateway.Rejected || got.Reason != "replayed" || !got.Open() {
+		t.Fatalf("after the replayed rejection: %v %q open %v", got.Stage, got.Reason, got.Open())
+	}
+	e.receive(first...)
+	got := e.command(c.Seq)
+	if got.Stage != gateway.Completed || got.Code != 0 || got.Reason != "" || got.Open() {
+		t.Fatalf("after the first copy's reports: %q code %d", stages(got), got.Code)
+	}
+	if stages(got) != "queued sent rejected(replayed) accepted!late started completed" {
+		t.Errorf("history %q", stages(got))
+	}
+	// Reports in the usual order: the duplicate's answer changes nothing.
+	c = e.submit("mark_good", nil)
+	out, first = e.send()
+	second, _ = e.veh.Handle(out.Frame)
+	e.receive(first[0])
+	e.receive(second...)
+	e.receive(first[1:]...)
+	if got := e.command(c.Seq); stages(got) != "queued sent accepted started completed" {
+		t.Errorf("in order: %q", stages(got))
+	}
+	// Only "replayed": it stands, and is forgotten after the late window.
+	c = e.submit("noop", nil)
+	e.send()
+	e.receive(&protocol.Verification{Vehicle: vehicleID, Seq: c.Seq, Stage: protocol.StageRejected, Code: protocol.CodeOf(protocol.ReasonReplayed), Opcode: dict.CmdNoop.Opcode})
+	e.advance(24 * time.Hour)
+	if _, err := e.g.Tick(e.now); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.g.NextDeadline(); ok {
+		t.Errorf("a deadline left after the late window")
+	}
+	if got := e.command(c.Seq); got.Stage != gateway.Rejected || got.Reason != "replayed" {
+		t.Errorf("rejected as replayed: %q", stages(got))
+	}
+}
+
+func reasonOf(v *protocol.Verification) string { return gateway.ReasonName(v.Code) }

@@ -35,8 +35,10 @@ type Vehicle struct {
 	Answers map[string]Answer
 	// Auth, if set, signs every report (the return-link MAC).
 	Auth *protocol.ReturnAuth
-	// Ran lists the commands acted on (accepted), by name.
-	Ran []string
+	// Ran lists the commands acted on (accepted), by name, and RanSeqs
+	// their sequence numbers.
+	Ran     []string
+	RanSeqs []uint64
 
 	window protocol.ReplayWindow
 }
@@ -83,6 +85,7 @@ func (v *Vehicle) Handle(frame []byte) ([]*protocol.Verification, error) {
 		return reject(a.Reject)
 	}
 	v.Ran = append(v.Ran, d.Name)
+	v.RanSeqs = append(v.RanSeqs, c.Seq)
 	rep := func(st protocol.Stage, step uint32, code protocol.Code) *protocol.Verification {
 		return &protocol.Verification{Vehicle: v.ID, Seq: c.Seq, Stage: st, Step: step, Code: code, Opcode: c.Opcode}
 	}
