@@ -528,3 +528,66 @@ func TestDuplicatedCommandFrame(t *testing.T) {
 }
 
 func reasonOf(v *protocol.Verification) string { return gateway.ReasonName(v.Code) }
+
+// TestConcurrentUse: the API submits while the link loop sends and
+// receives (run with -race).
+func TestConcurrentUse(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.MaxQueued = 1000
+	e.restart()
+	const writers, each = 4, 25
+	done := make(chan struct{})
+	var sent int
+	go func() {
+		defer close(done)
+		for sent < writers*each {
+			out, ok, err := e.g.Next(t0, vehicleID)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if !ok {
+				continue
+			}
+			sent++
+			reps, err := e.veh.Handle(out.Frame)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, r := range reps {
+				if err := e.g.Receive(t0, vehicleID, r); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	errs := make(chan error, writers)
+	for range writers {
+		go func() {
+			for range each {
+				if _, err := e.g.Submit(t0, gateway.Request{Vehicle: vehicleID, Name: "noop"}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+	cs, err := e.g.Commands(gateway.CommandQuery{Vehicle: vehicleID})
+	if err != nil || len(cs) != writers*each {
+		t.Fatalf("%d commands, %v", len(cs), err)
+	}
+	for _, c := range cs {
+		if c.Stage != gateway.Completed {
+			t.Fatalf("seq %d: %q", c.Seq, stages(c))
+		}
+	}
+}
