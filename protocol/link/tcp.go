@@ -162,7 +162,7 @@ func (l *tcpLink) dialLoop(ctx context.Context) {
 			continue
 		}
 		wait = l.cfg.MinBackoff
-		if !l.serve(c.(*net.TCPConn)) {
+		if !l.serve(c) {
 			return
 		}
 	}
@@ -194,7 +194,7 @@ func (l *tcpLink) acceptLoop() {
 		serving.Add(1)
 		go func() {
 			defer serving.Done()
-			l.serve(c.(*net.TCPConn))
+			l.serve(c)
 		}()
 	}
 }
