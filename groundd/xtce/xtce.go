@@ -254,6 +254,20 @@ func envelope() []dict.Field {
 	}
 }
 
+// names checks that the XTCE names of one scope do not collide: two
+// dictionary names that differ only where XTCE forbids a character
+// ("hk.a" and "hk_a") would name one item.
+type names map[string]string
+
+func (ns names) take(dictName string) (string, error) {
+	n := name(dictName)
+	if other, ok := ns[n]; ok {
+		return "", fmt.Errorf("xtce: %q and %q are both %q in XTCE", other, dictName, n)
+	}
+	ns[n] = dictName
+	return n, nil
+}
+
 func build() (*node, error) {
 	ptypes, atypes := newTypes(false), newTypes(true)
 	param := func(f *dict.Field, kv ...string) (*node, error) {
@@ -295,8 +309,12 @@ func build() (*node, error) {
 	container := func(ssName, dictName, desc, base, idParam string, id uint16, fields []dict.Field, kv ...string) (*node, error) {
 		params := el("ParameterSet")
 		list := el("EntryList")
+		local := names{}
 		for i := range fields {
 			f := &fields[i]
+			if _, err := local.take(f.Name); err != nil {
+				return nil, err
+			}
 			var pkv []string
 			if f.ID != 0 {
 				pkv = []string{"id", strconv.Itoa(int(f.ID))}
@@ -319,16 +337,26 @@ func build() (*node, error) {
 		return el("SpaceSystem", "name", ssName, "shortDescription", desc).add(alias(dictName), tm), nil
 	}
 	var children []*node
+	top := names{"events": "events"} // the root's space systems
 	for _, p := range dict.Packets() {
-		ss, err := container(name(p.Name), p.Name, p.Description, "telemetry", "packet_id", p.ID, p.Params, "id", strconv.Itoa(int(p.ID)))
+		n, err := top.take(p.Name)
+		if err != nil {
+			return nil, err
+		}
+		ss, err := container(n, p.Name, p.Description, "telemetry", "packet_id", p.ID, p.Params, "id", strconv.Itoa(int(p.ID)))
 		if err != nil {
 			return nil, err
 		}
 		children = append(children, ss)
 	}
 	events := el("SpaceSystem", "name", "events", "shortDescription", "the events the vehicle reports")
+	evNames := names{}
 	for _, e := range dict.Events() {
-		ss, err := container(name(e.Name), e.Name, e.Description, "event", "event_id", e.ID, e.Args,
+		n, err := evNames.take(e.Name)
+		if err != nil {
+			return nil, err
+		}
+		ss, err := container(n, e.Name, e.Description, "event", "event_id", e.ID, e.Args,
 			"id", strconv.Itoa(int(e.ID)), "severity", e.Severity.String())
 		if err != nil {
 			return nil, err
@@ -338,8 +366,19 @@ func build() (*node, error) {
 
 	// Commands.
 	cmds := el("MetaCommandSet")
+	cmdNames := names{}
 	for _, c := range dict.Commands() {
-		mc := el("MetaCommand", "name", name(c.Name), "shortDescription", c.Description).add(
+		n, err := cmdNames.take(c.Name)
+		if err != nil {
+			return nil, err
+		}
+		argNames := names{}
+		for i := range c.Args {
+			if _, err := argNames.take(c.Args[i].Name); err != nil {
+				return nil, err
+			}
+		}
+		mc := el("MetaCommand", "name", n, "shortDescription", c.Description).add(
 			alias(c.Name), ancillary("opcode", strconv.Itoa(int(c.Opcode))))
 		list := el("EntryList").add(el("FixedValueEntry", "name", "opcode", "binaryValue", fmt.Sprintf("%04x", c.Opcode), "sizeInBits", "16"))
 		if len(c.Args) > 0 {
