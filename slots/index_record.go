@@ -52,8 +52,8 @@ func newIndexWriter(fsys vfs.FS, stateDir string, id SlotID, diffIDs []digest.Di
 	if err != nil {
 		return nil, fmt.Errorf("slots: layer index: %w", err)
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedBetterCompression),
-		zstd.WithWindowSize(1<<20))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithWindowSize(indexChunk))
 	if err != nil {
 		f.Close()
 		return nil, err
