@@ -175,7 +175,7 @@ func (r *tableReader) num(what string, limit int64) int64 {
 		return 0
 	}
 	r.b = r.b[n:]
-	if v > uint64(limit) {
+	if v > uint64(max(limit, 0)) {
 		r.fail("%s %d over %d", what, v, limit)
 		return 0
 	}
