@@ -636,3 +636,32 @@ func TestIndexOverVFSCrash(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexAbandoned: an image beyond the index's limits installs all the
+// same, without an index (the result says why), and is no base.
+func TestIndexAbandoned(t *testing.T) {
+	for _, lim := range []struct {
+		name         string
+		segs, chunks int
+	}{{"files", 3, maxIndexChunks}, {"chunks", maxIndexSegments, 1}} {
+		t.Run(lim.name, func(t *testing.T) {
+			defer func(l struct{ segs, chunks int }) { recordLimits = l }(recordLimits)
+			recordLimits.segs, recordLimits.chunks = lim.segs, lim.chunks
+			m, o := dirRig(t)
+			layers := threeLayers(t)
+			res, err := m.Install(context.Background(), A, Image{Layers: readers(layers...), DiffIDs: digests(layers...)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.IndexBytes != 0 || !strings.Contains(res.IndexSkipped, "more than") {
+				t.Fatalf("index %d bytes, skipped %q", res.IndexBytes, res.IndexSkipped)
+			}
+			if names, _ := filepath.Glob(filepath.Join(o.StateDir, "layers-*")); len(names) != 0 {
+				t.Fatalf("left %v", names)
+			}
+			if _, err := m.Base(A); !errors.Is(err, ErrNoIndex) {
+				t.Fatalf("base: %v", err)
+			}
+		})
+	}
+}

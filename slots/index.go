@@ -71,6 +71,9 @@ const (
 	// decompresses one whole chunk. maxIndexChunk bounds it when read.
 	indexChunk    = 64 << 10
 	maxIndexChunk = 1 << 20
+	// maxIndexChunks bounds the inline chunks of one slot's layers (16
+	// GiB of headers and padding), and so the memory their table takes.
+	maxIndexChunks = 1 << 18
 
 	segFile   = 1
 	segDevice = 2
@@ -236,7 +239,7 @@ func parseTable(raw []byte, chunkArea int64) ([]*layerIndex, error) {
 	r := &tableReader{b: raw}
 	n := r.num("layers", maxIndexLayers)
 	var layers []*layerIndex
-	var fileOff, segs int64
+	var fileOff, segs, chunks int64
 	seen := map[digest.Digest]bool{}
 	for i := int64(0); i < n && r.err == nil; i++ {
 		l := &layerIndex{}
@@ -300,7 +303,13 @@ func parseTable(raw []byte, chunkArea int64) ([]*layerIndex, error) {
 			l.segs = append(l.segs, s)
 		}
 		inline := l.size - content
-		nc := r.num("chunks", int64(len(r.b)/2))
+		// Every chunk takes two bytes of the table and one of the chunk
+		// area at least.
+		nc := r.num("chunks", min(int64(len(r.b)/2), chunkArea-fileOff))
+		chunks += nc
+		if chunks > maxIndexChunks {
+			r.fail("more than %d chunks", maxIndexChunks)
+		}
 		if r.err != nil {
 			break
 		}

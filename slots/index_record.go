@@ -39,10 +39,16 @@ type indexWriter struct {
 	diffIDs []digest.Digest
 	layers  []*layerIndex
 	segs    int
+	chunks  int
 	paths   int64
-	skip    string // why the index is abandoned ("": it is not)
-	err     error  // sticky write error
+	// limits, which tests lower
+	maxSegs, maxChunks int
+	skip               string // why the index is abandoned ("": it is not)
+	err                error  // sticky write error
 }
+
+// recordLimits are the recorder's limits; tests lower them.
+var recordLimits = struct{ segs, chunks int }{maxIndexSegments, maxIndexChunks}
 
 // newIndexWriter starts the index of slot id; diffIDs, when given, name
 // the layers (otherwise each layer is hashed as it passes).
@@ -58,7 +64,8 @@ func newIndexWriter(fsys vfs.FS, stateDir string, id SlotID, diffIDs []digest.Di
 		f.Close()
 		return nil, err
 	}
-	return &indexWriter{fsys: fsys, path: path, f: f, enc: enc, diffIDs: diffIDs}, nil
+	return &indexWriter{fsys: fsys, path: path, f: f, enc: enc, diffIDs: diffIDs,
+		maxSegs: recordLimits.segs, maxChunks: recordLimits.chunks}, nil
 }
 
 func (w *indexWriter) abandon(format string, args ...any) {
@@ -228,6 +235,11 @@ func (r *layerRec) flush() {
 		r.buf = r.buf[:0]
 		return
 	}
+	if r.w.chunks++; r.w.chunks > r.w.maxChunks {
+		r.w.abandon("more than %d inline chunks (%d bytes of headers and padding)", r.w.maxChunks, r.w.maxChunks*indexChunk)
+		r.buf = r.buf[:0]
+		return
+	}
 	c := chunk{fileOff: r.w.off, rawOff: r.inline - int64(len(r.buf)), raw: int64(len(r.buf))}
 	z := r.w.enc.EncodeAll(r.buf, nil)
 	c.clen = int64(len(z))
@@ -258,8 +270,8 @@ func (r *layerRec) segment(s segment, kind byte) {
 		w.abandon("content at %d read short", r.pos)
 	case len(r.l.segs) > 0 && r.l.kind != kind:
 		w.abandon("a layer with both files and device content")
-	case w.segs >= maxIndexSegments:
-		w.abandon("more than %d files", maxIndexSegments)
+	case w.segs >= w.maxSegs:
+		w.abandon("more than %d files", w.maxSegs)
 	case w.paths+int64(len(s.path)) > maxIndexTable/2:
 		w.abandon("paths over %d bytes", maxIndexTable/2)
 	}
