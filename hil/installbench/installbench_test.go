@@ -53,6 +53,11 @@ func TestInstallBench(t *testing.T) {
 	if res.Child.Files == 0 || res.Child.Rebuilt != 1 || res.Child.PeakRSS == 0 {
 		t.Fatalf("child: %+v", res.Child)
 	}
+	// The bound, on the 200 MiB tree of -long (a small tree
+	// says little about it).
+	if testrand.Long() && res.Child.PeakRSS > 64<<20 {
+		t.Errorf("peak RSS %d MiB, over 64 MiB", res.Child.PeakRSS>>20)
+	}
 	if res.Scratch != 0 {
 		t.Errorf("%d bytes of scratch", res.Scratch)
 	}
