@@ -17,6 +17,9 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// LayerBase is a delta.Base without slots importing delta.
+var _ delta.Base = (*LayerBase)(nil)
+
 // dirRig is a Manager over two directory slots on the OS, booted from
 // neither, so that the test installs into A and then reads it as a base.
 func dirRig(t *testing.T) (*Manager, Options) {
