@@ -19,6 +19,7 @@ import (
 	"github.com/bootorbit/bootorbit/protocol/transfer"
 	"github.com/bootorbit/bootorbit/protocol/update"
 	"github.com/bootorbit/bootorbit/slots"
+	"github.com/fxamacker/cbor/v2"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -130,6 +131,16 @@ type planOpts struct {
 // plan returns the encoded signed plan for im's new image.
 func (im *images) plan(t testing.TB, o planOpts) []byte {
 	t.Helper()
+	b, err := update.EncodePlan(im.planStruct(t, o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// planStruct returns the signed plan for im's new image.
+func (im *images) planStruct(t testing.TB, o planOpts) *update.Plan {
+	t.Helper()
 	if o.version == 0 {
 		o.version = 2
 	}
@@ -161,7 +172,27 @@ func (im *images) plan(t testing.TB, o planOpts) []byte {
 	if err := update.SignPlan(o.groundKey, o.groundID, p); err != nil {
 		t.Fatal(err)
 	}
-	b, err := update.EncodePlan(p)
+	return p
+}
+
+// rawPlan encodes p as it is, signed by priv when priv is set (else with
+// no signature), without the checks of SignPlan and EncodePlan: what a
+// hostile or broken ground could send.
+func rawPlan(t testing.TB, p *update.Plan, priv ed25519.PrivateKey) []byte {
+	t.Helper()
+	em, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Sig = nil
+	if priv != nil {
+		msg, err := em.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Sig = protocol.Sign(priv, update.DomainPlan, msg)
+	}
+	b, err := em.Marshal(p)
 	if err != nil {
 		t.Fatal(err)
 	}
