@@ -37,7 +37,7 @@ func TestBaseMismatchSupplement(t *testing.T) {
 	v := newVehicle(t, filepath.Join(dir, "vehicle"), false, rotten)
 	defer v.close()
 	g := newGround(t)
-	r := &relay{rng: rng, loss: 0.1}
+	r := &relay{rng: rng, loss: 0.1, dup: 0.02}
 	send := func(target, data []byte) {
 		t.Helper()
 		s := g.sender(target, data)
