@@ -376,6 +376,9 @@ func (v *vehicle) run(s *transfer.Sender, r *relay, maxSteps int, stop func(step
 		}
 		s.Advance()
 		if err := v.e.Tick(v.now); err != nil {
+			if stop != nil && stop(step) {
+				return sentChunks // the power is cut
+			}
 			v.t.Fatal(err)
 		}
 		down = v.e.Outbox()
