@@ -77,7 +77,7 @@ func MkdirDurable(fsys vfs.FS, dir string) error {
 			return err
 		}
 		p := filepath.Dir(d)
-		if p == d || p == "." {
+		if p == d {
 			return nil
 		}
 		d = p
