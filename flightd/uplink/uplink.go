@@ -181,6 +181,9 @@ type Engine struct {
 	now      time.Time
 
 	installing sync.Mutex // held by RunInstall and InstallFile
+
+	// inspect: opened by Inspect, to read and check only.
+	inspect bool
 }
 
 // Open opens the engine's journal and staging under cfg.Dir and restores
@@ -218,6 +221,44 @@ func Open(cfg Config, inst Installer, log *slog.Logger) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, log: log, inst: inst, groundKeys: gk, releaseKeys: rk, j: j, st: st,
+		plans: map[uint64]*planRec{}, xfers: map[uint64]xferRec{}, floors: map[uint32]uint64{},
+		slotRecs: map[slots.SlotID]slotRec{}, refused: map[uint64]bool{}, counts: map[protocol.Code]uint64{}}
+	if err := e.restore(); err != nil {
+		j.Close()
+		st.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Inspect opens the journal and staging under cfg.Dir to read and check
+// them only (`flightd check`): nothing is repaired, reserved, received or
+// installed, and no key is needed. It fails at once while a daemon holds
+// the journal.
+func Inspect(cfg Config, inst Installer, log *slog.Logger) (*Engine, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("uplink: config: no state directory")
+	}
+	if cfg.StagingQuota <= 0 {
+		cfg.StagingQuota = 1 << 62
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	fsys := cfg.FS
+	if fsys == nil {
+		fsys = vfs.Default
+	}
+	j, err := journal.OpenReadOnly(filepath.Join(cfg.Dir, "journal.db"))
+	if err != nil {
+		return nil, err
+	}
+	st, err := staging.Open(fsys, filepath.Join(cfg.Dir, "staging"), cfg.StagingQuota)
+	if err != nil {
+		j.Close()
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, log: log, inst: inst, j: j, st: st, inspect: true,
 		plans: map[uint64]*planRec{}, xfers: map[uint64]xferRec{}, floors: map[uint32]uint64{},
 		slotRecs: map[slots.SlotID]slotRec{}, refused: map[uint64]bool{}, counts: map[protocol.Code]uint64{}}
 	if err := e.restore(); err != nil {
