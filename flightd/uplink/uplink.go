@@ -281,7 +281,9 @@ func (e *Engine) Close() error {
 
 // Step takes one frame received from the ground (sealed if Config.Opener
 // is set). The error says why the frame was dropped or refused (it is also
-// counted); the engine goes on either way.
+// counted), or that persisting failed; the engine goes on either way. What
+// the frame asks to store is made durable at the latest by the next Tick
+// or Outbox, before any frame that depends on it is released.
 func (e *Engine) Step(now time.Time, frame []byte) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -301,11 +303,19 @@ func (e *Engine) Step(now time.Time, frame []byte) error {
 		return fmt.Errorf("uplink: chunk of a paused plan dropped")
 	}
 	serr := e.rx.Step(now, frame)
-	if err := e.process(now); err != nil {
-		return err
+	// Persisting is batched: the work of many frames commits at once (one
+	// fsync of the staging, one bbolt transaction) at the next Tick or
+	// Outbox, or here once a batch is full, which bounds the data held.
+	if rd := e.rx.Ready(); len(rd.Writes) >= maxBatch || len(rd.Completed) > 0 {
+		if err := e.process(now); err != nil {
+			return err
+		}
 	}
 	return serr
 }
+
+// maxBatch is the chunks received before Step persists them itself.
+const maxBatch = 256
 
 // Tick moves the timers to now: reports due are sent.
 func (e *Engine) Tick(now time.Time) error {
@@ -345,6 +355,14 @@ func (e *Engine) Deadline() time.Time {
 func (e *Engine) Outbox() [][]byte {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.rx != nil {
+		if err := e.process(e.now); err != nil {
+			// The frames stay unsent until the work is durable; the
+			// error is the next Tick's too.
+			e.log.Error("uplink: persist", "err", err)
+			return nil
+		}
+	}
 	out := e.outbox
 	e.outbox = nil
 	return out
