@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -52,28 +51,6 @@ image fails with a base mismatch (a bundle of full layers installs).
 			RunE: func(c *cobra.Command, args []string) error { return runInstall(c, f, args[0]) },
 		}
 		f.register(c, true)
-		return c
-	})
-	commands.Add("", func() *cobra.Command {
-		f := &uplinkFlags{updateFlags: updateFlags{boot: &bootFlags{}}}
-		c := &cobra.Command{
-			Use:   "check",
-			Short: "check the uplink journal, the staging and the slot records for consistency",
-			Long: `Check reads the uplink journal (bbolt) and the staging directory without
-changing them, and says what is inconsistent: bbolt's own page check; a
-transfer record without its staged file, a staged file larger than its
-transfer or named by no record; a plan record that does not decode or names
-a transfer that is gone; more than one plan installing; a release recorded
-for a slot that holds another verified image. It cannot run while flightd
-holds the journal. Exit status 1 when it finds anything.
-
-` + slotFlagsHelp,
-			Example: `  flightd check --config /etc/flightd.json
-  flightd check --config /etc/flightd.json --uplink-dir /data/flightd/uplink --json`,
-			Args: cli.NoArgs,
-			RunE: func(c *cobra.Command, _ []string) error { return runCheck(c, f) },
-		}
-		f.register(c, false)
 		return c
 	})
 }
@@ -218,62 +195,4 @@ func runInstall(c *cobra.Command, f *uplinkFlags, file string) error {
 	}
 	fmt.Fprintf(w, "installed plan %d: release %d (%s) in slot %s, not armed: run 'flightd update arm %s' to boot it\n", plan, out.Version, out.Image, out.Slot, out.Slot)
 	return nil
-}
-
-// checkOut is the --json document of flightd check.
-type checkOut struct {
-	Dir      string           `json:"dir"`
-	Problems []uplink.Problem `json:"problems"`
-}
-
-func runCheck(c *cobra.Command, f *uplinkFlags) error {
-	dir, err := f.uplinkDir()
-	if err != nil {
-		return err
-	}
-	f.slot.config, f.slot.cmdline = f.boot.config, f.boot.cmdline
-	m, err := f.slot.open(f.boot.log())
-	if err != nil {
-		return err
-	}
-	e, err := uplink.Inspect(uplink.Config{Dir: dir}, slotsOnly{m}, f.boot.log())
-	if err != nil {
-		return err
-	}
-	defer e.Close()
-	out := checkOut{Dir: dir, Problems: e.Check()}
-	if out.Problems == nil {
-		out.Problems = []uplink.Problem{}
-	}
-	if f.boot.json {
-		if err := cli.WriteJSON(c.OutOrStdout(), out); err != nil {
-			return err
-		}
-	} else {
-		printProblems(c.OutOrStdout(), out)
-	}
-	if len(out.Problems) > 0 {
-		return fmt.Errorf("%d problems in %s", len(out.Problems), dir)
-	}
-	return nil
-}
-
-func printProblems(w io.Writer, out checkOut) {
-	if len(out.Problems) == 0 {
-		fmt.Fprintf(w, "uplink journal and staging in %s: consistent\n", out.Dir)
-		return
-	}
-	for _, p := range out.Problems {
-		fmt.Fprintln(w, p.String())
-	}
-}
-
-// slotsOnly is an Installer that only reports the slots (check installs
-// nothing).
-type slotsOnly struct{ m *slots.Manager }
-
-func (s slotsOnly) Status() slots.Status { return s.m.Status() }
-func (s slotsOnly) Base() delta.Base     { return nil }
-func (s slotsOnly) Install(context.Context, slots.Image) (*slots.InstallResult, error) {
-	return nil, fmt.Errorf("flightd check installs nothing")
 }
