@@ -377,8 +377,15 @@ func (e *Engine) Events() []Event {
 	return ev
 }
 
+// maxEvents bounds the events kept for a caller that does not take them:
+// the oldest are dropped.
+const maxEvents = 4096
+
 func (e *Engine) event(def *dict.Event, text string, args dict.Values) {
 	e.log.Info("uplink: "+def.Name, "text", text)
+	if len(e.events) >= maxEvents {
+		e.events = append(e.events[:0], e.events[len(e.events)-maxEvents/2:]...)
+	}
 	e.events = append(e.events, Event{Def: def, Args: args, Text: text})
 }
 
