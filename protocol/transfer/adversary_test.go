@@ -617,3 +617,52 @@ func FuzzSenderStep(f *testing.F) {
 		}
 	})
 }
+
+// TestReplayedOldCancelBounded: a genuine cancel captured long ago, of a
+// transfer finished and since forgotten one by one (older than the
+// MaxFinished remembered, below the key's floor), is a replay: replayed
+// many times it writes nothing to the journal and is answered only from
+// the answer budget, as every other replayable input is.
+func TestReplayedOldCancelBounded(t *testing.T) {
+	f := newRxFixture(t)
+	f.r.cfg.MaxFinished = 1
+	var captured []byte
+	for _, id := range []uint64{5, 6} {
+		plan := testPlan(t, f.codec, id, bytes.Repeat([]byte{byte(id)}, 3000), f.priv)
+		if err := f.step(f.encode(&plan.Offer)); err != nil {
+			t.Fatal(err)
+		}
+		c := f.encode(signedCancel(f, id))
+		if err := f.step(c); err != nil {
+			t.Fatal(err)
+		}
+		if captured == nil {
+			captured = c
+		}
+	}
+	if _, ok := f.r.finished[5]; ok {
+		t.Fatal("transfer 5 still remembered one by one; the test needs it forgotten")
+	}
+	const n = 200
+	records, answers := 0, 0
+	for range n {
+		_ = f.r.Step(epoch, captured)
+		rd := f.r.Ready()
+		records += len(rd.Records)
+		answers += len(rd.Messages)
+		if err := Persist(&rd, f.s, f.j); err != nil {
+			t.Fatal(err)
+		}
+		f.r.Advance()
+	}
+	t.Logf("%d replays of a captured cancel: %d journal records, %d answers", n, records, answers)
+	if records != 0 {
+		t.Errorf("%d replays of an old cancel wrote %d journal records, want 0", n, records)
+	}
+	if answers > f.r.cfg.AnswerBurst {
+		t.Errorf("%d replays of an old cancel got %d answers at one instant, want at most the burst %d", n, answers, f.r.cfg.AnswerBurst)
+	}
+	if f.r.Stats.Replayed == 0 || f.r.Counters.Get(protocol.ReasonReplayed) == 0 {
+		t.Errorf("replayed cancels not counted: stats %d, counter %d", f.r.Stats.Replayed, f.r.Counters.Get(protocol.ReasonReplayed))
+	}
+}
