@@ -732,6 +732,16 @@ func (r *Receiver) onCancel(m *protocol.Cancel) error {
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
 	for _, kid := range ids {
 		if ed25519.Verify(r.cfg.Keys[kid], msg, m.Sig) {
+			if m.ID <= r.floors[kid] {
+				// A transfer of this key at or below its floor ended
+				// and was forgotten one by one: this cancel is a
+				// replay. Recording it would write to the journal per
+				// replay; the ack comes from the answer budget.
+				r.Stats.Replayed++
+				r.Counters.Add(protocol.ReasonReplayed)
+				r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck})
+				return fmt.Errorf("%w: cancel of %d, key %d finished %d already", protocol.ErrReplayed, m.ID, kid, r.floors[kid])
+			}
 			r.finishRecord(m.ID, finished{status: statusCancelled, key: kid}, false)
 			r.Stats.Cancelled++
 			r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck})
