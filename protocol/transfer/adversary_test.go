@@ -666,3 +666,94 @@ func TestReplayedOldCancelBounded(t *testing.T) {
 		t.Errorf("replayed cancels not counted: stats %d, counter %d", f.r.Stats.Replayed, f.r.Counters.Get(protocol.ReasonReplayed))
 	}
 }
+
+// TestJunkChunkDoesNotAnchorReports: a report's Last is the sender's
+// anchor (the sequence number of its last send of chunk Last-1): in-flight
+// chunks sent before it and not listed as held become missing and are sent
+// again. A chunk frame is unauthenticated until its hash verifies, so a
+// forged one - at a fresh index, at the index of a chunk already held, or
+// one waiting for its hash block - must not move Last: else anyone on the
+// forward link makes the sender judge (and resend) every chunk still in
+// flight, on every report.
+func TestJunkChunkDoesNotAnchorReports(t *testing.T) {
+	f := newRxFixture(t)
+	data := bytes.Repeat([]byte("bootorbit anchors "), 400)
+	plan := testPlan(t, f.codec, 5, data, f.priv)
+	h, n := plan.Chunks()
+	if h < 1 || n < 4 {
+		t.Fatalf("plan of %d hash blocks and %d data chunks; the test needs more", h, n)
+	}
+	genuine := func(x int) *protocol.Chunk {
+		b, err := plan.chunk(x, make([]byte, plan.geo.chunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &protocol.Chunk{ID: 5, Index: uint32(x), Data: append([]byte(nil), b...)}
+	}
+	junk := func(x int) *protocol.Chunk {
+		c := genuine(x)
+		for i := range c.Data {
+			c.Data[i] ^= 0x5a
+		}
+		return c
+	}
+	now := epoch
+	var seq uint64
+	// lastOf asks for a report (an authenticated request) and returns its Last.
+	lastOf := func() uint32 {
+		t.Helper()
+		seq++
+		rq := &protocol.ReportRequest{ID: 5, Seq: seq}
+		if err := f.v.SignRequest(rq); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Second)
+		if err := f.r.Step(now, f.encode(rq)); err != nil {
+			t.Fatal(err)
+		}
+		f.r.Tick(now)
+		rd := f.r.Ready()
+		f.r.Advance()
+		for _, o := range rd.Messages {
+			if rep, ok := o.Msg.(*protocol.Report); ok {
+				return rep.Last
+			}
+		}
+		t.Fatal("no report")
+		return 0
+	}
+	feed := func(c *protocol.Chunk) {
+		now = now.Add(time.Second)
+		_ = f.r.Step(now, f.encode(c))
+	}
+	if err := f.step(f.encode(&plan.Offer)); err != nil {
+		t.Fatal(err)
+	}
+	// Only data chunk h+1 arrives at first, before its hash block: it
+	// waits in memory, unverified.
+	feed(genuine(h + 1))
+	if got := lastOf(); got != 0 {
+		t.Errorf("a chunk waiting for its hash block, unverified, set Last %d", got)
+	}
+	for x := 0; x < h; x++ {
+		feed(genuine(x))
+	}
+	feed(genuine(h))
+	want := lastOf()
+	if want == 0 {
+		t.Fatal("genuine chunks left Last at 0")
+	}
+	for _, c := range []struct {
+		name string
+		c    *protocol.Chunk
+	}{
+		{"junk at a fresh index", junk(h + 3)},
+		{"junk at the index of a held chunk", junk(0)},
+		{"junk at the last index", junk(plan.geo.t - 1)},
+	} {
+		feed(c.c)
+		if got := lastOf(); got != want {
+			t.Errorf("%s (index %d): report Last %d, want %d (the last verified chunk's)", c.name, c.c.Index, got, want)
+		}
+	}
+}
