@@ -526,10 +526,20 @@ func (r *Receiver) onChunk(m *protocol.Chunk) error {
 		r.Counters.Add(protocol.ReasonInvalidField)
 		return fmt.Errorf("%w: chunk %d is %d bytes, want %d", ErrChunkSize, x, len(m.Data), t.geo.length(x))
 	}
-	t.last = uint32(x) + 1
-	t.dirty = true
+	// Last, the sender's anchor for judging the chunks it has in flight,
+	// moves only for a chunk whose hash verified: a chunk frame is anyone's
+	// until then, and a forged one must not make the sender resend what is
+	// still on its way.
 	if t.have.has(x) {
+		// A held chunk's parent is held: check the copy before it counts.
+		want, _ := t.expected(x)
+		if !t.matches(x, m.Data, want) {
+			r.Stats.HashFailures++
+			r.Counters.Add(protocol.ReasonBadSignature)
+			return fmt.Errorf("%w: chunk %d of %d (a copy of one held)", ErrChunkHash, x, m.ID)
+		}
 		r.Stats.Duplicates++
+		t.last, t.dirty = uint32(x)+1, true
 		return nil
 	}
 	if _, ok := t.pending[x]; ok {
@@ -544,11 +554,13 @@ func (r *Receiver) onChunk(m *protocol.Chunk) error {
 		}
 		r.Stats.Pending++
 		t.pending[x] = append([]byte(nil), m.Data...)
+		t.dirty = true
 		return nil
 	}
 	if err := r.verifyAndAccept(m.ID, t, x, m.Data, want); err != nil {
 		return err
 	}
+	t.last, t.dirty = uint32(x)+1, true
 	if t.count == t.geo.t {
 		r.complete(m.ID, t)
 	}
@@ -576,19 +588,26 @@ func (t *rxTransfer) expected(x int) (want []byte, ok bool) {
 	return b[pos*HashLen : (pos+1)*HashLen], true
 }
 
-func (r *Receiver) verifyAndAccept(id uint64, t *rxTransfer, x int, data, want []byte) error {
-	var ok bool
+// matches says whether chunk x's data hashes to want, what its parent
+// (or the offer's root) says it must.
+func (t *rxTransfer) matches(x int, data, want []byte) bool {
 	if len(want) == len(t.offer.Root) && x < t.geo.h {
 		if _, _, top := t.geo.parent(x); top {
 			sum := t.geo.root(data)
-			ok = bytes.Equal(sum[:], want)
+			if bytes.Equal(sum[:], want) {
+				return true
+			}
 		}
 	}
-	if !ok && len(want) == HashLen {
+	if len(want) == HashLen {
 		sum := t.geo.hash(x, data)
-		ok = bytes.Equal(sum[:], want)
+		return bytes.Equal(sum[:], want)
 	}
-	if !ok {
+	return false
+}
+
+func (r *Receiver) verifyAndAccept(id uint64, t *rxTransfer, x int, data, want []byte) error {
+	if !t.matches(x, data, want) {
 		r.Stats.HashFailures++
 		r.Counters.Add(protocol.ReasonBadSignature)
 		return fmt.Errorf("%w: chunk %d of %d", ErrChunkHash, x, id)
