@@ -521,6 +521,10 @@ func TestWhiteoutsKeepLostFound(t *testing.T) {
 		{"whiteout", [][]byte{newTB().file("a", "1").file(".wh.lost+found", "").bytes()}},
 		{"root opaque marker", [][]byte{newTB().file("a", "1").bytes(), newTB().file(".wh..wh..opq", "").file("b", "2").bytes()}},
 		{"root opaque marker first", [][]byte{newTB().file(".wh..wh..opq", "").file("b", "2").bytes()}},
+		// What fsck put in lost+found is the filesystem's too.
+		{"whiteout inside lost+found", [][]byte{newTB().file("a", "1").file("lost+found/.wh.#12", "").bytes()}},
+		{"opaque marker inside lost+found", [][]byte{newTB().file("a", "1").file("lost+found/.wh..wh..opq", "").bytes()}},
+		{"opaque marker inside ./lost+found", [][]byte{newTB().file("a", "1").file("./lost+found//.wh..wh..opq", "").bytes()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			slot, outside := sandbox(t)
