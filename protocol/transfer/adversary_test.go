@@ -811,3 +811,46 @@ func TestForgedAnchorBounded(t *testing.T) {
 		t.Errorf("%d frames sent, %.2fx the clean run's %d", h.sender.Stats.Frames, ratio, clean.sender.Stats.Frames)
 	}
 }
+
+// TestCancelAfterKeyRemoved: the ground key of an active transfer is
+// removed from the vehicle's configuration (rotation) while the transfer
+// is still in the journal. A cancel of it, forged by anyone (any 64 bytes
+// of signature), must be refused as bad-signature, not crash the vehicle.
+func TestCancelAfterKeyRemoved(t *testing.T) {
+	f := newRxFixture(t)
+	plan := testPlan(t, f.codec, 5, bytes.Repeat([]byte{5}, 3000), f.priv)
+	if err := f.step(f.encode(&plan.Offer)); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := f.j.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub2, _ := testKey(2)
+	cfg := f.r.cfg
+	cfg.Keys = map[uint32]ed25519.PublicKey{2: pub2} // key 1 rotated out
+	cfg.Auth = testAuth(t, 2)
+	r, err := NewReceiver(cfg, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Active()) != 1 {
+		t.Fatalf("active after the restart: %v", r.Active())
+	}
+	forged := &protocol.Cancel{ID: 5, Reason: protocol.CancelByGround, Vehicle: testVehicle, Sig: bytes.Repeat([]byte{1}, protocol.SignatureLen)}
+	var stepErr error
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("a forged cancel of a transfer whose key was removed panics the receiver: %v", p)
+			}
+		}()
+		stepErr = r.Step(epoch, f.encode(forged))
+	}()
+	if !errors.Is(stepErr, protocol.ErrUnknownKey) && !errors.Is(stepErr, protocol.ErrBadSignature) {
+		t.Fatalf("forged cancel: %v, want unknown key or bad signature", stepErr)
+	}
+	if len(r.Active()) != 1 {
+		t.Fatal("a forged cancel ended the transfer")
+	}
+}
