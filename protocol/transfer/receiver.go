@@ -728,7 +728,15 @@ func (r *Receiver) onCancel(m *protocol.Cancel) error {
 	}
 	msg := protocol.CancelSigningBytes(m)
 	if t := r.active[m.ID]; t != nil {
-		if !ed25519.Verify(r.cfg.Keys[t.offer.KeyID], msg, m.Sig) {
+		key, ok := r.cfg.Keys[t.offer.KeyID]
+		if !ok {
+			// The transfer's key was rotated out of the configuration
+			// since its offer was journaled: no cancel can verify.
+			r.Stats.UnknownKey++
+			r.Counters.Add(protocol.ReasonUnknownKey)
+			return fmt.Errorf("%w: cancel of %d, whose offer key %d is no longer configured", protocol.ErrUnknownKey, m.ID, t.offer.KeyID)
+		}
+		if !ed25519.Verify(key, msg, m.Sig) {
 			r.Stats.Forged++
 			r.Counters.Add(protocol.ReasonBadSignature)
 			return fmt.Errorf("%w: cancel of %d", protocol.ErrBadSignature, m.ID)
