@@ -376,6 +376,13 @@ func (m *Manager) keepPristine(ctx context.Context, id SlotID, etcFd int) error 
 		return err
 	}
 	defer unix.Close(dfd)
+	// The copy keeps the image's setuid bits and device nodes, on the
+	// running system's filesystem, outside the slot's nosuid and nodev:
+	// no one but flightd may get into it. Empty yet, so nothing was
+	// reachable before this.
+	if err := unix.Fchmod(dfd, 0o700); err != nil {
+		return err
+	}
 	if err := copyTreeAt(ctx, etcFd, dfd); err != nil {
 		return err
 	}

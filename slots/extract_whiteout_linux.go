@@ -13,6 +13,11 @@ import (
 )
 
 func (x *extractor) whiteout(dir, base string) error {
+	if top, _, _ := strings.Cut(dir, "/"); top == "lost+found" {
+		// What fsck put there is the filesystem's, as lost+found itself
+		// is (the tree digest leaves it out): no whiteout reaches it.
+		return nil
+	}
 	if base == opaqueMarker {
 		return x.opaque(dir)
 	}
@@ -62,8 +67,8 @@ func (x *extractor) whiteout(dir, base string) error {
 
 // keepTop says whether the top-level name is one that no whiteout or
 // opaque marker removes: lost+found, which the slot's filesystem owns (and
-// the tree digest leaves out), and the directory the old tree is being
-// deleted from by a goroutine of its own.
+// the tree digest leaves out; whiteouts below it are ignored too), and the
+// directory the old tree is being deleted from by a goroutine of its own.
 func (x *extractor) keepTop(name string) bool {
 	return name == "lost+found" || x.trash != "" && name == x.trash
 }

@@ -521,6 +521,10 @@ func TestWhiteoutsKeepLostFound(t *testing.T) {
 		{"whiteout", [][]byte{newTB().file("a", "1").file(".wh.lost+found", "").bytes()}},
 		{"root opaque marker", [][]byte{newTB().file("a", "1").bytes(), newTB().file(".wh..wh..opq", "").file("b", "2").bytes()}},
 		{"root opaque marker first", [][]byte{newTB().file(".wh..wh..opq", "").file("b", "2").bytes()}},
+		// What fsck put in lost+found is the filesystem's too.
+		{"whiteout inside lost+found", [][]byte{newTB().file("a", "1").file("lost+found/.wh.#12", "").bytes()}},
+		{"opaque marker inside lost+found", [][]byte{newTB().file("a", "1").file("lost+found/.wh..wh..opq", "").bytes()}},
+		{"opaque marker inside ./lost+found", [][]byte{newTB().file("a", "1").file("./lost+found//.wh..wh..opq", "").bytes()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			slot, outside := sandbox(t)
@@ -659,4 +663,47 @@ func TestInstallDeclaredSize(t *testing.T) {
 	if _, err := m.Install(ctx, B, Image{Layers: readers(sparseTar("fs.img", 2<<20)), Size: 1 << 20}); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("raw: %v", err)
 	}
+}
+
+// TestPristineCopyNotReachable: the pristine copy of a new image's /etc is
+// made on the running system's filesystem (the state directory), outside
+// the slot and its mount options (nodev, nosuid), as soon as the image is
+// installed, before it is ever booted. It keeps the image's setuid bits
+// and device nodes, so it must be reachable by nobody but flightd: an
+// image's etc/su (setuid root) or etc/disk (a 0666 block device) must not
+// become a way in for any local user of the running system.
+func TestPristineCopyNotReachable(t *testing.T) {
+	r := newEtcVarRig(t)
+	b := newTB().dir("etc").file("etc/keep.conf", "k").file("etc/app.conf", "v2").
+		hdr(&tar.Header{Name: "etc/su", Typeflag: tar.TypeReg, Mode: 0o4755, Size: 2}, "#!")
+	if os.Geteuid() == 0 {
+		b = b.hdr(&tar.Header{Name: "etc/null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3}, "")
+	}
+	img := b.dir("var").bytes()
+	if _, err := r.m.Install(context.Background(), B, Image{Label: "suid", Layers: readers(img)}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(r.m.pristineDir(B), "su"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pristine copy of etc/su: %v", st.Mode())
+	for p := r.m.pristineDir(B); strings.HasPrefix(p, r.o.StateDir); p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm()&0o077 == 0 {
+			return // no one but the owner gets past p
+		}
+	}
+	t.Errorf("the pristine copy of B's /etc (setuid files, device nodes) is reachable by every local user: %s is %v", r.m.pristineDir(B), mustMode(t, r.m.pristineDir(B)))
+}
+
+func mustMode(t *testing.T, p string) os.FileMode {
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode()
 }

@@ -55,13 +55,18 @@ func NewMux(cfg MuxConfig, links ...Link) (*Mux, error) {
 		recv: make(chan muxFrame), done: make(chan struct{}), max: links[0].MaxFrame()}
 	m.ctx, m.stop = context.WithCancel(context.Background())
 	names := map[string]bool{}
-	for i, l := range links {
+	for _, l := range links {
 		if names[l.Name()] {
+			m.stop()
 			return nil, fmt.Errorf("%w: mux: two links named %q", ErrConfig, l.Name())
 		}
 		names[l.Name()] = true
 		// A frame may take any link: it must fit the smallest.
 		m.max = min(m.max, l.MaxFrame())
+	}
+	// Only an accepted Mux reads its links: a refused one leaves them to
+	// the caller as they were.
+	for i := range links {
 		m.wg.Add(1)
 		go m.pump(i)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 )
@@ -149,5 +150,20 @@ func TestMuxOverUDP(t *testing.T) {
 	st := m.Stats()
 	if st[0].Up || st[0].FramesOut != 0 || !st[1].Up || st[1].FramesOut != 1 || st[1].FramesIn != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestMuxRefusedLeavesNothingRunning: a Mux refused for two links of one
+// name must not have started reading from the links before it: the
+// caller still owns them, and a reader left behind would take their
+// frames (and never stop, its context never cancelled).
+func TestMuxRefusedLeavesNothingRunning(t *testing.T) {
+	a, b, c := newFake("uhf", 256, true), newFake("sband", 1024, true), newFake("uhf", 256, true)
+	before := runtime.NumGoroutine()
+	if _, err := NewMux(MuxConfig{}, a, b, c); !errors.Is(err, ErrConfig) {
+		t.Fatalf("two links named uhf: %v", err)
+	}
+	if n := runtime.NumGoroutine() - before; n != 0 {
+		t.Fatalf("a refused Mux left %d goroutines reading its links", n)
 	}
 }

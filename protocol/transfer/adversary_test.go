@@ -617,3 +617,296 @@ func FuzzSenderStep(f *testing.F) {
 		}
 	})
 }
+
+// TestReplayedOldCancelBounded: a genuine cancel captured long ago, of a
+// transfer finished and since forgotten one by one (older than the
+// MaxFinished remembered, below the key's floor), is a replay: replayed
+// many times it writes nothing to the journal and is answered only from
+// the answer budget, as every other replayable input is.
+func TestReplayedOldCancelBounded(t *testing.T) {
+	f := newRxFixture(t)
+	f.r.cfg.MaxFinished = 1
+	var captured []byte
+	for _, id := range []uint64{5, 6} {
+		plan := testPlan(t, f.codec, id, bytes.Repeat([]byte{byte(id)}, 3000), f.priv)
+		if err := f.step(f.encode(&plan.Offer)); err != nil {
+			t.Fatal(err)
+		}
+		c := f.encode(signedCancel(f, id))
+		if err := f.step(c); err != nil {
+			t.Fatal(err)
+		}
+		if captured == nil {
+			captured = c
+		}
+	}
+	if _, ok := f.r.finished[5]; ok {
+		t.Fatal("transfer 5 still remembered one by one; the test needs it forgotten")
+	}
+	const n = 200
+	records, answers := 0, 0
+	for range n {
+		_ = f.r.Step(epoch, captured)
+		rd := f.r.Ready()
+		records += len(rd.Records)
+		answers += len(rd.Messages)
+		if err := Persist(&rd, f.s, f.j); err != nil {
+			t.Fatal(err)
+		}
+		f.r.Advance()
+	}
+	t.Logf("%d replays of a captured cancel: %d journal records, %d answers", n, records, answers)
+	if records != 0 {
+		t.Errorf("%d replays of an old cancel wrote %d journal records, want 0", n, records)
+	}
+	if answers > f.r.cfg.AnswerBurst {
+		t.Errorf("%d replays of an old cancel got %d answers at one instant, want at most the burst %d", n, answers, f.r.cfg.AnswerBurst)
+	}
+	if f.r.Stats.Replayed == 0 || f.r.Counters.Get(protocol.ReasonReplayed) == 0 {
+		t.Errorf("replayed cancels not counted: stats %d, counter %d", f.r.Stats.Replayed, f.r.Counters.Get(protocol.ReasonReplayed))
+	}
+}
+
+// TestJunkChunkDoesNotAnchorReports: a report's Last is the sender's
+// anchor (the sequence number of its last send of chunk Last-1): in-flight
+// chunks sent before it and not listed as held become missing and are sent
+// again. A chunk frame is unauthenticated until its hash verifies, so a
+// forged one - at a fresh index, at the index of a chunk already held, or
+// one waiting for its hash block - must not move Last: else anyone on the
+// forward link makes the sender judge (and resend) every chunk still in
+// flight, on every report.
+func TestJunkChunkDoesNotAnchorReports(t *testing.T) {
+	f := newRxFixture(t)
+	data := bytes.Repeat([]byte("bootorbit anchors "), 400)
+	plan := testPlan(t, f.codec, 5, data, f.priv)
+	h, n := plan.Chunks()
+	if h < 1 || n < 4 {
+		t.Fatalf("plan of %d hash blocks and %d data chunks; the test needs more", h, n)
+	}
+	genuine := func(x int) *protocol.Chunk {
+		b, err := plan.chunk(x, make([]byte, plan.geo.chunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &protocol.Chunk{ID: 5, Index: uint32(x), Data: append([]byte(nil), b...)}
+	}
+	junk := func(x int) *protocol.Chunk {
+		c := genuine(x)
+		for i := range c.Data {
+			c.Data[i] ^= 0x5a
+		}
+		return c
+	}
+	now := epoch
+	var seq uint64
+	// lastOf asks for a report (an authenticated request) and returns its Last.
+	lastOf := func() uint32 {
+		t.Helper()
+		seq++
+		rq := &protocol.ReportRequest{ID: 5, Seq: seq}
+		if err := f.v.SignRequest(rq); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Second)
+		if err := f.r.Step(now, f.encode(rq)); err != nil {
+			t.Fatal(err)
+		}
+		f.r.Tick(now)
+		rd := f.r.Ready()
+		f.r.Advance()
+		for _, o := range rd.Messages {
+			if rep, ok := o.Msg.(*protocol.Report); ok {
+				return rep.Last
+			}
+		}
+		t.Fatal("no report")
+		return 0
+	}
+	feed := func(c *protocol.Chunk) {
+		now = now.Add(time.Second)
+		_ = f.r.Step(now, f.encode(c))
+	}
+	if err := f.step(f.encode(&plan.Offer)); err != nil {
+		t.Fatal(err)
+	}
+	// Only data chunk h+1 arrives at first, before its hash block: it
+	// waits in memory, unverified.
+	feed(genuine(h + 1))
+	if got := lastOf(); got != 0 {
+		t.Errorf("a chunk waiting for its hash block, unverified, set Last %d", got)
+	}
+	for x := 0; x < h; x++ {
+		feed(genuine(x))
+	}
+	feed(genuine(h))
+	want := lastOf()
+	if want == 0 {
+		t.Fatal("genuine chunks left Last at 0")
+	}
+	for _, c := range []struct {
+		name string
+		c    *protocol.Chunk
+	}{
+		{"junk at a fresh index", junk(h + 3)},
+		{"junk at the index of a held chunk", junk(0)},
+		{"junk at the last index", junk(plan.geo.t - 1)},
+	} {
+		feed(c.c)
+		if got := lastOf(); got != want {
+			t.Errorf("%s (index %d): report Last %d, want %d (the last verified chunk's)", c.name, c.c.Index, got, want)
+		}
+	}
+}
+
+// TestForgedAnchorBounded runs a transfer while an adversary on the
+// forward link, after every chunk the sender sends, injects a forged copy
+// of it (same index and length, junk bytes) that reaches the vehicle
+// before the genuine one. Were a forged chunk to set a report's Last, each
+// report would be anchored at the sender's latest send, and every chunk
+// still in flight would be judged missing and sent again (lunar, 1 MiB,
+// seed 1: 1348 frames against 1085 clean, 24% more link time, before a
+// forged chunk stopped moving Last). The frames per payload byte stay
+// within 1.2x of the clean run of the same seed.
+func TestForgedAnchorBounded(t *testing.T) {
+	prof, err := linksim.Named("lunar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := testSeed(t)
+	const size = 1 << 20
+	clean := newHarness(t, prof, seed, size)
+	clean.run(60 * 24 * time.Hour)
+	clean.check()
+
+	h := newHarness(t, prof, seed, size)
+	fwd := h.scfg.Codec
+	var forged [][]byte
+	h.drop = func(d linksim.Dir, m protocol.Message) bool {
+		if c, ok := m.(*protocol.Chunk); ok && d == linksim.Forward {
+			j := &protocol.Chunk{ID: c.ID, Index: c.Index, Data: bytes.Repeat([]byte{0x5a}, len(c.Data))}
+			f, err := fwd.Encode(j)
+			if err != nil {
+				t.Fatal(err)
+			}
+			forged = append(forged, f)
+		}
+		return false
+	}
+	h.adversary = func() {
+		for _, f := range forged {
+			if h.recv != nil {
+				_ = h.recv.Step(h.sim.Now(), f)
+			}
+		}
+		forged = forged[:0]
+	}
+	h.run(60 * 24 * time.Hour)
+	h.check()
+	perByte := func(h *harness) float64 { return float64(h.sender.Stats.Frames) / float64(len(h.data)) }
+	ratio := perByte(h) / perByte(clean)
+	t.Logf("%s seed %d: frames %d (clean %d), ratio %.3f; %v simulated (clean %v); vehicle hash failures %d",
+		prof.Name, seed, h.sender.Stats.Frames, clean.sender.Stats.Frames, ratio,
+		h.sim.Elapsed().Round(time.Second), clean.sim.Elapsed().Round(time.Second), h.recv.Stats.HashFailures)
+	if ratio > 1.2 {
+		t.Errorf("%d frames sent, %.2fx the clean run's %d", h.sender.Stats.Frames, ratio, clean.sender.Stats.Frames)
+	}
+}
+
+// TestCancelAfterKeyRemoved: the ground key of an active transfer is
+// removed from the vehicle's configuration (rotation) while the transfer
+// is still in the journal. A cancel of it, forged by anyone (any 64 bytes
+// of signature), must be refused as bad-signature, not crash the vehicle.
+func TestCancelAfterKeyRemoved(t *testing.T) {
+	f := newRxFixture(t)
+	plan := testPlan(t, f.codec, 5, bytes.Repeat([]byte{5}, 3000), f.priv)
+	if err := f.step(f.encode(&plan.Offer)); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := f.j.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub2, _ := testKey(2)
+	cfg := f.r.cfg
+	cfg.Keys = map[uint32]ed25519.PublicKey{2: pub2} // key 1 rotated out
+	cfg.Auth = testAuth(t, 2)
+	r, err := NewReceiver(cfg, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Active()) != 1 {
+		t.Fatalf("active after the restart: %v", r.Active())
+	}
+	forged := &protocol.Cancel{ID: 5, Reason: protocol.CancelByGround, Vehicle: testVehicle, Sig: bytes.Repeat([]byte{1}, protocol.SignatureLen)}
+	var stepErr error
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("a forged cancel of a transfer whose key was removed panics the receiver: %v", p)
+			}
+		}()
+		stepErr = r.Step(epoch, f.encode(forged))
+	}()
+	if !errors.Is(stepErr, protocol.ErrUnknownKey) && !errors.Is(stepErr, protocol.ErrBadSignature) {
+		t.Fatalf("forged cancel: %v, want unknown key or bad signature", stepErr)
+	}
+	if len(r.Active()) != 1 {
+		t.Fatal("a forged cancel ended the transfer")
+	}
+}
+
+// TestTwinTransferReplay: the ground sends the same bundle to vehicles X
+// and Y under the same transfer id (as TestOtherVehicleFrames allows: same
+// ground key, same id), so the two transfers have the same hash root and
+// the same chunks. An adversary replays to Y half of the chunk frames it
+// captured on X's uplink, just after Y accepted its offer. Y verifies and
+// journals them - they are genuine - and its reports say it holds chunks
+// Y's sender has not sent yet; the sender counts every such report as a
+// contradiction and ends the transfer with ErrContradictions after
+// MaxContradictions of them. Genuine, hash-verified data from a replay
+// must not kill a transfer.
+//
+// Open: the fix is the sender's (what a claim of chunks it never sent
+// means when the chunks verify against the root it signed), left to the
+// transfer's owners, who remove the Skip with it. Today the run ends with
+// "too many contradictory reports: 9, last: report claims 79 chunks never
+// sent" (lunar, 200 KiB, the default seed).
+func TestTwinTransferReplay(t *testing.T) {
+	t.Skip("open finding: a replay of genuine chunks of an identical transfer ends it with ErrContradictions (remove this Skip with the fix)")
+	prof, err := linksim.Named("lunar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 200 << 10
+	h := newHarness(t, prof, testSeed(t), size)
+	fwd := h.scfg.Codec
+	_, priv := testKey(1)
+	twin, err := NewPlan(fwd, testVehicle+1, h.id, []byte("sha256:test"), bytes.NewReader(h.data), uint64(size), 0, 1, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var frames [][]byte
+	for x := 0; x < twin.geo.t/2; x++ {
+		b, err := twin.chunk(x, make([]byte, twin.geo.chunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := fwd.Encode(&protocol.Chunk{ID: h.id, Index: uint32(x), Data: append([]byte(nil), b...)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, f)
+	}
+	h.adversary = func() {
+		if frames == nil || h.recv == nil || len(h.recv.Active()) == 0 {
+			return
+		}
+		for _, f := range frames {
+			_ = h.recv.Step(h.sim.Now(), f)
+		}
+		frames = nil
+	}
+	h.run(60 * 24 * time.Hour)
+	h.check()
+	t.Logf("contradictions %d, frames %d", h.sender.Stats.Contradictions, h.sender.Stats.Frames)
+}

@@ -541,10 +541,20 @@ func (r *Receiver) onChunk(m *protocol.Chunk) error {
 		r.Counters.Add(protocol.ReasonInvalidField)
 		return fmt.Errorf("%w: chunk %d is %d bytes, want %d", ErrChunkSize, x, len(m.Data), t.geo.length(x))
 	}
-	t.last = uint32(x) + 1
-	t.dirty = true
+	// Last, the sender's anchor for judging the chunks it has in flight,
+	// moves only for a chunk whose hash verified: a chunk frame is anyone's
+	// until then, and a forged one must not make the sender resend what is
+	// still on its way.
 	if t.have.has(x) {
+		// A held chunk's parent is held: check the copy before it counts.
+		want, _ := t.expected(x)
+		if !t.matches(x, m.Data, want) {
+			r.Stats.HashFailures++
+			r.Counters.Add(protocol.ReasonBadSignature)
+			return fmt.Errorf("%w: chunk %d of %d (a copy of one held)", ErrChunkHash, x, m.ID)
+		}
 		r.Stats.Duplicates++
+		t.last, t.dirty = uint32(x)+1, true
 		return nil
 	}
 	if _, ok := t.pending[x]; ok {
@@ -559,11 +569,13 @@ func (r *Receiver) onChunk(m *protocol.Chunk) error {
 		}
 		r.Stats.Pending++
 		t.pending[x] = append([]byte(nil), m.Data...)
+		t.dirty = true
 		return nil
 	}
 	if err := r.verifyAndAccept(m.ID, t, x, m.Data, want); err != nil {
 		return err
 	}
+	t.last, t.dirty = uint32(x)+1, true
 	if t.count == t.geo.t {
 		r.complete(m.ID, t)
 	}
@@ -591,19 +603,26 @@ func (t *rxTransfer) expected(x int) (want []byte, ok bool) {
 	return b[pos*HashLen : (pos+1)*HashLen], true
 }
 
-func (r *Receiver) verifyAndAccept(id uint64, t *rxTransfer, x int, data, want []byte) error {
-	var ok bool
+// matches says whether chunk x's data hashes to want, what its parent
+// (or the offer's root) says it must.
+func (t *rxTransfer) matches(x int, data, want []byte) bool {
 	if len(want) == len(t.offer.Root) && x < t.geo.h {
 		if _, _, top := t.geo.parent(x); top {
 			sum := t.geo.root(data)
-			ok = bytes.Equal(sum[:], want)
+			if bytes.Equal(sum[:], want) {
+				return true
+			}
 		}
 	}
-	if !ok && len(want) == HashLen {
+	if len(want) == HashLen {
 		sum := t.geo.hash(x, data)
-		ok = bytes.Equal(sum[:], want)
+		return bytes.Equal(sum[:], want)
 	}
-	if !ok {
+	return false
+}
+
+func (r *Receiver) verifyAndAccept(id uint64, t *rxTransfer, x int, data, want []byte) error {
+	if !t.matches(x, data, want) {
 		r.Stats.HashFailures++
 		r.Counters.Add(protocol.ReasonBadSignature)
 		return fmt.Errorf("%w: chunk %d of %d", ErrChunkHash, x, id)
@@ -724,7 +743,15 @@ func (r *Receiver) onCancel(m *protocol.Cancel) error {
 	}
 	msg := protocol.CancelSigningBytes(m)
 	if t := r.active[m.ID]; t != nil {
-		if !ed25519.Verify(r.cfg.Keys[t.offer.KeyID], msg, m.Sig) {
+		key, ok := r.cfg.Keys[t.offer.KeyID]
+		if !ok {
+			// The transfer's key was rotated out of the configuration
+			// since its offer was journaled: no cancel can verify.
+			r.Stats.UnknownKey++
+			r.Counters.Add(protocol.ReasonUnknownKey)
+			return fmt.Errorf("%w: cancel of %d, whose offer key %d is no longer configured", protocol.ErrUnknownKey, m.ID, t.offer.KeyID)
+		}
+		if !ed25519.Verify(key, msg, m.Sig) {
 			r.Stats.Forged++
 			r.Counters.Add(protocol.ReasonBadSignature)
 			return fmt.Errorf("%w: cancel of %d", protocol.ErrBadSignature, m.ID)
@@ -747,6 +774,16 @@ func (r *Receiver) onCancel(m *protocol.Cancel) error {
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
 	for _, kid := range ids {
 		if ed25519.Verify(r.cfg.Keys[kid], msg, m.Sig) {
+			if m.ID <= r.floors[kid] {
+				// A transfer of this key at or below its floor ended
+				// and was forgotten one by one: this cancel is a
+				// replay. Recording it would write to the journal per
+				// replay; the ack comes from the answer budget.
+				r.Stats.Replayed++
+				r.Counters.Add(protocol.ReasonReplayed)
+				r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck})
+				return fmt.Errorf("%w: cancel of %d, key %d finished %d already", protocol.ErrReplayed, m.ID, kid, r.floors[kid])
+			}
 			r.finishRecord(m.ID, finished{status: statusCancelled, key: kid}, false)
 			r.Stats.Cancelled++
 			r.send(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelAck})

@@ -67,9 +67,14 @@ func ReadFile(r io.Reader) (*Plan, io.Reader, error) {
 	if n == 0 || n > MaxPlanSize {
 		return nil, nil, fmt.Errorf("%w: plan length %d, want 1..%d", ErrTooLarge, n, MaxPlanSize)
 	}
-	b := make([]byte, n) // bounded by MaxPlanSize just above
-	if _, err := io.ReadFull(r, b); err != nil {
+	// Allocate as the plan's bytes arrive, not as the header claims: a
+	// few bytes of file must not cost MaxPlanSize of memory.
+	b, err := io.ReadAll(io.LimitReader(r, int64(n)))
+	if err != nil {
 		return nil, nil, fileErr(err, "plan")
+	}
+	if len(b) != int(n) {
+		return nil, nil, fileErr(io.ErrUnexpectedEOF, "plan")
 	}
 	p, err := DecodePlan(b)
 	if err != nil {

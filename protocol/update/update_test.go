@@ -3,9 +3,11 @@ package update
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -361,5 +363,26 @@ func TestDiffIDsRefusals(t *testing.T) {
 		if _, err := DiffIDs([]byte(c)); !errors.Is(err, ErrMalformed) {
 			t.Errorf("DiffIDs(%s) = %v, want ErrMalformed", c, err)
 		}
+	}
+}
+
+// TestReadFileAllocatesByInput: a 13-byte file whose header claims a plan
+// of MaxPlanSize bytes is refused as truncated without allocating what the
+// header claims: allocation follows the bytes that arrive, not an
+// attacker's number.
+func TestReadFileAllocatesByInput(t *testing.T) {
+	hdr := append([]byte(FileMagic), 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(hdr[len(FileMagic):], MaxPlanSize)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, _, err := ReadFile(bytes.NewReader(hdr))
+	runtime.ReadMemStats(&after)
+	allocs := after.TotalAlloc - before.TotalAlloc
+	if !errors.Is(err, ErrTruncated) {
+		t.Fatalf("header alone: %v, want truncated", err)
+	}
+	t.Logf("a %d-byte file claiming a %d-byte plan: %d bytes allocated", len(hdr), MaxPlanSize, allocs)
+	if allocs > 64<<10 {
+		t.Fatalf("a %d-byte file made ReadFile allocate %d bytes", len(hdr), allocs)
 	}
 }
