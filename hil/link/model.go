@@ -31,11 +31,18 @@ type LinkState = linksim.LinkState
 // adds to it.
 type Channel struct {
 	linksim.Channel
-	// Jitter spreads the one-way delay uniformly over [Delay-Jitter,
-	// Delay+Jitter] (never below zero), keeping the order of frames: a
-	// frame never arrives before the one sent ahead of it (as on a radio,
-	// where jitter comes from the path, not from overtaking). Reordering
-	// is Reorder's job.
+	// Jitter spreads the one-way delay over [Delay-Jitter, Delay+Jitter]
+	// (never below zero) with mean Delay, keeping the order of frames (as
+	// on a radio, where jitter comes from the path, not from overtaking;
+	// reordering is Reorder's job). The offset is a random walk reflected
+	// at +-Jitter whose step from one frame to the next is bounded by the
+	// time between them, so that a frame never arrives before the one
+	// ahead of it: frames more than 2*Jitter apart get independent
+	// uniform offsets, frames close together similar ones. A walk with
+	// symmetric steps and reflecting bounds stays uniform over the range,
+	// so the mean delay is Delay however dense the traffic (clamping each
+	// frame to the one ahead instead would push the mean towards
+	// Delay+Jitter under load).
 	Jitter time.Duration
 	// Queue bounds the bytes waiting for the serialiser (the frame being
 	// sent included): a frame that would exceed it is dropped (tail drop),
@@ -172,6 +179,12 @@ type DirStats struct {
 	Reordered      int64 `json:"reordered"` // held back so that later frames overtake them
 	Corrupted      int64 `json:"corrupted"` // delivered with a bit flipped
 	Truncated      int64 `json:"truncated"` // delivered cut short
+	// Set by the Emulator, not the model: datagrams refused at the
+	// entrance because they came from neither endpoint, and deliveries
+	// that could not be written out (no endpoint known yet, a failed
+	// write).
+	Strangers     int64 `json:"strangers"`
+	Undeliverable int64 `json:"undeliverable"`
 }
 
 // Transmitted is the number of frames that went on the air: offered, not
@@ -219,10 +232,12 @@ type Model struct {
 
 type dirState struct {
 	ch     Channel
-	busy   time.Time // the serialiser is busy until then
-	fifo   []queued  // frames not yet serialised, in order
-	queued int       // their bytes
-	last   time.Time // latest in-order delivery
+	busy   time.Time     // the serialiser is busy until then
+	fifo   []queued      // frames not yet serialised, in order
+	queued int           // their bytes
+	last   time.Time     // latest in-order delivery
+	jitX   time.Duration // the jitter walk's offset
+	jitEnd time.Time     // the end of serialisation of the frame that set it
 	geBad  bool
 	geSlot time.Time
 	stats  DirStats
@@ -460,7 +475,7 @@ func (m *Model) Send(d Dir, now time.Time, frame []byte) {
 	}
 	at := end.Add(c.Delay)
 	if c.Jitter > 0 {
-		at = at.Add(time.Duration(m.rng.Int64N(2*int64(c.Jitter)+1)) - c.Jitter)
+		at = at.Add(m.jitter(ds, end))
 		if at.Before(end) {
 			at = end
 		}
@@ -480,6 +495,26 @@ func (m *Model) Send(d Dir, now time.Time, frame []byte) {
 		st.Duplicated++
 		m.push(Delivery{Dir: d, At: at, Data: append([]byte(nil), f...)})
 	}
+}
+
+// jitter moves direction ds's jitter walk to a frame whose serialisation
+// ends at end and returns its offset.
+func (m *Model) jitter(ds *dirState, end time.Time) time.Duration {
+	j := ds.ch.Jitter
+	g := end.Sub(ds.jitEnd)
+	if ds.jitEnd.IsZero() || g >= 2*j {
+		ds.jitX = time.Duration(m.rng.Int64N(2*int64(j)+1)) - j
+	} else {
+		x := ds.jitX + time.Duration(m.rng.Int64N(2*int64(g)+1)) - g
+		if x > j {
+			x = 2*j - x
+		} else if x < -j {
+			x = -2*j - x
+		}
+		ds.jitX = x
+	}
+	ds.jitEnd = end
+	return ds.jitX
 }
 
 // lose draws the loss of a frame starting at begin: the Gilbert-Elliott

@@ -96,28 +96,31 @@ func TestQueueTailDrop(t *testing.T) {
 
 func TestJitterKeepsOrder(t *testing.T) {
 	c := channel(1e6, 100*time.Millisecond)
-	c.Jitter = 50 * time.Millisecond
+	c.Jitter = 5 * time.Millisecond
 	m := newModel(t, Spec{Forward: c}, testrand.Seed(t))
-	// Frames 1 ms apart: a frame that draws a short delay waits for the
-	// one ahead of it.
+	// Frames 1 ms apart, closer than the jitter's spread: the offset
+	// walks, never letting a frame overtake the one ahead, over the whole
+	// range with the delay as its mean.
 	got := stream(m, Forward, 100, time.Millisecond, 10*time.Second)
-	var lo, hi time.Duration = time.Hour, 0
+	var lo, hi, sum time.Duration = time.Hour, 0, 0
 	for i, d := range got {
 		if i > 0 && d.At.Before(got[i-1].At) {
 			t.Fatalf("delivery %d overtakes %d", i, i-1)
 		}
 		sent := time.Duration(i) * time.Millisecond
 		lat := d.At.Sub(t0) - sent
-		lo, hi = min(lo, lat), max(hi, lat)
+		lo, hi, sum = min(lo, lat), max(hi, lat), sum+lat
 	}
 	if len(got) != 10000 {
 		t.Fatalf("%d deliveries", len(got))
 	}
-	if lo < 50*time.Millisecond || hi > 151*time.Millisecond {
-		t.Errorf("latency in [%v, %v], want within [50.8ms, 150.8ms]", lo, hi)
+	mean := sum / time.Duration(len(got))
+	if lo < 95*time.Millisecond || hi > 106*time.Millisecond || hi-lo < 9*time.Millisecond || relErr(float64(mean), float64(100800*time.Microsecond)) > 0.02 {
+		t.Errorf("latency in [%v, %v], mean %v, want spread over [95.8ms, 105.8ms], mean 100.8ms", lo, hi, mean)
 	}
-	// Frames 200 ms apart never wait: the latency spreads over the whole
-	// range.
+	// Frames 200 ms apart, farther than the spread of 100 ms: independent
+	// offsets.
+	c.Jitter = 50 * time.Millisecond
 	m = newModel(t, Spec{Forward: c}, testrand.Seed(t)+1)
 	got = stream(m, Forward, 100, 200*time.Millisecond, 200*time.Second)
 	lo, hi = time.Hour, 0
