@@ -105,10 +105,12 @@ func New(cfg Config) (*Emulator, error) {
 	return e, nil
 }
 
-// AddrA is the address the ground side sends to (UDP emulators only).
+// AddrA is the address the ground side sends to (the zero AddrPort for
+// an IP emulator).
 func (e *Emulator) AddrA() netip.AddrPort { return e.udp[SideA].local() }
 
-// AddrB is the address the vehicle side sends to (UDP emulators only).
+// AddrB is the address the vehicle side sends to (the zero AddrPort for
+// an IP emulator).
 func (e *Emulator) AddrB() netip.AddrPort { return e.udp[SideB].local() }
 
 // Seed is the model's seed.
@@ -372,6 +374,9 @@ func unmap(a netip.AddrPort) netip.AddrPort {
 }
 
 func (p *udpPort) local() netip.AddrPort {
+	if p == nil {
+		return netip.AddrPort{}
+	}
 	return unmap(p.conn.LocalAddr().(*net.UDPAddr).AddrPort())
 }
 
