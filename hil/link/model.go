@@ -61,6 +61,13 @@ func DefaultQueue(rate float64) int {
 	return max(16<<10, int(rate/8))
 }
 
+// MaxInFlight bounds the bytes a Model holds for delivery (in flight
+// through the delay, held back, duplicated): beyond it a frame is dropped
+// as a queue drop. A channel without a rate has no transmit queue, so
+// without this bound a flood across a long delay would take the relay's
+// memory (1 Gbit/s for lunar's 1.35 s is 170 MB).
+const MaxInFlight = 64 << 20
+
 // Spec is the emulated link: both channels and the schedule (passes,
 // outages), which can be time-compressed for demonstrations.
 type Spec struct {
@@ -159,7 +166,7 @@ type Delivery struct {
 // Drops counts the frames a direction did not deliver, by cause.
 type Drops struct {
 	Loss     int64 `json:"loss"`     // random or Gilbert-Elliott loss
-	Queue    int64 `json:"queue"`    // tail drop: the transmit queue was full
+	Queue    int64 `json:"queue"`    // tail drop: the transmit queue was full, or MaxInFlight reached
 	Outage   int64 `json:"outage"`   // the link was down (out of pass, outage)
 	Corrupt  int64 `json:"corrupt"`  // damaged, dropped (Channel.DropCorrupt)
 	Oversize int64 `json:"oversize"` // longer than MaxFrame
@@ -228,6 +235,8 @@ type Model struct {
 	q     deliveries
 	seq   uint64
 	dirs  [2]dirState
+	// inFlight is the bytes held in q, maxInFlight its bound.
+	inFlight, maxInFlight int
 }
 
 type dirState struct {
@@ -256,7 +265,7 @@ func NewModel(spec Spec, rng *rand.Rand, start time.Time) (*Model, error) {
 	if spec.TimeScale == 0 {
 		spec.TimeScale = 1
 	}
-	m := &Model{spec: spec, rng: rng, start: start}
+	m := &Model{spec: spec, rng: rng, start: start, maxInFlight: MaxInFlight}
 	m.dirs[Forward].ch = spec.Forward
 	m.dirs[Return].ch = spec.Return
 	for d := range m.dirs {
@@ -403,6 +412,7 @@ func (m *Model) Deliver(now time.Time) (Delivery, bool) {
 		return Delivery{}, false
 	}
 	e := heap.Pop(&m.q).(*pending)
+	m.inFlight -= len(e.Data)
 	st := &m.dirs[e.Dir].stats
 	st.Delivered++
 	st.DeliveredBytes += int64(len(e.Data))
@@ -422,6 +432,12 @@ func (m *Model) Send(d Dir, now time.Time, frame []byte) {
 	st.Bytes += int64(len(frame))
 	if c.MaxFrame > 0 && len(frame) > c.MaxFrame {
 		st.Dropped.Oversize++
+		return
+	}
+	if m.inFlight+2*len(frame) > m.maxInFlight {
+		// Room for the frame and a duplicate, so that the bound holds
+		// whatever the draws.
+		st.Dropped.Queue++
 		return
 	}
 	// The queue holds what is not yet fully serialised at now.
@@ -575,6 +591,7 @@ func (m *Model) geAdvance(ds *dirState, at time.Time) {
 }
 
 func (m *Model) push(d Delivery) {
+	m.inFlight += len(d.Data)
 	m.seq++
 	heap.Push(&m.q, &pending{Delivery: d, seq: m.seq})
 }

@@ -177,6 +177,28 @@ func TestReorderDuplicateCorrupt(t *testing.T) {
 	}
 }
 
+// TestInFlightBound: without a rate there is no transmit queue; the
+// bytes held for delivery are bounded all the same.
+func TestInFlightBound(t *testing.T) {
+	c := channel(0, time.Hour)
+	c.Duplicate = 0.5
+	m := newModel(t, Spec{Forward: c}, testrand.Seed(t))
+	m.maxInFlight = 10_000
+	for range 1000 {
+		m.Send(Forward, t0, make([]byte, 100))
+		if m.inFlight > m.maxInFlight {
+			t.Fatalf("%d bytes in flight", m.inFlight)
+		}
+	}
+	st := m.Stats().Forward
+	if st.Dropped.Queue < 800 {
+		t.Errorf("%+v", st)
+	}
+	if got := drain(m, t0.Add(2*time.Hour)); int64(len(got)) != st.Frames-st.Dropped.Queue+st.Duplicated || m.inFlight != 0 {
+		t.Errorf("%d deliveries, %d bytes left in flight: %+v", len(got), m.inFlight, st)
+	}
+}
+
 func TestOversize(t *testing.T) {
 	c := channel(0, 0)
 	c.MaxFrame = 256
