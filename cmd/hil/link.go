@@ -98,6 +98,7 @@ type linkFlags struct {
 	// schedule
 	passPeriod, passUp, outageEvery, outageFor, outageOffset time.Duration
 	losePassEvery                                            int
+	outageAt                                                 map[string]*[]string // by flag name
 	returnOdd, alwaysUp                                      bool
 	// IP mode
 	ip            bool
@@ -128,6 +129,16 @@ func (f *linkFlags) register(c *cobra.Command) {
 	fs.IntVar(&f.losePassEvery, "lose-pass-every", 0, "every Nth pass is announced but carries nothing (0: none)")
 	fs.BoolVar(&f.returnOdd, "return-odd-passes-down", false, "the return direction is down on odd passes")
 	fs.BoolVar(&f.alwaysUp, "always-up", false, "no schedule: the link is always up (before the schedule flags)")
+	f.outageAt = map[string]*[]string{}
+	for _, n := range []struct{ name, usage string }{
+		{"outage-at", "a one-off outage `START+DURATION` from the start (10m+5m), both directions; repeatable"},
+		{"fwd-outage-at", "a one-off outage `START+DURATION` of the forward direction; repeatable"},
+		{"ret-outage-at", "a one-off outage `START+DURATION` of the return direction; repeatable"},
+	} {
+		v := new([]string)
+		fs.StringArrayVar(v, n.name, nil, n.usage)
+		f.outageAt[n.name] = v
+	}
 	f.vals = map[string]any{}
 	for _, p := range chanParams {
 		for _, pre := range []string{"", "fwd-", "ret-"} {
@@ -198,6 +209,20 @@ func (f *linkFlags) spec() (link.Spec, error) {
 	if given("return-odd-passes-down") {
 		sc.ReturnOddPassesDown = f.returnOdd
 	}
+	for _, name := range []string{"outage-at", "fwd-outage-at", "ret-outage-at"} {
+		for _, v := range *f.outageAt[name] {
+			w, err := parseWindow(v)
+			if err != nil {
+				return s, cli.Usagef("--%s: %v", name, err)
+			}
+			if name != "ret-outage-at" {
+				sc.ForwardOutages = append(sc.ForwardOutages, w)
+			}
+			if name != "fwd-outage-at" {
+				sc.ReturnOutages = append(sc.ReturnOutages, w)
+			}
+		}
+	}
 	s.TimeScale = f.timeScale
 	for _, pre := range []string{"", "fwd-", "ret-"} {
 		for _, p := range chanParams {
@@ -236,6 +261,23 @@ func (f *linkFlags) spec() (link.Spec, error) {
 		return s, cli.Usagef("%v", err)
 	}
 	return s, nil
+}
+
+// parseWindow reads START+DURATION, two Go durations.
+func parseWindow(v string) (linksim.Window, error) {
+	a, b, ok := strings.Cut(v, "+")
+	if !ok {
+		return linksim.Window{}, fmt.Errorf("%q: want START+DURATION, e.g. 10m+5m", v)
+	}
+	start, err := time.ParseDuration(a)
+	if err != nil || start < 0 {
+		return linksim.Window{}, fmt.Errorf("%q: bad start", v)
+	}
+	d, err := time.ParseDuration(b)
+	if err != nil || d <= 0 {
+		return linksim.Window{}, fmt.Errorf("%q: bad duration", v)
+	}
+	return linksim.Window{Start: start, End: start + d}, nil
 }
 
 // linkDoc is the --json document of link: what ran and its counters.
@@ -420,6 +462,14 @@ func describeSchedule(s linksim.Schedule) string {
 	}
 	if s.LosePassEvery > 0 {
 		parts = append(parts, fmt.Sprintf("every %dth pass lost", s.LosePassEvery))
+	}
+	for _, o := range []struct {
+		name string
+		ws   []linksim.Window
+	}{{"forward", s.ForwardOutages}, {"return", s.ReturnOutages}} {
+		for _, w := range o.ws {
+			parts = append(parts, fmt.Sprintf("%s down from %v to %v", o.name, w.Start, w.End))
+		}
 	}
 	if len(parts) == 0 {
 		return "always up"

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bootorbit/bootorbit/protocol/linksim"
 )
 
 func TestLinkUsage(t *testing.T) {
@@ -22,6 +24,8 @@ func TestLinkUsage(t *testing.T) {
 		{"link", "--ns-a", "x"},
 		{"link", "--ip", "--listen-a", "127.0.0.1:1"},
 		{"link", "extra"},
+		{"link", "--outage-at", "10m"},
+		{"link", "--fwd-outage-at", "10m+-1m"},
 	} {
 		var out, errb bytes.Buffer
 		// --for: a case wrongly accepted ends instead of relaying forever.
@@ -107,7 +111,8 @@ func TestLinkSpecFlags(t *testing.T) {
 	cmd := newLinkCommand(f)
 	if err := cmd.ParseFlags([]string{"--profile", "sband", "--loss", "0.01", "--ret-loss", "0.02", "--fwd-rate", "1200", "--jitter", "5ms",
 		"--ge-p", "0.01", "--ge-r", "0.25", "--reorder", "0.1", "--fwd-drop-corrupt", "--queue", "64KiB",
-		"--always-up", "--outage-every", "1h", "--outage-for", "5m", "--time-scale", "60"}); err != nil {
+		"--always-up", "--outage-every", "1h", "--outage-for", "5m", "--time-scale", "60",
+		"--outage-at", "10m+5m", "--ret-outage-at", "1h+1s", "--outage-at", "2h+1m"}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := f.spec()
@@ -124,6 +129,10 @@ func TestLinkSpecFlags(t *testing.T) {
 		t.Errorf("forward: %+v", fw)
 	}
 	sc := s.Schedule
+	if len(sc.ForwardOutages) != 2 || len(sc.ReturnOutages) != 3 || sc.ReturnOutages[2] != (linksim.Window{Start: time.Hour, End: time.Hour + time.Second}) ||
+		sc.ForwardOutages[1].End != 2*time.Hour+time.Minute {
+		t.Errorf("windows: %+v / %+v", sc.ForwardOutages, sc.ReturnOutages)
+	}
 	if sc.PassPeriod != 0 || sc.OutageEvery != time.Hour || sc.OutageFor != 5*time.Minute || s.TimeScale != 60 || s.Name != "sband" {
 		t.Errorf("schedule: %+v, scale %v", sc, s.TimeScale)
 	}

@@ -122,6 +122,11 @@ func (s Spec) Validate() error {
 	if sc.OutageEvery > 0 && sc.OutageFor > sc.OutageEvery {
 		return fmt.Errorf("%w: outage of %v every %v", ErrSpec, sc.OutageFor, sc.OutageEvery)
 	}
+	for _, w := range append(append([]linksim.Window(nil), sc.ForwardOutages...), sc.ReturnOutages...) {
+		if w.Start < 0 || w.End <= w.Start {
+			return fmt.Errorf("%w: outage window [%v, %v)", ErrSpec, w.Start, w.End)
+		}
+	}
 	if sc.LosePassEvery < 0 {
 		return fmt.Errorf("%w: lose-pass-every %d", ErrSpec, sc.LosePassEvery)
 	}

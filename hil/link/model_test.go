@@ -281,6 +281,7 @@ func TestValidate(t *testing.T) {
 		{Forward: Channel{Channel: linksim.Channel{Duplicate: math.NaN()}}},
 		{Schedule: linksim.Schedule{PassPeriod: time.Minute, PassUp: time.Hour}},
 		{TimeScale: -1},
+		{Schedule: linksim.Schedule{ReturnOutages: []linksim.Window{{Start: time.Hour, End: time.Minute}}}},
 	}
 	for i, s := range bad {
 		if _, err := NewModel(s, rand.New(rand.NewPCG(1, 1)), t0); err == nil {
