@@ -301,3 +301,29 @@ func TestValidate(t *testing.T) {
 		t.Error("unknown profile accepted")
 	}
 }
+
+func TestOutageWindows(t *testing.T) {
+	s := Spec{TimeScale: 10, Schedule: linksim.Schedule{ForwardOutages: []linksim.Window{{Start: 10 * time.Second, End: 20 * time.Second}}}}
+	m := newModel(t, s, 1)
+	next, ok := m.NextChange(t0)
+	if !ok || next.Sub(t0) < time.Second || next.Sub(t0) > time.Second+time.Microsecond {
+		t.Fatalf("next change at %v, want 1s (10s / 10)", next.Sub(t0))
+	}
+	if st := m.State(t0.Add(1500 * time.Millisecond)); st.Forward || !st.Return {
+		t.Errorf("in the window: %+v", st)
+	}
+	if st := m.State(t0.Add(2 * time.Second)); !st.Forward {
+		t.Errorf("after the window: %+v", st)
+	}
+	m.Send(Forward, t0.Add(1500*time.Millisecond), []byte{1})
+	m.Send(Return, t0.Add(1500*time.Millisecond), []byte{1})
+	if st := m.Stats(); st.Forward.Dropped.Outage != 1 || st.Return.Dropped.Outage != 0 {
+		t.Errorf("%+v", st)
+	}
+	if next, _ = m.NextChange(next); next.Sub(t0) < 2*time.Second || next.Sub(t0) > 2*time.Second+time.Microsecond {
+		t.Errorf("window ends at %v, want 2s", next.Sub(t0))
+	}
+	if _, ok := m.NextChange(next); ok {
+		t.Error("a change after the last window")
+	}
+}
