@@ -327,3 +327,76 @@ func TestOutageWindows(t *testing.T) {
 		t.Error("a change after the last window")
 	}
 }
+
+// TestInvariants drives random specs with random traffic: every frame
+// offered is delivered once, twice (duplicated) or dropped for one
+// counted cause; deliveries come out in time order; the bytes in flight
+// stay bounded; nothing is left pending.
+func TestInvariants(t *testing.T) {
+	r := testrand.New(t)
+	runs := 50
+	if testrand.Long() {
+		runs = 1000
+	}
+	prob := func() float64 {
+		if r.IntN(3) == 0 {
+			return 0
+		}
+		return r.Float64() * 0.3
+	}
+	for run := range runs {
+		ch := func() Channel {
+			c := Channel{Channel: linksim.Channel{
+				Rate: []float64{0, 9600, 1e6}[r.IntN(3)], Delay: time.Duration(r.IntN(300)) * time.Millisecond,
+				MaxFrame: []int{0, 256, 1024}[r.IntN(3)], Loss: prob(), Duplicate: prob(), Reorder: prob(),
+				ReorderDelay: time.Duration(r.IntN(100)) * time.Millisecond, Corrupt: prob(), Truncate: prob()}}
+			if r.IntN(2) == 0 {
+				c.GE = linksim.GilbertElliott{P: 0.01 + prob(), R: 0.01 + prob(), LossBad: r.Float64(), LossGood: prob() / 10}
+			}
+			c.Jitter = time.Duration(r.IntN(50)) * time.Millisecond
+			c.Queue = r.IntN(3) * 4096
+			c.DropCorrupt = r.IntN(2) == 0
+			return c
+		}
+		s := Spec{Forward: ch(), Return: ch(), TimeScale: float64(1 + r.IntN(100))}
+		if r.IntN(2) == 0 {
+			s.Schedule = linksim.Schedule{PassPeriod: 10 * time.Minute, PassUp: time.Duration(1+r.IntN(9)) * time.Minute,
+				LosePassEvery: r.IntN(4), ReturnOddPassesDown: r.IntN(2) == 0}
+		}
+		m := newModel(t, s, r.Uint64())
+		m.maxInFlight = 1 << 20
+		now := t0
+		var got []Delivery
+		for range 2000 {
+			now = now.Add(time.Duration(r.IntN(int(20 * time.Millisecond))))
+			got = append(got, drain(m, now)...)
+			d := Dir(r.IntN(2))
+			m.Send(d, now, make([]byte, 1+r.IntN(1500)))
+			if m.inFlight > m.maxInFlight {
+				t.Fatalf("run %d: %d bytes in flight", run, m.inFlight)
+			}
+		}
+		got = append(got, drain(m, now.Add(24*time.Hour))...)
+		if _, ok := m.Next(); ok {
+			t.Fatalf("run %d: deliveries left", run)
+		}
+		st := m.Stats()
+		for _, d := range []Dir{Forward, Return} {
+			ds := st.Dir(d)
+			n := int64(0)
+			for _, g := range got {
+				if g.Dir == d {
+					n++
+				}
+			}
+			if ds.Delivered != n || ds.Delivered != ds.Frames-ds.Dropped.Total()+ds.Duplicated {
+				t.Fatalf("run %d %s: %d deliveries; %+v", run, d, n, ds)
+			}
+		}
+		for i := 1; i < len(got); i++ {
+			if got[i].At.Before(got[i-1].At) {
+				t.Fatalf("run %d: deliveries out of time order", run)
+			}
+		}
+	}
+}
