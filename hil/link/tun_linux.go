@@ -113,7 +113,10 @@ func CheckIP() error {
 	return nil
 }
 
-var nameOK = func(s string) bool {
+// nameOK accepts a namespace or device name that ip(8) and the kernel
+// take as it is: at most 15 bytes (IFNAMSIZ-1), no path elements, no
+// spaces or shell-special characters.
+func nameOK(s string) bool {
 	if s == "" || len(s) > 15 || s == "." || s == ".." {
 		return false
 	}
