@@ -33,8 +33,9 @@ delay and jitter, random and Gilbert-Elliott loss, corruption (one bit
 flipped; --drop-corrupt makes it loss), truncation, duplication, reordering;
 and a schedule (passes, periodic outages) that --time-scale compresses for
 demonstrations. --profile starts from one of protocol/linksim's profiles
-(` + strings.Join(linksim.ProfileNames(), ", ") + `); every parameter can be overridden, for both
-directions (--loss) or one (--fwd-loss, --ret-loss).
+(` + strings.Join(linksim.ProfileNames(), ", ") + `); every parameter can be
+overridden, for both directions (--loss) or one (--fwd-loss, --ret-loss);
+a parameter not given keeps the profile's value.
 
 UDP mode: the ground sends to --listen-a, the vehicle to --listen-b; frames
 leave towards --a and --b (or, when not given, the address each side first
