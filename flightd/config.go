@@ -23,10 +23,19 @@ const MaxConfigSize = 1 << 20
 var ErrConfig = errors.New("flightd: bad config")
 
 // Config is the flightd configuration file: JSON, strict (unknown fields are
-// errors), one section per area.
+// errors), one section per area. docs/flightd.md lists every key with its
+// default. The bench commands use slots and boot; `flightd run` needs the
+// rest too (ValidateRun).
 type Config struct {
-	Slots SlotsConfig `json:"slots"`
-	Boot  BootConfig  `json:"boot"`
+	Vehicle   VehicleConfig   `json:"vehicle"`
+	Links     []LinkConfig    `json:"links,omitempty"`
+	Keys      KeysConfig      `json:"keys"`
+	Slots     SlotsConfig     `json:"slots"`
+	Boot      BootConfig      `json:"boot"`
+	Health    HealthConfig    `json:"health"`
+	Storage   StorageConfig   `json:"storage"`
+	Telemetry TelemetryConfig `json:"telemetry"`
+	Control   ControlConfig   `json:"control"`
 }
 
 // SlotsConfig says where the two slots and the slot state live.
@@ -127,15 +136,23 @@ func describeJSONError(err error, data []byte) string {
 	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
-// Validate checks the whole configuration and names the first bad field.
+// Validate checks every section present and reports every problem found
+// (errors.Join; each wraps ErrConfig and names its field). The daemon's
+// sections are optional here: ValidateRun requires them.
 func (c *Config) Validate() error {
-	if err := c.Slots.Validate(); err != nil {
-		return err
-	}
-	if err := c.Boot.Validate(); err != nil {
-		return err
-	}
-	return nil
+	var p problems
+	p.addErr(c.validateBench())
+	c.validateDaemon(&p, false)
+	return p.err()
+}
+
+// validateBench checks the sections the bench commands use, each naming
+// its first bad field.
+func (c *Config) validateBench() error {
+	var p problems
+	p.addErr(c.Slots.Validate())
+	p.addErr(c.Boot.Validate())
+	return p.err()
 }
 
 // Validate checks the slots section.

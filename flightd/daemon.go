@@ -1,0 +1,642 @@
+package flightd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	"github.com/bootorbit/bootorbit/protocol"
+	"github.com/bootorbit/bootorbit/protocol/dict"
+	"github.com/bootorbit/bootorbit/watchdog"
+)
+
+// ErrRebooted is returned by Run after it asked the reboot action to
+// reboot the board (Options.Reboot): in flight, the board goes down and
+// Run's return is never seen; in tests it is the moment to play the
+// bootloader and start Run again.
+var ErrRebooted = errors.New("flightd: rebooted")
+
+// Options are what Run takes besides the configuration: everything a test
+// or the bench replaces. The zero value runs on the real board.
+type Options struct {
+	Log   *slog.Logger
+	Clock Clock
+	// Links are the links to the ground; nil opens the configured ones
+	// with OpenLink.
+	Links    []Link
+	OpenLink func(LinkConfig) (Link, error)
+	// Updater drives slots and the bootloader environment; nil opens
+	// them from the configuration.
+	Updater *Updater
+	// Watchdog is the hardware watchdog; nil opens boot.watchdog (none
+	// configured: no watchdog, bench use only).
+	Watchdog watchdog.Device
+	// NewUplink makes the uplink engine once the daemon has its
+	// return-link authenticator; nil: no uplink (transfer frames are
+	// dropped and counted).
+	NewUplink func(UplinkEnv) (Uplink, error)
+	// Reboot reboots the board; nil runs boot.reboot.
+	Reboot func(ctx context.Context) error
+	// RunCheck runs one health check; nil runs its command.
+	RunCheck func(ctx context.Context, h HealthCheck) error
+	// BootID is this boot's kernel boot id ("" reads it from /proc,
+	// and records every start as a boot if that fails).
+	BootID string
+	// Ready, if set, is called once the daemon is up (epoch bumped,
+	// reconciled, links open) with its status function.
+	Ready func(status func() Status)
+}
+
+// UplinkEnv is what the uplink engine gets from the daemon.
+type UplinkEnv struct {
+	Config  *Config
+	Keys    *Keys
+	Auth    *protocol.ReturnAuth
+	Codec   *protocol.Codec // ground-to-vehicle frames (the largest link frame)
+	Return  *protocol.Codec // vehicle-to-ground frames (the smallest link frame)
+	Updater *Updater
+	Log     *slog.Logger
+}
+
+// daemon is Run's state; everything but the link readers runs on the main
+// loop, so nothing here needs a lock except what Status reads.
+type daemon struct {
+	cfg   *Config
+	opt   Options
+	log   *slog.Logger
+	clock Clock
+	keys  *Keys
+	up    *Updater
+	wd    watchdog.Device
+
+	auth   *protocol.ReturnAuth
+	codec  *protocol.Codec // inbound, largest frame
+	ret    *protocol.Codec // outbound, smallest frame
+	opener *protocol.Opener
+	links  []Link
+	uplink Uplink
+
+	mu    sync.Mutex // guards st and the fields Status reads
+	st    DaemonState
+	reset watchdog.ResetRecord
+	cause string // dict EnumResetCause label
+	trial bool
+
+	windows  map[uint32]*protocol.ReplayWindow
+	lastLink int // index of the link the ground was last heard on
+	heard    time.Time
+	started  time.Time
+
+	healthErr   error // the last health run's result
+	healthDone  bool  // a health run finished since start
+	trialOpen   bool  // the trial still has to be decided
+	rebootAt    time.Time
+	rebootCause string
+	rebootNow   bool
+	tlmSeq      map[uint16]uint32
+	evSeq       uint32
+	bucket      tokenBucket
+	uplinkDue   time.Time
+	nextHK      time.Time
+	nextHealth  time.Time
+	nextPet     time.Time
+	petEvery    time.Duration
+	healthRes   chan error
+	healthBusy  bool
+	dirtyCounts bool
+	pending     []*protocol.Event // events raised before the links opened
+}
+
+type inFrame struct {
+	link  int
+	frame []byte
+}
+
+// Run is flightd: it bumps the return-link epoch, records the reset cause,
+// reconciles slots and the bootloader environment, opens the links, and
+// then, until ctx ends or it reboots the board, takes frames (commands,
+// transfers), sends verification reports, telemetry and events, runs the
+// health checks, decides a trial boot, and pets the watchdog while healthy.
+// See docs/flightd.md.
+func Run(ctx context.Context, cfg *Config, opt Options) error {
+	d, err := start(ctx, cfg, opt)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	return d.loop(ctx)
+}
+
+func start(ctx context.Context, cfg *Config, opt Options) (*daemon, error) {
+	if err := cfg.ValidateRun(); err != nil {
+		return nil, err
+	}
+	keys, err := cfg.LoadKeys()
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{cfg: cfg, opt: opt, keys: keys, log: opt.Log, clock: opt.Clock,
+		windows: map[uint32]*protocol.ReplayWindow{}, tlmSeq: map[uint16]uint32{},
+		healthRes: make(chan error, 1), lastLink: -1}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	if d.clock == nil {
+		d.clock = realClock{}
+	}
+	d.bucket = tokenBucket{burst: 4, rate: 0.5}
+	d.started = d.clock.Now()
+
+	// The epoch first: nothing may be sent under an epoch not durably
+	// recorded as used.
+	if err := os.MkdirAll(cfg.Slots.StateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("flightd: state dir: %w", err)
+	}
+	st, err := BumpEpoch(cfg.Slots.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	d.st = st
+	for id, b := range st.Windows {
+		w := new(protocol.ReplayWindow)
+		if err := w.UnmarshalBinary(b); err != nil {
+			return nil, fmt.Errorf("flightd: state: command window of key %d: %w", id, err)
+		}
+		d.windows[id] = w
+	}
+	if d.auth, err = protocol.NewReturnAuth(cfg.Vehicle.ID, keys.Vehicle, st.Epoch); err != nil {
+		return nil, fmt.Errorf("flightd: %w", err)
+	}
+	if err := d.openCodecs(); err != nil {
+		return nil, err
+	}
+
+	d.up = opt.Updater
+	if d.up == nil {
+		if d.up, err = cfg.OpenUpdater(d.log); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.openWatchdog(); err != nil {
+		return nil, err
+	}
+	if err := d.boot(ctx); err != nil {
+		d.close()
+		return nil, err
+	}
+	if opt.NewUplink != nil {
+		d.uplink, err = opt.NewUplink(UplinkEnv{Config: cfg, Keys: keys, Auth: d.auth, Codec: d.codec, Return: d.ret, Updater: d.up, Log: d.log})
+		if err != nil {
+			d.close()
+			return nil, err
+		}
+	}
+	if err := d.openLinks(); err != nil {
+		d.close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *daemon) openCodecs() error {
+	largest := 0
+	for _, l := range d.cfg.Links {
+		largest = max(largest, l.MaxFrameOrDefault())
+	}
+	var err error
+	if len(d.keys.Seal) > 0 {
+		if d.opener, err = protocol.NewOpener(protocol.OpenerConfig{Vehicle: d.cfg.Vehicle.ID, MaxFrame: largest, Keys: d.keys.Seal}); err != nil {
+			return fmt.Errorf("flightd: %w", err)
+		}
+		if d.codec, err = protocol.NewInnerCodec(largest); err != nil {
+			return fmt.Errorf("flightd: %w", err)
+		}
+	} else if d.codec, err = protocol.NewCodec(largest); err != nil {
+		return fmt.Errorf("flightd: %w", err)
+	}
+	if d.ret, err = protocol.NewCodec(d.cfg.SmallestFrame()); err != nil {
+		return fmt.Errorf("flightd: %w", err)
+	}
+	return nil
+}
+
+func (d *daemon) openWatchdog() error {
+	d.wd = d.opt.Watchdog
+	if d.wd == nil && d.cfg.Boot.Watchdog != "" {
+		dev, err := watchdog.OpenDevice(d.cfg.Boot.Watchdog)
+		if err != nil {
+			return fmt.Errorf("flightd: %w", err)
+		}
+		d.wd = dev
+	}
+	if d.wd == nil {
+		d.log.Warn("no hardware watchdog configured (bench use only)")
+		return nil
+	}
+	want := time.Duration(d.cfg.Boot.WatchdogTimeoutS) * time.Second
+	if want == 0 {
+		want = DefaultWatchdogTimeoutS * time.Second
+	}
+	got, err := d.wd.SetTimeout(want)
+	if err != nil {
+		d.log.Warn("watchdog: set timeout failed; keeping the driver's", "err", err)
+		got = want
+	}
+	d.petEvery = max(got/3, time.Second)
+	return nil
+}
+
+func (d *daemon) openLinks() error {
+	if d.opt.Links != nil {
+		d.links = d.opt.Links
+		return nil
+	}
+	if d.opt.OpenLink == nil {
+		return errors.New("flightd: no links: Options.Links or Options.OpenLink is required")
+	}
+	for _, lc := range d.cfg.Links {
+		l, err := d.opt.OpenLink(lc)
+		if err != nil {
+			for _, o := range d.links {
+				o.Close()
+			}
+			d.links = nil
+			return fmt.Errorf("flightd: link %s: %w", lc.Name, err)
+		}
+		d.links = append(d.links, l)
+	}
+	return nil
+}
+
+func (d *daemon) close() {
+	for _, l := range d.links {
+		l.Close()
+	}
+	if d.wd != nil {
+		// Close leaves the watchdog armed (no magic close): a daemon that
+		// stops must be restarted before the timeout, or the board resets.
+		d.wd.Close()
+	}
+}
+
+// saveState writes the daemon state with the current windows.
+func (d *daemon) saveState() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.st.Windows = map[uint32][]byte{}
+	for id, w := range d.windows {
+		b, _ := w.MarshalBinary()
+		d.st.Windows[id] = b
+	}
+	d.dirtyCounts = false
+	return WriteState(d.cfg.Slots.StateDir, d.st)
+}
+
+// loop is the main loop: frames from the link readers, timers, the health
+// runs, until ctx ends or the daemon reboots the board.
+func (d *daemon) loop(ctx context.Context) error {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	in := make(chan inFrame, 64)
+	var wg sync.WaitGroup
+	for i, l := range d.links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.read(rctx, i, l, in)
+		}()
+	}
+	defer func() { cancel(); d.close(); wg.Wait(); d.links = nil }()
+
+	now := d.clock.Now()
+	d.nextHK = now
+	d.nextHealth = now
+	if d.wd != nil {
+		d.nextPet = now
+	}
+	if d.uplink != nil {
+		d.uplink.SetLink(now, true)
+		d.uplinkDue = now
+	}
+	d.flushPending()
+	if d.opt.Ready != nil {
+		d.opt.Ready(d.status)
+	}
+	for {
+		now := d.clock.Now()
+		if err := d.due(ctx, now); err != nil {
+			return err
+		}
+		wait := d.nextDeadline(now)
+		var timer <-chan time.Time
+		if wait >= 0 {
+			timer = d.clock.After(wait)
+		}
+		select {
+		case <-ctx.Done():
+			d.saveState()
+			return ctx.Err()
+		case f := <-in:
+			d.onFrame(ctx, d.clock.Now(), f)
+		case err := <-d.healthRes:
+			d.onHealth(ctx, d.clock.Now(), err)
+		case <-timer:
+		}
+		if d.rebootNow {
+			return d.doReboot(ctx)
+		}
+	}
+}
+
+// read pumps one link into the main loop. A link error that is not the
+// end of ctx is logged; the link keeps being read (protocol/link links
+// reconnect by themselves).
+func (d *daemon) read(ctx context.Context, i int, l Link, in chan<- inFrame) {
+	for {
+		b, err := l.Recv(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			d.log.Warn("link receive", "link", l.Name(), "err", err)
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, errLinkClosed) {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.clock.After(time.Second):
+			}
+			continue
+		}
+		select {
+		case in <- inFrame{link: i, frame: b}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// errLinkClosed lets a Link implementation say it is closed for good.
+var errLinkClosed = errors.New("flightd: link closed")
+
+// due runs whatever timer is due at now.
+func (d *daemon) due(ctx context.Context, now time.Time) error {
+	if d.wd != nil && !now.Before(d.nextPet) {
+		d.pet()
+		d.nextPet = now.Add(d.petEvery)
+	}
+	if !now.Before(d.nextHK) {
+		d.sendHousekeeping(now)
+		d.nextHK = now.Add(d.cfg.Telemetry.Period.Or(DefaultTelemetryPeriod))
+		if d.dirtyCounts {
+			if err := d.saveState(); err != nil {
+				d.log.Error("save state", "err", err)
+			}
+		}
+	}
+	if !now.Before(d.nextHealth) && !d.healthBusy {
+		d.runHealth(ctx)
+		d.nextHealth = now.Add(d.cfg.Health.Interval.Or(DefaultHealthInterval))
+	}
+	if d.trialOpen {
+		d.decideTrial(ctx, now)
+	}
+	if !d.rebootAt.IsZero() && !now.Before(d.rebootAt) {
+		d.rebootAt = time.Time{}
+		d.rebootNow = true
+	}
+	if d.uplink != nil && !d.uplinkDue.IsZero() && !now.Before(d.uplinkDue) {
+		out, err := d.uplink.Tick(ctx, now)
+		d.uplinkDue = time.Time{}
+		d.uplinkOut(now, out, err)
+	}
+	if d.rebootNow {
+		return d.doReboot(ctx)
+	}
+	return nil
+}
+
+// nextDeadline is how long the loop may sleep; -1: until a frame.
+func (d *daemon) nextDeadline(now time.Time) time.Duration {
+	next := d.nextHK
+	for _, t := range []time.Time{d.nextHealth, d.rebootAt, d.uplinkDue} {
+		if !t.IsZero() && t.Before(next) {
+			next = t
+		}
+	}
+	if d.wd != nil && d.nextPet.Before(next) {
+		next = d.nextPet
+	}
+	if d.trialOpen && d.cfg.Health.GroundWithin > 0 {
+		if t := d.started.Add(time.Duration(d.cfg.Health.GroundWithin)); t.Before(next) {
+			next = t
+		}
+	}
+	return max(next.Sub(now), 0)
+}
+
+// pet keeps the watchdog alive, only while the daemon is healthy: the
+// last health run passed (or none has finished yet) and no trial has
+// failed. An unhealthy daemon stops petting and the board resets.
+func (d *daemon) pet() {
+	if d.healthErr != nil {
+		d.log.Warn("not petting the watchdog: unhealthy", "err", d.healthErr)
+		return
+	}
+	if err := d.wd.Keepalive(); err != nil {
+		d.log.Error("watchdog keepalive", "err", err)
+	}
+}
+
+// onFrame handles one frame from the ground.
+func (d *daemon) onFrame(ctx context.Context, now time.Time, f inFrame) {
+	d.mu.Lock()
+	d.st.Counters.FramesIn++
+	d.mu.Unlock()
+	frame := f.frame
+	if d.opener != nil {
+		inner, err := d.opener.Open(frame)
+		if err != nil {
+			d.drop(protocol.CodeOf(protocol.ReasonOf(err)), "open", err)
+			return
+		}
+		frame = inner
+	}
+	m, err := d.codec.Decode(frame)
+	if err != nil {
+		d.drop(protocol.CodeOf(protocol.ReasonOf(err)), "decode", err)
+		return
+	}
+	switch msg := m.(type) {
+	case *protocol.Command:
+		if d.onCommand(ctx, now, msg) {
+			d.heardOn(now, f.link)
+		}
+	case *protocol.Offer, *protocol.Chunk, *protocol.ReportRequest, *protocol.Cancel:
+		if d.uplink == nil {
+			d.drop(protocol.CodeOf(protocol.ReasonUnknownTransfer), "no uplink engine", nil)
+			return
+		}
+		out, err := d.uplink.Step(ctx, now, frame)
+		if err == nil {
+			d.heardOn(now, f.link)
+		} else {
+			d.drop(protocol.CodeOf(protocol.ReasonOf(err)), "transfer", err)
+		}
+		d.uplinkOut(now, out, nil)
+	default:
+		d.drop(protocol.CodeOf(protocol.ReasonUnknownType), "unexpected message", fmt.Errorf("%v from the ground", m.Type()))
+	}
+}
+
+// heardOn records an authenticated frame from the ground on link i: the
+// link to answer on, and "ground heard" for the health check.
+func (d *daemon) heardOn(now time.Time, i int) {
+	d.heard = now
+	d.lastLink = i
+}
+
+func (d *daemon) drop(code protocol.Code, what string, err error) {
+	d.mu.Lock()
+	d.st.Counters.FramesDropped++
+	d.st.Counters.drop(code)
+	d.dirtyCounts = true
+	d.mu.Unlock()
+	d.log.Debug("frame dropped", "what", what, "code", dict.EnumReason.NameOf(uint64(code)), "err", err)
+}
+
+// uplinkOut sends what the uplink engine produced.
+func (d *daemon) uplinkOut(now time.Time, out UplinkOutput, err error) {
+	if err != nil {
+		d.log.Error("uplink", "err", err)
+		d.setError(now, dict.CodeStorage, err.Error())
+	}
+	for _, fr := range out.Frames {
+		d.sendFrame(fr)
+	}
+	for _, ev := range out.Events {
+		d.event(now, ev.Name, ev.Text, ev.Args)
+	}
+	if !out.Deadline.IsZero() && (d.uplinkDue.IsZero() || out.Deadline.Before(d.uplinkDue)) {
+		d.uplinkDue = out.Deadline
+	}
+	if out.Code != 0 {
+		d.setError(now, out.Code, "uplink: "+dict.EnumReason.NameOf(uint64(out.Code)))
+	}
+}
+
+// send tags m with the return-link MAC, encodes it for the smallest link
+// frame and sends it.
+func (d *daemon) send(m protocol.ReturnMessage) {
+	if err := d.auth.Sign(m); err != nil {
+		d.log.Error("return auth", "err", err)
+		return
+	}
+	b, err := d.ret.Encode(m)
+	if err != nil {
+		d.log.Error("encode", "type", m.Type().String(), "err", err)
+		return
+	}
+	d.sendFrame(b)
+}
+
+// sendFrame sends on the link the ground was last heard on, else the
+// first link that takes it.
+func (d *daemon) sendFrame(b []byte) {
+	order := make([]int, 0, len(d.links))
+	if d.lastLink >= 0 {
+		order = append(order, d.lastLink)
+	}
+	for i := range d.links {
+		if i != d.lastLink {
+			order = append(order, i)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, i := range order {
+		if len(b) > d.links[i].MaxFrame() {
+			continue
+		}
+		if err := d.links[i].Send(ctx, b); err == nil {
+			d.mu.Lock()
+			d.st.Counters.FramesOut++
+			d.mu.Unlock()
+			return
+		}
+	}
+	d.log.Debug("frame not sent: no link up")
+}
+
+func (d *daemon) setError(now time.Time, code protocol.Code, text string) {
+	if len(text) > dict.MaxErrorText {
+		text = text[:dict.MaxErrorText]
+	}
+	for len(text) > 0 && !validUTF8(text) {
+		text = text[:len(text)-1]
+	}
+	d.mu.Lock()
+	d.st.LastError = ErrorRecord{Code: code, AtMs: now.UnixMilli(), Text: text}
+	d.dirtyCounts = true
+	d.mu.Unlock()
+}
+
+// doReboot runs the reboot action once the reports are out.
+func (d *daemon) doReboot(ctx context.Context) error {
+	d.mu.Lock()
+	d.st.Rebooting = true
+	d.mu.Unlock()
+	if err := d.saveState(); err != nil {
+		d.log.Error("save state before reboot", "err", err)
+	}
+	d.log.Info("rebooting", "cause", d.rebootCause)
+	reboot := d.opt.Reboot
+	if reboot == nil {
+		reboot = func(ctx context.Context) error {
+			argv := d.cfg.Boot.RebootOrDefault()
+			out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%v: %w: %s", argv, err, out)
+			}
+			return nil
+		}
+	}
+	if err := reboot(ctx); err != nil {
+		// The watchdog stays armed and is no longer petted: if the reboot
+		// action cannot reboot, the watchdog will.
+		d.log.Error("reboot action failed; leaving it to the watchdog", "err", err)
+		return fmt.Errorf("flightd: reboot: %w", err)
+	}
+	return ErrRebooted
+}
+
+// tokenBucket bounds the answers to what anyone can send (rejections of
+// unauthenticated or replayed commands).
+type tokenBucket struct {
+	burst  float64
+	rate   float64 // per second
+	tokens float64
+	last   time.Time
+	init   bool
+}
+
+func (b *tokenBucket) take(now time.Time) bool {
+	if !b.init {
+		b.init, b.tokens, b.last = true, b.burst, now
+	}
+	if now.After(b.last) {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
