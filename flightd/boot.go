@@ -268,10 +268,11 @@ func (d *daemon) requestReboot(cause, next string) {
 
 // version is the release version installed in slot (0: unknown).
 func (d *daemon) version(slot string) uint64 {
-	if d.uplink == nil {
+	if d.eng == nil {
 		return 0
 	}
-	return d.uplink.Status().Versions[slot]
+	v, _, _ := d.eng.Release(slots.SlotID(slot))
+	return v
 }
 
 func truncate(s string, n int) string {

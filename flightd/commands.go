@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/bootorbit/bootorbit/flightd/uplink"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
 	"github.com/bootorbit/bootorbit/slots"
@@ -132,6 +133,12 @@ func idArg(args dict.Values) (uint64, bool) {
 // execute runs an accepted command; a non-nil error fails it (a *cmdError
 // carries the reason code).
 func (d *daemon) execute(ctx context.Context, now time.Time, c *protocol.Command, def *dict.Command, args dict.Values) error {
+	if d.installBusy {
+		switch def {
+		case dict.CmdActivate, dict.CmdRollback, dict.CmdMarkGood, dict.CmdVerify, dict.CmdFactoryReset, dict.CmdReboot:
+			return fail(dict.CodeBusy, "an install is running")
+		}
+	}
 	switch def {
 	case dict.CmdNoop:
 		return nil
@@ -213,37 +220,50 @@ func (d *daemon) saveStateErr() error {
 }
 
 func (d *daemon) uplinkCommand(ctx context.Context, now time.Time, def *dict.Command, args dict.Values) error {
-	if d.uplink == nil {
+	if d.eng == nil {
 		return fail(dict.CodeBadState, "no uplink engine")
 	}
-	id, plan := idArg(args)
-	var err error
+	defer d.drainUplink(ctx, now)
+	if def == dict.CmdDeleteStaged {
+		p, _ := args["plan"].(uint64)
+		n, err := d.eng.DeleteStaged(p)
+		if err != nil {
+			return uplinkFail(err)
+		}
+		d.event(now, dict.EvStagedDeleted.Name, "", map[string]any{"plan": p, "bytes": uint64(max(n, 0))})
+		return nil
+	}
+	id, isPlan := idArg(args)
+	if !isPlan {
+		p, ok := d.eng.PlanOf(id)
+		if !ok {
+			return fail(dict.CodeUnknownPlan, "no transfer %d", id)
+		}
+		id = p
+	}
 	switch def {
 	case dict.CmdAbort:
-		var out UplinkOutput
-		out, err = d.uplink.Abort(ctx, now, id, plan)
-		d.uplinkOut(now, out, nil)
+		return uplinkFail(d.eng.Abort(id))
 	case dict.CmdPause:
-		err = d.uplink.Pause(id, plan)
-	case dict.CmdResume:
-		err = d.uplink.Resume(id, plan)
-		d.uplinkDue = now
-	case dict.CmdDeleteStaged:
-		p, _ := args["plan"].(uint64)
-		var n int64
-		n, err = d.uplink.DeleteStaged(p)
-		if err == nil {
-			d.event(now, dict.EvStagedDeleted.Name, "", map[string]any{"plan": p, "bytes": uint64(max(n, 0))})
-		}
+		return uplinkFail(d.eng.Pause(id))
+	default:
+		return uplinkFail(d.eng.Resume(id))
 	}
-	if err != nil {
-		var ce *cmdError
-		if errors.As(err, &ce) {
-			return err
-		}
+}
+
+// uplinkFail gives an engine error its reason code.
+func uplinkFail(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, uplink.ErrUnknownPlan):
 		return fail(dict.CodeUnknownPlan, "%v", err)
+	case errors.Is(err, uplink.ErrBusy):
+		return fail(dict.CodeBusy, "%v", err)
+	case errors.Is(err, uplink.ErrBadState):
+		return fail(dict.CodeBadState, "%v", err)
 	}
-	return nil
+	return fail(dict.CodeStorage, "%v", err)
 }
 
 // activate arms the inactive slot for a trial boot with the command's
@@ -273,6 +293,13 @@ func (d *daemon) activate(now time.Time, args dict.Values) error {
 	d.up.Boot.Attempts = saved
 	if err != nil {
 		return fail(dict.CodeBadState, "%v", err)
+	}
+	if d.eng != nil {
+		if plan, slot := d.eng.Installed(); plan != 0 && slot == id {
+			if err := d.eng.MarkArmed(plan); err != nil {
+				d.log.Warn("uplink: mark armed", "plan", plan, "err", err)
+			}
+		}
 	}
 	d.event(now, dict.EvArmed.Name, "", map[string]any{"slot": label.Name, "attempts": uint64(attempts)})
 	if nb, ok := args["not_before"].(int64); ok {

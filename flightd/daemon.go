@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bootorbit/bootorbit/flightd/uplink"
+	"github.com/bootorbit/bootorbit/internal/vfs"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
 	"github.com/bootorbit/bootorbit/watchdog"
@@ -36,10 +38,9 @@ type Options struct {
 	// Watchdog is the hardware watchdog; nil opens boot.watchdog (none
 	// configured: no watchdog, bench use only).
 	Watchdog watchdog.Device
-	// NewUplink makes the uplink engine once the daemon has its
-	// return-link authenticator; nil: no uplink (transfer frames are
-	// dropped and counted).
-	NewUplink func(UplinkEnv) (Uplink, error)
+	// UplinkFS is the filesystem of the staging directory (nil: the
+	// OS's); a crash test passes one that drops unsynced data.
+	UplinkFS vfs.FS
 	// Reboot reboots the board; nil runs boot.reboot.
 	Reboot func(ctx context.Context) error
 	// RunCheck runs one health check; nil runs its command.
@@ -50,17 +51,6 @@ type Options struct {
 	// Ready, if set, is called once the daemon is up (epoch bumped,
 	// reconciled, links open) with its status function.
 	Ready func(status func() Status)
-}
-
-// UplinkEnv is what the uplink engine gets from the daemon.
-type UplinkEnv struct {
-	Config  *Config
-	Keys    *Keys
-	Auth    *protocol.ReturnAuth
-	Codec   *protocol.Codec // ground-to-vehicle frames (the largest link frame)
-	Return  *protocol.Codec // vehicle-to-ground frames (the smallest link frame)
-	Updater *Updater
-	Log     *slog.Logger
 }
 
 // daemon is Run's state; everything but the link readers runs on the main
@@ -79,7 +69,7 @@ type daemon struct {
 	ret    *protocol.Codec // outbound, smallest frame
 	opener *protocol.Opener
 	links  []Link
-	uplink Uplink
+	eng    *uplink.Engine
 
 	mu    sync.Mutex // guards st and the fields Status reads
 	st    DaemonState
@@ -101,7 +91,8 @@ type daemon struct {
 	tlmSeq      map[uint16]uint32
 	evSeq       uint32
 	bucket      tokenBucket
-	uplinkDue   time.Time
+	installBusy bool
+	installRes  chan installResult
 	nextHK      time.Time
 	nextHealth  time.Time
 	nextPet     time.Time
@@ -142,7 +133,7 @@ func start(ctx context.Context, cfg *Config, opt Options) (*daemon, error) {
 	}
 	d := &daemon{cfg: cfg, opt: opt, keys: keys, log: opt.Log, clock: opt.Clock,
 		windows: map[uint32]*protocol.ReplayWindow{}, tlmSeq: map[uint16]uint32{},
-		healthRes: make(chan error, 1), lastLink: -1}
+		healthRes: make(chan error, 1), installRes: make(chan installResult, 1), lastLink: -1}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -189,12 +180,9 @@ func start(ctx context.Context, cfg *Config, opt Options) (*daemon, error) {
 		d.close()
 		return nil, err
 	}
-	if opt.NewUplink != nil {
-		d.uplink, err = opt.NewUplink(UplinkEnv{Config: cfg, Keys: keys, Auth: d.auth, Codec: d.codec, Return: d.ret, Updater: d.up, Log: d.log})
-		if err != nil {
-			d.close()
-			return nil, err
-		}
+	if err := d.openUplink(); err != nil {
+		d.close()
+		return nil, err
 	}
 	if err := d.openLinks(); err != nil {
 		d.close()
@@ -277,6 +265,10 @@ func (d *daemon) close() {
 	for _, l := range d.links {
 		l.Close()
 	}
+	if d.eng != nil {
+		d.eng.Close()
+		d.eng = nil
+	}
 	if d.wd != nil {
 		// Close leaves the watchdog armed (no magic close): a daemon that
 		// stops must be restarted before the timeout, or the board resets.
@@ -319,9 +311,9 @@ func (d *daemon) loop(ctx context.Context) error {
 	if d.wd != nil {
 		d.nextPet = now
 	}
-	if d.uplink != nil {
-		d.uplink.SetLink(now, true)
-		d.uplinkDue = now
+	if d.eng != nil {
+		d.eng.SetLink(now, true)
+		d.drainUplink(ctx, now)
 	}
 	d.flushPending()
 	if d.opt.Ready != nil {
@@ -345,6 +337,8 @@ func (d *daemon) loop(ctx context.Context) error {
 			d.onFrame(ctx, d.clock.Now(), f)
 		case err := <-d.healthRes:
 			d.onHealth(ctx, d.clock.Now(), err)
+		case r := <-d.installRes:
+			d.onInstall(ctx, d.clock.Now(), r)
 		case <-timer:
 		}
 		if d.rebootNow {
@@ -411,10 +405,13 @@ func (d *daemon) due(ctx context.Context, now time.Time) error {
 		d.rebootAt = time.Time{}
 		d.rebootNow = true
 	}
-	if d.uplink != nil && !d.uplinkDue.IsZero() && !now.Before(d.uplinkDue) {
-		out, err := d.uplink.Tick(ctx, now)
-		d.uplinkDue = time.Time{}
-		d.uplinkOut(now, out, err)
+	if d.eng != nil {
+		if dl := d.eng.Deadline(); !dl.IsZero() && !now.Before(dl) {
+			if err := d.eng.Tick(now); err != nil {
+				d.log.Error("uplink tick", "err", err)
+			}
+			d.drainUplink(ctx, now)
+		}
 	}
 	if d.rebootNow {
 		return d.doReboot(ctx)
@@ -425,7 +422,11 @@ func (d *daemon) due(ctx context.Context, now time.Time) error {
 // nextDeadline is how long the loop may sleep; -1: until a frame.
 func (d *daemon) nextDeadline(now time.Time) time.Duration {
 	next := d.nextHK
-	for _, t := range []time.Time{d.nextHealth, d.rebootAt, d.uplinkDue} {
+	var engDue time.Time
+	if d.eng != nil {
+		engDue = d.eng.Deadline()
+	}
+	for _, t := range []time.Time{d.nextHealth, d.rebootAt, engDue} {
 		if !t.IsZero() && t.Before(next) {
 			next = t
 		}
@@ -479,17 +480,14 @@ func (d *daemon) onFrame(ctx context.Context, now time.Time, f inFrame) {
 			d.heardOn(now, f.link)
 		}
 	case *protocol.Offer, *protocol.Chunk, *protocol.ReportRequest, *protocol.Cancel:
-		if d.uplink == nil {
-			d.drop(protocol.CodeOf(protocol.ReasonUnknownTransfer), "no uplink engine", nil)
-			return
-		}
-		out, err := d.uplink.Step(ctx, now, frame)
-		if err == nil {
+		// The engine counts what it drops, by reason (merged into
+		// hk.counters).
+		if err := d.eng.Step(now, frame); err == nil {
 			d.heardOn(now, f.link)
 		} else {
-			d.drop(protocol.CodeOf(protocol.ReasonOf(err)), "transfer", err)
+			d.log.Debug("transfer frame dropped", "err", err)
 		}
-		d.uplinkOut(now, out, nil)
+		d.drainUplink(ctx, now)
 	default:
 		d.drop(protocol.CodeOf(protocol.ReasonUnknownType), "unexpected message", fmt.Errorf("%v from the ground", m.Type()))
 	}
@@ -509,26 +507,6 @@ func (d *daemon) drop(code protocol.Code, what string, err error) {
 	d.dirtyCounts = true
 	d.mu.Unlock()
 	d.log.Debug("frame dropped", "what", what, "code", dict.EnumReason.NameOf(uint64(code)), "err", err)
-}
-
-// uplinkOut sends what the uplink engine produced.
-func (d *daemon) uplinkOut(now time.Time, out UplinkOutput, err error) {
-	if err != nil {
-		d.log.Error("uplink", "err", err)
-		d.setError(now, dict.CodeStorage, err.Error())
-	}
-	for _, fr := range out.Frames {
-		d.sendFrame(fr)
-	}
-	for _, ev := range out.Events {
-		d.event(now, ev.Name, ev.Text, ev.Args)
-	}
-	if !out.Deadline.IsZero() && (d.uplinkDue.IsZero() || out.Deadline.Before(d.uplinkDue)) {
-		d.uplinkDue = out.Deadline
-	}
-	if out.Code != 0 {
-		d.setError(now, out.Code, "uplink: "+dict.EnumReason.NameOf(uint64(out.Code)))
-	}
 }
 
 // send tags m with the return-link MAC, encodes it for the smallest link

@@ -23,6 +23,8 @@ type Keys struct {
 	// GroundPub is Ground by id, as protocol/transfer's ReceiverConfig
 	// takes it.
 	GroundPub map[uint32]ed25519.PublicKey
+	// ReleasePub is Release by id.
+	ReleasePub map[uint32]ed25519.PublicKey
 	Vehicle   protocol.MACKey
 	Seal      []protocol.SealKey
 }
@@ -36,7 +38,7 @@ const maxKeyFile = 4096
 // flight computer's secrets are 0600 or tighter.
 func (c *Config) LoadKeys() (*Keys, error) {
 	var p problems
-	k := &Keys{GroundPub: map[uint32]ed25519.PublicKey{}}
+	k := &Keys{GroundPub: map[uint32]ed25519.PublicKey{}, ReleasePub: map[uint32]ed25519.PublicKey{}}
 	pubs := func(name string, files []KeyFile) []protocol.Key {
 		var out []protocol.Key
 		for i, kf := range files {
@@ -60,6 +62,9 @@ func (c *Config) LoadKeys() (*Keys, error) {
 	}
 	for _, g := range gnd {
 		k.GroundPub[uint32(g.ID)] = g.Pub
+	}
+	for _, r := range rel {
+		k.ReleasePub[uint32(r.ID)] = r.Pub
 	}
 	if c.Keys.Vehicle != nil {
 		b, err := readSecretKey(c.Keys.Vehicle.File, protocol.MACKeyLen)

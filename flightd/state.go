@@ -69,6 +69,13 @@ func (c *Counters) drop(code protocol.Code) {
 	c.Drops[code]++
 }
 
+func (c *Counters) addDrops(code protocol.Code, n uint64) {
+	if c.Drops == nil {
+		c.Drops = map[protocol.Code]uint64{}
+	}
+	c.Drops[code] += n
+}
+
 // ErrorRecord is the last error the daemon reported.
 type ErrorRecord struct {
 	Code protocol.Code `json:"code"`

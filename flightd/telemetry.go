@@ -72,15 +72,26 @@ func buildStatus(vehicle uint32, up *Updater, st DaemonState, rec watchdog.Reset
 // status is the running daemon's Status; safe to call from any goroutine
 // (the control socket, Options.Ready's caller).
 func (d *daemon) status() Status {
-	var us UplinkStatus
-	if d.uplink != nil {
-		us = d.uplink.Status()
-	}
+	us, es := d.uplinkStatus()
 	d.mu.Lock()
 	st := d.st
 	st.Counters.Drops = maps2(st.Counters.Drops)
 	rec, cause, trial := d.reset, d.cause, d.trial
 	d.mu.Unlock()
+	// The engine's refusals and the receiver's drops, by reason, join
+	// the daemon's own (since this start: they are not persisted).
+	for code, n := range es.Refusals {
+		st.Counters.addDrops(code, n)
+	}
+	for r, n := range es.RxCounters {
+		if n > 0 {
+			st.Counters.addDrops(protocol.CodeOf(protocol.Reason(r)), n)
+			st.Counters.FramesDropped += n
+		}
+	}
+	if es.LastError != 0 && es.LastErrorAt.UnixMilli() >= st.LastError.AtMs {
+		st.LastError = ErrorRecord{Code: es.LastError, AtMs: es.LastErrorAt.UnixMilli(), Text: es.LastErrorText}
+	}
 	s := buildStatus(d.cfg.Vehicle.ID, d.up, st, rec, cause, us, trial)
 	s.FreeBytes = freeBytes(d.cfg.StorageDir(), d.cfg.Slots.StateDir)
 	return s

@@ -1,0 +1,124 @@
+package flightd
+
+import (
+	"context"
+	"time"
+
+	"github.com/bootorbit/bootorbit/delta"
+	"github.com/bootorbit/bootorbit/flightd/uplink"
+	"github.com/bootorbit/bootorbit/protocol/dict"
+	"github.com/bootorbit/bootorbit/slots"
+)
+
+// installer is the uplink engine's view of the Updater: it writes the
+// inactive slot (without arming it: activation is a command) and says
+// what the slots hold.
+type installer struct{ u *Updater }
+
+func (i installer) Status() slots.Status { return i.u.Slots.Status() }
+
+// Base is nil: deltas against the booted slot's files need the slot base
+// reader (a directory slot's files by path and range), which is not wired
+// here yet; bundles of full layers install, and a delta part reports a
+// base mismatch that the ground resends as full data.
+func (i installer) Base() delta.Base { return nil }
+
+func (i installer) Install(ctx context.Context, img slots.Image) (*slots.InstallResult, error) {
+	return i.u.Write(ctx, i.u.Booted.Other(), img)
+}
+
+// UplinkConfig is the uplink engine's configuration from the daemon's.
+func (c *Config) UplinkConfig(keys *Keys) uplink.Config {
+	largest := 0
+	for _, l := range c.Links {
+		largest = max(largest, l.MaxFrameOrDefault())
+	}
+	return uplink.Config{
+		Vehicle:      c.Vehicle.ID,
+		HardwareID:   c.Vehicle.HardwareID,
+		Dir:          c.StorageDir(),
+		StagingQuota: c.QuotaOrDefault(),
+		GroundKeys:   keys.GroundPub,
+		ReleaseKeys:  keys.ReleasePub,
+		MaxFrame:     max(largest, DefaultMaxFrame),
+		RawImage:     c.Slots.A.Backend == "raw" && c.Slots.B.Backend == "raw",
+	}
+}
+
+// openUplink opens the uplink engine with the daemon's return-link
+// authenticator and codecs. Sealed frames are opened by the daemon, which
+// hands the engine the inner frames.
+func (d *daemon) openUplink() error {
+	uc := d.cfg.UplinkConfig(d.keys)
+	uc.ReturnAuth = d.auth
+	uc.Codec, uc.ReturnCodec = d.codec, d.ret
+	if d.opt.UplinkFS != nil {
+		uc.FS = d.opt.UplinkFS
+	}
+	e, err := uplink.Open(uc, installer{d.up}, d.log)
+	if err != nil {
+		return err
+	}
+	d.eng = e
+	return nil
+}
+
+// drainUplink sends what the engine produced and starts an install that
+// is due.
+func (d *daemon) drainUplink(ctx context.Context, now time.Time) {
+	if d.eng == nil {
+		return
+	}
+	for _, f := range d.eng.Outbox() {
+		d.sendFrame(f)
+	}
+	for _, ev := range d.eng.Events() {
+		d.eventDef(now, ev.Def, ev.Text, ev.Args)
+	}
+	if st := d.eng.Status(); st.StateName == "installing" && !d.installBusy && !d.trialOpen {
+		d.installBusy = true
+		go func() {
+			plan, err := d.eng.RunInstall(ctx)
+			d.installRes <- installResult{plan, err}
+		}()
+	}
+}
+
+type installResult struct {
+	plan uint64
+	err  error
+}
+
+// onInstall takes the result of an install run.
+func (d *daemon) onInstall(ctx context.Context, now time.Time, r installResult) {
+	d.installBusy = false
+	if r.err != nil {
+		d.log.Error("install failed", "plan", r.plan, "err", r.err)
+	} else if r.plan != 0 {
+		d.log.Info("install done", "plan", r.plan)
+	}
+	d.drainUplink(ctx, now)
+}
+
+// uplinkStatus is the engine's part of Status.
+func (d *daemon) uplinkStatus() (UplinkStatus, uplink.Status) {
+	if d.eng == nil {
+		return UplinkStatus{State: "idle"}, uplink.Status{}
+	}
+	es := d.eng.Status()
+	us := UplinkStatus{Plan: es.Plan, State: es.StateName, Transfer: es.Transfer,
+		ChunksHeld: uint32(max(es.ChunksHeld, 0)), ChunksTotal: uint32(max(es.Total, 0)),
+		BytesStaged: uint64(max(es.BytesStaged, 0)), StagingUsed: uint64(max(es.StagingUsed, 0)),
+		StagingQuota: uint64(max(es.StagingQuota, 0)), Versions: map[string]uint64{}}
+	for _, id := range []slots.SlotID{slots.A, slots.B} {
+		if v, _, ok := d.eng.Release(id); ok {
+			us.Versions[string(id)] = v
+		}
+	}
+	return us, es
+}
+
+// eventDef reports an event of the dictionary given by definition.
+func (d *daemon) eventDef(now time.Time, def *dict.Event, text string, args dict.Values) {
+	d.event(now, def.Name, text, args)
+}
