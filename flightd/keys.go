@@ -25,8 +25,8 @@ type Keys struct {
 	GroundPub map[uint32]ed25519.PublicKey
 	// ReleasePub is Release by id.
 	ReleasePub map[uint32]ed25519.PublicKey
-	Vehicle   protocol.MACKey
-	Seal      []protocol.SealKey
+	Vehicle    protocol.MACKey
+	Seal       []protocol.SealKey
 }
 
 // maxKeyFile bounds a key file read: a PEM public key is ~113 bytes.
