@@ -10,10 +10,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bootorbit/bootorbit/delta"
 	"github.com/bootorbit/bootorbit/flightd/uplink"
 	"github.com/bootorbit/bootorbit/internal/vfs"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
+	"github.com/bootorbit/bootorbit/protocol/link"
 	"github.com/bootorbit/bootorbit/watchdog"
 )
 
@@ -38,6 +40,10 @@ type Options struct {
 	// Watchdog is the hardware watchdog; nil opens boot.watchdog (none
 	// configured: no watchdog, bench use only).
 	Watchdog watchdog.Device
+	// Base returns what a delta is applied against: the booted image's
+	// layers (nil: none, every delta part is a base mismatch the ground
+	// resends as full data). See installer.Base.
+	Base func() delta.Base
 	// UplinkFS is the filesystem of the staging directory (nil: the
 	// OS's); a crash test passes one that drops unsynced data.
 	UplinkFS vfs.FS
@@ -93,6 +99,7 @@ type daemon struct {
 	bucket      tokenBucket
 	installBusy bool
 	installRes  chan installResult
+	linkState   chan linkChange
 	nextHK      time.Time
 	nextHealth  time.Time
 	nextPet     time.Time
@@ -101,6 +108,7 @@ type daemon struct {
 	healthBusy  bool
 	dirtyCounts bool
 	pending     []*protocol.Event // events raised before the links opened
+	unsent      [][]byte          // event frames no link could take
 }
 
 type inFrame struct {
@@ -133,7 +141,7 @@ func start(ctx context.Context, cfg *Config, opt Options) (*daemon, error) {
 	}
 	d := &daemon{cfg: cfg, opt: opt, keys: keys, log: opt.Log, clock: opt.Clock,
 		windows: map[uint32]*protocol.ReplayWindow{}, tlmSeq: map[uint16]uint32{},
-		healthRes: make(chan error, 1), installRes: make(chan installResult, 1), lastLink: -1}
+		healthRes: make(chan error, 1), installRes: make(chan installResult, 1), linkState: make(chan linkChange, 16), lastLink: -1}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -244,11 +252,12 @@ func (d *daemon) openLinks() error {
 		d.links = d.opt.Links
 		return nil
 	}
-	if d.opt.OpenLink == nil {
-		return errors.New("flightd: no links: Options.Links or Options.OpenLink is required")
+	open := d.opt.OpenLink
+	if open == nil {
+		open = d.openLink
 	}
 	for _, lc := range d.cfg.Links {
-		l, err := d.opt.OpenLink(lc)
+		l, err := open(lc)
 		if err != nil {
 			for _, o := range d.links {
 				o.Close()
@@ -339,6 +348,13 @@ func (d *daemon) loop(ctx context.Context) error {
 			d.onHealth(ctx, d.clock.Now(), err)
 		case r := <-d.installRes:
 			d.onInstall(ctx, d.clock.Now(), r)
+		case lc := <-d.linkState:
+			ev := dict.EvLinkDown
+			if lc.up {
+				ev = dict.EvLinkUp
+			}
+			d.log.Info("link", "link", lc.name, "up", lc.up)
+			d.event(d.clock.Now(), ev.Name, "", map[string]any{"link": truncate(lc.name, dict.MaxLinkName)})
 		case <-timer:
 		}
 		if d.rebootNow {
@@ -374,6 +390,24 @@ func (d *daemon) read(ctx context.Context, i int, l Link, in chan<- inFrame) {
 			return
 		}
 	}
+}
+
+// openLink opens a configured link with protocol/link; its up and down
+// transitions become link_up and link_down events.
+func (d *daemon) openLink(lc LinkConfig) (Link, error) {
+	return link.Open(link.Config{Name: lc.Name, Kind: lc.Kind, Listen: lc.Listen, Peer: lc.Peer,
+		Device: lc.Device, Baud: lc.Baud, MaxFrame: lc.MaxFrameOrDefault(),
+		OnState: func(name string, up bool) {
+			select {
+			case d.linkState <- linkChange{name, up}:
+			default: // the main loop is behind: the next change says it
+			}
+		}})
+}
+
+type linkChange struct {
+	name string
+	up   bool
 }
 
 // errLinkClosed lets a Link implementation say it is closed for good.
@@ -498,7 +532,19 @@ func (d *daemon) onFrame(ctx context.Context, now time.Time, f inFrame) {
 func (d *daemon) heardOn(now time.Time, i int) {
 	d.heard = now
 	d.lastLink = i
+	if len(d.unsent) > 0 {
+		q := d.unsent
+		d.unsent = nil
+		for _, b := range q {
+			d.sendFrame(b, false)
+		}
+	}
 }
+
+// maxUnsent bounds the events kept while no link can send (a datagram
+// listener before the ground is first heard): well within the ground's
+// replay window of protocol.ReplayWindowSize sequence numbers.
+const maxUnsent = 32
 
 func (d *daemon) drop(code protocol.Code, what string, err error) {
 	d.mu.Lock()
@@ -521,12 +567,15 @@ func (d *daemon) send(m protocol.ReturnMessage) {
 		d.log.Error("encode", "type", m.Type().String(), "err", err)
 		return
 	}
-	d.sendFrame(b)
+	// Events are state changes the ground must hear of: one that no link
+	// could take is kept and sent when the ground is next heard.
+	_, keep := m.(*protocol.Event)
+	d.sendFrame(b, keep)
 }
 
 // sendFrame sends on the link the ground was last heard on, else the
 // first link that takes it.
-func (d *daemon) sendFrame(b []byte) {
+func (d *daemon) sendFrame(b []byte, keep bool) {
 	order := make([]int, 0, len(d.links))
 	if d.lastLink >= 0 {
 		order = append(order, d.lastLink)
@@ -550,6 +599,12 @@ func (d *daemon) sendFrame(b []byte) {
 		}
 	}
 	d.log.Debug("frame not sent: no link up")
+	if keep {
+		if len(d.unsent) == maxUnsent {
+			d.unsent = d.unsent[1:]
+		}
+		d.unsent = append(d.unsent, b)
+	}
 }
 
 func (d *daemon) setError(now time.Time, code protocol.Code, text string) {

@@ -13,15 +13,23 @@ import (
 // installer is the uplink engine's view of the Updater: it writes the
 // inactive slot (without arming it: activation is a command) and says
 // what the slots hold.
-type installer struct{ u *Updater }
+type installer struct {
+	u    *Updater
+	base func() delta.Base
+}
 
 func (i installer) Status() slots.Status { return i.u.Slots.Status() }
 
-// Base is nil: deltas against the booted slot's files need the slot base
-// reader (a directory slot's files by path and range), which is not wired
-// here yet; bundles of full layers install, and a delta part reports a
-// base mismatch that the ground resends as full data.
-func (i installer) Base() delta.Base { return nil }
+// Base is Options.Base's. Without one (the slot-backed base reader of a
+// directory slot's files is not wired here yet), bundles of full layers
+// install, and a delta part reports a base mismatch that the ground
+// resends as full data.
+func (i installer) Base() delta.Base {
+	if i.base == nil {
+		return nil
+	}
+	return i.base()
+}
 
 func (i installer) Install(ctx context.Context, img slots.Image) (*slots.InstallResult, error) {
 	return i.u.Write(ctx, i.u.Booted.Other(), img)
@@ -55,7 +63,7 @@ func (d *daemon) openUplink() error {
 	if d.opt.UplinkFS != nil {
 		uc.FS = d.opt.UplinkFS
 	}
-	e, err := uplink.Open(uc, installer{d.up}, d.log)
+	e, err := uplink.Open(uc, installer{d.up, d.opt.Base}, d.log)
 	if err != nil {
 		return err
 	}
@@ -70,7 +78,7 @@ func (d *daemon) drainUplink(ctx context.Context, now time.Time) {
 		return
 	}
 	for _, f := range d.eng.Outbox() {
-		d.sendFrame(f)
+		d.sendFrame(f, false)
 	}
 	for _, ev := range d.eng.Events() {
 		d.eventDef(now, ev.Def, ev.Text, ev.Args)
