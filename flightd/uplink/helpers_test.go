@@ -19,6 +19,7 @@ import (
 	"github.com/bootorbit/bootorbit/protocol/transfer"
 	"github.com/bootorbit/bootorbit/protocol/update"
 	"github.com/bootorbit/bootorbit/slots"
+	"github.com/fxamacker/cbor/v2"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -48,12 +49,20 @@ type installer struct {
 	base delta.MapBase
 	// installs counts calls of Install.
 	installs int
+	// out, if set, gets a line every 32 KiB the slot writer reads (the
+	// kill points of the power-cut test).
+	out io.Writer
 }
 
 func (i *installer) Status() slots.Status { return i.m.Status() }
 func (i *installer) Base() delta.Base     { return i.base }
 func (i *installer) Install(ctx context.Context, img slots.Image) (*slots.InstallResult, error) {
 	i.installs++
+	if i.out != nil {
+		for x, l := range img.Layers {
+			img.Layers[x] = &progressReader{r: l, out: i.out}
+		}
+	}
 	return i.m.Install(ctx, i.m.Status().Booted.Other(), img)
 }
 
@@ -130,6 +139,16 @@ type planOpts struct {
 // plan returns the encoded signed plan for im's new image.
 func (im *images) plan(t testing.TB, o planOpts) []byte {
 	t.Helper()
+	b, err := update.EncodePlan(im.planStruct(t, o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// planStruct returns the signed plan for im's new image.
+func (im *images) planStruct(t testing.TB, o planOpts) *update.Plan {
+	t.Helper()
 	if o.version == 0 {
 		o.version = 2
 	}
@@ -161,7 +180,27 @@ func (im *images) plan(t testing.TB, o planOpts) []byte {
 	if err := update.SignPlan(o.groundKey, o.groundID, p); err != nil {
 		t.Fatal(err)
 	}
-	b, err := update.EncodePlan(p)
+	return p
+}
+
+// rawPlan encodes p as it is, signed by priv when priv is set (else with
+// no signature), without the checks of SignPlan and EncodePlan: what a
+// hostile or broken ground could send.
+func rawPlan(t testing.TB, p *update.Plan, priv ed25519.PrivateKey) []byte {
+	t.Helper()
+	em, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Sig = nil
+	if priv != nil {
+		msg, err := em.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Sig = protocol.Sign(priv, update.DomainPlan, msg)
+	}
+	b, err := em.Marshal(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,9 +217,18 @@ type vehicle struct {
 	e     *Engine
 	epoch uint32
 	now   time.Time
+	// onReport, if set, sees every report the vehicle sends.
+	onReport func(r *protocol.Report)
 }
 
 func newVehicle(t testing.TB, dir string, raw bool, base delta.MapBase) *vehicle {
+	t.Helper()
+	v := newVehicleNoOpen(t, dir, raw, base)
+	v.open()
+	return v
+}
+
+func newVehicleNoOpen(t testing.TB, dir string, raw bool, base delta.MapBase) *vehicle {
 	t.Helper()
 	v := &vehicle{t: t, dir: dir, now: t0}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -212,7 +260,6 @@ func newVehicle(t testing.TB, dir string, raw bool, base delta.MapBase) *vehicle
 		MaxFrame:     1024, MinVersion: 1,
 	}
 	v.inst = &installer{base: base}
-	v.open()
 	return v
 }
 
@@ -245,6 +292,7 @@ func (v *vehicle) close() {
 type relay struct {
 	rng  *rand.Rand
 	loss float64
+	dup  float64 // duplication rate
 	// requested counts, per transfer, the chunks the ground sent: what a
 	// resume must not send again once journaled.
 	sent map[uint64]int
@@ -256,7 +304,7 @@ func (r *relay) pass(frames [][]byte) [][]byte {
 		x := r.rng.Float64()
 		switch {
 		case x < r.loss:
-		case x < r.loss+0.02:
+		case x < r.loss+r.dup:
 			out = append(out, f, f)
 		default:
 			out = append(out, f)
@@ -328,9 +376,22 @@ func (v *vehicle) run(s *transfer.Sender, r *relay, maxSteps int, stop func(step
 		}
 		s.Advance()
 		if err := v.e.Tick(v.now); err != nil {
+			if stop != nil && stop(step) {
+				return sentChunks // the power is cut
+			}
 			v.t.Fatal(err)
 		}
 		down = v.e.Outbox()
+		if v.onReport != nil {
+			c, _ := protocol.NewCodec(v.cfg.MaxFrame)
+			for _, f := range down {
+				if m, err := c.Decode(f); err == nil {
+					if rep, ok := m.(*protocol.Report); ok {
+						v.onReport(rep)
+					}
+				}
+			}
+		}
 		v.now = v.now.Add(10 * time.Millisecond)
 		if stop != nil && stop(step) {
 			return sentChunks
@@ -364,5 +425,3 @@ func dirBytes(t testing.TB, dir string) int64 {
 	})
 	return n
 }
-
-var _ = io.EOF

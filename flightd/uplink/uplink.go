@@ -206,7 +206,7 @@ func Open(cfg Config, inst Installer, log *slog.Logger) (*Engine, error) {
 	if fsys == nil {
 		fsys = vfs.Default
 	}
-	if err := fsys.MkdirAll(cfg.Dir, 0o700); err != nil {
+	if err := staging.MkdirDurable(vfs.Default, cfg.Dir); err != nil { // the journal's, on the OS
 		return nil, fmt.Errorf("uplink: %w", err)
 	}
 	st, err := staging.Open(fsys, filepath.Join(cfg.Dir, "staging"), cfg.StagingQuota)

@@ -81,7 +81,7 @@ func TestInstallDirSlot(t *testing.T) {
 	v := newVehicle(t, filepath.Join(dir, "vehicle"), false, im.oldBase())
 	defer v.close()
 	g := newGround(t)
-	r := &relay{rng: rng, loss: 0.2}
+	r := &relay{rng: rng, loss: 0.2, dup: 0.02}
 
 	s := g.sender(update.TargetPlan(7), im.plan(t, planOpts{id: 7}))
 	v.run(s, r, 100000, nil)
@@ -165,7 +165,7 @@ func TestInstallRawSlot(t *testing.T) {
 	v := newVehicle(t, filepath.Join(dir, "vehicle"), true, im.oldBase())
 	defer v.close()
 	g := newGround(t)
-	r := &relay{rng: rng, loss: 0.1}
+	r := &relay{rng: rng, loss: 0.1, dup: 0.02}
 	for _, tr := range []struct {
 		target []byte
 		data   []byte

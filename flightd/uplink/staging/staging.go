@@ -57,10 +57,31 @@ func Open(fsys vfs.FS, dir string, quota int64) (*Store, error) {
 	if quota <= 0 {
 		return nil, fmt.Errorf("staging: quota %d, want > 0", quota)
 	}
-	if err := fsys.MkdirAll(dir, 0o700); err != nil {
+	if err := MkdirDurable(fsys, dir); err != nil {
 		return nil, fmt.Errorf("staging: %w", err)
 	}
 	return &Store{fs: fsys, dir: dir, quota: quota, files: map[uint64]*file{}}, nil
+}
+
+// MkdirDurable creates dir and its missing parents and makes their entries
+// durable: each directory from dir up to the root is synced, since a new
+// directory's entry lives in its parent. Without it a power cut can take
+// the whole staging directory away after records pointing into it were
+// committed.
+func MkdirDurable(fsys vfs.FS, dir string) error {
+	if err := fsys.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for d := filepath.Clean(dir); ; {
+		if err := vfs.SyncDir(fsys, d); err != nil {
+			return err
+		}
+		p := filepath.Dir(d)
+		if p == d {
+			return nil
+		}
+		d = p
+	}
 }
 
 // Name is the file name of transfer id's data.
