@@ -112,6 +112,11 @@ type groundStation struct {
 	tlm    map[uint16]*protocol.Telemetry
 	// requested counts the chunk frames sent per transfer.
 	chunks map[uint64]int
+	// tick, if set, is called at every turn of the ground's loops (the
+	// power-cut test cuts the vehicle's power there).
+	tick func()
+	// onEvent, if set, sees every event from the vehicle.
+	onEvent func(*protocol.Event)
 }
 
 func (g *groundStation) sendFrame(b []byte) {
@@ -149,6 +154,9 @@ func (g *groundStation) take(now time.Time, b []byte, s *transfer.Sender) {
 			return
 		}
 		g.events = append(g.events, msg)
+		if g.onEvent != nil {
+			g.onEvent(msg)
+		}
 		if e, ok := dict.EventByID(msg.ID); ok {
 			g.t.Logf("vehicle event %s %q %v", e.Name, msg.Text, msg.Args)
 		}
@@ -177,6 +185,9 @@ func (g *groundStation) transfer(target, data []byte, timeout time.Duration) {
 	mustT(g.t, err)
 	end := time.Now().Add(timeout)
 	for !s.Done() {
+		if g.tick != nil {
+			g.tick()
+		}
 		now := time.Now()
 		if now.After(end) {
 			done, total := s.Progress()
@@ -218,6 +229,9 @@ func (g *groundStation) command(name string, args dict.Values, timeout time.Dura
 	mustT(g.t, err)
 	end := time.Now().Add(timeout)
 	for time.Now().Before(end) {
+		if g.tick != nil {
+			g.tick()
+		}
 		g.sendFrame(b)
 		resend := time.Now().Add(300 * time.Millisecond)
 		for rb := g.recv(resend); rb != nil; rb = g.recv(resend) {
