@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -124,6 +125,8 @@ func describeJSONError(err error, data []byte) string {
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
+	case errors.As(err, &typeErr) && (typeErr.Type == reflect.TypeFor[Duration]() || typeErr.Type == reflect.TypeFor[Size]()):
+		return fmt.Sprintf("field %q: %s", typeErr.Field, typeErr.Value)
 	case errors.As(err, &typeErr):
 		return fmt.Sprintf("field %q: want %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
 	case errors.As(err, &syntaxErr):

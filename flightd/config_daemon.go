@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -135,18 +136,23 @@ var DefaultRebootCommand = []string{"/bin/systemctl", "reboot"}
 // Duration is a JSON duration written as Go writes it ("90s", "5m").
 type Duration time.Duration
 
-// UnmarshalJSON implements json.Unmarshaler.
+// UnmarshalJSON implements json.Unmarshaler. Its errors are
+// *json.UnmarshalTypeError, which encoding/json completes with the field's
+// path, so that a bad value is reported with the key it is under.
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	bad := func(why string) error {
+		return &json.UnmarshalTypeError{Value: fmt.Sprintf("%s (%s)", b, why), Type: reflect.TypeFor[Duration]()}
+	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want a duration string like \"90s\"")
+		return bad(`want a duration string like "90s"`)
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("duration %q: want e.g. \"90s\" or \"5m\"", s)
+		return bad(`want a duration like "90s" or "5m"`)
 	}
 	if v < 0 {
-		return fmt.Errorf("duration %q is negative", s)
+		return bad("negative")
 	}
 	*d = Duration(v)
 	return nil
@@ -171,28 +177,31 @@ var sizeUnits = map[string]int64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9,
 
 var sizeRE = regexp.MustCompile(`^([0-9]{1,19})\s*([KMGT]i?B|B)?$`)
 
-// UnmarshalJSON implements json.Unmarshaler.
+// UnmarshalJSON implements json.Unmarshaler (errors as Duration's).
 func (s *Size) UnmarshalJSON(b []byte) error {
+	bad := func(why string) error {
+		return &json.UnmarshalTypeError{Value: fmt.Sprintf("%s (%s)", b, why), Type: reflect.TypeFor[Size]()}
+	}
 	var n int64
 	if err := json.Unmarshal(b, &n); err == nil {
 		if n < 0 {
-			return fmt.Errorf("size %d is negative", n)
+			return bad("negative")
 		}
 		*s = Size(n)
 		return nil
 	}
 	var str string
 	if err := json.Unmarshal(b, &str); err != nil {
-		return fmt.Errorf("want a size: a number of bytes or a string like \"2GiB\"")
+		return bad(`want a number of bytes or a string like "2GiB"`)
 	}
 	m := sizeRE.FindStringSubmatch(strings.TrimSpace(str))
 	if m == nil {
-		return fmt.Errorf("size %q: want a number and an optional unit (B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)", str)
+		return bad("want a number and an optional unit: B, KB, KiB, MB, MiB, GB, GiB, TB, TiB")
 	}
 	v, err := strconv.ParseInt(m[1], 10, 64)
 	mul := sizeUnits[m[2]]
 	if err != nil || v > (1<<62)/mul {
-		return fmt.Errorf("size %q is too large", str)
+		return bad("too large")
 	}
 	*s = Size(v * mul)
 	return nil

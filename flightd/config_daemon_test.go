@@ -70,11 +70,12 @@ func TestConfigReportsEveryProblem(t *testing.T) {
 
 func TestConfigValuesWithUnits(t *testing.T) {
 	for _, tc := range []struct{ doc, want string }{
-		{`{"storage": {"quota": "2 parsecs"}}`, "size"},
-		{`{"storage": {"quota": -1}}`, "negative"},
-		{`{"telemetry": {"period": 30}}`, "duration"},
+		{`{"storage": {"quota": "2 parsecs"}}`, `field "storage.quota": "2 parsecs" (want a number and an optional unit`},
+		{`{"storage": {"quota": -1}}`, `field "storage.quota": -1 (negative)`},
+		{`{"telemetry": {"period": 30}}`, `field "telemetry.period": 30 (want a duration string`},
 		{`{"telemetry": {"period": "-5s"}}`, "negative"},
 		{`{"storage": {"quota": "99999999999TiB"}}`, "too large"},
+		{`{"health": {"checks": [{"name": "x", "command": ["/bin/true"], "timeout": "soon"}]}}`, `field "health.checks.timeout": "soon"`},
 	} {
 		_, err := ParseConfig([]byte(tc.doc))
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrConfig) {
