@@ -178,6 +178,15 @@ func (g *groundStation) take(now time.Time, b []byte, s *transfer.Sender) {
 // transfer sends data as target until the vehicle completes it.
 func (g *groundStation) transfer(target, data []byte, timeout time.Duration) {
 	g.t.Helper()
+	if err := g.transferErr(target, data, timeout); err != nil {
+		g.t.Fatalf("transfer %d: %v", g.xfer, err)
+	}
+}
+
+// transferErr sends data as target until the vehicle completes or
+// refuses it.
+func (g *groundStation) transferErr(target, data []byte, timeout time.Duration) error {
+	g.t.Helper()
 	g.xfer++
 	p, err := transfer.NewPlan(g.codec, testVehicle, g.xfer, target, bytes.NewReader(data), uint64(len(data)), 0, e2eGroundID, g.ground)
 	mustT(g.t, err)
@@ -210,9 +219,7 @@ func (g *groundStation) transfer(target, data []byte, timeout time.Duration) {
 			g.take(time.Now(), b, s)
 		}
 	}
-	if err := s.Err(); err != nil {
-		g.t.Fatalf("transfer %d: %v", g.xfer, err)
-	}
+	return s.Err()
 }
 
 // command signs and sends a command until its final verification report
@@ -297,8 +304,12 @@ func (g *groundStation) waitHK(p *dict.Packet, what string, ok func(dict.Values)
 
 // signedPlan signs a plan for image im with bundle.
 func (g *groundStation) signedPlan(id, version uint64, im *oci.Image, bundle []byte) []byte {
+	return g.signedPlanFor(id, version, e2eHardware, im, bundle)
+}
+
+func (g *groundStation) signedPlanFor(id, version uint64, hardware string, im *oci.Image, bundle []byte) []byte {
 	g.t.Helper()
-	rs, err := update.SignRelease(g.release, e2eReleaseID, update.Release{Manifest: im.ManifestDigest, Version: version, HardwareID: e2eHardware})
+	rs, err := update.SignRelease(g.release, e2eReleaseID, update.Release{Manifest: im.ManifestDigest, Version: version, HardwareID: hardware})
 	mustT(g.t, err)
 	p := &update.Plan{ID: id, Vehicle: testVehicle, Release: rs, Manifest: im.ManifestBytes, Config: im.ConfigBytes,
 		BundleSize: uint64(len(bundle)), BundleDigest: digest.FromBytes(bundle), Staging: uint64(len(bundle))}
@@ -494,8 +505,23 @@ func TestEndToEndUpdateAndRollback(t *testing.T) {
 		}
 	}
 
-	// First update: v1 (A) -> v2 (B), delta against the booted slot.
+	// A plan for other hardware is refused before any bundle byte (its
+	// bundle transfer is refused), with its reason in telemetry.
 	cancel, done := start()
+	g.transfer(update.TargetPlan(9), g.signedPlanFor(9, 2, "obc-rev-x", oims[1], b12), 30*time.Second)
+	if err := g.transferErr(update.TargetBundle(9), b12, 30*time.Second); !errors.Is(err, transfer.ErrRefused) {
+		t.Fatalf("bundle of a plan for other hardware: %v, want refused", err)
+	}
+	g.waitHK(dict.HKCounters, "a wrong_hardware refusal", func(v dict.Values) bool {
+		for i := 1; i <= dict.TopDrops; i++ {
+			if v[fmt.Sprintf("drop%d_reason", i)] == uint64(dict.CodeWrongHardware) && v[fmt.Sprintf("drop%d_count", i)] == uint64(1) {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second)
+
+	// First update: v1 (A) -> v2 (B), delta against the booted slot.
 	g.transfer(update.TargetPlan(1), g.signedPlan(1, 2, oims[1], b12), 30*time.Second)
 	g.transfer(update.TargetBundle(1), b12, 60*time.Second)
 	installed := func(plan uint64) func(dict.Values) bool {
