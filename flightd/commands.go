@@ -104,7 +104,9 @@ func (d *daemon) onCommand(ctx context.Context, now time.Time, c *protocol.Comma
 	d.report(c, protocol.StageAccepted, 0, 0)
 	d.report(c, protocol.StageStarted, 0, 0)
 	d.log.Info("command", "seq", c.Seq, "command", def.Name, "args", args)
-	if err := d.execute(ctx, now, c, def, args); err != nil {
+	if err := d.execute(ctx, now, c, def, args); err == errLater {
+		return true
+	} else if err != nil {
 		code := dict.CodeBadState
 		var ce *cmdError
 		if errors.As(err, &ce) {
@@ -117,6 +119,37 @@ func (d *daemon) onCommand(ctx context.Context, now time.Time, c *protocol.Comma
 	}
 	d.report(c, protocol.StageCompleted, 0, 0)
 	return true
+}
+
+// errLater is execute's answer for a command whose completion is
+// reported later, from the main loop.
+var errLater = errors.New("flightd: completion reported later")
+
+type verifyResult struct {
+	c    *protocol.Command
+	slot string
+	res  *slots.VerifyResult
+	err  error
+}
+
+// onVerify reports a slot verification.
+func (d *daemon) onVerify(now time.Time, r verifyResult) {
+	d.verifyBusy = false
+	code := protocol.Code(0)
+	var err error
+	switch {
+	case r.err != nil:
+		code, err = dict.CodeBadState, r.err
+	case !r.res.OK:
+		code, err = dict.CodeInstallFailed, fmt.Errorf("slot %s does not match its digest: %s", r.res.Slot, r.res.Detail)
+	}
+	d.event(now, dict.EvSlotVerified.Name, "", map[string]any{"slot": r.slot, "code": uint64(code)})
+	if err != nil {
+		d.setError(now, code, "verify_slot: "+err.Error())
+		d.report(r.c, protocol.StageFailed, 0, code)
+		return
+	}
+	d.report(r.c, protocol.StageCompleted, 0, 0)
 }
 
 // report sends a verification report on c.
@@ -133,10 +166,10 @@ func idArg(args dict.Values) (uint64, bool) {
 // execute runs an accepted command; a non-nil error fails it (a *cmdError
 // carries the reason code).
 func (d *daemon) execute(ctx context.Context, now time.Time, c *protocol.Command, def *dict.Command, args dict.Values) error {
-	if d.installBusy {
+	if d.installBusy || d.verifyBusy {
 		switch def {
 		case dict.CmdActivate, dict.CmdRollback, dict.CmdMarkGood, dict.CmdVerify, dict.CmdFactoryReset, dict.CmdReboot:
-			return fail(dict.CodeBusy, "an install is running")
+			return fail(dict.CodeBusy, "an install or a slot verification is running")
 		}
 	}
 	switch def {
@@ -174,22 +207,14 @@ func (d *daemon) execute(ctx context.Context, now time.Time, c *protocol.Command
 		if id == d.up.Booted {
 			return fail(dict.CodeBadState, "slot %s is the booted slot; verify_slot re-reads an idle slot", id)
 		}
-		res, err := d.up.Slots.Verify(ctx, id)
-		code := protocol.Code(0)
-		switch {
-		case err != nil:
-			code = dict.CodeBadState
-		case !res.OK:
-			code = dict.CodeInstallFailed
-		}
-		d.event(now, dict.EvSlotVerified.Name, "", map[string]any{"slot": label.Name, "code": uint64(code)})
-		if err != nil {
-			return fail(code, "%v", err)
-		}
-		if !res.OK {
-			return fail(code, "slot %s does not match its digest: %s", id, res.Detail)
-		}
-		return nil
+		// Reading a slot back takes long: off the main loop, which keeps
+		// taking frames and petting the watchdog; the reports follow.
+		d.verifyBusy = true
+		go func() {
+			res, err := d.up.Slots.Verify(ctx, id)
+			d.verifyRes <- verifyResult{c: c, slot: label.Name, res: res, err: err}
+		}()
+		return errLater
 	case dict.CmdFactoryReset:
 		d.mu.Lock()
 		d.st.FactoryReset = true

@@ -99,7 +99,10 @@ type daemon struct {
 	bucket      tokenBucket
 	installBusy bool
 	installRes  chan installResult
+	verifyBusy  bool
+	verifyRes   chan verifyResult
 	linkState   chan linkChange
+	linksUp     map[string]bool
 	nextHK      time.Time
 	nextHealth  time.Time
 	nextPet     time.Time
@@ -141,7 +144,7 @@ func start(ctx context.Context, cfg *Config, opt Options) (*daemon, error) {
 	}
 	d := &daemon{cfg: cfg, opt: opt, keys: keys, log: opt.Log, clock: opt.Clock,
 		windows: map[uint32]*protocol.ReplayWindow{}, tlmSeq: map[uint16]uint32{},
-		healthRes: make(chan error, 1), installRes: make(chan installResult, 1), linkState: make(chan linkChange, 16), lastLink: -1}
+		healthRes: make(chan error, 1), installRes: make(chan installResult, 1), verifyRes: make(chan verifyResult, 1), linkState: make(chan linkChange, 16), lastLink: -1}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -348,12 +351,15 @@ func (d *daemon) loop(ctx context.Context) error {
 			d.onHealth(ctx, d.clock.Now(), err)
 		case r := <-d.installRes:
 			d.onInstall(ctx, d.clock.Now(), r)
+		case r := <-d.verifyRes:
+			d.onVerify(d.clock.Now(), r)
 		case lc := <-d.linkState:
 			ev := dict.EvLinkDown
 			if lc.up {
 				ev = dict.EvLinkUp
 			}
 			d.log.Info("link", "link", lc.name, "up", lc.up)
+			d.setLinkUp(lc.name, lc.up)
 			d.event(d.clock.Now(), ev.Name, "", map[string]any{"link": truncate(lc.name, dict.MaxLinkName)})
 		case <-timer:
 		}
@@ -403,6 +409,22 @@ func (d *daemon) openLink(lc LinkConfig) (Link, error) {
 			default: // the main loop is behind: the next change says it
 			}
 		}})
+}
+
+// setLinkUp records a link's state; the uplink engine's report timers
+// run only while some link is up.
+func (d *daemon) setLinkUp(name string, up bool) {
+	if d.linksUp == nil {
+		d.linksUp = map[string]bool{}
+	}
+	d.linksUp[name] = up
+	any := false
+	for _, u := range d.linksUp {
+		any = any || u
+	}
+	if d.eng != nil {
+		d.eng.SetLink(d.clock.Now(), any)
+	}
 }
 
 type linkChange struct {

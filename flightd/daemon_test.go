@@ -387,3 +387,22 @@ func TestDaemonGroundNotHeard(t *testing.T) {
 	}
 	run.done <- nil
 }
+
+// TestDaemonVerifySlot: verify_slot reads the idle slot off the main loop
+// and reports the result; the booted slot is refused.
+func TestDaemonVerifySlot(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Written, vars("A", "3", "0", "-"))
+	run := r.start(slots.A)
+	c := r.command(run, "verify_slot", dict.Values{"slot": "a"}, nil)
+	if v := r.verification(run, c.Seq, protocol.StageFailed); v.Code != dict.CodeBadState {
+		t.Errorf("verify of the booted slot: %s", dict.EnumReason.NameOf(uint64(v.Code)))
+	}
+	// Slot B's recorded digest is made up (the table rig's): a mismatch.
+	c = r.command(run, "verify_slot", dict.Values{"slot": "b"}, nil)
+	r.verification(run, c.Seq, protocol.StageStarted)
+	ev := r.event(run, dict.EvSlotVerified)
+	if ev["slot"] != uint64(2) || ev["code"] == uint64(0) {
+		t.Errorf("slot_verified %v: want slot b, a failure code", ev)
+	}
+	r.verification(run, c.Seq, protocol.StageFailed)
+}

@@ -3,12 +3,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/bootorbit/bootorbit/flightd"
 	"github.com/bootorbit/bootorbit/internal/cli/clitest"
 	"github.com/bootorbit/bootorbit/watchdog"
 )
@@ -87,5 +89,23 @@ func TestKeygenStatusCheck(t *testing.T) {
 	code, out, _ = clitest.Run(commands, "check", "--config", conf)
 	if code != 1 || !strings.Contains(out, "slot B is empty, but the boot environment can boot it") || !strings.Contains(out, "the next boot boots slot B, which is empty") {
 		t.Fatalf("check of a tampered environment: %d\n%s", code, out)
+	}
+}
+
+// TestControlSocket: the running daemon's status, asked over its socket.
+func TestControlSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flightd.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	want := flightd.Status{Vehicle: 9, Booted: "B", LastOutcome: "good"}
+	if err := serveControl(ctx, path, func() flightd.Status { return want }); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket %v %v", fi, err)
+	}
+	got, err := askDaemon(path)
+	if err != nil || got.Vehicle != 9 || got.Booted != "B" || got.LastOutcome != "good" {
+		t.Fatalf("asked %+v %v", got, err)
 	}
 }
