@@ -96,6 +96,11 @@ func (d *daemon) boot(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	from := d.st.TrialFrom
+	if newBoot {
+		d.st.RebootAtMs = 0 // a scheduled reboot happened, or the board restarted: either way it is moot
+	} else if d.st.RebootAtMs != 0 {
+		d.rebootAt, d.rebootCause = time.UnixMilli(d.st.RebootAtMs), "activate"
+	}
 	d.mu.Unlock()
 	if newBoot && rec.Cause == watchdog.CauseWatchdog {
 		d.event(now, dict.EvWatchdogReset.Name, "the last boot ended in a watchdog reset", map[string]any{"slot": slotLabel(booted), "boot_count": uint64(uint32(rec.Count))})
@@ -202,6 +207,17 @@ func (d *daemon) onHealth(ctx context.Context, now time.Time, err error) {
 	d.healthErr = err
 	if d.trialOpen {
 		d.decideTrial(ctx, now)
+		return
+	}
+	if err == nil && !d.committed {
+		// Every healthy boot is committed, trial or not: the booted
+		// slot's counter goes back to N (RAUC's mark-good at every boot),
+		// so that power cycles never count it down to a fallback. It
+		// writes nothing when the counter is already N.
+		d.committed = true
+		if cerr := d.up.Commit(); cerr != nil {
+			d.log.Warn("commit of a healthy boot", "err", cerr)
+		}
 	}
 }
 
@@ -230,6 +246,7 @@ func (d *daemon) decideTrial(ctx context.Context, now time.Time) {
 			d.setError(now, dict.CodeBadState, "commit: "+err.Error())
 			return
 		}
+		d.committed = true
 		d.mu.Lock()
 		d.st.Outcome, d.st.TrialFrom = "good", ""
 		d.trial = false

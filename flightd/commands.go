@@ -334,6 +334,12 @@ func (d *daemon) activate(now time.Time, args dict.Values) error {
 		}
 		d.rebootAt = at
 		d.rebootCause = "activate"
+		d.mu.Lock()
+		d.st.RebootAtMs = at.UnixMilli()
+		d.mu.Unlock()
+		if err := d.saveStateErr(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

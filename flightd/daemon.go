@@ -91,6 +91,7 @@ type daemon struct {
 	healthErr   error // the last health run's result
 	healthDone  bool  // a health run finished since start
 	trialOpen   bool  // the trial still has to be decided
+	committed   bool  // this boot was committed
 	rebootAt    time.Time
 	rebootCause string
 	rebootNow   bool
@@ -459,7 +460,7 @@ func (d *daemon) due(ctx context.Context, now time.Time) error {
 	}
 	if !d.rebootAt.IsZero() && !now.Before(d.rebootAt) {
 		d.rebootAt = time.Time{}
-		d.rebootNow = true
+		d.requestReboot(d.rebootCause, d.nextSlot())
 	}
 	if d.eng != nil {
 		if dl := d.eng.Deadline(); !dl.IsZero() && !now.Before(dl) {

@@ -406,3 +406,25 @@ func TestDaemonVerifySlot(t *testing.T) {
 	}
 	r.verification(run, c.Seq, protocol.StageFailed)
 }
+
+// TestDaemonScheduledActivation: activate with not_before reboots at that
+// time on the daemon's clock, not before.
+func TestDaemonScheduledActivation(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Written, vars("A", "3", "0", "-"))
+	run := r.start(slots.A)
+	at := r.clock.Now().Add(time.Hour).UnixMilli()
+	c := r.command(run, "activate", dict.Values{"slot": "b", "attempts": uint64(2), "not_before": at}, nil)
+	r.event(run, dict.EvArmed)
+	r.verification(run, c.Seq, protocol.StageCompleted)
+	r.clock.Advance(59 * time.Minute)
+	c = r.command(run, "noop", nil, nil)
+	r.verification(run, c.Seq, protocol.StageCompleted) // still running
+	r.clock.Advance(time.Minute)
+	if ev := r.event(run, dict.EvRebooting); ev["cause"] != uint64(1) || ev["slot"] != uint64(2) {
+		t.Errorf("rebooting %v: want cause activate, slot b", ev)
+	}
+	if err := <-run.done; !errors.Is(err, ErrRebooted) {
+		t.Fatalf("Run: %v", err)
+	}
+	run.done <- nil
+}

@@ -46,6 +46,10 @@ type DaemonState struct {
 	// Rebooting is set just before flightd runs the reboot action, so
 	// that the next start can tell its own reboot from a power cut.
 	Rebooting bool `json:"rebooting,omitempty"`
+	// RebootAtMs is the reboot an activate command scheduled (not_before,
+	// ms since the Unix epoch; 0: none), kept across a restart of
+	// flightd within the same boot.
+	RebootAtMs int64 `json:"reboot_at_ms,omitempty"`
 	// RebootCause is the dict EnumRebootCause label of that reboot.
 	RebootCause string `json:"reboot_cause,omitempty"`
 }
