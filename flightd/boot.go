@@ -209,15 +209,27 @@ func (d *daemon) onHealth(ctx context.Context, now time.Time, err error) {
 		d.decideTrial(ctx, now)
 		return
 	}
-	if err == nil && !d.committed {
-		// Every healthy boot is committed, trial or not: the booted
-		// slot's counter goes back to N (RAUC's mark-good at every boot),
-		// so that power cycles never count it down to a fallback. It
-		// writes nothing when the counter is already N.
-		d.committed = true
-		if cerr := d.up.Commit(); cerr != nil {
-			d.log.Warn("commit of a healthy boot", "err", cerr)
-		}
+	if err == nil {
+		d.commitHealthy()
+	}
+}
+
+// commitHealthy commits a healthy boot that is no trial, once: the booted
+// slot's counter goes back to N (RAUC's mark-good at every boot), so that
+// power cycles never count it down to a fallback; it writes nothing when
+// the counter is already N. Not while an install writes the environment
+// off the loop (the Updater is not safe for concurrent use): then after it.
+func (d *daemon) commitHealthy() {
+	if d.committed || d.trialOpen || d.healthErr != nil || !d.healthDone {
+		return
+	}
+	if d.installBusy {
+		d.commitAfterInstall = true
+		return
+	}
+	d.committed = true
+	if err := d.up.Commit(); err != nil {
+		d.log.Warn("commit of a healthy boot", "err", err)
 	}
 }
 

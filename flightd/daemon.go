@@ -88,31 +88,34 @@ type daemon struct {
 	heard    time.Time
 	started  time.Time
 
-	healthErr   error // the last health run's result
-	healthDone  bool  // a health run finished since start
-	trialOpen   bool  // the trial still has to be decided
-	committed   bool  // this boot was committed
-	rebootAt    time.Time
-	rebootCause string
-	rebootNow   bool
-	tlmSeq      map[uint16]uint32
-	evSeq       uint32
-	bucket      tokenBucket
-	installBusy bool
-	installRes  chan installResult
-	verifyBusy  bool
-	verifyRes   chan verifyResult
-	linkState   chan linkChange
-	linksUp     map[string]bool
-	nextHK      time.Time
-	nextHealth  time.Time
-	nextPet     time.Time
-	petEvery    time.Duration
-	healthRes   chan error
-	healthBusy  bool
-	dirtyCounts bool
-	pending     []*protocol.Event // events raised before the links opened
-	unsent      [][]byte          // event frames no link could take
+	healthErr  error // the last health run's result
+	healthDone bool  // a health run finished since start
+	trialOpen  bool  // the trial still has to be decided
+	committed  bool  // this boot was committed
+	// commitAfterInstall: a healthy boot's commit waits for the install
+	// running off the loop.
+	commitAfterInstall bool
+	rebootAt           time.Time
+	rebootCause        string
+	rebootNow          bool
+	tlmSeq             map[uint16]uint32
+	evSeq              uint32
+	bucket             tokenBucket
+	installBusy        bool
+	installRes         chan installResult
+	verifyBusy         bool
+	verifyRes          chan verifyResult
+	linkState          chan linkChange
+	linksUp            map[string]bool
+	nextHK             time.Time
+	nextHealth         time.Time
+	nextPet            time.Time
+	petEvery           time.Duration
+	healthRes          chan error
+	healthBusy         bool
+	dirtyCounts        bool
+	pending            []*protocol.Event // events raised before the links opened
+	unsent             [][]byte          // event frames no link could take
 }
 
 type inFrame struct {

@@ -105,6 +105,10 @@ func (d *daemon) onInstall(ctx context.Context, now time.Time, r installResult) 
 	} else if r.plan != 0 {
 		d.log.Info("install done", "plan", r.plan)
 	}
+	if d.commitAfterInstall {
+		d.commitAfterInstall = false
+		d.commitHealthy()
+	}
 	d.drainUplink(ctx, now)
 }
 
