@@ -277,6 +277,8 @@ func (d *daemon) openLinks() error {
 	return nil
 }
 
+// close releases the links, the journal and the watchdog; it may be
+// called more than once.
 func (d *daemon) close() {
 	for _, l := range d.links {
 		l.Close()
@@ -289,6 +291,7 @@ func (d *daemon) close() {
 		// Close leaves the watchdog armed (no magic close): a daemon that
 		// stops must be restarted before the timeout, or the board resets.
 		d.wd.Close()
+		d.wd = nil
 	}
 }
 
@@ -319,7 +322,7 @@ func (d *daemon) loop(ctx context.Context) error {
 			d.read(rctx, i, l, in)
 		}()
 	}
-	defer func() { cancel(); d.close(); wg.Wait(); d.links = nil }()
+	defer func() { cancel(); d.close(); wg.Wait() }()
 
 	now := d.clock.Now()
 	d.nextHK = now

@@ -18,6 +18,7 @@ import (
 	"github.com/bootorbit/bootorbit/protocol/dict"
 	"github.com/bootorbit/bootorbit/slots"
 	"github.com/bootorbit/bootorbit/watchdog"
+	"github.com/bootorbit/bootorbit/watchdog/watchdogtest"
 )
 
 const testVehicle = 42
@@ -40,6 +41,7 @@ type daemonRig struct {
 	mu       sync.Mutex
 	checkErr error
 	reboots  int
+	wd       watchdog.Device // the next start's watchdog (nil: none)
 }
 
 func newDaemonRig(t *testing.T, booted slots.SlotID, a, b slots.State, env watchdog.Vars) *daemonRig {
@@ -103,7 +105,7 @@ func (r *daemonRig) start(booted slots.SlotID) *running {
 	r.reboots++
 	bootID := fmt.Sprintf("boot-%d", r.reboots)
 	r.mu.Unlock()
-	opt := Options{Log: discard, Clock: r.clock, Links: []Link{veh}, Updater: run.up, BootID: bootID,
+	opt := Options{Log: discard, Clock: r.clock, Links: []Link{veh}, Updater: run.up, BootID: bootID, Watchdog: r.wd,
 		Reboot: func(context.Context) error { return nil },
 		RunCheck: func(context.Context, HealthCheck) error {
 			r.mu.Lock()
@@ -427,4 +429,46 @@ func TestDaemonScheduledActivation(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	run.done <- nil
+}
+
+// TestDaemonWatchdog: the watchdog is petted while the health checks pass
+// and not once they fail, so it expires; the reset cause it reports at the
+// next start is in hk.boot and an event.
+func TestDaemonWatchdog(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	dev := watchdogtest.NewDevice(r.clock, time.Minute, 0)
+	r.wd = dev
+	run := r.start(slots.A)
+	step := func(n int) {
+		for range n {
+			r.clock.Advance(10 * time.Second)
+			c := r.command(run, "noop", nil, nil)
+			r.verification(run, c.Seq, protocol.StageCompleted)
+		}
+	}
+	step(18) // 3 minutes, health checks rerun every minute
+	if dev.Expired() || dev.Pets() < 5 {
+		t.Fatalf("healthy: expired %v after %d pets", dev.Expired(), dev.Pets())
+	}
+	r.mu.Lock()
+	r.checkErr = errors.New("payload down")
+	r.mu.Unlock()
+	step(18)
+	if !dev.Expired() {
+		t.Fatalf("unhealthy for 2 minutes, the watchdog was petted (%d pets)", dev.Pets())
+	}
+	run.stop()
+
+	// The board reset: the next start reads CARDRESET.
+	r.wd = watchdogtest.NewDevice(r.clock, time.Minute, watchdog.WDIOFCardReset)
+	r.mu.Lock()
+	r.checkErr = nil
+	r.mu.Unlock()
+	run = r.start(slots.A)
+	c := r.command(run, "status", nil, nil)
+	r.verification(run, c.Seq, protocol.StageStarted)
+	hb := r.packet(run, dict.HKBoot)
+	if hb["reset_cause"] != uint64(2) {
+		t.Errorf("hk.boot %v: want reset cause watchdog", hb)
+	}
 }
