@@ -83,10 +83,11 @@ type daemon struct {
 	cause string // dict EnumResetCause label
 	trial bool
 
-	windows  map[uint32]*protocol.ReplayWindow
-	lastLink int // index of the link the ground was last heard on
-	heard    time.Time
-	started  time.Time
+	windows   map[uint32]*protocol.ReplayWindow
+	lastLink  int // index of the link the ground was last heard on
+	replyLink int // index of the link of the frame being handled (-1: none)
+	heard     time.Time
+	started   time.Time
 
 	healthErr  error // the last health run's result
 	healthDone bool  // a health run finished since start
@@ -148,7 +149,7 @@ func start(ctx context.Context, cfg *Config, opt Options) (*daemon, error) {
 	}
 	d := &daemon{cfg: cfg, opt: opt, keys: keys, log: opt.Log, clock: opt.Clock,
 		windows: map[uint32]*protocol.ReplayWindow{}, tlmSeq: map[uint16]uint32{},
-		healthRes: make(chan error, 1), installRes: make(chan installResult, 1), verifyRes: make(chan verifyResult, 1), linkState: make(chan linkChange, 16), lastLink: -1}
+		healthRes: make(chan error, 1), installRes: make(chan installResult, 1), verifyRes: make(chan verifyResult, 1), linkState: make(chan linkChange, 16), lastLink: -1, replyLink: -1}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -523,6 +524,9 @@ func (d *daemon) onFrame(ctx context.Context, now time.Time, f inFrame) {
 	d.mu.Lock()
 	d.st.Counters.FramesIn++
 	d.mu.Unlock()
+	// The answers to this frame go back on the link it came on.
+	d.replyLink = f.link
+	defer func() { d.replyLink = -1 }()
 	frame := f.frame
 	if d.opener != nil {
 		inner, err := d.opener.Open(frame)
@@ -602,15 +606,19 @@ func (d *daemon) send(m protocol.ReturnMessage) {
 	d.sendFrame(b, keep)
 }
 
-// sendFrame sends on the link the ground was last heard on, else the
-// first link that takes it.
+// sendFrame sends on the link of the frame being answered, else the link
+// the ground was last heard on, else the first link that takes it.
 func (d *daemon) sendFrame(b []byte, keep bool) {
+	first := d.lastLink
+	if d.replyLink >= 0 {
+		first = d.replyLink
+	}
 	order := make([]int, 0, len(d.links))
-	if d.lastLink >= 0 {
-		order = append(order, d.lastLink)
+	if first >= 0 && first < len(d.links) {
+		order = append(order, first)
 	}
 	for i := range d.links {
-		if i != d.lastLink {
+		if i != first {
 			order = append(order, i)
 		}
 	}

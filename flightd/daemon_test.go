@@ -88,6 +88,7 @@ func (r *daemonRig) updater(booted slots.SlotID) *Updater {
 // running is one Run of the daemon.
 type running struct {
 	ground *flightdtest.Link
+	extra  []*flightdtest.Link // the ground's ends of links 1..
 	done   chan error
 	cancel context.CancelFunc
 	up     *Updater
@@ -98,14 +99,21 @@ type running struct {
 func (r *daemonRig) start(booted slots.SlotID) *running {
 	r.t.Helper()
 	veh, gnd := flightdtest.Pipe("uhf", 256)
+	links := []Link{veh}
+	var extra []*flightdtest.Link
+	for _, l := range r.cfg.Links[1:] {
+		v, g := flightdtest.Pipe(l.Name, l.MaxFrameOrDefault())
+		links = append(links, v)
+		extra = append(extra, g)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan func() Status, 1)
-	run := &running{ground: gnd, done: make(chan error, 1), cancel: cancel, up: r.updater(booted)}
+	run := &running{ground: gnd, extra: extra, done: make(chan error, 1), cancel: cancel, up: r.updater(booted)}
 	r.mu.Lock()
 	r.reboots++
 	bootID := fmt.Sprintf("boot-%d", r.reboots)
 	r.mu.Unlock()
-	opt := Options{Log: discard, Clock: r.clock, Links: []Link{veh}, Updater: run.up, BootID: bootID, Watchdog: r.wd,
+	opt := Options{Log: discard, Clock: r.clock, Links: links, Updater: run.up, BootID: bootID, Watchdog: r.wd,
 		Reboot: func(context.Context) error { return nil },
 		RunCheck: func(context.Context, HealthCheck) error {
 			r.mu.Lock()
@@ -471,4 +479,28 @@ func TestDaemonWatchdog(t *testing.T) {
 	if hb["reset_cause"] != uint64(2) {
 		t.Errorf("hk.boot %v: want reset cause watchdog", hb)
 	}
+}
+
+// TestDaemonSeveralLinks: two links at once; answers go on the link the
+// ground was last heard on; when it goes down the daemon goes on over the
+// other, and uses it again when it comes back.
+func TestDaemonSeveralLinks(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	r.cfg.Links = append(r.cfg.Links, LinkConfig{Name: "sband", Kind: "udp", Listen: "127.0.0.1:0", MaxFrame: 1024})
+	run := r.start(slots.A)
+	uhf, sband := run.ground, run.extra[0]
+	// Heard on sband: answered on sband.
+	run.ground = sband
+	c := r.command(run, "noop", nil, nil)
+	r.verification(run, c.Seq, protocol.StageCompleted)
+	// sband goes away: the ground uses uhf, and hears the answer there.
+	sband.SetDown(true)
+	run.ground = uhf
+	c = r.command(run, "noop", nil, nil)
+	r.verification(run, c.Seq, protocol.StageCompleted)
+	// sband comes back.
+	sband.SetDown(false)
+	run.ground = sband
+	c = r.command(run, "noop", nil, nil)
+	r.verification(run, c.Seq, protocol.StageCompleted)
 }
