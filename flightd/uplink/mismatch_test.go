@@ -22,14 +22,22 @@ import (
 // reports the parts; a supplement plan carrying the layer as full data
 // completes the install.
 func TestBaseMismatchSupplement(t *testing.T) {
+	// The supplement's parts have the original's boundaries (part by part
+	// substitutes) or not (the supplement's whole layer replaces it).
+	t.Run("parts", func(t *testing.T) { baseMismatch(t, 16<<10) })
+	t.Run("layer", func(t *testing.T) { baseMismatch(t, 40<<10) })
+}
+
+func baseMismatch(t *testing.T, suppPart int64) {
 	rng := testrand.New(t)
 	dir := t.TempDir()
 	im := makeImages(t, rng, filepath.Join(dir, "img"), ocitest.GenOptions{Layers: 1, Files: 30, MaxFileSize: 32 << 10})
-	// The vehicle's copy of the old layer is damaged all over.
+	// The vehicle's copy of the old layer is damaged in its first third:
+	// some parts mismatch, the others are rebuilt from the base as planned.
 	rotten := delta.MapBase{}
 	for i, d := range im.old.DiffIDs {
 		b := bytes.Clone(im.old.Tars[i])
-		for x := 700; x < len(b); x += 1500 {
+		for x := 700; x < len(b)/3; x += 1500 {
 			b[x] ^= 0x55
 		}
 		rotten[d] = bytes.NewReader(b)
@@ -71,7 +79,11 @@ func TestBaseMismatchSupplement(t *testing.T) {
 	if len(parts) == 0 {
 		t.Fatalf("no base_mismatch parts in %v", eventNames(evs))
 	}
-	t.Logf("%d parts do not match", len(parts))
+	b, _ := delta.OpenBundle(bytes.NewReader(im.bundle), int64(len(im.bundle)))
+	t.Logf("%d of %d parts do not match", len(parts), len(b.Header.Layers[0].Parts))
+	if len(parts) == len(b.Header.Layers[0].Parts) {
+		t.Fatal("every part mismatches: the test wants some that match")
+	}
 	if ps := v.e.Check(); len(ps) > 0 {
 		t.Fatalf("Check: %v", ps)
 	}
@@ -83,7 +95,8 @@ func TestBaseMismatchSupplement(t *testing.T) {
 	}
 
 	// The supplement: the new image's layers as full data (a bundle from
-	// an empty image).
+	// an empty image, whose parts have the same boundaries): its parts
+	// replace the mismatching ones, part by part.
 	empty, err := ocitest.Write(filepath.Join(dir, "img", "empty"), "e", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +106,7 @@ func TestBaseMismatchSupplement(t *testing.T) {
 		t.Fatal(err)
 	}
 	suppPath := filepath.Join(dir, "img", "supp")
-	if _, err := delta.ComputeFile(context.Background(), emptyIm, im.newIm, suppPath, delta.Options{TempDir: dir, PartSize: 16 << 10}); err != nil {
+	if _, err := delta.ComputeFile(context.Background(), emptyIm, im.newIm, suppPath, delta.Options{TempDir: dir, PartSize: suppPart}); err != nil {
 		t.Fatal(err)
 	}
 	supp, err := os.ReadFile(suppPath)

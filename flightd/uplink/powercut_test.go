@@ -136,7 +136,7 @@ func TestUplinkChild(t *testing.T) {
 		g.next = tr.id
 		s := g.sender(tr.target, tr.data)
 		v.run(s, r, 400000, func(step int) bool {
-			if step%10 == 0 {
+			if step%3 == 0 {
 				line("receive")
 			}
 			return false

@@ -124,6 +124,9 @@ func (e *Engine) restore() error {
 			return fmt.Errorf("uplink: journal record %x: %w", r.Key, err)
 		}
 	}
+	if e.inspect {
+		return nil
+	}
 	for id, x := range e.xfers {
 		if err := e.st.Reserve(id, int64(x.Size)); err != nil {
 			return fmt.Errorf("uplink: staging of transfer %d: %w", id, err)

@@ -181,6 +181,9 @@ type Engine struct {
 	now      time.Time
 
 	installing sync.Mutex // held by RunInstall and InstallFile
+
+	// inspect: opened by Inspect, to read and check only.
+	inspect bool
 }
 
 // Open opens the engine's journal and staging under cfg.Dir and restores
@@ -228,6 +231,44 @@ func Open(cfg Config, inst Installer, log *slog.Logger) (*Engine, error) {
 	return e, nil
 }
 
+// Inspect opens the journal and staging under cfg.Dir to read and check
+// them only (`flightd check`): nothing is repaired, reserved, received or
+// installed, and no key is needed. It fails at once while a daemon holds
+// the journal.
+func Inspect(cfg Config, inst Installer, log *slog.Logger) (*Engine, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("uplink: config: no state directory")
+	}
+	if cfg.StagingQuota <= 0 {
+		cfg.StagingQuota = 1 << 62
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	fsys := cfg.FS
+	if fsys == nil {
+		fsys = vfs.Default
+	}
+	j, err := journal.OpenReadOnly(filepath.Join(cfg.Dir, "journal.db"))
+	if err != nil {
+		return nil, err
+	}
+	st, err := staging.Open(fsys, filepath.Join(cfg.Dir, "staging"), cfg.StagingQuota)
+	if err != nil {
+		j.Close()
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, log: log, inst: inst, j: j, st: st, inspect: true,
+		plans: map[uint64]*planRec{}, xfers: map[uint64]xferRec{}, floors: map[uint32]uint64{},
+		slotRecs: map[slots.SlotID]slotRec{}, refused: map[uint64]bool{}, counts: map[protocol.Code]uint64{}}
+	if err := e.restore(); err != nil {
+		j.Close()
+		st.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
 // Close closes the journal and the staging files. Call it after RunInstall
 // returned.
 func (e *Engine) Close() error {
@@ -240,7 +281,9 @@ func (e *Engine) Close() error {
 
 // Step takes one frame received from the ground (sealed if Config.Opener
 // is set). The error says why the frame was dropped or refused (it is also
-// counted); the engine goes on either way.
+// counted), or that persisting failed; the engine goes on either way. What
+// the frame asks to store is made durable at the latest by the next Tick
+// or Outbox, before any frame that depends on it is released.
 func (e *Engine) Step(now time.Time, frame []byte) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -260,11 +303,19 @@ func (e *Engine) Step(now time.Time, frame []byte) error {
 		return fmt.Errorf("uplink: chunk of a paused plan dropped")
 	}
 	serr := e.rx.Step(now, frame)
-	if err := e.process(now); err != nil {
-		return err
+	// Persisting is batched: the work of many frames commits at once (one
+	// fsync of the staging, one bbolt transaction) at the next Tick or
+	// Outbox, or here once a batch is full, which bounds the data held.
+	if rd := e.rx.Ready(); len(rd.Writes) >= maxBatch || len(rd.Completed) > 0 {
+		if err := e.process(now); err != nil {
+			return err
+		}
 	}
 	return serr
 }
+
+// maxBatch is the chunks received before Step persists them itself.
+const maxBatch = 256
 
 // Tick moves the timers to now: reports due are sent.
 func (e *Engine) Tick(now time.Time) error {
@@ -304,6 +355,14 @@ func (e *Engine) Deadline() time.Time {
 func (e *Engine) Outbox() [][]byte {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.rx != nil {
+		if err := e.process(e.now); err != nil {
+			// The frames stay unsent until the work is durable; the
+			// error is the next Tick's too.
+			e.log.Error("uplink: persist", "err", err)
+			return nil
+		}
+	}
 	out := e.outbox
 	e.outbox = nil
 	return out

@@ -53,6 +53,16 @@ func Open(path string) (*DB, error) {
 	return &DB{db: db}, nil
 }
 
+// OpenReadOnly opens an existing journal for reading only (flightd check):
+// it fails if the file is missing, or at once if the daemon holds it.
+func OpenReadOnly(path string) (*DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	return &DB{db: db}, nil
+}
+
 // Close closes the database.
 func (d *DB) Close() error { return d.db.Close() }
 
