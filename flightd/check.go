@@ -62,7 +62,7 @@ func OpenOffline(cfg *Config, log *slog.Logger) (*Offline, error) {
 		off.EngineErr = errors.New("no uplink configured (vehicle, keys)")
 		return off, nil
 	}
-	off.Engine, off.EngineErr = uplink.Open(cfg.UplinkConfig(keys), installer{u: off.Updater}, log)
+	off.Engine, off.EngineErr = uplink.Open(cfg.UplinkConfig(keys), &installer{u: off.Updater, log: log}, log)
 	return off, nil
 }
 

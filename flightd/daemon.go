@@ -40,9 +40,9 @@ type Options struct {
 	// Watchdog is the hardware watchdog; nil opens boot.watchdog (none
 	// configured: no watchdog, bench use only).
 	Watchdog watchdog.Device
-	// Base returns what a delta is applied against: the booted image's
-	// layers (nil: none, every delta part is a base mismatch the ground
-	// resends as full data). See installer.Base.
+	// Base, if set, returns what a delta is applied against instead of
+	// the booted slot itself (slots.Manager.Base); tests give the booted
+	// image's layers from memory.
 	Base func() delta.Base
 	// UplinkFS is the filesystem of the staging directory (nil: the
 	// OS's); a crash test passes one that drops unsynced data.

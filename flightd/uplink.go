@@ -2,6 +2,8 @@ package flightd
 
 import (
 	"context"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/bootorbit/bootorbit/delta"
@@ -12,27 +14,56 @@ import (
 
 // installer is the uplink engine's view of the Updater: it writes the
 // inactive slot (without arming it: activation is a command) and says
-// what the slots hold.
+// what the slots hold. Its delta base is the booted slot itself, read
+// through the layer index slots kept when it was installed
+// (slots.Manager.Base): the vehicle keeps no second copy of its image.
 type installer struct {
-	u    *Updater
+	u *Updater
+	// base, if set, replaces the booted slot as the delta base (tests).
 	base func() delta.Base
+	log  *slog.Logger
+
+	mu   sync.Mutex
+	open *slots.LayerBase // the base of the install in progress
 }
 
-func (i installer) Status() slots.Status { return i.u.Slots.Status() }
+func (i *installer) Status() slots.Status { return i.u.Slots.Status() }
 
-// Base is Options.Base's. Without one (the slot-backed base reader of a
-// directory slot's files is not wired here yet), bundles of full layers
-// install, and a delta part reports a base mismatch that the ground
-// resends as full data.
-func (i installer) Base() delta.Base {
-	if i.base == nil {
+// Base opens the booted slot as the delta base; it stays open until the
+// install that follows returns. A slot without a layer index (a factory
+// image written by other means) gives no base: every delta part is then a
+// base mismatch, which the ground resends as full data.
+func (i *installer) Base() delta.Base {
+	if i.base != nil {
+		return i.base()
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.open != nil {
+		i.open.Close()
+		i.open = nil
+	}
+	b, err := i.u.Slots.Base(i.u.Booted)
+	if err != nil {
+		i.log.Warn("no delta base: deltas against the booted slot will be base mismatches", "slot", string(i.u.Booted), "err", err)
 		return nil
 	}
-	return i.base()
+	i.open = b
+	return b
 }
 
-func (i installer) Install(ctx context.Context, img slots.Image) (*slots.InstallResult, error) {
+func (i *installer) Install(ctx context.Context, img slots.Image) (*slots.InstallResult, error) {
+	defer i.closeBase()
 	return i.u.Write(ctx, i.u.Booted.Other(), img)
+}
+
+func (i *installer) closeBase() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.open != nil {
+		i.open.Close()
+		i.open = nil
+	}
 }
 
 // UplinkConfig is the uplink engine's configuration from the daemon's.
@@ -63,7 +94,7 @@ func (d *daemon) openUplink() error {
 	if d.opt.UplinkFS != nil {
 		uc.FS = d.opt.UplinkFS
 	}
-	e, err := uplink.Open(uc, installer{d.up, d.opt.Base}, d.log)
+	e, err := uplink.Open(uc, &installer{u: d.up, base: d.opt.Base, log: d.log}, d.log)
 	if err != nil {
 		return err
 	}
