@@ -114,7 +114,7 @@ type groundStation struct {
 	chunks map[uint64]int
 	// tick, if set, is called at every turn of the ground's loops (the
 	// power-cut test cuts the vehicle's power there).
-	tick func()
+	tick    func()
 	replays int
 	// onEvent, if set, sees every event from the vehicle.
 	onEvent func(*protocol.Event)
@@ -341,7 +341,7 @@ type e2eVehicle struct {
 	cfg     *Config
 	cmdline string
 	env     *watchdog.GRUBEnv
-	mu sync.Mutex
+	mu      sync.Mutex
 	// unhealthy makes the health check of a slot fail.
 	unhealthy map[slots.SlotID]bool
 }
