@@ -82,6 +82,28 @@ type SlotConfig struct {
 
 // LoadConfig reads and validates the configuration file at path.
 func LoadConfig(path string) (*Config, error) {
+	return loadConfig(path, ParseConfig)
+}
+
+// LoadRunConfig reads the configuration file at path as `flightd run`
+// needs it: ValidateRun's checks and the key files, every problem of
+// both reported at once.
+func LoadRunConfig(path string) (*Config, error) {
+	return loadConfig(path, func(data []byte) (*Config, error) {
+		c, err := decodeConfig(data)
+		if err != nil {
+			return nil, err
+		}
+		verr := c.ValidateRun()
+		_, kerr := c.LoadKeys()
+		if err := errors.Join(verr, kerr); err != nil {
+			return nil, err
+		}
+		return c, nil
+	})
+}
+
+func loadConfig(path string, parse func([]byte) (*Config, error)) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("flightd: config: %w", err)
@@ -94,7 +116,7 @@ func LoadConfig(path string) (*Config, error) {
 	if len(data) > MaxConfigSize {
 		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrConfig, path, MaxConfigSize)
 	}
-	c, err := ParseConfig(data)
+	c, err := parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -103,6 +125,19 @@ func LoadConfig(path string) (*Config, error) {
 
 // ParseConfig decodes and validates a configuration document.
 func ParseConfig(data []byte) (*Config, error) {
+	c, err := decodeConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decodeConfig decodes a configuration document strictly, without
+// validating it.
+func decodeConfig(data []byte) (*Config, error) {
 	if len(data) > MaxConfigSize {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrConfig, MaxConfigSize)
 	}
@@ -114,9 +149,6 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrConfig)
-	}
-	if err := c.Validate(); err != nil {
-		return nil, err
 	}
 	return &c, nil
 }

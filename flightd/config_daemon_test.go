@@ -117,3 +117,22 @@ func TestLoadKeys(t *testing.T) {
 		t.Errorf("keys %+v", k)
 	}
 }
+
+// TestLoadRunConfigReportsEverything: flightd run's loading reports the
+// missing sections, the malformed values and the unreadable key files in
+// one error.
+func TestLoadRunConfigReportsEverything(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "flightd.json")
+	mustT(t, os.WriteFile(p, []byte(`{
+  "vehicle": {"id": 1, "hardware_id": "obc"},
+  "links": [{"name": "uhf", "kind": "udp", "listen": "127.0.0.1:0", "max_frame": 64}],
+  "keys": {"release": [{"id": 1, "file": "/nonexistent/r.pub"}], "ground": [{"id": 1, "file": "/nonexistent/g.pub"}]},
+  "slots": {"state_dir": "/s", "a": {"backend": "dir", "path": "/a"}, "b": {"backend": "dir", "path": "/b"}}
+}`), 0o644))
+	_, err := LoadRunConfig(p)
+	for _, want := range []string{"links[0].max_frame 64", "keys.vehicle is required", "boot: flightd run needs", "keys.release[0] (id 1)", "keys.ground[0] (id 1)"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+}

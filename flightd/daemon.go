@@ -140,11 +140,9 @@ func Run(ctx context.Context, cfg *Config, opt Options) error {
 }
 
 func start(ctx context.Context, cfg *Config, opt Options) (*daemon, error) {
-	if err := cfg.ValidateRun(); err != nil {
-		return nil, err
-	}
-	keys, err := cfg.LoadKeys()
-	if err != nil {
+	verr := cfg.ValidateRun()
+	keys, kerr := cfg.LoadKeys()
+	if err := errors.Join(verr, kerr); err != nil {
 		return nil, err
 	}
 	d := &daemon{cfg: cfg, opt: opt, keys: keys, log: opt.Log, clock: opt.Clock,

@@ -123,7 +123,7 @@ procedure, and name FILE in keys.vehicle of the configuration.`,
 }
 
 func runDaemon(c *cobra.Command, config string, verbose bool) error {
-	cfg, err := flightd.LoadConfig(config)
+	cfg, err := flightd.LoadRunConfig(config)
 	if err != nil {
 		return err
 	}
