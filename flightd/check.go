@@ -3,7 +3,10 @@ package flightd
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/bootorbit/bootorbit/flightd/uplink"
@@ -24,8 +27,8 @@ type Offline struct {
 	EngineErr error
 }
 
-// OpenOffline opens the configuration's state read-mostly (opening the
-// journal creates it if missing). The booted slot comes from the kernel
+// OpenOffline opens the configuration's state to read it: the slots,
+// the environment, the daemon state and the uplink journal (read only). The booted slot comes from the kernel
 // command line; a bench host without rauc.slot= has none.
 func OpenOffline(cfg *Config, log *slog.Logger) (*Offline, error) {
 	if log == nil {
@@ -53,16 +56,16 @@ func OpenOffline(cfg *Config, log *slog.Logger) (*Offline, error) {
 		dir = cfg.Slots.StateDir
 	}
 	off.Reset, _ = watchdog.ReadResetRecord(dir)
+	// The journal is inspected, read only: nothing is repaired under a
+	// running daemon (which holds it: Inspect then fails at once).
+	if _, err := os.Stat(filepath.Join(cfg.StorageDir(), "journal.db")); errors.Is(err, fs.ErrNotExist) {
+		return off, nil // nothing received yet
+	}
 	keys, err := cfg.LoadKeys()
 	if err != nil {
-		off.EngineErr = err
-		return off, nil
+		keys = &Keys{}
 	}
-	if len(keys.GroundPub) == 0 || len(keys.ReleasePub) == 0 || cfg.Vehicle.HardwareID == "" {
-		off.EngineErr = errors.New("no uplink configured (vehicle, keys)")
-		return off, nil
-	}
-	off.Engine, off.EngineErr = uplink.Open(cfg.UplinkConfig(keys), &installer{u: off.Updater, log: log}, log)
+	off.Engine, off.EngineErr = uplink.Inspect(cfg.UplinkConfig(keys), &installer{u: off.Updater, log: log}, log)
 	return off, nil
 }
 
