@@ -386,7 +386,7 @@ func (d *daemon) read(ctx context.Context, i int, l Link, in chan<- inFrame) {
 		}
 		if err != nil {
 			d.log.Warn("link receive", "link", l.Name(), "err", err)
-			if errors.Is(err, os.ErrClosed) || errors.Is(err, errLinkClosed) {
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, link.ErrClosed) {
 				return
 			}
 			select {
@@ -437,9 +437,6 @@ type linkChange struct {
 	name string
 	up   bool
 }
-
-// errLinkClosed lets a Link implementation say it is closed for good.
-var errLinkClosed = errors.New("flightd: link closed")
 
 // due runs whatever timer is due at now.
 func (d *daemon) due(ctx context.Context, now time.Time) error {
