@@ -32,7 +32,8 @@ type LinkConfig struct {
 	Name string `json:"name"`
 	// Kind is "udp", "tcp" or "serial".
 	Kind string `json:"kind"`
-	// Listen is the local address (udp, tcp listener).
+	// Listen is the local address (udp, tcp listener; with peer, a udp
+	// link's local address to send from).
 	Listen string `json:"listen,omitempty"`
 	// Peer is the ground's address (udp, tcp dialer).
 	Peer string `json:"peer,omitempty"`
@@ -259,8 +260,8 @@ func (c *Config) validateDaemon(p *problems, required bool) {
 			if l.Listen == "" && l.Peer == "" {
 				p.add("%s: a %s link needs listen or peer", f, l.Kind)
 			}
-			if l.Listen != "" && l.Peer != "" {
-				p.add("%s: listen or peer, not both", f)
+			if l.Kind == "tcp" && l.Listen != "" && l.Peer != "" {
+				p.add("%s: a tcp link listens or dials: listen or peer, not both", f)
 			}
 			if l.Device != "" || l.Baud != 0 {
 				p.add("%s: device and baud are for serial links", f)
