@@ -116,6 +116,8 @@ type groundStation struct {
 	// power-cut test cuts the vehicle's power there).
 	tick    func()
 	replays int
+	// contradictions and resent total the Senders' stats.
+	contradictions, resent int64
 	// onEvent, if set, sees every event from the vehicle.
 	onEvent func(*protocol.Event)
 }
@@ -234,6 +236,14 @@ func (g *groundStation) transferErr(target, data []byte, timeout time.Duration) 
 			g.take(time.Now(), b, s)
 		}
 	}
+	// A report never takes back a chunk an earlier one claimed: what the
+	// vehicle said it journaled, it still holds after any restart or cut,
+	// so nothing journaled is asked for again.
+	if n := s.Stats.Contradictions; n != 0 {
+		g.t.Errorf("transfer %d: %d contradictory reports from the vehicle", g.xfer, n)
+	}
+	g.contradictions += s.Stats.Contradictions
+	g.resent += s.Stats.ChunksResent
 	return s.Err()
 }
 

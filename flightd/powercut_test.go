@@ -299,7 +299,7 @@ func powerCutRun(t *testing.T, rng *rand.Rand, dir string, ims [2]ocitest.Image,
 		bootedB := bt["booted_slot"] == uint64(2)
 		switch {
 		case bootedB && sl["slot_b_state"] == uint64(4) && bt["trial"] == false:
-			t.Logf("done: B good after %d cuts %v and %d reboots, %d boots; chunk frames sent %v", cuts, cutPhases, rebootsSeen, boot, g.chunks)
+			t.Logf("done: B good after %d cuts %v and %d reboots, %d boots; chunk frames sent %v, %d resent", cuts, cutPhases, rebootsSeen, boot, g.chunks, g.resent)
 			return
 		case !bootedB && sl["slot_b_state"] == uint64(5) && bt["last_outcome"] == uint64(3):
 			// The cuts used the trial's attempts: the bootloader fell
