@@ -2,9 +2,9 @@ package groundd
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/bootorbit/bootorbit/delta"
@@ -218,6 +219,11 @@ func (d *Daemon) openBlob(blob string, size uint64) (*os.File, error) {
 	return f, nil
 }
 
+// errNoKnowledge: the vehicle has not yet said what its slots hold
+// (hk.slots and hk.boot): planning waits for it rather than send full
+// layers the vehicle may hold.
+var errNoKnowledge = errors.New("groundd: waiting for the vehicle's hk.slots and hk.boot")
+
 // planned is what planning an uplink produced.
 type planned struct {
 	plan      *update.Plan
@@ -229,12 +235,15 @@ type planned struct {
 // image its booted slot holds, or full; signs the plan; keeps plan and
 // bundle as blobs; and allocates the plan id and the two transfer ids.
 func (d *Daemon) planUplink(ctx context.Context, u *Uplink, s *session) (*planned, error) {
-	im, err := d.RegisterImage(ctx, u.Image)
-	if err != nil {
-		return nil, err
-	}
 	v, _, err := getJSON[vehicleRec](ctx, d.st, keyVehicle(u.Vehicle))
 	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if len(v.Slots) == 0 || v.BootedSlot == "" {
+		return nil, errNoKnowledge
+	}
+	im, err := d.RegisterImage(ctx, u.Image)
+	if err != nil {
 		return nil, err
 	}
 	var base *Image
@@ -261,17 +270,13 @@ func (d *Daemon) planUplink(ctx context.Context, u *Uplink, s *session) (*planne
 	if base != nil {
 		p.Base = base.OCI.ManifestDigest
 	}
-	return d.signAndKeep(ctx, u, s, p, bases, tgt, 0)
+	return d.signAndKeep(ctx, u, s, p, bases, tgt, 0, nil)
 }
-
-// emptyTar is a tar archive with no entries: the end-of-archive marker.
-var emptyTar = make([]byte, 1024)
 
 // planSupplement plans the supplement of plan orig for the layers the
 // vehicle reported a base mismatch in: those layers as full data, the
-// others as reused (the vehicle rebuilt them from orig's bundle). The base
-// given to the delta engine names the other layers but shows it no file,
-// so nothing in the supplement references base data at all.
+// others reused (the vehicle rebuilt them from orig's bundle, or holds
+// them). Nothing in the supplement references base data.
 func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, s *session, orig uint64, layers map[int]bool) (*planned, error) {
 	im, err := d.images.Resolve(ctx, u.Image)
 	if err != nil {
@@ -280,15 +285,14 @@ func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, s *session, orig
 	if im.OCI.ManifestDigest.String() != u.Manifest {
 		return nil, fmt.Errorf("groundd: %s now names %s, not the %s planned", u.Image, im.OCI.ManifestDigest, u.Manifest)
 	}
-	var bases []delta.LayerSource
+	for l := range layers {
+		if l < 0 || l >= len(im.OCI.Layers()) {
+			return nil, fmt.Errorf("groundd: the vehicle reports a mismatch in layer %d of %d", l, len(im.OCI.Layers()))
+		}
+	}
 	tgt := delta.Target{Config: im.OCI.ConfigBytes, Annotations: im.OCI.Manifest.Annotations}
 	for i, l := range im.OCI.Layers() {
 		tgt.Layers = append(tgt.Layers, delta.LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) { return im.OCI.OpenLayer(i) }})
-		if !layers[i] {
-			bases = append(bases, delta.LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) {
-				return io.NopCloser(bytes.NewReader(emptyTar)), nil
-			}})
-		}
 	}
 	var baseDigest digest.Digest
 	if u.Base != "" {
@@ -296,18 +300,107 @@ func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, s *session, orig
 	}
 	p := &update.Plan{Vehicle: u.Vehicle, Release: im.Release, Manifest: im.OCI.ManifestBytes, Config: im.OCI.ConfigBytes,
 		AllowDowngrade: u.AllowDowngrade, Base: baseDigest}
-	return d.signAndKeep(ctx, u, s, p, bases, tgt, orig)
+	return d.signAndKeep(ctx, u, s, p, nil, tgt, orig, layers)
 }
 
-func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, s *session, p *update.Plan, bases []delta.LayerSource, tgt delta.Target, supplement uint64) (*planned, error) {
+// fullOnly writes the bundle of tgt with only the layers in keep rebuilt
+// (as full data) and the others reused: it computes the bundle with no base
+// (every layer full), then writes it again without the other layers'
+// parts, their payload left out.
+func (d *Daemon) fullOnly(ctx context.Context, tgt delta.Target, keep map[int]bool, w io.Writer, opts delta.Options) (delta.Stats, error) {
+	tmp, err := os.CreateTemp(d.bundleDir, ".full-*")
+	if err != nil {
+		return delta.Stats{}, fmt.Errorf("groundd: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	bw := bufio.NewWriter(tmp)
+	st, err := delta.ComputeLayers(ctx, nil, tgt, bw, opts)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		return delta.Stats{}, err
+	}
+	fi, err := tmp.Stat()
+	if err != nil {
+		return delta.Stats{}, err
+	}
+	h, start, err := delta.ReadHeader(tmp, fi.Size())
+	if err != nil {
+		return delta.Stats{}, err
+	}
+	nh := *h
+	nh.Base, nh.Layers = nil, nil
+	type piece struct{ off, n int64 }
+	var pieces []piece
+	var poff int64
+	for li, lp := range h.Layers {
+		if !keep[li] {
+			nh.Base = append(nh.Base, lp.DiffID)
+			nh.Layers = append(nh.Layers, delta.LayerPlan{DiffID: lp.DiffID, Size: lp.Size, Decision: delta.Reuse})
+			st.Layers[li].Decision, st.Layers[li].Parts, st.Layers[li].Payload = delta.Reuse, 0, 0
+			continue
+		}
+		nl := lp
+		nl.Parts = slices.Clone(lp.Parts)
+		for pi := range nl.Parts {
+			pieces = append(pieces, piece{start + nl.Parts[pi].PayloadOff, nl.Parts[pi].PayloadSize})
+			nl.Parts[pi].PayloadOff = poff
+			poff += nl.Parts[pi].PayloadSize
+		}
+		nh.Layers = append(nh.Layers, nl)
+	}
+	nh.PayloadSize = poff
+	hb, err := nh.Encode()
+	if err != nil {
+		return delta.Stats{}, err
+	}
+	var pre [len(delta.Magic) + 4]byte
+	copy(pre[:], delta.Magic)
+	binary.BigEndian.PutUint32(pre[len(delta.Magic):], uint32(len(hb)))
+	if _, err := w.Write(pre[:]); err != nil {
+		return delta.Stats{}, err
+	}
+	if _, err := w.Write(hb); err != nil {
+		return delta.Stats{}, err
+	}
+	for _, p := range pieces {
+		if _, err := io.Copy(w, io.NewSectionReader(tmp, p.off, p.n)); err != nil {
+			return delta.Stats{}, err
+		}
+	}
+	st.BundleSize = int64(len(pre)+len(hb)) + poff
+	return st, nil
+}
+
+func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, s *session, p *update.Plan, bases []delta.LayerSource, tgt delta.Target, supplement uint64, only map[int]bool) (*planned, error) {
 	var st delta.Stats
+	opts := delta.Options{TempDir: d.bundleDir, PartSize: d.cfg.PartSize, Tag: u.Image}
 	bundle, size, err := d.putBlob(func(w io.Writer) error {
 		var err error
-		st, err = delta.ComputeLayers(ctx, bases, tgt, w, delta.Options{TempDir: d.bundleDir, PartSize: d.cfg.PartSize, Tag: u.Image})
+		if only != nil {
+			st, err = d.fullOnly(ctx, tgt, only, w, opts)
+		} else {
+			st, err = delta.ComputeLayers(ctx, bases, tgt, w, opts)
+		}
 		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	// Never sign a bundle this side cannot open: a check of the header and
+	// its bounds, as the vehicle will make.
+	if bp, err := d.blobPath(bundle.String()); err == nil {
+		f, err := os.Open(bp)
+		if err != nil {
+			return nil, fmt.Errorf("groundd: %w", err)
+		}
+		_, err = delta.OpenBundle(f, int64(size))
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("groundd: the bundle planned does not open: %w", err)
+		}
 	}
 	keyID := d.cfg.GroundKeyID
 	if p.ID, err = d.st.Next(ctx, fmt.Sprintf("plan/%d", keyID)); err != nil {

@@ -431,7 +431,15 @@ func (d *Daemon) advanceQueue(ctx context.Context, s *session, now time.Time) er
 		if err != nil {
 			return err
 		}
-		if u.State.Final() {
+		switch {
+		case u.State == UplinkDone:
+			// The vehicle installed it: it holds everything, whatever
+			// the last report said.
+			a := s.cur
+			d.dropSender(s)
+			a.rec.Done = true
+			return d.saveTransfer(ctx, &a.rec)
+		case u.State.Final():
 			if !s.cur.sender.Done() {
 				s.cur.sender.Cancel()
 			}
@@ -501,6 +509,9 @@ func (d *Daemon) endUplink(ctx context.Context, id uint64, st UplinkState, why s
 // guarded by the uplink's revision (an operator's cancel in between wins).
 func (d *Daemon) startUplink(ctx context.Context, s *session, u *Uplink, now time.Time) error {
 	pl, err := d.planUplink(ctx, u, s)
+	if errors.Is(err, errNoKnowledge) {
+		return nil // stays queued; the vehicle's next housekeeping unblocks it
+	}
 	if err != nil {
 		d.log.Error("groundd: planning failed", "uplink", u.ID, "vehicle", u.Vehicle, "err", err)
 		return d.endUplink(ctx, u.ID, UplinkFailed, "planning: "+err.Error(), now)
@@ -574,7 +585,7 @@ func (d *Daemon) handleReturn(ctx context.Context, s *session, now time.Time, m 
 			return
 		}
 		rec = TelemetryRecord{Vehicle: s.cfg.ID, Received: now.UTC(), Time: msTime(m.Time), Kind: "tm", Name: p.Name, Seq: m.Seq, Values: vals}
-		d.applyHK(ctx, s, p, vals)
+		d.applyHK(ctx, s, now, p, vals)
 	case *protocol.Event:
 		e, ok := dict.EventByID(m.ID)
 		if !ok {
@@ -606,7 +617,7 @@ func msTime(ms int64) time.Time {
 }
 
 // applyHK folds housekeeping into the vehicle's record.
-func (d *Daemon) applyHK(ctx context.Context, s *session, p *dict.Packet, vals dict.Values) {
+func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict.Packet, vals dict.Values) {
 	switch p {
 	case dict.HKSlots:
 		err := updateJSON(ctx, d.st, keyVehicle(s.cfg.ID), func(v *vehicleRec, _ bool) error {
@@ -635,6 +646,7 @@ func (d *Daemon) applyHK(ctx context.Context, s *session, p *dict.Packet, vals d
 		if err != nil {
 			d.log.Error("groundd: vehicle record", "vehicle", s.cfg.ID, "err", err)
 		}
+		d.installedFromHK(ctx, s, now, vals)
 	case dict.HKBoot:
 		b, _ := vals["booted_slot"].(uint64)
 		name := dict.EnumSlot.NameOf(b)
@@ -647,6 +659,37 @@ func (d *Daemon) applyHK(ctx context.Context, s *session, p *dict.Packet, vals d
 		})
 		if err != nil {
 			d.log.Error("groundd: vehicle record", "vehicle", s.cfg.ID, "err", err)
+		}
+	}
+}
+
+// installedFromHK ends a sent uplink as done when housekeeping shows a slot
+// holding its image, written or beyond: events can be lost, housekeeping
+// comes again.
+func (d *Daemon) installedFromHK(ctx context.Context, s *session, now time.Time, vals dict.Values) {
+	us, err := d.vehicleUplinks(ctx, s.cfg.ID)
+	if err != nil {
+		return
+	}
+	for _, u := range us {
+		if u.State != UplinkSent || len(u.Manifest) < 7+2*dict.ShortDigestLen {
+			continue
+		}
+		for _, n := range []string{"a", "b"} {
+			dg, _ := vals["slot_"+n+"_digest"].([]byte)
+			st, _ := vals["slot_"+n+"_state"].(uint64)
+			name := dict.EnumSlotState.NameOf(st)
+			if shortHex(dg) == u.Manifest[7:7+2*dict.ShortDigestLen] && (name == "written" || name == "pending" || name == "good") {
+				_ = updateJSON(ctx, d.st, keyVehicle(s.cfg.ID), func(v *vehicleRec, _ bool) error {
+					for i := range v.Slots {
+						if v.Slots[i].Name == n {
+							v.Slots[i].Manifest = u.Manifest
+						}
+					}
+					return nil
+				})
+				d.endUplinkAs(ctx, u.ID, UplinkDone, "", now)
+			}
 		}
 	}
 }
@@ -747,9 +790,25 @@ func (d *Daemon) baseMismatch(ctx context.Context, s *session, now time.Time, u 
 		return
 	}
 	d.log.Warn("groundd: base mismatch: planning a supplement", "uplink", u.ID, "plan", plan, "layers", len(layers))
-	if s.cur != nil && s.cur.rec.Uplink == u.ID {
-		s.cur.sender.Cancel()
+	// The vehicle holds the plan's bundle (it found the mismatch applying
+	// it) and keeps it for the supplement: its transfers are done, not
+	// cancelled, which would free its staging.
+	if s.cur != nil && s.cur.rec.Plan == plan {
 		d.dropSender(s)
+	}
+	recs, err := listJSON[transferRec](ctx, d.st, "transfer/")
+	if err != nil {
+		d.log.Error("groundd: supplement", "uplink", u.ID, "err", err)
+		return
+	}
+	for _, r := range recs {
+		if r.Plan == plan && r.Vehicle == s.cfg.ID && !r.Done {
+			r.Done = true
+			if err := d.saveTransfer(ctx, &r); err != nil {
+				d.log.Error("groundd: supplement", "uplink", u.ID, "err", err)
+				return
+			}
+		}
 	}
 	pl, err := d.planSupplement(ctx, &u, s, plan, layers)
 	if err != nil {
