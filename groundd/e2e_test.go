@@ -177,8 +177,8 @@ type chunkKey struct {
 // or the passes run out; restartAt, if > 0, restarts groundd once the
 // vehicle holds that fraction of the bundle transfer.
 type runStats struct {
-	passesUsed      map[int]bool
-	restarted       bool
+	passesUsed     map[int]bool
+	restarted      bool
 	resentReported int   // chunks sent after the restart that the vehicle had journaled and reported
 	dupsAfter      int64 // chunks that reached the vehicle after the restart and that it already held
 	sentAfter      int
