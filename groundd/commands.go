@@ -23,6 +23,13 @@ func (d *Daemon) SendCommand(ctx context.Context, vehicle uint32, opcode string,
 	if !ok {
 		return Command{}, fmt.Errorf("%w: vehicle %d", ErrNotFound, vehicle)
 	}
+	return d.sendCommand(ctx, s, opcode, args, true)
+}
+
+// sendCommand builds, records and queues a command; wake says whether to
+// wake the vehicle's loop (not from inside it).
+func (d *Daemon) sendCommand(ctx context.Context, s *session, opcode string, args map[string]any, wake bool) (Command, error) {
+	vehicle := s.cfg.ID
 	def, ok := dict.CommandByName(opcode)
 	if !ok {
 		return Command{}, fmt.Errorf("%w: no command %q", ErrInvalid, opcode)
@@ -59,6 +66,9 @@ func (d *Daemon) SendCommand(ctx context.Context, vehicle uint32, opcode string,
 	s.pending = append(s.pending, frameOut{frame: frame})
 	d.mu.Unlock()
 	d.log.Info("groundd: command queued", "vehicle", vehicle, "command", id, "opcode", opcode, "seq", seq)
+	if wake {
+		d.poke(vehicle)
+	}
 	return c, nil
 }
 

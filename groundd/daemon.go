@@ -82,6 +82,7 @@ type Daemon struct {
 	signals  map[uint32]bool // link up/down signals from the station
 	subs     map[int]*subscriber
 	nextSub  int
+	wake     map[uint32]chan struct{}
 }
 
 // Open returns the daemon of cfg. Close it.
@@ -233,6 +234,7 @@ func (d *Daemon) QueueAdd(ctx context.Context, r UplinkRequest) (Uplink, error) 
 		return Uplink{}, fmt.Errorf("groundd: uplink id %d handed out twice", id)
 	}
 	d.log.Info("groundd: uplink queued", "uplink", id, "vehicle", r.Vehicle, "image", r.Image)
+	d.poke(r.Vehicle)
 	return u, nil
 }
 
@@ -294,6 +296,7 @@ func (d *Daemon) QueueCancel(ctx context.Context, id uint64) (Uplink, error) {
 	})
 	if err == nil {
 		d.log.Info("groundd: uplink cancelled", "uplink", id)
+		d.poke(out.Vehicle)
 	}
 	return out, err
 }
@@ -509,15 +512,17 @@ func (d *Daemon) estimate(vehicle uint32, bytes uint64) int {
 // down; it overrides the schedule until ClearLink.
 func (d *Daemon) SetLink(vehicle uint32, up bool) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.signals[vehicle] = up
+	d.mu.Unlock()
+	d.poke(vehicle)
 }
 
 // ClearLink returns vehicle's link state to the schedule's.
 func (d *Daemon) ClearLink(vehicle uint32) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	delete(d.signals, vehicle)
+	d.mu.Unlock()
+	d.poke(vehicle)
 }
 
 func (d *Daemon) sessionOf(id uint32) (*session, bool) {

@@ -35,7 +35,9 @@ type session struct {
 	cur       *active
 	lastSave  time.Time
 	contact   time.Time
-	pending   []frameOut // frames built outside Poll (commands), sent at the next Poll
+	// lastStatus is when groundd last asked for housekeeping itself.
+	lastStatus time.Time
+	pending    []frameOut // frames built outside Poll (commands), sent at the next Poll
 }
 
 type frameOut struct{ frame []byte }
@@ -48,6 +50,10 @@ type active struct {
 	rate   float64
 	dirty  bool
 }
+
+// statusInterval: while an uplink waits for the vehicle's housekeeping,
+// groundd asks for it (the status command) at most this often.
+const statusInterval = 30 * time.Second
 
 // defaultRate is a vehicle's uplink rate when neither the config nor the
 // pass names one: a UHF link's.
@@ -510,7 +516,15 @@ func (d *Daemon) endUplink(ctx context.Context, id uint64, st UplinkState, why s
 func (d *Daemon) startUplink(ctx context.Context, s *session, u *Uplink, now time.Time) error {
 	pl, err := d.planUplink(ctx, u, s)
 	if errors.Is(err, errNoKnowledge) {
-		return nil // stays queued; the vehicle's next housekeeping unblocks it
+		// Stays queued; the vehicle's housekeeping unblocks it, and is
+		// asked for while the link is up.
+		if s.linkUp && (s.lastStatus.IsZero() || now.Sub(s.lastStatus) >= statusInterval) {
+			s.lastStatus = now
+			if _, err := d.sendCommand(ctx, s, "status", nil, false); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	if err != nil {
 		d.log.Error("groundd: planning failed", "uplink", u.ID, "vehicle", u.Vehicle, "err", err)
