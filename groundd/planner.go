@@ -242,10 +242,6 @@ func (d *Daemon) planUplink(ctx context.Context, u *Uplink, s *session) (*planne
 	if len(v.Slots) == 0 || v.BootedSlot == "" {
 		return nil, errNoKnowledge
 	}
-	im, err := d.RegisterImage(ctx, u.Image)
-	if err != nil {
-		return nil, err
-	}
 	var base *Image
 	if bs := bootedSlot(&v.Vehicle); bs != nil && bs.Digest != "" && strings.Trim(bs.Digest, "0") != "" {
 		key := bs.Manifest
@@ -255,6 +251,15 @@ func (d *Daemon) planUplink(ctx context.Context, u *Uplink, s *session) (*planne
 		if base, err = d.findImage(ctx, key); err != nil {
 			return nil, fmt.Errorf("groundd: the booted slot %s holds image %s, which must be in the image store to plan against: %w", bs.Name, key, err)
 		}
+	}
+	return d.planAgainst(ctx, u, base)
+}
+
+// planAgainst plans u as a delta against base (nil: full layers).
+func (d *Daemon) planAgainst(ctx context.Context, u *Uplink, base *Image) (*planned, error) {
+	im, err := d.RegisterImage(ctx, u.Image)
+	if err != nil {
+		return nil, err
 	}
 	var bases []delta.LayerSource
 	if base != nil {
@@ -270,14 +275,14 @@ func (d *Daemon) planUplink(ctx context.Context, u *Uplink, s *session) (*planne
 	if base != nil {
 		p.Base = base.OCI.ManifestDigest
 	}
-	return d.signAndKeep(ctx, u, s, p, bases, tgt, 0, nil)
+	return d.signAndKeep(ctx, u, p, bases, tgt, 0, nil)
 }
 
 // planSupplement plans the supplement of plan orig for the layers the
 // vehicle reported a base mismatch in: those layers as full data, the
 // others reused (the vehicle rebuilt them from orig's bundle, or holds
 // them). Nothing in the supplement references base data.
-func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, s *session, orig uint64, layers map[int]bool) (*planned, error) {
+func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, orig uint64, layers map[int]bool) (*planned, error) {
 	im, err := d.images.Resolve(ctx, u.Image)
 	if err != nil {
 		return nil, err
@@ -300,7 +305,7 @@ func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, s *session, orig
 	}
 	p := &update.Plan{Vehicle: u.Vehicle, Release: im.Release, Manifest: im.OCI.ManifestBytes, Config: im.OCI.ConfigBytes,
 		AllowDowngrade: u.AllowDowngrade, Base: baseDigest}
-	return d.signAndKeep(ctx, u, s, p, nil, tgt, orig, layers)
+	return d.signAndKeep(ctx, u, p, nil, tgt, orig, layers)
 }
 
 // fullOnly writes the bundle of tgt with only the layers in keep rebuilt
@@ -374,7 +379,7 @@ func (d *Daemon) fullOnly(ctx context.Context, tgt delta.Target, keep map[int]bo
 	return st, nil
 }
 
-func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, s *session, p *update.Plan, bases []delta.LayerSource, tgt delta.Target, supplement uint64, only map[int]bool) (*planned, error) {
+func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, p *update.Plan, bases []delta.LayerSource, tgt delta.Target, supplement uint64, only map[int]bool) (*planned, error) {
 	var st delta.Stats
 	opts := delta.Options{TempDir: d.bundleDir, PartSize: d.cfg.PartSize, Tag: u.Image}
 	bundle, size, err := d.putBlob(func(w io.Writer) error {

@@ -824,7 +824,7 @@ func (d *Daemon) baseMismatch(ctx context.Context, s *session, now time.Time, u 
 			}
 		}
 	}
-	pl, err := d.planSupplement(ctx, &u, s, plan, layers)
+	pl, err := d.planSupplement(ctx, &u, plan, layers)
 	if err != nil {
 		d.endUplinkAs(ctx, u.ID, UplinkFailed, "supplement: "+err.Error(), now)
 		return
