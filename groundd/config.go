@@ -32,6 +32,17 @@ type Config struct {
 	MaxFrame int `json:"max_frame,omitempty"`
 	// PartSize is the delta part size (default delta.DefaultPartSize).
 	PartSize int64 `json:"part_size,omitempty"`
+	// ReleaseKeys is the release authority's public keys (a .pub file or
+	// a directory of them, as groundd keygen writes): only images signed by
+	// one are planned.
+	ReleaseKeys string `json:"release_keys,omitempty"`
+	// ImageStore is the image store's directory (default StateDir/images).
+	ImageStore string `json:"image_store,omitempty"`
+	// Platform picks the manifest of a multi-arch index: "os/arch[/variant]"
+	// (default linux on the running architecture).
+	Platform string `json:"platform,omitempty"`
+	// Registry are the settings registries need.
+	Registry RegistryConfig `json:"registry,omitzero"`
 	// Schedule is a pass schedule file (JSON or CSV: see passes); empty:
 	// the links are taken as up at all times unless Signals say otherwise.
 	Schedule string `json:"schedule,omitempty"`
@@ -55,6 +66,19 @@ type VehicleConfig struct {
 	Rate float64 `json:"rate,omitempty"`
 	// RTT is the expected round trip (default 1s).
 	RTT Duration `json:"rtt,omitempty"`
+	// HardwareID, if set, is the vehicle's hardware: only releases for it
+	// are planned.
+	HardwareID string `json:"hardware_id,omitempty"`
+}
+
+// RegistryConfig are the settings registries need (groundd/images).
+type RegistryConfig struct {
+	// AuthFile is a docker config.json (default: the docker keychain).
+	AuthFile string `json:"auth_file,omitempty"`
+	// CAFile is a PEM file of extra CA certificates.
+	CAFile string `json:"ca_file,omitempty"`
+	// PlainHTTP allows plain HTTP: only when asked.
+	PlainHTTP bool `json:"plain_http,omitempty"`
 }
 
 // LinkConfig is a link of the contract's protocol/link: today "udp".
@@ -123,6 +147,10 @@ func LoadConfig(path string) (Config, error) {
 	rel(&c.StateDir)
 	rel(&c.GroundKey)
 	rel(&c.Schedule)
+	rel(&c.ReleaseKeys)
+	rel(&c.ImageStore)
+	rel(&c.Registry.AuthFile)
+	rel(&c.Registry.CAFile)
 	for i := range c.Vehicles {
 		rel(&c.Vehicles[i].MACKey.File)
 		if c.Vehicles[i].SealKey != nil {
@@ -148,6 +176,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxFrame != 0 && (c.MaxFrame < protocol.MinMaxFrame || c.MaxFrame > 1<<16) {
 		errs = append(errs, fmt.Errorf("max_frame %d: out of [%d, 65536]", c.MaxFrame, protocol.MinMaxFrame))
+	}
+	if c.Platform != "" {
+		if _, err := parsePlatform(c.Platform); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.PartSize < 0 {
 		errs = append(errs, errors.New("part_size must not be negative"))

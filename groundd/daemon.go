@@ -20,31 +20,15 @@ import (
 	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
-	"github.com/bootorbit/bootorbit/protocol/update"
 )
-
-// Image is an image the planner can send: the verified OCI image and the
-// release authority's signature over it.
-type Image struct {
-	Ref     string
-	OCI     *oci.Image
-	Release update.ReleaseSignature
-}
-
-// ImageSource resolves image references for the planner. The default reads
-// OCI layouts (oci:PATH:TAG, oci:PATH@sha256:...) and takes the release
-// signature from a file beside the layout's blobs (see LayoutSource); the
-// image store of groundd/images replaces it.
-type ImageSource interface {
-	Resolve(ctx context.Context, ref string) (*Image, error)
-}
 
 // Options are what a Daemon gets besides its Config: the parts tests and
 // embedders replace.
 type Options struct {
 	// Store is the state; nil opens the Config's (bolt in StateDir).
 	Store store.Store
-	// Images resolves references; nil: LayoutSource.
+	// Images resolves references; nil: a StoreSource over the Config's
+	// image store and release keys.
 	Images ImageSource
 	// Schedule is the pass schedule; nil: the Config's file, if any.
 	Schedule *passes.Schedule
@@ -98,9 +82,6 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}
-	if d.images == nil {
-		d.images = LayoutSource{}
-	}
 	maxFrame := cmp.Or(cfg.MaxFrame, 1024)
 	var err error
 	if d.codec, err = protocol.NewCodec(maxFrame); err != nil {
@@ -120,6 +101,11 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 	d.bundleDir = filepath.Join(cfg.StateDir, "bundles")
 	if err := os.MkdirAll(d.bundleDir, 0o700); err != nil {
 		return nil, fmt.Errorf("groundd: %w", err)
+	}
+	if d.images == nil {
+		if d.images, err = openImages(cfg, d.log); err != nil {
+			return nil, err
+		}
 	}
 	if d.st == nil {
 		b, err := store.OpenBolt(filepath.Join(cfg.StateDir, "state.db"))

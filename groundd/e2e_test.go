@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -14,15 +13,14 @@ import (
 	"time"
 
 	"github.com/bootorbit/bootorbit/delta"
-	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/delta/ocitest"
 	"github.com/bootorbit/bootorbit/groundd"
 	"github.com/bootorbit/bootorbit/groundd/groundtest"
+	"github.com/bootorbit/bootorbit/groundd/images"
 	"github.com/bootorbit/bootorbit/groundd/passes"
 	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/update"
-	digest "github.com/opencontainers/go-digest"
 )
 
 const (
@@ -69,25 +67,26 @@ func newWorld(t *testing.T, rng *rand.Rand, loss float64, onBundle func(*update.
 	w.v1 = ocitest.Build(t, layout, "os-1", l1)
 	w.v2 = ocitest.Build(t, layout, "os-2", l2)
 
-	relPriv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x52}, 32))
+	// The release key, as groundd keygen writes it, and the images signed
+	// beside themselves in the layout, as groundd sign does.
+	kf, err := images.GenerateKey(filepath.Join(w.dir, "release"), releaseKey, bytes.NewReader(bytes.Repeat([]byte{0x52}, 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, relPriv, err := images.ReadPrivateKey(kf.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
 	relKeys, err := protocol.NewKeyring(protocol.Key{ID: releaseKey, Pub: relPriv.Public().(ed25519.PublicKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, im := range []ocitest.Image{w.v1, w.v2} {
-		rs, err := update.SignRelease(relPriv, releaseKey, update.Release{Manifest: im.ManifestDigest, Version: uint64(i + 1), HardwareID: "obc-rev-c"})
+		r, err := images.ParseRef(im.Ref.String())
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := update.EncodeRelease(&rs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := groundd.ReleasePath(layout, im.ManifestDigest)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
+		if _, _, err := images.Sign(context.Background(), r, images.Options{}, releaseKey, relPriv, uint64(i+1), "obc-rev-c"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -104,6 +103,7 @@ func newWorld(t *testing.T, rng *rand.Rand, loss float64, onBundle func(*update.
 	}
 	w.cfg = groundd.Config{
 		StateDir: filepath.Join(w.dir, "state"), GroundKey: writeKey("ground.key", seed), GroundKeyID: groundKey, MaxFrame: maxFrame,
+		ReleaseKeys: kf.Public,
 		Vehicles: []groundd.VehicleConfig{{ID: vehicleID, Name: "sat-7", MACKey: groundd.KeyRef{ID: macKeyID, File: writeKey("mac.key", mac)},
 			Rate: 64000, RTT: groundd.Duration(200 * time.Millisecond)}},
 	}
@@ -437,7 +437,4 @@ func TestBaseMismatchSupplement(t *testing.T) {
 			t.Errorf("supplement layer %d: %s, want %s", li, l.Decision, want)
 		}
 	}
-	_ = digest.Digest("")
-	_ = io.EOF
-	_ = oci.Ref{}
 }

@@ -17,59 +17,11 @@ import (
 	"strings"
 
 	"github.com/bootorbit/bootorbit/delta"
-	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/protocol/transfer"
 	"github.com/bootorbit/bootorbit/protocol/update"
 	digest "github.com/opencontainers/go-digest"
 )
-
-// LayoutSource resolves oci:PATH:TAG and oci:PATH@sha256:... references
-// from OCI image layouts on disk. The release signature of an image is the
-// file releases/sha256-HEX.cbor (update.MediaTypeRelease) in the layout,
-// HEX the manifest digest's: an image without one cannot be planned.
-type LayoutSource struct{}
-
-// ErrUnsigned: an image has no release signature.
-var ErrUnsigned = errors.New("groundd: image has no release signature")
-
-// ReleasePath is where LayoutSource looks for the release signature of the
-// image with manifest m in layout.
-func ReleasePath(layout string, m digest.Digest) string {
-	return filepath.Join(layout, "releases", m.Algorithm().String()+"-"+m.Encoded()+".cbor")
-}
-
-// Resolve implements ImageSource.
-func (LayoutSource) Resolve(ctx context.Context, ref string) (*Image, error) {
-	r, err := oci.ParseRef(ref)
-	if err != nil {
-		return nil, err
-	}
-	im, err := oci.Open(r)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open(ReleasePath(r.Layout, im.ManifestDigest))
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s (%s)", ErrUnsigned, ref, im.ManifestDigest)
-		}
-		return nil, fmt.Errorf("groundd: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, update.MaxReleaseSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("groundd: %w", err)
-	}
-	rs, err := update.DecodeRelease(b)
-	if err != nil {
-		return nil, err
-	}
-	if rs.Release.Manifest != im.ManifestDigest {
-		return nil, fmt.Errorf("groundd: release signature of %s is for %s", im.ManifestDigest, rs.Release.Manifest)
-	}
-	return &Image{Ref: ref, OCI: im, Release: *rs}, nil
-}
 
 // imageRec records an image groundd has resolved, so that a vehicle's slot,
 // known from telemetry by the first bytes of its manifest digest, can be
@@ -89,6 +41,9 @@ func (d *Daemon) RegisterImage(ctx context.Context, ref string) (*Image, error) 
 	if err != nil {
 		return nil, err
 	}
+	if err := d.checkRelease(im); err != nil {
+		return nil, err
+	}
 	b, _ := json.Marshal(imageRec{Ref: ref, Manifest: im.OCI.ManifestDigest.String(), Version: im.Release.Release.Version})
 	if err := store.Put(ctx, d.st, keyImage(im.OCI.ManifestDigest), b); err != nil {
 		return nil, err
@@ -97,7 +52,9 @@ func (d *Daemon) RegisterImage(ctx context.Context, ref string) (*Image, error) 
 }
 
 // findImage returns the registered image whose manifest digest is m, or
-// starts with the hex prefix short (telemetry's short digest).
+// starts with the hex prefix short (telemetry's short digest): from the
+// image store by digest when the source has one (Lookup), else by its
+// reference again.
 func (d *Daemon) findImage(ctx context.Context, m string) (*Image, error) {
 	kvs, err := d.st.List(ctx, "image/sha256:"+strings.TrimPrefix(m, "sha256:"))
 	if err != nil {
@@ -109,6 +66,13 @@ func (d *Daemon) findImage(ctx context.Context, m string) (*Image, error) {
 	var r imageRec
 	if err := json.Unmarshal(kvs[0].Value, &r); err != nil {
 		return nil, fmt.Errorf("groundd: record %s: %w", kvs[0].Key, err)
+	}
+	if l, ok := d.images.(Lookuper); ok {
+		dg, err := digest.Parse(r.Manifest)
+		if err != nil {
+			return nil, fmt.Errorf("groundd: record %s: %w", kvs[0].Key, err)
+		}
+		return l.Lookup(ctx, dg)
 	}
 	return d.images.Resolve(ctx, r.Ref)
 }
@@ -260,6 +224,9 @@ func (d *Daemon) planAgainst(ctx context.Context, u *Uplink, base *Image) (*plan
 	im, err := d.RegisterImage(ctx, u.Image)
 	if err != nil {
 		return nil, err
+	}
+	if s, ok := d.sessionOf(u.Vehicle); ok && s.cfg.HardwareID != "" && s.cfg.HardwareID != im.Release.Release.HardwareID {
+		return nil, fmt.Errorf("%w: %s is for %q, vehicle %d is %q", ErrHardware, u.Image, im.Release.Release.HardwareID, u.Vehicle, s.cfg.HardwareID)
 	}
 	var bases []delta.LayerSource
 	if base != nil {

@@ -3,9 +3,12 @@ package groundd_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/delta/ocitest"
 	"github.com/bootorbit/bootorbit/groundd"
 	"github.com/bootorbit/bootorbit/internal/testrand"
 )
@@ -163,5 +166,41 @@ func TestQueueDeadlineAndNotBefore(t *testing.T) {
 		if !tr.Done && w.veh.Rx.Completed(tr.ID) {
 			t.Errorf("transfer %+v", tr)
 		}
+	}
+}
+
+// TestPlanRefusals: an image without a trusted release signature, or
+// signed for other hardware than the vehicle's, is never planned: the
+// uplink fails and says why, and nothing is sent.
+func TestPlanRefusals(t *testing.T) {
+	rng := testrand.New(t)
+	w := newWorld(t, rng, 0, nil)
+	ctx := context.Background()
+	unsigned := ocitest.Build(t, filepath.Join(w.dir, "images"), "os-3", ocitest.RandomLayers(rng, ocitest.GenOptions{Layers: 1}))
+	for _, c := range []struct {
+		name, image, hardware, want string
+	}{
+		{"unsigned", unsigned.Ref.String(), "", "no release signature"},
+		{"hardware", w.v2.Ref.String(), "obc-rev-d", "other hardware"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w.cfg.Vehicles[0].HardwareID = c.hardware
+			w.cfg.StateDir = filepath.Join(w.dir, "state-"+c.name)
+			d := w.open()
+			defer d.Close()
+			if _, err := d.RegisterImage(ctx, w.v1.Ref.String()); err != nil {
+				t.Fatal(err)
+			}
+			u, err := d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: c.image})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, _ = w.run(d, u.ID, 0, nil)
+			u, _ = d.QueueShow(ctx, u.ID)
+			if u.State != groundd.UplinkFailed || !strings.Contains(u.Error, c.want) || len(u.Plans) != 0 {
+				t.Fatalf("uplink %s %q plans %v", u.State, u.Error, u.Plans)
+			}
+			t.Logf("refused: %s", u.Error)
+		})
 	}
 }

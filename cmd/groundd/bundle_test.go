@@ -15,6 +15,7 @@ import (
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/delta/ocitest"
 	"github.com/bootorbit/bootorbit/groundd"
+	"github.com/bootorbit/bootorbit/groundd/images"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/update"
 )
@@ -28,23 +29,24 @@ func TestBundleCommand(t *testing.T) {
 	top := ocitest.Layer{Entries: []ocitest.Entry{{Name: "usr/bin/a", Data: bytes.Repeat([]byte("code!"), 4000)}}, Compression: oci.Zstd}
 	old := ocitest.Build(t, lay, "old", base)
 	im := ocitest.Build(t, lay, "new", append(base, top))
-	relPriv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, 32))
+	kf, err := images.GenerateKey(filepath.Join(dir, "release"), 1, bytes.NewReader(bytes.Repeat([]byte{1}, 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, relPriv, err := images.ReadPrivateKey(kf.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, m := range []ocitest.Image{old, im} {
-		rs, err := update.SignRelease(relPriv, 1, update.Release{Manifest: m.ManifestDigest, Version: uint64(i + 1), HardwareID: "obc"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := update.EncodeRelease(&rs)
-		p := groundd.ReleasePath(lay, m.ManifestDigest)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
+		r, _ := images.ParseRef(m.Ref.String())
+		if _, _, err := images.Sign(context.Background(), r, images.Options{}, 1, relPriv, uint64(i+1), "obc"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	seed := bytes.Repeat([]byte{2}, 32)
 	os.WriteFile(filepath.Join(dir, "ground.key"), []byte(hex.EncodeToString(seed)), 0o600)
 	os.WriteFile(filepath.Join(dir, "mac.key"), []byte(hex.EncodeToString(bytes.Repeat([]byte{3}, protocol.MACKeyLen))), 0o600)
-	cfg := `{"state_dir": "state", "ground_key": "ground.key", "ground_key_id": 4,
+	cfg := `{"state_dir": "state", "ground_key": "ground.key", "ground_key_id": 4, "release_keys": "release.pub",
 	  "vehicles": [{"id": 7, "mac_key": {"id": 1, "file": "mac.key"}}]}`
 	cfgPath := filepath.Join(dir, "groundd.json")
 	os.WriteFile(cfgPath, []byte(cfg), 0o644)
