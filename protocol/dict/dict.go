@@ -73,7 +73,7 @@ func (e *Enumeration) Value(name string) (uint64, bool) {
 	return 0, false
 }
 
-// Name returns the label name of v, or "enum(v)" for a value without one.
+// NameOf returns the label name of v, or "name(v)" for a value without one.
 func (e *Enumeration) NameOf(v uint64) string {
 	if l, ok := e.Lookup(v); ok {
 		return l.Name

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"reflect"
 	"regexp"
 	"strings"
@@ -523,5 +524,47 @@ func TestCodeOf(t *testing.T) {
 	}
 	if EnumReason.NameOf(uint64(CodeDowngrade)) != "downgrade" || EnumReason.NameOf(14) != "replayed" {
 		t.Error("reason labels")
+	}
+}
+
+// TestDocumented checks docs/uplink.md names every item of the dictionary,
+// so the specification cannot fall behind the code unnoticed.
+func TestDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../docs/uplink.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	has := func(what, name string) {
+		if !strings.Contains(doc, "`"+name+"`") && !strings.Contains(doc, "**"+name+"**") {
+			t.Errorf("docs/uplink.md does not name %s %s", what, name)
+		}
+	}
+	for _, c := range Commands() {
+		has("command", c.Name)
+		for _, a := range c.Args {
+			has("argument", a.Name)
+		}
+	}
+	for _, p := range Packets() {
+		has("packet", p.Name)
+		for _, f := range p.Params {
+			has("parameter", f.Name)
+		}
+	}
+	for _, e := range Events() {
+		has("event", e.Name)
+	}
+	for _, en := range Enumerations() {
+		has("enumeration", en.Name)
+		if en == EnumReason {
+			for _, l := range updateCodes {
+				has("code", l.Name)
+			}
+			continue
+		}
+		for _, l := range en.Labels {
+			has("label", l.Name)
+		}
 	}
 }

@@ -21,6 +21,9 @@
 // uint64 for unsigned and enumerated items, int64, float64, bool, string or
 // []byte for the others.
 //
+// The definitions are package variables shared by every user: treat them,
+// and what the lookups return, as read-only.
+//
 // Every packet and event fits one 256-byte frame with its return-link MAC
 // (protocol.ReturnAuth), and every command fits one with its signature;
 // the package's tests check it with every value at its largest encoding.
