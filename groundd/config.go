@@ -81,11 +81,16 @@ type RegistryConfig struct {
 	PlainHTTP bool `json:"plain_http,omitempty"`
 }
 
-// LinkConfig is a link of the contract's protocol/link: today "udp".
+// LinkConfig is a vehicle's link (protocol/link): "udp" (one frame per
+// datagram), "tcp" (COBS framing, dialer or listener) or "serial" (COBS on
+// a tty at Baud).
 type LinkConfig struct {
+	Name   string `json:"name,omitempty"` // for logs (default vehicle-ID)
 	Kind   string `json:"kind"`
 	Listen string `json:"listen,omitempty"`
 	Peer   string `json:"peer,omitempty"`
+	Device string `json:"device,omitempty"`
+	Baud   int    `json:"baud,omitempty"`
 }
 
 // KeyRef names a symmetric key file and the key's id.
@@ -201,13 +206,17 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("vehicles[%d]: negative rate", i))
 		}
 		switch v.Link.Kind {
-		case "udp":
-			if v.Link.Peer == "" {
-				errs = append(errs, fmt.Errorf("vehicles[%d]: a udp link needs a peer", i))
+		case "udp", "tcp":
+			if v.Link.Peer == "" && v.Link.Listen == "" {
+				errs = append(errs, fmt.Errorf("vehicles[%d]: a %s link needs a peer or a listen address", i, v.Link.Kind))
+			}
+		case "serial":
+			if v.Link.Device == "" {
+				errs = append(errs, fmt.Errorf("vehicles[%d]: a serial link needs a device", i))
 			}
 		case "":
 		default:
-			errs = append(errs, fmt.Errorf("vehicles[%d]: link kind %q: only udp for now", i, v.Link.Kind))
+			errs = append(errs, fmt.Errorf("vehicles[%d]: link kind %q: udp, tcp or serial", i, v.Link.Kind))
 		}
 	}
 	if len(errs) > 0 {

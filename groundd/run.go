@@ -3,7 +3,6 @@ package groundd
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 )
@@ -38,7 +37,7 @@ func (d *Daemon) Run(ctx context.Context, links map[uint32]Link) error {
 				continue // no link: queue and knowledge only
 			}
 			var err error
-			if l, err = DialUDP(fmt.Sprintf("vehicle-%d", vc.ID), vc.Link.Listen, vc.Link.Peer, d.codec.MaxFrame()); err != nil {
+			if l, err = openLink(vc, d.codec.MaxFrame()); err != nil {
 				cancel()
 				wg.Wait()
 				return err
