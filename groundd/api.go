@@ -146,39 +146,6 @@ type Transfer struct {
 	Passes int `json:"passes_remaining"`
 }
 
-// CommandStage is where a command is, PUS service 1 style.
-type CommandStage string
-
-// Command stages, in order; Completed, Failed, Rejected and TimedOut are final.
-const (
-	CmdQueued    CommandStage = "queued"
-	CmdSent      CommandStage = "sent"
-	CmdAccepted  CommandStage = "accepted"
-	CmdRejected  CommandStage = "rejected"
-	CmdStarted   CommandStage = "started"
-	CmdProgress  CommandStage = "progress"
-	CmdCompleted CommandStage = "completed"
-	CmdFailed    CommandStage = "failed"
-	CmdTimedOut  CommandStage = "timed_out"
-)
-
-// Command is a command sent to a vehicle and what became of it.
-type Command struct {
-	ID      uint64         `json:"id"`
-	Vehicle uint32         `json:"vehicle"`
-	Opcode  string         `json:"opcode"`
-	Args    map[string]any `json:"args,omitempty"`
-	Seq     uint64         `json:"seq"`
-	Stage   CommandStage   `json:"stage"`
-	// Code is the vehicle's reason code for a rejection or failure, with
-	// its label.
-	Code     uint16    `json:"code,omitempty"`
-	Reason   string    `json:"reason,omitempty"`
-	Created  time.Time `json:"created"`
-	Updated  time.Time `json:"updated"`
-	Attempts int       `json:"attempts"`
-}
-
 // TelemetryRecord is one telemetry packet or event from a vehicle, decoded
 // with the dictionary.
 type TelemetryRecord struct {

@@ -11,11 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/bootorbit/bootorbit/delta/oci"
+	"github.com/bootorbit/bootorbit/groundd/gateway"
+	"github.com/bootorbit/bootorbit/groundd/images"
 	"github.com/bootorbit/bootorbit/groundd/passes"
 	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/protocol"
@@ -67,6 +67,7 @@ type Daemon struct {
 	subs     map[int]*subscriber
 	nextSub  int
 	wake     map[uint32]chan struct{}
+	gw       *gateway.Gateway
 }
 
 // Open returns the daemon of cfg. Close it.
@@ -114,6 +115,20 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 		}
 		d.st, d.ownStore = b, true
 	}
+	// Commands and telemetry: the gateway, on the store. Frames it builds
+	// must fit the link once sealed, if any vehicle's uplink is.
+	gwFrame := maxFrame
+	for _, vc := range cfg.Vehicles {
+		if _, ok := o.SealKeys[vc.ID]; ok || vc.SealKey != nil {
+			gwFrame = protocol.InnerMaxFrame(maxFrame)
+		}
+	}
+	arch := storeArchive{st: d.st}
+	if d.gw, err = gateway.New(gateway.Config{Key: protocol.KeyID(cfg.GroundKeyID), Priv: d.groundKey, Seq: arch, Archive: arch,
+		MaxFrame: gwFrame, Log: d.log}); err != nil {
+		d.Close()
+		return nil, err
+	}
 	for _, vc := range cfg.Vehicles {
 		s, err := d.newSession(context.Background(), vc, o)
 		if err != nil {
@@ -134,13 +149,11 @@ func (d *Daemon) Close() error {
 }
 
 // Store keys. Numbers are zero-padded so that keys sort as numbers.
-func keyUplink(id uint64) string      { return fmt.Sprintf("uplink/%016x", id) }
-func keyVehicle(id uint32) string     { return fmt.Sprintf("vehicle/%010d", id) }
-func keyVerifier(id uint32) string    { return fmt.Sprintf("verifier/%010d", id) }
-func keyTransfer(id uint64) string    { return fmt.Sprintf("transfer/%016x", id) }
-func keyCommand(id uint64) string     { return fmt.Sprintf("command/%016x", id) }
-func keySealMark(v, k uint32) string  { return fmt.Sprintf("sealmark/%010d/%010d", v, k) }
-func prefixTelemetry(v uint32) string { return fmt.Sprintf("tlm/%010d/", v) }
+func keyUplink(id uint64) string     { return fmt.Sprintf("uplink/%016x", id) }
+func keyVehicle(id uint32) string    { return fmt.Sprintf("vehicle/%010d", id) }
+func keyVerifier(id uint32) string   { return fmt.Sprintf("verifier/%010d", id) }
+func keyTransfer(id uint64) string   { return fmt.Sprintf("transfer/%016x", id) }
+func keySealMark(v, k uint32) string { return fmt.Sprintf("sealmark/%010d/%010d", v, k) }
 
 func getJSON[T any](ctx context.Context, s store.Store, key string) (T, int64, error) {
 	var v T
@@ -199,7 +212,7 @@ func (d *Daemon) QueueAdd(ctx context.Context, r UplinkRequest) (Uplink, error) 
 	if r.Image == "" {
 		return Uplink{}, fmt.Errorf("%w: no image", ErrInvalid)
 	}
-	if _, err := oci.ParseRef(r.Image); err != nil && !strings.Contains(r.Image, "://") {
+	if _, err := images.ParseRef(r.Image); err != nil {
 		return Uplink{}, fmt.Errorf("%w: image: %v", ErrInvalid, err)
 	}
 	if !r.Deadline.IsZero() && !r.NotBefore.IsZero() && !r.Deadline.After(r.NotBefore) {

@@ -410,7 +410,11 @@ func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, p *update.Plan, bas
 		if err != nil {
 			return nil, err
 		}
-		chunk, err := transfer.ChunkSizeFor(d.codec, id, t.size)
+		codec := d.codec
+		if s, ok := d.sessionOf(u.Vehicle); ok {
+			codec = s.codec
+		}
+		chunk, err := transfer.ChunkSizeFor(codec, id, t.size)
 		if err != nil {
 			return nil, err
 		}

@@ -26,6 +26,9 @@ type session struct {
 	keys     VehicleKeys
 	verifier *protocol.ReturnVerifier
 	sealer   *protocol.Sealer
+	// codec encodes uplink frames: the link's, or the smaller inner one
+	// whose frames still fit the link once sealed.
+	codec *protocol.Codec
 
 	// The fields below are Poll's; linkUp is also read under Daemon.mu.
 	linkUp    bool
@@ -37,10 +40,7 @@ type session struct {
 	contact   time.Time
 	// lastStatus is when groundd last asked for housekeeping itself.
 	lastStatus time.Time
-	pending    []frameOut // frames built outside Poll (commands), sent at the next Poll
 }
-
-type frameOut struct{ frame []byte }
 
 // active is the transfer being sent.
 type active struct {
@@ -67,7 +67,7 @@ func (s *session) rate() float64 {
 }
 
 func (d *Daemon) newSession(ctx context.Context, vc VehicleConfig, o Options) (*session, error) {
-	s := &session{cfg: vc, keys: VehicleKeys{GroundKeyID: d.cfg.GroundKeyID, MACKeyID: vc.MACKey.ID}}
+	s := &session{cfg: vc, keys: VehicleKeys{GroundKeyID: d.cfg.GroundKeyID, MACKeyID: vc.MACKey.ID}, codec: d.codec}
 	mk, ok := o.MACKeys[vc.ID]
 	if !ok {
 		k, err := readHexKey(vc.MACKey.File, protocol.MACKeyLen)
@@ -120,6 +120,9 @@ func (d *Daemon) newSession(ctx context.Context, vc VehicleConfig, o Options) (*
 		})
 		if err != nil {
 			return nil, err
+		}
+		if s.codec, err = protocol.NewInnerCodec(d.codec.MaxFrame()); err != nil {
+			return nil, fmt.Errorf("groundd: vehicle %d: %w", vc.ID, err)
 		}
 		if s.sealer, err = protocol.NewSealer(protocol.SealerConfig{Vehicle: vc.ID, Key: sk, MaxFrame: d.codec.MaxFrame(), Seqs: ctr}); err != nil {
 			return nil, fmt.Errorf("groundd: vehicle %d: %w", vc.ID, err)
@@ -237,15 +240,17 @@ func (d *Daemon) Poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 		}
 	}
 	if up {
-		d.mu.Lock()
-		for _, p := range s.pending {
-			out = append(out, p.frame)
+		cmds, err := d.sendCommands(s, now)
+		out = append(out, cmds...)
+		if err != nil {
+			return out, next, err
 		}
-		s.pending = nil
-		d.mu.Unlock()
 	}
-	if err := d.checkCommands(ctx, s, now); err != nil {
-		return nil, time.Time{}, err
+	if _, err := d.gw.Tick(now); err != nil {
+		return out, next, err
+	}
+	if t, ok := d.gw.NextDeadline(); ok && (next.IsZero() || t.Before(next)) {
+		next = t
 	}
 	if c := d.schedule.Change(vehicle, now); !c.IsZero() && (next.IsZero() || c.Before(next)) {
 		next = c
@@ -347,7 +352,7 @@ func (d *Daemon) startSender(ctx context.Context, s *session, r transferRec, now
 	if err != nil {
 		return err
 	}
-	p, err := transfer.NewPlan(d.codec, r.Vehicle, r.ID, r.target(), f, r.Size, r.Chunk, d.cfg.GroundKeyID, d.groundKey)
+	p, err := transfer.NewPlan(s.codec, r.Vehicle, r.ID, r.target(), f, r.Size, r.Chunk, d.cfg.GroundKeyID, d.groundKey)
 	if err != nil {
 		f.Close()
 		return err
@@ -363,7 +368,7 @@ func (d *Daemon) startSender(ctx context.Context, s *session, r transferRec, now
 	if rtt == 0 {
 		rtt = time.Second
 	}
-	snd, err := transfer.NewSender(transfer.SenderConfig{Codec: d.codec, Verifier: s.verifier, Rate: s.rate(), RTT: rtt,
+	snd, err := transfer.NewSender(transfer.SenderConfig{Codec: s.codec, ReturnCodec: d.codec, Verifier: s.verifier, Rate: s.rate(), RTT: rtt,
 		SeqBase: inc << 32, Resume: r.Started}, p)
 	if err != nil {
 		f.Close()
@@ -520,7 +525,7 @@ func (d *Daemon) startUplink(ctx context.Context, s *session, u *Uplink, now tim
 		// asked for while the link is up.
 		if s.linkUp && (s.lastStatus.IsZero() || now.Sub(s.lastStatus) >= statusInterval) {
 			s.lastStatus = now
-			if _, err := d.sendCommand(ctx, s, "status", nil, false); err != nil {
+			if _, err := d.sendCommand(ctx, s, now, "status", nil, false); err != nil {
 				return err
 			}
 		}
@@ -585,17 +590,21 @@ func (d *Daemon) resumeUplink(ctx context.Context, s *session, u *Uplink, now ti
 // ---- telemetry, events and verification reports ----
 
 func (d *Daemon) handleReturn(ctx context.Context, s *session, now time.Time, m protocol.Message) {
+	// The gateway archives telemetry and events and moves commands on
+	// their reports; groundd folds what it needs into its knowledge of
+	// the vehicle.
+	if err := d.gw.Receive(now, s.cfg.ID, m); err != nil {
+		d.log.Warn("groundd: gateway", "vehicle", s.cfg.ID, "type", fmt.Sprintf("%T", m), "err", err)
+	}
 	var rec TelemetryRecord
 	switch m := m.(type) {
 	case *protocol.Telemetry:
 		p, ok := dict.PacketByID(m.Packet)
 		if !ok {
-			d.log.Warn("groundd: unknown packet", "vehicle", s.cfg.ID, "packet", m.Packet)
 			return
 		}
 		vals, err := p.Decode(m.Params)
 		if err != nil {
-			d.log.Warn("groundd: bad packet", "vehicle", s.cfg.ID, "packet", p.Name, "err", err)
 			return
 		}
 		rec = TelemetryRecord{Vehicle: s.cfg.ID, Received: now.UTC(), Time: msTime(m.Time), Kind: "tm", Name: p.Name, Seq: m.Seq, Values: vals}
@@ -603,24 +612,19 @@ func (d *Daemon) handleReturn(ctx context.Context, s *session, now time.Time, m 
 	case *protocol.Event:
 		e, ok := dict.EventByID(m.ID)
 		if !ok {
-			d.log.Warn("groundd: unknown event", "vehicle", s.cfg.ID, "event", m.ID)
 			return
 		}
 		vals, err := e.Decode(m.Args)
 		if err != nil {
-			d.log.Warn("groundd: bad event", "vehicle", s.cfg.ID, "event", e.Name, "err", err)
 			return
 		}
 		rec = TelemetryRecord{Vehicle: s.cfg.ID, Received: now.UTC(), Time: msTime(m.Time), Kind: "event", Name: e.Name, Seq: m.Seq,
 			Values: vals, Text: m.Text, Severity: m.Severity.String()}
 		d.applyEvent(ctx, s, now, e, vals, rec)
-	case *protocol.Verification:
-		d.applyVerification(ctx, s, now, m)
+	default:
 		return
 	}
-	if err := d.archive(ctx, rec); err != nil {
-		d.log.Error("groundd: archive", "vehicle", s.cfg.ID, "err", err)
-	}
+	d.publish(rec)
 }
 
 func msTime(ms int64) time.Time {
@@ -835,52 +839,7 @@ func (d *Daemon) baseMismatch(ctx context.Context, s *session, now time.Time, u 
 	_ = store.Delete(ctx, d.st, mismatchKey(plan))
 }
 
-// ---- the telemetry archive ----
-
-// archive stores a record under the vehicle, ordered by reception, and
-// hands it to followers.
-func (d *Daemon) archive(ctx context.Context, r TelemetryRecord) error {
-	n, err := d.st.Next(ctx, fmt.Sprintf("tlm/%d", r.Vehicle))
-	if err != nil {
-		return err
-	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	key := fmt.Sprintf("%s%020d/%016x", prefixTelemetry(r.Vehicle), r.Received.UnixNano(), n)
-	if err := store.Put(ctx, d.st, key, b); err != nil {
-		return err
-	}
-	d.publish(r)
-	return nil
-}
-
-// TelemetryRange returns vehicle's archived telemetry and events received
-// in [from, to) (zero to: no end), oldest first, at most limit (0: 1000).
-func (d *Daemon) TelemetryRange(ctx context.Context, vehicle uint32, from, to time.Time, limit int) ([]TelemetryRecord, error) {
-	if _, ok := d.sessionOf(vehicle); !ok {
-		return nil, fmt.Errorf("%w: vehicle %d", ErrNotFound, vehicle)
-	}
-	if limit <= 0 {
-		limit = 1000
-	}
-	all, err := listJSON[TelemetryRecord](ctx, d.st, prefixTelemetry(vehicle))
-	if err != nil {
-		return nil, err
-	}
-	var out []TelemetryRecord
-	for _, r := range all {
-		if r.Received.Before(from) || (!to.IsZero() && !r.Received.Before(to)) {
-			continue
-		}
-		out = append(out, r)
-		if len(out) == limit {
-			break
-		}
-	}
-	return out, nil
-}
+// ---- followers of the telemetry ----
 
 type subscriber struct {
 	vehicle uint32
