@@ -67,6 +67,9 @@ type Uplink struct {
 	// Plans are the ids of the signed plans sent for this uplink: the
 	// first, then any supplements.
 	Plans []uint64 `json:"plans,omitempty"`
+	// Accepted are the plans the vehicle said it accepted (plan_accepted,
+	// or hk.transfer): a plan's bundle is offered only then.
+	Accepted []uint64 `json:"accepted,omitempty"`
 	// Manifest is the digest of the image planned.
 	Manifest string `json:"manifest,omitempty"`
 	// Base is the manifest the plan assumed the vehicle's booted slot holds.

@@ -473,6 +473,37 @@ func (d *Daemon) advanceQueue(ctx context.Context, s *session, now time.Time) er
 	return nil
 }
 
+// askStatus sends the status command (all housekeeping now), at most every
+// statusInterval and only while the link is up.
+func (d *Daemon) askStatus(ctx context.Context, s *session, now time.Time) error {
+	if !s.linkUp || (!s.lastStatus.IsZero() && now.Sub(s.lastStatus) < statusInterval) {
+		return nil
+	}
+	s.lastStatus = now
+	_, err := d.sendCommand(ctx, s, now, "status", nil, false)
+	return err
+}
+
+// planAccepted records that the vehicle accepted plan.
+func (d *Daemon) planAccepted(ctx context.Context, s *session, plan uint64) {
+	u, ok := d.uplinkOfPlan(ctx, s.cfg.ID, plan)
+	if !ok || slices.Contains(u.Accepted, plan) {
+		return
+	}
+	err := updateJSON(ctx, d.st, keyUplink(u.ID), func(u *Uplink, _ bool) error {
+		if slices.Contains(u.Accepted, plan) {
+			return store.ErrSkip
+		}
+		u.Accepted = append(u.Accepted, plan)
+		return nil
+	})
+	if err != nil {
+		d.log.Error("groundd: uplink", "uplink", u.ID, "err", err)
+		return
+	}
+	d.log.Info("groundd: plan accepted", "vehicle", s.cfg.ID, "uplink", u.ID, "plan", plan)
+}
+
 // vehicleUplinks returns the vehicle's uplinks in queue order.
 func (d *Daemon) vehicleUplinks(ctx context.Context, vehicle uint32) ([]Uplink, error) {
 	all, err := listJSON[Uplink](ctx, d.st, "uplink/")
@@ -523,13 +554,7 @@ func (d *Daemon) startUplink(ctx context.Context, s *session, u *Uplink, now tim
 	if errors.Is(err, errNoKnowledge) {
 		// Stays queued; the vehicle's housekeeping unblocks it, and is
 		// asked for while the link is up.
-		if s.linkUp && (s.lastStatus.IsZero() || now.Sub(s.lastStatus) >= statusInterval) {
-			s.lastStatus = now
-			if _, err := d.sendCommand(ctx, s, now, "status", nil, false); err != nil {
-				return err
-			}
-		}
-		return nil
+		return d.askStatus(ctx, s, now)
 	}
 	if err != nil {
 		d.log.Error("groundd: planning failed", "uplink", u.ID, "vehicle", u.Vehicle, "err", err)
@@ -577,6 +602,12 @@ func (d *Daemon) resumeUplink(ctx context.Context, s *session, u *Uplink, now ti
 	}
 	for _, r := range recs {
 		if r.Uplink == u.ID && !r.Done && !r.Abandoned {
+			if r.Kind == "bundle" && !slices.Contains(u.Accepted, r.Plan) {
+				// The bundle waits until the vehicle says it accepted the
+				// plan; its housekeeping is asked for meanwhile, in case
+				// the event was lost.
+				return d.askStatus(ctx, s, now)
+			}
 			if err := d.startSender(ctx, s, r, now); err != nil {
 				d.log.Error("groundd: cannot send", "uplink", u.ID, "transfer", r.ID, "err", err)
 				return d.endUplink(ctx, u.ID, UplinkFailed, err.Error(), now)
@@ -665,6 +696,17 @@ func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict
 			d.log.Error("groundd: vehicle record", "vehicle", s.cfg.ID, "err", err)
 		}
 		d.installedFromHK(ctx, s, now, vals)
+	case dict.HKTransfer:
+		// A plan the vehicle is receiving the bundle of, or got further
+		// with, is accepted.
+		plan, _ := vals["plan_id"].(uint64)
+		st, _ := vals["state"].(uint64)
+		switch dict.EnumTransferState.NameOf(st) {
+		case "bundle", "paused", "installing", "installed", "base_mismatch", "armed":
+			if plan != 0 {
+				d.planAccepted(ctx, s, plan)
+			}
+		}
 	case dict.HKBoot:
 		b, _ := vals["booted_slot"].(uint64)
 		name := dict.EnumSlot.NameOf(b)
@@ -735,6 +777,8 @@ func (d *Daemon) applyEvent(ctx context.Context, s *session, now time.Time, e *d
 		return
 	}
 	switch e {
+	case dict.EvPlanAccepted:
+		d.planAccepted(ctx, s, planID)
 	case dict.EvInstallDone:
 		slot, _ := vals["slot"].(uint64)
 		name := dict.EnumSlot.NameOf(slot)

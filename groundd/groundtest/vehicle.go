@@ -67,6 +67,9 @@ type Vehicle struct {
 
 	slotB   digest.Digest
 	versB   uint64
+	// active is the plan in progress, its state (dict transfer_state).
+	active      uint64
+	activeState uint64
 	lastHK  time.Time
 	link    bool
 	evSeq   uint32
@@ -176,6 +179,7 @@ func (v *Vehicle) completed(now time.Time, c transfer.Completion) error {
 			return fmt.Errorf("groundtest: supplement of unknown plan %d", p.Supplement)
 		}
 		v.Plans[p.ID] = p
+		v.active, v.activeState = p.ID, 2 // bundle
 		return v.event(now, dict.EvPlanAccepted, dict.Values{"plan": p.ID, "version": p.Release.Release.Version, "bundle_size": p.BundleSize})
 	case update.KindBundle:
 		p := v.Plans[id]
@@ -192,6 +196,7 @@ func (v *Vehicle) completed(now time.Time, c transfer.Completion) error {
 		v.Bundles[id] = bytes.Clone(data)
 		if v.cfg.OnBundle != nil {
 			if layers := v.cfg.OnBundle(p, data); len(layers) > 0 {
+				v.activeState = 6 // base_mismatch
 				for i, l := range layers {
 					err := v.event(now, dict.EvBaseMismatch, dict.Values{"plan": p.ID, "layer": uint64(l),
 						"diff_id": make([]byte, dict.ShortDigestLen), "parts": []byte{0, 0, 0, 0}, "more": i < len(layers)-1})
@@ -202,6 +207,7 @@ func (v *Vehicle) completed(now time.Time, c transfer.Completion) error {
 				return nil
 			}
 		}
+		v.activeState = 5 // installed
 		v.Installed = append(v.Installed, p.ID)
 		v.slotB, v.versB = p.Release.Release.Manifest, p.Release.Release.Version
 		if err := v.event(now, dict.EvInstallDone, dict.Values{"plan": p.ID, "slot": uint64(2), "version": p.Release.Release.Version}); err != nil {
@@ -229,11 +235,12 @@ func (v *Vehicle) housekeeping(now time.Time) error {
 		"slot_a_state": uint64(4), "slot_a_version": v.cfg.Version, "slot_a_digest": short(v.cfg.Booted), "slot_a_attempts": uint64(0),
 		"slot_b_state": bState, "slot_b_version": v.versB, "slot_b_digest": short(v.slotB), "slot_b_attempts": uint64(0),
 	}
+	xfer := dict.Values{"plan_id": v.active, "transfer_id": uint64(0), "chunks_held": uint64(0), "chunks_total": uint64(0), "bytes_staged": uint64(0), "state": v.activeState}
 	boot := dict.Values{"booted_slot": uint64(1), "next_slot": uint64(1), "trial": false, "reset_cause": uint64(1), "boot_count": uint64(1), "last_outcome": uint64(0)}
 	for _, p := range []struct {
 		p    *dict.Packet
 		vals dict.Values
-	}{{dict.HKBoot, boot}, {dict.HKSlots, slots}} {
+	}{{dict.HKBoot, boot}, {dict.HKSlots, slots}, {dict.HKTransfer, xfer}} {
 		v.tmSeq++
 		tm, err := p.p.NewTelemetry(v.cfg.ID, now.UnixMilli(), v.tmSeq, p.vals)
 		if err != nil {
