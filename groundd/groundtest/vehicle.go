@@ -65,16 +65,16 @@ type Vehicle struct {
 	// Commands lists the commands received and verified.
 	Commands []*protocol.Command
 
-	slotB   digest.Digest
-	versB   uint64
+	slotB digest.Digest
+	versB uint64
 	// active is the plan in progress, its state (dict transfer_state).
 	active      uint64
 	activeState uint64
-	lastHK  time.Time
-	link    bool
-	evSeq   uint32
-	tmSeq   uint32
-	pending [][]byte
+	lastHK      time.Time
+	link        bool
+	evSeq       uint32
+	tmSeq       uint32
+	pending     [][]byte
 }
 
 // NewVehicle returns a vehicle with an empty journal.
