@@ -46,6 +46,9 @@ type world struct {
 	codec    *protocol.Codec
 	schedule *passes.Schedule
 	now      time.Time
+	vcfg     groundtest.VehicleConfig
+	// opener opens the uplink frames the test inspects, when sealed.
+	opener *protocol.Opener
 }
 
 type logWriter struct{ t *testing.T }
@@ -128,11 +131,12 @@ func newWorld(t *testing.T, rng *rand.Rand, loss float64, onBundle func(*update.
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.relay.Close() })
-	w.veh, err = groundtest.NewVehicle(groundtest.VehicleConfig{
+	w.vcfg = groundtest.VehicleConfig{
 		ID: vehicleID, Codec: w.codec, MACKey: protocol.MACKey{ID: macKeyID, Key: mac},
 		GroundKeys:  map[uint32]ed25519.PublicKey{groundKey: ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)},
 		ReleaseKeys: relKeys, Booted: w.v1.ManifestDigest, Version: 1, Epoch: 1, OnBundle: onBundle,
-	})
+	}
+	w.veh, err = groundtest.NewVehicle(w.vcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +206,16 @@ func (w *world) run(d *groundd.Daemon, uplink uint64, restartAt float64, until f
 			t.Fatal(err)
 		}
 		for _, f := range out {
-			m, err := w.codec.Decode(f)
+			var m protocol.Message
+			var err error
+			if w.opener != nil {
+				if f, err = w.opener.Open(f); err != nil {
+					t.Fatalf("groundd sent a frame that does not open: %v", err)
+				}
+				m, err = w.vcfg.Codec.Decode(f)
+			} else {
+				m, err = w.codec.Decode(f)
+			}
 			if err != nil {
 				t.Fatalf("groundd sent an undecodable frame: %v", err)
 			}

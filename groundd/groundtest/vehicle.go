@@ -23,8 +23,14 @@ import (
 
 // VehicleConfig configures a Vehicle.
 type VehicleConfig struct {
-	ID          uint32
+	ID uint32
+	// Codec decodes the ground's frames (the inner codec when sealed) and
+	// ReturnCodec, if set, encodes the vehicle's (default Codec).
 	Codec       *protocol.Codec
+	ReturnCodec *protocol.Codec
+	// SealKeys, if set, are the keys the uplink is sealed with: every frame
+	// must open with one, as on a vehicle with an Opener.
+	SealKeys []protocol.SealKey
 	MACKey      protocol.MACKey
 	GroundKeys  map[uint32]ed25519.PublicKey // plan and offer keys
 	ReleaseKeys *protocol.Keyring
@@ -49,6 +55,7 @@ type VehicleConfig struct {
 // concurrent use.
 type Vehicle struct {
 	cfg     VehicleConfig
+	opener  *protocol.Opener
 	auth    *protocol.ReturnAuth
 	keys    *protocol.Keyring
 	Rx      *transfer.Receiver
@@ -64,6 +71,8 @@ type Vehicle struct {
 	Events []string
 	// Commands lists the commands received and verified.
 	Commands []*protocol.Command
+	// Unopened counts frames that did not open (sealed uplinks).
+	Unopened int
 
 	slotB digest.Digest
 	versB uint64
@@ -91,14 +100,23 @@ func NewVehicle(cfg VehicleConfig) (*Vehicle, error) {
 	if err != nil {
 		return nil, err
 	}
-	rx, err := transfer.NewReceiver(transfer.ReceiverConfig{Codec: cfg.Codec, Vehicle: cfg.ID, Keys: cfg.GroundKeys, Auth: auth}, nil)
+	if cfg.ReturnCodec == nil {
+		cfg.ReturnCodec = cfg.Codec
+	}
+	var opener *protocol.Opener
+	if len(cfg.SealKeys) > 0 {
+		if opener, err = protocol.NewOpener(protocol.OpenerConfig{Vehicle: cfg.ID, MaxFrame: cfg.ReturnCodec.MaxFrame(), Keys: cfg.SealKeys}); err != nil {
+			return nil, err
+		}
+	}
+	rx, err := transfer.NewReceiver(transfer.ReceiverConfig{Codec: cfg.Codec, ReturnCodec: cfg.ReturnCodec, Vehicle: cfg.ID, Keys: cfg.GroundKeys, Auth: auth}, nil)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.HKInterval == 0 {
 		cfg.HKInterval = 5 * time.Second
 	}
-	return &Vehicle{cfg: cfg, auth: auth, keys: keys, Rx: rx, Journal: transfer.NewMemJournal(), Store: transfer.NewMemStore(),
+	return &Vehicle{cfg: cfg, opener: opener, auth: auth, keys: keys, Rx: rx, Journal: transfer.NewMemJournal(), Store: transfer.NewMemStore(),
 		Plans: map[uint64]*update.Plan{}, Bundles: map[uint64][]byte{}}, nil
 }
 
@@ -116,6 +134,13 @@ func (v *Vehicle) SetLink(now time.Time, up bool) {
 // Step takes the frames received at now and returns the frames to send.
 func (v *Vehicle) Step(now time.Time, in [][]byte) ([][]byte, error) {
 	for _, f := range in {
+		if v.opener != nil {
+			var err error
+			if f, err = v.opener.Open(f); err != nil {
+				v.Unopened++
+				continue
+			}
+		}
 		if m, err := v.cfg.Codec.Decode(f); err == nil {
 			if c, ok := m.(*protocol.Command); ok {
 				v.command(now, c)
@@ -249,7 +274,7 @@ func (v *Vehicle) housekeeping(now time.Time) error {
 		if err := v.auth.Sign(tm); err != nil {
 			return err
 		}
-		f, err := v.cfg.Codec.Encode(tm)
+		f, err := v.cfg.ReturnCodec.Encode(tm)
 		if err != nil {
 			return err
 		}
@@ -267,7 +292,7 @@ func (v *Vehicle) event(now time.Time, e *dict.Event, vals dict.Values) error {
 	if err := v.auth.Sign(ev); err != nil {
 		return err
 	}
-	f, err := v.cfg.Codec.Encode(ev)
+	f, err := v.cfg.ReturnCodec.Encode(ev)
 	if err != nil {
 		return err
 	}
@@ -293,7 +318,7 @@ func (v *Vehicle) command(now time.Time, c *protocol.Command) {
 		if v.auth.Sign(vr) != nil {
 			return
 		}
-		if f, err := v.cfg.Codec.Encode(vr); err == nil {
+		if f, err := v.cfg.ReturnCodec.Encode(vr); err == nil {
 			v.pending = append(v.pending, f)
 		}
 	}
