@@ -30,7 +30,7 @@ type VehicleConfig struct {
 	ReturnCodec *protocol.Codec
 	// SealKeys, if set, are the keys the uplink is sealed with: every frame
 	// must open with one, as on a vehicle with an Opener.
-	SealKeys []protocol.SealKey
+	SealKeys    []protocol.SealKey
 	MACKey      protocol.MACKey
 	GroundKeys  map[uint32]ed25519.PublicKey // plan and offer keys
 	ReleaseKeys *protocol.Keyring
