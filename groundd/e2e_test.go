@@ -47,6 +47,9 @@ type world struct {
 	schedule *passes.Schedule
 	now      time.Time
 	vcfg     groundtest.VehicleConfig
+	// restartEvery, if > 0, restarts groundd every that many polls.
+	restartEvery int
+	restarts     int
 	// opener opens the uplink frames the test inspects, when sealed.
 	opener *protocol.Opener
 }
@@ -259,6 +262,19 @@ func (w *world) run(d *groundd.Daemon, uplink uint64, restartAt float64, until f
 			st.dupsAfter = w.veh.Rx.Stats.Duplicates - dupsAtRestart
 			return d, st
 		}
+		if w.restartEvery > 0 && st.polls%w.restartEvery == w.restartEvery-1 {
+			reportedAtRestart = map[chunkKey]bool{}
+			for k := range reported {
+				reportedAtRestart[k] = true
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			d = w.open()
+			st.restarted = true
+			w.restarts++
+			in = nil
+		}
 		if restartAt > 0 && !st.restarted {
 			for _, id := range w.veh.Rx.Active() {
 				h, total, _ := w.veh.Rx.Progress(id)
@@ -274,6 +290,12 @@ func (w *world) run(d *groundd.Daemon, uplink uint64, restartAt float64, until f
 					}
 					dupsAtRestart = w.veh.Rx.Stats.Duplicates
 					t.Logf("restarting groundd at %v: the vehicle holds %d of %d chunks of transfer %d, %d reported", w.now.Sub(t0), h, total, id, len(reportedAtRestart))
+					// What operators see: progress and the passes still needed.
+					ts, err := d.Transfers(ctx)
+					if err != nil || len(ts) != 1 || ts[0].Kind != "bundle" || ts[0].Remaining == 0 || ts[0].Passes < 1 || ts[0].Chunks == 0 {
+						t.Fatalf("transfers in flight: %+v %v", ts, err)
+					}
+					t.Logf("progress: %d/%d chunks, %d bytes left, %d passes estimated", ts[0].Chunks, ts[0].Total, ts[0].Remaining, ts[0].Passes)
 					if err := d.Close(); err != nil {
 						t.Fatal(err)
 					}
@@ -450,4 +472,35 @@ func TestBaseMismatchSupplement(t *testing.T) {
 			t.Errorf("supplement layer %d: %s, want %s", li, l.Decision, want)
 		}
 	}
+}
+
+// TestRestartsEverywhere: groundd restarts every few polls, wherever it
+// is (planning, the plan, waiting for its acceptance, the bundle, after
+// it); the uplink still completes, and no incarnation sends a chunk the
+// vehicle had reported holding before it started.
+func TestRestartsEverywhere(t *testing.T) {
+	rng := testrand.New(t)
+	w := newWorld(t, rng, 0.1, nil)
+	w.restartEvery = 37 + rng.IntN(40)
+	ctx := context.Background()
+	d := w.open()
+	defer func() { d.Close() }()
+	if _, err := d.RegisterImage(ctx, w.v1.Ref.String()); err != nil {
+		t.Fatal(err)
+	}
+	u, err := d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: w.v2.Ref.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, st := w.run(d, u.ID, 0, nil)
+	u, _ = d.QueueShow(ctx, u.ID)
+	if u.State != groundd.UplinkDone {
+		t.Fatalf("uplink %s (%s)", u.State, u.Error)
+	}
+	t.Logf("done after %d restarts (every %d polls), %d passes; chunks sent after the first restart %d, of them reported held before the restart preceding them %d",
+		w.restarts, w.restartEvery, len(st.passesUsed), st.sentAfter, st.resentReported)
+	if st.resentReported != 0 {
+		t.Errorf("%d chunks reported held were sent again after a restart", st.resentReported)
+	}
+	checkBundle(t, w.veh.Bundles[u.Plans[0]], w.v2, w.v1)
 }
