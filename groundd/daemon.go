@@ -453,8 +453,15 @@ func (d *Daemon) VehicleShow(ctx context.Context, id uint32) (Vehicle, error) {
 	if v.Transfers, err = d.transfersOf(ctx, id); err != nil {
 		return Vehicle{}, err
 	}
-	for _, t := range v.Transfers {
-		v.Active = t.Uplink
+	us, err := d.vehicleUplinks(ctx, id)
+	if err != nil {
+		return Vehicle{}, err
+	}
+	for _, u := range us {
+		if u.State == UplinkActive || u.State == UplinkSent {
+			v.Active = u.ID
+			break
+		}
 	}
 	return v, nil
 }
