@@ -73,6 +73,9 @@ type Uplink struct {
 	// Accepted are the plans the vehicle said it accepted (plan_accepted,
 	// or hk.transfer): a plan's bundle is offered only then.
 	Accepted []uint64 `json:"accepted,omitempty"`
+	// Abort is the transfer_abort command sent to free the vehicle's
+	// staging after the uplink was cancelled or expired (0: none).
+	Abort uint64 `json:"abort_command,omitempty"`
 	// Manifest is the digest of the image planned.
 	Manifest string `json:"manifest,omitempty"`
 	// Base is the manifest the plan assumed the vehicle's booted slot holds.
