@@ -73,6 +73,10 @@ type Uplink struct {
 	// Accepted are the plans the vehicle said it accepted (plan_accepted,
 	// or hk.transfer): a plan's bundle is offered only then.
 	Accepted []uint64 `json:"accepted,omitempty"`
+	// Mismatch are the layers the vehicle reported a base mismatch in, and
+	// MismatchAt the last report while a supplement is to be planned.
+	Mismatch   []int     `json:"mismatch_layers,omitempty"`
+	MismatchAt time.Time `json:"mismatch_at,omitzero"`
 	// Abort is the transfer_abort command sent to free the vehicle's
 	// staging after the uplink was cancelled or expired (0: none).
 	Abort uint64 `json:"abort_command,omitempty"`

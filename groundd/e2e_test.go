@@ -123,7 +123,7 @@ func newWorld(t *testing.T, rng *rand.Rand, loss float64, onBundle func(*update.
 	}
 	// Passes: 12 s each, 95 minutes apart, at 16 kbit/s.
 	var ws []passes.Window
-	for i := range 12 {
+	for i := range 40 {
 		st := t0.Add(time.Duration(i) * 95 * time.Minute)
 		ws = append(ws, passes.Window{Vehicle: vehicleID, Start: st, End: st.Add(12 * time.Second), Rate: 16000})
 	}
@@ -216,6 +216,16 @@ func (w *world) run(d *groundd.Daemon, uplink uint64, restartAt float64, until f
 			veh = w.alt
 		}
 		veh.SetLink(w.now, up)
+		// The reports groundd takes in now: what it knows the vehicle holds.
+		for _, f := range in {
+			if m, err := w.codec.Decode(f); err == nil {
+				if r, ok := m.(*protocol.Report); ok {
+					for i := range held(r) {
+						reported[chunkKey{r.ID, i}] = true
+					}
+				}
+			}
+		}
 		out, _, err := d.Poll(ctx, vehicleID, w.now, in)
 		if err != nil {
 			t.Fatal(err)
@@ -256,15 +266,6 @@ func (w *world) run(d *groundd.Daemon, uplink uint64, restartAt float64, until f
 		}
 		if in, err = w.relay.Down(vout); err != nil {
 			t.Fatal(err)
-		}
-		for _, f := range in {
-			if m, err := w.codec.Decode(f); err == nil {
-				if r, ok := m.(*protocol.Report); ok {
-					for i := range held(r) {
-						reported[chunkKey{r.ID, i}] = true
-					}
-				}
-			}
 		}
 		u, err := d.QueueShow(ctx, uplink)
 		if err != nil {

@@ -239,3 +239,54 @@ func TestEndToEndFlightd(t *testing.T) {
 	t.Logf("installed by flightd after %d passes and %d restarts of groundd; slot B %s %s v%d; vehicle events %v",
 		len(st.passesUsed), w.restarts, v.Slots[1].State, v.Slots[1].Manifest, v.Slots[1].Version, fv.events)
 }
+
+// TestBaseMismatchFlightd: the vehicle's copy of the layers the delta
+// reads is damaged (bit rot): flightd stops before writing the slot and
+// reports the mismatch; groundd sends a supplement plan with those layers as
+// full data, which flightd installs.
+func TestBaseMismatchFlightd(t *testing.T) {
+	rng := testrand.New(t)
+	w := newWorld(t, rng, 0.05, nil)
+	inV2 := map[string]bool{}
+	for _, d := range w.v2.DiffIDs {
+		inV2[d.String()] = true
+	}
+	rotten := delta.MapBase{}
+	for i, d := range w.v1.DiffIDs {
+		b := bytes.Clone(w.v1.Tars[i])
+		if !inV2[d.String()] { // reused layers stay intact: only what deltas read rots
+			for x := 700; x < len(b); x += 1500 {
+				b[x] ^= 0x55
+			}
+		}
+		rotten[d] = bytes.NewReader(b)
+	}
+	fv := newFlightVehicle(t, w, rotten)
+	w.alt = fv
+	ctx := context.Background()
+	d := w.open()
+	defer func() { d.Close() }()
+	if _, err := d.RegisterImage(ctx, w.v1.Ref.String()); err != nil {
+		t.Fatal(err)
+	}
+	u, err := d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: w.v2.Ref.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ = w.run(d, u.ID, 0, nil)
+	u, _ = d.QueueShow(ctx, u.ID)
+	if u.State != groundd.UplinkDone {
+		t.Fatalf("uplink %s (%s); vehicle events %v; status %+v", u.State, u.Error, fv.events, fv.e.Status())
+	}
+	mismatched := false
+	for _, e := range fv.events {
+		mismatched = mismatched || e == "base_mismatch"
+	}
+	if mismatched != (len(u.Plans) >= 2) {
+		t.Fatalf("base mismatch reported: %v; plans %v", mismatched, u.Plans)
+	}
+	if _, m, ok := fv.e.Release(slots.B); !ok || m != w.v2.ManifestDigest {
+		t.Fatalf("slot B release %s %v", m, ok)
+	}
+	t.Logf("plans %v, vehicle events %v", u.Plans, fv.events)
+}

@@ -190,9 +190,11 @@ var errNoKnowledge = errors.New("groundd: waiting for the vehicle's hk.slots and
 
 // planned is what planning an uplink produced.
 type planned struct {
-	plan      *update.Plan
-	transfers []transferRec
-	layers    []LayerDecision
+	// clearMismatch: this supplement answers the mismatches gathered.
+	clearMismatch bool
+	plan          *update.Plan
+	transfers     []transferRec
+	layers        []LayerDecision
 }
 
 // planUplink plans u for the vehicle: per layer, reuse, delta against the

@@ -49,6 +49,7 @@ type active struct {
 	file   *os.File
 	rate   float64
 	dirty  bool
+	urgent bool
 }
 
 // statusInterval: while an uplink waits for the vehicle's housekeeping,
@@ -232,11 +233,11 @@ func (d *Daemon) Poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 				return nil, time.Time{}, err
 			}
 			next = now // the next transfer starts at once
-		} else if a.dirty && now.Sub(s.lastSave) >= time.Second {
+		} else if a.dirty && (a.urgent || now.Sub(s.lastSave) >= time.Second) {
 			if err := d.saveTransfer(ctx, &a.rec); err != nil {
 				return nil, time.Time{}, err
 			}
-			a.dirty, s.lastSave = false, now
+			a.dirty, a.urgent, s.lastSave = false, false, now
 		}
 	}
 	if up {
@@ -330,6 +331,9 @@ func (d *Daemon) saveTransfer(ctx context.Context, r *transferRec) error {
 func (d *Daemon) noteProgress(a *active) {
 	held, total := a.sender.Progress()
 	st := a.sender.Stats
+	if held != a.rec.Held || total != a.rec.Total {
+		a.urgent = true // what the vehicle holds: operators see it at once
+	}
 	if held != a.rec.Held || total != a.rec.Total || st.ChunksSent != a.rec.Sent {
 		a.rec.Held, a.rec.Total = held, total
 		a.rec.Sent, a.rec.Resent, a.rec.Presumed = st.ChunksSent, st.ChunksResent, st.Presumed
@@ -463,6 +467,9 @@ func (d *Daemon) advanceQueue(ctx context.Context, s *session, now time.Time) er
 		}
 	}
 	if busy != nil {
+		if done, err := d.supplementDue(ctx, s, busy, now); done || err != nil {
+			return err
+		}
 		if s.cur == nil && busy.State == UplinkActive {
 			return d.resumeUplink(ctx, s, busy, now)
 		}
@@ -548,7 +555,11 @@ func (d *Daemon) queueWake(ctx context.Context, vehicle uint32, now time.Time) t
 		if u.State.Final() {
 			continue
 		}
-		for _, c := range []time.Time{u.NotBefore, u.Deadline} {
+		var settle time.Time
+		if !u.MismatchAt.IsZero() {
+			settle = u.MismatchAt.Add(supplementSettle)
+		}
+		for _, c := range []time.Time{u.NotBefore, u.Deadline, settle} {
 			if c.After(now) && (t.IsZero() || c.Before(t)) {
 				t = c
 			}
@@ -598,6 +609,9 @@ func (d *Daemon) commitPlan(ctx context.Context, s *session, id uint64, pl *plan
 	}
 	u.State, u.Updated = UplinkActive, now.UTC()
 	u.Plans = append(u.Plans, pl.plan.ID)
+	if pl.clearMismatch {
+		u.MismatchAt = time.Time{}
+	}
 	if first {
 		u.Manifest, u.Base, u.Layers = pl.plan.Release.Release.Manifest.String(), pl.plan.Base.String(), pl.layers
 	}
@@ -814,11 +828,13 @@ func (d *Daemon) applyEvent(ctx context.Context, s *session, now time.Time, e *d
 		d.endUplinkAs(ctx, u.ID, UplinkDone, "", now)
 	case dict.EvInstallFailed, dict.EvPlanRefused:
 		c, _ := vals["code"].(uint64)
+		if protocol.Code(c) == dict.CodeBaseMismatch {
+			return // the base_mismatch events say which layers; a supplement follows
+		}
 		d.endUplinkAs(ctx, u.ID, UplinkFailed, fmt.Sprintf("%s: plan %d: %s", e.Name, planID, reasonLabel(protocol.Code(c))), now)
 	case dict.EvBaseMismatch:
 		layer, _ := vals["layer"].(uint64)
-		more, _ := vals["more"].(bool)
-		d.baseMismatch(ctx, s, now, u, planID, int(layer), more)
+		d.baseMismatch(ctx, s, now, u, planID, int(layer))
 	}
 }
 
@@ -846,33 +862,33 @@ func (d *Daemon) uplinkOfPlan(ctx context.Context, vehicle uint32, plan uint64) 
 	return Uplink{}, false
 }
 
-// mismatchKey holds the layers of a plan reported mismatched so far, until
-// the event that says no more follow.
-func mismatchKey(plan uint64) string { return fmt.Sprintf("mismatch/%016x", plan) }
+// supplementSettle is how long groundd waits after a base-mismatch event
+// for the others of the same install (one per layer, some maybe lost and
+// reported again later) before it plans the supplement.
+const supplementSettle = 3 * time.Second
 
-// baseMismatch gathers the vehicle's base-mismatch reports of a plan and,
-// at the last, plans and sends the supplement: those layers as full data.
-func (d *Daemon) baseMismatch(ctx context.Context, s *session, now time.Time, u Uplink, plan uint64, layer int, more bool) {
-	var layers map[int]bool
-	err := updateJSON(ctx, d.st, mismatchKey(plan), func(m *map[int]bool, _ bool) error {
-		if *m == nil {
-			*m = map[int]bool{}
-		}
-		(*m)[layer] = true
-		layers = *m
-		return nil
-	})
-	if err != nil || more {
-		return
-	}
-	if plan != u.Plans[len(u.Plans)-1] {
-		d.log.Warn("groundd: base mismatch for a superseded plan ignored", "uplink", u.ID, "plan", plan)
-		return
-	}
+// baseMismatch records a layer the vehicle reported a base mismatch in,
+// for any plan of the uplink; the supplement is planned once the reports
+// settle (supplementDue), with every layer reported so far, supplementing
+// the uplink's first plan: a supplement that still leaves mismatches
+// (reports lost) fails on the vehicle, which waits for another, and the
+// next one carries the union.
+func (d *Daemon) baseMismatch(ctx context.Context, s *session, now time.Time, u Uplink, plan uint64, layer int) {
 	if u.State.Final() {
 		return
 	}
-	d.log.Warn("groundd: base mismatch: planning a supplement", "uplink", u.ID, "plan", plan, "layers", len(layers))
+	err := updateJSON(ctx, d.st, keyUplink(u.ID), func(x *Uplink, _ bool) error {
+		if !slices.Contains(x.Mismatch, layer) {
+			x.Mismatch = append(x.Mismatch, layer)
+			slices.Sort(x.Mismatch)
+		}
+		x.MismatchAt = now.UTC()
+		return nil
+	})
+	if err != nil {
+		d.log.Error("groundd: base mismatch", "uplink", u.ID, "err", err)
+		return
+	}
 	// The vehicle holds the plan's bundle (it found the mismatch applying
 	// it) and keeps it for the supplement: its transfers are done, not
 	// cancelled, which would free its staging.
@@ -881,27 +897,58 @@ func (d *Daemon) baseMismatch(ctx context.Context, s *session, now time.Time, u 
 	}
 	recs, err := listJSON[transferRec](ctx, d.st, "transfer/")
 	if err != nil {
-		d.log.Error("groundd: supplement", "uplink", u.ID, "err", err)
+		d.log.Error("groundd: base mismatch", "uplink", u.ID, "err", err)
 		return
 	}
 	for _, r := range recs {
 		if r.Plan == plan && r.Vehicle == s.cfg.ID && !r.Done {
 			r.Done = true
 			if err := d.saveTransfer(ctx, &r); err != nil {
-				d.log.Error("groundd: supplement", "uplink", u.ID, "err", err)
+				d.log.Error("groundd: base mismatch", "uplink", u.ID, "err", err)
 				return
 			}
 		}
 	}
-	pl, err := d.planSupplement(ctx, &u, plan, layers)
+	d.log.Warn("groundd: base mismatch", "vehicle", s.cfg.ID, "uplink", u.ID, "plan", plan, "layer", layer)
+}
+
+// supplementDue plans the supplement of u once its base-mismatch reports
+// have settled.
+func (d *Daemon) supplementDue(ctx context.Context, s *session, u *Uplink, now time.Time) (bool, error) {
+	if u.MismatchAt.IsZero() || now.Sub(u.MismatchAt) < supplementSettle {
+		return false, nil
+	}
+	layers := map[int]bool{}
+	for _, l := range u.Mismatch {
+		layers[l] = true
+	}
+	d.log.Warn("groundd: planning a supplement", "vehicle", s.cfg.ID, "uplink", u.ID, "plan", u.Plans[0], "layers", u.Mismatch)
+	if s.cur != nil && s.cur.rec.Uplink == u.ID {
+		if !s.cur.sender.Done() {
+			s.cur.sender.Cancel() // the vehicle frees what it staged of it
+		}
+		d.dropSender(s)
+	}
+	// Transfers of an earlier supplement still under way are superseded:
+	// never resumed.
+	recs, err := listJSON[transferRec](ctx, d.st, "transfer/")
 	if err != nil {
-		d.endUplinkAs(ctx, u.ID, UplinkFailed, "supplement: "+err.Error(), now)
-		return
+		return true, err
 	}
-	if err := d.commitPlan(ctx, s, u.ID, pl, now, false); err != nil {
-		d.log.Error("groundd: supplement", "uplink", u.ID, "err", err)
+	for _, r := range recs {
+		if r.Uplink == u.ID && !r.Done && !r.Abandoned {
+			r.Abandoned, r.Error = true, "superseded by a new supplement"
+			if err := d.saveTransfer(ctx, &r); err != nil {
+				return true, err
+			}
+		}
 	}
-	_ = store.Delete(ctx, d.st, mismatchKey(plan))
+	pl, err := d.planSupplement(ctx, u, u.Plans[0], layers)
+	if err != nil {
+		return true, d.endUplink(ctx, u.ID, UplinkFailed, "supplement: "+err.Error(), now)
+	}
+	pl.clearMismatch = true
+	return true, d.commitPlan(ctx, s, u.ID, pl, now, false)
 }
 
 // ---- followers of the telemetry ----
