@@ -3,6 +3,7 @@ package groundd_test
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
+	"github.com/bootorbit/bootorbit/protocol/update"
 )
 
 // forgedSlots is an hk.slots packet claiming slot A holds other content,
@@ -127,4 +129,27 @@ func TestCommandToUnreachableVehicle(t *testing.T) {
 		t.Fatalf("command %+v", c)
 	}
 	t.Logf("command %d: %s, history %+v", c.ID, c.Stage, c.History)
+}
+
+// TestEndlessMismatchReports: a vehicle that reports base mismatches after
+// every supplement (full data cannot mismatch) ends the uplink, failed and
+// saying why, after a bounded number of supplements.
+func TestEndlessMismatchReports(t *testing.T) {
+	w := newWorld(t, testrand.New(t), 0, func(p *update.Plan, b []byte) []int { return []int{0} })
+	ctx := context.Background()
+	d := w.open()
+	defer func() { d.Close() }()
+	if _, err := d.RegisterImage(ctx, w.v1.Ref.String()); err != nil {
+		t.Fatal(err)
+	}
+	u, err := d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: w.v2.Ref.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ = w.run(d, u.ID, 0, nil)
+	u, _ = d.QueueShow(ctx, u.ID)
+	if u.State != groundd.UplinkFailed || !strings.Contains(u.Error, "supplements") || len(u.Plans) > 5 {
+		t.Fatalf("uplink %s (%s), plans %v", u.State, u.Error, u.Plans)
+	}
+	t.Logf("%s after plans %v", u.Error, u.Plans)
 }

@@ -912,11 +912,19 @@ func (d *Daemon) baseMismatch(ctx context.Context, s *session, now time.Time, u 
 	d.log.Warn("groundd: base mismatch", "vehicle", s.cfg.ID, "uplink", u.ID, "plan", plan, "layer", layer)
 }
 
+// maxSupplements bounds the supplements of one uplink: a vehicle that
+// keeps reporting mismatches (full data cannot mismatch) is broken or
+// hostile, and does not get to make groundd plan forever.
+const maxSupplements = 4
+
 // supplementDue plans the supplement of u once its base-mismatch reports
 // have settled.
 func (d *Daemon) supplementDue(ctx context.Context, s *session, u *Uplink, now time.Time) (bool, error) {
 	if u.MismatchAt.IsZero() || now.Sub(u.MismatchAt) < supplementSettle {
 		return false, nil
+	}
+	if len(u.Plans) > maxSupplements {
+		return true, d.endUplink(ctx, u.ID, UplinkFailed, fmt.Sprintf("the vehicle still reports base mismatches after %d supplements", maxSupplements), now)
 	}
 	layers := map[int]bool{}
 	for _, l := range u.Mismatch {
