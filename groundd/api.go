@@ -70,6 +70,8 @@ type Uplink struct {
 	// Plans are the ids of the signed plans sent for this uplink: the
 	// first, then any supplements.
 	Plans []uint64 `json:"plans,omitempty"`
+	// Transfers are the ids of its transfers, in the order they are sent.
+	Transfers []uint64 `json:"transfers,omitempty"`
 	// Accepted are the plans the vehicle said it accepted (plan_accepted,
 	// or hk.transfer): a plan's bundle is offered only then.
 	Accepted []uint64 `json:"accepted,omitempty"`

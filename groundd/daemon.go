@@ -149,7 +149,55 @@ func (d *Daemon) Close() error {
 }
 
 // Store keys. Numbers are zero-padded so that keys sort as numbers.
-func keyUplink(id uint64) string     { return fmt.Sprintf("uplink/%016x", id) }
+func keyUplink(id uint64) string { return fmt.Sprintf("uplink/%016x", id) }
+
+// keyOpen indexes the uplinks of a vehicle that have not ended, so that a
+// step of its session does not read the whole history of the queue.
+func keyOpen(v uint32, id uint64) string { return fmt.Sprintf("open/%010d/%016x", v, id) }
+
+// uplinkOps are the writes that store u: the record and its index entry.
+func uplinkOps(u *Uplink) []store.Op {
+	b, _ := json.Marshal(u)
+	return []store.Op{{Key: keyUplink(u.ID), Value: b}, {Key: keyOpen(u.Vehicle, u.ID), Delete: !u.open()}}
+}
+
+// open says whether the uplink's session still has work: not ended, or
+// ended after planning with its plan not yet abandoned on the vehicle.
+func (u *Uplink) open() bool {
+	if !u.State.Final() {
+		return true
+	}
+	return (u.State == UplinkCancelled || u.State == UplinkExpired) && len(u.Plans) > 0 && u.Abort == 0
+}
+
+// updateUplink is a compare-and-swap read-modify-write of an uplink and
+// its index entry, in one transaction (fn's store.ErrSkip leaves it).
+func (d *Daemon) updateUplink(ctx context.Context, id uint64, fn func(u *Uplink, found bool) error) error {
+	for range 64 {
+		var u Uplink
+		kv, err := d.st.Get(ctx, keyUplink(id))
+		found := err == nil
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if found {
+			if err := json.Unmarshal(kv.Value, &u); err != nil {
+				return fmt.Errorf("groundd: record %s: %w", kv.Key, err)
+			}
+		}
+		if err := fn(&u, found); err != nil {
+			if errors.Is(err, store.ErrSkip) {
+				return nil
+			}
+			return err
+		}
+		ok, err := d.st.Txn(ctx, []store.Cmp{{Key: keyUplink(id), Rev: kv.Rev}}, uplinkOps(&u))
+		if err != nil || ok {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: uplink %d", store.ErrConflict, id)
+}
 func keyVehicle(id uint32) string    { return fmt.Sprintf("vehicle/%010d", id) }
 func keyVerifier(id uint32) string   { return fmt.Sprintf("verifier/%010d", id) }
 func keyTransfer(id uint64) string   { return fmt.Sprintf("transfer/%016x", id) }
@@ -232,8 +280,7 @@ func (d *Daemon) queueAdd(ctx context.Context, r UplinkRequest, pending bool) (U
 	if pending {
 		u.State = UplinkPending
 	}
-	b, _ := json.Marshal(u)
-	ok, err := d.st.Txn(ctx, []store.Cmp{{Key: keyUplink(id)}}, []store.Op{{Key: keyUplink(id), Value: b}})
+	ok, err := d.st.Txn(ctx, []store.Cmp{{Key: keyUplink(id)}}, uplinkOps(&u))
 	if err != nil {
 		return Uplink{}, err
 	}
@@ -294,7 +341,7 @@ func (d *Daemon) QueueShow(ctx context.Context, id uint64) (Uplink, error) {
 // transfer's cancel).
 func (d *Daemon) QueueCancel(ctx context.Context, id uint64) (Uplink, error) {
 	var out Uplink
-	err := updateJSON(ctx, d.st, keyUplink(id), func(u *Uplink, found bool) error {
+	err := d.updateUplink(ctx, id, func(u *Uplink, found bool) error {
 		if !found {
 			return fmt.Errorf("%w: uplink %d", ErrNotFound, id)
 		}
@@ -319,7 +366,7 @@ func (d *Daemon) QueueCancel(ctx context.Context, id uint64) (Uplink, error) {
 // follows moved, under the "approve" policy): it joins the queue.
 func (d *Daemon) QueueApprove(ctx context.Context, id uint64) (Uplink, error) {
 	var out Uplink
-	err := updateJSON(ctx, d.st, keyUplink(id), func(u *Uplink, found bool) error {
+	err := d.updateUplink(ctx, id, func(u *Uplink, found bool) error {
 		if !found {
 			return fmt.Errorf("%w: uplink %d", ErrNotFound, id)
 		}
@@ -384,7 +431,7 @@ func (d *Daemon) QueueReorder(ctx context.Context, id uint64, pos int) (Uplink, 
 			order = a.Order + (b.Order-a.Order)/2
 			if order == a.Order { // no room: the later ones make way
 				for _, w := range waiting[pos:] {
-					if err := updateJSON(ctx, d.st, keyUplink(w.ID), func(u *Uplink, _ bool) error {
+					if err := d.updateUplink(ctx, w.ID, func(u *Uplink, _ bool) error {
 						u.Order += 1 << 20
 						return nil
 					}); err != nil {
@@ -396,7 +443,7 @@ func (d *Daemon) QueueReorder(ctx context.Context, id uint64, pos int) (Uplink, 
 		}
 	}
 	var out Uplink
-	err = updateJSON(ctx, d.st, keyUplink(id), func(u *Uplink, found bool) error {
+	err = d.updateUplink(ctx, id, func(u *Uplink, found bool) error {
 		if !found || u.State != UplinkQueued {
 			return fmt.Errorf("%w: uplink %d is not waiting", ErrState, id)
 		}

@@ -36,7 +36,7 @@ var t0 = time.Date(2030, 1, 1, 10, 0, 0, 0, time.UTC)
 // world is an end-to-end test's setting: images, keys, a config, a
 // schedule, the relay and the vehicle stand-in.
 type world struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	cfg      groundd.Config
 	opts     groundd.Options
@@ -62,14 +62,14 @@ type stepper interface {
 	Step(now time.Time, in [][]byte) ([][]byte, error)
 }
 
-type logWriter struct{ t *testing.T }
+type logWriter struct{ t testing.TB }
 
 func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimRight(p, "\n")))
 	return len(p), nil
 }
 
-func newWorld(t *testing.T, rng *rand.Rand, loss float64, onBundle func(*update.Plan, []byte) []int) *world {
+func newWorld(t testing.TB, rng *rand.Rand, loss float64, onBundle func(*update.Plan, []byte) []int) *world {
 	t.Helper()
 	w := &world{t: t, dir: t.TempDir(), now: t0}
 	layout := filepath.Join(w.dir, "images")

@@ -401,7 +401,7 @@ func (d *Daemon) finishTransfer(ctx context.Context, s *session, now time.Time) 
 	}
 	d.log.Info("groundd: transfer ended", "vehicle", s.cfg.ID, "transfer", a.rec.ID, "kind", a.rec.Kind, "err", err,
 		"chunks_sent", a.rec.Sent, "chunks_resent", a.rec.Resent)
-	return updateJSON(ctx, d.st, keyUplink(a.rec.Uplink), func(u *Uplink, found bool) error {
+	return d.updateUplink(ctx, a.rec.Uplink, func(u *Uplink, found bool) error {
 		if !found || u.State.Final() {
 			return store.ErrSkip
 		}
@@ -421,7 +421,7 @@ func (d *Daemon) finishTransfer(ctx context.Context, s *session, now time.Time) 
 // advanceQueue expires, cancels and starts uplinks of s's vehicle: one
 // active uplink per vehicle.
 func (d *Daemon) advanceQueue(ctx context.Context, s *session, now time.Time) error {
-	us, err := d.vehicleUplinks(ctx, s.cfg.ID)
+	us, err := d.openUplinks(ctx, s.cfg.ID)
 	if err != nil {
 		return err
 	}
@@ -502,7 +502,7 @@ func (d *Daemon) planAccepted(ctx context.Context, s *session, plan uint64) {
 	if !ok || slices.Contains(u.Accepted, plan) {
 		return
 	}
-	err := updateJSON(ctx, d.st, keyUplink(u.ID), func(u *Uplink, _ bool) error {
+	err := d.updateUplink(ctx, u.ID, func(u *Uplink, _ bool) error {
 		if slices.Contains(u.Accepted, plan) {
 			return store.ErrSkip
 		}
@@ -526,7 +526,7 @@ func (d *Daemon) abortOnVehicle(ctx context.Context, s *session, u *Uplink, now 
 		return err
 	}
 	d.log.Info("groundd: plan abandoned on the vehicle", "vehicle", s.cfg.ID, "uplink", u.ID, "plan", plan, "command", c.ID)
-	return updateJSON(ctx, d.st, keyUplink(u.ID), func(x *Uplink, _ bool) error {
+	return d.updateUplink(ctx, u.ID, func(x *Uplink, _ bool) error {
 		x.Abort = c.ID
 		return nil
 	})
@@ -543,10 +543,36 @@ func (d *Daemon) vehicleUplinks(ctx context.Context, vehicle uint32) ([]Uplink, 
 	return us, nil
 }
 
+// openUplinks returns the vehicle's uplinks that have not ended, in queue
+// order, through the index: what every step of its session reads.
+func (d *Daemon) openUplinks(ctx context.Context, vehicle uint32) ([]Uplink, error) {
+	kvs, err := d.st.List(ctx, fmt.Sprintf("open/%010d/", vehicle))
+	if err != nil {
+		return nil, err
+	}
+	us := make([]Uplink, 0, len(kvs))
+	for _, kv := range kvs {
+		var id uint64
+		if _, err := fmt.Sscanf(kv.Key[len(kv.Key)-16:], "%016x", &id); err != nil {
+			return nil, fmt.Errorf("groundd: index key %s", kv.Key)
+		}
+		u, _, err := getJSON[Uplink](ctx, d.st, keyUplink(id))
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		us = append(us, u)
+	}
+	slices.SortStableFunc(us, queueOrder)
+	return us, nil
+}
+
 // queueWake returns when the vehicle's queue next needs a look: a
 // not-before or a deadline.
 func (d *Daemon) queueWake(ctx context.Context, vehicle uint32, now time.Time) time.Time {
-	us, err := d.vehicleUplinks(ctx, vehicle)
+	us, err := d.openUplinks(ctx, vehicle)
 	if err != nil {
 		return time.Time{}
 	}
@@ -569,7 +595,7 @@ func (d *Daemon) queueWake(ctx context.Context, vehicle uint32, now time.Time) t
 }
 
 func (d *Daemon) endUplink(ctx context.Context, id uint64, st UplinkState, why string, now time.Time) error {
-	return updateJSON(ctx, d.st, keyUplink(id), func(u *Uplink, found bool) error {
+	return d.updateUplink(ctx, id, func(u *Uplink, found bool) error {
 		if !found || u.State.Final() {
 			return store.ErrSkip
 		}
@@ -615,8 +641,10 @@ func (d *Daemon) commitPlan(ctx context.Context, s *session, id uint64, pl *plan
 	if first {
 		u.Manifest, u.Base, u.Layers = pl.plan.Release.Release.Manifest.String(), pl.plan.Base.String(), pl.layers
 	}
-	ub, _ := json.Marshal(u)
-	ops := []store.Op{{Key: keyUplink(id), Value: ub}}
+	for _, t := range pl.transfers {
+		u.Transfers = append(u.Transfers, t.ID)
+	}
+	ops := uplinkOps(&u)
 	for _, t := range pl.transfers {
 		b, _ := json.Marshal(t)
 		ops = append(ops, store.Op{Key: keyTransfer(t.ID), Value: b})
@@ -631,24 +659,25 @@ func (d *Daemon) commitPlan(ctx context.Context, s *session, id uint64, pl *plan
 // resumeUplink starts the sender of the active uplink's first transfer not
 // done: after a restart, the one that was in flight.
 func (d *Daemon) resumeUplink(ctx context.Context, s *session, u *Uplink, now time.Time) error {
-	recs, err := listJSON[transferRec](ctx, d.st, "transfer/")
-	if err != nil {
-		return err
-	}
-	for _, r := range recs {
-		if r.Uplink == u.ID && !r.Done && !r.Abandoned {
-			if r.Kind == "bundle" && !slices.Contains(u.Accepted, r.Plan) {
-				// The bundle waits until the vehicle says it accepted the
-				// plan; its housekeeping is asked for meanwhile, in case
-				// the event was lost.
-				return d.askStatus(ctx, s, now)
-			}
-			if err := d.startSender(ctx, s, r, now); err != nil {
-				d.log.Error("groundd: cannot send", "uplink", u.ID, "transfer", r.ID, "err", err)
-				return d.endUplink(ctx, u.ID, UplinkFailed, err.Error(), now)
-			}
-			return nil
+	for _, id := range u.Transfers {
+		r, _, err := getJSON[transferRec](ctx, d.st, keyTransfer(id))
+		if err != nil {
+			return err
 		}
+		if r.Done || r.Abandoned {
+			continue
+		}
+		if r.Kind == "bundle" && !slices.Contains(u.Accepted, r.Plan) {
+			// The bundle waits until the vehicle says it accepted the
+			// plan; its housekeeping is asked for meanwhile, in case
+			// the event was lost.
+			return d.askStatus(ctx, s, now)
+		}
+		if err := d.startSender(ctx, s, r, now); err != nil {
+			d.log.Error("groundd: cannot send", "uplink", u.ID, "transfer", r.ID, "err", err)
+			return d.endUplink(ctx, u.ID, UplinkFailed, err.Error(), now)
+		}
+		return nil
 	}
 	return nil
 }
@@ -762,7 +791,7 @@ func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict
 // holding its image, written or beyond: events can be lost, housekeeping
 // comes again.
 func (d *Daemon) installedFromHK(ctx context.Context, s *session, now time.Time, vals dict.Values) {
-	us, err := d.vehicleUplinks(ctx, s.cfg.ID)
+	us, err := d.openUplinks(ctx, s.cfg.ID)
 	if err != nil {
 		return
 	}
@@ -850,7 +879,7 @@ func (d *Daemon) uplinkOfPlan(ctx context.Context, vehicle uint32, plan uint64) 
 	if plan == 0 {
 		return Uplink{}, false
 	}
-	us, err := d.vehicleUplinks(ctx, vehicle)
+	us, err := d.openUplinks(ctx, vehicle)
 	if err != nil {
 		return Uplink{}, false
 	}
@@ -877,7 +906,7 @@ func (d *Daemon) baseMismatch(ctx context.Context, s *session, now time.Time, u 
 	if u.State.Final() {
 		return
 	}
-	err := updateJSON(ctx, d.st, keyUplink(u.ID), func(x *Uplink, _ bool) error {
+	err := d.updateUplink(ctx, u.ID, func(x *Uplink, _ bool) error {
 		if !slices.Contains(x.Mismatch, layer) {
 			x.Mismatch = append(x.Mismatch, layer)
 			slices.Sort(x.Mismatch)
