@@ -38,6 +38,8 @@ type session struct {
 	cur       *active
 	lastSave  time.Time
 	contact   time.Time
+	// contactSaved is when the last contact was last stored.
+	contactSaved time.Time
 	// lastStatus is when groundd last asked for housekeeping itself.
 	lastStatus time.Time
 }
@@ -314,7 +316,10 @@ func (d *Daemon) saveVehicleState(ctx context.Context, s *session, now time.Time
 		}
 		s.verState = st
 	}
-	if contact {
+	// The last contact, to the second: one write a second at most while
+	// frames stream in.
+	if contact && (s.contactSaved.IsZero() || now.Sub(s.contactSaved) >= time.Second) {
+		s.contactSaved = now
 		return updateJSON(ctx, d.st, keyVehicle(s.cfg.ID), func(v *vehicleRec, _ bool) error {
 			v.LastContact = now.UTC()
 			return nil
