@@ -1,0 +1,376 @@
+package groundd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/bootorbit/bootorbit/delta"
+	"github.com/bootorbit/bootorbit/delta/oci"
+	"github.com/bootorbit/bootorbit/groundd/store"
+	"github.com/bootorbit/bootorbit/protocol/transfer"
+	"github.com/bootorbit/bootorbit/protocol/update"
+	digest "github.com/opencontainers/go-digest"
+)
+
+// LayoutSource resolves oci:PATH:TAG and oci:PATH@sha256:... references
+// from OCI image layouts on disk. The release signature of an image is the
+// file releases/sha256-HEX.cbor (update.MediaTypeRelease) in the layout,
+// HEX the manifest digest's: an image without one cannot be planned.
+type LayoutSource struct{}
+
+// ErrUnsigned: an image has no release signature.
+var ErrUnsigned = errors.New("groundd: image has no release signature")
+
+// ReleasePath is where LayoutSource looks for the release signature of the
+// image with manifest m in layout.
+func ReleasePath(layout string, m digest.Digest) string {
+	return filepath.Join(layout, "releases", m.Algorithm().String()+"-"+m.Encoded()+".cbor")
+}
+
+// Resolve implements ImageSource.
+func (LayoutSource) Resolve(ctx context.Context, ref string) (*Image, error) {
+	r, err := oci.ParseRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	im, err := oci.Open(r)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(ReleasePath(r.Layout, im.ManifestDigest))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s (%s)", ErrUnsigned, ref, im.ManifestDigest)
+		}
+		return nil, fmt.Errorf("groundd: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, update.MaxReleaseSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("groundd: %w", err)
+	}
+	rs, err := update.DecodeRelease(b)
+	if err != nil {
+		return nil, err
+	}
+	if rs.Release.Manifest != im.ManifestDigest {
+		return nil, fmt.Errorf("groundd: release signature of %s is for %s", im.ManifestDigest, rs.Release.Manifest)
+	}
+	return &Image{Ref: ref, OCI: im, Release: *rs}, nil
+}
+
+// imageRec records an image groundd has resolved, so that a vehicle's slot,
+// known from telemetry by the first bytes of its manifest digest, can be
+// found again as a delta base.
+type imageRec struct {
+	Ref      string `json:"ref"`
+	Manifest string `json:"manifest"`
+	Version  uint64 `json:"version"`
+}
+
+func keyImage(m digest.Digest) string { return "image/" + m.String() }
+
+// RegisterImage resolves ref and records it in the image store: what a
+// vehicle holds must be there for the planner to compute deltas against it.
+func (d *Daemon) RegisterImage(ctx context.Context, ref string) (*Image, error) {
+	im, err := d.images.Resolve(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(imageRec{Ref: ref, Manifest: im.OCI.ManifestDigest.String(), Version: im.Release.Release.Version})
+	if err := store.Put(ctx, d.st, keyImage(im.OCI.ManifestDigest), b); err != nil {
+		return nil, err
+	}
+	return im, nil
+}
+
+// findImage returns the registered image whose manifest digest is m, or
+// starts with the hex prefix short (telemetry's short digest).
+func (d *Daemon) findImage(ctx context.Context, m string) (*Image, error) {
+	kvs, err := d.st.List(ctx, "image/sha256:"+strings.TrimPrefix(m, "sha256:"))
+	if err != nil {
+		return nil, err
+	}
+	if len(kvs) != 1 {
+		return nil, fmt.Errorf("%w: image %s in the image store (%d matches)", ErrNotFound, m, len(kvs))
+	}
+	var r imageRec
+	if err := json.Unmarshal(kvs[0].Value, &r); err != nil {
+		return nil, fmt.Errorf("groundd: record %s: %w", kvs[0].Key, err)
+	}
+	return d.images.Resolve(ctx, r.Ref)
+}
+
+// transferRec is a transfer of an uplink, persisted: enough to rebuild its
+// sender after a restart (same id, same data, same chunk size, so the same
+// hash tree and root), and its last known progress.
+type transferRec struct {
+	ID      uint64 `json:"id"`
+	Uplink  uint64 `json:"uplink"`
+	Vehicle uint32 `json:"vehicle"`
+	Plan    uint64 `json:"plan"`
+	Kind    string `json:"kind"` // "plan", "bundle"
+	// Blob is the content address of the data in the bundle directory.
+	Blob  string `json:"blob"`
+	Size  uint64 `json:"size"`
+	Chunk int    `json:"chunk"`
+	// Started: a frame of it may have been sent, so a new sender resumes
+	// (sends nothing until the vehicle reports what it lacks).
+	Started   bool   `json:"started,omitempty"`
+	Done      bool   `json:"done,omitempty"`
+	Abandoned bool   `json:"abandoned,omitempty"`
+	Error     string `json:"error,omitempty"`
+	Held      int    `json:"held"`
+	Total     int    `json:"total"`
+	Sent      int64  `json:"sent"`
+	Resent    int64  `json:"resent"`
+	Presumed  int64  `json:"presumed,omitempty"`
+}
+
+// blobPath is the content-addressed file of a blob in the bundle directory.
+func (d *Daemon) blobPath(blob string) (string, error) {
+	dg, err := digest.Parse(blob)
+	if err != nil || dg.Algorithm() != digest.SHA256 {
+		return "", fmt.Errorf("groundd: bad blob address %q", blob)
+	}
+	return filepath.Join(d.bundleDir, "sha256-"+dg.Encoded()), nil
+}
+
+// putBlob writes a blob durably under its sha256: a temporary file synced,
+// renamed, and the directory synced. A blob already there is kept: content
+// addressing makes writing it again pointless.
+func (d *Daemon) putBlob(write func(w io.Writer) error) (digest.Digest, uint64, error) {
+	f, err := os.CreateTemp(d.bundleDir, ".blob-*")
+	if err != nil {
+		return "", 0, fmt.Errorf("groundd: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	h := sha256.New()
+	cw := &countWriter{w: io.MultiWriter(f, h)}
+	bw := bufio.NewWriterSize(cw, 1<<20)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("groundd: blob: %w", err)
+	}
+	dg := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
+	dst, _ := d.blobPath(dg.String())
+	if err := os.Rename(tmp, dst); err != nil {
+		return "", 0, fmt.Errorf("groundd: blob: %w", err)
+	}
+	if err := syncDir(d.bundleDir); err != nil {
+		return "", 0, err
+	}
+	return dg, cw.n, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n uint64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += uint64(n)
+	return n, err
+}
+
+// openBlob opens a blob and checks its size and digest before anything is
+// sent from it: a bundle altered on disk is never sent.
+func (d *Daemon) openBlob(blob string, size uint64) (*os.File, error) {
+	p, err := d.blobPath(blob)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("groundd: blob %s: %w", blob, err)
+	}
+	var h hash.Hash = sha256.New()
+	n, err := io.Copy(h, f)
+	if err == nil && (uint64(n) != size || digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)).String() != blob) {
+		err = fmt.Errorf("groundd: blob %s: altered on disk (%d bytes)", blob, n)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// planned is what planning an uplink produced.
+type planned struct {
+	plan      *update.Plan
+	transfers []transferRec
+	layers    []LayerDecision
+}
+
+// planUplink plans u for the vehicle: per layer, reuse, delta against the
+// image its booted slot holds, or full; signs the plan; keeps plan and
+// bundle as blobs; and allocates the plan id and the two transfer ids.
+func (d *Daemon) planUplink(ctx context.Context, u *Uplink, s *session) (*planned, error) {
+	im, err := d.RegisterImage(ctx, u.Image)
+	if err != nil {
+		return nil, err
+	}
+	v, _, err := getJSON[vehicleRec](ctx, d.st, keyVehicle(u.Vehicle))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	var base *Image
+	if bs := bootedSlot(&v.Vehicle); bs != nil && bs.Digest != "" && strings.Trim(bs.Digest, "0") != "" {
+		key := bs.Manifest
+		if key == "" {
+			key = bs.Digest
+		}
+		if base, err = d.findImage(ctx, key); err != nil {
+			return nil, fmt.Errorf("groundd: the booted slot %s holds image %s, which must be in the image store to plan against: %w", bs.Name, key, err)
+		}
+	}
+	var bases []delta.LayerSource
+	if base != nil {
+		for i, l := range base.OCI.Layers() {
+			bases = append(bases, delta.LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) { return base.OCI.OpenLayer(i) }})
+		}
+	}
+	tgt := delta.Target{Config: im.OCI.ConfigBytes, Annotations: im.OCI.Manifest.Annotations}
+	for i, l := range im.OCI.Layers() {
+		tgt.Layers = append(tgt.Layers, delta.LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) { return im.OCI.OpenLayer(i) }})
+	}
+	p := &update.Plan{Vehicle: u.Vehicle, Release: im.Release, Manifest: im.OCI.ManifestBytes, Config: im.OCI.ConfigBytes, AllowDowngrade: u.AllowDowngrade}
+	if base != nil {
+		p.Base = base.OCI.ManifestDigest
+	}
+	return d.signAndKeep(ctx, u, s, p, bases, tgt, 0)
+}
+
+// emptyTar is a tar archive with no entries: the end-of-archive marker.
+var emptyTar = make([]byte, 1024)
+
+// planSupplement plans the supplement of plan orig for the layers the
+// vehicle reported a base mismatch in: those layers as full data, the
+// others as reused (the vehicle rebuilt them from orig's bundle). The base
+// given to the delta engine names the other layers but shows it no file,
+// so nothing in the supplement references base data at all.
+func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, s *session, orig uint64, layers map[int]bool) (*planned, error) {
+	im, err := d.images.Resolve(ctx, u.Image)
+	if err != nil {
+		return nil, err
+	}
+	if im.OCI.ManifestDigest.String() != u.Manifest {
+		return nil, fmt.Errorf("groundd: %s now names %s, not the %s planned", u.Image, im.OCI.ManifestDigest, u.Manifest)
+	}
+	var bases []delta.LayerSource
+	tgt := delta.Target{Config: im.OCI.ConfigBytes, Annotations: im.OCI.Manifest.Annotations}
+	for i, l := range im.OCI.Layers() {
+		tgt.Layers = append(tgt.Layers, delta.LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) { return im.OCI.OpenLayer(i) }})
+		if !layers[i] {
+			bases = append(bases, delta.LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) {
+				return io.NopCloser(bytes.NewReader(emptyTar)), nil
+			}})
+		}
+	}
+	var baseDigest digest.Digest
+	if u.Base != "" {
+		baseDigest = digest.Digest(u.Base)
+	}
+	p := &update.Plan{Vehicle: u.Vehicle, Release: im.Release, Manifest: im.OCI.ManifestBytes, Config: im.OCI.ConfigBytes,
+		AllowDowngrade: u.AllowDowngrade, Base: baseDigest}
+	return d.signAndKeep(ctx, u, s, p, bases, tgt, orig)
+}
+
+func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, s *session, p *update.Plan, bases []delta.LayerSource, tgt delta.Target, supplement uint64) (*planned, error) {
+	var st delta.Stats
+	bundle, size, err := d.putBlob(func(w io.Writer) error {
+		var err error
+		st, err = delta.ComputeLayers(ctx, bases, tgt, w, delta.Options{TempDir: d.bundleDir, PartSize: d.cfg.PartSize, Tag: u.Image})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	keyID := d.cfg.GroundKeyID
+	if p.ID, err = d.st.Next(ctx, fmt.Sprintf("plan/%d", keyID)); err != nil {
+		return nil, err
+	}
+	p.BundleSize, p.BundleDigest, p.Supplement = size, bundle, supplement
+	// The vehicle stages the bundle, and one layer at a time while it
+	// rebuilds it.
+	var largest int64
+	for _, l := range st.Layers {
+		largest = max(largest, l.Size)
+	}
+	p.Staging = size + uint64(largest)
+	if err := update.SignPlan(d.groundKey, keyID, p); err != nil {
+		return nil, err
+	}
+	enc, err := update.EncodePlan(p)
+	if err != nil {
+		return nil, err
+	}
+	planBlob, _, err := d.putBlob(func(w io.Writer) error { _, err := w.Write(enc); return err })
+	if err != nil {
+		return nil, err
+	}
+	out := &planned{plan: p}
+	for _, l := range st.Layers {
+		out.layers = append(out.layers, LayerDecision{DiffID: l.DiffID.String(), Decision: l.Decision, Size: l.Size, Payload: l.Payload})
+	}
+	for _, t := range []struct {
+		kind string
+		blob digest.Digest
+		size uint64
+	}{{"plan", planBlob, uint64(len(enc))}, {"bundle", bundle, size}} {
+		id, err := d.st.Next(ctx, "transfer")
+		if err != nil {
+			return nil, err
+		}
+		chunk, err := transfer.ChunkSizeFor(d.codec, id, t.size)
+		if err != nil {
+			return nil, err
+		}
+		out.transfers = append(out.transfers, transferRec{ID: id, Uplink: u.ID, Vehicle: u.Vehicle, Plan: p.ID, Kind: t.kind, Blob: t.blob.String(), Size: t.size, Chunk: chunk})
+	}
+	d.log.Info("groundd: planned", "uplink", u.ID, "vehicle", u.Vehicle, "plan", p.ID, "supplement", supplement,
+		"bundle", bundle, "bundle_size", size, "plan_transfer", out.transfers[0].ID, "bundle_transfer", out.transfers[1].ID)
+	return out, nil
+}
+
+// target returns the Offer.Target of a transfer.
+func (t *transferRec) target() []byte {
+	if t.Kind == "plan" {
+		return update.TargetPlan(t.Plan)
+	}
+	return update.TargetBundle(t.Plan)
+}
+
+func bootedSlot(v *Vehicle) *Slot {
+	for i := range v.Slots {
+		if v.Slots[i].Booted {
+			return &v.Slots[i]
+		}
+	}
+	return nil
+}
+
+func shortHex(b []byte) string { return hex.EncodeToString(b) }
