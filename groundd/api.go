@@ -67,6 +67,9 @@ type Uplink struct {
 	// Plans are the ids of the signed plans sent for this uplink: the
 	// first, then any supplements.
 	Plans []uint64 `json:"plans,omitempty"`
+	// Accepted are the plans the vehicle said it accepted (plan_accepted,
+	// or hk.transfer): a plan's bundle is offered only then.
+	Accepted []uint64 `json:"accepted,omitempty"`
 	// Manifest is the digest of the image planned.
 	Manifest string `json:"manifest,omitempty"`
 	// Base is the manifest the plan assumed the vehicle's booted slot holds.
@@ -144,39 +147,6 @@ type Transfer struct {
 	// Passes is the estimate of passes still needed (-1: no pass scheduled
 	// that could carry it).
 	Passes int `json:"passes_remaining"`
-}
-
-// CommandStage is where a command is, PUS service 1 style.
-type CommandStage string
-
-// Command stages, in order; Completed, Failed, Rejected and TimedOut are final.
-const (
-	CmdQueued    CommandStage = "queued"
-	CmdSent      CommandStage = "sent"
-	CmdAccepted  CommandStage = "accepted"
-	CmdRejected  CommandStage = "rejected"
-	CmdStarted   CommandStage = "started"
-	CmdProgress  CommandStage = "progress"
-	CmdCompleted CommandStage = "completed"
-	CmdFailed    CommandStage = "failed"
-	CmdTimedOut  CommandStage = "timed_out"
-)
-
-// Command is a command sent to a vehicle and what became of it.
-type Command struct {
-	ID      uint64         `json:"id"`
-	Vehicle uint32         `json:"vehicle"`
-	Opcode  string         `json:"opcode"`
-	Args    map[string]any `json:"args,omitempty"`
-	Seq     uint64         `json:"seq"`
-	Stage   CommandStage   `json:"stage"`
-	// Code is the vehicle's reason code for a rejection or failure, with
-	// its label.
-	Code     uint16    `json:"code,omitempty"`
-	Reason   string    `json:"reason,omitempty"`
-	Created  time.Time `json:"created"`
-	Updated  time.Time `json:"updated"`
-	Attempts int       `json:"attempts"`
 }
 
 // TelemetryRecord is one telemetry packet or event from a vehicle, decoded

@@ -2,166 +2,202 @@ package groundd
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
-	"github.com/bootorbit/bootorbit/groundd/store"
+	"github.com/bootorbit/bootorbit/groundd/gateway"
 	"github.com/bootorbit/bootorbit/protocol"
-	"github.com/bootorbit/bootorbit/protocol/dict"
 )
 
-// CommandTimeout is how long a command may go without its final report
-// before it is timed out (visibly: the stage says so).
-const CommandTimeout = 2 * time.Minute
+// Commands go through groundd/gateway: checked against the dictionary,
+// numbered by the store's counter, signed with the ground key, archived
+// before they are sent, sent at most once, and followed through the
+// vehicle's verification reports or timed out visibly. The types below are
+// the daemon API's view of them.
 
-// SendCommand signs a command for vehicle and queues it: it goes out at the
-// vehicle's next Poll with the link up. The command's sequence number comes
-// from the store's counter, so no two commands, across restarts or
-// stations, share one (the vehicle's replay window would drop the second).
+// CommandStage is where a command is (gateway.Stage's names).
+type CommandStage string
+
+// Command stages; Completed, Failed, Rejected, TimedOut and Cancelled are
+// final.
+const (
+	CmdQueued    CommandStage = "queued"
+	CmdSent      CommandStage = "sent"
+	CmdAccepted  CommandStage = "accepted"
+	CmdRejected  CommandStage = "rejected"
+	CmdStarted   CommandStage = "started"
+	CmdProgress  CommandStage = "progress"
+	CmdCompleted CommandStage = "completed"
+	CmdFailed    CommandStage = "failed"
+	CmdTimedOut  CommandStage = "timeout"
+	CmdCancelled CommandStage = "cancelled"
+)
+
+// Command is a command sent to a vehicle and what became of it. Its ID is
+// its sequence number under the ground key.
+type Command struct {
+	ID      uint64         `json:"id"`
+	Vehicle uint32         `json:"vehicle"`
+	Opcode  string         `json:"opcode"`
+	Args    map[string]any `json:"args,omitempty"`
+	Seq     uint64         `json:"seq"`
+	Stage   CommandStage   `json:"stage"`
+	// Code is the vehicle's reason code for a rejection or failure, with
+	// its label.
+	Code    uint16          `json:"code,omitempty"`
+	Reason  string          `json:"reason,omitempty"`
+	Created time.Time       `json:"created"`
+	Updated time.Time       `json:"updated"`
+	History []gateway.Entry `json:"history,omitempty"`
+}
+
+func fromGateway(c *gateway.Command) Command {
+	out := Command{ID: c.Seq, Vehicle: c.Vehicle, Opcode: c.Name, Seq: c.Seq, Stage: CommandStage(c.Stage.String()),
+		Code: uint16(c.Code), Reason: c.Reason, Created: c.Submitted, Updated: c.Submitted, History: c.History}
+	if vals, err := c.Values(); err == nil && len(vals) > 0 {
+		out.Args = vals
+	}
+	if len(c.History) > 0 {
+		out.Updated = c.Last().Time
+	}
+	return out
+}
+
+func (d *Daemon) cmdErr(err error) error {
+	switch {
+	case errors.Is(err, gateway.ErrNotFound):
+		return fmt.Errorf("%w: %v", ErrNotFound, err)
+	case errors.Is(err, gateway.ErrState):
+		return fmt.Errorf("%w: %v", ErrState, err)
+	case errors.Is(err, gateway.ErrDecode), errors.Is(err, gateway.ErrQueueFull):
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return err
+}
+
+// SendCommand queues a command for vehicle: it goes out at the vehicle's
+// next Poll with the link up (Run wakes the loop at once).
 func (d *Daemon) SendCommand(ctx context.Context, vehicle uint32, opcode string, args map[string]any) (Command, error) {
 	s, ok := d.sessionOf(vehicle)
 	if !ok {
 		return Command{}, fmt.Errorf("%w: vehicle %d", ErrNotFound, vehicle)
 	}
-	def, ok := dict.CommandByName(opcode)
-	if !ok {
-		return Command{}, fmt.Errorf("%w: no command %q", ErrInvalid, opcode)
-	}
-	seq, err := d.st.Next(ctx, fmt.Sprintf("cmdseq/%d/%d", vehicle, d.cfg.GroundKeyID))
-	if err != nil {
-		return Command{}, err
-	}
-	pc, err := def.NewCommand(vehicle, seq, dict.Values(args))
-	if err != nil {
-		return Command{}, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if err := protocol.SignCommand(pc, protocol.KeyID(d.cfg.GroundKeyID), d.groundKey); err != nil {
-		return Command{}, err
-	}
-	frame, err := d.codec.Encode(pc)
-	if err != nil {
-		return Command{}, fmt.Errorf("groundd: command: %w", err)
-	}
-	frame, err = d.seal(s, frame)
-	if err != nil {
-		return Command{}, err
-	}
-	id, err := d.st.Next(ctx, "command")
-	if err != nil {
-		return Command{}, err
-	}
-	now := d.now().UTC()
-	c := Command{ID: id, Vehicle: vehicle, Opcode: opcode, Args: args, Seq: seq, Stage: CmdQueued, Created: now, Updated: now}
-	if err := d.saveCommand(ctx, c); err != nil {
-		return Command{}, err
-	}
-	d.mu.Lock()
-	s.pending = append(s.pending, frameOut{frame: frame})
-	d.mu.Unlock()
-	d.log.Info("groundd: command queued", "vehicle", vehicle, "command", id, "opcode", opcode, "seq", seq)
-	return c, nil
+	return d.sendCommand(ctx, s, d.now(), opcode, args, true)
 }
 
-func (d *Daemon) saveCommand(ctx context.Context, c Command) error {
-	return updateJSON(ctx, d.st, keyCommand(c.ID), func(v *Command, _ bool) error {
-		*v = c
-		return nil
-	})
+// sendCommand submits a command; wake says whether to wake the vehicle's
+// loop (not from inside it).
+func (d *Daemon) sendCommand(ctx context.Context, s *session, now time.Time, opcode string, args map[string]any, wake bool) (Command, error) {
+	c, err := d.gw.Submit(now, gateway.Request{Vehicle: s.cfg.ID, Name: opcode, Args: args})
+	if err != nil {
+		return Command{}, d.cmdErr(err)
+	}
+	d.log.Info("groundd: command queued", "vehicle", s.cfg.ID, "command", c.Seq, "opcode", opcode)
+	if wake {
+		d.poke(s.cfg.ID)
+	}
+	return fromGateway(c), nil
 }
 
 // CommandShow returns a command and its stage.
 func (d *Daemon) CommandShow(ctx context.Context, id uint64) (Command, error) {
-	c, _, err := getJSON[Command](ctx, d.st, keyCommand(id))
-	return c, err
+	c, err := d.gw.Command(protocol.KeyID(d.cfg.GroundKeyID), id)
+	if err != nil {
+		return Command{}, d.cmdErr(err)
+	}
+	return fromGateway(c), nil
+}
+
+// CommandCancel cancels a command not yet sent.
+func (d *Daemon) CommandCancel(ctx context.Context, vehicle uint32, id uint64) (Command, error) {
+	c, err := d.gw.Cancel(d.now(), vehicle, id)
+	if err != nil {
+		return Command{}, d.cmdErr(err)
+	}
+	return fromGateway(c), nil
 }
 
 // Commands returns the commands sent to vehicle (0: to every vehicle),
 // oldest first.
 func (d *Daemon) Commands(ctx context.Context, vehicle uint32) ([]Command, error) {
-	cs, err := listJSON[Command](ctx, d.st, "command/")
+	cs, err := d.gw.Commands(gateway.CommandQuery{Vehicle: vehicle})
 	if err != nil {
 		return nil, err
 	}
-	var out []Command
+	out := make([]Command, 0, len(cs))
 	for _, c := range cs {
-		if vehicle == 0 || c.Vehicle == vehicle {
-			out = append(out, c)
-		}
+		out = append(out, fromGateway(c))
 	}
 	return out, nil
 }
 
-func commandFinal(st CommandStage) bool {
-	switch st {
-	case CmdCompleted, CmdFailed, CmdRejected, CmdTimedOut:
-		return true
-	}
-	return false
-}
-
-// applyVerification moves a command through its stages from the vehicle's
-// authenticated report.
-func (d *Daemon) applyVerification(ctx context.Context, s *session, now time.Time, v *protocol.Verification) {
-	cs, err := d.Commands(ctx, s.cfg.ID)
-	if err != nil {
-		return
-	}
-	for _, c := range cs {
-		if c.Seq != v.Seq || commandFinal(c.Stage) {
-			continue
+// sendCommands hands out s's queued commands, sealed if the vehicle's
+// uplink is: called with the link up.
+func (d *Daemon) sendCommands(s *session, now time.Time) ([][]byte, error) {
+	var out [][]byte
+	for {
+		o, ok, err := d.gw.Next(now, s.cfg.ID)
+		if err != nil {
+			return out, err
 		}
-		_ = updateJSON(ctx, d.st, keyCommand(c.ID), func(x *Command, _ bool) error {
-			if commandFinal(x.Stage) {
-				return store.ErrSkip
+		if !ok {
+			return out, nil
+		}
+		f, err := d.seal(s, o.Frame)
+		if err != nil {
+			if uerr := d.gw.Unsend(now, s.cfg.ID, o.Seq); uerr != nil {
+				err = errors.Join(err, uerr)
 			}
-			switch v.Stage {
-			case protocol.StageAccepted:
-				x.Stage = CmdAccepted
-			case protocol.StageRejected:
-				x.Stage = CmdRejected
-			case protocol.StageStarted:
-				x.Stage = CmdStarted
-			case protocol.StageProgress:
-				x.Stage = CmdProgress
-			case protocol.StageCompleted:
-				x.Stage = CmdCompleted
-			case protocol.StageFailed:
-				x.Stage = CmdFailed
-			}
-			if v.Code != 0 {
-				x.Code, x.Reason = uint16(v.Code), reasonLabel(v.Code)
-			}
-			x.Updated = now.UTC()
-			return nil
-		})
-		d.log.Info("groundd: command report", "vehicle", s.cfg.ID, "command", c.ID, "stage", v.Stage.String(), "code", v.Code)
-		return
+			return out, err
+		}
+		out = append(out, f)
 	}
 }
 
-// checkCommands marks sent the commands that went out and times out those
-// without a final report for CommandTimeout.
-func (d *Daemon) checkCommands(ctx context.Context, s *session, now time.Time) error {
-	cs, err := d.Commands(ctx, s.cfg.ID)
+// TelemetryRange returns vehicle's archived telemetry and events whose
+// vehicle time is in [from, to) (zero to: no end), oldest first, at most
+// limit of each (0: 1000).
+func (d *Daemon) TelemetryRange(ctx context.Context, vehicle uint32, from, to time.Time, limit int) ([]TelemetryRecord, error) {
+	if _, ok := d.sessionOf(vehicle); !ok {
+		return nil, fmt.Errorf("%w: vehicle %d", ErrNotFound, vehicle)
+	}
+	if limit <= 0 {
+		limit = 1000
+	}
+	tm, err := d.gw.Telemetry(gateway.Query{Kind: gateway.KindTelemetry, Vehicle: vehicle, From: from, To: to, Limit: limit})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, c := range cs {
-		if commandFinal(c.Stage) {
-			continue
-		}
-		if now.Sub(c.Created) >= CommandTimeout {
-			c.Stage, c.Updated = CmdTimedOut, now.UTC()
-			if err := d.saveCommand(ctx, c); err != nil {
-				return err
-			}
-			d.log.Warn("groundd: command timed out", "vehicle", s.cfg.ID, "command", c.ID, "opcode", c.Opcode)
-		} else if c.Stage == CmdQueued && s.linkUp {
-			c.Stage, c.Updated, c.Attempts = CmdSent, now.UTC(), c.Attempts+1
-			if err := d.saveCommand(ctx, c); err != nil {
-				return err
-			}
-		}
+	ev, err := d.gw.Events(gateway.Query{Kind: gateway.KindEvent, Vehicle: vehicle, From: from, To: to, Limit: limit})
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	var out []TelemetryRecord
+	for _, s := range tm {
+		out = append(out, TelemetryRecord{Vehicle: s.Vehicle, Received: s.Received, Time: s.Time, Kind: "tm", Name: s.Packet, Seq: s.Seq, Values: valueMap(s.Values)})
+	}
+	for _, e := range ev {
+		out = append(out, TelemetryRecord{Vehicle: e.Vehicle, Received: e.Received, Time: e.Time, Kind: "event", Name: e.Event, Seq: e.Seq,
+			Values: valueMap(e.Args), Text: e.Text, Severity: e.Severity})
+	}
+	slices.SortStableFunc(out, func(a, b TelemetryRecord) int {
+		if c := a.Time.Compare(b.Time); c != 0 {
+			return c
+		}
+		return a.Received.Compare(b.Received)
+	})
+	return out, nil
+}
+
+func valueMap(vs []gateway.Value) map[string]any {
+	if len(vs) == 0 {
+		return nil
+	}
+	m := make(map[string]any, len(vs))
+	for _, v := range vs {
+		m[v.Name] = v.Value
+	}
+	return m
 }

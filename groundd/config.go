@@ -32,6 +32,17 @@ type Config struct {
 	MaxFrame int `json:"max_frame,omitempty"`
 	// PartSize is the delta part size (default delta.DefaultPartSize).
 	PartSize int64 `json:"part_size,omitempty"`
+	// ReleaseKeys is the release authority's public keys (a .pub file or
+	// a directory of them, as groundd keygen writes): only images signed by
+	// one are planned.
+	ReleaseKeys string `json:"release_keys,omitempty"`
+	// ImageStore is the image store's directory (default StateDir/images).
+	ImageStore string `json:"image_store,omitempty"`
+	// Platform picks the manifest of a multi-arch index: "os/arch[/variant]"
+	// (default linux on the running architecture).
+	Platform string `json:"platform,omitempty"`
+	// Registry are the settings registries need.
+	Registry RegistryConfig `json:"registry,omitzero"`
 	// Schedule is a pass schedule file (JSON or CSV: see passes); empty:
 	// the links are taken as up at all times unless Signals say otherwise.
 	Schedule string `json:"schedule,omitempty"`
@@ -55,13 +66,31 @@ type VehicleConfig struct {
 	Rate float64 `json:"rate,omitempty"`
 	// RTT is the expected round trip (default 1s).
 	RTT Duration `json:"rtt,omitempty"`
+	// HardwareID, if set, is the vehicle's hardware: only releases for it
+	// are planned.
+	HardwareID string `json:"hardware_id,omitempty"`
 }
 
-// LinkConfig is a link of the contract's protocol/link: today "udp".
+// RegistryConfig are the settings registries need (groundd/images).
+type RegistryConfig struct {
+	// AuthFile is a docker config.json (default: the docker keychain).
+	AuthFile string `json:"auth_file,omitempty"`
+	// CAFile is a PEM file of extra CA certificates.
+	CAFile string `json:"ca_file,omitempty"`
+	// PlainHTTP allows plain HTTP: only when asked.
+	PlainHTTP bool `json:"plain_http,omitempty"`
+}
+
+// LinkConfig is a vehicle's link (protocol/link): "udp" (one frame per
+// datagram), "tcp" (COBS framing, dialer or listener) or "serial" (COBS on
+// a tty at Baud).
 type LinkConfig struct {
+	Name   string `json:"name,omitempty"` // for logs (default vehicle-ID)
 	Kind   string `json:"kind"`
 	Listen string `json:"listen,omitempty"`
 	Peer   string `json:"peer,omitempty"`
+	Device string `json:"device,omitempty"`
+	Baud   int    `json:"baud,omitempty"`
 }
 
 // KeyRef names a symmetric key file and the key's id.
@@ -123,6 +152,10 @@ func LoadConfig(path string) (Config, error) {
 	rel(&c.StateDir)
 	rel(&c.GroundKey)
 	rel(&c.Schedule)
+	rel(&c.ReleaseKeys)
+	rel(&c.ImageStore)
+	rel(&c.Registry.AuthFile)
+	rel(&c.Registry.CAFile)
 	for i := range c.Vehicles {
 		rel(&c.Vehicles[i].MACKey.File)
 		if c.Vehicles[i].SealKey != nil {
@@ -149,6 +182,11 @@ func (c *Config) Validate() error {
 	if c.MaxFrame != 0 && (c.MaxFrame < protocol.MinMaxFrame || c.MaxFrame > 1<<16) {
 		errs = append(errs, fmt.Errorf("max_frame %d: out of [%d, 65536]", c.MaxFrame, protocol.MinMaxFrame))
 	}
+	if c.Platform != "" {
+		if _, err := parsePlatform(c.Platform); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.PartSize < 0 {
 		errs = append(errs, errors.New("part_size must not be negative"))
 	}
@@ -168,13 +206,17 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("vehicles[%d]: negative rate", i))
 		}
 		switch v.Link.Kind {
-		case "udp":
-			if v.Link.Peer == "" {
-				errs = append(errs, fmt.Errorf("vehicles[%d]: a udp link needs a peer", i))
+		case "udp", "tcp":
+			if v.Link.Peer == "" && v.Link.Listen == "" {
+				errs = append(errs, fmt.Errorf("vehicles[%d]: a %s link needs a peer or a listen address", i, v.Link.Kind))
+			}
+		case "serial":
+			if v.Link.Device == "" {
+				errs = append(errs, fmt.Errorf("vehicles[%d]: a serial link needs a device", i))
 			}
 		case "":
 		default:
-			errs = append(errs, fmt.Errorf("vehicles[%d]: link kind %q: only udp for now", i, v.Link.Kind))
+			errs = append(errs, fmt.Errorf("vehicles[%d]: link kind %q: udp, tcp or serial", i, v.Link.Kind))
 		}
 	}
 	if len(errs) > 0 {

@@ -11,40 +11,24 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/bootorbit/bootorbit/delta/oci"
+	"github.com/bootorbit/bootorbit/groundd/gateway"
+	"github.com/bootorbit/bootorbit/groundd/images"
 	"github.com/bootorbit/bootorbit/groundd/passes"
 	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
-	"github.com/bootorbit/bootorbit/protocol/update"
 )
-
-// Image is an image the planner can send: the verified OCI image and the
-// release authority's signature over it.
-type Image struct {
-	Ref     string
-	OCI     *oci.Image
-	Release update.ReleaseSignature
-}
-
-// ImageSource resolves image references for the planner. The default reads
-// OCI layouts (oci:PATH:TAG, oci:PATH@sha256:...) and takes the release
-// signature from a file beside the layout's blobs (see LayoutSource); the
-// image store of groundd/images replaces it.
-type ImageSource interface {
-	Resolve(ctx context.Context, ref string) (*Image, error)
-}
 
 // Options are what a Daemon gets besides its Config: the parts tests and
 // embedders replace.
 type Options struct {
 	// Store is the state; nil opens the Config's (bolt in StateDir).
 	Store store.Store
-	// Images resolves references; nil: LayoutSource.
+	// Images resolves references; nil: a StoreSource over the Config's
+	// image store and release keys.
 	Images ImageSource
 	// Schedule is the pass schedule; nil: the Config's file, if any.
 	Schedule *passes.Schedule
@@ -82,6 +66,8 @@ type Daemon struct {
 	signals  map[uint32]bool // link up/down signals from the station
 	subs     map[int]*subscriber
 	nextSub  int
+	wake     map[uint32]chan struct{}
+	gw       *gateway.Gateway
 }
 
 // Open returns the daemon of cfg. Close it.
@@ -96,9 +82,6 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
-	}
-	if d.images == nil {
-		d.images = LayoutSource{}
 	}
 	maxFrame := cmp.Or(cfg.MaxFrame, 1024)
 	var err error
@@ -120,12 +103,31 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 	if err := os.MkdirAll(d.bundleDir, 0o700); err != nil {
 		return nil, fmt.Errorf("groundd: %w", err)
 	}
+	if d.images == nil {
+		if d.images, err = openImages(cfg, d.log); err != nil {
+			return nil, err
+		}
+	}
 	if d.st == nil {
 		b, err := store.OpenBolt(filepath.Join(cfg.StateDir, "state.db"))
 		if err != nil {
 			return nil, err
 		}
 		d.st, d.ownStore = b, true
+	}
+	// Commands and telemetry: the gateway, on the store. Frames it builds
+	// must fit the link once sealed, if any vehicle's uplink is.
+	gwFrame := maxFrame
+	for _, vc := range cfg.Vehicles {
+		if _, ok := o.SealKeys[vc.ID]; ok || vc.SealKey != nil {
+			gwFrame = protocol.InnerMaxFrame(maxFrame)
+		}
+	}
+	arch := storeArchive{st: d.st}
+	if d.gw, err = gateway.New(gateway.Config{Key: protocol.KeyID(cfg.GroundKeyID), Priv: d.groundKey, Seq: arch, Archive: arch,
+		MaxFrame: gwFrame, Log: d.log}); err != nil {
+		d.Close()
+		return nil, err
 	}
 	for _, vc := range cfg.Vehicles {
 		s, err := d.newSession(context.Background(), vc, o)
@@ -147,13 +149,11 @@ func (d *Daemon) Close() error {
 }
 
 // Store keys. Numbers are zero-padded so that keys sort as numbers.
-func keyUplink(id uint64) string      { return fmt.Sprintf("uplink/%016x", id) }
-func keyVehicle(id uint32) string     { return fmt.Sprintf("vehicle/%010d", id) }
-func keyVerifier(id uint32) string    { return fmt.Sprintf("verifier/%010d", id) }
-func keyTransfer(id uint64) string    { return fmt.Sprintf("transfer/%016x", id) }
-func keyCommand(id uint64) string     { return fmt.Sprintf("command/%016x", id) }
-func keySealMark(v, k uint32) string  { return fmt.Sprintf("sealmark/%010d/%010d", v, k) }
-func prefixTelemetry(v uint32) string { return fmt.Sprintf("tlm/%010d/", v) }
+func keyUplink(id uint64) string     { return fmt.Sprintf("uplink/%016x", id) }
+func keyVehicle(id uint32) string    { return fmt.Sprintf("vehicle/%010d", id) }
+func keyVerifier(id uint32) string   { return fmt.Sprintf("verifier/%010d", id) }
+func keyTransfer(id uint64) string   { return fmt.Sprintf("transfer/%016x", id) }
+func keySealMark(v, k uint32) string { return fmt.Sprintf("sealmark/%010d/%010d", v, k) }
 
 func getJSON[T any](ctx context.Context, s store.Store, key string) (T, int64, error) {
 	var v T
@@ -212,7 +212,7 @@ func (d *Daemon) QueueAdd(ctx context.Context, r UplinkRequest) (Uplink, error) 
 	if r.Image == "" {
 		return Uplink{}, fmt.Errorf("%w: no image", ErrInvalid)
 	}
-	if _, err := oci.ParseRef(r.Image); err != nil && !strings.Contains(r.Image, "://") {
+	if _, err := images.ParseRef(r.Image); err != nil {
 		return Uplink{}, fmt.Errorf("%w: image: %v", ErrInvalid, err)
 	}
 	if !r.Deadline.IsZero() && !r.NotBefore.IsZero() && !r.Deadline.After(r.NotBefore) {
@@ -233,6 +233,7 @@ func (d *Daemon) QueueAdd(ctx context.Context, r UplinkRequest) (Uplink, error) 
 		return Uplink{}, fmt.Errorf("groundd: uplink id %d handed out twice", id)
 	}
 	d.log.Info("groundd: uplink queued", "uplink", id, "vehicle", r.Vehicle, "image", r.Image)
+	d.poke(r.Vehicle)
 	return u, nil
 }
 
@@ -294,6 +295,7 @@ func (d *Daemon) QueueCancel(ctx context.Context, id uint64) (Uplink, error) {
 	})
 	if err == nil {
 		d.log.Info("groundd: uplink cancelled", "uplink", id)
+		d.poke(out.Vehicle)
 	}
 	return out, err
 }
@@ -509,15 +511,17 @@ func (d *Daemon) estimate(vehicle uint32, bytes uint64) int {
 // down; it overrides the schedule until ClearLink.
 func (d *Daemon) SetLink(vehicle uint32, up bool) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.signals[vehicle] = up
+	d.mu.Unlock()
+	d.poke(vehicle)
 }
 
 // ClearLink returns vehicle's link state to the schedule's.
 func (d *Daemon) ClearLink(vehicle uint32) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	delete(d.signals, vehicle)
+	d.mu.Unlock()
+	d.poke(vehicle)
 }
 
 func (d *Daemon) sessionOf(id uint32) (*session, bool) {

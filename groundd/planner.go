@@ -2,9 +2,9 @@ package groundd
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,62 +13,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/bootorbit/bootorbit/delta"
-	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/protocol/transfer"
 	"github.com/bootorbit/bootorbit/protocol/update"
 	digest "github.com/opencontainers/go-digest"
 )
-
-// LayoutSource resolves oci:PATH:TAG and oci:PATH@sha256:... references
-// from OCI image layouts on disk. The release signature of an image is the
-// file releases/sha256-HEX.cbor (update.MediaTypeRelease) in the layout,
-// HEX the manifest digest's: an image without one cannot be planned.
-type LayoutSource struct{}
-
-// ErrUnsigned: an image has no release signature.
-var ErrUnsigned = errors.New("groundd: image has no release signature")
-
-// ReleasePath is where LayoutSource looks for the release signature of the
-// image with manifest m in layout.
-func ReleasePath(layout string, m digest.Digest) string {
-	return filepath.Join(layout, "releases", m.Algorithm().String()+"-"+m.Encoded()+".cbor")
-}
-
-// Resolve implements ImageSource.
-func (LayoutSource) Resolve(ctx context.Context, ref string) (*Image, error) {
-	r, err := oci.ParseRef(ref)
-	if err != nil {
-		return nil, err
-	}
-	im, err := oci.Open(r)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open(ReleasePath(r.Layout, im.ManifestDigest))
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s (%s)", ErrUnsigned, ref, im.ManifestDigest)
-		}
-		return nil, fmt.Errorf("groundd: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, update.MaxReleaseSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("groundd: %w", err)
-	}
-	rs, err := update.DecodeRelease(b)
-	if err != nil {
-		return nil, err
-	}
-	if rs.Release.Manifest != im.ManifestDigest {
-		return nil, fmt.Errorf("groundd: release signature of %s is for %s", im.ManifestDigest, rs.Release.Manifest)
-	}
-	return &Image{Ref: ref, OCI: im, Release: *rs}, nil
-}
 
 // imageRec records an image groundd has resolved, so that a vehicle's slot,
 // known from telemetry by the first bytes of its manifest digest, can be
@@ -88,6 +41,9 @@ func (d *Daemon) RegisterImage(ctx context.Context, ref string) (*Image, error) 
 	if err != nil {
 		return nil, err
 	}
+	if err := d.checkRelease(im); err != nil {
+		return nil, err
+	}
 	b, _ := json.Marshal(imageRec{Ref: ref, Manifest: im.OCI.ManifestDigest.String(), Version: im.Release.Release.Version})
 	if err := store.Put(ctx, d.st, keyImage(im.OCI.ManifestDigest), b); err != nil {
 		return nil, err
@@ -96,7 +52,9 @@ func (d *Daemon) RegisterImage(ctx context.Context, ref string) (*Image, error) 
 }
 
 // findImage returns the registered image whose manifest digest is m, or
-// starts with the hex prefix short (telemetry's short digest).
+// starts with the hex prefix short (telemetry's short digest): from the
+// image store by digest when the source has one (Lookup), else by its
+// reference again.
 func (d *Daemon) findImage(ctx context.Context, m string) (*Image, error) {
 	kvs, err := d.st.List(ctx, "image/sha256:"+strings.TrimPrefix(m, "sha256:"))
 	if err != nil {
@@ -108,6 +66,13 @@ func (d *Daemon) findImage(ctx context.Context, m string) (*Image, error) {
 	var r imageRec
 	if err := json.Unmarshal(kvs[0].Value, &r); err != nil {
 		return nil, fmt.Errorf("groundd: record %s: %w", kvs[0].Key, err)
+	}
+	if l, ok := d.images.(Lookuper); ok {
+		dg, err := digest.Parse(r.Manifest)
+		if err != nil {
+			return nil, fmt.Errorf("groundd: record %s: %w", kvs[0].Key, err)
+		}
+		return l.Lookup(ctx, dg)
 	}
 	return d.images.Resolve(ctx, r.Ref)
 }
@@ -218,6 +183,11 @@ func (d *Daemon) openBlob(blob string, size uint64) (*os.File, error) {
 	return f, nil
 }
 
+// errNoKnowledge: the vehicle has not yet said what its slots hold
+// (hk.slots and hk.boot): planning waits for it rather than send full
+// layers the vehicle may hold.
+var errNoKnowledge = errors.New("groundd: waiting for the vehicle's hk.slots and hk.boot")
+
 // planned is what planning an uplink produced.
 type planned struct {
 	plan      *update.Plan
@@ -229,13 +199,12 @@ type planned struct {
 // image its booted slot holds, or full; signs the plan; keeps plan and
 // bundle as blobs; and allocates the plan id and the two transfer ids.
 func (d *Daemon) planUplink(ctx context.Context, u *Uplink, s *session) (*planned, error) {
-	im, err := d.RegisterImage(ctx, u.Image)
-	if err != nil {
-		return nil, err
-	}
 	v, _, err := getJSON[vehicleRec](ctx, d.st, keyVehicle(u.Vehicle))
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, err
+	}
+	if len(v.Slots) == 0 || v.BootedSlot == "" {
+		return nil, errNoKnowledge
 	}
 	var base *Image
 	if bs := bootedSlot(&v.Vehicle); bs != nil && bs.Digest != "" && strings.Trim(bs.Digest, "0") != "" {
@@ -246,6 +215,18 @@ func (d *Daemon) planUplink(ctx context.Context, u *Uplink, s *session) (*planne
 		if base, err = d.findImage(ctx, key); err != nil {
 			return nil, fmt.Errorf("groundd: the booted slot %s holds image %s, which must be in the image store to plan against: %w", bs.Name, key, err)
 		}
+	}
+	return d.planAgainst(ctx, u, base)
+}
+
+// planAgainst plans u as a delta against base (nil: full layers).
+func (d *Daemon) planAgainst(ctx context.Context, u *Uplink, base *Image) (*planned, error) {
+	im, err := d.RegisterImage(ctx, u.Image)
+	if err != nil {
+		return nil, err
+	}
+	if s, ok := d.sessionOf(u.Vehicle); ok && s.cfg.HardwareID != "" && s.cfg.HardwareID != im.Release.Release.HardwareID {
+		return nil, fmt.Errorf("%w: %s is for %q, vehicle %d is %q", ErrHardware, u.Image, im.Release.Release.HardwareID, u.Vehicle, s.cfg.HardwareID)
 	}
 	var bases []delta.LayerSource
 	if base != nil {
@@ -261,18 +242,14 @@ func (d *Daemon) planUplink(ctx context.Context, u *Uplink, s *session) (*planne
 	if base != nil {
 		p.Base = base.OCI.ManifestDigest
 	}
-	return d.signAndKeep(ctx, u, s, p, bases, tgt, 0)
+	return d.signAndKeep(ctx, u, p, bases, tgt, 0, nil)
 }
-
-// emptyTar is a tar archive with no entries: the end-of-archive marker.
-var emptyTar = make([]byte, 1024)
 
 // planSupplement plans the supplement of plan orig for the layers the
 // vehicle reported a base mismatch in: those layers as full data, the
-// others as reused (the vehicle rebuilt them from orig's bundle). The base
-// given to the delta engine names the other layers but shows it no file,
-// so nothing in the supplement references base data at all.
-func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, s *session, orig uint64, layers map[int]bool) (*planned, error) {
+// others reused (the vehicle rebuilt them from orig's bundle, or holds
+// them). Nothing in the supplement references base data.
+func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, orig uint64, layers map[int]bool) (*planned, error) {
 	im, err := d.images.Resolve(ctx, u.Image)
 	if err != nil {
 		return nil, err
@@ -280,15 +257,14 @@ func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, s *session, orig
 	if im.OCI.ManifestDigest.String() != u.Manifest {
 		return nil, fmt.Errorf("groundd: %s now names %s, not the %s planned", u.Image, im.OCI.ManifestDigest, u.Manifest)
 	}
-	var bases []delta.LayerSource
+	for l := range layers {
+		if l < 0 || l >= len(im.OCI.Layers()) {
+			return nil, fmt.Errorf("groundd: the vehicle reports a mismatch in layer %d of %d", l, len(im.OCI.Layers()))
+		}
+	}
 	tgt := delta.Target{Config: im.OCI.ConfigBytes, Annotations: im.OCI.Manifest.Annotations}
 	for i, l := range im.OCI.Layers() {
 		tgt.Layers = append(tgt.Layers, delta.LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) { return im.OCI.OpenLayer(i) }})
-		if !layers[i] {
-			bases = append(bases, delta.LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) {
-				return io.NopCloser(bytes.NewReader(emptyTar)), nil
-			}})
-		}
 	}
 	var baseDigest digest.Digest
 	if u.Base != "" {
@@ -296,18 +272,107 @@ func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, s *session, orig
 	}
 	p := &update.Plan{Vehicle: u.Vehicle, Release: im.Release, Manifest: im.OCI.ManifestBytes, Config: im.OCI.ConfigBytes,
 		AllowDowngrade: u.AllowDowngrade, Base: baseDigest}
-	return d.signAndKeep(ctx, u, s, p, bases, tgt, orig)
+	return d.signAndKeep(ctx, u, p, nil, tgt, orig, layers)
 }
 
-func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, s *session, p *update.Plan, bases []delta.LayerSource, tgt delta.Target, supplement uint64) (*planned, error) {
+// fullOnly writes the bundle of tgt with only the layers in keep rebuilt
+// (as full data) and the others reused: it computes the bundle with no base
+// (every layer full), then writes it again without the other layers'
+// parts, their payload left out.
+func (d *Daemon) fullOnly(ctx context.Context, tgt delta.Target, keep map[int]bool, w io.Writer, opts delta.Options) (delta.Stats, error) {
+	tmp, err := os.CreateTemp(d.bundleDir, ".full-*")
+	if err != nil {
+		return delta.Stats{}, fmt.Errorf("groundd: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	bw := bufio.NewWriter(tmp)
+	st, err := delta.ComputeLayers(ctx, nil, tgt, bw, opts)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		return delta.Stats{}, err
+	}
+	fi, err := tmp.Stat()
+	if err != nil {
+		return delta.Stats{}, err
+	}
+	h, start, err := delta.ReadHeader(tmp, fi.Size())
+	if err != nil {
+		return delta.Stats{}, err
+	}
+	nh := *h
+	nh.Base, nh.Layers = nil, nil
+	type piece struct{ off, n int64 }
+	var pieces []piece
+	var poff int64
+	for li, lp := range h.Layers {
+		if !keep[li] {
+			nh.Base = append(nh.Base, lp.DiffID)
+			nh.Layers = append(nh.Layers, delta.LayerPlan{DiffID: lp.DiffID, Size: lp.Size, Decision: delta.Reuse})
+			st.Layers[li].Decision, st.Layers[li].Parts, st.Layers[li].Payload = delta.Reuse, 0, 0
+			continue
+		}
+		nl := lp
+		nl.Parts = slices.Clone(lp.Parts)
+		for pi := range nl.Parts {
+			pieces = append(pieces, piece{start + nl.Parts[pi].PayloadOff, nl.Parts[pi].PayloadSize})
+			nl.Parts[pi].PayloadOff = poff
+			poff += nl.Parts[pi].PayloadSize
+		}
+		nh.Layers = append(nh.Layers, nl)
+	}
+	nh.PayloadSize = poff
+	hb, err := nh.Encode()
+	if err != nil {
+		return delta.Stats{}, err
+	}
+	var pre [len(delta.Magic) + 4]byte
+	copy(pre[:], delta.Magic)
+	binary.BigEndian.PutUint32(pre[len(delta.Magic):], uint32(len(hb)))
+	if _, err := w.Write(pre[:]); err != nil {
+		return delta.Stats{}, err
+	}
+	if _, err := w.Write(hb); err != nil {
+		return delta.Stats{}, err
+	}
+	for _, p := range pieces {
+		if _, err := io.Copy(w, io.NewSectionReader(tmp, p.off, p.n)); err != nil {
+			return delta.Stats{}, err
+		}
+	}
+	st.BundleSize = int64(len(pre)+len(hb)) + poff
+	return st, nil
+}
+
+func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, p *update.Plan, bases []delta.LayerSource, tgt delta.Target, supplement uint64, only map[int]bool) (*planned, error) {
 	var st delta.Stats
+	opts := delta.Options{TempDir: d.bundleDir, PartSize: d.cfg.PartSize, Tag: u.Image}
 	bundle, size, err := d.putBlob(func(w io.Writer) error {
 		var err error
-		st, err = delta.ComputeLayers(ctx, bases, tgt, w, delta.Options{TempDir: d.bundleDir, PartSize: d.cfg.PartSize, Tag: u.Image})
+		if only != nil {
+			st, err = d.fullOnly(ctx, tgt, only, w, opts)
+		} else {
+			st, err = delta.ComputeLayers(ctx, bases, tgt, w, opts)
+		}
 		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	// Never sign a bundle this side cannot open: a check of the header and
+	// its bounds, as the vehicle will make.
+	if bp, err := d.blobPath(bundle.String()); err == nil {
+		f, err := os.Open(bp)
+		if err != nil {
+			return nil, fmt.Errorf("groundd: %w", err)
+		}
+		_, err = delta.OpenBundle(f, int64(size))
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("groundd: the bundle planned does not open: %w", err)
+		}
 	}
 	keyID := d.cfg.GroundKeyID
 	if p.ID, err = d.st.Next(ctx, fmt.Sprintf("plan/%d", keyID)); err != nil {
@@ -345,7 +410,11 @@ func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, s *session, p *upda
 		if err != nil {
 			return nil, err
 		}
-		chunk, err := transfer.ChunkSizeFor(d.codec, id, t.size)
+		codec := d.codec
+		if s, ok := d.sessionOf(u.Vehicle); ok {
+			codec = s.codec
+		}
+		chunk, err := transfer.ChunkSizeFor(codec, id, t.size)
 		if err != nil {
 			return nil, err
 		}

@@ -26,6 +26,9 @@ type session struct {
 	keys     VehicleKeys
 	verifier *protocol.ReturnVerifier
 	sealer   *protocol.Sealer
+	// codec encodes uplink frames: the link's, or the smaller inner one
+	// whose frames still fit the link once sealed.
+	codec *protocol.Codec
 
 	// The fields below are Poll's; linkUp is also read under Daemon.mu.
 	linkUp    bool
@@ -35,10 +38,9 @@ type session struct {
 	cur       *active
 	lastSave  time.Time
 	contact   time.Time
-	pending   []frameOut // frames built outside Poll (commands), sent at the next Poll
+	// lastStatus is when groundd last asked for housekeeping itself.
+	lastStatus time.Time
 }
-
-type frameOut struct{ frame []byte }
 
 // active is the transfer being sent.
 type active struct {
@@ -48,6 +50,10 @@ type active struct {
 	rate   float64
 	dirty  bool
 }
+
+// statusInterval: while an uplink waits for the vehicle's housekeeping,
+// groundd asks for it (the status command) at most this often.
+const statusInterval = 30 * time.Second
 
 // defaultRate is a vehicle's uplink rate when neither the config nor the
 // pass names one: a UHF link's.
@@ -61,7 +67,7 @@ func (s *session) rate() float64 {
 }
 
 func (d *Daemon) newSession(ctx context.Context, vc VehicleConfig, o Options) (*session, error) {
-	s := &session{cfg: vc, keys: VehicleKeys{GroundKeyID: d.cfg.GroundKeyID, MACKeyID: vc.MACKey.ID}}
+	s := &session{cfg: vc, keys: VehicleKeys{GroundKeyID: d.cfg.GroundKeyID, MACKeyID: vc.MACKey.ID}, codec: d.codec}
 	mk, ok := o.MACKeys[vc.ID]
 	if !ok {
 		k, err := readHexKey(vc.MACKey.File, protocol.MACKeyLen)
@@ -114,6 +120,9 @@ func (d *Daemon) newSession(ctx context.Context, vc VehicleConfig, o Options) (*
 		})
 		if err != nil {
 			return nil, err
+		}
+		if s.codec, err = protocol.NewInnerCodec(d.codec.MaxFrame()); err != nil {
+			return nil, fmt.Errorf("groundd: vehicle %d: %w", vc.ID, err)
 		}
 		if s.sealer, err = protocol.NewSealer(protocol.SealerConfig{Vehicle: vc.ID, Key: sk, MaxFrame: d.codec.MaxFrame(), Seqs: ctr}); err != nil {
 			return nil, fmt.Errorf("groundd: vehicle %d: %w", vc.ID, err)
@@ -231,15 +240,17 @@ func (d *Daemon) Poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 		}
 	}
 	if up {
-		d.mu.Lock()
-		for _, p := range s.pending {
-			out = append(out, p.frame)
+		cmds, err := d.sendCommands(s, now)
+		out = append(out, cmds...)
+		if err != nil {
+			return out, next, err
 		}
-		s.pending = nil
-		d.mu.Unlock()
 	}
-	if err := d.checkCommands(ctx, s, now); err != nil {
-		return nil, time.Time{}, err
+	if _, err := d.gw.Tick(now); err != nil {
+		return out, next, err
+	}
+	if t, ok := d.gw.NextDeadline(); ok && (next.IsZero() || t.Before(next)) {
+		next = t
 	}
 	if c := d.schedule.Change(vehicle, now); !c.IsZero() && (next.IsZero() || c.Before(next)) {
 		next = c
@@ -341,7 +352,7 @@ func (d *Daemon) startSender(ctx context.Context, s *session, r transferRec, now
 	if err != nil {
 		return err
 	}
-	p, err := transfer.NewPlan(d.codec, r.Vehicle, r.ID, r.target(), f, r.Size, r.Chunk, d.cfg.GroundKeyID, d.groundKey)
+	p, err := transfer.NewPlan(s.codec, r.Vehicle, r.ID, r.target(), f, r.Size, r.Chunk, d.cfg.GroundKeyID, d.groundKey)
 	if err != nil {
 		f.Close()
 		return err
@@ -357,7 +368,7 @@ func (d *Daemon) startSender(ctx context.Context, s *session, r transferRec, now
 	if rtt == 0 {
 		rtt = time.Second
 	}
-	snd, err := transfer.NewSender(transfer.SenderConfig{Codec: d.codec, Verifier: s.verifier, Rate: s.rate(), RTT: rtt,
+	snd, err := transfer.NewSender(transfer.SenderConfig{Codec: s.codec, ReturnCodec: d.codec, Verifier: s.verifier, Rate: s.rate(), RTT: rtt,
 		SeqBase: inc << 32, Resume: r.Started}, p)
 	if err != nil {
 		f.Close()
@@ -431,7 +442,15 @@ func (d *Daemon) advanceQueue(ctx context.Context, s *session, now time.Time) er
 		if err != nil {
 			return err
 		}
-		if u.State.Final() {
+		switch {
+		case u.State == UplinkDone:
+			// The vehicle installed it: it holds everything, whatever
+			// the last report said.
+			a := s.cur
+			d.dropSender(s)
+			a.rec.Done = true
+			return d.saveTransfer(ctx, &a.rec)
+		case u.State.Final():
 			if !s.cur.sender.Done() {
 				s.cur.sender.Cancel()
 			}
@@ -452,6 +471,37 @@ func (d *Daemon) advanceQueue(ctx context.Context, s *session, now time.Time) er
 		return d.startUplink(ctx, s, u, now)
 	}
 	return nil
+}
+
+// askStatus sends the status command (all housekeeping now), at most every
+// statusInterval and only while the link is up.
+func (d *Daemon) askStatus(ctx context.Context, s *session, now time.Time) error {
+	if !s.linkUp || (!s.lastStatus.IsZero() && now.Sub(s.lastStatus) < statusInterval) {
+		return nil
+	}
+	s.lastStatus = now
+	_, err := d.sendCommand(ctx, s, now, "status", nil, false)
+	return err
+}
+
+// planAccepted records that the vehicle accepted plan.
+func (d *Daemon) planAccepted(ctx context.Context, s *session, plan uint64) {
+	u, ok := d.uplinkOfPlan(ctx, s.cfg.ID, plan)
+	if !ok || slices.Contains(u.Accepted, plan) {
+		return
+	}
+	err := updateJSON(ctx, d.st, keyUplink(u.ID), func(u *Uplink, _ bool) error {
+		if slices.Contains(u.Accepted, plan) {
+			return store.ErrSkip
+		}
+		u.Accepted = append(u.Accepted, plan)
+		return nil
+	})
+	if err != nil {
+		d.log.Error("groundd: uplink", "uplink", u.ID, "err", err)
+		return
+	}
+	d.log.Info("groundd: plan accepted", "vehicle", s.cfg.ID, "uplink", u.ID, "plan", plan)
 }
 
 // vehicleUplinks returns the vehicle's uplinks in queue order.
@@ -501,6 +551,11 @@ func (d *Daemon) endUplink(ctx context.Context, id uint64, st UplinkState, why s
 // guarded by the uplink's revision (an operator's cancel in between wins).
 func (d *Daemon) startUplink(ctx context.Context, s *session, u *Uplink, now time.Time) error {
 	pl, err := d.planUplink(ctx, u, s)
+	if errors.Is(err, errNoKnowledge) {
+		// Stays queued; the vehicle's housekeeping unblocks it, and is
+		// asked for while the link is up.
+		return d.askStatus(ctx, s, now)
+	}
 	if err != nil {
 		d.log.Error("groundd: planning failed", "uplink", u.ID, "vehicle", u.Vehicle, "err", err)
 		return d.endUplink(ctx, u.ID, UplinkFailed, "planning: "+err.Error(), now)
@@ -547,6 +602,12 @@ func (d *Daemon) resumeUplink(ctx context.Context, s *session, u *Uplink, now ti
 	}
 	for _, r := range recs {
 		if r.Uplink == u.ID && !r.Done && !r.Abandoned {
+			if r.Kind == "bundle" && !slices.Contains(u.Accepted, r.Plan) {
+				// The bundle waits until the vehicle says it accepted the
+				// plan; its housekeeping is asked for meanwhile, in case
+				// the event was lost.
+				return d.askStatus(ctx, s, now)
+			}
 			if err := d.startSender(ctx, s, r, now); err != nil {
 				d.log.Error("groundd: cannot send", "uplink", u.ID, "transfer", r.ID, "err", err)
 				return d.endUplink(ctx, u.ID, UplinkFailed, err.Error(), now)
@@ -560,42 +621,41 @@ func (d *Daemon) resumeUplink(ctx context.Context, s *session, u *Uplink, now ti
 // ---- telemetry, events and verification reports ----
 
 func (d *Daemon) handleReturn(ctx context.Context, s *session, now time.Time, m protocol.Message) {
+	// The gateway archives telemetry and events and moves commands on
+	// their reports; groundd folds what it needs into its knowledge of
+	// the vehicle.
+	if err := d.gw.Receive(now, s.cfg.ID, m); err != nil {
+		d.log.Warn("groundd: gateway", "vehicle", s.cfg.ID, "type", fmt.Sprintf("%T", m), "err", err)
+	}
 	var rec TelemetryRecord
 	switch m := m.(type) {
 	case *protocol.Telemetry:
 		p, ok := dict.PacketByID(m.Packet)
 		if !ok {
-			d.log.Warn("groundd: unknown packet", "vehicle", s.cfg.ID, "packet", m.Packet)
 			return
 		}
 		vals, err := p.Decode(m.Params)
 		if err != nil {
-			d.log.Warn("groundd: bad packet", "vehicle", s.cfg.ID, "packet", p.Name, "err", err)
 			return
 		}
 		rec = TelemetryRecord{Vehicle: s.cfg.ID, Received: now.UTC(), Time: msTime(m.Time), Kind: "tm", Name: p.Name, Seq: m.Seq, Values: vals}
-		d.applyHK(ctx, s, p, vals)
+		d.applyHK(ctx, s, now, p, vals)
 	case *protocol.Event:
 		e, ok := dict.EventByID(m.ID)
 		if !ok {
-			d.log.Warn("groundd: unknown event", "vehicle", s.cfg.ID, "event", m.ID)
 			return
 		}
 		vals, err := e.Decode(m.Args)
 		if err != nil {
-			d.log.Warn("groundd: bad event", "vehicle", s.cfg.ID, "event", e.Name, "err", err)
 			return
 		}
 		rec = TelemetryRecord{Vehicle: s.cfg.ID, Received: now.UTC(), Time: msTime(m.Time), Kind: "event", Name: e.Name, Seq: m.Seq,
 			Values: vals, Text: m.Text, Severity: m.Severity.String()}
 		d.applyEvent(ctx, s, now, e, vals, rec)
-	case *protocol.Verification:
-		d.applyVerification(ctx, s, now, m)
+	default:
 		return
 	}
-	if err := d.archive(ctx, rec); err != nil {
-		d.log.Error("groundd: archive", "vehicle", s.cfg.ID, "err", err)
-	}
+	d.publish(rec)
 }
 
 func msTime(ms int64) time.Time {
@@ -606,7 +666,7 @@ func msTime(ms int64) time.Time {
 }
 
 // applyHK folds housekeeping into the vehicle's record.
-func (d *Daemon) applyHK(ctx context.Context, s *session, p *dict.Packet, vals dict.Values) {
+func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict.Packet, vals dict.Values) {
 	switch p {
 	case dict.HKSlots:
 		err := updateJSON(ctx, d.st, keyVehicle(s.cfg.ID), func(v *vehicleRec, _ bool) error {
@@ -635,6 +695,18 @@ func (d *Daemon) applyHK(ctx context.Context, s *session, p *dict.Packet, vals d
 		if err != nil {
 			d.log.Error("groundd: vehicle record", "vehicle", s.cfg.ID, "err", err)
 		}
+		d.installedFromHK(ctx, s, now, vals)
+	case dict.HKTransfer:
+		// A plan the vehicle is receiving the bundle of, or got further
+		// with, is accepted.
+		plan, _ := vals["plan_id"].(uint64)
+		st, _ := vals["state"].(uint64)
+		switch dict.EnumTransferState.NameOf(st) {
+		case "bundle", "paused", "installing", "installed", "base_mismatch", "armed":
+			if plan != 0 {
+				d.planAccepted(ctx, s, plan)
+			}
+		}
 	case dict.HKBoot:
 		b, _ := vals["booted_slot"].(uint64)
 		name := dict.EnumSlot.NameOf(b)
@@ -647,6 +719,37 @@ func (d *Daemon) applyHK(ctx context.Context, s *session, p *dict.Packet, vals d
 		})
 		if err != nil {
 			d.log.Error("groundd: vehicle record", "vehicle", s.cfg.ID, "err", err)
+		}
+	}
+}
+
+// installedFromHK ends a sent uplink as done when housekeeping shows a slot
+// holding its image, written or beyond: events can be lost, housekeeping
+// comes again.
+func (d *Daemon) installedFromHK(ctx context.Context, s *session, now time.Time, vals dict.Values) {
+	us, err := d.vehicleUplinks(ctx, s.cfg.ID)
+	if err != nil {
+		return
+	}
+	for _, u := range us {
+		if u.State != UplinkSent || len(u.Manifest) < 7+2*dict.ShortDigestLen {
+			continue
+		}
+		for _, n := range []string{"a", "b"} {
+			dg, _ := vals["slot_"+n+"_digest"].([]byte)
+			st, _ := vals["slot_"+n+"_state"].(uint64)
+			name := dict.EnumSlotState.NameOf(st)
+			if shortHex(dg) == u.Manifest[7:7+2*dict.ShortDigestLen] && (name == "written" || name == "pending" || name == "good") {
+				_ = updateJSON(ctx, d.st, keyVehicle(s.cfg.ID), func(v *vehicleRec, _ bool) error {
+					for i := range v.Slots {
+						if v.Slots[i].Name == n {
+							v.Slots[i].Manifest = u.Manifest
+						}
+					}
+					return nil
+				})
+				d.endUplinkAs(ctx, u.ID, UplinkDone, "", now)
+			}
 		}
 	}
 }
@@ -674,6 +777,8 @@ func (d *Daemon) applyEvent(ctx context.Context, s *session, now time.Time, e *d
 		return
 	}
 	switch e {
+	case dict.EvPlanAccepted:
+		d.planAccepted(ctx, s, planID)
 	case dict.EvInstallDone:
 		slot, _ := vals["slot"].(uint64)
 		name := dict.EnumSlot.NameOf(slot)
@@ -747,11 +852,27 @@ func (d *Daemon) baseMismatch(ctx context.Context, s *session, now time.Time, u 
 		return
 	}
 	d.log.Warn("groundd: base mismatch: planning a supplement", "uplink", u.ID, "plan", plan, "layers", len(layers))
-	if s.cur != nil && s.cur.rec.Uplink == u.ID {
-		s.cur.sender.Cancel()
+	// The vehicle holds the plan's bundle (it found the mismatch applying
+	// it) and keeps it for the supplement: its transfers are done, not
+	// cancelled, which would free its staging.
+	if s.cur != nil && s.cur.rec.Plan == plan {
 		d.dropSender(s)
 	}
-	pl, err := d.planSupplement(ctx, &u, s, plan, layers)
+	recs, err := listJSON[transferRec](ctx, d.st, "transfer/")
+	if err != nil {
+		d.log.Error("groundd: supplement", "uplink", u.ID, "err", err)
+		return
+	}
+	for _, r := range recs {
+		if r.Plan == plan && r.Vehicle == s.cfg.ID && !r.Done {
+			r.Done = true
+			if err := d.saveTransfer(ctx, &r); err != nil {
+				d.log.Error("groundd: supplement", "uplink", u.ID, "err", err)
+				return
+			}
+		}
+	}
+	pl, err := d.planSupplement(ctx, &u, plan, layers)
 	if err != nil {
 		d.endUplinkAs(ctx, u.ID, UplinkFailed, "supplement: "+err.Error(), now)
 		return
@@ -762,52 +883,7 @@ func (d *Daemon) baseMismatch(ctx context.Context, s *session, now time.Time, u 
 	_ = store.Delete(ctx, d.st, mismatchKey(plan))
 }
 
-// ---- the telemetry archive ----
-
-// archive stores a record under the vehicle, ordered by reception, and
-// hands it to followers.
-func (d *Daemon) archive(ctx context.Context, r TelemetryRecord) error {
-	n, err := d.st.Next(ctx, fmt.Sprintf("tlm/%d", r.Vehicle))
-	if err != nil {
-		return err
-	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	key := fmt.Sprintf("%s%020d/%016x", prefixTelemetry(r.Vehicle), r.Received.UnixNano(), n)
-	if err := store.Put(ctx, d.st, key, b); err != nil {
-		return err
-	}
-	d.publish(r)
-	return nil
-}
-
-// TelemetryRange returns vehicle's archived telemetry and events received
-// in [from, to) (zero to: no end), oldest first, at most limit (0: 1000).
-func (d *Daemon) TelemetryRange(ctx context.Context, vehicle uint32, from, to time.Time, limit int) ([]TelemetryRecord, error) {
-	if _, ok := d.sessionOf(vehicle); !ok {
-		return nil, fmt.Errorf("%w: vehicle %d", ErrNotFound, vehicle)
-	}
-	if limit <= 0 {
-		limit = 1000
-	}
-	all, err := listJSON[TelemetryRecord](ctx, d.st, prefixTelemetry(vehicle))
-	if err != nil {
-		return nil, err
-	}
-	var out []TelemetryRecord
-	for _, r := range all {
-		if r.Received.Before(from) || (!to.IsZero() && !r.Received.Before(to)) {
-			continue
-		}
-		out = append(out, r)
-		if len(out) == limit {
-			break
-		}
-	}
-	return out, nil
-}
+// ---- followers of the telemetry ----
 
 type subscriber struct {
 	vehicle uint32

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // backend is one kind of slot storage. Manager owns the slot state and
@@ -20,8 +22,9 @@ type backend interface {
 	// write writes img into the slot, syncs it and reads it back from the
 	// medium: the state to record (Written, with the digests), the
 	// counts and times in res, or a *mismatch when the read-back differs
-	// from what was expected.
-	write(ctx context.Context, img Image, res *InstallResult) (SlotInfo, error)
+	// from what was expected. It records the layer index into idx as the
+	// layers pass (nil: none).
+	write(ctx context.Context, img Image, res *InstallResult, idx *indexWriter) (SlotInfo, error)
 	// readBack reads an installed slot back from the medium for Verify:
 	// the digest recorded at install that it is compared with, and the
 	// one read now.
@@ -71,14 +74,24 @@ func (b *rawSlot) checkImage(img Image) error {
 	return nil
 }
 
-func (b *rawSlot) write(ctx context.Context, img Image, res *InstallResult) (SlotInfo, error) {
+func (b *rawSlot) write(ctx context.Context, img Image, res *InstallResult, idx *indexWriter) (SlotInfo, error) {
 	m := b.m
 	start := m.o.Now()
 	// Hash on the way only when nothing else says what was written.
 	expected := img.Digest
-	n, sum, err := b.writeImage(ctx, img, expected == "")
+	n, sum, err := b.writeImage(ctx, img, expected == "", idx)
 	if err != nil {
 		return SlotInfo{}, err
+	}
+	if idx != nil && img.RawStream {
+		// The layer is the filesystem image: all of it is on the device.
+		d := digest.Digest(img.Digest)
+		if len(img.DiffIDs) > 0 {
+			d = img.DiffIDs[0]
+		} else if d == "" {
+			d = digest.NewDigestFromBytes(digest.SHA256, sum[:])
+		}
+		idx.addWhole(d, n)
 	}
 	res.WriteTime += m.o.Now().Sub(start)
 	if expected == "" {
@@ -124,14 +137,14 @@ func (b *dirSlot) checkImage(img Image) error {
 	return nil
 }
 
-func (b *dirSlot) write(ctx context.Context, img Image, res *InstallResult) (SlotInfo, error) {
+func (b *dirSlot) write(ctx context.Context, img Image, res *InstallResult, idx *indexWriter) (SlotInfo, error) {
 	m := b.m
 	start := m.o.Now()
 	want := img.Tree
 	eo := m.o.Extract
 	eo.Hash = want == nil && img.Digest == ""
 	eo.DeclaredSize = img.Size
-	er, err := ExtractLayers(ctx, b.sl.Path, img.Layers, eo)
+	er, err := extractLayers(ctx, b.sl.Path, img.Layers, eo, idx)
 	if err != nil {
 		return SlotInfo{}, err
 	}
@@ -195,6 +208,13 @@ func checkLayers(img Image) error {
 		return fmt.Errorf("%w: no layers", ErrImageShape)
 	case slices.Contains(img.Layers, nil):
 		return fmt.Errorf("%w: a layer is nil", ErrImageShape)
+	case len(img.DiffIDs) > 0 && len(img.DiffIDs) != len(img.Layers):
+		return fmt.Errorf("%w: %d diff_ids for %d layers", ErrImageShape, len(img.DiffIDs), len(img.Layers))
+	}
+	for i, d := range img.DiffIDs {
+		if err := d.Validate(); err != nil {
+			return fmt.Errorf("%w: diff_id %d: %v", ErrImageShape, i, err)
+		}
 	}
 	return nil
 }
@@ -215,7 +235,7 @@ func shapeDiff(written, got []Entry) string {
 // writeImage writes the filesystem image (img's one layer: the image
 // itself with RawStream, or a tar holding it) from offset 0, within the
 // slot's capacity and the image's declared size.
-func (b *rawSlot) writeImage(ctx context.Context, img Image, hash bool) (int64, [32]byte, error) {
+func (b *rawSlot) writeImage(ctx context.Context, img Image, hash bool, idx *indexWriter) (int64, [32]byte, error) {
 	m, sl := b.m, b.sl
 	var zero [32]byte
 	if len(img.Layers) != 1 {
@@ -233,11 +253,18 @@ func (b *rawSlot) writeImage(ctx context.Context, img Image, hash bool) (int64, 
 		}
 	}
 	src, check := img.Layers[0], func() error { return nil }
+	var rec *layerRec
 	if !img.RawStream {
-		r, size, c, err := RawImage(img.Layers[0])
+		layer := img.Layers[0]
+		if idx != nil {
+			rec = idx.begin(0, layer)
+			layer = rec
+		}
+		r, size, c, err := RawImage(layer)
 		if err != nil {
 			return 0, zero, err
 		}
+		rec.device(0, size) // the file's content is the device's first size bytes
 		if size > capacity {
 			return 0, zero, fmt.Errorf("%w: image of %d bytes, slot of %d", ErrTooLarge, size, capacity)
 		}
@@ -252,6 +279,9 @@ func (b *rawSlot) writeImage(ctx context.Context, img Image, hash bool) (int64, 
 	}
 	if err := check(); err != nil {
 		return n, sum, err
+	}
+	if err := rec.end(); err != nil {
+		return n, sum, tarError(err)
 	}
 	return n, sum, nil
 }

@@ -123,6 +123,12 @@ type ExtractResult struct {
 // without following symlinks, and hard links must point inside. On error the
 // directory holds a partial tree; the caller's slot state says "writing".
 func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o ExtractOptions) (*ExtractResult, error) {
+	return extractLayers(ctx, dir, layers, o, nil)
+}
+
+// extractLayers is ExtractLayers recording the layers' index into idx
+// (nil: none).
+func extractLayers(ctx context.Context, dir string, layers []io.Reader, o ExtractOptions, idx *indexWriter) (*ExtractResult, error) {
 	o.defaults()
 	r, err := openRoot(dir)
 	if err != nil {
@@ -173,7 +179,15 @@ func ExtractLayers(ctx context.Context, dir string, layers []io.Reader, o Extrac
 		return nil, fmt.Errorf("slots: empty %s: %w", dir, err)
 	}
 	for i, l := range layers {
-		if err := x.layer(ctx, l); err != nil {
+		if idx != nil {
+			x.rec = idx.begin(i, l)
+			l = x.rec
+		}
+		err := x.layer(ctx, l)
+		if err == nil {
+			err = x.rec.end()
+		}
+		if err != nil {
 			<-deleted
 			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
@@ -342,6 +356,9 @@ type extractor struct {
 	name       string // the current entry's archive name, for errors
 
 	flush *flusher // nil: no early writeback
+
+	// rec records the current layer's index (nil: no index recorded).
+	rec *layerRec
 
 	// Small-file workers (nil jobs: none).
 	jobs     chan fileJob

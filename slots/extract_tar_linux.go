@@ -165,6 +165,9 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	case tar.TypeDir:
 		err = x.mkdir(t, e)
 	case tar.TypeReg, tar.TypeRegA:
+		if !sparse(hdr.PAXRecords) {
+			x.rec.file(rel, hdr.Size) // the content that follows is the file's
+		}
 		err = x.regular(t, e, tr, hdr.Size)
 	case tar.TypeSymlink:
 		err = x.symlink(t, e, hdr.Linkname)

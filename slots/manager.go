@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bootorbit/bootorbit/internal/vfs"
+	"github.com/opencontainers/go-digest"
 )
 
 // Backend kinds.
@@ -258,9 +259,13 @@ func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
 	return nil
 }
 
-// dropLocalState drops what a backend keeps beside slot id's content,
-// once the slot is recorded writing.
+// dropLocalState drops what is kept beside slot id's content (its layer
+// index, a directory slot's pristine /etc), once the slot is recorded
+// writing and before its content changes.
 func (m *Manager) dropLocalState(id SlotID) error {
+	if err := m.dropIndex(id); err != nil {
+		return err
+	}
 	if l, ok := m.backend(id).(localState); ok {
 		return l.dropLocalState()
 	}
@@ -330,6 +335,13 @@ type Image struct {
 	// with that.
 	Digest string
 	Tree   []Entry
+	// DiffIDs, if set, are the layers' diff_ids (the sha256 of each
+	// uncompressed tar, from the image config), one per layer: the layer
+	// index recorded at install (see Manager.Base) is keyed by them.
+	// Without them each layer is hashed as it is written. They are names,
+	// not checks: a layer that is not what its diff_id says gives a base
+	// whose ranges do not match, which the delta engine detects.
+	DiffIDs []digest.Digest
 	// Size, if positive, is what the image declares it expands to: the
 	// content bytes of its regular files for a directory slot, the
 	// filesystem image's size for a raw slot. An archive that expands to
@@ -345,6 +357,11 @@ type InstallResult struct {
 	Bytes        int64
 	Files        int
 	Etc          *MergeReport // /etc merge, when one ran
+	// IndexBytes is the size of the layer index recorded for the slot
+	// (Manager.Base); 0 when none was, and IndexSkipped says why (an
+	// image beyond the index's limits: its layers are not a delta base).
+	IndexBytes   int64
+	IndexSkipped string
 	WriteTime    time.Duration
 	VerifyTime   time.Duration
 }
@@ -428,6 +445,11 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 	if err := m.dropLocalState(id); err != nil {
 		return nil, err
 	}
+	idx, err := newIndexWriter(m.o.FS, m.o.StateDir, id, img.DiffIDs)
+	if err != nil {
+		return nil, err
+	}
+	defer idx.discard()
 	res := &InstallResult{}
 	start := m.o.Now().Add(-released)
 	if fc != nil {
@@ -436,7 +458,7 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 		}
 	}
 	res.WriteTime = m.o.Now().Sub(start) // the unmount and the format
-	info, err := m.backend(id).write(ctx, img, res)
+	info, err := m.backend(id).write(ctx, img, res, idx)
 	var mm *mismatch
 	if errors.As(err, &mm) {
 		return nil, m.failVerify(id, mm.reason)
@@ -446,6 +468,14 @@ func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallRe
 	}
 	if img.Digest != "" && img.Digest != res.Digest {
 		return nil, m.failVerify(id, fmt.Sprintf("content digest %s, image says %s", res.Digest, img.Digest))
+	}
+	// The index is durable before the slot is recorded written: a written
+	// slot has its index, or none (abandoned, or an older release's).
+	if res.IndexBytes, res.IndexSkipped, err = idx.commit(); err != nil {
+		return nil, err
+	}
+	if res.IndexSkipped != "" {
+		m.log.Warn("slot layer index not recorded", "slot", string(id), "reason", res.IndexSkipped)
 	}
 	if err := m.set(id, info); err != nil {
 		return nil, err
