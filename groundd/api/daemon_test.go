@@ -8,7 +8,7 @@ import (
 
 // The real Daemon and the fake serve the same API.
 var (
-	_ api.Daemon = (*groundd.Daemon)(nil)
-	_ api.Daemon = (*apitest.Fake)(nil)
+	_ api.Daemon    = (*groundd.Daemon)(nil)
+	_ api.Daemon    = (*apitest.Fake)(nil)
 	_ api.Counterer = (*apitest.Fake)(nil)
 )
