@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -415,5 +416,21 @@ func TestTokenFile(t *testing.T) {
 	}
 	if code, _, _ := clitest.Run(commands, "vehicles", "--server", "ftp://x"); code != 2 {
 		t.Errorf("a bad --server: exit %d", code)
+	}
+}
+
+// TestRunRefusesExposedAPI: groundd run stops before it opens anything when
+// its API would listen beyond loopback without a token.
+func TestRunRefusesExposedAPI(t *testing.T) {
+	for _, f := range []apiFlags{{addr: "0.0.0.0:7468"}, {addr: ":7468"}} {
+		err := runWithAPI(context.Background(), groundd.Config{}, groundd.Options{}, &f)
+		if !errors.Is(err, api.ErrNoToken) {
+			t.Errorf("--api %s: %v, want ErrNoToken", f.addr, err)
+		}
+	}
+	tf := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tf, []byte("short"), 0o600)
+	if err := runWithAPI(context.Background(), groundd.Config{}, groundd.Options{}, &apiFlags{addr: "0.0.0.0:7468", tokenFile: tf}); !errors.Is(err, api.ErrBadToken) {
+		t.Errorf("a short token: %v", err)
 	}
 }

@@ -64,22 +64,32 @@ type Server struct {
 	reg     *prometheus.Registry
 }
 
+// Check refuses a configuration that would expose the API
+// unauthenticated beyond this machine (ErrNoToken) and a bad token
+// (ErrBadToken). New checks too; a daemon's main checks first, so that a
+// refused address stops it before it opens anything.
+func (c Config) Check() error {
+	if c.Token != "" {
+		return CheckToken(c.Token)
+	}
+	if addr := cmp.Or(c.Addr, DefaultAddr); !IsLoopback(addr) {
+		return fmt.Errorf("%w: %s (set a token)", ErrNoToken, addr)
+	}
+	return nil
+}
+
 // New returns the server of d. It refuses a configuration that would
 // expose the API unauthenticated beyond this machine (ErrNoToken) and a
 // bad token (ErrBadToken).
 func New(d Daemon, cfg Config) (*Server, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
 	cfg.Addr = cmp.Or(cfg.Addr, DefaultAddr)
 	cfg.MaxBody = cmp.Or(cfg.MaxBody, DefaultMaxBody)
 	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, 15*time.Second)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.Token != "" {
-		if err := CheckToken(cfg.Token); err != nil {
-			return nil, err
-		}
-	} else if !IsLoopback(cfg.Addr) {
-		return nil, fmt.Errorf("%w: %s (set a token)", ErrNoToken, cfg.Addr)
 	}
 	s := &Server{d: d, cfg: cfg, log: cfg.Log, mux: http.NewServeMux()}
 	if s.log == nil {
