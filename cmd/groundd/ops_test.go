@@ -329,6 +329,7 @@ func TestTransfersWatchPlain(t *testing.T) {
 	out := e.ok(t, "transfers", "--watch", "--interval", "1ms")
 	want := `uplink 1 vehicle 7 bundle 11: 0/4 chunks, 0B of 4.0KiB (0%), 4.0KiB left, passes remaining 2
 uplink 1 vehicle 7 bundle 11: 2/4 chunks, 2.0KiB of 4.0KiB (50%), 2.0KiB left, passes remaining 1
+uplink 1 vehicle 7 bundle 11: 4/4 chunks, 4.0KiB of 4.0KiB (100%), done
 no transfer in flight
 `
 	if out != want {
@@ -345,7 +346,7 @@ func TestTransfersWatchJSON(t *testing.T) {
 	out := e.ok(t, "transfers", "--watch", "--interval", "1ms", "--json")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 4 {
-		t.Fatalf("want 4 JSON lines (two changes, the empty list, the end):\n%s", out)
+		t.Fatalf("want 4 JSON lines (two changes, done, the end):\n%s", out)
 	}
 	var doc struct {
 		Transfers []groundd.Transfer

@@ -60,12 +60,19 @@ terminal; with --json one document per line, at each change).`,
 			}
 			fetch := func(ctx context.Context) ([]groundd.Transfer, error) { return cl.Transfers(ctx, uplink, vehicle) }
 			if w.watch {
+				seen := map[uint64]groundd.Transfer{}
 				return watch(c, &f, &w, func(ctx context.Context) ([]groundd.Transfer, string, error) {
 					ts, err := fetch(ctx)
-					if err == nil && !inFlight(ts) {
+					if err != nil {
+						return nil, "", err
+					}
+					if ts, err = withEnded(ctx, cl, seen, ts); err != nil {
+						return nil, "", err
+					}
+					if !inFlight(ts) {
 						return ts, "no transfer in flight", nil
 					}
-					return ts, "", err
+					return ts, "", nil
 				})
 			}
 			ts, err := fetch(c.Context())
@@ -90,6 +97,42 @@ terminal; with --json one document per line, at each change).`,
 	addWatchFlags(c, &w)
 	addClientFlags(c, &f)
 	return c
+}
+
+// withEnded adds to ts, the transfers in flight, the last state of those
+// seen in flight before and gone now (done, or cancelled), from their
+// uplink's list, so that a watcher sees them end rather than vanish.
+func withEnded(ctx context.Context, cl *api.Client, seen map[uint64]groundd.Transfer, ts []groundd.Transfer) ([]groundd.Transfer, error) {
+	now := map[uint64]bool{}
+	for _, t := range ts {
+		now[t.ID] = true
+	}
+	byUplink := map[uint64][]groundd.Transfer{}
+	for id, old := range seen {
+		if now[id] {
+			continue
+		}
+		delete(seen, id)
+		all, ok := byUplink[old.Uplink]
+		if !ok {
+			var err error
+			if all, err = cl.Transfers(ctx, old.Uplink, 0); err != nil {
+				return nil, err
+			}
+			byUplink[old.Uplink] = all
+		}
+		for _, t := range all {
+			if t.ID == id {
+				ts = append(ts, t)
+			}
+		}
+	}
+	for _, t := range ts {
+		if !t.Done {
+			seen[t.ID] = t
+		}
+	}
+	return ts, nil
 }
 
 func inFlight(ts []groundd.Transfer) bool {
@@ -297,8 +340,8 @@ func (b *barProgress) update(ts []groundd.Transfer) error {
 			id := t.ID
 			bar = b.p.AddBar(int64(max(t.Size, 1)),
 				mpb.PrependDecorators(
-					decor.Name(fmt.Sprintf("uplink %d v%d %s %d ", t.Uplink, t.Vehicle, t.Kind, t.ID)),
-					decor.CountersKibiByte("% .1f / % .1f"),
+					decor.Name(fmt.Sprintf("uplink %d vehicle %d %s %d", t.Uplink, t.Vehicle, t.Kind, t.ID), decor.WCSyncSpaceR),
+					decor.CountersKibiByte("% .1f / % .1f", decor.WCSyncSpace),
 				),
 				mpb.AppendDecorators(
 					decor.Percentage(decor.WC{W: 5}),
@@ -307,7 +350,7 @@ func (b *barProgress) update(ts []groundd.Transfer) error {
 						defer b.mu.Unlock()
 						x := b.info[id]
 						return fmt.Sprintf("  %d/%d chunks, passes %s", x.Chunks, x.Total, passes(x))
-					}),
+					}, decor.WCSyncWidthR),
 				))
 			b.bars[t.ID] = bar
 		}
@@ -321,8 +364,11 @@ func (b *barProgress) update(ts []groundd.Transfer) error {
 }
 
 func (b *barProgress) finish(msg string) error {
-	for _, bar := range b.bars {
-		if !bar.Completed() {
+	for id, bar := range b.bars {
+		b.mu.Lock()
+		done := b.info[id].Done
+		b.mu.Unlock()
+		if !done { // a done bar completes by itself, asynchronously
 			bar.Abort(false)
 		}
 	}
