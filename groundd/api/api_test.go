@@ -528,3 +528,46 @@ func TestClientRefusesBadServer(t *testing.T) {
 		t.Errorf("short token: %v", err)
 	}
 }
+
+// TestVehicleZero: the daemon reads vehicle 0 as "every vehicle" in its
+// listing and subscription calls; the API's per-vehicle paths must not
+// hand out every vehicle's commands or telemetry under /vehicles/0.
+func TestVehicleZero(t *testing.T) {
+	f, ts, c := serve(t, "")
+	if _, err := c.SendCommand(context.Background(), 7, "noop", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Commands(context.Background(), 0)
+	apiErr(t, err, 404, api.CodeNotFound)
+	f.Publish(groundd.TelemetryRecord{Vehicle: 7, Received: t0, Kind: "tm", Name: "hk.boot", Seq: 1})
+	r := httpDo(t, ts, "", "GET", "/v1/vehicles/0/telemetry?follow=true&from=2026-12-07T00:00:00Z", "", "")
+	if r.status != 404 {
+		t.Fatalf("follow vehicle 0: %d %q", r.status, r.body)
+	}
+}
+
+// TestFollowLimit: the number of telemetry streams is bounded; one more
+// is refused with 503 until one ends.
+func TestFollowLimit(t *testing.T) {
+	f := apitest.New(func() time.Time { return t0 }, vehicles()...)
+	s, err := api.New(f, api.Config{MaxFollowers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s)
+	defer ts.Close()
+	c, _ := api.NewClient(ts.URL, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			done <- c.FollowTelemetry(ctx, 7, api.TelemetryQuery{}, func(groundd.TelemetryRecord) error { return nil })
+		}()
+		<-f.Subscribed
+	}
+	err = c.FollowTelemetry(context.Background(), 7, api.TelemetryQuery{}, func(groundd.TelemetryRecord) error { return nil })
+	apiErr(t, err, 503, api.CodeUnavailable)
+	cancel()
+	<-done
+	<-done
+}

@@ -210,6 +210,11 @@ func (s *Server) commandList(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The daemon reads vehicle 0 as every vehicle: the vehicle must exist.
+	if _, err := s.d.VehicleShow(r.Context(), uint32(vid)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	cs, err := s.d.Commands(r.Context(), uint32(vid))
 	if err != nil {
 		s.fail(w, r, err)
@@ -306,6 +311,18 @@ func (s *Server) telemetry(w http.ResponseWriter, r *http.Request) {
 // that the range already held are skipped.
 func (s *Server) follow(w http.ResponseWriter, r *http.Request, tq telemetryQuery) {
 	ctx := r.Context()
+	select {
+	case s.followers <- struct{}{}:
+		defer func() { <-s.followers }()
+	default:
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "%d telemetry streams are open already; try again later", cap(s.followers))
+		return
+	}
+	// The daemon reads vehicle 0 as every vehicle: the vehicle must exist.
+	if _, err := s.d.VehicleShow(ctx, tq.Vehicle); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	ch, err := s.d.TelemetryFollow(ctx, tq.Vehicle)
 	if err != nil {
 		s.fail(w, r, err)
@@ -402,7 +419,7 @@ func (s *Server) telemetryRange(ctx context.Context, q telemetryQuery) ([]ground
 }
 
 func matches(q telemetryQuery, r groundd.TelemetryRecord) bool {
-	return (q.Name == "" || q.Name == r.Name) && (q.Kind == "" || q.Kind == r.Kind) &&
+	return r.Vehicle == q.Vehicle && (q.Name == "" || q.Name == r.Name) && (q.Kind == "" || q.Kind == r.Kind) &&
 		(q.To.IsZero() || r.Received.Before(q.To))
 }
 

@@ -36,6 +36,9 @@ type Config struct {
 	// Heartbeat is how often a telemetry stream writes an empty line when
 	// nothing arrives, so that a dead client is noticed (default 15s).
 	Heartbeat time.Duration
+	// MaxFollowers bounds the telemetry streams open at once (default
+	// 64): each holds a subscription in the daemon.
+	MaxFollowers int
 	// Log receives the server's log (nil: discard).
 	Log *slog.Logger
 	// Now is the clock of the metrics' ages (nil: time.Now).
@@ -48,6 +51,7 @@ const DefaultMaxBody = 64 << 10
 
 // Limits of queries.
 const (
+	DefaultMaxFollowers   = 64
 	DefaultTelemetryLimit = 1000
 	MaxTelemetryLimit     = 10000
 	maxQuery              = 4096 // bytes of a URL's query
@@ -62,6 +66,8 @@ type Server struct {
 	handler http.Handler
 	tokenH  [sha256.Size]byte
 	reg     *prometheus.Registry
+	// followers holds a token per open telemetry stream.
+	followers chan struct{}
 }
 
 // Check refuses a configuration that would expose the API
@@ -88,10 +94,11 @@ func New(d Daemon, cfg Config) (*Server, error) {
 	cfg.Addr = cmp.Or(cfg.Addr, DefaultAddr)
 	cfg.MaxBody = cmp.Or(cfg.MaxBody, DefaultMaxBody)
 	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, 15*time.Second)
+	cfg.MaxFollowers = cmp.Or(cfg.MaxFollowers, DefaultMaxFollowers)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{d: d, cfg: cfg, log: cfg.Log, mux: http.NewServeMux()}
+	s := &Server{d: d, cfg: cfg, log: cfg.Log, mux: http.NewServeMux(), followers: make(chan struct{}, cfg.MaxFollowers)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
