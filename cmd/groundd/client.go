@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -30,14 +32,15 @@ type clientFlags struct {
 
 func addClientFlags(c *cobra.Command, f *clientFlags) {
 	fs := c.Flags()
-	fs.StringVar(&f.server, "server", cmp.Or(os.Getenv(serverEnv), "http://"+api.DefaultAddr), "the groundd API `URL` (default from $"+serverEnv+")")
+	fs.StringVar(&f.server, "server", cmp.Or(os.Getenv(serverEnv), "http://"+api.DefaultAddr), "the groundd API `URL` ($"+serverEnv+" sets the default)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "`FILE` holding the API's bearer token (needed when the server has one)")
 	cli.JSONFlag(c, &f.json)
 	cli.VerboseFlag(c, &f.verbose)
 }
 
-// client returns the API client the flags name.
-func (f *clientFlags) client() (*api.Client, error) {
+// client returns the API client the flags name; with -v it logs every
+// request to log.
+func (f *clientFlags) client(log *slog.Logger) (*api.Client, error) {
 	tok := ""
 	if f.tokenFile != "" {
 		b, err := readBounded(f.tokenFile, api.MaxToken+2)
@@ -50,7 +53,27 @@ func (f *clientFlags) client() (*api.Client, error) {
 	if err != nil {
 		return nil, cli.Usagef("%v", err)
 	}
+	if f.verbose {
+		c.HTTP.Transport = loggingTransport{http.DefaultTransport, log}
+	}
 	return c, nil
+}
+
+// loggingTransport logs each request's method, path, status and time.
+type loggingTransport struct {
+	next http.RoundTripper
+	log  *slog.Logger
+}
+
+func (t loggingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.next.RoundTrip(r)
+	if err != nil {
+		t.log.Info("api request failed", "method", r.Method, "url", r.URL.String(), "err", err)
+		return nil, err
+	}
+	t.log.Info("api request", "method", r.Method, "url", r.URL.String(), "status", resp.StatusCode, "took", time.Since(start).Round(time.Millisecond))
+	return resp, nil
 }
 
 // readBounded reads a small file, refusing one larger than max.

@@ -56,7 +56,7 @@ printing the vehicle's reason code.`,
 			if interval <= 0 {
 				return cli.Usagef("--interval must be more than 0")
 			}
-			cl, err := f.client()
+			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
 			if err != nil {
 				return err
 			}

@@ -435,3 +435,14 @@ func TestRunRefusesExposedAPI(t *testing.T) {
 		t.Errorf("a short token: %v", err)
 	}
 }
+
+func TestVerboseLogsRequests(t *testing.T) {
+	e := newOps(t, "")
+	code, _, errOut := e.run(t, "vehicles", "-v")
+	if code != 0 || !strings.Contains(errOut, "api request") || !strings.Contains(errOut, "/v1/vehicles") || !strings.Contains(errOut, "status=200") {
+		t.Errorf("vehicles -v: exit %d, stderr %q", code, errOut)
+	}
+	if _, _, errOut := e.run(t, "vehicles"); errOut != "" {
+		t.Errorf("vehicles without -v logged %q", errOut)
+	}
+}

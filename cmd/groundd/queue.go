@@ -49,7 +49,7 @@ duration from now; an uplink not done by its deadline expires.`,
 				return err
 			}
 			r.Vehicle = vehicle
-			cl, err := f.client()
+			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
 			if err != nil {
 				return err
 			}
@@ -87,7 +87,7 @@ by priority, then (with --all) those that ended.`,
   groundd queue ls --all --json`,
 		Args: cli.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := f.client()
+			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
 			if err != nil {
 				return err
 			}
@@ -160,7 +160,7 @@ standard output is not a terminal; with --json one document per change).`,
 			if err != nil {
 				return err
 			}
-			cl, err := f.client()
+			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
 			if err != nil {
 				return err
 			}
@@ -261,7 +261,7 @@ told). An uplink that ended cannot be cancelled (exit 1).`,
 			if err != nil {
 				return err
 			}
-			cl, err := f.client()
+			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
 			if err != nil {
 				return err
 			}
@@ -298,7 +298,7 @@ next to go), taking the priority of the uplinks it lands among.`,
 			if err != nil || pos < 0 {
 				return cli.Usagef("position %q: want 0 or more", args[1])
 			}
-			cl, err := f.client()
+			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
 			if err != nil {
 				return err
 			}

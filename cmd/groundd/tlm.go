@@ -54,7 +54,7 @@ interrupted (with --json: one JSON document per line).`,
 			default:
 				return cli.Usagef("--kind %q: want tm or event", q.Kind)
 			}
-			cl, err := f.client()
+			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
 			if err != nil {
 				return err
 			}

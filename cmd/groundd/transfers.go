@@ -51,7 +51,7 @@ terminal; with --json one document per line, at each change).`,
   groundd transfers --uplink 12 --json`,
 		Args: cli.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := f.client()
+			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
 			if err != nil {
 				return err
 			}

@@ -33,7 +33,7 @@ only), its transfers and its last events.`,
 			return nil
 		},
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := f.client()
+			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
 			if err != nil {
 				return err
 			}
