@@ -385,7 +385,7 @@ func TestQueueShowWatch(t *testing.T) {
 	// queue show polls the uplink, then its transfers: move the uplink
 	// to done on the last poll of the transfers, seen at the next round.
 	out := e.ok(t, "queue", "show", "1", "--watch", "--interval", "1ms")
-	contains(t, "queue show --watch", out, "2/4 chunks", "4/4 chunks, 4.0KiB of 4.0KiB (100%), done", "uplink 1 done")
+	contains(t, "queue show --watch", out, "2/4 chunks", "4/4 chunks, 4.0KiB of 4.0KiB (100%), done", "uplink 1 done\nvehicle 7 slots: a good v3 4f2c01aa00112233 (booted); b empty\n")
 
 	e.ok(t, "queue", "add", "--vehicle", "7", "--image", "oci:images:os-3")
 	u, _ := e.f.QueueShow(context.Background(), 2)

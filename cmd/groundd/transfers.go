@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -193,6 +194,18 @@ func watchUplink(c *cobra.Command, f *clientFlags, w *watchFlags, cl *api.Client
 			msg := fmt.Sprintf("uplink %d %s", u.ID, u.State)
 			if u.Error != "" {
 				msg += ": " + u.Error
+			}
+			// And what the vehicle's telemetry says its slots hold now.
+			if v, err := cl.VehicleShow(ctx, u.Vehicle); err == nil && len(v.Slots) > 0 {
+				msg += fmt.Sprintf("\nvehicle %d slots:", v.ID)
+				for _, s := range v.Slots {
+					msg += fmt.Sprintf(" %s %s", s.Name, slotText(v, s.Name))
+					if s.Booted {
+						msg += " (booted)"
+					}
+					msg += ";"
+				}
+				msg = strings.TrimSuffix(msg, ";")
 			}
 			return ts, msg, nil
 		}
