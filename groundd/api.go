@@ -19,6 +19,7 @@ type UplinkState string
 // The states of an uplink. Waiting states come first; Done, Failed,
 // Cancelled and Expired are final.
 const (
+	UplinkPending   UplinkState = "pending"   // queued by a followed tag, waiting for an operator's approval
 	UplinkQueued    UplinkState = "queued"    // waiting for its turn, its not-before time or a pass
 	UplinkActive    UplinkState = "active"    // planned; its plan and bundle are being sent
 	UplinkSent      UplinkState = "sent"      // the vehicle holds plan and bundle; installing
@@ -50,6 +51,8 @@ type UplinkRequest struct {
 	Deadline time.Time `json:"deadline,omitzero"`
 	// AllowDowngrade signs the permission to install a lower version.
 	AllowDowngrade bool `json:"allow_downgrade,omitempty"`
+	// Source says who queued it: "" an operator, "follow" a followed tag.
+	Source string `json:"source,omitempty"`
 }
 
 // Uplink is one entry of the uplink queue.
@@ -70,6 +73,9 @@ type Uplink struct {
 	// Accepted are the plans the vehicle said it accepted (plan_accepted,
 	// or hk.transfer): a plan's bundle is offered only then.
 	Accepted []uint64 `json:"accepted,omitempty"`
+	// Abort is the transfer_abort command sent to free the vehicle's
+	// staging after the uplink was cancelled or expired (0: none).
+	Abort uint64 `json:"abort_command,omitempty"`
 	// Manifest is the digest of the image planned.
 	Manifest string `json:"manifest,omitempty"`
 	// Base is the manifest the plan assumed the vehicle's booted slot holds.
@@ -121,6 +127,8 @@ type Vehicle struct {
 	// Transfers are the transfers in flight with what the vehicle reported
 	// holding.
 	Transfers []Transfer `json:"transfers,omitempty"`
+	// Following is the tag the vehicle follows and the last verdict on it.
+	Following *Following `json:"following,omitempty"`
 	// Events are the last events the vehicle reported (newest last).
 	Events []EventRecord `json:"events,omitempty"`
 }
@@ -166,3 +174,19 @@ type TelemetryRecord struct {
 
 // EventRecord is a vehicle event as kept in the vehicle's record.
 type EventRecord = TelemetryRecord
+
+// Following is the state of a vehicle's followed tag: where it points and
+// whether that image was queued, or why not.
+type Following struct {
+	Ref      string    `json:"ref"`
+	Policy   string    `json:"policy"`
+	Time     time.Time `json:"time,omitzero"`
+	Tag      string    `json:"tag,omitempty"`
+	Manifest string    `json:"manifest,omitempty"`
+	Version  uint64    `json:"version,omitempty"`
+	// Uplink is the uplink queued for it; Reason and Detail say why none
+	// was (unsigned, untrusted, other hardware, not newer).
+	Uplink uint64 `json:"uplink,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Detail string `json:"detail,omitempty"`
+}

@@ -69,6 +69,20 @@ type VehicleConfig struct {
 	// HardwareID, if set, is the vehicle's hardware: only releases for it
 	// are planned.
 	HardwareID string `json:"hardware_id,omitempty"`
+	// Follow, if set, is a tag the vehicle follows: when it moves to a newer
+	// image signed for the vehicle, an uplink is queued.
+	Follow *FollowConfig `json:"follow,omitempty"`
+}
+
+// FollowConfig is a followed tag.
+type FollowConfig struct {
+	// Ref is the tag: docker://HOST/REPO:TAG or oci:PATH:TAG.
+	Ref string `json:"ref"`
+	// Policy is "auto" (queue at once) or "approve" (queue as pending,
+	// for an operator to approve).
+	Policy string `json:"policy"`
+	// Interval between polls of the tag (default one minute).
+	Interval Duration `json:"interval,omitempty"`
 }
 
 // RegistryConfig are the settings registries need (groundd/images).
@@ -201,6 +215,14 @@ func (c *Config) Validate() error {
 		}
 		if v.SealKey != nil && (v.SealKey.File == "" || v.SealKey.ID == 0) {
 			errs = append(errs, fmt.Errorf("vehicles[%d]: seal_key needs an id and a file", i))
+		}
+		if f := v.Follow; f != nil {
+			if f.Ref == "" {
+				errs = append(errs, fmt.Errorf("vehicles[%d]: follow needs a ref", i))
+			}
+			if f.Policy != "auto" && f.Policy != "approve" {
+				errs = append(errs, fmt.Errorf("vehicles[%d]: follow policy %q: auto or approve", i, f.Policy))
+			}
 		}
 		if v.Rate < 0 {
 			errs = append(errs, fmt.Errorf("vehicles[%d]: negative rate", i))

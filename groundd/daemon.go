@@ -206,6 +206,11 @@ func updateJSON[T any](ctx context.Context, s store.Store, key string, fn func(v
 
 // QueueAdd queues an uplink.
 func (d *Daemon) QueueAdd(ctx context.Context, r UplinkRequest) (Uplink, error) {
+	r.Source = ""
+	return d.queueAdd(ctx, r, false)
+}
+
+func (d *Daemon) queueAdd(ctx context.Context, r UplinkRequest, pending bool) (Uplink, error) {
 	if _, ok := d.sessionOf(r.Vehicle); !ok {
 		return Uplink{}, fmt.Errorf("%w: vehicle %d is not configured", ErrInvalid, r.Vehicle)
 	}
@@ -224,6 +229,9 @@ func (d *Daemon) QueueAdd(ctx context.Context, r UplinkRequest) (Uplink, error) 
 	}
 	now := d.now().UTC()
 	u := Uplink{ID: id, UplinkRequest: r, State: UplinkQueued, Order: int64(id) << 20, Created: now, Updated: now}
+	if pending {
+		u.State = UplinkPending
+	}
 	b, _ := json.Marshal(u)
 	ok, err := d.st.Txn(ctx, []store.Cmp{{Key: keyUplink(id)}}, []store.Op{{Key: keyUplink(id), Value: b}})
 	if err != nil {
@@ -249,26 +257,30 @@ func (d *Daemon) QueueList(ctx context.Context) ([]Uplink, error) {
 }
 
 func queueOrder(a, b Uplink) int {
-	fa, fb := a.State.Final(), b.State.Final()
-	if fa != fb {
-		if fa {
-			return 1
-		}
-		return -1
+	if c := cmp.Compare(stateRank(a.State), stateRank(b.State)); c != 0 {
+		return c
 	}
-	if fa {
+	if a.State.Final() {
 		return cmp.Compare(a.ID, b.ID)
-	}
-	if a.State == UplinkQueued != (b.State == UplinkQueued) { // active ones first
-		if a.State == UplinkQueued {
-			return 1
-		}
-		return -1
 	}
 	if c := cmp.Compare(b.Priority, a.Priority); c != 0 {
 		return c
 	}
 	return cmp.Compare(a.Order, b.Order)
+}
+
+// stateRank orders the queue: uplinks being sent, waiting ones, those
+// waiting for an operator's approval, then ended ones.
+func stateRank(s UplinkState) int {
+	switch {
+	case s == UplinkActive || s == UplinkSent:
+		return 0
+	case s == UplinkQueued:
+		return 1
+	case s == UplinkPending:
+		return 2
+	}
+	return 3
 }
 
 // QueueShow returns one uplink.
@@ -290,11 +302,36 @@ func (d *Daemon) QueueCancel(ctx context.Context, id uint64) (Uplink, error) {
 			return fmt.Errorf("%w: uplink %d is %s", ErrState, id, u.State)
 		}
 		u.State, u.Updated = UplinkCancelled, d.now().UTC()
+		if u.Error == "" {
+			u.Error = "cancelled by an operator"
+		}
 		out = *u
 		return nil
 	})
 	if err == nil {
 		d.log.Info("groundd: uplink cancelled", "uplink", id)
+		d.poke(out.Vehicle)
+	}
+	return out, err
+}
+
+// QueueApprove approves an uplink waiting for an operator (a tag a vehicle
+// follows moved, under the "approve" policy): it joins the queue.
+func (d *Daemon) QueueApprove(ctx context.Context, id uint64) (Uplink, error) {
+	var out Uplink
+	err := updateJSON(ctx, d.st, keyUplink(id), func(u *Uplink, found bool) error {
+		if !found {
+			return fmt.Errorf("%w: uplink %d", ErrNotFound, id)
+		}
+		if u.State != UplinkPending {
+			return fmt.Errorf("%w: uplink %d is %s, not pending", ErrState, id, u.State)
+		}
+		u.State, u.Updated = UplinkQueued, d.now().UTC()
+		out = *u
+		return nil
+	})
+	if err == nil {
+		d.log.Info("groundd: uplink approved", "uplink", id)
 		d.poke(out.Vehicle)
 	}
 	return out, err
@@ -405,11 +442,26 @@ func (d *Daemon) VehicleShow(ctx context.Context, id uint32) (Vehicle, error) {
 	d.mu.Lock()
 	v.Link = s.linkUp
 	d.mu.Unlock()
+	if s.cfg.Follow != nil {
+		f, _, err := getJSON[Following](ctx, d.st, keyFollow(id))
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return Vehicle{}, err
+		}
+		f.Ref, f.Policy = s.cfg.Follow.Ref, s.cfg.Follow.Policy
+		v.Following = &f
+	}
 	if v.Transfers, err = d.transfersOf(ctx, id); err != nil {
 		return Vehicle{}, err
 	}
-	for _, t := range v.Transfers {
-		v.Active = t.Uplink
+	us, err := d.vehicleUplinks(ctx, id)
+	if err != nil {
+		return Vehicle{}, err
+	}
+	for _, u := range us {
+		if u.State == UplinkActive || u.State == UplinkSent {
+			v.Active = u.ID
+			break
+		}
 	}
 	return v, nil
 }

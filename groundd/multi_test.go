@@ -10,6 +10,7 @@ import (
 	"github.com/bootorbit/bootorbit/groundd/groundtest"
 	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/protocol"
+	"github.com/bootorbit/bootorbit/protocol/dict"
 )
 
 // TestSeveralVehicles: two vehicles are served at once, each with one
@@ -102,5 +103,14 @@ func TestSeveralVehicles(t *testing.T) {
 	}
 	if w.veh.Rx.Stats.Cancelled == 0 {
 		t.Error("the vehicle never saw the cancel")
+	}
+	// And the plan was abandoned on the vehicle, freeing its staging.
+	u, _ := d.QueueShow(ctx, a1)
+	var aborted bool
+	for _, c := range w.veh.Commands {
+		aborted = aborted || c.Opcode == dict.CmdAbort.Opcode
+	}
+	if u.Abort == 0 || !aborted {
+		t.Errorf("no transfer_abort for the cancelled uplink's plan (command %d, vehicle saw it: %v)", u.Abort, aborted)
 	}
 }

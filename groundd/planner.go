@@ -379,13 +379,10 @@ func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, p *update.Plan, bas
 		return nil, err
 	}
 	p.BundleSize, p.BundleDigest, p.Supplement = size, bundle, supplement
-	// The vehicle stages the bundle, and one layer at a time while it
-	// rebuilds it.
-	var largest int64
-	for _, l := range st.Layers {
-		largest = max(largest, l.Size)
-	}
-	p.Staging = size + uint64(largest)
+	// The vehicle stages the plan and the bundle, nothing else (flightd
+	// installs from the staged bundle with bounded memory): the plan's
+	// bytes are bounded as update.MaxPlanSize bounds them.
+	p.Staging = size + uint64(len(p.Manifest)+len(p.Config)) + 4096
 	if err := update.SignPlan(d.groundKey, keyID, p); err != nil {
 		return nil, err
 	}

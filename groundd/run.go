@@ -29,8 +29,19 @@ func (d *Daemon) Run(ctx context.Context, links map[uint32]Link) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, len(d.cfg.Vehicles))
+	errs := make(chan error, 2*len(d.cfg.Vehicles))
 	for _, vc := range d.cfg.Vehicles {
+		if vc.Follow != nil {
+			s, _ := d.sessionOf(vc.ID)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := d.follow(ctx, s); err != nil {
+					errs <- err
+					cancel()
+				}
+			}()
+		}
 		l := links[vc.ID]
 		if l == nil {
 			if vc.Link.Kind == "" {

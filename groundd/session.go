@@ -434,6 +434,11 @@ func (d *Daemon) advanceQueue(ctx context.Context, s *session, now time.Time) er
 		if u.State == UplinkActive || u.State == UplinkSent {
 			busy = u
 		}
+		if (u.State == UplinkCancelled || u.State == UplinkExpired) && len(u.Plans) > 0 && u.Abort == 0 {
+			if err := d.abortOnVehicle(ctx, s, u, now); err != nil {
+				return err
+			}
+		}
 	}
 	// The transfer in flight belongs to an uplink that ended (cancelled,
 	// expired): cancel it on the vehicle, which frees its staging.
@@ -502,6 +507,22 @@ func (d *Daemon) planAccepted(ctx context.Context, s *session, plan uint64) {
 		return
 	}
 	d.log.Info("groundd: plan accepted", "vehicle", s.cfg.ID, "uplink", u.ID, "plan", plan)
+}
+
+// abortOnVehicle tells the vehicle to abandon the last plan of an uplink
+// that ended unfinished (transfer_abort of the plan: both its transfers and
+// its staging), once.
+func (d *Daemon) abortOnVehicle(ctx context.Context, s *session, u *Uplink, now time.Time) error {
+	plan := u.Plans[len(u.Plans)-1]
+	c, err := d.sendCommand(ctx, s, now, "transfer_abort", map[string]any{"id": plan, "kind": uint64(1)}, false)
+	if err != nil {
+		return err
+	}
+	d.log.Info("groundd: plan abandoned on the vehicle", "vehicle", s.cfg.ID, "uplink", u.ID, "plan", plan, "command", c.ID)
+	return updateJSON(ctx, d.st, keyUplink(u.ID), func(x *Uplink, _ bool) error {
+		x.Abort = c.ID
+		return nil
+	})
 }
 
 // vehicleUplinks returns the vehicle's uplinks in queue order.

@@ -41,6 +41,11 @@ const (
 	CancelResources uint8 = 4
 	// CancelAck: the receiver acknowledges a ground cancel.
 	CancelAck uint8 = 5
+	// CancelRefused: the vehicle's acceptance policy refused the transfer
+	// or abandoned it (a bundle for a plan it did not accept, a plan over
+	// its storage quota, an operator's abort); the vehicle's events and
+	// verification reports carry the detailed reason code.
+	CancelRefused uint8 = 6
 )
 
 // Offer announces a transfer: the plan, signed by the ground with ed25519.
@@ -289,7 +294,7 @@ func (m *Cancel) Validate() error {
 	switch {
 	case m.ID == 0:
 		return errNoID
-	case m.Reason == 0 || m.Reason > CancelAck:
+	case m.Reason == 0 || m.Reason > CancelRefused:
 		return fmt.Errorf("cancel reason %d unknown", m.Reason)
 	case len(m.Sig) != 0 && len(m.Sig) != SignatureLen:
 		return fmt.Errorf("cancel signature is %d bytes, want %d", len(m.Sig), SignatureLen)

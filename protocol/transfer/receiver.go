@@ -94,6 +94,14 @@ type ReceiverConfig struct {
 	// amplified onto the narrow return link.
 	AnswerRate  float64
 	AnswerBurst int
+	// Accept, if set, is the vehicle's own acceptance policy: it is asked
+	// about every new offer that passed the receiver's checks (vehicle,
+	// signature, replay, limits), before anything of it is journaled. A
+	// refusal (ok false) is counted in Stats.OffersRefused and answered,
+	// from the answer budget, with a Cancel of the reason returned (for
+	// instance protocol.CancelRefused); nothing is recorded, so the same
+	// offer sent again is asked about again. It must not call the Receiver.
+	Accept func(o *protocol.Offer) (reason uint8, ok bool)
 }
 
 func (c *ReceiverConfig) setDefaults() error {
@@ -493,6 +501,13 @@ func (r *Receiver) onOffer(m *protocol.Offer) error {
 		r.answer(&protocol.Cancel{ID: m.ID, Reason: protocol.CancelResources})
 		return err
 	}
+	if r.cfg.Accept != nil {
+		if reason, ok := r.cfg.Accept(m); !ok {
+			r.Stats.OffersRefused++
+			r.answer(&protocol.Cancel{ID: m.ID, Reason: reason})
+			return fmt.Errorf("%w: offer %d, reason %d", ErrRefused, m.ID, reason)
+		}
+	}
 	frame, err := r.cfg.Codec.Encode(m)
 	if err != nil {
 		return err
@@ -741,6 +756,22 @@ func (r *Receiver) onCancel(m *protocol.Cancel) error {
 	r.Stats.Forged++
 	r.Counters.Add(protocol.ReasonBadSignature)
 	return fmt.Errorf("%w: cancel of unknown transfer %d", protocol.ErrBadSignature, m.ID)
+}
+
+// Abandon ends active transfer id on the vehicle's own decision (an
+// operator's abort, a plan refused after its bundle started): the transfer
+// is finished as cancelled (an offer of it sent again is refused as
+// replayed), the records that forget it are in the next Ready, and the
+// ground is told with a Cancel of reason. False if id is not active.
+func (r *Receiver) Abandon(id uint64, reason uint8) bool {
+	t := r.active[id]
+	if t == nil {
+		return false
+	}
+	r.finish(id, t, statusCancelled)
+	r.Stats.Cancelled++
+	r.send(&protocol.Cancel{ID: id, Reason: reason})
+	return true
 }
 
 // Tick moves the receiver's timers to now.

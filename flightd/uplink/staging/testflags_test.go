@@ -1,0 +1,3 @@
+package staging
+
+import _ "github.com/bootorbit/bootorbit/internal/testrand"

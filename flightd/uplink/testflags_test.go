@@ -1,0 +1,3 @@
+package uplink
+
+import _ "github.com/bootorbit/bootorbit/internal/testrand"
