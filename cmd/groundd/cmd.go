@@ -28,7 +28,8 @@ to a vehicle: groundd signs and sequences it and sends it at the vehicle's
 next contact. Arguments are NAME=VALUE: numbers in decimal or 0x hex,
 true/false, an enumeration by label (slot=b) or number, bytes in hex.
 The command then goes through its stages (queued, sent, accepted or
-rejected, started, progress, completed or failed, or timed_out); with
+rejected, started, progress, completed or failed, timeout, or
+cancelled); with
 --wait, cmd follows them until the last and exits 1 unless it completed,
 printing the vehicle's reason code.`,
 		Example: `  groundd cmd 7 noop
@@ -118,7 +119,7 @@ printing the vehicle's reason code.`,
 
 func stageFinal(s groundd.CommandStage) bool {
 	switch s {
-	case groundd.CmdCompleted, groundd.CmdFailed, groundd.CmdRejected, groundd.CmdTimedOut:
+	case groundd.CmdCompleted, groundd.CmdFailed, groundd.CmdRejected, groundd.CmdTimedOut, groundd.CmdCancelled:
 		return true
 	}
 	return false

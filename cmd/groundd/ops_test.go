@@ -117,6 +117,13 @@ func TestQueueCommands(t *testing.T) {
 	}
 
 	contains(t, "queue reorder", e.ok(t, "queue", "reorder", "2", "0"), "uplink 2 moved to position 0")
+	if code, _, errOut := e.run(t, "queue", "approve", "2"); code != 1 || !strings.Contains(errOut, "not pending") {
+		t.Errorf("approving a queued uplink: exit %d %s", code, errOut)
+	}
+	u2, _ := e.f.QueueShow(context.Background(), 2)
+	u2.State = groundd.UplinkPending
+	e.f.SetUplink(u2)
+	contains(t, "queue approve", e.ok(t, "queue", "approve", "2"), "uplink 2 queued: oci:images:os-3 to vehicle 9")
 	contains(t, "queue cancel", e.ok(t, "queue", "cancel", "1"), "uplink 1 cancelled")
 	if out := e.ok(t, "queue", "ls"); strings.Contains(out, "cancelled") {
 		t.Errorf("queue ls shows an ended uplink:\n%s", out)

@@ -19,6 +19,7 @@ progress of its transfers, cancel an uplink, or move it in the queue.`)
 	commands.Add("queue", newQueueShow)
 	commands.Add("queue", newQueueCancel)
 	commands.Add("queue", newQueueReorder)
+	commands.Add("queue", newQueueApprove)
 }
 
 func newQueueAdd() *cobra.Command {
@@ -310,6 +311,41 @@ next to go), taking the priority of the uplinks it lands among.`,
 				return cli.WriteJSON(c.OutOrStdout(), u)
 			}
 			fmt.Fprintf(c.OutOrStdout(), "uplink %d moved to position %d (priority %d)\n", u.ID, pos, u.Priority)
+			return nil
+		},
+	}
+	addClientFlags(c, &f)
+	return c
+}
+
+func newQueueApprove() *cobra.Command {
+	var f clientFlags
+	c := &cobra.Command{
+		Use:   "approve ID",
+		Short: "approve an uplink pending an operator's approval",
+		Long: `Approve queues an uplink that waits for an operator: one queued because a
+tag a vehicle follows moved to a newer signed image, under the "approve"
+policy. It then goes like any other uplink.`,
+		Example: `  groundd queue ls --all
+  groundd queue approve 12`,
+		Args: exactArgs(1, "an uplink ID"),
+		RunE: func(c *cobra.Command, args []string) error {
+			id, err := uplinkID(args[0])
+			if err != nil {
+				return err
+			}
+			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
+			if err != nil {
+				return err
+			}
+			u, err := cl.QueueApprove(c.Context(), id)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return cli.WriteJSON(c.OutOrStdout(), u)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "uplink %d %s: %s to vehicle %d\n", u.ID, u.State, u.Image, u.Vehicle)
 			return nil
 		},
 	}

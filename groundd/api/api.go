@@ -31,6 +31,9 @@ type Daemon interface {
 	QueueShow(ctx context.Context, id uint64) (groundd.Uplink, error)
 	QueueCancel(ctx context.Context, id uint64) (groundd.Uplink, error)
 	QueueReorder(ctx context.Context, id uint64, pos int) (groundd.Uplink, error)
+	// QueueApprove queues an uplink pending an operator's approval (one a
+	// followed tag queued under the "approve" policy).
+	QueueApprove(ctx context.Context, id uint64) (groundd.Uplink, error)
 
 	Vehicles(ctx context.Context) ([]groundd.Vehicle, error)
 	VehicleShow(ctx context.Context, id uint32) (groundd.Vehicle, error)
@@ -40,6 +43,8 @@ type Daemon interface {
 
 	SendCommand(ctx context.Context, vehicle uint32, opcode string, args map[string]any) (groundd.Command, error)
 	CommandShow(ctx context.Context, id uint64) (groundd.Command, error)
+	// CommandCancel cancels a command of vehicle not sent yet.
+	CommandCancel(ctx context.Context, vehicle uint32, id uint64) (groundd.Command, error)
 	// Commands lists the commands sent to vehicle (0: to every vehicle).
 	Commands(ctx context.Context, vehicle uint32) ([]groundd.Command, error)
 

@@ -571,3 +571,29 @@ func TestFollowLimit(t *testing.T) {
 	<-done
 	<-done
 }
+
+func TestApproveAndCommandCancel(t *testing.T) {
+	ctx := context.Background()
+	f, _, c := serve(t, "")
+	u, _ := c.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: 7, Image: "oci:images:os-2"})
+	_, err := c.QueueApprove(ctx, u.ID)
+	apiErr(t, err, 409, api.CodeConflict) // queued, not pending
+	u.State = groundd.UplinkPending
+	f.SetUplink(u)
+	got, err := c.QueueApprove(ctx, u.ID)
+	if err != nil || got.State != groundd.UplinkQueued {
+		t.Fatalf("approve: %+v %v", got, err)
+	}
+	_, err = c.QueueApprove(ctx, 99)
+	apiErr(t, err, 404, api.CodeNotFound)
+
+	cmd, _ := c.SendCommand(ctx, 7, "noop", nil)
+	_, err = c.CommandCancel(ctx, 9, cmd.ID)
+	apiErr(t, err, 404, api.CodeNotFound) // another vehicle's
+	cc, err := c.CommandCancel(ctx, 7, cmd.ID)
+	if err != nil || cc.Stage != groundd.CmdCancelled {
+		t.Fatalf("cancel: %+v %v", cc, err)
+	}
+	_, err = c.CommandCancel(ctx, 7, cmd.ID)
+	apiErr(t, err, 409, api.CodeConflict)
+}

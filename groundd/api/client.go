@@ -169,6 +169,18 @@ func (c *Client) QueueReorder(ctx context.Context, id uint64, pos int) (groundd.
 	return u, c.do(ctx, http.MethodPost, "/v1/queue/"+strconv.FormatUint(id, 10)+"/reorder", nil, ReorderRequest{pos}, &u)
 }
 
+// QueueApprove queues an uplink pending an operator's approval.
+func (c *Client) QueueApprove(ctx context.Context, id uint64) (groundd.Uplink, error) {
+	var u groundd.Uplink
+	return u, c.do(ctx, http.MethodPost, "/v1/queue/"+strconv.FormatUint(id, 10)+"/approve", nil, struct{}{}, &u)
+}
+
+// CommandCancel cancels a command not sent yet.
+func (c *Client) CommandCancel(ctx context.Context, vehicle uint32, id uint64) (groundd.Command, error) {
+	var cmd groundd.Command
+	return cmd, c.do(ctx, http.MethodPost, "/v1/vehicles/"+strconv.FormatUint(uint64(vehicle), 10)+"/commands/"+strconv.FormatUint(id, 10)+"/cancel", nil, struct{}{}, &cmd)
+}
+
 // Vehicles lists what groundd knows of every vehicle.
 func (c *Client) Vehicles(ctx context.Context) ([]groundd.Vehicle, error) {
 	var vs []groundd.Vehicle

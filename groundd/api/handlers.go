@@ -109,6 +109,36 @@ func (s *Server) queueReorder(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, u)
 }
 
+func (s *Server) queueApprove(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathUint(w, r, "id", 64)
+	if !ok {
+		return
+	}
+	u, err := s.d.QueueApprove(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
+}
+
+func (s *Server) commandCancel(w http.ResponseWriter, r *http.Request) {
+	vid, ok := pathUint(w, r, "vid", 32)
+	if !ok {
+		return
+	}
+	id, ok := pathUint(w, r, "id", 64)
+	if !ok {
+		return
+	}
+	c, err := s.d.CommandCancel(r.Context(), uint32(vid), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
 func (s *Server) vehicles(w http.ResponseWriter, r *http.Request) {
 	vs, err := s.d.Vehicles(r.Context())
 	if err != nil {

@@ -219,6 +219,24 @@ func (f *Fake) QueueReorder(ctx context.Context, id uint64, pos int) (groundd.Up
 	return *u, nil
 }
 
+// QueueApprove queues a pending uplink.
+func (f *Fake) QueueApprove(_ context.Context, id uint64) (groundd.Uplink, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Err != nil {
+		return groundd.Uplink{}, f.Err
+	}
+	u, ok := f.uplinks[id]
+	if !ok {
+		return groundd.Uplink{}, fmt.Errorf("%w: uplink %d", groundd.ErrNotFound, id)
+	}
+	if u.State != groundd.UplinkPending {
+		return groundd.Uplink{}, fmt.Errorf("%w: uplink %d is %s, not pending", groundd.ErrState, id, u.State)
+	}
+	u.State, u.Updated = groundd.UplinkQueued, f.now()
+	return *u, nil
+}
+
 // Vehicles lists the vehicles by id.
 func (f *Fake) Vehicles(ctx context.Context) ([]groundd.Vehicle, error) {
 	f.mu.Lock()
@@ -325,6 +343,25 @@ func (f *Fake) CommandShow(_ context.Context, id uint64) (groundd.Command, error
 	if !ok {
 		return groundd.Command{}, fmt.Errorf("%w: command %d", groundd.ErrNotFound, id)
 	}
+	return c, nil
+}
+
+// CommandCancel cancels a queued command of vehicle.
+func (f *Fake) CommandCancel(_ context.Context, vehicle uint32, id uint64) (groundd.Command, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Err != nil {
+		return groundd.Command{}, f.Err
+	}
+	c, ok := f.commands[id]
+	if !ok || c.Vehicle != vehicle {
+		return groundd.Command{}, fmt.Errorf("%w: command %d of vehicle %d", groundd.ErrNotFound, id, vehicle)
+	}
+	if c.Stage != groundd.CmdQueued {
+		return groundd.Command{}, fmt.Errorf("%w: command %d is %s", groundd.ErrState, id, c.Stage)
+	}
+	c.Stage, c.Updated = groundd.CmdCancelled, f.now()
+	f.commands[id] = c
 	return c, nil
 }
 
