@@ -195,8 +195,19 @@ func watchUplink(c *cobra.Command, f *clientFlags, w *watchFlags, cl *api.Client
 			if u.Error != "" {
 				msg += ": " + u.Error
 			}
-			// And what the vehicle's telemetry says its slots hold now.
-			if v, err := cl.VehicleShow(ctx, u.Vehicle); err == nil && len(v.Slots) > 0 {
+			// And what the vehicle's telemetry says its slots hold: after
+			// an install, the housekeeping that shows it follows the
+			// install_done event, so wait a few rounds for it.
+			v, err := cl.VehicleShow(ctx, u.Vehicle)
+			for i := 0; err == nil && u.State == groundd.UplinkDone && !holds(v, u.Manifest) && i < settleRounds; i++ {
+				select {
+				case <-ctx.Done():
+					return nil, "", ctx.Err()
+				case <-time.After(w.interval):
+				}
+				v, err = cl.VehicleShow(ctx, u.Vehicle)
+			}
+			if err == nil && len(v.Slots) > 0 {
 				msg += fmt.Sprintf("\nvehicle %d slots:", v.ID)
 				for _, s := range v.Slots {
 					msg += fmt.Sprintf(" %s %s", s.Name, slotText(v, s.Name))
@@ -218,6 +229,25 @@ func watchUplink(c *cobra.Command, f *clientFlags, w *watchFlags, cl *api.Client
 		return fmt.Errorf("uplink %d %s", final.ID, final.State)
 	}
 	return nil
+}
+
+// settleRounds bounds the rounds queue show --watch waits, after an
+// uplink is done, for the vehicle's telemetry to show the new image.
+const settleRounds = 10
+
+// holds reports whether the vehicle's telemetry shows manifest in a slot
+// (telemetry carries the digest's first 8 bytes).
+func holds(v groundd.Vehicle, manifest string) bool {
+	_, hex, ok := strings.Cut(manifest, ":")
+	if !ok || len(hex) < 16 {
+		return false
+	}
+	for _, s := range v.Slots {
+		if s.Digest == hex[:16] {
+			return true
+		}
+	}
+	return false
 }
 
 // progress shows successive snapshots of transfers.
@@ -272,16 +302,24 @@ type plainProgress struct {
 
 func (p *plainProgress) update(ts []groundd.Transfer) error {
 	for _, t := range ts {
-		if old, ok := p.last[t.ID]; ok && old == t {
-			continue
+		old, ok := p.last[t.ID]
+		if ok && (old == t || old.Done && t.Done) {
+			continue // nothing moved; a done transfer is said done once
 		}
 		p.last[t.ID] = t
 		state := fmt.Sprintf("%s left, passes remaining %s", bytesText(t.Remaining), passes(t))
 		if t.Done {
 			state = "done"
 		}
-		if _, err := fmt.Fprintf(p.w, "uplink %d vehicle %d %s %d: %d/%d chunks, %s of %s (%s), %s\n",
-			t.Uplink, t.Vehicle, t.Kind, t.ID, t.Chunks, t.Total, bytesText(t.Bytes), bytesText(t.Size), percent(t), state); err != nil {
+		chunks := fmt.Sprintf("%d/%d chunks", t.Chunks, t.Total)
+		switch {
+		case t.Done: // the last report may predate the end
+			chunks = fmt.Sprintf("%d/%d chunks", t.Total, t.Total)
+		case t.Total == 0:
+			chunks = "no report yet"
+		}
+		if _, err := fmt.Fprintf(p.w, "uplink %d vehicle %d %s %d: %s, %s of %s (%s), %s\n",
+			t.Uplink, t.Vehicle, t.Kind, t.ID, chunks, bytesText(t.Bytes), bytesText(t.Size), percent(t), state); err != nil {
 			return err
 		}
 	}

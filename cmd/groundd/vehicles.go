@@ -104,7 +104,7 @@ func slotText(v groundd.Vehicle, name string) string {
 			if s.Version > 0 {
 				parts = append(parts, "v"+strconv.FormatUint(s.Version, 10))
 			}
-			if s.Digest != "" {
+			if strings.Trim(s.Digest, "0") != "" { // all zeros: nothing there
 				parts = append(parts, s.Digest)
 			}
 			return strings.Join(parts, " ")
