@@ -146,7 +146,7 @@ func TestOperatorCLIEndToEnd(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "uplink 1 queued") {
 		t.Fatalf("queue add: exit %d\n%s%s", code, out, errOut)
 	}
-	code, out, errOut = run("queue", "show", "1", "--watch", "--interval", "20ms")
+	code, out, errOut = run("queue", "show", "1", "--watch", "--interval", "50ms")
 	t.Logf("groundd queue show 1 --watch:\n%s", out)
 	if code != 0 {
 		t.Fatalf("queue show --watch: exit %d: %s", code, errOut)

@@ -189,6 +189,13 @@ func watchUplink(c *cobra.Command, f *clientFlags, w *watchFlags, cl *api.Client
 		if err != nil {
 			return nil, "", err
 		}
+		if u.State == groundd.UplinkDone {
+			// The vehicle installed it, so it holds every byte, whatever
+			// the transfer records said at their last report.
+			for i := range ts {
+				ts[i].Done, ts[i].Bytes, ts[i].Chunks, ts[i].Remaining, ts[i].Passes = true, ts[i].Size, ts[i].Total, 0, 0
+			}
+		}
 		if u.State.Final() {
 			final = u
 			msg := fmt.Sprintf("uplink %d %s", u.ID, u.State)
