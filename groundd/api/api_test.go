@@ -597,3 +597,22 @@ func TestApproveAndCommandCancel(t *testing.T) {
 	_, err = c.CommandCancel(ctx, 7, cmd.ID)
 	apiErr(t, err, 409, api.CodeConflict)
 }
+
+// TestClientTimeout: a server that never answers fails a call after the
+// client's Timeout instead of hanging it.
+func TestClientTimeout(t *testing.T) {
+	stuck := make(chan struct{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-stuck:
+		case <-r.Context().Done():
+		}
+	}))
+	defer ts.Close()
+	defer close(stuck)
+	c, _ := api.NewClient(ts.URL, "")
+	c.Timeout = time.Millisecond
+	if _, err := c.Vehicles(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a stuck server: %v", err)
+	}
+}

@@ -29,7 +29,14 @@ type Client struct {
 	// HTTP is the client requests go through (default: one without a
 	// timeout of its own; every call takes a context).
 	HTTP *http.Client
+	// Timeout bounds each request but a telemetry stream (default
+	// DefaultTimeout; 0: none), so that a stuck server fails a command
+	// rather than hanging it.
+	Timeout time.Duration
 }
+
+// DefaultTimeout is a Client's Timeout unless set.
+const DefaultTimeout = 30 * time.Second
 
 // NewClient returns a client of the server at base (http://HOST:PORT or
 // https://...), sending token, if not empty, as a bearer token.
@@ -47,12 +54,17 @@ func NewClient(base, token string) (*Client, error) {
 		}
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	return &Client{base: u, token: token, HTTP: &http.Client{}}, nil
+	return &Client{base: u, token: token, HTTP: &http.Client{}, Timeout: DefaultTimeout}, nil
 }
 
 // do sends a request and decodes a JSON answer into out (nil: discard).
 // An error document becomes an *Error.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, out any) error {
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
 	resp, err := c.send(ctx, method, path, q, in)
 	if err != nil {
 		return err
