@@ -10,6 +10,7 @@ func init() {
 	commands.Add("", func() *cobra.Command {
 		var config string
 		var verbose bool
+		var af apiFlags
 		c := &cobra.Command{
 			Use:   "run",
 			Short: "run the ground daemon: the uplink queue, pass by pass, and the vehicles' telemetry",
@@ -21,7 +22,9 @@ any restart from the state kept in the store. It believes nothing from a
 vehicle whose return-link MAC does not verify. The configuration (JSON) is
 described in docs/groundd.md.
 
-It stops on SIGINT or SIGTERM.`,
+It serves the operator API and Prometheus metrics (docs/groundd-api.md) on
+--api, 127.0.0.1:7468 by default; an address other than loopback needs
+--api-token-file. It stops on SIGINT or SIGTERM.`,
 			Example: `  groundd run --config /etc/bootorbit/groundd.json
   groundd run --config groundd.json -v`,
 			Args: cli.NoArgs,
@@ -33,11 +36,12 @@ It stops on SIGINT or SIGTERM.`,
 				if err != nil {
 					return err
 				}
-				return groundd.Run(c.Context(), cfg, groundd.Options{Log: cli.Logger(c.ErrOrStderr(), verbose)})
+				return runWithAPI(c.Context(), cfg, groundd.Options{Log: cli.Logger(c.ErrOrStderr(), verbose)}, &af)
 			},
 		}
 		c.Flags().StringVar(&config, "config", "", "the groundd configuration `FILE` (JSON)")
 		cli.VerboseFlag(c, &verbose)
+		addAPIFlags(c, &af)
 		return c
 	})
 }
