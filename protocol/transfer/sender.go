@@ -154,7 +154,9 @@ type SenderConfig struct {
 	// ones; a chunk counts as lost only if sent this long before a report's
 	// anchor. 0 for a link that keeps order.
 	ReorderTime time.Duration
-	// MaxBackoff caps the retransmission timers (default 64 RTT, at least 1 min).
+	// MaxBackoff caps the retransmission timers (default 64 RTT, at least
+	// 1 min); the report request timer stops at 8 timeouts below it while
+	// the fate of some chunk is unknown.
 	MaxBackoff time.Duration
 	// SilenceTimeout: a contact (a period with the link up both ways) that
 	// lasted at least this long without a word from the receiver is dead:
@@ -709,16 +711,28 @@ func (s *Sender) nextChunk() (x int, ok bool) {
 
 // pickRequest chooses a report request; take arms its timer: one timeout,
 // doubling while unanswered, reset when chunks went out since the last.
+// While some chunk's fate is unknown the doubling stops at
+// maxDoubtBackoff timeouts rather than MaxBackoff: a request is a few
+// bytes on a link that is otherwise idle, and each one left unsent is
+// link-up time in which nothing can be resent.
 func (s *Sender) pickRequest(take bool) (kind, x int) {
 	if take {
 		if s.lastChunk > s.lastReq {
 			s.reqRTO = s.baseRTO()
 		}
 		s.reqDue = s.clock.elapsed + s.reqRTO
-		s.reqRTO = min(2*s.reqRTO, s.cfg.MaxBackoff)
+		limit := s.cfg.MaxBackoff
+		if s.nDone < s.geo.t {
+			limit = min(limit, maxDoubtBackoff*s.baseRTO())
+		}
+		s.reqRTO = min(2*s.reqRTO, limit)
 	}
 	return pickRequest, 0
 }
+
+// maxDoubtBackoff caps, in timeouts, the request timer while the sender
+// does not know the fate of every chunk.
+const maxDoubtBackoff = 8
 
 // Ready returns the frames to send and the next deadline. Call Advance
 // once they are sent.
@@ -743,7 +757,8 @@ func (s *Sender) Ready() Ready {
 		due = s.reqDue
 	case !s.offerAcked:
 		due = s.offerDue
-		if s.nUnknown > 0 {
+		if s.nUnknown > 0 || s.offerTries >= 2 {
+			// Requests go meanwhile (pick).
 			due = min(due, s.reqDue)
 		}
 	default:

@@ -206,3 +206,31 @@ func TestSilentReturnDoesNotStallUplink(t *testing.T) {
 	}
 	t.Logf("%d chunks sent in the first %v without a report; done in %v", sentBy, silence, h.sim.Elapsed().Round(time.Millisecond))
 }
+
+// TestRequestBackoffWhileInDoubt: every frame back is lost for three
+// minutes of a link announced up, after all chunks went out. While the
+// sender does not know the fate of its chunks, its requests back off to
+// 8 timeouts at most, not MaxBackoff (a minute): once the return link
+// works again, it learns where the transfer stands within a few seconds.
+// (Stress -seed 2678 spent five minutes of an eight-minute pass so.)
+func TestRequestBackoffWhileInDoubt(t *testing.T) {
+	seed := testSeed(t)
+	prof := crashProfile()
+	prof.Forward.GE, prof.Return.Loss = linksim.GilbertElliott{}, 0
+	h := newHarness(t, prof, seed, 20<<10)
+	const deaf = 3 * time.Minute
+	h.drop = func(d linksim.Dir, m protocol.Message) bool {
+		if *verboseFlag && m.Type() != protocol.TypeChunk {
+			t.Logf("%v %v %v", h.sim.Elapsed(), d, m.Type())
+		}
+		return d == linksim.Return && h.sim.Elapsed() < deaf
+	}
+	h.run(24 * time.Hour)
+	h.check()
+	rto := h.sender.baseRTO()
+	late := h.sim.Elapsed() - deaf
+	t.Logf("RTO %v: complete %v after the return link came back; %d requests", rto, late.Round(time.Millisecond), h.sender.Stats.Requests)
+	if late > 2*maxDoubtBackoff*rto {
+		t.Errorf("complete %v after the return link came back, want at most %v", late, 2*maxDoubtBackoff*rto)
+	}
+}
