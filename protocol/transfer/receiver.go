@@ -74,7 +74,7 @@ type ReceiverConfig struct {
 	// MaxActive bounds the transfers in progress at once (default 4).
 	MaxActive int
 	// MaxPending bounds the chunks held in memory because their hash block
-	// has not arrived yet (default 512).
+	// has not arrived yet (default 512), counting every candidate.
 	MaxPending int
 	// ReportInterval: while chunks arrive, a report at least this often
 	// (link-up time; default 5 s).
@@ -169,8 +169,9 @@ type ReceiverStats struct {
 	BadChunks               int64 // dropped: bad index or length
 	UnknownTransfer         int64 // dropped: no offer for the transfer
 	LateChunks              int64 // chunks of a finished transfer
-	Pending                 int64 // chunks held for their hash block
-	PendingDropped          int64
+	Pending                 int64 // chunks held for their hash block (candidates)
+	PendingDropped          int64 // dropped: MaxPending candidates held already
+	CandidatesFull          int64 // dropped: its index holds MaxCandidates other candidates
 	Reports                 int64
 	Completed               int64
 	Cancelled               int64
@@ -185,7 +186,11 @@ type rxTransfer struct {
 	have     bitset
 	count    int
 	wm, high int // all below wm held; none at or above high
-	pending  map[int][]byte
+	// pending holds, by index, the distinct candidates received for a
+	// chunk whose hash block has not arrived: a forgery must not take the
+	// place of the genuine chunk, which may come after it.
+	pending  map[int][][]byte
+	npending int // candidates in pending
 	last     uint32
 	ack      uint64 // Seq of the latest authenticated report request
 	authSeq  uint64 // the highest authenticated request Seq since the start
@@ -293,7 +298,7 @@ func newRxTransfer(o protocol.Offer) (*rxTransfer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rxTransfer{offer: o, geo: g, blocks: make([][]byte, g.h), have: newBitset(g.t), pending: map[int][]byte{}}, nil
+	return &rxTransfer{offer: o, geo: g, blocks: make([][]byte, g.h), have: newBitset(g.t), pending: map[int][][]byte{}}, nil
 }
 
 func (t *rxTransfer) mark(x int) {
@@ -557,20 +562,9 @@ func (r *Receiver) onChunk(m *protocol.Chunk) error {
 		t.last, t.dirty = uint32(x)+1, true
 		return nil
 	}
-	if _, ok := t.pending[x]; ok {
-		r.Stats.Duplicates++
-		return nil
-	}
 	want, ok := t.expected(x)
 	if !ok {
-		if r.pendingCount() >= r.cfg.MaxPending {
-			r.Stats.PendingDropped++
-			return fmt.Errorf("%w: chunk %d of %d", ErrPendingFull, x, m.ID)
-		}
-		r.Stats.Pending++
-		t.pending[x] = append([]byte(nil), m.Data...)
-		t.dirty = true
-		return nil
+		return r.hold(m.ID, t, x, m.Data)
 	}
 	if err := r.verifyAndAccept(m.ID, t, x, m.Data, want); err != nil {
 		return err
@@ -582,10 +576,43 @@ func (r *Receiver) onChunk(m *protocol.Chunk) error {
 	return nil
 }
 
+// MaxCandidates bounds the distinct unverified candidates held for one
+// chunk index while its hash block is missing. Holding several means a
+// forged chunk arriving first cannot displace the genuine one; bounding
+// them means a flood of forgeries for one index costs at most that index
+// (it is asked for again), not the memory of every other index.
+const MaxCandidates = 4
+
+// hold keeps chunk x of transfer id, which cannot be verified yet, in
+// memory until its hash block arrives. Nothing unverified is ever written
+// or journaled.
+func (r *Receiver) hold(id uint64, t *rxTransfer, x int, data []byte) error {
+	cands := t.pending[x]
+	for _, c := range cands {
+		if bytes.Equal(c, data) {
+			r.Stats.Duplicates++
+			return nil
+		}
+	}
+	if len(cands) >= MaxCandidates {
+		r.Stats.CandidatesFull++
+		return fmt.Errorf("%w: chunk %d of %d has %d candidates already", ErrPendingFull, x, id, len(cands))
+	}
+	if r.pendingCount() >= r.cfg.MaxPending {
+		r.Stats.PendingDropped++
+		return fmt.Errorf("%w: chunk %d of %d", ErrPendingFull, x, id)
+	}
+	r.Stats.Pending++
+	t.pending[x] = append(cands, append([]byte(nil), data...))
+	t.npending++
+	t.dirty = true
+	return nil
+}
+
 func (r *Receiver) pendingCount() int {
 	n := 0
 	for _, t := range r.active {
-		n += len(t.pending)
+		n += t.npending
 	}
 	return n
 }
@@ -641,9 +668,21 @@ func (r *Receiver) verifyAndAccept(id uint64, t *rxTransfer, x int, data, want [
 		// Children waiting for this block can be verified now.
 		first, n := t.geo.children(x)
 		for c := first; c < first+n; c++ {
-			if d, ok := t.pending[c]; ok {
-				delete(t.pending, c)
-				_ = r.verifyAndAccept(id, t, c, d, data[(c-first)*HashLen:(c-first+1)*HashLen])
+			cands, ok := t.pending[c]
+			if !ok {
+				continue
+			}
+			delete(t.pending, c)
+			t.npending -= len(cands)
+			accepted := false
+			for _, d := range cands {
+				if accepted {
+					// Differs from the candidate that verified: it
+					// cannot verify.
+					r.Stats.HashFailures++
+					continue
+				}
+				accepted = r.verifyAndAccept(id, t, c, d, data[(c-first)*HashLen:(c-first+1)*HashLen]) == nil
 			}
 		}
 	}

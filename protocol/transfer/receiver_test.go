@@ -37,9 +37,12 @@ func newRxFixture(t *testing.T) *rxFixture {
 }
 
 // step feeds one frame and carries out the Ready.
-func (f *rxFixture) step(frame []byte) error {
-	err := f.r.Step(epoch, frame)
-	f.r.Tick(epoch)
+func (f *rxFixture) step(frame []byte) error { return f.stepAt(epoch, frame) }
+
+// stepAt is step at time now.
+func (f *rxFixture) stepAt(now time.Time, frame []byte) error {
+	err := f.r.Step(now, frame)
+	f.r.Tick(now)
 	rd := f.r.Ready()
 	if perr := Persist(&rd, f.s, f.j); perr != nil {
 		f.t.Fatal(perr)
@@ -381,4 +384,131 @@ func FuzzReceiverStep(f *testing.F) {
 			t.Fatalf("frame caused %d writes and %d records", len(rd.Writes), len(rd.Records))
 		}
 	})
+}
+
+// TestForgedChunkBeforeItsBlock: forged chunks with the right transfer id
+// and index arrive before the hash block that can check them, then the
+// genuine chunk, then the block. Unverified data never takes the place of
+// data that will verify: the transfer completes with the right bytes, and a
+// report asks again for nothing but the forged index (nothing at all while
+// the forgeries leave room for the genuine chunk among the MaxCandidates
+// held per index). Each dropped chunk is counted by its reason. The forged
+// index is a data chunk, then a hash block waiting for the top block.
+func TestForgedChunkBeforeItsBlock(t *testing.T) {
+	for _, dataChunk := range []bool{true, false} {
+		for _, forgeries := range []int{1, 2, MaxCandidates - 1, MaxCandidates, 20} {
+			testForgedChunkBeforeItsBlock(t, dataChunk, forgeries)
+		}
+	}
+}
+
+func testForgedChunkBeforeItsBlock(t *testing.T, dataChunk bool, forgeries int) {
+	{
+		f := newRxFixture(t)
+		data := make([]byte, 20<<10)
+		for i := range data {
+			data[i] = byte(i * 13)
+		}
+		const id = 12
+		plan := testPlan(t, f.codec, id, data, f.priv)
+		g := plan.geo
+		chunk := func(x int) *protocol.Chunk {
+			b, err := plan.chunk(x, make([]byte, g.chunk))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return &protocol.Chunk{ID: id, Index: uint32(x), Data: append([]byte(nil), b...)}
+		}
+		if err := f.step(f.encode(&plan.Offer)); err != nil {
+			t.Fatal(err)
+		}
+		x := g.h + 20
+		if !dataChunk {
+			x = 1
+		}
+		p, _, _ := g.parent(x)
+		for b := 0; b < g.h; b++ {
+			if b != p && b != x {
+				if err := f.step(f.encode(chunk(b))); err != nil {
+					t.Fatalf("block %d: %v", b, err)
+				}
+			}
+		}
+		for i := range forgeries {
+			forged := chunk(x)
+			forged.Data[i%len(forged.Data)] ^= byte(1 + i)
+			err := f.step(f.encode(forged))
+			if (err == nil) != (i < MaxCandidates) || (err != nil && !errors.Is(err, ErrPendingFull)) {
+				t.Errorf("forgery %d: %v", i, err)
+			}
+		}
+		snap := f.j.Snapshot()
+		if err := f.step(f.encode(chunk(x))); (err == nil) != (forgeries < MaxCandidates) {
+			t.Errorf("%d forgeries: genuine chunk: %v", forgeries, err)
+		}
+		if !reflect.DeepEqual(snap, f.j.Snapshot()) {
+			t.Fatalf("%d forgeries: an unverifiable chunk was journaled", forgeries)
+		}
+		if err := f.step(f.encode(chunk(p))); err != nil {
+			t.Fatalf("block %d: %v", p, err)
+		}
+		for c := g.h; c < g.t; c++ {
+			if c != x {
+				if err := f.step(f.encode(chunk(c))); err != nil {
+					t.Fatalf("chunk %d: %v", c, err)
+				}
+			}
+		}
+		asked := 0
+		if !f.r.Completed(id) {
+			// A second later, so that the report is not held back by MinReportGap.
+			rq := &protocol.ReportRequest{ID: id, Seq: 1}
+			if err := f.v.SignRequest(rq); err != nil { // the ground's own request
+				t.Fatal(err)
+			}
+			if err := f.stepAt(epoch.Add(time.Second), f.encode(rq)); err != nil {
+				t.Fatal(err)
+			}
+			if len(f.out) != 1 {
+				t.Fatalf("request answered %v", f.out)
+			}
+			rep, ok := f.out[0].(*protocol.Report)
+			if !ok {
+				t.Fatalf("request answered %v", f.out[0])
+			}
+			if rep.Watermark < uint32(x) {
+				t.Errorf("%d forgeries: watermark %d, below the forged index %d", forgeries, rep.Watermark, x)
+			}
+			rep.Ranges(func(s, e uint32) {
+				for c := int(s); c < int(e); c++ {
+					if q, _, _ := g.parent(c); q == x && !dataChunk {
+						// Held in memory for x: the sender waits for x
+						// before it sends these again.
+						continue
+					}
+					asked++
+					if c != x {
+						t.Errorf("%d forgeries: chunk %d asked for again", forgeries, c)
+					}
+				}
+			})
+			if err := f.step(f.encode(chunk(x))); err != nil {
+				t.Fatalf("chunk %d sent again: %v", x, err)
+			}
+		}
+		if !f.r.Completed(id) || !bytes.Equal(f.s.Bytes(id), data) {
+			t.Fatalf("%d forgeries: transfer did not complete exactly", forgeries)
+		}
+		if forgeries < MaxCandidates && asked != 0 {
+			t.Errorf("%d forgeries: chunk %d asked for again; the genuine chunk should have been kept", forgeries, x)
+		}
+		st := f.r.Stats
+		if held := min(forgeries, MaxCandidates); st.HashFailures != int64(held) || (dataChunk && st.Pending != int64(min(forgeries+1, MaxCandidates))) {
+			t.Errorf("%d forgeries: %d hash failures, %d held, want %d and %d", forgeries, st.HashFailures, st.Pending, held, min(forgeries+1, MaxCandidates))
+		}
+		if want := max(0, forgeries+1-MaxCandidates); st.CandidatesFull != int64(want) {
+			t.Errorf("%d forgeries: %d candidates dropped, want %d", forgeries, st.CandidatesFull, want)
+		}
+		t.Logf("%d forgeries of chunk %d: %d chunks asked for again; stats %+v", forgeries, x, asked, f.r.Stats)
+	}
 }

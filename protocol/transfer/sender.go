@@ -165,7 +165,9 @@ type SenderConfig struct {
 	// ones; a chunk counts as lost only if sent this long before a report's
 	// anchor. 0 for a link that keeps order.
 	ReorderTime time.Duration
-	// MaxBackoff caps the retransmission timers (default 64 RTT, at least 1 min).
+	// MaxBackoff caps the retransmission timers (default 64 RTT, at least
+	// 1 min); the report request timer stops at 8 timeouts below it while
+	// the fate of some chunk is unknown.
 	MaxBackoff time.Duration
 	// SilenceTimeout: a contact (a period with the link up both ways) that
 	// lasted at least this long without a word from the receiver is dead:
@@ -240,6 +242,7 @@ type Sender struct {
 	seq      uint64
 
 	offerAcked     bool
+	offerTries     int // offers sent since the offer was last (re)armed
 	offerDue       time.Duration
 	offerRTO       time.Duration
 	reqDue         time.Duration
@@ -390,6 +393,7 @@ func (s *Sender) Step(now time.Time, frame []byte) error {
 		s.heardInContact = true
 		if m.NeedOffer {
 			s.offerAcked = false
+			s.offerTries = 0
 			s.offerDue = s.clock.elapsed
 			return nil
 		}
@@ -750,6 +754,18 @@ const (
 // pick chooses what to send next: a cancel, the offer, missing chunks
 // (lowest index first), new chunks (hash blocks first), or a report
 // request. take commits the choice (timers, queues).
+//
+// Two rules keep chunks from outrunning what the receiver can verify,
+// while the link is up both ways (a report can come back). No chunk goes
+// out before the offer is acknowledged, or for one timeout at most: the
+// receiver drops every chunk of a transfer it has no offer for, and the
+// first ones are the hash blocks everything else hangs on. And a chunk
+// whose parent block is not known journaled goes after a report request,
+// if the parent went out since the last request or that request is
+// overdue: a lost block is known, and sent again, about a round trip after
+// its loss, before the chunks it covers fill the receiver's pending buffer
+// (MaxPending) and are dropped. That is one request per tree level on a
+// fresh transfer, then one per report while blocks are in doubt.
 func (s *Sender) pick(take bool) (kind, x int) {
 	el := s.clock.elapsed
 	up := s.clock.link.up()
@@ -767,25 +783,28 @@ func (s *Sender) pick(take bool) (kind, x int) {
 		if take {
 			s.offerDue = el + s.offerRTO
 			s.offerRTO = min(2*s.offerRTO, s.cfg.MaxBackoff)
+			s.offerTries++
 		}
 		return pickOffer, 0
 	}
-	for len(s.missing) > 0 {
-		x := s.missing[0]
-		if s.st[x] != stMissing {
-			heap.Pop(&s.missing)
-			continue
+	if !s.offerAcked && up && s.offerTries < 2 {
+		// Wait for the offer's acknowledgement, one timeout at most: if
+		// it does not come, the offer goes again and chunks follow it, so
+		// that a return link silently down does not stall the uplink. A
+		// resumed sender asks what the receiver holds meanwhile.
+		if s.nUnknown > 0 && el >= s.reqDue {
+			return s.pickRequest(take)
 		}
-		if take {
+		return pickNone, 0
+	}
+	if x, ok := s.nextChunk(); ok {
+		if p, _, top := s.geo.parent(x); up && !top && s.st[p] != stDone && (s.lastSeq[p] > s.lastReq || el >= s.reqDue) {
+			return s.pickRequest(take)
+		}
+		if take && s.missing.Len() > 0 && s.missing[0] == x {
 			heap.Pop(&s.missing)
 		}
 		return pickChunk, x
-	}
-	for s.nextNew < s.geo.t && s.st[s.nextNew] != stUnsent {
-		s.nextNew++
-	}
-	if s.nextNew < s.geo.t {
-		return pickChunk, s.nextNew
 	}
 	if s.presume() {
 		return s.pick(take)
@@ -796,17 +815,55 @@ func (s *Sender) pick(take bool) (kind, x int) {
 		return pickNone, 0
 	}
 	if s.lastChunk > s.lastReq || el >= s.reqDue {
-		if take {
-			if s.lastChunk > s.lastReq {
-				s.reqRTO = s.baseRTO()
-			}
-			s.reqDue = el + s.reqRTO
-			s.reqRTO = min(2*s.reqRTO, s.cfg.MaxBackoff)
-		}
-		return pickRequest, 0
+		return s.pickRequest(take)
 	}
 	return pickNone, 0
 }
+
+// nextChunk returns the chunk to send next, if any: the lowest missing one,
+// else the next never sent.
+func (s *Sender) nextChunk() (x int, ok bool) {
+	for len(s.missing) > 0 {
+		x := s.missing[0]
+		if s.st[x] != stMissing {
+			heap.Pop(&s.missing)
+			continue
+		}
+		return x, true
+	}
+	for s.nextNew < s.geo.t && s.st[s.nextNew] != stUnsent {
+		s.nextNew++
+	}
+	if s.nextNew < s.geo.t {
+		return s.nextNew, true
+	}
+	return 0, false
+}
+
+// pickRequest chooses a report request; take arms its timer: one timeout,
+// doubling while unanswered, reset when chunks went out since the last.
+// While some chunk's fate is unknown the doubling stops at
+// maxDoubtBackoff timeouts rather than MaxBackoff: a request is a few
+// bytes on a link that is otherwise idle, and each one left unsent is
+// link-up time in which nothing can be resent.
+func (s *Sender) pickRequest(take bool) (kind, x int) {
+	if take {
+		if s.lastChunk > s.lastReq {
+			s.reqRTO = s.baseRTO()
+		}
+		s.reqDue = s.clock.elapsed + s.reqRTO
+		limit := s.cfg.MaxBackoff
+		if s.nDone < s.geo.t {
+			limit = min(limit, maxDoubtBackoff*s.baseRTO())
+		}
+		s.reqRTO = min(2*s.reqRTO, limit)
+	}
+	return pickRequest, 0
+}
+
+// maxDoubtBackoff caps, in timeouts, the request timer while the sender
+// does not know the fate of every chunk.
+const maxDoubtBackoff = 8
 
 // Ready returns the frames to send, the events and the next deadline. Call
 // Advance once they are sent.
@@ -830,7 +887,11 @@ func (s *Sender) Ready() Ready {
 	case s.cancelling:
 		due = s.reqDue
 	case !s.offerAcked:
-		due = min(s.offerDue, s.reqDue)
+		due = s.offerDue
+		if s.nUnknown > 0 || s.offerTries >= 2 {
+			// Requests go meanwhile (pick).
+			due = min(due, s.reqDue)
+		}
 	default:
 		due = s.reqDue
 	}
