@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -23,10 +24,19 @@ const MaxConfigSize = 1 << 20
 var ErrConfig = errors.New("flightd: bad config")
 
 // Config is the flightd configuration file: JSON, strict (unknown fields are
-// errors), one section per area.
+// errors), one section per area. docs/flightd.md lists every key with its
+// default. The bench commands use slots and boot; `flightd run` needs the
+// rest too (ValidateRun).
 type Config struct {
-	Slots SlotsConfig `json:"slots"`
-	Boot  BootConfig  `json:"boot"`
+	Vehicle   VehicleConfig   `json:"vehicle"`
+	Links     []LinkConfig    `json:"links,omitempty"`
+	Keys      KeysConfig      `json:"keys"`
+	Slots     SlotsConfig     `json:"slots"`
+	Boot      BootConfig      `json:"boot"`
+	Health    HealthConfig    `json:"health"`
+	Storage   StorageConfig   `json:"storage"`
+	Telemetry TelemetryConfig `json:"telemetry"`
+	Control   ControlConfig   `json:"control"`
 }
 
 // SlotsConfig says where the two slots and the slot state live.
@@ -72,6 +82,28 @@ type SlotConfig struct {
 
 // LoadConfig reads and validates the configuration file at path.
 func LoadConfig(path string) (*Config, error) {
+	return loadConfig(path, ParseConfig)
+}
+
+// LoadRunConfig reads the configuration file at path as `flightd run`
+// needs it: ValidateRun's checks and the key files, every problem of
+// both reported at once.
+func LoadRunConfig(path string) (*Config, error) {
+	return loadConfig(path, func(data []byte) (*Config, error) {
+		c, err := decodeConfig(data)
+		if err != nil {
+			return nil, err
+		}
+		verr := c.ValidateRun()
+		_, kerr := c.LoadKeys()
+		if err := errors.Join(verr, kerr); err != nil {
+			return nil, err
+		}
+		return c, nil
+	})
+}
+
+func loadConfig(path string, parse func([]byte) (*Config, error)) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("flightd: config: %w", err)
@@ -84,7 +116,7 @@ func LoadConfig(path string) (*Config, error) {
 	if len(data) > MaxConfigSize {
 		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrConfig, path, MaxConfigSize)
 	}
-	c, err := ParseConfig(data)
+	c, err := parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -93,6 +125,19 @@ func LoadConfig(path string) (*Config, error) {
 
 // ParseConfig decodes and validates a configuration document.
 func ParseConfig(data []byte) (*Config, error) {
+	c, err := decodeConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decodeConfig decodes a configuration document strictly, without
+// validating it.
+func decodeConfig(data []byte) (*Config, error) {
 	if len(data) > MaxConfigSize {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrConfig, MaxConfigSize)
 	}
@@ -105,9 +150,6 @@ func ParseConfig(data []byte) (*Config, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrConfig)
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
 	return &c, nil
 }
 
@@ -115,6 +157,8 @@ func describeJSONError(err error, data []byte) string {
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
+	case errors.As(err, &typeErr) && (typeErr.Type == reflect.TypeFor[Duration]() || typeErr.Type == reflect.TypeFor[Size]()):
+		return fmt.Sprintf("field %q: %s", typeErr.Field, typeErr.Value)
 	case errors.As(err, &typeErr):
 		return fmt.Sprintf("field %q: want %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
 	case errors.As(err, &syntaxErr):
@@ -127,15 +171,23 @@ func describeJSONError(err error, data []byte) string {
 	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
-// Validate checks the whole configuration and names the first bad field.
+// Validate checks every section present and reports every problem found
+// (errors.Join; each wraps ErrConfig and names its field). The daemon's
+// sections are optional here: ValidateRun requires them.
 func (c *Config) Validate() error {
-	if err := c.Slots.Validate(); err != nil {
-		return err
-	}
-	if err := c.Boot.Validate(); err != nil {
-		return err
-	}
-	return nil
+	var p problems
+	p.addErr(c.validateBench())
+	c.validateDaemon(&p, false)
+	return p.err()
+}
+
+// validateBench checks the sections the bench commands use, each naming
+// its first bad field.
+func (c *Config) validateBench() error {
+	var p problems
+	p.addErr(c.Slots.Validate())
+	p.addErr(c.Boot.Validate())
+	return p.err()
 }
 
 // Validate checks the slots section.

@@ -48,6 +48,10 @@ type BootConfig struct {
 	// RecordDir holds the reset-cause record (last-reset.json); empty means
 	// slots.state_dir.
 	RecordDir string `json:"record_dir,omitempty"`
+	// Reboot is the reboot action, an argv run when flightd reboots the
+	// board (activation, rollback, the reboot command); empty means
+	// ["/bin/systemctl", "reboot"].
+	Reboot []string `json:"reboot,omitempty"`
 }
 
 // Defaults of the boot section.

@@ -128,6 +128,10 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(goodConfig))
 	f.Add([]byte(`{"slots":{}}`))
 	f.Add([]byte(formatConfig))
+	if b, err := os.ReadFile(filepath.Join("dist", "flightd.json")); err == nil {
+		f.Add(b) // the daemon's sections
+	}
+	f.Add([]byte(`{"storage": {"quota": "2GiB"}, "telemetry": {"period": "30s"}, "links": [{"name": "uhf", "kind": "serial", "device": "/dev/ttyS1"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ParseConfig(data)
 		if err == nil && c.Validate() != nil {

@@ -485,18 +485,54 @@ func (u *Updater) Install(ctx context.Context, slot slots.SlotID, img slots.Imag
 	if st[slot].State == slots.Good && st[u.Booted].State != slots.Good {
 		return nil, fmt.Errorf("%w: slot %s is good and booted slot %s is %s", ErrOnlyGoodSlot, slot, u.Booted, st[u.Booted].State)
 	}
-	if err := u.disarm(slot, "replaced by a new install"); err != nil {
-		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
-	}
-	res, err := u.Slots.Install(ctx, slot, img)
+	res, err := u.write(ctx, slot, img)
 	if err != nil {
-		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
+		return nil, err
 	}
 	if err := u.Arm(slot); err != nil {
 		// Say what was done: the slot holds the verified image (and may
 		// be recorded pending; Reconcile then arms it at the next start),
 		// and a retry of Install writes it again.
 		return res, fmt.Errorf("flightd: install slot %s: written and verified (%s), but not armed: %w", slot, res.Digest, err)
+	}
+	return res, nil
+}
+
+// Write is Install without the Arm: steps 1 to 4. The slot is left
+// written (verified), for the activate command to arm. The uplink engine
+// installs through it.
+func (u *Updater) Write(ctx context.Context, slot slots.SlotID, img slots.Image) (*slots.InstallResult, error) {
+	if err := u.checkInactive("install", slot); err != nil {
+		return nil, err
+	}
+	if err := CheckImageDigest(img.Digest); err != nil {
+		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
+	}
+	if err := u.checkImage(slot, img); err != nil {
+		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
+	}
+	st, ws, err := u.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	if u.onTrial(st, ws) {
+		return nil, fmt.Errorf("%w: commit slot %s before installing into slot %s, its fallback", ErrTrialInProgress, u.Booted, slot)
+	}
+	if st[slot].State == slots.Good && st[u.Booted].State != slots.Good {
+		return nil, fmt.Errorf("%w: slot %s is good and booted slot %s is %s", ErrOnlyGoodSlot, slot, u.Booted, st[u.Booted].State)
+	}
+	return u.write(ctx, slot, img)
+}
+
+// write drops slot from the environment (a pending slot recorded bad)
+// and installs img into it: steps 2 to 4 of Install.
+func (u *Updater) write(ctx context.Context, slot slots.SlotID, img slots.Image) (*slots.InstallResult, error) {
+	if err := u.disarm(slot, "replaced by a new install"); err != nil {
+		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
+	}
+	res, err := u.Slots.Install(ctx, slot, img)
+	if err != nil {
+		return nil, fmt.Errorf("flightd: install slot %s: %w", slot, err)
 	}
 	return res, nil
 }

@@ -120,8 +120,10 @@ func (OSFS) Open(path string, writable bool) (File, error) {
 	return f, nil
 }
 
-// MemEnv is an environment held in memory, for tests and the bench's
-// virtual board. Its zero value is an empty environment.
+// MemEnv is an environment held in memory. flightd check runs the
+// bootloader model on a copy of the variables in one to predict the next
+// boot without touching the real environment; the bench's virtual board and
+// the tests use it too. Its zero value is an empty environment.
 type MemEnv struct {
 	Vars   Vars
 	Writes int // number of Save calls

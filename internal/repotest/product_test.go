@@ -125,11 +125,6 @@ var knownOffenders = map[string]map[string]string{
 		// MemJournal and MemStore, the transfer engine's in-memory journal
 		// and power-cuttable store; moving to protocol/transfer/transfertest.
 		"protocol/transfer/journal.go": "MemJournal/MemStore, moving to transfertest",
-		// MemEnv is used by watchdog's own internal tests (bootcount, U-Boot
-		// and GRUB), which cannot import a watchdogtest that imports
-		// watchdog; moving it means turning those into external tests.
-		// No move is planned yet.
-		"watchdog/env.go": "MemEnv, no move planned yet",
 	},
 }
 

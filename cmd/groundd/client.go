@@ -1,0 +1,188 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bootorbit/bootorbit/groundd/api"
+	"github.com/bootorbit/bootorbit/internal/cli"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// The operator commands (queue, vehicles, transfers, cmd, tlm) are clients
+// of a running groundd's HTTP API (groundd/api, docs/groundd-api.md).
+
+// serverEnv names the environment variable that sets the default --server.
+const serverEnv = "GROUNDD_SERVER"
+
+// clientFlags are the flags of every API client command.
+type clientFlags struct {
+	server, tokenFile string
+	json, verbose     bool
+}
+
+func addClientFlags(c *cobra.Command, f *clientFlags) {
+	fs := c.Flags()
+	fs.StringVar(&f.server, "server", cmp.Or(os.Getenv(serverEnv), "http://"+api.DefaultAddr), "the groundd API `URL` ($"+serverEnv+" sets the default)")
+	fs.StringVar(&f.tokenFile, "token-file", "", "`FILE` holding the API's bearer token (needed when the server has one)")
+	cli.JSONFlag(c, &f.json)
+	cli.VerboseFlag(c, &f.verbose)
+}
+
+// client returns the API client the flags name; with -v it logs every
+// request to log.
+func (f *clientFlags) client(log *slog.Logger) (*api.Client, error) {
+	tok := ""
+	if f.tokenFile != "" {
+		b, err := readBounded(f.tokenFile, api.MaxToken+2)
+		if err != nil {
+			return nil, err
+		}
+		tok = strings.TrimSpace(string(b))
+	}
+	c, err := api.NewClient(f.server, tok)
+	if err != nil {
+		return nil, cli.Usagef("%v", err)
+	}
+	if f.verbose {
+		c.HTTP.Transport = loggingTransport{http.DefaultTransport, log}
+	}
+	return c, nil
+}
+
+// loggingTransport logs each request's method, path, status and time.
+type loggingTransport struct {
+	next http.RoundTripper
+	log  *slog.Logger
+}
+
+func (t loggingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.next.RoundTrip(r)
+	if err != nil {
+		t.log.Info("api request failed", "method", r.Method, "url", r.URL.String(), "err", err)
+		return nil, err
+	}
+	t.log.Info("api request", "method", r.Method, "url", r.URL.String(), "status", resp.StatusCode, "took", time.Since(start).Round(time.Millisecond))
+	return resp, nil
+}
+
+// readBounded reads a small file, refusing one larger than max.
+func readBounded(name string, max int64) ([]byte, error) {
+	fh, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	b, err := io.ReadAll(io.LimitReader(fh, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: longer than %d bytes", name, max)
+	}
+	return b, nil
+}
+
+// now is the clock of relative times (tests replace it).
+var now = time.Now
+
+// parseWhen reads a time flag: RFC 3339 (2026-12-07T08:00:00Z) or a Go
+// duration from now (6h, 90m).
+func parseWhen(flag, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now().Add(d).UTC().Truncate(time.Second), nil
+	}
+	return time.Time{}, cli.Usagef("--%s %q: want an RFC 3339 time (2026-12-07T08:00:00Z) or a duration from now (6h)", flag, s)
+}
+
+// isTerminal reports whether w is a terminal, where progress bars go.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// table writes aligned columns.
+type table struct{ tw *tabwriter.Writer }
+
+func newTable(w io.Writer, header ...string) *table {
+	t := &table{tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)}
+	t.row(header...)
+	return t
+}
+
+func (t *table) row(cols ...string) { fmt.Fprintln(t.tw, strings.Join(cols, "\t")) }
+func (t *table) flush() error       { return t.tw.Flush() }
+
+// when formats a time for a table: UTC to the second, "-" for none.
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+// age says how long ago t was, "never" for none.
+func age(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now().Sub(t)
+	if d < 0 {
+		d = 0
+	}
+	return d.Round(time.Second).String() + " ago"
+}
+
+// bytesText writes a byte count with a binary unit, one decimal.
+func bytesText(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// values writes a record's values as NAME=VALUE, sorted by name.
+func values(m map[string]any) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%v", k, m[k])
+	}
+	return b.String()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

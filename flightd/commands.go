@@ -1,0 +1,402 @@
+package flightd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/bootorbit/bootorbit/flightd/uplink"
+	"github.com/bootorbit/bootorbit/protocol"
+	"github.com/bootorbit/bootorbit/protocol/dict"
+	"github.com/bootorbit/bootorbit/slots"
+)
+
+// cmdError is a command failure with the reason code the ground sees.
+type cmdError struct {
+	code protocol.Code
+	err  error
+}
+
+func (e *cmdError) Error() string { return e.err.Error() }
+func (e *cmdError) Unwrap() error { return e.err }
+
+func fail(code protocol.Code, format string, args ...any) error {
+	return &cmdError{code: code, err: fmt.Errorf(format, args...)}
+}
+
+// onCommand authenticates, de-duplicates and runs one command, with its
+// verification reports. The order of checks is protocol.ReplayWindow's:
+// the cheap replay check, the signature, then the window is moved and
+// persisted, and only then is the command acted on, so that a power cut
+// can never make one command run twice and no forged command can make a
+// genuine one look replayed. It reports whether the command was
+// authenticated (the ground was heard).
+func (d *daemon) onCommand(ctx context.Context, now time.Time, c *protocol.Command) bool {
+	reject := func(code protocol.Code, authenticated bool) {
+		d.mu.Lock()
+		d.st.Counters.CmdsRejected++
+		d.st.Counters.drop(code)
+		d.dirtyCounts = true
+		d.mu.Unlock()
+		d.log.Warn("command rejected", "seq", c.Seq, "opcode", c.Opcode, "code", dict.EnumReason.NameOf(uint64(code)))
+		// Anyone can send or replay a command: rejections of what did not
+		// authenticate are answered only from a small token bucket, so a
+		// flood is not amplified onto the return link.
+		if authenticated || d.bucket.take(now) {
+			d.report(c, protocol.StageRejected, 0, code)
+		}
+	}
+	if c.Vehicle != d.cfg.Vehicle.ID {
+		// Another vehicle's command: not ours to answer.
+		d.drop(protocol.CodeOf(protocol.ReasonWrongVehicle), "command", nil)
+		return false
+	}
+	if c.Auth == nil {
+		reject(protocol.CodeOf(protocol.ReasonUnauthenticated), false)
+		return false
+	}
+	key := uint32(c.Auth.Key)
+	w := d.windows[key]
+	if w == nil {
+		w = new(protocol.ReplayWindow)
+	}
+	if err := w.Check(c.Seq); err != nil {
+		reject(protocol.CodeOf(protocol.ReasonReplayed), false)
+		return false
+	}
+	if err := protocol.VerifyCommand(d.keys.Ground, c); err != nil {
+		reject(protocol.CodeOf(protocol.ReasonOf(err)), false)
+		return false
+	}
+	next := *w
+	if err := next.Accept(c.Seq); err != nil {
+		reject(protocol.CodeOf(protocol.ReasonReplayed), false)
+		return false
+	}
+	d.windows[key] = &next
+	if err := d.saveState(); err != nil {
+		// Not durably recorded: not acted on (a retry with the same seq
+		// is accepted once the store works again).
+		d.windows[key] = w
+		d.log.Error("command window not saved", "err", err)
+		reject(dict.CodeStorage, true)
+		return true
+	}
+	if c.Target != 0 {
+		reject(dict.CodeUnknownCommand, true)
+		return true
+	}
+	def, ok := dict.CommandByOpcode(c.Opcode)
+	if !ok {
+		reject(dict.CodeUnknownCommand, true)
+		return true
+	}
+	args, err := def.DecodeArgs(c)
+	if err != nil {
+		reject(dict.CodeBadArgument, true)
+		return true
+	}
+	d.mu.Lock()
+	d.st.Counters.CmdsAccepted++
+	d.dirtyCounts = true
+	d.mu.Unlock()
+	d.report(c, protocol.StageAccepted, 0, 0)
+	d.report(c, protocol.StageStarted, 0, 0)
+	d.log.Info("command", "seq", c.Seq, "command", def.Name, "args", args)
+	if err := d.execute(ctx, now, c, def, args); err == errLater {
+		return true
+	} else if err != nil {
+		code := dict.CodeBadState
+		var ce *cmdError
+		if errors.As(err, &ce) {
+			code = ce.code
+		}
+		d.log.Warn("command failed", "seq", c.Seq, "command", def.Name, "err", err)
+		d.setError(now, code, def.Name+": "+err.Error())
+		d.report(c, protocol.StageFailed, 0, code)
+		return true
+	}
+	d.report(c, protocol.StageCompleted, 0, 0)
+	return true
+}
+
+// errLater is execute's answer for a command whose completion is
+// reported later, from the main loop.
+var errLater = errors.New("flightd: completion reported later")
+
+type verifyResult struct {
+	c    *protocol.Command
+	slot string
+	res  *slots.VerifyResult
+	err  error
+}
+
+// onVerify reports a slot verification.
+func (d *daemon) onVerify(now time.Time, r verifyResult) {
+	d.verifyBusy = false
+	code := protocol.Code(0)
+	var err error
+	switch {
+	case r.err != nil:
+		code, err = dict.CodeBadState, r.err
+	case !r.res.OK:
+		code, err = dict.CodeInstallFailed, fmt.Errorf("slot %s does not match its digest: %s", r.res.Slot, r.res.Detail)
+	}
+	d.event(now, dict.EvSlotVerified.Name, "", map[string]any{"slot": r.slot, "code": uint64(code)})
+	if err != nil {
+		d.setError(now, code, "verify_slot: "+err.Error())
+		d.report(r.c, protocol.StageFailed, 0, code)
+		return
+	}
+	d.report(r.c, protocol.StageCompleted, 0, 0)
+}
+
+// report sends a verification report on c.
+func (d *daemon) report(c *protocol.Command, stage protocol.Stage, step uint32, code protocol.Code) {
+	d.send(&protocol.Verification{Vehicle: d.cfg.Vehicle.ID, Seq: c.Seq, Stage: stage, Step: step, Code: code, Opcode: c.Opcode})
+}
+
+func idArg(args dict.Values) (uint64, bool) {
+	id, _ := args["id"].(uint64)
+	kind, _ := args["kind"].(uint64)
+	return id, kind == 1
+}
+
+// execute runs an accepted command; a non-nil error fails it (a *cmdError
+// carries the reason code).
+func (d *daemon) execute(ctx context.Context, now time.Time, c *protocol.Command, def *dict.Command, args dict.Values) error {
+	if d.installBusy || d.verifyBusy {
+		switch def {
+		case dict.CmdActivate, dict.CmdRollback, dict.CmdMarkGood, dict.CmdVerify, dict.CmdFactoryReset, dict.CmdReboot:
+			return fail(dict.CodeBusy, "an install or a slot verification is running")
+		}
+	}
+	switch def {
+	case dict.CmdNoop:
+		return nil
+	case dict.CmdStatus:
+		d.sendHousekeeping(now)
+		return nil
+	case dict.CmdAbort, dict.CmdPause, dict.CmdResume, dict.CmdDeleteStaged:
+		return d.uplinkCommand(ctx, now, def, args)
+	case dict.CmdActivate:
+		return d.activate(now, args)
+	case dict.CmdReboot:
+		d.requestReboot("command", d.nextSlot())
+		return nil
+	case dict.CmdRollback:
+		return d.rollback(now)
+	case dict.CmdMarkGood:
+		if err := d.up.Commit(); err != nil {
+			return fail(dict.CodeBadState, "%v", err)
+		}
+		if d.trialOpen {
+			d.trialOpen = false
+			d.mu.Lock()
+			d.st.Outcome, d.st.TrialFrom = "good", ""
+			d.trial = false
+			d.mu.Unlock()
+			booted := string(d.up.Booted)
+			d.event(now, dict.EvMarkedGood.Name, "marked good by command", map[string]any{"slot": slotLabel(booted), "version": d.version(booted)})
+		}
+		return d.saveStateErr()
+	case dict.CmdVerify:
+		label, _ := dict.EnumSlot.Lookup(args["slot"].(uint64))
+		id, _ := slotID(label.Name)
+		if id == d.up.Booted {
+			return fail(dict.CodeBadState, "slot %s is the booted slot; verify_slot re-reads an idle slot", id)
+		}
+		// Reading a slot back takes long: off the main loop, which keeps
+		// taking frames and petting the watchdog; the reports follow.
+		d.verifyBusy = true
+		go func() {
+			res, err := d.up.Slots.Verify(ctx, id)
+			d.verifyRes <- verifyResult{c: c, slot: label.Name, res: res, err: err}
+		}()
+		return errLater
+	case dict.CmdFactoryReset:
+		d.mu.Lock()
+		d.st.FactoryReset = true
+		d.mu.Unlock()
+		if err := d.saveStateErr(); err != nil {
+			return err
+		}
+		d.event(now, dict.EvFactoryReset.Name, "applied before the next reboot into the other slot", nil)
+		return nil
+	case dict.CmdResetCounters:
+		d.mu.Lock()
+		d.st.Counters = Counters{}
+		d.mu.Unlock()
+		if err := d.saveStateErr(); err != nil {
+			return err
+		}
+		d.event(now, dict.EvCountersReset.Name, "", nil)
+		return nil
+	}
+	return fail(dict.CodeUnknownCommand, "%s is not handled", def.Name)
+}
+
+func (d *daemon) saveStateErr() error {
+	if err := d.saveState(); err != nil {
+		return fail(dict.CodeStorage, "%v", err)
+	}
+	return nil
+}
+
+func (d *daemon) uplinkCommand(ctx context.Context, now time.Time, def *dict.Command, args dict.Values) error {
+	if d.eng == nil {
+		return fail(dict.CodeBadState, "no uplink engine")
+	}
+	defer d.drainUplink(ctx, now)
+	if def == dict.CmdDeleteStaged {
+		p, _ := args["plan"].(uint64)
+		n, err := d.eng.DeleteStaged(p)
+		if err != nil {
+			return uplinkFail(err)
+		}
+		d.event(now, dict.EvStagedDeleted.Name, "", map[string]any{"plan": p, "bytes": uint64(max(n, 0))})
+		return nil
+	}
+	id, isPlan := idArg(args)
+	if !isPlan {
+		p, ok := d.eng.PlanOf(id)
+		if !ok {
+			return fail(dict.CodeUnknownPlan, "no transfer %d", id)
+		}
+		id = p
+	}
+	switch def {
+	case dict.CmdAbort:
+		return uplinkFail(d.eng.Abort(id))
+	case dict.CmdPause:
+		return uplinkFail(d.eng.Pause(id))
+	default:
+		return uplinkFail(d.eng.Resume(id))
+	}
+}
+
+// uplinkFail gives an engine error its reason code.
+func uplinkFail(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, uplink.ErrUnknownPlan):
+		return fail(dict.CodeUnknownPlan, "%v", err)
+	case errors.Is(err, uplink.ErrBusy):
+		return fail(dict.CodeBusy, "%v", err)
+	case errors.Is(err, uplink.ErrBadState):
+		return fail(dict.CodeBadState, "%v", err)
+	}
+	return fail(dict.CodeStorage, "%v", err)
+}
+
+// activate arms the inactive slot for a trial boot with the command's
+// attempts, and schedules the reboot at not_before if given.
+func (d *daemon) activate(now time.Time, args dict.Values) error {
+	label, _ := dict.EnumSlot.Lookup(args["slot"].(uint64))
+	id, _ := slotID(label.Name)
+	if id == d.up.Booted {
+		return fail(dict.CodeBadState, "slot %s is the booted slot", id)
+	}
+	if st := d.slotState(id); st != slots.Written && st != slots.Pending && st != slots.Good {
+		return fail(dict.CodeBadState, "slot %s is %s: only a verified install can be armed", id, st)
+	}
+	attempts := int(args["attempts"].(uint64))
+	d.mu.Lock()
+	d.st.TrialFrom = string(d.up.Booted)
+	d.mu.Unlock()
+	if err := d.saveStateErr(); err != nil {
+		return err
+	}
+	if err := d.factoryReset(id); err != nil {
+		return err
+	}
+	saved := d.up.Boot.Attempts
+	d.up.Boot.Attempts = attempts
+	err := d.up.Arm(id)
+	d.up.Boot.Attempts = saved
+	if err != nil {
+		return fail(dict.CodeBadState, "%v", err)
+	}
+	if d.eng != nil {
+		if plan, slot := d.eng.Installed(); plan != 0 && slot == id {
+			if err := d.eng.MarkArmed(plan); err != nil {
+				d.log.Warn("uplink: mark armed", "plan", plan, "err", err)
+			}
+		}
+	}
+	d.event(now, dict.EvArmed.Name, "", map[string]any{"slot": label.Name, "attempts": uint64(attempts)})
+	if nb, ok := args["not_before"].(int64); ok {
+		at := time.UnixMilli(nb)
+		if at.Before(now) {
+			at = now
+		}
+		d.rebootAt = at
+		d.rebootCause = "activate"
+		d.mu.Lock()
+		d.st.RebootAtMs = at.UnixMilli()
+		d.mu.Unlock()
+		if err := d.saveStateErr(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rollback makes the other slot, which must be good, boot next, and
+// reboots: a trial in progress is failed; a committed boot arms the other
+// slot for a trial of its own (it was good before, it must prove itself
+// again, and the booted slot stays its fallback).
+func (d *daemon) rollback(now time.Time) error {
+	other := d.up.Booted.Other()
+	if st := d.slotState(other); st != slots.Good {
+		return fail(dict.CodeBadState, "slot %s is %s, not good: nothing to roll back to", other, st)
+	}
+	st, ws, err := d.up.snapshot()
+	if err != nil {
+		return fail(dict.CodeBadState, "%v", err)
+	}
+	if err := d.factoryReset(other); err != nil {
+		return err
+	}
+	if d.up.onTrial(st, ws) {
+		if err := d.up.FailTrial("rollback command"); err != nil {
+			return fail(dict.CodeBadState, "%v", err)
+		}
+		d.trialOpen = false
+	} else if err := d.up.Arm(other); err != nil {
+		return fail(dict.CodeBadState, "%v", err)
+	}
+	d.mu.Lock()
+	d.st.TrialFrom = string(d.up.Booted)
+	if d.trial {
+		d.st.TrialFrom = string(other)
+	}
+	d.st.Outcome = "rolled_back"
+	d.mu.Unlock()
+	if err := d.saveStateErr(); err != nil {
+		return err
+	}
+	d.event(now, dict.EvRolledBack.Name, "rollback command", map[string]any{"from": slotLabel(string(d.up.Booted)), "to": slotLabel(string(other)), "code": uint64(0)})
+	d.requestReboot("rollback", string(other))
+	return nil
+}
+
+// factoryReset applies a pending factory_reset to slot id, the slot about
+// to boot: its /etc back to the image's, the persistent /var emptied.
+func (d *daemon) factoryReset(id slots.SlotID) error {
+	d.mu.Lock()
+	pending := d.st.FactoryReset
+	d.mu.Unlock()
+	if !pending {
+		return nil
+	}
+	if err := d.up.Slots.FactoryReset(context.Background(), id, true); err != nil {
+		return fail(dict.CodeBadState, "factory reset of slot %s: %v", id, err)
+	}
+	d.mu.Lock()
+	d.st.FactoryReset = false
+	d.mu.Unlock()
+	return d.saveStateErr()
+}

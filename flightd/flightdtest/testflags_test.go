@@ -1,0 +1,3 @@
+package flightdtest
+
+import _ "github.com/bootorbit/bootorbit/internal/testrand"

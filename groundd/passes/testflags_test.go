@@ -1,0 +1,3 @@
+package passes
+
+import _ "github.com/bootorbit/bootorbit/internal/testrand"

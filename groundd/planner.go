@@ -1,0 +1,444 @@
+package groundd
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/bootorbit/bootorbit/delta"
+	"github.com/bootorbit/bootorbit/groundd/store"
+	"github.com/bootorbit/bootorbit/protocol/transfer"
+	"github.com/bootorbit/bootorbit/protocol/update"
+	digest "github.com/opencontainers/go-digest"
+)
+
+// imageRec records an image groundd has resolved, so that a vehicle's slot,
+// known from telemetry by the first bytes of its manifest digest, can be
+// found again as a delta base.
+type imageRec struct {
+	Ref      string `json:"ref"`
+	Manifest string `json:"manifest"`
+	Version  uint64 `json:"version"`
+}
+
+func keyImage(m digest.Digest) string { return "image/" + m.String() }
+
+// RegisterImage resolves ref and records it in the image store: what a
+// vehicle holds must be there for the planner to compute deltas against it.
+func (d *Daemon) RegisterImage(ctx context.Context, ref string) (*Image, error) {
+	im, err := d.images.Resolve(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.checkRelease(im); err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(imageRec{Ref: ref, Manifest: im.OCI.ManifestDigest.String(), Version: im.Release.Release.Version})
+	if err := store.Put(ctx, d.st, keyImage(im.OCI.ManifestDigest), b); err != nil {
+		return nil, err
+	}
+	return im, nil
+}
+
+// findImage returns the registered image whose manifest digest is m, or
+// starts with the hex prefix short (telemetry's short digest): from the
+// image store by digest when the source has one (Lookup), else by its
+// reference again.
+func (d *Daemon) findImage(ctx context.Context, m string) (*Image, error) {
+	kvs, err := d.st.List(ctx, "image/sha256:"+strings.TrimPrefix(m, "sha256:"))
+	if err != nil {
+		return nil, err
+	}
+	if len(kvs) != 1 {
+		return nil, fmt.Errorf("%w: image %s in the image store (%d matches)", ErrNotFound, m, len(kvs))
+	}
+	var r imageRec
+	if err := json.Unmarshal(kvs[0].Value, &r); err != nil {
+		return nil, fmt.Errorf("groundd: record %s: %w", kvs[0].Key, err)
+	}
+	if l, ok := d.images.(Lookuper); ok {
+		dg, err := digest.Parse(r.Manifest)
+		if err != nil {
+			return nil, fmt.Errorf("groundd: record %s: %w", kvs[0].Key, err)
+		}
+		return l.Lookup(ctx, dg)
+	}
+	return d.images.Resolve(ctx, r.Ref)
+}
+
+// transferRec is a transfer of an uplink, persisted: enough to rebuild its
+// sender after a restart (same id, same data, same chunk size, so the same
+// hash tree and root), and its last known progress.
+type transferRec struct {
+	ID      uint64 `json:"id"`
+	Uplink  uint64 `json:"uplink"`
+	Vehicle uint32 `json:"vehicle"`
+	Plan    uint64 `json:"plan"`
+	Kind    string `json:"kind"` // "plan", "bundle"
+	// Blob is the content address of the data in the bundle directory.
+	Blob  string `json:"blob"`
+	Size  uint64 `json:"size"`
+	Chunk int    `json:"chunk"`
+	// Started: a frame of it may have been sent, so a new sender resumes
+	// (sends nothing until the vehicle reports what it lacks).
+	Started   bool   `json:"started,omitempty"`
+	Done      bool   `json:"done,omitempty"`
+	Abandoned bool   `json:"abandoned,omitempty"`
+	Error     string `json:"error,omitempty"`
+	Held      int    `json:"held"`
+	Total     int    `json:"total"`
+	Sent      int64  `json:"sent"`
+	Resent    int64  `json:"resent"`
+	Presumed  int64  `json:"presumed,omitempty"`
+}
+
+// blobPath is the content-addressed file of a blob in the bundle directory.
+func (d *Daemon) blobPath(blob string) (string, error) {
+	dg, err := digest.Parse(blob)
+	if err != nil || dg.Algorithm() != digest.SHA256 {
+		return "", fmt.Errorf("groundd: bad blob address %q", blob)
+	}
+	return filepath.Join(d.bundleDir, "sha256-"+dg.Encoded()), nil
+}
+
+// putBlob writes a blob durably under its sha256: a temporary file synced,
+// renamed, and the directory synced. A blob already there is kept: content
+// addressing makes writing it again pointless.
+func (d *Daemon) putBlob(write func(w io.Writer) error) (digest.Digest, uint64, error) {
+	f, err := os.CreateTemp(d.bundleDir, ".blob-*")
+	if err != nil {
+		return "", 0, fmt.Errorf("groundd: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	h := sha256.New()
+	cw := &countWriter{w: io.MultiWriter(f, h)}
+	bw := bufio.NewWriterSize(cw, 1<<20)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("groundd: blob: %w", err)
+	}
+	dg := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
+	dst, _ := d.blobPath(dg.String())
+	if err := os.Rename(tmp, dst); err != nil {
+		return "", 0, fmt.Errorf("groundd: blob: %w", err)
+	}
+	if err := syncDir(d.bundleDir); err != nil {
+		return "", 0, err
+	}
+	return dg, cw.n, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n uint64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += uint64(n)
+	return n, err
+}
+
+// openBlob opens a blob and checks its size and digest before anything is
+// sent from it: a bundle altered on disk is never sent.
+func (d *Daemon) openBlob(blob string, size uint64) (*os.File, error) {
+	p, err := d.blobPath(blob)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("groundd: blob %s: %w", blob, err)
+	}
+	var h hash.Hash = sha256.New()
+	n, err := io.Copy(h, f)
+	if err == nil && (uint64(n) != size || digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)).String() != blob) {
+		err = fmt.Errorf("groundd: blob %s: altered on disk (%d bytes)", blob, n)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// errNoKnowledge: the vehicle has not yet said what its slots hold
+// (hk.slots and hk.boot): planning waits for it rather than send full
+// layers the vehicle may hold.
+var errNoKnowledge = errors.New("groundd: waiting for the vehicle's hk.slots and hk.boot")
+
+// planned is what planning an uplink produced.
+type planned struct {
+	// clearMismatch: this supplement answers the mismatches gathered.
+	clearMismatch bool
+	plan          *update.Plan
+	transfers     []transferRec
+	layers        []LayerDecision
+}
+
+// planUplink plans u for the vehicle: per layer, reuse, delta against the
+// image its booted slot holds, or full; signs the plan; keeps plan and
+// bundle as blobs; and allocates the plan id and the two transfer ids.
+func (d *Daemon) planUplink(ctx context.Context, u *Uplink, s *session) (*planned, error) {
+	v, _, err := getJSON[vehicleRec](ctx, d.st, keyVehicle(u.Vehicle))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if len(v.Slots) == 0 || v.BootedSlot == "" {
+		return nil, errNoKnowledge
+	}
+	var base *Image
+	if bs := bootedSlot(&v.Vehicle); bs != nil && bs.Digest != "" && strings.Trim(bs.Digest, "0") != "" {
+		key := bs.Manifest
+		if key == "" {
+			key = bs.Digest
+		}
+		if base, err = d.findImage(ctx, key); err != nil {
+			return nil, fmt.Errorf("groundd: the booted slot %s holds image %s, which must be in the image store to plan against: %w", bs.Name, key, err)
+		}
+	}
+	return d.planAgainst(ctx, u, base)
+}
+
+// planAgainst plans u as a delta against base (nil: full layers).
+func (d *Daemon) planAgainst(ctx context.Context, u *Uplink, base *Image) (*planned, error) {
+	im, err := d.RegisterImage(ctx, u.Image)
+	if err != nil {
+		return nil, err
+	}
+	if s, ok := d.sessionOf(u.Vehicle); ok && s.cfg.HardwareID != "" && s.cfg.HardwareID != im.Release.Release.HardwareID {
+		return nil, fmt.Errorf("%w: %s is for %q, vehicle %d is %q", ErrHardware, u.Image, im.Release.Release.HardwareID, u.Vehicle, s.cfg.HardwareID)
+	}
+	var bases []delta.LayerSource
+	if base != nil {
+		for i, l := range base.OCI.Layers() {
+			bases = append(bases, delta.LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) { return base.OCI.OpenLayer(i) }})
+		}
+	}
+	tgt := delta.Target{Config: im.OCI.ConfigBytes, Annotations: im.OCI.Manifest.Annotations}
+	for i, l := range im.OCI.Layers() {
+		tgt.Layers = append(tgt.Layers, delta.LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) { return im.OCI.OpenLayer(i) }})
+	}
+	p := &update.Plan{Vehicle: u.Vehicle, Release: im.Release, Manifest: im.OCI.ManifestBytes, Config: im.OCI.ConfigBytes, AllowDowngrade: u.AllowDowngrade}
+	if base != nil {
+		p.Base = base.OCI.ManifestDigest
+	}
+	return d.signAndKeep(ctx, u, p, bases, tgt, 0, nil)
+}
+
+// planSupplement plans the supplement of plan orig for the layers the
+// vehicle reported a base mismatch in: those layers as full data, the
+// others reused (the vehicle rebuilt them from orig's bundle, or holds
+// them). Nothing in the supplement references base data.
+func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, orig uint64, layers map[int]bool) (*planned, error) {
+	im, err := d.images.Resolve(ctx, u.Image)
+	if err != nil {
+		return nil, err
+	}
+	if im.OCI.ManifestDigest.String() != u.Manifest {
+		return nil, fmt.Errorf("groundd: %s now names %s, not the %s planned", u.Image, im.OCI.ManifestDigest, u.Manifest)
+	}
+	for l := range layers {
+		if l < 0 || l >= len(im.OCI.Layers()) {
+			return nil, fmt.Errorf("groundd: the vehicle reports a mismatch in layer %d of %d", l, len(im.OCI.Layers()))
+		}
+	}
+	tgt := delta.Target{Config: im.OCI.ConfigBytes, Annotations: im.OCI.Manifest.Annotations}
+	for i, l := range im.OCI.Layers() {
+		tgt.Layers = append(tgt.Layers, delta.LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) { return im.OCI.OpenLayer(i) }})
+	}
+	var baseDigest digest.Digest
+	if u.Base != "" {
+		baseDigest = digest.Digest(u.Base)
+	}
+	p := &update.Plan{Vehicle: u.Vehicle, Release: im.Release, Manifest: im.OCI.ManifestBytes, Config: im.OCI.ConfigBytes,
+		AllowDowngrade: u.AllowDowngrade, Base: baseDigest}
+	return d.signAndKeep(ctx, u, p, nil, tgt, orig, layers)
+}
+
+// fullOnly writes the bundle of tgt with only the layers in keep rebuilt
+// (as full data) and the others reused: it computes the bundle with no base
+// (every layer full), then writes it again without the other layers'
+// parts, their payload left out.
+func (d *Daemon) fullOnly(ctx context.Context, tgt delta.Target, keep map[int]bool, w io.Writer, opts delta.Options) (delta.Stats, error) {
+	tmp, err := os.CreateTemp(d.bundleDir, ".full-*")
+	if err != nil {
+		return delta.Stats{}, fmt.Errorf("groundd: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	bw := bufio.NewWriter(tmp)
+	st, err := delta.ComputeLayers(ctx, nil, tgt, bw, opts)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		return delta.Stats{}, err
+	}
+	fi, err := tmp.Stat()
+	if err != nil {
+		return delta.Stats{}, err
+	}
+	h, start, err := delta.ReadHeader(tmp, fi.Size())
+	if err != nil {
+		return delta.Stats{}, err
+	}
+	nh := *h
+	nh.Base, nh.Layers = nil, nil
+	type piece struct{ off, n int64 }
+	var pieces []piece
+	var poff int64
+	for li, lp := range h.Layers {
+		if !keep[li] {
+			nh.Base = append(nh.Base, lp.DiffID)
+			nh.Layers = append(nh.Layers, delta.LayerPlan{DiffID: lp.DiffID, Size: lp.Size, Decision: delta.Reuse})
+			st.Layers[li].Decision, st.Layers[li].Parts, st.Layers[li].Payload = delta.Reuse, 0, 0
+			continue
+		}
+		nl := lp
+		nl.Parts = slices.Clone(lp.Parts)
+		for pi := range nl.Parts {
+			pieces = append(pieces, piece{start + nl.Parts[pi].PayloadOff, nl.Parts[pi].PayloadSize})
+			nl.Parts[pi].PayloadOff = poff
+			poff += nl.Parts[pi].PayloadSize
+		}
+		nh.Layers = append(nh.Layers, nl)
+	}
+	nh.PayloadSize = poff
+	hb, err := nh.Encode()
+	if err != nil {
+		return delta.Stats{}, err
+	}
+	var pre [len(delta.Magic) + 4]byte
+	copy(pre[:], delta.Magic)
+	binary.BigEndian.PutUint32(pre[len(delta.Magic):], uint32(len(hb)))
+	if _, err := w.Write(pre[:]); err != nil {
+		return delta.Stats{}, err
+	}
+	if _, err := w.Write(hb); err != nil {
+		return delta.Stats{}, err
+	}
+	for _, p := range pieces {
+		if _, err := io.Copy(w, io.NewSectionReader(tmp, p.off, p.n)); err != nil {
+			return delta.Stats{}, err
+		}
+	}
+	st.BundleSize = int64(len(pre)+len(hb)) + poff
+	return st, nil
+}
+
+func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, p *update.Plan, bases []delta.LayerSource, tgt delta.Target, supplement uint64, only map[int]bool) (*planned, error) {
+	var st delta.Stats
+	opts := delta.Options{TempDir: d.bundleDir, PartSize: d.cfg.PartSize, Tag: u.Image}
+	bundle, size, err := d.putBlob(func(w io.Writer) error {
+		var err error
+		if only != nil {
+			st, err = d.fullOnly(ctx, tgt, only, w, opts)
+		} else {
+			st, err = delta.ComputeLayers(ctx, bases, tgt, w, opts)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Never sign a bundle this side cannot open: a check of the header and
+	// its bounds, as the vehicle will make.
+	if bp, err := d.blobPath(bundle.String()); err == nil {
+		f, err := os.Open(bp)
+		if err != nil {
+			return nil, fmt.Errorf("groundd: %w", err)
+		}
+		_, err = delta.OpenBundle(f, int64(size))
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("groundd: the bundle planned does not open: %w", err)
+		}
+	}
+	keyID := d.cfg.GroundKeyID
+	if p.ID, err = d.st.Next(ctx, fmt.Sprintf("plan/%d", keyID)); err != nil {
+		return nil, err
+	}
+	p.BundleSize, p.BundleDigest, p.Supplement = size, bundle, supplement
+	// The vehicle stages the plan and the bundle, nothing else (flightd
+	// installs from the staged bundle with bounded memory): the plan's
+	// bytes are bounded as update.MaxPlanSize bounds them.
+	p.Staging = size + uint64(len(p.Manifest)+len(p.Config)) + 4096
+	if err := update.SignPlan(d.groundKey, keyID, p); err != nil {
+		return nil, err
+	}
+	enc, err := update.EncodePlan(p)
+	if err != nil {
+		return nil, err
+	}
+	planBlob, _, err := d.putBlob(func(w io.Writer) error { _, err := w.Write(enc); return err })
+	if err != nil {
+		return nil, err
+	}
+	out := &planned{plan: p}
+	for _, l := range st.Layers {
+		out.layers = append(out.layers, LayerDecision{DiffID: l.DiffID.String(), Decision: l.Decision, Size: l.Size, Payload: l.Payload})
+	}
+	for _, t := range []struct {
+		kind string
+		blob digest.Digest
+		size uint64
+	}{{"plan", planBlob, uint64(len(enc))}, {"bundle", bundle, size}} {
+		id, err := d.st.Next(ctx, "transfer")
+		if err != nil {
+			return nil, err
+		}
+		codec := d.codec
+		if s, ok := d.sessionOf(u.Vehicle); ok {
+			codec = s.codec
+		}
+		chunk, err := transfer.ChunkSizeFor(codec, id, t.size)
+		if err != nil {
+			return nil, err
+		}
+		out.transfers = append(out.transfers, transferRec{ID: id, Uplink: u.ID, Vehicle: u.Vehicle, Plan: p.ID, Kind: t.kind, Blob: t.blob.String(), Size: t.size, Chunk: chunk})
+	}
+	d.log.Info("groundd: planned", "uplink", u.ID, "vehicle", u.Vehicle, "plan", p.ID, "supplement", supplement,
+		"bundle", bundle, "bundle_size", size, "plan_transfer", out.transfers[0].ID, "bundle_transfer", out.transfers[1].ID)
+	return out, nil
+}
+
+// target returns the Offer.Target of a transfer.
+func (t *transferRec) target() []byte {
+	if t.Kind == "plan" {
+		return update.TargetPlan(t.Plan)
+	}
+	return update.TargetBundle(t.Plan)
+}
+
+func bootedSlot(v *Vehicle) *Slot {
+	for i := range v.Slots {
+		if v.Slots[i].Booted {
+			return &v.Slots[i]
+		}
+	}
+	return nil
+}
+
+func shortHex(b []byte) string { return hex.EncodeToString(b) }

@@ -1,0 +1,3 @@
+package groundd
+
+import _ "github.com/bootorbit/bootorbit/internal/testrand"
