@@ -35,7 +35,9 @@ type ABReport struct {
 // OK says the outcome was the expected one.
 func (r *ABReport) OK() bool { return len(r.Problems) == 0 }
 
-func (r *ABReport) step(format string, a ...any) { r.Steps = append(r.Steps, fmt.Sprintf(format, a...)) }
+func (r *ABReport) step(format string, a ...any) {
+	r.Steps = append(r.Steps, fmt.Sprintf(format, a...))
+}
 
 func (r *ABReport) problem(format string, a ...any) {
 	r.Problems = append(r.Problems, fmt.Sprintf(format, a...))
