@@ -102,14 +102,20 @@ type ABBoard struct {
 type SlotImage struct {
 	Version   string
 	Behaviour string // good | hang
-	// Timeout is the watchdog timeout in whole seconds (default 2).
+	// Timeout is the watchdog timeout in whole seconds (default 5 for a
+	// good image, whose health check pets every 0.5 s for 1.5 s: a margin
+	// for a guest starved of CPU on a loaded host; 2 for one that hangs,
+	// so that a rollback takes three short timeouts).
 	Timeout int
 }
 
 func (s SlotImage) file() []byte {
 	t := s.Timeout
 	if t <= 0 {
-		t = 2
+		t = 5
+		if s.Behaviour == "hang" {
+			t = 2
+		}
 	}
 	return fmt.Appendf(nil, "version=%s\nbehaviour=%s\ntimeout=%d\n", s.Version, s.Behaviour, t)
 }

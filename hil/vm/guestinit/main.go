@@ -521,12 +521,19 @@ func abBoard(args map[string]string, dev string) error {
 		time.Sleep(limit)
 		return fmt.Errorf("watchdog did not reset the board within %v of the hang", limit)
 	case "good":
-		// The health check: the system runs and pets for one timeout.
+		if err := d.Keepalive(); err != nil {
+			return err
+		}
+		// The health check: the system runs and pets every 0.5 s for
+		// 1.5 s.
 		for i := 0; i < 3; i++ {
-			time.Sleep(applied / 3)
 			if err := d.Keepalive(); err != nil {
 				return err
 			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if err := d.Keepalive(); err != nil {
+			return err
 		}
 		// As flightd: a failed trial is dropped from the boot order
 		// (reconcile), and a boot that passed its health checks is
