@@ -22,14 +22,17 @@ var (
 	board     *Board
 	boardErr  error
 	boardDir  string
+	abDir     string // the A/B board's (abboard_test.go)
 )
 
 // TestMain removes the shared board's work directory (init, initramfs,
 // disk images) after the tests.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if boardDir != "" {
-		os.RemoveAll(boardDir)
+	for _, d := range []string{boardDir, abDir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 	os.Exit(code)
 }

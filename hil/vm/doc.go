@@ -13,4 +13,12 @@
 // Results come back as structured lines on the serial console (Event),
 // which the host timestamps and parses; durations are measured on the
 // guest's clock.
+//
+// ABBoard is the full board: Debian's U-Boot (u-boot-qemu) as the
+// firmware, a disk with a boot partition (the board's variant of the
+// shipped boot script, BoardScript, and the kernel), rootfs A and B and a
+// raw U-Boot environment partition in the format flightd writes. The
+// real U-Boot counts boot attempts there, the i6300esb resets the board,
+// and the harness switches power (starts and kills QEMU) and reads the
+// environment offline with fw_printenv.
 package vm

@@ -47,6 +47,13 @@ type Event struct {
 	WatchdogResets uint64 `json:"watchdog_resets,omitempty"`
 
 	N int `json:"n,omitempty"` // keepalives so far
+
+	// the A/B board (scenario abboard): the slot booted (rauc.slot=), the
+	// version of the image in it, and the boot variables of the U-Boot
+	// environment as the guest read them
+	Slot    string            `json:"slot,omitempty"`
+	Version string            `json:"version,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
 }
 
 // Format renders e as a console line (without the newline).

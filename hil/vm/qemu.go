@@ -35,6 +35,12 @@ type Machine struct {
 	CPU            string // default cortex-a57 (cheaper to emulate than max)
 	// Console, if set, gets a copy of everything the serial console prints.
 	Console io.Writer
+	// BIOS, when set, is the firmware (U-Boot) that boots the machine from
+	// its disk: Kernel, Initrd and Append are then not used.
+	BIOS string
+	// CutOnStop kills qemu as soon as Run's stop returns true, without
+	// the grace period: a power cut at that line.
+	CutOnStop bool
 }
 
 // Line is one line of the serial console, with the host time since qemu
@@ -68,9 +74,13 @@ func (m Machine) Args() []string {
 	a := []string{
 		"-M", "virt", "-accel", "tcg", "-cpu", cpu, "-smp", "1", "-m", mem,
 		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-		"-kernel", m.Kernel, "-initrd", m.Initrd, "-append", strings.TrimSpace(cmdline),
-		"-device", "i6300esb", "-action", "watchdog=" + action,
 	}
+	if m.BIOS != "" {
+		a = append(a, "-bios", m.BIOS)
+	} else {
+		a = append(a, "-kernel", m.Kernel, "-initrd", m.Initrd, "-append", strings.TrimSpace(cmdline))
+	}
+	a = append(a, "-device", "i6300esb", "-action", "watchdog="+action)
 	if m.Disk != "" {
 		a = append(a, "-drive", "file="+strings.ReplaceAll(m.Disk, ",", ",,")+",format=raw,if=none,id=state,cache=writeback",
 			"-device", "virtio-blk-device,drive=state")
@@ -133,6 +143,10 @@ func (m Machine) Run(ctx context.Context, stop func(Line) bool) ([]Line, error) 
 	case <-readEnd: // console closed: qemu is exiting
 		readDone = true
 	case <-stopped:
+		if m.CutOnStop {
+			cmd.Process.Kill()
+			break
+		}
 		select {
 		case <-readEnd:
 			readDone = true

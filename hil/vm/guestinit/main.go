@@ -204,6 +204,8 @@ func run() error {
 		return idle(timeout)
 	case "magicclose":
 		return magicClose(dev, timeout)
+	case "abboard":
+		return abBoard(args, dev)
 	}
 
 	d, err := watchdog.OpenDevice(dev)
@@ -435,4 +437,121 @@ func goTest() error {
 	emit(vm.Event{Ev: "gotest-exit", N: code})
 	emit(vm.Event{Ev: "done"})
 	return nil
+}
+
+// abBoard is the system in a slot of the A/B board (vm.ABBoard): /image
+// says its version and behaviour, the kernel command line the slot U-Boot
+// booted and where the environment is. Like flightd it reads the boot
+// state from the U-Boot environment, takes the watchdog, and then either
+// hangs (behaviour=hang: stops petting, the watchdog resets the board and
+// U-Boot counts the attempt) or passes its health check and marks its
+// slot good, after marking a trial slot that U-Boot abandoned bad
+// (behaviour=good), as flightd's reconcile and commit do.
+func abBoard(args map[string]string, dev string) error {
+	b, err := os.ReadFile("/image")
+	if err != nil {
+		return err
+	}
+	img := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			img[k] = v
+		}
+	}
+	cl, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return err
+	}
+	slot, err := watchdog.ParseCmdline(string(cl))
+	if err != nil {
+		return err
+	}
+	envDev := args["env"]
+	if err := waitFor(envDev, 20*time.Second); err != nil {
+		return err
+	}
+	env, err := watchdog.NewUBootEnv(watchdog.UBootLocation{Path: envDev, Offset: 0, Size: vm.EnvSize})
+	if err != nil {
+		return err
+	}
+	bc := &watchdog.BootControl{Env: env, Attempts: watchdog.DefaultAttempts}
+	vars := func() map[string]string {
+		v, err := env.Load()
+		if err != nil {
+			return map[string]string{"error": err.Error()}
+		}
+		out := map[string]string{}
+		for _, k := range []string{watchdog.VarBootOrder, watchdog.LeftVar("A"), watchdog.LeftVar("B"), watchdog.VarTrial} {
+			out[k] = v[k]
+		}
+		return out
+	}
+	st, err := bc.Status(slot)
+	if err != nil {
+		return err
+	}
+	emit(vm.Event{Ev: "ab-boot", Slot: slot, Version: img["version"], Msg: img["behaviour"], Env: vars()})
+
+	if err := waitFor(dev, 20*time.Second); err != nil {
+		return err
+	}
+	timeout, err := strconv.Atoi(img["timeout"])
+	if err != nil || timeout <= 0 {
+		return fmt.Errorf("/image timeout=%q: want whole seconds > 0", img["timeout"])
+	}
+	d, err := watchdog.OpenDevice(dev)
+	if err != nil {
+		return err
+	}
+	applied, err := d.SetTimeout(time.Duration(timeout) * time.Second)
+	if err != nil {
+		return err
+	}
+	bs, err := d.BootStatus()
+	if err != nil {
+		return err
+	}
+	s := uint32(bs)
+	emit(vm.Event{Ev: "ab-watchdog", Slot: slot, Applied: secs(applied), BootStatus: &s, Cause: string(bs.Cause())})
+
+	switch img["behaviour"] {
+	case "hang":
+		emit(vm.Event{Ev: "ab-hang", Slot: slot, Version: img["version"]})
+		limit := 3*applied + 5*time.Second
+		time.Sleep(limit)
+		return fmt.Errorf("watchdog did not reset the board within %v of the hang", limit)
+	case "good":
+		if err := d.Keepalive(); err != nil {
+			return err
+		}
+		// The health check: the system runs and pets every 0.5 s for
+		// 1.5 s.
+		for i := 0; i < 3; i++ {
+			if err := d.Keepalive(); err != nil {
+				return err
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if err := d.Keepalive(); err != nil {
+			return err
+		}
+		// As flightd: a failed trial is dropped from the boot order
+		// (reconcile), and a boot that passed its health checks is
+		// committed, which resets the booted slot's counter (U-Boot
+		// counts every boot, a good slot's too) and ends its trial.
+		if st.FailedTrial != "" {
+			if err := bc.MarkBad(st.FailedTrial); err != nil {
+				return err
+			}
+			emit(vm.Event{Ev: "ab-marked-bad", Slot: st.FailedTrial, Env: vars()})
+		}
+		if err := bc.MarkGood(slot); err != nil {
+			return err
+		}
+		emit(vm.Event{Ev: "ab-marked-good", Slot: slot, Version: img["version"], Msg: fmt.Sprintf("trial=%v", st.Trial), Env: vars()})
+		emit(vm.Event{Ev: "done", Slot: slot, Version: img["version"], Env: vars()})
+		return nil
+	default:
+		return fmt.Errorf("/image behaviour=%q: want good or hang", img["behaviour"])
+	}
 }
