@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/bootorbit/bootorbit/protocol/transfer"
 )
@@ -30,20 +31,25 @@ type MemJournal struct {
 // NewMemJournal returns an empty journal.
 func NewMemJournal() *MemJournal { return &MemJournal{kv: map[string][]byte{}} }
 
-// Commit implements transfer.Journal.
+// Commit implements transfer.Journal. It checks every record before it
+// applies any, so that a batch it refuses changes nothing, as a real
+// journal's failed transaction does.
 func (j *MemJournal) Commit(recs []transfer.Record) error {
+	for _, r := range recs {
+		if r.Op != transfer.OpPut && r.Op != transfer.OpDeletePrefix {
+			return fmt.Errorf("transfertest: journal: unknown record op %d", r.Op)
+		}
+	}
 	for _, r := range recs {
 		switch r.Op {
 		case transfer.OpPut:
 			j.kv[string(r.Key)] = append([]byte(nil), r.Value...)
 		case transfer.OpDeletePrefix:
 			for k := range j.kv {
-				if len(k) >= len(r.Key) && k[:len(r.Key)] == string(r.Key) {
+				if strings.HasPrefix(k, string(r.Key)) {
 					delete(j.kv, k)
 				}
 			}
-		default:
-			return fmt.Errorf("transfertest: journal: unknown record op %d", r.Op)
 		}
 	}
 	j.Commits++

@@ -45,6 +45,23 @@ func TestMemJournal(t *testing.T) {
 	}
 }
 
+// A commit is all or nothing, also when it fails: a batch with a record the
+// journal cannot apply changes nothing and is not counted.
+func TestMemJournalCommitAtomic(t *testing.T) {
+	j := transfertest.NewMemJournal()
+	if err := j.Commit([]transfer.Record{put("a", "1")}); err != nil {
+		t.Fatal(err)
+	}
+	before := j.Snapshot()
+	err := j.Commit([]transfer.Record{put("b", "2"), {Op: transfer.OpDeletePrefix, Key: []byte("a")}, {Op: 99, Key: []byte("c")}})
+	if err == nil {
+		t.Fatal("a record with an unknown op was accepted")
+	}
+	if !reflect.DeepEqual(j.Snapshot(), before) || j.Commits != 1 {
+		t.Fatalf("a failed commit changed the journal: %v (was %v), commits %d", j.Snapshot(), before, j.Commits)
+	}
+}
+
 func TestMemStorePowerLoss(t *testing.T) {
 	s := transfertest.NewMemStore()
 	if err := s.WriteAt(1, 4, []byte("ef")); err != nil {
