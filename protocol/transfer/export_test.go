@@ -24,7 +24,8 @@ const (
 	// known journaled, known lost.
 	StDone    = stDone
 	StMissing = stMissing
-	// MaxDoubtBackoff bounds the request timeout's backoff, in BaseRTOs.
+	// MaxDoubtBackoff caps, in BaseRTOs, the request timer while the
+	// sender does not know the fate of every chunk.
 	MaxDoubtBackoff = maxDoubtBackoff
 )
 
@@ -35,8 +36,8 @@ type Geometry struct {
 	g              *geometry
 }
 
-// Parent returns the hash block that holds chunk x's hash, the position of
-// that hash in it, and whether the block is the top one.
+// Parent returns the index of the hash block that holds chunk x's hash and
+// the hash's position in it; top is true when x is the top block itself.
 func (g Geometry) Parent(x int) (p, pos int, top bool) { return g.g.parent(x) }
 
 // Geometry returns the plan's tree layout.
@@ -53,11 +54,12 @@ func (s *Sender) States() []uint8 { return s.st }
 // Unknown is the number of chunks whose fate the sender does not know.
 func (s *Sender) Unknown() int { return s.nUnknown }
 
-// Seq is the sequence number of the sender's latest report request.
+// Seq is the sequence number of the sender's latest frame (a report's Ack
+// echoes it).
 func (s *Sender) Seq() uint64 { return s.seq }
 
-// TakeSeq advances the request sequence as if the sender had sent a
-// request, and returns the new number.
+// TakeSeq advances the sequence as if the sender had sent a frame, and
+// returns the new number.
 func (s *Sender) TakeSeq() uint64 { s.seq++; return s.seq }
 
 // ReqRTO is the sender's current report-request timeout, backoff included.
