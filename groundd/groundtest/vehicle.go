@@ -17,6 +17,7 @@ import (
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
 	"github.com/bootorbit/bootorbit/protocol/transfer"
+	"github.com/bootorbit/bootorbit/protocol/transfer/transfertest"
 	"github.com/bootorbit/bootorbit/protocol/update"
 	digest "github.com/opencontainers/go-digest"
 )
@@ -59,8 +60,8 @@ type Vehicle struct {
 	auth    *protocol.ReturnAuth
 	keys    *protocol.Keyring
 	Rx      *transfer.Receiver
-	Journal *transfer.MemJournal
-	Store   *transfer.MemStore
+	Journal *transfertest.MemJournal
+	Store   *transfertest.MemStore
 
 	// Plans are the plans accepted, by id; Bundles their verified bundles.
 	Plans   map[uint64]*update.Plan
@@ -116,7 +117,7 @@ func NewVehicle(cfg VehicleConfig) (*Vehicle, error) {
 	if cfg.HKInterval == 0 {
 		cfg.HKInterval = 5 * time.Second
 	}
-	return &Vehicle{cfg: cfg, opener: opener, auth: auth, keys: keys, Rx: rx, Journal: transfer.NewMemJournal(), Store: transfer.NewMemStore(),
+	return &Vehicle{cfg: cfg, opener: opener, auth: auth, keys: keys, Rx: rx, Journal: transfertest.NewMemJournal(), Store: transfertest.NewMemStore(),
 		Plans: map[uint64]*update.Plan{}, Bundles: map[uint64][]byte{}}, nil
 }
 

@@ -120,13 +120,7 @@ var (
 // check name and then by file path (or a folder ending in "/", for every
 // file below it). The lead deletes an entry when its move lands; an entry
 // that no longer matches anything fails the test, so the list cannot rot.
-var knownOffenders = map[string]map[string]string{
-	"declares a test double": {
-		// MemJournal and MemStore, the transfer engine's in-memory journal
-		// and power-cuttable store; moving to protocol/transfer/transfertest.
-		"protocol/transfer/journal.go": "MemJournal/MemStore, moving to transfertest",
-	},
-}
+var knownOffenders = map[string]map[string]string{}
 
 // TestProductHoldsOnlyProduct enforces that no non-test file of slots,
 // delta, protocol, watchdog, flightd or groundd (test-helper packages

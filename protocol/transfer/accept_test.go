@@ -1,4 +1,4 @@
-package transfer
+package transfer_test
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/bootorbit/bootorbit/protocol"
+	. "github.com/bootorbit/bootorbit/protocol/transfer"
 )
 
 // TestReceiverAccept: the acceptance hook sees an offer only after the
@@ -15,7 +16,7 @@ func TestReceiverAccept(t *testing.T) {
 	f := newRxFixture(t)
 	var asked []uint64
 	allow := false
-	f.r.cfg.Accept = func(o *protocol.Offer) (uint8, bool) {
+	f.r.Config().Accept = func(o *protocol.Offer) (uint8, bool) {
 		asked = append(asked, o.ID)
 		return protocol.CancelRefused, allow
 	}
@@ -53,7 +54,7 @@ func TestReceiverAccept(t *testing.T) {
 	if err := f.step(f.encode(&plan.Offer)); err != nil {
 		t.Fatalf("accepted offer: %v", err)
 	}
-	if !f.j.Has(keyOffer(7)) {
+	if !f.j.Has(KeyOffer(7)) {
 		t.Fatal("accepted offer not journaled")
 	}
 	// A repeat of an accepted offer is not asked about again.
@@ -75,7 +76,7 @@ func TestReceiverAccept(t *testing.T) {
 	if err := f.step(nil); err == nil {
 		t.Fatal("empty frame accepted")
 	}
-	if f.j.Has(keyOffer(7)) || !f.j.Has(keyDone(7)) {
+	if f.j.Has(KeyOffer(7)) || !f.j.Has(KeyDone(7)) {
 		t.Fatalf("journal after Abandon: %v", f.j.Snapshot())
 	}
 	if len(f.out) != 1 {

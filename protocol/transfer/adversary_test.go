@@ -1,4 +1,4 @@
-package transfer
+package transfer_test
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/linksim"
+	. "github.com/bootorbit/bootorbit/protocol/transfer"
+	"github.com/bootorbit/bootorbit/protocol/transfer/transfertest"
 )
 
 // advSize is a transfer of 299 chunks at 256-byte frames (23 hash blocks,
@@ -79,7 +81,7 @@ func checkForgeriesCounted(t *testing.T, c *protocol.Counters) {
 func TestForgedReportHeals(t *testing.T) {
 	seed := testSeed(t)
 	h := newHarness(t, crashProfile(), seed, advSize)
-	total := uint32(h.plan.geo.t)
+	total := uint32(h.plan.Geometry().T)
 	done := false
 	h.adversary = func() {
 		if !done && h.sender.Stats.ChunksSent >= 40 {
@@ -124,7 +126,7 @@ func TestForgedCompleteRefused(t *testing.T) {
 func TestContradictoryReportsHeal(t *testing.T) {
 	seed := testSeed(t)
 	h := newHarness(t, crashProfile(), seed, advSize)
-	total := uint32(h.plan.geo.t)
+	total := uint32(h.plan.Geometry().T)
 	var events []Event
 	h.onSenderReady = func(rd *Ready) { events = append(events, rd.Events...) }
 	step := 0
@@ -179,14 +181,14 @@ func TestContradictionBudget(t *testing.T) {
 		s.Advance()
 		now = now.Add(250 * time.Millisecond)
 	}
-	total := uint32(plan.geo.t)
+	total := uint32(plan.Geometry().T)
 	for i := 0; !s.Done(); i++ {
 		if i > 100 {
 			t.Fatal("the sender goes on believing contradictory reports")
 		}
-		m := &protocol.Report{ID: 3, Watermark: total, Cursor: total, End: total, High: total, Ack: s.seq}
+		m := &protocol.Report{ID: 3, Watermark: total, Cursor: total, End: total, High: total, Ack: s.Seq()}
 		if i%2 == 1 {
-			m = &protocol.Report{ID: 3, End: total, High: total, Missing: protocol.Ranges{0, total}, Ack: s.seq}
+			m = &protocol.Report{ID: 3, End: total, High: total, Missing: protocol.Ranges{0, total}, Ack: s.Seq()}
 		}
 		if err := auth.Sign(m); err != nil {
 			t.Fatal(err)
@@ -231,7 +233,7 @@ func TestOtherVehicleFrames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, s := NewMemJournal(), NewMemStore()
+	j, s := transfertest.NewMemJournal(), transfertest.NewMemStore()
 	for _, f := range captured {
 		_ = y.Step(epoch, f)
 		y.Tick(epoch)
@@ -276,7 +278,7 @@ func TestOldCancelDoS(t *testing.T) {
 	if err := f.step(f.encode(&plan.Offer)); err != nil {
 		t.Fatalf("genuine offer 8 after a replayed cancel of 1000: %v", err)
 	}
-	if !f.j.Has(keyOffer(8)) {
+	if !f.j.Has(KeyOffer(8)) {
 		t.Fatal("offer 8 not journaled")
 	}
 	// The cancel still ends only the transfer it names: 1000, should its
@@ -328,8 +330,7 @@ func TestRequestFloodBounded(t *testing.T) {
 	}
 	for i, want := range []int{1, 0} {
 		now = now.Add(time.Second / 4)
-		f.r.tokens = 0
-		f.r.tokensAt = now
+		f.r.SpendAnswerBudget(now)
 		if err := f.r.Step(now, f.encode(rq)); (err == nil) != (i == 0) {
 			t.Errorf("request %d: %v", i, err)
 		}
@@ -372,7 +373,7 @@ func checkWrongVehicle(t *testing.T, r *Receiver, n int) {
 // floodLimit is the most return frames a receiver may send in d to
 // answer requests.
 func floodLimit(r *Receiver, d time.Duration) int {
-	return r.cfg.AnswerBurst + int(r.cfg.AnswerRate*d.Seconds()) + 1
+	return r.Config().AnswerBurst + int(r.Config().AnswerRate*d.Seconds()) + 1
 }
 
 // checkRateLimited requires r to have counted the dropped answers: at
@@ -441,8 +442,8 @@ func adversaryRun(t *testing.T, prof linksim.Profile, seed uint64, size int) {
 	}
 	var otherFrames [][]byte
 	otherFrames = append(otherFrames, enc(fwd, &other.Offer))
-	for x := 0; x < other.geo.t; x++ {
-		b, err := other.chunk(x, make([]byte, other.geo.chunk))
+	for x := 0; x < other.Geometry().T; x++ {
+		b, err := other.Chunk(x, make([]byte, other.Geometry().ChunkLen))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -467,7 +468,7 @@ func adversaryRun(t *testing.T, prof linksim.Profile, seed uint64, size int) {
 		}
 		return false
 	}
-	total := uint32(h.plan.geo.t)
+	total := uint32(h.plan.Geometry().T)
 	forgeries := func() []protocol.ReturnMessage {
 		var all []protocol.ReturnMessage
 		for _, mk := range []func() protocol.ReturnMessage{
@@ -582,7 +583,7 @@ func FuzzSenderStep(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	total := uint32(plan.geo.t)
+	total := uint32(plan.Geometry().T)
 	auth := testAuth(f, 1)
 	for _, m := range []protocol.ReturnMessage{
 		&protocol.Report{ID: 5, Watermark: total, Cursor: total, End: total, High: total},
@@ -607,12 +608,12 @@ func FuzzSenderStep(f *testing.F) {
 			s.Advance()
 			now = now.Add(250 * time.Millisecond)
 		}
-		before, st := s.Stats, append([]uint8(nil), s.st...)
+		before, st := s.Stats, append([]uint8(nil), s.States()...)
 		err = s.Step(now, frame)
 		if m, derr := c.Decode(frame); derr == nil && protocol.TagOf(m) != nil && err == nil {
 			return // genuinely tagged: believed, as it should be
 		}
-		if s.Done() || !bytes.Equal(st, s.st) || s.Stats.Reports != before.Reports {
+		if s.Done() || !bytes.Equal(st, s.States()) || s.Stats.Reports != before.Reports {
 			t.Fatalf("an unauthenticated frame changed the sender: done %v err %v", s.Done(), err)
 		}
 	})
@@ -625,7 +626,7 @@ func FuzzSenderStep(f *testing.F) {
 // the answer budget, as every other replayable input is.
 func TestReplayedOldCancelBounded(t *testing.T) {
 	f := newRxFixture(t)
-	f.r.cfg.MaxFinished = 1
+	f.r.Config().MaxFinished = 1
 	var captured []byte
 	for _, id := range []uint64{5, 6} {
 		plan := testPlan(t, f.codec, id, bytes.Repeat([]byte{byte(id)}, 3000), f.priv)
@@ -640,7 +641,7 @@ func TestReplayedOldCancelBounded(t *testing.T) {
 			captured = c
 		}
 	}
-	if _, ok := f.r.finished[5]; ok {
+	if f.r.Finished(5) {
 		t.Fatal("transfer 5 still remembered one by one; the test needs it forgotten")
 	}
 	const n = 200
@@ -659,8 +660,8 @@ func TestReplayedOldCancelBounded(t *testing.T) {
 	if records != 0 {
 		t.Errorf("%d replays of an old cancel wrote %d journal records, want 0", n, records)
 	}
-	if answers > f.r.cfg.AnswerBurst {
-		t.Errorf("%d replays of an old cancel got %d answers at one instant, want at most the burst %d", n, answers, f.r.cfg.AnswerBurst)
+	if answers > f.r.Config().AnswerBurst {
+		t.Errorf("%d replays of an old cancel got %d answers at one instant, want at most the burst %d", n, answers, f.r.Config().AnswerBurst)
 	}
 	if f.r.Stats.Replayed == 0 || f.r.Counters.Get(protocol.ReasonReplayed) == 0 {
 		t.Errorf("replayed cancels not counted: stats %d, counter %d", f.r.Stats.Replayed, f.r.Counters.Get(protocol.ReasonReplayed))
@@ -684,7 +685,7 @@ func TestJunkChunkDoesNotAnchorReports(t *testing.T) {
 		t.Fatalf("plan of %d hash blocks and %d data chunks; the test needs more", h, n)
 	}
 	genuine := func(x int) *protocol.Chunk {
-		b, err := plan.chunk(x, make([]byte, plan.geo.chunk))
+		b, err := plan.Chunk(x, make([]byte, plan.Geometry().ChunkLen))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -749,7 +750,7 @@ func TestJunkChunkDoesNotAnchorReports(t *testing.T) {
 	}{
 		{"junk at a fresh index", junk(h + 3)},
 		{"junk at the index of a held chunk", junk(0)},
-		{"junk at the last index", junk(plan.geo.t - 1)},
+		{"junk at the last index", junk(plan.Geometry().T - 1)},
 	} {
 		feed(c.c)
 		if got := lastOf(); got != want {
@@ -827,7 +828,7 @@ func TestCancelAfterKeyRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub2, _ := testKey(2)
-	cfg := f.r.cfg
+	cfg := *f.r.Config()
 	cfg.Keys = map[uint32]ed25519.PublicKey{2: pub2} // key 1 rotated out
 	cfg.Auth = testAuth(t, 2)
 	r, err := NewReceiver(cfg, recs)
@@ -886,8 +887,8 @@ func TestTwinTransferReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	var frames [][]byte
-	for x := 0; x < twin.geo.t/2; x++ {
-		b, err := twin.chunk(x, make([]byte, twin.geo.chunk))
+	for x := 0; x < twin.Geometry().T/2; x++ {
+		b, err := twin.Chunk(x, make([]byte, twin.Geometry().ChunkLen))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/transfer"
+	"github.com/bootorbit/bootorbit/protocol/transfer/transfertest"
 )
 
 // Example drives a sender and a receiver over a perfect in-memory link: the
@@ -31,7 +32,7 @@ func Example() {
 
 	// Vehicle: receiver with its journal and data store. The epoch is the
 	// vehicle's durable boot counter, incremented at every start.
-	journal, store := transfer.NewMemJournal(), transfer.NewMemStore()
+	journal, store := transfertest.NewMemJournal(), transfertest.NewMemStore()
 	auth, _ := protocol.NewReturnAuth(42, macKey, 1)
 	receiver, _ := transfer.NewReceiver(transfer.ReceiverConfig{
 		Codec:   codec,

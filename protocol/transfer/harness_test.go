@@ -1,4 +1,4 @@
-package transfer
+package transfer_test
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/linksim"
+	. "github.com/bootorbit/bootorbit/protocol/transfer"
+	"github.com/bootorbit/bootorbit/protocol/transfer/transfertest"
 )
 
 // The run seed and -long come from internal/testrand (-seed,
@@ -87,8 +89,8 @@ type harness struct {
 	rcfg    ReceiverConfig
 	sender  *Sender
 	recv    *Receiver
-	journal *MemJournal
-	store   *MemStore
+	journal *transfertest.MemJournal
+	store   *transfertest.MemStore
 	// bootEpoch is the receiver's durable boot counter: each power-on
 	// starts a new return-link epoch.
 	bootEpoch uint32
@@ -138,7 +140,7 @@ func newHarness(t testing.TB, prof linksim.Profile, seed uint64, size int) *harn
 	h.bootEpoch = 1
 	h.rcfg = ReceiverConfig{Codec: fwd, ReturnCodec: ret, Vehicle: testVehicle, Keys: map[uint32]ed25519.PublicKey{1: pub},
 		Auth: testAuth(t, h.bootEpoch)}
-	h.journal, h.store = NewMemJournal(), NewMemStore()
+	h.journal, h.store = transfertest.NewMemJournal(), transfertest.NewMemStore()
 	if h.sender, err = NewSender(h.scfg, plan); err != nil {
 		t.Fatal(err)
 	}
@@ -195,10 +197,10 @@ func (h *harness) powerOn() {
 
 // journaled says whether the receiver's journal holds chunk x durably.
 func (h *harness) journaled(x int) bool {
-	if h.journal.Has(keyDone(h.id)) {
+	if h.journal.Has(KeyDone(h.id)) {
 		return true
 	}
-	return h.journal.Has(keyChunk(h.id, x, x < h.plan.geo.h))
+	return h.journal.Has(KeyChunk(h.id, x, x < h.plan.Geometry().H))
 }
 
 func (h *harness) doSender() time.Time {
@@ -297,12 +299,12 @@ func (h *harness) run(limit time.Duration) {
 		if h.adversary != nil {
 			h.adversary()
 		}
-		dl := earliest(h.doSender(), h.doReceiver())
+		dl := Earliest(h.doSender(), h.doReceiver())
 		if len(h.senderCuts) > 0 {
-			dl = earliest(dl, epoch.Add(h.senderCuts[0]))
+			dl = Earliest(dl, epoch.Add(h.senderCuts[0]))
 		}
 		if len(h.recvCuts) > 0 {
-			dl = earliest(dl, epoch.Add(h.recvCuts[0]))
+			dl = Earliest(dl, epoch.Add(h.recvCuts[0]))
 		}
 		before := h.sim.Now()
 		ev, ok := h.sim.Step(dl)
@@ -364,12 +366,12 @@ func (h *harness) checkReport(frame []byte) {
 		return
 	}
 	r, ok := m.(*protocol.Report)
-	if !ok || r.NeedOffer || h.journal.Has(keyDone(h.id)) {
+	if !ok || r.NeedOffer || h.journal.Has(KeyDone(h.id)) {
 		return
 	}
 	claim := func(a, b int) {
 		for x := a; x < b; x++ {
-			if !h.journal.Has(keyChunk(h.id, x, x < h.plan.geo.h)) {
+			if !h.journal.Has(KeyChunk(h.id, x, x < h.plan.Geometry().H)) {
 				h.t.Fatalf("%v: report claims chunk %d, which is not journaled", h.sim.Elapsed(), x)
 			}
 		}
@@ -387,7 +389,7 @@ func (h *harness) checkReport(frame []byte) {
 // check verifies the receiver holds exactly the source data.
 func (h *harness) check() {
 	h.t.Helper()
-	if !h.journal.Has(keyDone(h.id)) {
+	if !h.journal.Has(KeyDone(h.id)) {
 		h.t.Fatal("journal has no completion record")
 	}
 	if got := h.store.Bytes(h.id); !bytes.Equal(got, h.data) {

@@ -1,4 +1,4 @@
-package transfer
+package transfer_test
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/bootorbit/bootorbit/protocol"
+	. "github.com/bootorbit/bootorbit/protocol/transfer"
+	"github.com/bootorbit/bootorbit/protocol/transfer/transfertest"
 	"github.com/fxamacker/cbor/v2"
 )
 
@@ -18,8 +20,8 @@ type rxFixture struct {
 	t     *testing.T
 	codec *protocol.Codec
 	r     *Receiver
-	j     *MemJournal
-	s     *MemStore
+	j     *transfertest.MemJournal
+	s     *transfertest.MemStore
 	priv  ed25519.PrivateKey
 	out   []protocol.Message
 	v     *protocol.ReturnVerifier // the ground's view of the return link
@@ -33,7 +35,7 @@ func newRxFixture(t *testing.T) *rxFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rxFixture{t: t, codec: c, r: r, j: NewMemJournal(), s: NewMemStore(), priv: priv, v: testVerifier(t)}
+	return &rxFixture{t: t, codec: c, r: r, j: transfertest.NewMemJournal(), s: transfertest.NewMemStore(), priv: priv, v: testVerifier(t)}
 }
 
 // step feeds one frame and carries out the Ready.
@@ -103,7 +105,7 @@ func TestReceiverRejects(t *testing.T) {
 	data := bytes.Repeat([]byte("bootorbit "), 300)
 	plan := testPlan(t, f.codec, 5, data, f.priv)
 	chunk := func(x int) *protocol.Chunk {
-		b, err := plan.chunk(x, make([]byte, plan.geo.chunk))
+		b, err := plan.Chunk(x, make([]byte, plan.Geometry().ChunkLen))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +173,7 @@ func TestReceiverRejects(t *testing.T) {
 	if err := f.step(good); err != nil {
 		t.Fatalf("good offer: %v", err)
 	}
-	if !f.j.Has(keyOffer(5)) {
+	if !f.j.Has(KeyOffer(5)) {
 		t.Fatal("offer not journaled")
 	}
 	conflict := plan.Offer
@@ -185,7 +187,7 @@ func TestReceiverRejects(t *testing.T) {
 		}, ErrChunkSize, func() int64 { return st.BadChunks }},
 		{"chunk index past the end", func() []byte {
 			c := chunk(0)
-			c.Index = uint32(plan.geo.t)
+			c.Index = uint32(plan.Geometry().T)
 			return f.encode(c)
 		}, ErrChunkIndex, func() int64 { return st.BadChunks }},
 		{"conflicting offer", func() []byte { return f.encode(sign(&Plan{Offer: conflict}, f.priv)) }, ErrConflict, func() int64 { return st.OffersRefused }},
@@ -204,7 +206,7 @@ func TestReceiverRejects(t *testing.T) {
 	}
 
 	// Deliver everything: the transfer completes, exactly.
-	for x := 0; x < plan.geo.t; x++ {
+	for x := 0; x < plan.Geometry().T; x++ {
 		if err := f.step(f.encode(chunk(x))); err != nil {
 			t.Fatalf("chunk %d: %v", x, err)
 		}
@@ -212,7 +214,7 @@ func TestReceiverRejects(t *testing.T) {
 	if !f.r.Completed(5) || !bytes.Equal(f.s.Bytes(5), data) {
 		t.Fatal("transfer did not complete exactly")
 	}
-	if f.j.Has(keyOffer(5)) {
+	if f.j.Has(KeyOffer(5)) {
 		t.Error("completed transfer's records were not removed")
 	}
 
@@ -238,7 +240,7 @@ func TestReceiverRejects(t *testing.T) {
 
 	// The receiver restarted from its journal refuses the replay as well.
 	recs, _ := f.j.Load()
-	r2, err := NewReceiver(f.r.cfg, recs)
+	r2, err := NewReceiver(*f.r.Config(), recs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +265,7 @@ func TestReceiverCancel(t *testing.T) {
 	if a, ok := f.out[0].(*protocol.Cancel); !ok || a.Reason != protocol.CancelAck {
 		t.Fatalf("cancel answered %v", f.out)
 	}
-	if f.j.Has(keyOffer(9)) || !f.j.Has(keyDone(9)) {
+	if f.j.Has(KeyOffer(9)) || !f.j.Has(KeyDone(9)) {
 		t.Fatal("cancel not journaled")
 	}
 	if err := f.step(f.encode(&plan.Offer)); !errors.Is(err, protocol.ErrReplayed) {
@@ -284,10 +286,10 @@ func TestReportFitsOneFrame(t *testing.T) {
 	if err := f.step(f.encode(&plan.Offer)); err != nil {
 		t.Fatal(err)
 	}
-	g := plan.geo
-	for x := 0; x < g.t; x++ {
-		if x < g.h || x%2 == 0 {
-			b, _ := plan.chunk(x, make([]byte, g.chunk))
+	g := plan.Geometry()
+	for x := 0; x < g.T; x++ {
+		if x < g.H || x%2 == 0 {
+			b, _ := plan.Chunk(x, make([]byte, g.ChunkLen))
 			if err := f.step(f.encode(&protocol.Chunk{ID: 11, Index: uint32(x), Data: append([]byte(nil), b...)})); err != nil {
 				t.Fatal(err)
 			}
@@ -300,13 +302,12 @@ func TestReportFitsOneFrame(t *testing.T) {
 	now := epoch
 	s.Tick(now) // the offer goes out: the sender's sequence starts
 	s.Advance()
-	for i := 0; s.nUnknown > 0; i++ {
+	for i := 0; s.Unknown() > 0; i++ {
 		if i > 1000 {
-			t.Fatalf("sender still has %d unknown chunks after %d reports", s.nUnknown, i)
+			t.Fatalf("sender still has %d unknown chunks after %d reports", s.Unknown(), i)
 		}
 		now = now.Add(time.Second)
-		s.seq++ // as if the sender had sent this request
-		rq := &protocol.ReportRequest{ID: 11, Seq: s.seq}
+		rq := &protocol.ReportRequest{ID: 11, Seq: s.TakeSeq()} // as if the sender had sent it
 		if err := f.v.SignRequest(rq); err != nil {
 			t.Fatal(err)
 		}
@@ -326,17 +327,17 @@ func TestReportFitsOneFrame(t *testing.T) {
 		}
 	}
 	missing := 0
-	for x := 0; x < g.t; x++ {
-		want := stDone
-		if x >= g.h && x%2 == 1 {
-			want = stMissing
+	for x := 0; x < g.T; x++ {
+		want := StDone
+		if x >= g.H && x%2 == 1 {
+			want = StMissing
 			missing++
 		}
-		if s.st[x] != want {
-			t.Fatalf("chunk %d: sender state %d, want %d", x, s.st[x], want)
+		if s.States()[x] != want {
+			t.Fatalf("chunk %d: sender state %d, want %d", x, s.States()[x], want)
 		}
 	}
-	t.Logf("%d chunks, %d missing in %d ranges, learned in %d reports", g.t, missing, missing, f.r.Stats.Reports)
+	t.Logf("%d chunks, %d missing in %d ranges, learned in %d reports", g.T, missing, missing, f.r.Stats.Reports)
 }
 
 // FuzzReceiverStep feeds arbitrary frames to a receiver holding an
@@ -376,7 +377,7 @@ func FuzzReceiverStep(f *testing.F) {
 			m, _ := c.Decode(frame)
 			if ch, ok := m.(*protocol.Chunk); ok && ch.ID == 5 {
 				// Only a genuine chunk of the plan may be stored.
-				want, _ := plan.chunk(int(ch.Index), make([]byte, plan.geo.chunk))
+				want, _ := plan.Chunk(int(ch.Index), make([]byte, plan.Geometry().ChunkLen))
 				if bytes.Equal(want, ch.Data) {
 					return
 				}
@@ -411,9 +412,9 @@ func testForgedChunkBeforeItsBlock(t *testing.T, dataChunk bool, forgeries int) 
 		}
 		const id = 12
 		plan := testPlan(t, f.codec, id, data, f.priv)
-		g := plan.geo
+		g := plan.Geometry()
 		chunk := func(x int) *protocol.Chunk {
-			b, err := plan.chunk(x, make([]byte, g.chunk))
+			b, err := plan.Chunk(x, make([]byte, g.ChunkLen))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -422,12 +423,12 @@ func testForgedChunkBeforeItsBlock(t *testing.T, dataChunk bool, forgeries int) 
 		if err := f.step(f.encode(&plan.Offer)); err != nil {
 			t.Fatal(err)
 		}
-		x := g.h + 20
+		x := g.H + 20
 		if !dataChunk {
 			x = 1
 		}
-		p, _, _ := g.parent(x)
-		for b := 0; b < g.h; b++ {
+		p, _, _ := g.Parent(x)
+		for b := 0; b < g.H; b++ {
 			if b != p && b != x {
 				if err := f.step(f.encode(chunk(b))); err != nil {
 					t.Fatalf("block %d: %v", b, err)
@@ -452,7 +453,7 @@ func testForgedChunkBeforeItsBlock(t *testing.T, dataChunk bool, forgeries int) 
 		if err := f.step(f.encode(chunk(p))); err != nil {
 			t.Fatalf("block %d: %v", p, err)
 		}
-		for c := g.h; c < g.t; c++ {
+		for c := g.H; c < g.T; c++ {
 			if c != x {
 				if err := f.step(f.encode(chunk(c))); err != nil {
 					t.Fatalf("chunk %d: %v", c, err)
@@ -481,7 +482,7 @@ func testForgedChunkBeforeItsBlock(t *testing.T, dataChunk bool, forgeries int) 
 			}
 			rep.Ranges(func(s, e uint32) {
 				for c := int(s); c < int(e); c++ {
-					if q, _, _ := g.parent(c); q == x && !dataChunk {
+					if q, _, _ := g.Parent(c); q == x && !dataChunk {
 						// Held in memory for x: the sender waits for x
 						// before it sends these again.
 						continue

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/transfer"
+	"github.com/bootorbit/bootorbit/protocol/transfer/transfertest"
 )
 
 // The tests of this file run the transfer engine the way flightd and groundd
@@ -67,8 +68,8 @@ type sealedRun struct {
 	data     []byte
 	sender   *transfer.Sender
 	recv     *transfer.Receiver
-	journal  *transfer.MemJournal
-	store    *transfer.MemStore
+	journal  *transfertest.MemJournal
+	store    *transfertest.MemStore
 	ground   *groundKeys
 	sealer   *protocol.Sealer
 	opener   *protocol.Opener
@@ -121,7 +122,7 @@ func newSealedRun(t testing.TB, link, size int, groundKey protocol.SealKey, vehi
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.journal, r.store = transfer.NewMemJournal(), transfer.NewMemStore()
+	r.journal, r.store = transfertest.NewMemJournal(), transfertest.NewMemStore()
 	r.recv, err = transfer.NewReceiver(transfer.ReceiverConfig{
 		Codec: r.inner, ReturnCodec: r.ret, Vehicle: sealVehicle, Auth: auth,
 		Keys: map[uint32]ed25519.PublicKey{7: priv.Public().(ed25519.PublicKey)},

@@ -1,4 +1,4 @@
-package transfer
+package transfer_test
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/linksim"
+	. "github.com/bootorbit/bootorbit/protocol/transfer"
 )
 
 // TestLostControlMessages loses, in turn, the first few of each kind of
@@ -65,15 +66,15 @@ func TestTimersFreezeWhileLinkDown(t *testing.T) {
 		s.Advance()
 		now = now.Add(250 * time.Millisecond)
 	}
-	rto := s.reqRTO
+	rto := s.ReqRTO()
 	s.SetLink(now, LinkState{})
 	now = now.Add(10 * time.Hour)
 	s.Tick(now)
 	if rd := s.Ready(); !rd.Deadline.IsZero() || len(rd.Messages) != 0 {
 		t.Fatalf("link down: deadline %v, %d messages", rd.Deadline, len(rd.Messages))
 	}
-	if s.reqRTO != rto {
-		t.Fatalf("backoff moved while the link was down: %v -> %v", rto, s.reqRTO)
+	if s.ReqRTO() != rto {
+		t.Fatalf("backoff moved while the link was down: %v -> %v", rto, s.ReqRTO())
 	}
 	s.SetLink(now, LinkState{Forward: true, Return: true})
 	s.Tick(now)
@@ -97,7 +98,7 @@ func TestSenderCancel(t *testing.T) {
 			h.sender.Cancel()
 			cancelled = true
 		}
-		dl := earliest(h.doSender(), h.doReceiver())
+		dl := Earliest(h.doSender(), h.doReceiver())
 		ev, ok := h.sim.Step(dl)
 		if ok && ev.Kind == linksim.EventDeliver {
 			if ev.Dir == linksim.Forward {
@@ -110,7 +111,7 @@ func TestSenderCancel(t *testing.T) {
 	if !errors.Is(h.sender.Err(), ErrCancelled) {
 		t.Fatalf("sender ended with %v", h.sender.Err())
 	}
-	if h.journal.Has(keyOffer(h.id)) || !h.journal.Has(keyDone(h.id)) || h.recv.Stats.Cancelled != 1 {
+	if h.journal.Has(KeyOffer(h.id)) || !h.journal.Has(KeyDone(h.id)) || h.recv.Stats.Cancelled != 1 {
 		t.Fatal("receiver did not record the cancel")
 	}
 }
@@ -141,7 +142,7 @@ func TestLostOfferAndBlocks(t *testing.T) {
 			{"second level", func(h *harness, m protocol.Message) bool { c, ok := m.(*protocol.Chunk); return ok && c.Index == 1 }},
 			{"every block", func(h *harness, m protocol.Message) bool {
 				c, ok := m.(*protocol.Chunk)
-				return ok && int(c.Index) < h.plan.geo.h
+				return ok && int(c.Index) < h.plan.Geometry().H
 			}},
 		}
 		for _, c := range cases {
@@ -227,10 +228,10 @@ func TestRequestBackoffWhileInDoubt(t *testing.T) {
 	}
 	h.run(24 * time.Hour)
 	h.check()
-	rto := h.sender.baseRTO()
+	rto := h.sender.BaseRTO()
 	late := h.sim.Elapsed() - deaf
 	t.Logf("RTO %v: complete %v after the return link came back; %d requests", rto, late.Round(time.Millisecond), h.sender.Stats.Requests)
-	if late > 2*maxDoubtBackoff*rto {
-		t.Errorf("complete %v after the return link came back, want at most %v", late, 2*maxDoubtBackoff*rto)
+	if late > 2*MaxDoubtBackoff*rto {
+		t.Errorf("complete %v after the return link came back, want at most %v", late, 2*MaxDoubtBackoff*rto)
 	}
 }

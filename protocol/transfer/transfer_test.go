@@ -1,4 +1,4 @@
-package transfer
+package transfer_test
 
 import (
 	"math/rand/v2"
