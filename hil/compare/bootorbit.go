@@ -11,6 +11,7 @@ import (
 	"github.com/bootorbit/bootorbit/hil/link"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/transfer"
+	"github.com/bootorbit/bootorbit/protocol/transfer/transfertest"
 )
 
 // The uplink's fixed identities: one vehicle, one ground key, one MAC key.
@@ -95,7 +96,7 @@ func Bootorbit(ctx context.Context, spec link.Spec, seed uint64, data []byte) (M
 	if err != nil {
 		return m, fmt.Errorf("compare: %w", err)
 	}
-	journal, store := transfer.NewMemJournal(), transfer.NewMemStore()
+	journal, store := transfertest.NewMemJournal(), transfertest.NewMemStore()
 
 	gIn, vIn := make(chan []byte, 4096), make(chan []byte, 4096)
 	go readLoop(ctx, ground, gIn)
