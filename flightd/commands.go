@@ -74,6 +74,8 @@ func (d *daemon) onCommand(ctx context.Context, now time.Time, c *protocol.Comma
 		reject(protocol.CodeOf(protocol.ReasonReplayed), false)
 		return false
 	}
+	// Genuine and new: the ground's. Whatever answers it goes to its sender.
+	d.authenticated()
 	d.windows[key] = &next
 	if err := d.saveState(); err != nil {
 		// Not durably recorded: not acted on (a retry with the same seq

@@ -314,6 +314,22 @@ func (e *Engine) Step(now time.Time, frame []byte) error {
 	return serr
 }
 
+// Authenticated counts the frames Step took that only the ground can have
+// sent first: offers accepted, new chunks that verified against a signed
+// hash tree, signed cancels, and report requests whose MAC verified with a
+// new sequence number. A duplicate, a replay or anything unauthenticated
+// does not move it: the daemon answers the sender of a frame that did
+// (protocol/link PeerLink.Answer), and no one else.
+func (e *Engine) Authenticated() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.rx == nil {
+		return 0
+	}
+	st := e.rx.Stats
+	return st.OffersAccepted + st.ChunksJournaled + st.Cancelled + st.RequestsAuthenticated
+}
+
 // maxBatch is the chunks received before Step persists them itself.
 const maxBatch = 256
 
