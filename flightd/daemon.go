@@ -563,7 +563,7 @@ func (d *daemon) onFrame(ctx context.Context, now time.Time, f inFrame) {
 			d.log.Debug("transfer frame dropped", "err", err)
 		}
 		if d.eng.Authenticated() != before {
-			d.authenticated()
+			d.authenticated(now)
 			d.heardOn(now, f.link)
 		}
 		d.drainUplink(ctx, now)
@@ -578,13 +578,16 @@ func (d *daemon) onFrame(ctx context.Context, now time.Time, f inFrame) {
 // listener link answers its sender from now on. Nothing else moves whom a
 // listener answers, so a datagram or a connection from anyone else cannot
 // divert the return link (protocol/link PeerLink).
-func (d *daemon) authenticated() {
+// It is also when the ground, heard again after a gap, gets the kept final
+// reports once more (repeatFinals).
+func (d *daemon) authenticated(now time.Time) {
 	if d.cur == nil {
 		return
 	}
 	if pl, ok := d.links[d.cur.link].(link.PeerLink); ok {
 		pl.Answer(d.cur.peer)
 	}
+	d.repeatFinals(now)
 }
 
 // heardOn records an authenticated frame from the ground on link i: the
