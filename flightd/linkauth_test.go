@@ -25,9 +25,17 @@ func TestDaemonListenerNotDiverted(t *testing.T) {
 			veh, err := link.Open(link.Config{Name: "uhf", Kind: kind, Listen: "127.0.0.1:0", MaxFrame: 256})
 			mustT(t, err)
 			addr := veh.(interface{ Addr() net.Addr }).Addr().String()
-			ground, err := link.Open(link.Config{Name: "ground", Kind: kind, Peer: addr, MaxFrame: 256})
+			ups := make(chan bool, 16)
+			ground, err := link.Open(link.Config{Name: "ground", Kind: kind, Peer: addr, MaxFrame: 256,
+				OnState: func(_ string, up bool) { ups <- up }})
 			mustT(t, err)
 			defer ground.Close()
+			// A TCP dialer connects in the background: wait until it is up.
+			select {
+			case <-ups:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the ground's link did not come up")
+			}
 
 			ctx, cancel := context.WithCancel(context.Background())
 			ready := make(chan func() Status, 1)
@@ -73,18 +81,7 @@ func TestDaemonListenerNotDiverted(t *testing.T) {
 				t.Helper()
 				b, err := r.codec.Encode(c)
 				mustT(t, err)
-				// A TCP dialer may still be connecting: retry while down.
-				for {
-					err := l.Send(context.Background(), b)
-					if err == nil {
-						return
-					}
-					select {
-					case <-time.After(10 * time.Millisecond):
-					case <-ctx.Done():
-						t.Fatal(err)
-					}
-				}
+				mustT(t, l.Send(context.Background(), b))
 			}
 			command := func(l link.Link, signed bool) *protocol.Command {
 				t.Helper()
