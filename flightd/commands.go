@@ -43,8 +43,13 @@ func (d *daemon) onCommand(ctx context.Context, now time.Time, c *protocol.Comma
 		// Anyone can send or replay a command: rejections of what did not
 		// authenticate are answered only from a small token bucket, so a
 		// flood is not amplified onto the return link.
-		if authenticated || d.bucket.take(now) {
+		switch {
+		case authenticated:
 			d.report(c, protocol.StageRejected, 0, code)
+		case d.bucket.take(now):
+			// Not the ground's: not kept for repeating (no one may
+			// flush the ground's reports out of the few kept).
+			d.sendReport(c, protocol.StageRejected, 0, code, false)
 		}
 	}
 	if c.Vehicle != d.cfg.Vehicle.ID {
@@ -74,6 +79,8 @@ func (d *daemon) onCommand(ctx context.Context, now time.Time, c *protocol.Comma
 		reject(protocol.CodeOf(protocol.ReasonReplayed), false)
 		return false
 	}
+	// Genuine and new: the ground's. Whatever answers it goes to its sender.
+	d.authenticated(now)
 	d.windows[key] = &next
 	if err := d.saveState(); err != nil {
 		// Not durably recorded: not acted on (a retry with the same seq
@@ -154,7 +161,57 @@ func (d *daemon) onVerify(now time.Time, r verifyResult) {
 
 // report sends a verification report on c.
 func (d *daemon) report(c *protocol.Command, stage protocol.Stage, step uint32, code protocol.Code) {
+	d.sendReport(c, stage, step, code, true)
+}
+
+// MaxRepeatedFinals bounds the final reports kept to be repeated.
+const MaxRepeatedFinals = 8
+
+// sendReport sends a verification report; a final one (completed,
+// failed, rejected) of an authenticated command is kept (keep) to be sent
+// once more when the ground is next heard after a gap (repeatFinals): the
+// ground's gateway takes a late final report, and a report lost on the
+// return link would otherwise leave the command unsettled at the ground.
+func (d *daemon) sendReport(c *protocol.Command, stage protocol.Stage, step uint32, code protocol.Code, keep bool) {
 	d.send(&protocol.Verification{Vehicle: d.cfg.Vehicle.ID, Seq: c.Seq, Stage: stage, Step: step, Code: code, Opcode: c.Opcode})
+	if !keep || (stage != protocol.StageCompleted && stage != protocol.StageFailed && stage != protocol.StageRejected) {
+		return
+	}
+	d.mu.Lock()
+	if len(d.st.Finals) >= MaxRepeatedFinals {
+		d.st.Finals = append(d.st.Finals[:0], d.st.Finals[len(d.st.Finals)-MaxRepeatedFinals+1:]...)
+	}
+	d.st.Finals = append(d.st.Finals, FinalReport{Seq: c.Seq, Opcode: c.Opcode, Stage: stage, Code: code})
+	d.dirtyCounts = true
+	d.mu.Unlock()
+}
+
+// finalsGap is the silence after which the ground, heard again, gets the
+// kept final reports once more: twice the telemetry period (within a
+// pass the ground is heard far more often than that).
+func (d *daemon) finalsGap() time.Duration {
+	return 2 * d.cfg.Telemetry.Period.Or(DefaultTelemetryPeriod)
+}
+
+// repeatFinals sends each kept final report once more (a fresh return-link
+// MAC and sequence number: the same report, not a replayed frame) and
+// forgets them. It runs when an authenticated frame arrives after
+// finalsGap of silence, or first after a start.
+func (d *daemon) repeatFinals(now time.Time) {
+	if !d.heard.IsZero() && now.Sub(d.heard) < d.finalsGap() {
+		return
+	}
+	d.mu.Lock()
+	finals := d.st.Finals
+	d.st.Finals = nil
+	if len(finals) > 0 {
+		d.dirtyCounts = true
+	}
+	d.mu.Unlock()
+	for _, f := range finals {
+		d.log.Info("repeating a final report", "seq", f.Seq, "stage", f.Stage.String(), "code", dict.EnumReason.NameOf(uint64(f.Code)))
+		d.send(&protocol.Verification{Vehicle: d.cfg.Vehicle.ID, Seq: f.Seq, Stage: f.Stage, Code: f.Code, Opcode: f.Opcode})
+	}
 }
 
 func idArg(args dict.Values) (uint64, bool) {

@@ -37,6 +37,10 @@ type Config struct {
 	Storage   StorageConfig   `json:"storage"`
 	Telemetry TelemetryConfig `json:"telemetry"`
 	Control   ControlConfig   `json:"control"`
+	// MemoryLimit is the Go runtime's soft memory limit of `flightd run`
+	// ("24MiB" or bytes; 0 means DefaultMemoryLimit), applied at start by
+	// ApplyMemoryLimit unless GOMEMLIMIT is set.
+	MemoryLimit Size `json:"memory_limit,omitempty"`
 }
 
 // SlotsConfig says where the two slots and the slot state live.

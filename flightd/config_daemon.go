@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -126,9 +128,21 @@ const (
 	DefaultHealthInterval  = time.Minute
 	DefaultTelemetryPeriod = 30 * time.Second
 	DefaultQuota           = 1 << 30
-	MaxLinks               = 8
-	MaxHealthChecks        = 32
-	MaxLinkName            = 16
+	// DefaultMemoryLimit is memory_limit's default. Left alone, the Go
+	// collector lets the heap grow to twice what is live before it runs:
+	// during an install (a delta applier, the layer index, slot writes
+	// and a bbolt journal at once) that doubling, not the live data, is
+	// what makes the peak. A soft limit a little above the live peak of
+	// a 200 MB install (docs/flightd.md, "Memory") makes the collector
+	// run earlier instead; the limit is soft: a daemon that needs more
+	// gets it, at the cost of collector time, and is never killed by it.
+	DefaultMemoryLimit = 24 << 20
+	// MinMemoryLimit bounds memory_limit from below: under it the
+	// collector would run almost continuously.
+	MinMemoryLimit  = 8 << 20
+	MaxLinks        = 8
+	MaxHealthChecks = 32
+	MaxLinkName     = 16
 )
 
 // DefaultRebootCommand is boot.reboot's default.
@@ -242,6 +256,9 @@ func (c *Config) validateDaemon(p *problems, required bool) {
 	}
 	if len(c.Links) == 0 && required {
 		p.add("links: at least one link is required")
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < MinMemoryLimit {
+		p.add("memory_limit %d bytes: want at least %d (8MiB)", c.MemoryLimit, MinMemoryLimit)
 	}
 	if len(c.Links) > MaxLinks {
 		p.add("links: %d links, at most %d", len(c.Links), MaxLinks)
@@ -371,6 +388,29 @@ func (c *Config) ValidateRun() error {
 	p.addErr(c.validateBench())
 	c.validateDaemon(&p, true)
 	return p.err()
+}
+
+// MemoryLimitOrDefault is memory_limit or its default.
+func (c *Config) MemoryLimitOrDefault() int64 {
+	if c.MemoryLimit == 0 {
+		return DefaultMemoryLimit
+	}
+	return int64(c.MemoryLimit)
+}
+
+// ApplyMemoryLimit sets the Go runtime's soft memory limit
+// (debug.SetMemoryLimit) to memory_limit, unless the GOMEMLIMIT
+// environment variable is set (the runtime has applied it: an operator's
+// override, "off" included). It returns the limit in force. `flightd run`
+// calls it before Run; Run does not, so that tests running Run in-process
+// keep their own limit.
+func (c *Config) ApplyMemoryLimit() int64 {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return debug.SetMemoryLimit(-1)
+	}
+	lim := c.MemoryLimitOrDefault()
+	debug.SetMemoryLimit(lim)
+	return lim
 }
 
 // StorageDir is storage.dir or its default.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +42,8 @@ func TestConfigReportsEveryProblem(t *testing.T) {
   "keys": {"release": [{"id": 1, "file": "a"}, {"id": 1, "file": "b"}]},
   "slots": {"state_dir": "/s", "a": {"backend": "dir", "path": "/a"}, "b": {"backend": "dir", "path": "/b"}},
   "health": {"checks": [{"name": "x", "command": ["true"]}]},
-  "telemetry": {"period": "10ms"}
+  "telemetry": {"period": "10ms"},
+  "memory_limit": "1MiB"
 }`
 	var c Config
 	mustT(t, json.Unmarshal([]byte(doc), &c))
@@ -54,6 +56,7 @@ func TestConfigReportsEveryProblem(t *testing.T) {
 		`links[1].name "uhf" is used twice`, "links[1]: a udp link needs listen or peer", "links[1].max_frame 100",
 		"keys.release[1].id 1 is used twice", "keys.ground: at least one key", "keys.vehicle is required",
 		`health.checks[0].command[0] "true" is not an absolute path`, "telemetry.period 10ms", "boot: flightd run needs",
+		"memory_limit 1048576 bytes: want at least",
 	}
 	for _, w := range want {
 		if !strings.Contains(err.Error(), w) {
@@ -75,6 +78,7 @@ func TestConfigValuesWithUnits(t *testing.T) {
 		{`{"telemetry": {"period": 30}}`, `field "telemetry.period": 30 (want a duration string`},
 		{`{"telemetry": {"period": "-5s"}}`, "negative"},
 		{`{"storage": {"quota": "99999999999TiB"}}`, "too large"},
+		{`{"memory_limit": "lots"}`, `field "memory_limit": "lots"`},
 		{`{"health": {"checks": [{"name": "x", "command": ["/bin/true"], "timeout": "soon"}]}}`, `field "health.checks.timeout": "soon"`},
 	} {
 		_, err := ParseConfig([]byte(tc.doc))
@@ -134,5 +138,26 @@ func TestLoadRunConfigReportsEverything(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)
 		}
+	}
+}
+
+// TestApplyMemoryLimit: memory_limit (default 24MiB) becomes the runtime's
+// soft limit, unless GOMEMLIMIT is set.
+func TestApplyMemoryLimit(t *testing.T) {
+	prev := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(prev)
+	t.Setenv("GOMEMLIMIT", "")
+	c := &Config{}
+	if got := c.ApplyMemoryLimit(); got != DefaultMemoryLimit || debug.SetMemoryLimit(-1) != DefaultMemoryLimit {
+		t.Fatalf("default: applied %d, runtime %d", got, debug.SetMemoryLimit(-1))
+	}
+	c.MemoryLimit = 48 << 20
+	if got := c.ApplyMemoryLimit(); got != 48<<20 || debug.SetMemoryLimit(-1) != 48<<20 {
+		t.Fatalf("48MiB: applied %d", got)
+	}
+	debug.SetMemoryLimit(prev)
+	t.Setenv("GOMEMLIMIT", "off")
+	if got := c.ApplyMemoryLimit(); got != prev {
+		t.Fatalf("with GOMEMLIMIT set: %d, want the runtime's %d", got, prev)
 	}
 }

@@ -84,8 +84,9 @@ type daemon struct {
 	trial bool
 
 	windows   map[uint32]*protocol.ReplayWindow
-	lastLink  int // index of the link the ground was last heard on
-	replyLink int // index of the link of the frame being handled (-1: none)
+	lastLink  int      // index of the link the ground was last heard on
+	replyLink int      // index of the link of the frame being handled (-1: none)
+	cur       *inFrame // the frame being handled (nil: none)
 	heard     time.Time
 	started   time.Time
 
@@ -122,6 +123,7 @@ type daemon struct {
 type inFrame struct {
 	link  int
 	frame []byte
+	peer  link.Peer // where on the link it came from (PeerLink)
 }
 
 // Run is flightd: it bumps the return-link epoch, records the reset cause,
@@ -379,8 +381,16 @@ func (d *daemon) loop(ctx context.Context) error {
 // end of ctx is logged; the link keeps being read (protocol/link links
 // reconnect by themselves).
 func (d *daemon) read(ctx context.Context, i int, l Link, in chan<- inFrame) {
+	pl, _ := l.(link.PeerLink)
 	for {
-		b, err := l.Recv(ctx)
+		var b []byte
+		var from link.Peer
+		var err error
+		if pl != nil {
+			b, from, err = pl.RecvFrom(ctx)
+		} else {
+			b, err = l.Recv(ctx)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -397,7 +407,7 @@ func (d *daemon) read(ctx context.Context, i int, l Link, in chan<- inFrame) {
 			continue
 		}
 		select {
-		case in <- inFrame{link: i, frame: b}:
+		case in <- inFrame{link: i, frame: b, peer: from}:
 		case <-ctx.Done():
 			return
 		}
@@ -519,9 +529,12 @@ func (d *daemon) onFrame(ctx context.Context, now time.Time, f inFrame) {
 	d.mu.Lock()
 	d.st.Counters.FramesIn++
 	d.mu.Unlock()
-	// The answers to this frame go back on the link it came on.
+	// The answers to this frame go back on the link it came on (and, on a
+	// listener, to whom the link answers: the sender only once the frame
+	// authenticated, see authenticated).
 	d.replyLink = f.link
-	defer func() { d.replyLink = -1 }()
+	d.cur = &f
+	defer func() { d.replyLink, d.cur = -1, nil }()
 	frame := f.frame
 	if d.opener != nil {
 		inner, err := d.opener.Open(frame)
@@ -543,16 +556,38 @@ func (d *daemon) onFrame(ctx context.Context, now time.Time, f inFrame) {
 		}
 	case *protocol.Offer, *protocol.Chunk, *protocol.ReportRequest, *protocol.Cancel:
 		// The engine counts what it drops, by reason (merged into
-		// hk.counters).
-		if err := d.eng.Step(now, frame); err == nil {
-			d.heardOn(now, f.link)
-		} else {
+		// hk.counters). Only a frame that moved the engine as only the
+		// ground can (Engine.Authenticated) is the ground heard.
+		before := d.eng.Authenticated()
+		if err := d.eng.Step(now, frame); err != nil {
 			d.log.Debug("transfer frame dropped", "err", err)
+		}
+		if d.eng.Authenticated() != before {
+			d.authenticated(now)
+			d.heardOn(now, f.link)
 		}
 		d.drainUplink(ctx, now)
 	default:
 		d.drop(protocol.CodeOf(protocol.ReasonUnknownType), "unexpected message", fmt.Errorf("%v from the ground", m.Type()))
 	}
+}
+
+// authenticated is called as soon as the frame being handled proved to be
+// the ground's (a command's signature and replay window passed, the engine
+// took a frame only the ground can send), before anything answers it: a
+// listener link answers its sender from now on. Nothing else moves whom a
+// listener answers, so a datagram or a connection from anyone else cannot
+// divert the return link (protocol/link PeerLink).
+// It is also when the ground, heard again after a gap, gets the kept final
+// reports once more (repeatFinals).
+func (d *daemon) authenticated(now time.Time) {
+	if d.cur == nil {
+		return
+	}
+	if pl, ok := d.links[d.cur.link].(link.PeerLink); ok {
+		pl.Answer(d.cur.peer)
+	}
+	d.repeatFinals(now)
 }
 
 // heardOn records an authenticated frame from the ground on link i: the

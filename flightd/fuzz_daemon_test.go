@@ -90,7 +90,7 @@ func FuzzDaemonFrame(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		d.onFrame(context.Background(), fixedNow(), inFrame{0, b})
+		d.onFrame(context.Background(), fixedNow(), inFrame{link: 0, frame: b})
 		f.Add(b)
 		c.Seq += 100
 		c.Auth.Sig[0] ^= 1
@@ -104,7 +104,7 @@ func FuzzDaemonFrame(f *testing.F) {
 	slotsBefore := d.up.Slots.Status()
 	envBefore, _ := d.up.Boot.Env.Load()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		d.onFrame(context.Background(), fixedNow().Add(time.Second), inFrame{0, b})
+		d.onFrame(context.Background(), fixedNow().Add(time.Second), inFrame{link: 0, frame: b})
 		if d.st.Counters.CmdsAccepted != accepted || d.windows[1].Highest() != top {
 			t.Fatalf("a command was accepted without the ground's key: accepted %d (was %d), window top %d (was %d)",
 				d.st.Counters.CmdsAccepted, accepted, d.windows[1].Highest(), top)

@@ -52,6 +52,19 @@ type DaemonState struct {
 	RebootAtMs int64 `json:"reboot_at_ms,omitempty"`
 	// RebootCause is the dict EnumRebootCause label of that reboot.
 	RebootCause string `json:"reboot_cause,omitempty"`
+	// Finals are the last final verification reports (completed, failed,
+	// rejected) of authenticated commands not yet repeated, oldest first,
+	// at most MaxRepeatedFinals: each is sent once more when the ground
+	// is next heard after a gap (docs/flightd.md), across a reboot too.
+	Finals []FinalReport `json:"finals,omitempty"`
+}
+
+// FinalReport is a final verification report kept to be repeated.
+type FinalReport struct {
+	Seq    uint64         `json:"seq"`
+	Opcode uint16         `json:"opcode"`
+	Stage  protocol.Stage `json:"stage"`
+	Code   protocol.Code  `json:"code,omitempty"`
 }
 
 // Counters are the daemon's counters (hk.counters).

@@ -27,6 +27,17 @@ type installer struct {
 	open *slots.LayerBase // the base of the install in progress
 }
 
+// NewInstaller is the uplink engine's installer over u, as Run uses it:
+// the delta base is u's booted slot (slots.Manager.Base), the slot is
+// written through u.Write (taken out of the boot environment first, left
+// written, not armed). `flightd install` uses it for offline installs.
+func NewInstaller(u *Updater, log *slog.Logger) uplink.Installer {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &installer{u: u, log: log}
+}
+
 func (i *installer) Status() slots.Status { return i.u.Slots.Status() }
 
 // Base opens the booted slot as the delta base; it stays open until the

@@ -134,6 +134,7 @@ func runDaemon(c *cobra.Command, config string, verbose bool) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+	log.Info("memory limit", "bytes", cfg.ApplyMemoryLimit())
 	ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	opt := flightd.Options{Log: log}

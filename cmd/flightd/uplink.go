@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/bootorbit/bootorbit/delta"
 	"github.com/bootorbit/bootorbit/flightd"
 	"github.com/bootorbit/bootorbit/flightd/uplink"
 	"github.com/bootorbit/bootorbit/internal/cli"
@@ -35,12 +33,19 @@ against the signed config's diff_ids before the inactive slot is touched,
 then written, read back and recorded with its release. The slot is not
 armed: arm it with 'flightd update arm'.
 
-The bundle's delta parts read the booted image's layers; this command has
-no reader of the booted slot yet, so a bundle whose parts reference the old
-image fails with a base mismatch (a bundle of full layers installs).
+It runs the install flightd run runs: the vehicle id, hardware id, trusted
+ground and release keys, the uplink directory and its quota come from the
+configuration (--config, the file flightd run reads); the bundle's delta
+parts read the booted slot itself through the layer index kept when it was
+installed; the inactive slot is written through the same Updater (taken out
+of the boot environment first). --vehicle, --hardware-id, --ground-key,
+--release-key, --quota and --uplink-dir override the configuration's (a
+--ground-key or --release-key replaces the configuration's list), for a
+bench whose configuration has only slots and boot sections.
 
 ` + slotFlagsHelp + "\n" + bootEnvHelp,
-			Example: `  flightd install update.bou --config /etc/flightd.json --vehicle 42 --hardware-id obc-rev-c \
+			Example: `  flightd install update.bou --config /etc/flightd.json
+  flightd install update.bou --config bench.json --vehicle 42 --hardware-id obc-rev-c \
     --ground-key 1:3b6a27bc... --release-key 5:8a88e3dd...`,
 			Args: func(_ *cobra.Command, args []string) error {
 				if len(args) != 1 {
@@ -99,24 +104,6 @@ func parseKeys(name string, vals []string) (map[uint32]ed25519.PublicKey, error)
 	return m, nil
 }
 
-// uplinkInstaller is the engine's view of the Updater for the bench: it
-// writes the inactive slot after taking it out of the boot environment,
-// and does not arm it.
-type uplinkInstaller struct{ u *flightd.Updater }
-
-func (i uplinkInstaller) Status() slots.Status { return i.u.Slots.Status() }
-
-// Base is nil: reading the booted slot as a delta base is not wired here.
-func (i uplinkInstaller) Base() delta.Base { return nil }
-
-func (i uplinkInstaller) Install(ctx context.Context, img slots.Image) (*slots.InstallResult, error) {
-	other := i.u.Booted.Other()
-	if err := i.u.Disarm(other, "replaced by a new install"); err != nil {
-		return nil, err
-	}
-	return i.u.Slots.Install(ctx, other, img)
-}
-
 // uplinkDir is --uplink-dir, or the slot state directory's uplink/.
 func (f *uplinkFlags) uplinkDir() (string, error) {
 	if f.dir != "" {
@@ -141,31 +128,75 @@ type installOut struct {
 	Slots   slots.Status  `json:"slots"`
 }
 
+// installConfig is the uplink engine's configuration for install: the
+// configuration file's (Config.UplinkConfig, as flightd run), each flag
+// given overriding its part.
+func (f *uplinkFlags) installConfig(c *cobra.Command, u *flightd.Updater) (uplink.Config, error) {
+	var uc uplink.Config
+	if f.boot.config != "" {
+		cfg, err := flightd.LoadConfig(f.boot.config)
+		if err != nil {
+			return uc, err
+		}
+		keys, err := cfg.LoadKeys()
+		if err != nil {
+			return uc, err
+		}
+		uc = cfg.UplinkConfig(keys)
+	}
+	given := func(name string) bool { return cli.Given(c, name) }
+	if given("ground-key") {
+		gk, err := parseKeys("ground-key", f.groundKeys)
+		if err != nil {
+			return uc, err
+		}
+		uc.GroundKeys = gk
+	}
+	if given("release-key") {
+		rk, err := parseKeys("release-key", f.releaseKeys)
+		if err != nil {
+			return uc, err
+		}
+		uc.ReleaseKeys = rk
+	}
+	if given("vehicle") {
+		uc.Vehicle = f.vehicle
+	}
+	if given("hardware-id") {
+		uc.HardwareID = f.hardware
+	}
+	if given("quota") || uc.StagingQuota == 0 {
+		uc.StagingQuota = f.quota
+	}
+	if given("min-version") {
+		uc.MinVersion = f.minVersion
+	}
+	if given("uplink-dir") || uc.Dir == "" {
+		dir, err := f.uplinkDir()
+		if err != nil {
+			return uc, err
+		}
+		uc.Dir = dir
+	}
+	st := u.Slots.Status()
+	uc.RawImage = st.Slots[0].Backend == slots.BackendRaw && st.Slots[1].Backend == slots.BackendRaw
+	if uc.Vehicle == 0 || uc.HardwareID == "" || len(uc.GroundKeys) == 0 || len(uc.ReleaseKeys) == 0 {
+		return uc, cli.Usagef("the vehicle id, hardware id, ground keys and release keys are required: from --config (vehicle, keys) or --vehicle, --hardware-id, --ground-key and --release-key")
+	}
+	return uc, nil
+}
+
 func runInstall(c *cobra.Command, f *uplinkFlags, file string) error {
-	gk, err := parseKeys("ground-key", f.groundKeys)
-	if err != nil {
-		return err
-	}
-	rk, err := parseKeys("release-key", f.releaseKeys)
-	if err != nil {
-		return err
-	}
-	if f.vehicle == 0 || f.hardware == "" || len(gk) == 0 || len(rk) == 0 {
-		return cli.Usagef("--vehicle, --hardware-id, --ground-key and --release-key are required")
-	}
-	dir, err := f.uplinkDir()
-	if err != nil {
-		return err
-	}
 	u, _, err := f.open()
 	if err != nil {
 		return err
 	}
 	log := f.boot.log()
-	cfg := uplink.Config{Vehicle: f.vehicle, HardwareID: f.hardware, Dir: dir, StagingQuota: f.quota,
-		GroundKeys: gk, ReleaseKeys: rk, MinVersion: f.minVersion,
-		RawImage: u.Slots.Status().Slots[0].Backend == slots.BackendRaw && u.Slots.Status().Slots[1].Backend == slots.BackendRaw}
-	e, err := uplink.Open(cfg, uplinkInstaller{u}, log)
+	cfg, err := f.installConfig(c, u)
+	if err != nil {
+		return err
+	}
+	e, err := uplink.Open(cfg, flightd.NewInstaller(u, log), log)
 	if err != nil {
 		return err
 	}

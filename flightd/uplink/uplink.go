@@ -164,6 +164,7 @@ type Engine struct {
 
 	mu       sync.Mutex
 	rx       *transfer.Receiver
+	auth     int64 // Authenticated
 	plans    map[uint64]*planRec
 	xfers    map[uint64]xferRec
 	floors   map[uint32]uint64 // highest accepted plan id per ground key
@@ -302,7 +303,11 @@ func (e *Engine) Step(now time.Time, frame []byte) error {
 	if e.pausedChunk(frame) {
 		return fmt.Errorf("uplink: chunk of a paused plan dropped")
 	}
+	before := authCount(e.rx.Stats)
 	serr := e.rx.Step(now, frame)
+	// Counted around the receiver's step alone: what the persisting below
+	// does (a plan abandoned, say) is the vehicle's, not the frame's.
+	e.auth += authCount(e.rx.Stats) - before
 	// Persisting is batched: the work of many frames commits at once (one
 	// fsync of the staging, one bbolt transaction) at the next Tick or
 	// Outbox, or here once a batch is full, which bounds the data held.
@@ -312,6 +317,23 @@ func (e *Engine) Step(now time.Time, frame []byte) error {
 		}
 	}
 	return serr
+}
+
+// Authenticated counts the frames Step took that only the ground can have
+// sent first: offers accepted, new chunks that verified against a signed
+// hash tree, signed cancels, and report requests whose MAC verified with a
+// new sequence number. A duplicate, a replay or anything unauthenticated
+// does not move it: the daemon answers the sender of a frame that did
+// (protocol/link PeerLink.Answer), and no one else.
+func (e *Engine) Authenticated() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.auth
+}
+
+// authCount is what Authenticated counts, from the receiver's stats.
+func authCount(st transfer.ReceiverStats) int64 {
+	return st.OffersAccepted + st.ChunksJournaled + st.Cancelled + st.RequestsAuthenticated
 }
 
 // maxBatch is the chunks received before Step persists them itself.

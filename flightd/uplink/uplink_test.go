@@ -6,10 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/delta/ocitest"
 	"github.com/bootorbit/bootorbit/internal/testrand"
+	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
 	"github.com/bootorbit/bootorbit/protocol/update"
 	"github.com/bootorbit/bootorbit/slots"
@@ -192,4 +194,59 @@ func TestInstallRawSlot(t *testing.T) {
 	if ps := v.e.Check(); len(ps) > 0 {
 		t.Fatalf("Check: %v", ps)
 	}
+}
+
+// TestAuthenticated: only what the ground alone can send first moves
+// Engine.Authenticated (flightd answers its sender): an accepted offer, a
+// new verified chunk; not a repeated offer, a duplicate chunk, an
+// unauthenticated report request or junk.
+func TestAuthenticated(t *testing.T) {
+	rng := testrand.New(t)
+	dir := t.TempDir()
+	im := makeImages(t, rng, filepath.Join(dir, "img"), ocitest.GenOptions{Layers: 1, Files: 4})
+	v := newVehicle(t, filepath.Join(dir, "v"), false, im.oldBase())
+	defer v.close()
+	g := newGround(t)
+	s := g.sender(update.TargetPlan(7), im.plan(t, planOpts{id: 7, staging: uint64(len(im.bundle))}))
+	var offer []byte
+	var chunks [][]byte
+	// The ground's frames, the vehicle's answers going back, until the
+	// sender sends chunks; the vehicle takes only the first offer here.
+	for i := 0; i < 100 && len(chunks) == 0; i++ {
+		s.Tick(v.now)
+		rd := s.Ready()
+		s.Advance()
+		for _, m := range rd.Messages {
+			switch m.Msg.(type) {
+			case *protocol.Offer:
+				if offer == nil {
+					offer = m.Frame
+				}
+			case *protocol.Chunk:
+				chunks = append(chunks, m.Frame)
+			}
+		}
+		v.now = v.now.Add(100 * time.Millisecond)
+	}
+	if offer == nil || len(chunks) == 0 {
+		t.Fatalf("sender's frames: offer %v, %d chunks", offer != nil, len(chunks))
+	}
+	step := func(what string, f []byte, moves bool) {
+		t.Helper()
+		before := v.e.Authenticated()
+		_ = v.e.Step(v.now, f)
+		if got := v.e.Authenticated() != before; got != moves {
+			t.Fatalf("%s: Authenticated moved %v, want %v", what, got, moves)
+		}
+	}
+	step("offer", offer, true)
+	step("the offer again", offer, false)
+	req, err := g.codec.Encode(&protocol.ReportRequest{ID: 1, Seq: 99})
+	if err != nil {
+		t.Fatal(err)
+	}
+	step("an unauthenticated report request", req, false)
+	step("junk", []byte{1, 2, 3}, false)
+	step("a chunk", chunks[0], true)
+	step("the chunk again", chunks[0], false)
 }

@@ -113,48 +113,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	oldPath, newPath := o.Old, o.New
-	if oldPath == "" {
-		res.Generated = true
-		o.logf("generating a root filesystem of %d content bytes (seed %d)", o.Size, o.Seed)
-		b, _, err := slotstest.GenerateRootfs(o.Seed, o.Size)
-		if err != nil {
-			return nil, err
-		}
-		oldPath = filepath.Join(work, "old.tar")
-		if err := os.WriteFile(oldPath, b, 0o644); err != nil {
-			return nil, err
-		}
-	}
-	if newPath == "" {
-		newPath = filepath.Join(work, "new.tar")
-		o.logf("deriving the new layer from the old one")
-		if err := deriveFile(oldPath, newPath, o.Seed); err != nil {
-			return nil, err
-		}
-	}
-	oldID, oldSize, err := hashFile(oldPath)
+	pre, err := prepare(ctx, &o, work, res)
 	if err != nil {
 		return nil, err
 	}
-	newID, newSize, err := hashFile(newPath)
-	if err != nil {
-		return nil, err
-	}
-	res.OldLayer, res.NewLayer = oldSize, newSize
-
-	bundlePath := filepath.Join(work, "bundle")
-	o.logf("computing the bundle (%s -> %s)", oldID, newID)
-	if err := computeBundle(ctx, oldPath, oldID, newPath, newID, bundlePath, work, o.PartSize); err != nil {
-		return nil, err
-	}
-	if res.Bundle, err = fileSize(bundlePath); err != nil {
-		return nil, err
-	}
-	if res.BaseRanges, err = countRanges(bundlePath); err != nil {
-		return nil, err
-	}
-
+	oldPath, oldID, bundlePath := pre.oldPath, pre.oldID, pre.bundle
 	cfg := ChildConfig{State: filepath.Join(work, "state"), A: filepath.Join(work, "a"), B: filepath.Join(work, "b"), Bundle: bundlePath}
 	for _, d := range []string{cfg.State, cfg.A, cfg.B, filepath.Join(work, "tmp")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -204,6 +167,60 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Storage = res.Bundle + res.StateDir + res.Scratch
 	return res, nil
+}
+
+// prepared is what prepare made: the two layers and the bundle.
+type prepared struct {
+	oldPath, newPath, bundle string
+	oldID, newID             digest.Digest
+}
+
+// prepare writes (or takes) the old and the new layer into work and
+// computes the bundle, filling the layer and bundle figures of res.
+func prepare(ctx context.Context, o *Options, work string, res *Result) (*prepared, error) {
+	oldPath, newPath := o.Old, o.New
+	if oldPath == "" {
+		res.Generated = true
+		o.logf("generating a root filesystem of %d content bytes (seed %d)", o.Size, o.Seed)
+		b, _, err := slotstest.GenerateRootfs(o.Seed, o.Size)
+		if err != nil {
+			return nil, err
+		}
+		oldPath = filepath.Join(work, "old.tar")
+		if err := os.WriteFile(oldPath, b, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if newPath == "" {
+		newPath = filepath.Join(work, "new.tar")
+		o.logf("deriving the new layer from the old one")
+		if err := deriveFile(oldPath, newPath, o.Seed); err != nil {
+			return nil, err
+		}
+	}
+	oldID, oldSize, err := hashFile(oldPath)
+	if err != nil {
+		return nil, err
+	}
+	newID, newSize, err := hashFile(newPath)
+	if err != nil {
+		return nil, err
+	}
+	res.OldLayer, res.NewLayer = oldSize, newSize
+
+	bundlePath := filepath.Join(work, "bundle")
+	o.logf("computing the bundle (%s -> %s)", oldID, newID)
+	if err := computeBundle(ctx, oldPath, oldID, newPath, newID, bundlePath, work, o.PartSize); err != nil {
+		return nil, err
+	}
+	if res.Bundle, err = fileSize(bundlePath); err != nil {
+		return nil, err
+	}
+	if res.BaseRanges, err = countRanges(bundlePath); err != nil {
+		return nil, err
+	}
+
+	return &prepared{oldPath: oldPath, newPath: newPath, bundle: bundlePath, oldID: oldID, newID: newID}, nil
 }
 
 // ChildConfig is where the child finds the slots and the bundle.
@@ -333,8 +350,7 @@ func computeBundle(ctx context.Context, oldPath string, oldID digest.Digest, new
 	src := func(p string, d digest.Digest) delta.LayerSource {
 		return delta.LayerSource{DiffID: d, Open: func() (io.ReadCloser, error) { return os.Open(p) }}
 	}
-	config, err := json.Marshal(map[string]any{"architecture": "arm64", "os": "linux",
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []digest.Digest{newID}}})
+	config, err := benchConfig(newID)
 	if err != nil {
 		return err
 	}
@@ -349,6 +365,12 @@ func computeBundle(ctx context.Context, oldPath string, oldID digest.Digest, new
 		err = bw.Flush()
 	}
 	return errors.Join(err, f.Close())
+}
+
+// benchConfig is the new image's config: one layer, newID.
+func benchConfig(newID digest.Digest) ([]byte, error) {
+	return json.Marshal(map[string]any{"architecture": "arm64", "os": "linux",
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []digest.Digest{newID}}})
 }
 
 func countRanges(path string) (int, error) {

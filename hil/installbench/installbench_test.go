@@ -70,3 +70,48 @@ func TestInstallBench(t *testing.T) {
 		t.Errorf("storage %d, bundle %d, state %d", res.Storage, res.Bundle, res.StateDir)
 	}
 }
+
+// TestFlightdProcess is the measured daemon of TestRSSBench when the test
+// re-executes itself (INSTALLBENCH_FLIGHTD=1): what `flightd run` does.
+func TestFlightdProcess(t *testing.T) {
+	if os.Getenv("INSTALLBENCH_FLIGHTD") != "1" {
+		t.Skip("the daemon of TestRSSBench")
+	}
+	fs := flag.NewFlagSet("flightd", flag.ContinueOnError)
+	config := fs.String("config", "", "")
+	if err := fs.Parse(flag.Args()); err != nil {
+		t.Fatal(err)
+	}
+	if err := RunFlightd(context.Background(), *config, os.Stderr); err != nil {
+		os.Stderr.WriteString(err.Error())
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// TestRSSBench runs the flightd-rss bench on a small generated tree: the
+// real daemon, a process of its own, receives the plan and the bundle over
+// UDP on loopback from the protocol Sender and installs slot B; its peak
+// RSS is read, and the storage beside the slots stays the bundle plus the
+// small state (indexes, records), no copy of the old layer.
+func TestRSSBench(t *testing.T) {
+	size := int64(8 << 20)
+	if testrand.Long() {
+		size = 200 << 20
+	}
+	res, err := RunRSS(context.Background(), RSSOptions{Dir: t.TempDir(), Size: size, Seed: testrand.Seed(t),
+		Flightd: []string{os.Args[0], "-test.run=^TestFlightdProcess$", "--"}, Env: []string{"INSTALLBENCH_FLIGHTD=1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if res.PeakRSS == 0 || res.Bundle == 0 {
+		t.Fatalf("result %+v", res)
+	}
+	if testrand.Long() && res.PeakRSS > 64<<20 {
+		t.Errorf("peak RSS %d MiB, over 64 MiB", res.PeakRSS>>20)
+	}
+	if grown := res.StoragePeak - res.StateBefore; grown > res.Bundle+res.OldLayer/10 {
+		t.Errorf("state directory grew by %d bytes for a %d-byte bundle and a %d-byte layer", grown, res.Bundle, res.OldLayer)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,47 @@ type Link interface {
 	MaxFrame() int // the largest frame this link carries
 	Name() string  // for logs, counters and telemetry ("uhf", "sband")
 	Close() error
+}
+
+// Peer names where a frame came from: the source address of a datagram or
+// the accepted connection of a stream listener. The zero Peer is "the only
+// peer there is" (a dialer, a device). It is opaque and comparable: the
+// daemon hands it back to Answer once the frame authenticated.
+type Peer struct {
+	addr netip.AddrPort // a UDP listener: the datagram's source
+	conn uint64         // a TCP listener: the accepted connection's number
+}
+
+// IsZero reports whether p is the zero Peer.
+func (p Peer) IsZero() bool { return p == Peer{} }
+
+// String is for logs.
+func (p Peer) String() string {
+	switch {
+	case p.conn != 0:
+		return fmt.Sprintf("conn#%d", p.conn)
+	case p.addr.IsValid():
+		return p.addr.String()
+	}
+	return "peer"
+}
+
+// PeerLink is a Link that can hear more than one peer: every link of this
+// package (a listener hears anyone who can reach it; a dialer or device
+// only ever reports the zero Peer). A listener never lets an unauthenticated
+// frame choose whom it answers: the caller authenticates what RecvFrom
+// returns and calls Answer with the frame's Peer; until the first Answer a
+// listener answers the last peer heard (UDP) or the newest connection
+// (TCP), and from then on only Answer moves it.
+type PeerLink interface {
+	Link
+	// RecvFrom is Recv that also says where the frame came from.
+	RecvFrom(ctx context.Context) ([]byte, Peer, error)
+	// Answer makes p the peer this link sends to: a frame from p
+	// authenticated. A TCP listener keeps its current connection until
+	// then. A Peer the link no longer knows (its connection closed) is
+	// ignored.
+	Answer(p Peer)
 }
 
 // Monitor is implemented by every link of this package (and the Mux): its
@@ -79,11 +121,12 @@ const (
 
 // Defaults of Config.
 const (
-	DefaultMaxFrame     = 1024
-	DefaultMinBackoff   = 100 * time.Millisecond
-	DefaultMaxBackoff   = 10 * time.Second
-	DefaultWriteTimeout = 2 * time.Second
-	DefaultBaud         = 115200
+	DefaultMaxFrame       = 1024
+	DefaultMinBackoff     = 100 * time.Millisecond
+	DefaultMaxBackoff     = 10 * time.Second
+	DefaultWriteTimeout   = 2 * time.Second
+	DefaultPendingTimeout = 30 * time.Second
+	DefaultBaud           = 115200
 )
 
 // Config configures one link.
@@ -109,6 +152,9 @@ type Config struct {
 	// WriteTimeout bounds a Send on a stream link (default 2 s); a write
 	// that times out drops the connection.
 	WriteTimeout time.Duration
+	// PendingTimeout bounds how long a TCP listener keeps a connection
+	// that has not authenticated (see PeerLink; default 30 s).
+	PendingTimeout time.Duration
 	// OnState, if set, is called on every transition, up or down, from the
 	// link's own goroutine (it must not block: e.g. queue an event).
 	OnState func(name string, up bool)
@@ -138,6 +184,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.PendingTimeout <= 0 {
+		c.PendingTimeout = DefaultPendingTimeout
 	}
 	if c.Baud == 0 {
 		c.Baud = DefaultBaud
@@ -183,7 +232,7 @@ func Open(cfg Config) (Link, error) {
 // base is what every link shares: the receive queue, state and counters.
 type base struct {
 	cfg     Config
-	recv    chan []byte
+	recv    chan rxFrame
 	done    chan struct{}
 	closeMu sync.Once
 	wg      sync.WaitGroup
@@ -194,7 +243,12 @@ type base struct {
 }
 
 func newBase(cfg Config) *base {
-	return &base{cfg: cfg, recv: make(chan []byte, 16), done: make(chan struct{})}
+	return &base{cfg: cfg, recv: make(chan rxFrame, 16), done: make(chan struct{})}
+}
+
+type rxFrame struct {
+	frame []byte
+	peer  Peer
 }
 
 func (b *base) Name() string  { return b.cfg.Name }
@@ -214,25 +268,32 @@ func (b *base) Stats() Stats {
 
 // Recv implements Link.
 func (b *base) Recv(ctx context.Context) ([]byte, error) {
+	f, _, err := b.RecvFrom(ctx)
+	return f, err
+}
+
+// RecvFrom implements PeerLink.
+func (b *base) RecvFrom(ctx context.Context) ([]byte, Peer, error) {
 	select {
 	case f := <-b.recv:
-		return f, nil
+		return f.frame, f.peer, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, Peer{}, ctx.Err()
 	case <-b.done:
-		return nil, fmt.Errorf("%w: %s", ErrClosed, b.cfg.Name)
+		return nil, Peer{}, fmt.Errorf("%w: %s", ErrClosed, b.cfg.Name)
 	}
 }
 
 // deliver queues a copy of frame for Recv, waiting while the queue is full
 // (back pressure onto the socket or device, whose own buffer then drops
 // or stalls as its kind does). It returns false once the link is closed.
-func (b *base) deliver(frame []byte) bool {
+func (b *base) deliver(frame []byte, from Peer) bool {
 	f := append([]byte(nil), frame...)
+	// Counted before it is queued, so that Stats after a Recv counts it.
+	b.framesIn.Add(1)
+	b.bytesIn.Add(uint64(len(f)))
 	select {
-	case b.recv <- f:
-		b.framesIn.Add(1)
-		b.bytesIn.Add(uint64(len(f)))
+	case b.recv <- rxFrame{f, from}:
 		return true
 	case <-b.done:
 		return false
@@ -317,3 +378,10 @@ func (b *base) shut(release func() error) error {
 	b.wg.Wait()
 	return err
 }
+
+// Every link of this package can say where a frame came from.
+var (
+	_ PeerLink = (*udpLink)(nil)
+	_ PeerLink = (*tcpLink)(nil)
+	_ PeerLink = (*serialLink)(nil)
+)

@@ -315,3 +315,121 @@ func TestTCPListener(t *testing.T) {
 	}
 	c2.Close()
 }
+
+func recvFrom(t *testing.T, l Link, want []byte) Peer {
+	t.Helper()
+	got, p, err := l.(PeerLink).RecvFrom(ctx(t))
+	if err != nil {
+		t.Fatalf("%s: RecvFrom: %v", l.Name(), err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: received %x..., want %x...", l.Name(), got[:min(8, len(got))], want[:min(8, len(want))])
+	}
+	return p
+}
+
+// TestUDPListenerAnswersAuthenticated: once a frame from the ground was
+// answered (Answer), a datagram from anyone else no longer diverts what
+// the listener sends.
+func TestUDPListenerAnswersAuthenticated(t *testing.T) {
+	srv := mustOpen(t, Config{Name: "srv", Kind: KindUDP, Listen: "127.0.0.1:0", MaxFrame: 256})
+	addr := srv.(*udpLink).Addr().String()
+	ground := mustOpen(t, Config{Name: "ground", Kind: KindUDP, Peer: addr, MaxFrame: 256})
+	attacker, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+
+	if err := ground.Send(ctx(t), frame(40, 1)); err != nil {
+		t.Fatal(err)
+	}
+	p := recvFrom(t, srv, frame(40, 1))
+	if p.IsZero() {
+		t.Fatal("a listener's frame came without its peer")
+	}
+	srv.(PeerLink).Answer(p)
+	for round := byte(2); round < 5; round++ {
+		attacker.Write(frame(30, round))
+		if q := recvFrom(t, srv, frame(30, round)); q == p {
+			t.Fatalf("attacker's datagram reported as from the ground's %v", p)
+		}
+		if err := srv.Send(ctx(t), frame(50, round)); err != nil {
+			t.Fatal(err)
+		}
+		recvEq(t, ground, frame(50, round))
+	}
+	// Answer moves the peer: now the other address is answered.
+	attacker.Write(frame(30, 9))
+	srv.(PeerLink).Answer(recvFrom(t, srv, frame(30, 9)))
+	if err := srv.Send(ctx(t), frame(60, 9)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 300)
+	if n, err := attacker.Read(buf); err != nil || !bytes.Equal(buf[:n], frame(60, 9)) {
+		t.Fatalf("answer after Answer: %d bytes, %v", n, err)
+	}
+}
+
+// TestTCPListenerKeepsAuthenticated: once a connection was answered, a new
+// connection does not replace it until a frame from the new one is
+// answered; pending connections are bounded.
+func TestTCPListenerKeepsAuthenticated(t *testing.T) {
+	l := mustOpen(t, Config{Name: "gs", Kind: KindTCP, Listen: "127.0.0.1:0", MaxFrame: 1024})
+	addr := l.(*tcpLink).Addr().String()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	say := func(c net.Conn, f []byte) Peer {
+		t.Helper()
+		if err := protocol.NewWriter(c, 1024).WriteFrame(f); err != nil {
+			t.Fatal(err)
+		}
+		return recvFrom(t, l, f)
+	}
+	hear := func(c net.Conn, want []byte) {
+		t.Helper()
+		if err := l.Send(ctx(t), want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := protocol.NewReader(c, 1024).ReadFrame()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("read %d bytes, %v", len(got), err)
+		}
+	}
+	ground := dial()
+	pg := say(ground, frame(20, 1))
+	l.(PeerLink).Answer(pg)
+	hear(ground, frame(21, 1))
+
+	// Attackers connect and talk: the ground keeps being answered.
+	var attackers []net.Conn
+	for i := range MaxPending + 1 {
+		a := dial()
+		attackers = append(attackers, a)
+		if p := say(a, frame(30, byte(10+i))); p == pg {
+			t.Fatal("attacker's frame reported as the ground's")
+		}
+		hear(ground, frame(31, byte(10+i)))
+	}
+	// MaxPending+1 pending connections: the oldest was closed.
+	if _, err := attackers[0].Read(make([]byte, 1)); err == nil {
+		t.Fatal("the oldest pending connection is still open past MaxPending")
+	}
+
+	// The ground reconnects: its new connection becomes current when a
+	// frame from it is answered; the old one is closed.
+	ground2 := dial()
+	p2 := say(ground2, frame(40, 2))
+	hear(ground, frame(41, 2))
+	l.(PeerLink).Answer(p2)
+	hear(ground2, frame(42, 2))
+	if _, err := ground.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the replaced connection is still open")
+	}
+}

@@ -52,7 +52,7 @@ func (l *serialLink) openLoop() {
 // Close implements Link.
 func (l *serialLink) Close() error {
 	return l.shut(func() error {
-		l.closeConn()
+		l.closeConns()
 		return nil
 	})
 }

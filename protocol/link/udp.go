@@ -13,14 +13,16 @@ import (
 
 // udpLink carries one frame per datagram. A dialer (Peer set) sends to and
 // hears only its peer (a connected socket). A listener answers the last
-// address it heard a datagram from; until it hears one, Send is ErrDown.
-// Anyone can make a listener answer elsewhere by sending it a datagram:
-// what it answers is authenticated, so this costs only the answers.
+// address it heard a datagram from until the first Answer; from then on it
+// answers only the address last named by Answer (a frame from it
+// authenticated), so a datagram from anyone else cannot divert the answers.
+// Until it has a peer, Send is ErrDown.
 type udpLink struct {
 	*base
-	conn *net.UDPConn
-	mu   sync.Mutex
-	peer *net.UDPAddr // listener: the last peer heard; dialer: nil (connected)
+	conn    *net.UDPConn
+	mu      sync.Mutex
+	peer    *net.UDPAddr // listener: whom Send answers; dialer: nil (connected)
+	trusted bool         // listener: Answer was called; only Answer moves peer
 }
 
 func openUDP(cfg Config) (*udpLink, error) {
@@ -73,18 +75,36 @@ func (l *udpLink) readLoop() {
 			// socket; the link stays usable.
 			continue
 		}
+		var from Peer
 		if l.cfg.Peer == "" {
 			if ua, ok := addr.(*net.UDPAddr); ok {
+				from.addr = ua.AddrPort()
 				l.mu.Lock()
-				l.peer = ua
+				first := !l.trusted
+				if first {
+					l.peer = ua
+				}
 				l.mu.Unlock()
-				l.setUp(true)
+				if first {
+					l.setUp(true)
+				}
 			}
 		}
-		if !l.deliver(frame) {
+		if !l.deliver(frame, from) {
 			return
 		}
 	}
+}
+
+// Answer implements PeerLink: a listener answers p from now on.
+func (l *udpLink) Answer(p Peer) {
+	if l.cfg.Peer != "" || !p.addr.IsValid() {
+		return
+	}
+	l.mu.Lock()
+	l.peer, l.trusted = net.UDPAddrFromAddrPort(p.addr), true
+	l.mu.Unlock()
+	l.setUp(true)
 }
 
 // Send implements Link.

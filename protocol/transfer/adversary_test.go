@@ -341,6 +341,11 @@ func TestRequestFloodBounded(t *testing.T) {
 			t.Errorf("authenticated request sent %d times: %d reports, want %d", i+1, len(rd.Messages), want)
 		}
 	}
+	// Only the fresh genuine request counts as the ground's (flightd
+	// answers the peer it came from).
+	if f.r.Stats.RequestsAuthenticated != 1 {
+		t.Errorf("authenticated requests %d, want 1", f.r.Stats.RequestsAuthenticated)
+	}
 }
 
 // signedCancel is a genuine ground cancel of transfer id for the fixture's

@@ -161,22 +161,25 @@ type ReceiverStats struct {
 	// RequestsUnauthenticated counts report requests without a valid MAC
 	// (answered, if at all, from the answer budget).
 	RequestsUnauthenticated int64
-	Unsent                  int64 // messages not sent: the epoch's sequence numbers are spent
-	Replayed                int64
-	ChunksJournaled         int64 // data chunks and hash blocks
-	Duplicates              int64 // chunks already held
-	HashFailures            int64 // dropped: fail the hash tree
-	BadChunks               int64 // dropped: bad index or length
-	UnknownTransfer         int64 // dropped: no offer for the transfer
-	LateChunks              int64 // chunks of a finished transfer
-	Pending                 int64 // chunks held for their hash block (candidates)
-	PendingDropped          int64 // dropped: MaxPending candidates held already
-	CandidatesFull          int64 // dropped: its index holds MaxCandidates other candidates
-	Reports                 int64
-	Completed               int64
-	Cancelled               int64
-	DecodeErrors            int64 // see Counters for the reason
-	UnexpectedFrames        int64
+	// RequestsAuthenticated counts report requests whose MAC verified with
+	// a Seq newer than the transfer's last (the ground's, not a replay).
+	RequestsAuthenticated int64
+	Unsent                int64 // messages not sent: the epoch's sequence numbers are spent
+	Replayed              int64
+	ChunksJournaled       int64 // data chunks and hash blocks
+	Duplicates            int64 // chunks already held
+	HashFailures          int64 // dropped: fail the hash tree
+	BadChunks             int64 // dropped: bad index or length
+	UnknownTransfer       int64 // dropped: no offer for the transfer
+	LateChunks            int64 // chunks of a finished transfer
+	Pending               int64 // chunks held for their hash block (candidates)
+	PendingDropped        int64 // dropped: MaxPending candidates held already
+	CandidatesFull        int64 // dropped: its index holds MaxCandidates other candidates
+	Reports               int64
+	Completed             int64
+	Cancelled             int64
+	DecodeErrors          int64 // see Counters for the reason
+	UnexpectedFrames      int64
 }
 
 type rxTransfer struct {
@@ -739,6 +742,7 @@ func (r *Receiver) onRequest(m *protocol.ReportRequest) error {
 	if t := r.active[m.ID]; t != nil {
 		if authErr == nil && m.Seq > t.authSeq {
 			t.authSeq, t.ack, t.want = m.Seq, m.Seq, true
+			r.Stats.RequestsAuthenticated++
 			return nil
 		}
 		if authErr == nil {
