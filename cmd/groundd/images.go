@@ -140,10 +140,7 @@ func runLs(c *cobra.Command, f *imagesFlags) error {
 		return err
 	}
 	if f.json {
-		if ents == nil {
-			ents = []images.Entry{}
-		}
-		return cli.WriteJSON(c.OutOrStdout(), ents)
+		return cli.WriteJSON(c.OutOrStdout(), orEmpty(ents))
 	}
 	tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "DIGEST\tPLATFORM\tPULLED\tSOURCE")
