@@ -126,16 +126,9 @@ func (s *Server) commandCancel(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	id, ok := pathUint(w, r, "id", 64)
-	if !ok {
-		return
-	}
-	c, err := s.d.CommandCancel(r.Context(), uint32(vid), id)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
+	serveID(s, w, r, 64, func(ctx context.Context, id uint64) (groundd.Command, error) {
+		return s.d.CommandCancel(ctx, uint32(vid), id)
+	})
 }
 
 func (s *Server) vehicles(w http.ResponseWriter, r *http.Request) {
