@@ -204,6 +204,28 @@ func mustDecMode(opts cbor.DecOptions) cbor.DecMode {
 	return dm
 }
 
+// NewDecMode returns a decoder with the rules of every CBOR item the
+// protocol decodes from outside (no tags, no indefinite lengths, no
+// duplicate or unknown keys, no invalid UTF-8, no byte string for a text
+// string or the reverse, no simple value but false, true and null), with
+// the given bounds on nesting depth and on the elements of an array and
+// the pairs of a map (fxamacker/cbor's floor for the counts is 16). It is
+// exported for the documents that travel beside frames (update plans), so
+// that they are decoded by the same rules and not by a copy of them.
+func NewDecMode(nesting, elements, pairs int) (cbor.DecMode, error) {
+	dm, err := decOptions(nesting, elements, pairs).DecMode()
+	if err != nil {
+		return nil, fmt.Errorf("protocol: decoder options: %v", err)
+	}
+	return dm, nil
+}
+
+// EncMode returns the protocol's encoder: RFC 8949 core deterministic
+// encoding, no indefinite lengths, no tags. A document whose bytes are
+// signed is re-encoded with it on decoding and refused unless the bytes
+// are the same.
+func EncMode() cbor.EncMode { return encMode }
+
 // NewCodec returns a Codec for frames of at most maxFrame bytes, which must
 // be in [MinMaxFrame, MaxMaxFrame]. Both ends of a link must agree on it.
 func NewCodec(maxFrame int) (*Codec, error) {

@@ -57,7 +57,7 @@ func (x *extractor) writeFile(pfd int, base string, tr io.Reader, size int64, e 
 	if x.hashIn != nil {
 		err = x.writeHashed(fd, tr, size, e)
 	} else {
-		err = copyContent(tr, size, x.bufs[0], func(b []byte) error { return writeAll(fd, b) })
+		err = WriteContent(fd, tr, size, x.bufs[0])
 	}
 	if err == nil {
 		err = setMetaFd(fd, e, chown, chmod)

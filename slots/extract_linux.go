@@ -103,7 +103,7 @@ func (o *ExtractOptions) defaults() {
 		o.Workers = 1
 	}
 	if o.FlushEvery == 0 {
-		o.FlushEvery = 8 << 20
+		o.FlushEvery = DefaultFlushEvery
 	}
 }
 

@@ -38,9 +38,9 @@ func addClientFlags(c *cobra.Command, f *clientFlags) {
 	cli.VerboseFlag(c, &f.verbose)
 }
 
-// client returns the API client the flags name; with -v it logs every
-// request to log.
-func (f *clientFlags) client(log *slog.Logger) (*api.Client, error) {
+// client returns the API client the flags name for command c; with -v it
+// logs every request to c's standard error.
+func (f *clientFlags) client(c *cobra.Command) (*api.Client, error) {
 	tok := ""
 	if f.tokenFile != "" {
 		b, err := readBounded(f.tokenFile, api.MaxToken+2)
@@ -49,14 +49,32 @@ func (f *clientFlags) client(log *slog.Logger) (*api.Client, error) {
 		}
 		tok = strings.TrimSpace(string(b))
 	}
-	c, err := api.NewClient(f.server, tok)
+	cl, err := api.NewClient(f.server, tok)
 	if err != nil {
 		return nil, cli.Usagef("%v", err)
 	}
 	if f.verbose {
-		c.HTTP.Transport = loggingTransport{http.DefaultTransport, log}
+		cl.HTTP.Transport = loggingTransport{http.DefaultTransport, cli.Logger(c.ErrOrStderr(), f.verbose)}
 	}
-	return c, nil
+	return cl, nil
+}
+
+// print writes v as JSON with --json, else the line format makes of a.
+func (f *clientFlags) print(c *cobra.Command, v any, format string, a ...any) error {
+	if f.json {
+		return cli.WriteJSON(c.OutOrStdout(), v)
+	}
+	fmt.Fprintf(c.OutOrStdout(), format, a...)
+	return nil
+}
+
+// orEmpty returns s, or an empty list for nil: JSON documents show no
+// list as [], never null.
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // loggingTransport logs each request's method, path, status and time.

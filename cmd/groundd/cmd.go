@@ -57,7 +57,7 @@ printing the vehicle's reason code.`,
 			if interval <= 0 {
 				return cli.Usagef("--interval must be more than 0")
 			}
-			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
+			cl, err := f.client(c)
 			if err != nil {
 				return err
 			}

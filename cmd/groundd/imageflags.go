@@ -7,6 +7,7 @@ import (
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/groundd/images"
 	"github.com/bootorbit/bootorbit/internal/cli"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -38,6 +39,20 @@ func (f *imageFlags) options() (images.Options, error) {
 	return o, nil
 }
 
+// target reads the image the one positional argument names and the
+// options to read it with.
+func (f *imageFlags) target(args []string) (images.Ref, images.Options, error) {
+	ref, err := imageRef(args)
+	if err != nil {
+		return images.Ref{}, images.Options{}, err
+	}
+	o, err := f.options()
+	if err != nil {
+		return images.Ref{}, images.Options{}, err
+	}
+	return ref, o, nil
+}
+
 func parsePlatform(s string) (oci.Platform, error) {
 	parts := strings.Split(s, "/")
 	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
@@ -63,7 +78,7 @@ func imageRef(args []string) (images.Ref, error) {
 }
 
 // exactlyOneArg is a cobra.Args for commands taking one image reference.
-func exactlyOneArg(_ any, args []string) error {
+func exactlyOneArg(_ *cobra.Command, args []string) error {
 	if len(args) != 1 {
 		return cli.Usagef("want one image reference, got %d arguments", len(args))
 	}

@@ -30,7 +30,7 @@ by digest and size, every layer against its diff_id, and the release
 signatures beside it. Blobs already stored intact are not fetched again.`,
 			Example: `  groundd images pull --store /var/lib/groundd/images oci:build/os:42
   groundd images pull --store store --platform linux/arm64 --ca-file ca.pem docker://registry.example:5000/flight/os:stable`,
-			Args: func(c *cobra.Command, args []string) error { return exactlyOneArg(c, args) },
+			Args: exactlyOneArg,
 			RunE: func(c *cobra.Command, args []string) error { return runPull(c, &f, args) },
 		}
 		f.add(c, true)
@@ -58,7 +58,7 @@ signatures beside it. Blobs already stored intact are not fetched again.`,
 layers (blob digest, size, compression, diff_id) and the release signatures
 found beside it (not verified: groundd verify does that).`,
 			Example: `  groundd images show --store store sha256:4f2c...`,
-			Args:    func(c *cobra.Command, args []string) error { return exactlyOneArg(c, args) },
+			Args:    exactlyOneArg,
 			RunE:    func(c *cobra.Command, args []string) error { return runShow(c, &f, args) },
 		}
 		f.add(c, false)
@@ -107,11 +107,7 @@ func (f *imagesFlags) open(c *cobra.Command) (*images.Store, error) {
 }
 
 func runPull(c *cobra.Command, f *imagesFlags, args []string) error {
-	ref, err := imageRef(args)
-	if err != nil {
-		return err
-	}
-	o, err := f.img.options()
+	ref, o, err := f.img.target(args)
 	if err != nil {
 		return err
 	}
@@ -140,10 +136,7 @@ func runLs(c *cobra.Command, f *imagesFlags) error {
 		return err
 	}
 	if f.json {
-		if ents == nil {
-			ents = []images.Entry{}
-		}
-		return cli.WriteJSON(c.OutOrStdout(), ents)
+		return cli.WriteJSON(c.OutOrStdout(), orEmpty(ents))
 	}
 	tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "DIGEST\tPLATFORM\tPULLED\tSOURCE")

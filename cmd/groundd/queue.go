@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/bootorbit/bootorbit/groundd"
+	"github.com/bootorbit/bootorbit/groundd/api"
 	"github.com/bootorbit/bootorbit/internal/cli"
 	"github.com/spf13/cobra"
 )
@@ -50,7 +52,7 @@ duration from now; an uplink not done by its deadline expires.`,
 				return err
 			}
 			r.Vehicle = vehicle
-			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
+			cl, err := f.client(c)
 			if err != nil {
 				return err
 			}
@@ -58,11 +60,7 @@ duration from now; an uplink not done by its deadline expires.`,
 			if err != nil {
 				return err
 			}
-			if f.json {
-				return cli.WriteJSON(c.OutOrStdout(), u)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "uplink %d queued: %s to vehicle %d\n", u.ID, u.Image, u.Vehicle)
-			return nil
+			return f.print(c, u, "uplink %d queued: %s to vehicle %d\n", u.ID, u.Image, u.Vehicle)
 		},
 	}
 	fs := c.Flags()
@@ -88,7 +86,7 @@ by priority, then (with --all) those that ended.`,
   groundd queue ls --all --json`,
 		Args: cli.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
+			cl, err := f.client(c)
 			if err != nil {
 				return err
 			}
@@ -106,10 +104,7 @@ by priority, then (with --all) those that ended.`,
 				us = kept
 			}
 			if f.json {
-				if us == nil {
-					us = []groundd.Uplink{}
-				}
-				return cli.WriteJSON(c.OutOrStdout(), us)
+				return cli.WriteJSON(c.OutOrStdout(), orEmpty(us))
 			}
 			t := newTable(c.OutOrStdout(), "ID", "VEHICLE", "IMAGE", "STATE", "PRIO", "NOT BEFORE", "DEADLINE", "UPDATED")
 			for _, u := range us {
@@ -131,6 +126,20 @@ func uplinkID(s string) (uint64, error) {
 		return 0, cli.Usagef("uplink id %q: want a decimal number", s)
 	}
 	return id, nil
+}
+
+// uplinkCall applies call to the uplink that arg names, on the API client
+// of f.
+func uplinkCall(c *cobra.Command, f *clientFlags, arg string, call func(*api.Client, context.Context, uint64) (groundd.Uplink, error)) (groundd.Uplink, error) {
+	id, err := uplinkID(arg)
+	if err != nil {
+		return groundd.Uplink{}, err
+	}
+	cl, err := f.client(c)
+	if err != nil {
+		return groundd.Uplink{}, err
+	}
+	return call(cl, c.Context(), id)
 }
 
 func exactArgs(n int, names string) cobra.PositionalArgs {
@@ -161,7 +170,7 @@ standard output is not a terminal; with --json one document per change).`,
 			if err != nil {
 				return err
 			}
-			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
+			cl, err := f.client(c)
 			if err != nil {
 				return err
 			}
@@ -177,10 +186,7 @@ standard output is not a terminal; with --json one document per change).`,
 				return err
 			}
 			if f.json {
-				if ts == nil {
-					ts = []groundd.Transfer{}
-				}
-				return cli.WriteJSON(c.OutOrStdout(), uplinkView{u, ts})
+				return cli.WriteJSON(c.OutOrStdout(), uplinkView{u, orEmpty(ts)})
 			}
 			return printUplink(c, u, ts)
 		},
@@ -258,23 +264,11 @@ told). An uplink that ended cannot be cancelled (exit 1).`,
 		Example: `  groundd queue cancel 12`,
 		Args:    exactArgs(1, "an uplink ID"),
 		RunE: func(c *cobra.Command, args []string) error {
-			id, err := uplinkID(args[0])
+			u, err := uplinkCall(c, &f, args[0], (*api.Client).QueueCancel)
 			if err != nil {
 				return err
 			}
-			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
-			if err != nil {
-				return err
-			}
-			u, err := cl.QueueCancel(c.Context(), id)
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return cli.WriteJSON(c.OutOrStdout(), u)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "uplink %d %s\n", u.ID, u.State)
-			return nil
+			return f.print(c, u, "uplink %d %s\n", u.ID, u.State)
 		},
 	}
 	addClientFlags(c, &f)
@@ -299,7 +293,7 @@ next to go), taking the priority of the uplinks it lands among.`,
 			if err != nil || pos < 0 {
 				return cli.Usagef("position %q: want 0 or more", args[1])
 			}
-			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
+			cl, err := f.client(c)
 			if err != nil {
 				return err
 			}
@@ -307,11 +301,7 @@ next to go), taking the priority of the uplinks it lands among.`,
 			if err != nil {
 				return err
 			}
-			if f.json {
-				return cli.WriteJSON(c.OutOrStdout(), u)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "uplink %d moved to position %d (priority %d)\n", u.ID, pos, u.Priority)
-			return nil
+			return f.print(c, u, "uplink %d moved to position %d (priority %d)\n", u.ID, pos, u.Priority)
 		},
 	}
 	addClientFlags(c, &f)
@@ -330,23 +320,11 @@ policy. It then goes like any other uplink.`,
   groundd queue approve 12`,
 		Args: exactArgs(1, "an uplink ID"),
 		RunE: func(c *cobra.Command, args []string) error {
-			id, err := uplinkID(args[0])
+			u, err := uplinkCall(c, &f, args[0], (*api.Client).QueueApprove)
 			if err != nil {
 				return err
 			}
-			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
-			if err != nil {
-				return err
-			}
-			u, err := cl.QueueApprove(c.Context(), id)
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return cli.WriteJSON(c.OutOrStdout(), u)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "uplink %d %s: %s to vehicle %d\n", u.ID, u.State, u.Image, u.Vehicle)
-			return nil
+			return f.print(c, u, "uplink %d %s: %s to vehicle %d\n", u.ID, u.State, u.Image, u.Vehicle)
 		},
 	}
 	addClientFlags(c, &f)

@@ -27,7 +27,7 @@ registry it is pushed under that tag and also listed through the referrers
 API (or its sha256-HEX tag fallback). Signatures already there are kept.`,
 			Example: `  groundd sign --key keys/release-1.key --version 42 --hardware obc-rev-c oci:images:os-42
   groundd sign --key keys/release-1.key --version 42 --hardware obc-rev-c --platform linux/arm64 docker://registry.example:5000/flight/os:42`,
-			Args: func(c *cobra.Command, args []string) error { return exactlyOneArg(c, args) },
+			Args: exactlyOneArg,
 			RunE: func(c *cobra.Command, args []string) error { return runSign(c, &f, args) },
 		}
 		fs := c.Flags()
@@ -52,11 +52,7 @@ func runSign(c *cobra.Command, f *signFlags, args []string) error {
 	if f.key == "" || f.version == 0 || f.hardware == "" {
 		return cli.Usagef("--key, --version (above 0) and --hardware are required")
 	}
-	ref, err := imageRef(args)
-	if err != nil {
-		return err
-	}
-	o, err := f.img.options()
+	ref, o, err := f.img.target(args)
 	if err != nil {
 		return err
 	}

@@ -54,7 +54,7 @@ interrupted (with --json: one JSON document per line).`,
 			default:
 				return cli.Usagef("--kind %q: want tm or event", q.Kind)
 			}
-			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
+			cl, err := f.client(c)
 			if err != nil {
 				return err
 			}
@@ -78,10 +78,7 @@ interrupted (with --json: one JSON document per line).`,
 				return err
 			}
 			if f.json {
-				if recs == nil {
-					recs = []groundd.TelemetryRecord{}
-				}
-				return cli.WriteJSON(out, recs)
+				return cli.WriteJSON(out, orEmpty(recs))
 			}
 			if len(recs) == 0 {
 				fmt.Fprintln(out, "no telemetry in that range")

@@ -52,7 +52,7 @@ terminal; with --json one document per line, at each change).`,
   groundd transfers --uplink 12 --json`,
 		Args: cli.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
+			cl, err := f.client(c)
 			if err != nil {
 				return err
 			}
@@ -81,10 +81,7 @@ terminal; with --json one document per line, at each change).`,
 				return err
 			}
 			if f.json {
-				if ts == nil {
-					ts = []groundd.Transfer{}
-				}
-				return cli.WriteJSON(c.OutOrStdout(), ts)
+				return cli.WriteJSON(c.OutOrStdout(), orEmpty(ts))
 			}
 			if len(ts) == 0 {
 				fmt.Fprintln(c.OutOrStdout(), "no transfer in flight")
@@ -353,9 +350,7 @@ type watchDoc struct {
 }
 
 func (p *jsonProgress) update(ts []groundd.Transfer) error {
-	if ts == nil {
-		ts = []groundd.Transfer{}
-	}
+	ts = orEmpty(ts)
 	b, _ := json.Marshal(ts)
 	if string(b) == string(p.last) {
 		return nil

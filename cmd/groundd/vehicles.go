@@ -33,7 +33,7 @@ only), its transfers and its last events.`,
 			return nil
 		},
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := f.client(cli.Logger(c.ErrOrStderr(), f.verbose))
+			cl, err := f.client(c)
 			if err != nil {
 				return err
 			}
@@ -57,10 +57,7 @@ only), its transfers and its last events.`,
 				return err
 			}
 			if f.json {
-				if vs == nil {
-					vs = []groundd.Vehicle{}
-				}
-				return cli.WriteJSON(out, vs)
+				return cli.WriteJSON(out, orEmpty(vs))
 			}
 			t := newTable(out, "ID", "NAME", "LINK", "BOOTED", "SLOT A", "SLOT B", "LAST CONTACT", "UPLINK")
 			for _, v := range vs {

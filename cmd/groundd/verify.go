@@ -22,7 +22,7 @@ It fails (exit 1) when the image is unsigned or no signature verifies, or,
 with --hardware, when none is for that hardware.`,
 			Example: `  groundd verify --keys keys/ oci:images:os-42
   groundd verify --keys keys/ --hardware obc-rev-c docker://registry.example:5000/flight/os:stable --json`,
-			Args: func(c *cobra.Command, args []string) error { return exactlyOneArg(c, args) },
+			Args: exactlyOneArg,
 			RunE: func(c *cobra.Command, args []string) error { return runVerify(c, &f, args) },
 		}
 		fs := c.Flags()
@@ -44,11 +44,7 @@ func runVerify(c *cobra.Command, f *verifyFlags, args []string) error {
 	if f.keys == "" {
 		return cli.Usagef("--keys is required")
 	}
-	ref, err := imageRef(args)
-	if err != nil {
-		return err
-	}
-	o, err := f.img.options()
+	ref, o, err := f.img.target(args)
 	if err != nil {
 		return err
 	}

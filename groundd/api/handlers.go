@@ -28,16 +28,42 @@ type CommandRequest struct {
 	Args map[string]json.RawMessage `json:"args,omitempty"`
 }
 
-func (s *Server) queueList(w http.ResponseWriter, r *http.Request) {
-	us, err := s.d.QueueList(r.Context())
+// serveList answers the list that op returns, or its error.
+func serveList[T any](s *Server, w http.ResponseWriter, r *http.Request, op func(context.Context) ([]T, error)) {
+	v, err := op(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if us == nil {
-		us = []groundd.Uplink{}
+	writeList(w, v)
+}
+
+// writeList answers 200 with v: an empty list is [], never null.
+func writeList[T any](w http.ResponseWriter, v []T) {
+	if v == nil {
+		v = []T{}
 	}
-	writeJSON(w, http.StatusOK, us)
+	writeJSON(w, http.StatusOK, v)
+}
+
+// serveID applies op to the resource named by the path's {id} (an
+// unsigned number of at most bits bits) and answers what it returns, or
+// its error.
+func serveID[T any](s *Server, w http.ResponseWriter, r *http.Request, bits int, op func(context.Context, uint64) (T, error)) {
+	id, ok := pathUint(w, r, "id", bits)
+	if !ok {
+		return
+	}
+	v, err := op(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) queueList(w http.ResponseWriter, r *http.Request) {
+	serveList(s, w, r, s.d.QueueList)
 }
 
 func (s *Server) queueAdd(w http.ResponseWriter, r *http.Request) {
@@ -63,29 +89,11 @@ func (s *Server) queueAdd(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) queueShow(w http.ResponseWriter, r *http.Request) {
-	id, ok := pathUint(w, r, "id", 64)
-	if !ok {
-		return
-	}
-	u, err := s.d.QueueShow(r.Context(), id)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, u)
+	serveID(s, w, r, 64, s.d.QueueShow)
 }
 
 func (s *Server) queueCancel(w http.ResponseWriter, r *http.Request) {
-	id, ok := pathUint(w, r, "id", 64)
-	if !ok {
-		return
-	}
-	u, err := s.d.QueueCancel(r.Context(), id)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, u)
+	serveID(s, w, r, 64, s.d.QueueCancel)
 }
 
 func (s *Server) queueReorder(w http.ResponseWriter, r *http.Request) {
@@ -110,16 +118,7 @@ func (s *Server) queueReorder(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) queueApprove(w http.ResponseWriter, r *http.Request) {
-	id, ok := pathUint(w, r, "id", 64)
-	if !ok {
-		return
-	}
-	u, err := s.d.QueueApprove(r.Context(), id)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, u)
+	serveID(s, w, r, 64, s.d.QueueApprove)
 }
 
 func (s *Server) commandCancel(w http.ResponseWriter, r *http.Request) {
@@ -127,41 +126,19 @@ func (s *Server) commandCancel(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	id, ok := pathUint(w, r, "id", 64)
-	if !ok {
-		return
-	}
-	c, err := s.d.CommandCancel(r.Context(), uint32(vid), id)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
+	serveID(s, w, r, 64, func(ctx context.Context, id uint64) (groundd.Command, error) {
+		return s.d.CommandCancel(ctx, uint32(vid), id)
+	})
 }
 
 func (s *Server) vehicles(w http.ResponseWriter, r *http.Request) {
-	vs, err := s.d.Vehicles(r.Context())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if vs == nil {
-		vs = []groundd.Vehicle{}
-	}
-	writeJSON(w, http.StatusOK, vs)
+	serveList(s, w, r, s.d.Vehicles)
 }
 
 func (s *Server) vehicleShow(w http.ResponseWriter, r *http.Request) {
-	id, ok := pathUint(w, r, "id", 32)
-	if !ok {
-		return
-	}
-	v, err := s.d.VehicleShow(r.Context(), uint32(id))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	serveID(s, w, r, 32, func(ctx context.Context, id uint64) (groundd.Vehicle, error) {
+		return s.d.VehicleShow(ctx, uint32(id))
+	})
 }
 
 // transfers lists the transfers in flight, or with ?uplink=ID every
@@ -201,10 +178,7 @@ func (s *Server) transfers(w http.ResponseWriter, r *http.Request) {
 		}
 		ts = kept
 	}
-	if ts == nil {
-		ts = []groundd.Transfer{}
-	}
-	writeJSON(w, http.StatusOK, ts)
+	writeList(w, ts)
 }
 
 func (s *Server) commandSend(w http.ResponseWriter, r *http.Request) {
@@ -250,23 +224,11 @@ func (s *Server) commandList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if cs == nil {
-		cs = []groundd.Command{}
-	}
-	writeJSON(w, http.StatusOK, cs)
+	writeList(w, cs)
 }
 
 func (s *Server) commandShow(w http.ResponseWriter, r *http.Request) {
-	id, ok := pathUint(w, r, "id", 64)
-	if !ok {
-		return
-	}
-	c, err := s.d.CommandShow(r.Context(), id)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
+	serveID(s, w, r, 64, s.d.CommandShow)
 }
 
 // telemetry answers a range query, or with follow=true streams the
@@ -327,10 +289,7 @@ func (s *Server) telemetry(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		if recs == nil {
-			recs = []groundd.TelemetryRecord{}
-		}
-		writeJSON(w, http.StatusOK, recs)
+		writeList(w, recs)
 		return
 	}
 	s.follow(w, r, tq)

@@ -31,6 +31,21 @@ func startUDP(t *testing.T, spec Spec, seed uint64) (e *Emulator, ground, vehicl
 	if err != nil {
 		t.Fatal(err)
 	}
+	runUntilCleanup(t, e)
+	ground, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(e.AddrA()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ground.SetWriteBuffer(8 << 20)
+	t.Cleanup(func() { ground.Close() })
+	return e, ground, vehicle
+}
+
+// runUntilCleanup runs e until the test's cleanup, which stops it and
+// checks that Run returned no error. Cleanups registered before it run
+// after Run has returned.
+func runUntilCleanup(t *testing.T, e *Emulator) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
@@ -40,13 +55,6 @@ func startUDP(t *testing.T, spec Spec, seed uint64) (e *Emulator, ground, vehicl
 			t.Errorf("Run: %v", err)
 		}
 	})
-	ground, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(e.AddrA()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ground.SetWriteBuffer(8 << 20)
-	t.Cleanup(func() { ground.Close() })
-	return e, ground, vehicle
 }
 
 func readTimeout(t *testing.T, c *net.UDPConn, d time.Duration) ([]byte, error) {
@@ -61,29 +69,7 @@ func TestRelayUDP(t *testing.T) {
 	spec := Spec{Name: "test", Forward: channel(0, 20*time.Millisecond), Return: channel(0, 10*time.Millisecond)}
 	// The vehicle's address is configured, the ground's learned from its
 	// first datagram.
-	vehicle, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vehicle.Close()
-	e, err := New(Config{Spec: spec, Seed: testrand.Seed(t), B: vehicle.LocalAddr().String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	ground, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(e.AddrA()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ground.Close()
+	e, ground, vehicle := startUDP(t, spec, testrand.Seed(t))
 
 	start := time.Now()
 	if _, err := ground.Write([]byte("hello vehicle")); err != nil {

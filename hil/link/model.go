@@ -252,8 +252,7 @@ type dirState struct {
 	last   time.Time     // latest in-order delivery
 	jitX   time.Duration // the jitter walk's offset
 	jitEnd time.Time     // the end of serialisation of the frame that set it
-	geBad  bool
-	geSlot time.Time
+	fade   linksim.Fade
 	stats  DirStats
 }
 
@@ -315,46 +314,12 @@ func (m *Model) realTime(t time.Duration) time.Time {
 // State is the announced state of the link at now.
 func (m *Model) State(now time.Time) LinkState { return m.state(m.schedTime(now), false) }
 
-// state follows linksim's schedule semantics: passes, periodic outages,
-// the return link only on even passes, lost passes (announced up,
-// physically down) and one-way windows. Power cuts are the board's
+// state is linksim's schedule (passes, periodic outages, the return link
+// only on even passes, lost passes announced up but physically down,
+// one-way windows) at schedule time t. Power cuts are the board's
 // business, not the link's: the emulator ignores PowerCutEvery.
 func (m *Model) state(t time.Duration, physical bool) LinkState {
-	sc := m.spec.Schedule
-	k, phase := 0, t
-	if sc.PassPeriod > 0 {
-		k, phase = int(t/sc.PassPeriod), t%sc.PassPeriod
-	}
-	up := sc.PassPeriod <= 0 || phase < sc.PassUp
-	if sc.OutageEvery > 0 && t >= sc.OutageOffset && (t-sc.OutageOffset)%sc.OutageEvery < sc.OutageFor {
-		up = false
-	}
-	if physical && sc.LosePassEvery > 0 && k%sc.LosePassEvery == sc.LosePassEvery-1 {
-		up = false
-	}
-	st := LinkState{Forward: up, Return: up}
-	if sc.ReturnOddPassesDown && k%2 == 1 {
-		st.Return = false
-	}
-	if inWindows(sc.ForwardOutages, t, !physical) {
-		st.Forward = false
-	}
-	if inWindows(sc.ReturnOutages, t, !physical) {
-		st.Return = false
-	}
-	return st
-}
-
-func inWindows(ws []linksim.Window, t time.Duration, announcedOnly bool) bool {
-	for _, w := range ws {
-		if announcedOnly && w.Silent {
-			continue
-		}
-		if t >= w.Start && t < w.End {
-			return true
-		}
-	}
-	return false
+	return m.spec.Schedule.State(t, physical)
 }
 
 func (m *Model) physUp(d Dir, now time.Time) bool {
@@ -369,35 +334,8 @@ func (m *Model) physUp(d Dir, now time.Time) bool {
 // boundary (the state may change there), and false for a link that is
 // always up.
 func (m *Model) NextChange(now time.Time) (time.Time, bool) {
-	t := m.schedTime(now)
-	sc := m.spec.Schedule
-	next := time.Duration(-1)
-	cand := func(b time.Duration) {
-		if b > t && (next < 0 || b < next) {
-			next = b
-		}
-	}
-	if sc.PassPeriod > 0 {
-		base := (t / sc.PassPeriod) * sc.PassPeriod
-		cand(base + sc.PassUp)
-		cand(base + sc.PassPeriod)
-	}
-	if sc.OutageEvery > 0 {
-		if t < sc.OutageOffset {
-			cand(sc.OutageOffset)
-		} else {
-			base := sc.OutageOffset + ((t-sc.OutageOffset)/sc.OutageEvery)*sc.OutageEvery
-			cand(base + sc.OutageFor)
-			cand(base + sc.OutageEvery)
-		}
-	}
-	for _, ws := range [][]linksim.Window{sc.ForwardOutages, sc.ReturnOutages} {
-		for _, w := range ws {
-			cand(w.Start)
-			cand(w.End)
-		}
-	}
-	if next < 0 {
+	next, ok := m.spec.Schedule.NextBoundary(m.schedTime(now))
+	if !ok {
 		return time.Time{}, false
 	}
 	return m.realTime(next), true
@@ -538,61 +476,22 @@ func (m *Model) jitter(ds *dirState, end time.Time) time.Duration {
 	return ds.jitX
 }
 
-// lose draws the loss of a frame starting at begin: the Gilbert-Elliott
-// chain (advanced once per slot of a maximum frame at the rate, as
-// linksim's, so that fades last a time, not a number of frames) and
-// independent random loss.
+// lose draws the loss of a frame starting at begin with linksim's loss
+// model (its Gilbert-Elliott chain and independent random loss). The chain
+// advances once per slot of a maximum frame at the rate, so that fades
+// last a time, not a number of frames; a channel without a frame limit
+// counts slots of 1500 bytes.
 func (m *Model) lose(ds *dirState, begin time.Time) bool {
 	c := &ds.ch
-	lost := false
-	if c.GE.P > 0 {
-		m.geAdvance(ds, begin)
-		pl := c.GE.LossGood
-		if ds.geBad {
-			pl = c.GE.LossBad
-		}
-		if pl > 0 && m.rng.Float64() < pl {
-			lost = true
-		}
-	}
-	if c.Loss > 0 && m.rng.Float64() < c.Loss {
-		lost = true
-	}
-	return lost
-}
-
-func (m *Model) geAdvance(ds *dirState, at time.Time) {
-	c := &ds.ch
-	steps := int64(1)
+	var slot time.Duration
 	if c.Rate > 0 {
 		frame := c.MaxFrame
 		if frame <= 0 {
 			frame = 1500
 		}
-		slot := max(time.Duration(float64(frame*8)/c.Rate*float64(time.Second)), 1)
-		if ds.geSlot.IsZero() {
-			ds.geSlot = at
-		}
-		steps = int64(at.Sub(ds.geSlot) / slot)
-		if steps > 0 {
-			ds.geSlot = ds.geSlot.Add(time.Duration(steps) * slot)
-		}
-		steps = max(steps, 1) // back-to-back frames: one step each
+		slot = max(time.Duration(float64(frame*8)/c.Rate*float64(time.Second)), 1)
 	}
-	if steps > 256 {
-		// A long idle: the chain has forgotten its state.
-		ds.geBad = m.rng.Float64() < c.GE.P/(c.GE.P+c.GE.R)
-		return
-	}
-	for range steps {
-		if ds.geBad {
-			if m.rng.Float64() < c.GE.R {
-				ds.geBad = false
-			}
-		} else if m.rng.Float64() < c.GE.P {
-			ds.geBad = true
-		}
-	}
+	return ds.fade.Lose(&c.Channel, slot, begin, m.rng)
 }
 
 func (m *Model) push(d Delivery) {

@@ -30,20 +30,15 @@ func startIP(t *testing.T, spec Spec) (e *Emulator, nsA, nsB string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
+	// Registered first, so run after Run has returned.
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
 		for _, ns := range []string{nsA, nsB} {
 			if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
 				t.Errorf("namespace %s left behind", ns)
 			}
 		}
 	})
+	runUntilCleanup(t, e)
 	return e, nsA, nsB
 }
 

@@ -318,7 +318,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		methods = append(methods, dirWrite("dir slot, final syncfs only", dirFinalM, &res.DirFinalSync))
 		floorFlush := o.FlushEvery
 		if floorFlush == 0 {
-			floorFlush = defaultFlushEvery
+			floorFlush = slots.DefaultFlushEvery
 		}
 		floorDir := filepath.Join(work, "floor")
 		if err := os.Mkdir(floorDir, 0o755); err != nil {
@@ -413,13 +413,13 @@ func filesFloor(dir string, layer []byte, flushEvery int64) error {
 		return err
 	}
 	defer unix.Close(dfd)
-	var f *flusher
+	var f *slots.Writeback
 	if flushEvery > 0 {
-		if f, err = startFlusher(dfd, flushEvery); err != nil {
+		if f, err = slots.StartWriteback(dfd, flushEvery); err != nil {
 			return err
 		}
 	}
-	defer f.stop()
+	defer f.Stop()
 	buf := make([]byte, 1<<20)
 	tr := tar.NewReader(bytes.NewReader(layer))
 	for {
@@ -444,15 +444,15 @@ func filesFloor(dir string, layer []byte, flushEvery int64) error {
 			if err != nil {
 				return fmt.Errorf("floor: create %s: %w", name, err)
 			}
-			err = copyContent(tr, h.Size, buf, func(b []byte) error { return writeAll(fd, b) })
+			err = slots.WriteContent(fd, tr, h.Size, buf)
 			unix.Close(fd)
 			if err != nil {
 				return err
 			}
-			f.wrote(h.Size)
+			f.Wrote(h.Size)
 		}
 	}
-	if err := f.stop(); err != nil {
+	if err := f.Stop(); err != nil {
 		return err
 	}
 	return unix.Syncfs(dfd)

@@ -206,8 +206,7 @@ type Sim struct {
 	q       eventQueue
 	seq     uint64
 	busy    [2]time.Time
-	geBad   [2]bool
-	geSlot  [2]time.Time // start of the slot the chain state belongs to
+	fade    [2]Fade
 	stats   [2]DirStats
 	ann     LinkState // last announced state
 	powered bool
@@ -255,8 +254,7 @@ func (s *Sim) push(e *event) {
 }
 
 // pass returns the pass index and the offset into the pass at offset t.
-func (s *Sim) pass(t time.Duration) (k int, phase time.Duration) {
-	sc := s.p.Schedule
+func (sc Schedule) pass(t time.Duration) (k int, phase time.Duration) {
 	if sc.PassPeriod <= 0 {
 		return 0, t
 	}
@@ -275,11 +273,14 @@ func inWindows(ws []Window, t time.Duration, announcedOnly bool) bool {
 	return false
 }
 
-// scheduled returns the state of both directions at offset t, either as
-// announced or as physically true.
-func (s *Sim) state(t time.Duration, physical bool) LinkState {
-	sc := s.p.Schedule
-	k, phase := s.pass(t)
+// State returns the state of both directions at offset t from the start of
+// the schedule, either as announced to the endpoints or, with physical, as
+// the link really is: a lost pass is announced up but carries nothing, a
+// silent outage window is not announced. Power cuts are not link state (the
+// Sim tracks them apart); hil/link's emulator, which shares this schedule,
+// ignores them.
+func (sc Schedule) State(t time.Duration, physical bool) LinkState {
+	k, phase := sc.pass(t)
 	up := sc.PassPeriod <= 0 || phase < sc.PassUp
 	if sc.OutageEvery > 0 && t >= sc.OutageOffset && (t-sc.OutageOffset)%sc.OutageEvery < sc.OutageFor {
 		up = false
@@ -300,20 +301,11 @@ func (s *Sim) state(t time.Duration, physical bool) LinkState {
 	return st
 }
 
-func (s *Sim) announced(t time.Duration) LinkState { return s.state(t, false) }
-
-// physUp says whether direction d is physically able to deliver at offset t.
-func (s *Sim) physUp(d Dir, t time.Duration) bool {
-	st := s.state(t, true)
-	if d == Forward {
-		return st.Forward && s.powered
-	}
-	return st.Return && s.powered
-}
-
-// queueBoundary queues the first schedule boundary after offset t.
-func (s *Sim) queueBoundary(t time.Duration) {
-	sc := s.p.Schedule
+// NextBoundary returns the first offset after t at which a pass, a periodic
+// outage or an outage window begins or ends (where State may change), and
+// false if there is none (a link always up). The middle of a pass, where
+// PowerCutEvery cuts the vehicle's power, is not a boundary of the link.
+func (sc Schedule) NextBoundary(t time.Duration) (time.Duration, bool) {
 	next := time.Duration(-1)
 	cand := func(b time.Duration) {
 		if b > t && (next < 0 || b < next) {
@@ -324,9 +316,6 @@ func (s *Sim) queueBoundary(t time.Duration) {
 		base := (t / sc.PassPeriod) * sc.PassPeriod
 		cand(base + sc.PassUp)
 		cand(base + sc.PassPeriod)
-		if sc.PowerCutEvery > 0 {
-			cand(base + sc.PassUp/2)
-		}
 	}
 	if sc.OutageEvery > 0 {
 		if t < sc.OutageOffset {
@@ -337,11 +326,37 @@ func (s *Sim) queueBoundary(t time.Duration) {
 			cand(base + sc.OutageEvery)
 		}
 	}
-	for _, w := range append(append([]Window(nil), sc.ForwardOutages...), sc.ReturnOutages...) {
-		cand(w.Start)
-		cand(w.End)
+	for _, ws := range [][]Window{sc.ForwardOutages, sc.ReturnOutages} {
+		for _, w := range ws {
+			cand(w.Start)
+			cand(w.End)
+		}
 	}
-	if next < 0 {
+	return next, next >= 0
+}
+
+func (s *Sim) announced(t time.Duration) LinkState { return s.p.Schedule.State(t, false) }
+
+// physUp says whether direction d is physically able to deliver at offset t.
+func (s *Sim) physUp(d Dir, t time.Duration) bool {
+	st := s.p.Schedule.State(t, true)
+	if d == Forward {
+		return st.Forward && s.powered
+	}
+	return st.Return && s.powered
+}
+
+// queueBoundary queues the first schedule boundary after offset t: the
+// link's, or the middle of a pass where a power cut may fall.
+func (s *Sim) queueBoundary(t time.Duration) {
+	sc := s.p.Schedule
+	next, ok := sc.NextBoundary(t)
+	if sc.PassPeriod > 0 && sc.PowerCutEvery > 0 {
+		if cut := (t/sc.PassPeriod)*sc.PassPeriod + sc.PassUp/2; cut > t && (!ok || cut < next) {
+			next, ok = cut, true
+		}
+	}
+	if !ok {
 		return
 	}
 	s.nextBoundary = next
@@ -409,7 +424,7 @@ func (s *Sim) boundary() (Event, bool) {
 	s.queueBoundary(t)
 	sc := s.p.Schedule
 	if sc.PowerCutEvery > 0 && sc.PassPeriod > 0 {
-		k, phase := s.pass(t)
+		k, phase := sc.pass(t)
 		if phase == sc.PassUp/2 && k%sc.PowerCutEvery == 1%sc.PowerCutEvery && k != s.cutPass {
 			s.cutPass = k
 			s.powered = false
@@ -425,16 +440,46 @@ func (s *Sim) boundary() (Event, bool) {
 	return Event{Kind: EventLink, At: s.now, State: st}, true
 }
 
-// geAdvance moves direction d's Gilbert-Elliott chain to the slot of time at.
-func (s *Sim) geAdvance(d Dir, c *Channel, at time.Time) {
-	steps := int64(1)
-	if c.Rate > 0 && c.MaxFrame > 0 {
-		slot := time.Duration(float64(c.MaxFrame*8) / c.Rate * float64(time.Second))
-		if s.geSlot[d].IsZero() {
-			s.geSlot[d] = at
+// Fade is one direction's loss state: its Gilbert-Elliott chain. It is
+// shared with hil/link's emulator, so that both draw loss the same way.
+type Fade struct {
+	bad  bool
+	slot time.Time // start of the slot the chain state belongs to
+}
+
+// Lose draws the loss of a frame whose transmission begins at begin on
+// channel c: the Gilbert-Elliott chain is advanced to begin, one step per
+// slot (a fade lasts a time, not a number of frames; slot 0 steps once per
+// frame), then the frame is lost with the state's probability or with the
+// independent random loss. Every draw comes from rng. Calls must come in
+// time order.
+func (f *Fade) Lose(c *Channel, slot time.Duration, begin time.Time, rng *rand.Rand) bool {
+	lost := false
+	if c.GE.P > 0 || c.GE.R > 0 {
+		f.advance(c.GE, slot, begin, rng)
+		pl := c.GE.LossGood
+		if f.bad {
+			pl = c.GE.LossBad
 		}
-		steps = int64(at.Sub(s.geSlot[d]) / slot)
-		s.geSlot[d] = s.geSlot[d].Add(time.Duration(steps) * slot)
+		if pl > 0 && rng.Float64() < pl {
+			lost = true
+		}
+	}
+	if c.Loss > 0 && rng.Float64() < c.Loss {
+		lost = true
+	}
+	return lost
+}
+
+// advance moves the chain to the slot of time at.
+func (f *Fade) advance(ge GilbertElliott, slot time.Duration, at time.Time, rng *rand.Rand) {
+	steps := int64(1)
+	if slot > 0 {
+		if f.slot.IsZero() {
+			f.slot = at
+		}
+		steps = int64(at.Sub(f.slot) / slot)
+		f.slot = f.slot.Add(time.Duration(steps) * slot)
 		if steps < 1 {
 			steps = 1 // back-to-back frames: one step each
 		}
@@ -442,16 +487,16 @@ func (s *Sim) geAdvance(d Dir, c *Channel, at time.Time) {
 	if steps > 256 {
 		// Long idle: the chain has forgotten its state; draw from the
 		// stationary distribution.
-		s.geBad[d] = s.rng.Float64() < c.GE.P/(c.GE.P+c.GE.R)
+		f.bad = rng.Float64() < ge.P/(ge.P+ge.R)
 		return
 	}
 	for range steps {
-		if s.geBad[d] {
-			if s.rng.Float64() < c.GE.R {
-				s.geBad[d] = false
+		if f.bad {
+			if rng.Float64() < ge.R {
+				f.bad = false
 			}
-		} else if s.rng.Float64() < c.GE.P {
-			s.geBad[d] = true
+		} else if rng.Float64() < ge.P {
+			f.bad = true
 		}
 	}
 }
@@ -461,21 +506,13 @@ func (s *Sim) lose(d Dir, at time.Time) bool {
 	if d == Return {
 		c = &s.p.Return
 	}
-	lost := false
-	if c.GE.P > 0 || c.GE.R > 0 {
-		s.geAdvance(d, c, at)
-		pl := c.GE.LossGood
-		if s.geBad[d] {
-			pl = c.GE.LossBad
-		}
-		if pl > 0 && s.rng.Float64() < pl {
-			lost = true
-		}
+	// The chain steps once per slot of a maximum frame at the rate; a
+	// channel without a rate or a frame limit steps once per frame.
+	var slot time.Duration
+	if c.Rate > 0 && c.MaxFrame > 0 {
+		slot = time.Duration(float64(c.MaxFrame*8) / c.Rate * float64(time.Second))
 	}
-	if c.Loss > 0 && s.rng.Float64() < c.Loss {
-		lost = true
-	}
-	return lost
+	return s.fade[d].Lose(c, slot, at, s.rng)
 }
 
 // Send offers frame to direction d at the current time. The frame is

@@ -416,31 +416,12 @@ func DecodePlan(b []byte) (*Plan, error) {
 }
 
 var (
-	encMode = func() cbor.EncMode {
-		opts := cbor.CoreDetEncOptions()
-		opts.IndefLength = cbor.IndefLengthForbidden
-		opts.TagsMd = cbor.TagsForbidden
-		em, err := opts.EncMode()
-		if err != nil {
-			panic(err)
-		}
-		return em
-	}()
+	encMode = protocol.EncMode()
+	// decMode bounds the documents tightly: releases and plans are shallow
+	// records of a few fields (the counts cannot go below the library's
+	// floor of 16).
 	decMode = func() cbor.DecMode {
-		dm, err := cbor.DecOptions{
-			DupMapKey:           cbor.DupMapKeyEnforcedAPF,
-			MaxNestedLevels:     4,
-			MaxArrayElements:    16,
-			MaxMapPairs:         16,
-			IndefLength:         cbor.IndefLengthForbidden,
-			TagsMd:              cbor.TagsForbidden,
-			ExtraReturnErrors:   cbor.ExtraDecErrorUnknownField,
-			UTF8:                cbor.UTF8RejectInvalid,
-			IntDec:              cbor.IntDecConvertNone,
-			ByteStringToString:  cbor.ByteStringToStringForbidden,
-			FieldNameByteString: cbor.FieldNameByteStringForbidden,
-			BinaryUnmarshaler:   cbor.BinaryUnmarshalerNone,
-		}.DecMode()
+		dm, err := protocol.NewDecMode(4, 16, 16)
 		if err != nil {
 			panic(err)
 		}

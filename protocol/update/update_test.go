@@ -262,6 +262,10 @@ func TestDecodePlanRefusals(t *testing.T) {
 		{"unknown key", mapWith(good, 0x18, 0x63, 0x01), ErrMalformed},      // key 99: 1
 		{"non-canonical int", []byte{0xa1, 0x01, 0x18, 0x05}, ErrMalformed}, // {1: 5} with a long head
 		{"explicit zero", mapWith(good, 0x0b, 0x00), ErrMalformed},          // Supplement: 0 spelled out
+		// The protocol's decoding rules (protocol.NewDecMode) apply to plans.
+		{"undefined", mapWith(good, 0x07, 0xf7), ErrMalformed},         // AllowDowngrade: undefined
+		{"unassigned simple", mapWith(good, 0x07, 0xe0), ErrMalformed}, // AllowDowngrade: simple(0)
+		{"tag", mapWith(good, 0x06, 0xc0, 0x60), ErrMalformed},         // Base: tag 0 on ""
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

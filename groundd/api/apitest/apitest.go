@@ -100,6 +100,36 @@ func (f *Fake) Publish(r groundd.TelemetryRecord) {
 	}
 }
 
+// uplink returns uplink id, for a method that holds f.mu: the injected
+// error if there is one, else ErrNotFound for an unknown id.
+func (f *Fake) uplink(id uint64) (*groundd.Uplink, error) {
+	if f.Err != nil {
+		return nil, f.Err
+	}
+	u, ok := f.uplinks[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: uplink %d", groundd.ErrNotFound, id)
+	}
+	return u, nil
+}
+
+// transfersWhere returns the transfers that keep selects, or the injected
+// error.
+func (f *Fake) transfersWhere(keep func(groundd.Transfer) bool) ([]groundd.Transfer, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Err != nil {
+		return nil, f.Err
+	}
+	var out []groundd.Transfer
+	for _, t := range f.transfers {
+		if keep(t) {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
 func (f *Fake) vehicle(id uint32) error {
 	if _, ok := f.vehicles[id]; !ok {
 		return fmt.Errorf("%w: vehicle %d", groundd.ErrNotFound, id)
@@ -162,12 +192,9 @@ func (f *Fake) QueueList(context.Context) ([]groundd.Uplink, error) {
 func (f *Fake) QueueShow(_ context.Context, id uint64) (groundd.Uplink, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.Err != nil {
-		return groundd.Uplink{}, f.Err
-	}
-	u, ok := f.uplinks[id]
-	if !ok {
-		return groundd.Uplink{}, fmt.Errorf("%w: uplink %d", groundd.ErrNotFound, id)
+	u, err := f.uplink(id)
+	if err != nil {
+		return groundd.Uplink{}, err
 	}
 	return *u, nil
 }
@@ -176,12 +203,9 @@ func (f *Fake) QueueShow(_ context.Context, id uint64) (groundd.Uplink, error) {
 func (f *Fake) QueueCancel(_ context.Context, id uint64) (groundd.Uplink, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.Err != nil {
-		return groundd.Uplink{}, f.Err
-	}
-	u, ok := f.uplinks[id]
-	if !ok {
-		return groundd.Uplink{}, fmt.Errorf("%w: uplink %d", groundd.ErrNotFound, id)
+	u, err := f.uplink(id)
+	if err != nil {
+		return groundd.Uplink{}, err
 	}
 	if u.State.Final() {
 		return groundd.Uplink{}, fmt.Errorf("%w: uplink %d is %s", groundd.ErrState, id, u.State)
@@ -198,9 +222,9 @@ func (f *Fake) QueueReorder(ctx context.Context, id uint64, pos int) (groundd.Up
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	u, ok := f.uplinks[id]
-	if !ok {
-		return groundd.Uplink{}, fmt.Errorf("%w: uplink %d", groundd.ErrNotFound, id)
+	u, err := f.uplink(id)
+	if err != nil {
+		return groundd.Uplink{}, err
 	}
 	if u.State != groundd.UplinkQueued {
 		return groundd.Uplink{}, fmt.Errorf("%w: uplink %d is not waiting", groundd.ErrState, id)
@@ -223,12 +247,9 @@ func (f *Fake) QueueReorder(ctx context.Context, id uint64, pos int) (groundd.Up
 func (f *Fake) QueueApprove(_ context.Context, id uint64) (groundd.Uplink, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.Err != nil {
-		return groundd.Uplink{}, f.Err
-	}
-	u, ok := f.uplinks[id]
-	if !ok {
-		return groundd.Uplink{}, fmt.Errorf("%w: uplink %d", groundd.ErrNotFound, id)
+	u, err := f.uplink(id)
+	if err != nil {
+		return groundd.Uplink{}, err
 	}
 	if u.State != groundd.UplinkPending {
 		return groundd.Uplink{}, fmt.Errorf("%w: uplink %d is %s, not pending", groundd.ErrState, id, u.State)
@@ -284,34 +305,12 @@ func (f *Fake) VehicleShow(_ context.Context, id uint32) (groundd.Vehicle, error
 
 // Transfers lists the transfers not done.
 func (f *Fake) Transfers(context.Context) ([]groundd.Transfer, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.Err != nil {
-		return nil, f.Err
-	}
-	var out []groundd.Transfer
-	for _, t := range f.transfers {
-		if !t.Done {
-			out = append(out, t)
-		}
-	}
-	return out, nil
+	return f.transfersWhere(func(t groundd.Transfer) bool { return !t.Done })
 }
 
 // UplinkTransfers lists an uplink's transfers, done or not.
 func (f *Fake) UplinkTransfers(_ context.Context, uplink uint64) ([]groundd.Transfer, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.Err != nil {
-		return nil, f.Err
-	}
-	var out []groundd.Transfer
-	for _, t := range f.transfers {
-		if t.Uplink == uplink {
-			out = append(out, t)
-		}
-	}
-	return out, nil
+	return f.transfersWhere(func(t groundd.Transfer) bool { return t.Uplink == uplink })
 }
 
 // SendCommand records a command as queued. It does not check the
