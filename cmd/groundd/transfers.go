@@ -304,7 +304,7 @@ func watch(c *cobra.Command, f *clientFlags, w *watchFlags, fetch func(context.C
 			// goes on, and so does the operator's view of it.
 			if downSince.IsZero() {
 				downSince = time.Now()
-				fmt.Fprintf(c.ErrOrStderr(), "groundd %s: server unavailable (%v); retrying\n", c.Name(), err)
+				fmt.Fprintf(c.ErrOrStderr(), "%s: server unavailable (%v); retrying\n", c.CommandPath(), err)
 			}
 			if time.Since(downSince) < watchRetry {
 				select {
@@ -320,7 +320,7 @@ func watch(c *cobra.Command, f *clientFlags, w *watchFlags, fetch func(context.C
 		}
 		if !downSince.IsZero() {
 			downSince = time.Time{}
-			fmt.Fprintf(c.ErrOrStderr(), "groundd %s: server back\n", c.Name())
+			fmt.Fprintf(c.ErrOrStderr(), "%s: server back\n", c.CommandPath())
 		}
 		if err := p.update(ts); err != nil {
 			return err
