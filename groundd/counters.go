@@ -12,7 +12,7 @@ import (
 const (
 	dropDecode     = "decode"      // not a frame of the protocol
 	dropMAC        = "mac"         // return-link MAC missing or wrong
-	dropReplay     = "replay"      // authentic, but seen before (the replay window)
+	dropReplay     = "replay"      // a sequence number the replay window has seen (checked before the MAC)
 	dropNoTransfer = "no_transfer" // a transfer answer with no transfer in flight
 	dropTransfer   = "transfer"    // refused by the transfer in flight (another id, malformed)
 )
