@@ -60,9 +60,9 @@ func TestFlightdEndToEnd(t *testing.T) {
 	rng := testrand.New(t)
 	long := testrand.Long()
 	dir := t.TempDir()
-	gen, extra, loss, restarts := ocitest.GenOptions{Layers: 3, Files: 10, MaxFileSize: 12 << 10}, ocitest.GenOptions{Layers: 1, Files: 20, MaxFileSize: 24 << 10}, 0.08, 1
+	gen, extra, loss, restarts := ocitest.GenOptions{Layers: 3, Files: 10, MaxFileSize: 12 << 10}, ocitest.GenOptions{Layers: 1, Files: 20, MaxFileSize: 24 << 10}, 0.08, 2
 	if long {
-		gen, extra, loss, restarts = ocitest.GenOptions{Layers: 4, Files: 40, MaxFileSize: 48 << 10}, ocitest.GenOptions{Layers: 1, Files: 40, MaxFileSize: 64 << 10}, 0.15, 3
+		gen, extra, loss, restarts = ocitest.GenOptions{Layers: 4, Files: 40, MaxFileSize: 48 << 10}, ocitest.GenOptions{Layers: 1, Files: 40, MaxFileSize: 64 << 10}, 0.15, 4
 	}
 
 	// The images: v1 runs on the vehicle; v2 changes some files and adds a
@@ -146,6 +146,29 @@ func TestFlightdEndToEnd(t *testing.T) {
 		code := commands.Execute(ctx, append(args, "--server", hs.URL), &out, &errb)
 		return code, out.String(), errb.String()
 	}
+	// The operator's commands through the API. A command lost on the
+	// lossy link times out at the ground (groundd does not resend one by
+	// itself), so the operator sends it again.
+	command := func(what string, args ...string) string {
+		t.Helper()
+		for try := 1; ; try++ {
+			code, out, errOut := run(append([]string{"cmd", "7"}, append(args, "--wait", "4s")...)...)
+			if code == 0 {
+				t.Logf("groundd cmd 7 %s:\n%s", strings.Join(args, " "), out)
+				return out
+			}
+			if try == 8 || ctx.Err() != nil {
+				t.Fatalf("%s: exit %d\n%s%s", what, code, out, errOut)
+			}
+			t.Logf("%s: try %d: exit %d (%s), again", what, try, code, strings.TrimSpace(errOut))
+		}
+	}
+	// First the vehicle's status, so that groundd knows its slots: it
+	// asks by itself too, but only every 30 s if that is lost.
+	command("status", "status")
+	_, out, _ := run("vehicles")
+	t.Logf("groundd vehicles:\n%s", out)
+	contains(t, "vehicles", out, "sat-7", "good "+v1.ManifestDigest.Encoded()[:16])
 	code, out, errOut := run("queue", "add", "--vehicle", "7", "--image", v2.Ref.String())
 	if code != 0 || !strings.Contains(out, "uplink 1 queued") {
 		t.Fatalf("queue add: exit %d\n%s%s", code, out, errOut)
@@ -160,12 +183,15 @@ func TestFlightdEndToEnd(t *testing.T) {
 		watched <- result{code, out, errOut}
 	}()
 
-	// Restart groundd each time the vehicle has reported holding more of
-	// the bundle than at the last restart, but not all of it, by groundd's
-	// own account (its transfers view): the report reached it, so the next
+	// Restart groundd first when it has sent 40% of the bundle's chunks
+	// (in the middle of the stream, whatever the vehicle said so far),
+	// then each time the vehicle has reported holding more of the bundle
+	// than at the last restart, but not all of it, by groundd's own
+	// account (its transfers view): the report reached it, so the next
 	// groundd must not send those chunks again. The tap tells of every
 	// frame. (The vehicle reports when the sender asks, at the end of a
-	// round, and at least every 5 s while chunks arrive.)
+	// round or when a new sender resumes, and at least every 5 s while
+	// chunks arrive.)
 	last := 0
 	for k := 1; k <= restarts; k++ {
 		for {
@@ -184,9 +210,16 @@ func TestFlightdEndToEnd(t *testing.T) {
 					b = &ts[i]
 				}
 			}
-			if b != nil && !b.Done && b.Chunks > last && b.Chunks < b.Total {
-				t.Logf("restart %d of groundd: the vehicle reported %d/%d chunks of bundle %d, %d bytes left, passes remaining %d",
-					k, b.Chunks, b.Total, b.ID, b.Remaining, b.Passes)
+			if b == nil || b.Done {
+				continue
+			}
+			total := int64(b.Total)
+			if total == 0 {
+				total = int64(b.Size) / 960 // about the chunks of 1024-byte frames
+			}
+			if k == 1 && float64(b.Sent) >= 0.4*float64(total) || k > 1 && b.Chunks > last && b.Chunks < b.Total {
+				t.Logf("restart %d of groundd: it sent %d chunks of bundle %d; the vehicle reported %d/%d, %d bytes left, passes remaining %d",
+					k, b.Sent, b.ID, b.Chunks, b.Total, b.Remaining, b.Passes)
 				last = b.Chunks
 				break
 			}
@@ -238,23 +271,7 @@ func TestFlightdEndToEnd(t *testing.T) {
 		t.Errorf("chunks the vehicle had reported holding were sent again: %d after a restart, %d in all", c.resentAfter, c.resentHeld)
 	}
 
-	// Activate slot B and reboot: the operator's commands through the API.
-	// A command lost on the lossy link times out at the ground (groundd
-	// does not resend one by itself), so the operator sends it again.
-	command := func(what string, args ...string) string {
-		t.Helper()
-		for try := 1; ; try++ {
-			code, out, errOut := run(append([]string{"cmd", "7"}, append(args, "--wait", "4s")...)...)
-			if code == 0 {
-				t.Logf("groundd cmd 7 %s:\n%s", strings.Join(args, " "), out)
-				return out
-			}
-			if try == 8 || ctx.Err() != nil {
-				t.Fatalf("%s: exit %d\n%s%s", what, code, out, errOut)
-			}
-			t.Logf("%s: try %d: exit %d (%s), again", what, try, code, strings.TrimSpace(errOut))
-		}
-	}
+	// Activate slot B and reboot.
 	command("activate slot B", "activate", "slot=b", "attempts=3")
 	// The reboot: flightd ends Run once it has reported the command, then
 	// the board's bootloader picks B.
