@@ -339,6 +339,18 @@ restarting:
 	// link is up (events may be lost on the way, packets come again).
 	_, out, _ = run("tlm", "7", "--name", "hk.boot", "--limit", "10000")
 	contains(t, "tlm", out, "hk.boot")
+	// The traffic of the last groundd, for the dashboards.
+	resp, err := http.Get(hs.URL + "/metrics")
+	must(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	must(t, err)
+	for _, series := range []string{`groundd_vehicle_frames_sent_total{vehicle="7"}`, `groundd_vehicle_frames_received_total{vehicle="7"}`,
+		`groundd_vehicle_passes_total{vehicle="7"}`, `groundd_queue_uplinks{state="done"} 1`} {
+		if !strings.Contains(string(body), series) {
+			t.Errorf("metrics lack %s", series)
+		}
+	}
 	cancel()
 	if err := <-vehDone; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("flightd: %v", err)
