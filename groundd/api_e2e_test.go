@@ -3,6 +3,7 @@ package groundd_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -180,6 +181,20 @@ func TestOperatorAPI(t *testing.T) {
 	for _, want := range []string{`groundd_queue_uplinks{state="done"} 1`, `groundd_transfers_active 0`, `groundd_vehicle_last_contact_age_seconds{vehicle="7"}`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// The daemon's traffic counters (api.Counterer): every series of the
+	// vehicle, and traffic both ways over more than one pass.
+	for _, name := range []string{"frames_sent", "bytes_sent", "frames_received", "bytes_received", "passes"} {
+		series := "groundd_vehicle_" + name + `_total{vehicle="7"} `
+		i := strings.Index(string(body), series)
+		if i < 0 {
+			t.Errorf("metrics lack %s", series)
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(string(body[i+len(series):]), &v); err != nil || v < 2 {
+			t.Errorf("%s%v (%v)", series, v, err)
 		}
 	}
 	cancel()

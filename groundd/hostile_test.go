@@ -72,6 +72,20 @@ func TestForgedTelemetryIgnored(t *testing.T) {
 	poll(forgedSlots(t, w.codec, nil, 1),
 		forgedSlots(t, w.codec, bytes.Repeat([]byte{0x66}, protocol.MACKeyLen), 1),
 		[]byte("garbage"), bytes.Repeat([]byte{0xff}, 2000))
+	// Every frame is counted, the dropped ones by reason.
+	cs, err := d.VehicleCounters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cs[vehicleID]
+	if want := uint64(len(genuine) + 4); c.FramesReceived != want || c.BytesReceived < 2000 {
+		t.Errorf("counted %d frames, %d bytes received; want %d frames", c.FramesReceived, c.BytesReceived, want)
+	}
+	// The forgery under another key reuses a sequence number already
+	// accepted: the replay window refuses it before its MAC is checked.
+	if c.Drops["mac"]+c.Drops["replay"] != 2 || c.Drops["decode"] != 2 || c.Passes != 1 {
+		t.Errorf("drops %v, passes %d: want 2 mac or replay, 2 decode, 1 pass", c.Drops, c.Passes)
+	}
 	// The same genuine frames again, after a restart: the replay window
 	// was stored.
 	d.Close()

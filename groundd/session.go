@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/bootorbit/bootorbit/groundd/metrics"
 	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
@@ -42,6 +43,9 @@ type session struct {
 	contactSaved time.Time
 	// lastStatus is when groundd last asked for housekeeping itself.
 	lastStatus time.Time
+	// counters are the traffic counters (VehicleCounters), guarded by
+	// Daemon.mu.
+	counters metrics.Counters
 }
 
 // active is the transfer being sent.
@@ -164,6 +168,14 @@ func (d *Daemon) linkState(vehicle uint32, now time.Time) (bool, float64) {
 // and the links; tests and hil drive it with a fake clock and a simulated
 // link. Calls for one vehicle must not overlap.
 func (d *Daemon) Poll(ctx context.Context, vehicle uint32, now time.Time, in [][]byte) ([][]byte, time.Time, error) {
+	out, next, err := d.poll(ctx, vehicle, now, in)
+	if s, ok := d.sessionOf(vehicle); ok {
+		d.countFrames(s, out, in)
+	}
+	return out, next, err
+}
+
+func (d *Daemon) poll(ctx context.Context, vehicle uint32, now time.Time, in [][]byte) ([][]byte, time.Time, error) {
 	s, ok := d.sessionOf(vehicle)
 	if !ok {
 		return nil, time.Time{}, fmt.Errorf("%w: vehicle %d", ErrNotFound, vehicle)
@@ -171,6 +183,9 @@ func (d *Daemon) Poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 	up, rate := d.linkState(vehicle, now)
 	if !s.linkKnown || up != s.linkUp || rate != s.passRate {
 		d.mu.Lock()
+		if up && (!s.linkKnown || !s.linkUp) {
+			s.counters.Passes++
+		}
 		s.linkUp, s.linkKnown = up, true
 		d.mu.Unlock()
 		s.passRate = rate
@@ -281,26 +296,38 @@ func (d *Daemon) receive(ctx context.Context, s *session, now time.Time, frame [
 	msg, err := d.codec.Decode(frame)
 	if err != nil {
 		d.log.Debug("groundd: frame dropped", "vehicle", s.cfg.ID, "err", err)
+		d.countDrop(s, dropDecode)
 		return false
 	}
 	switch m := msg.(type) {
 	case *protocol.Telemetry, *protocol.Event, *protocol.Verification:
 		if err := s.verifier.Verify(m); err != nil {
 			d.log.Warn("groundd: unauthenticated frame dropped", "vehicle", s.cfg.ID, "type", fmt.Sprintf("%T", m), "err", err)
+			if errors.Is(err, protocol.ErrReplayed) {
+				d.countDrop(s, dropReplay)
+			} else {
+				d.countDrop(s, dropMAC)
+			}
 			return false
 		}
 		d.handleReturn(ctx, s, now, m)
 		return true
 	}
 	if s.cur == nil {
+		d.countDrop(s, dropNoTransfer)
 		return false
 	}
 	rej := s.cur.sender.Stats.Rejected
 	if err := s.cur.sender.Step(now, frame); err != nil {
 		d.log.Debug("groundd: transfer frame dropped", "vehicle", s.cfg.ID, "transfer", s.cur.rec.ID, "err", err)
+		d.countDrop(s, dropTransfer)
 		return false
 	}
-	return s.cur.sender.Stats.Rejected == rej
+	if s.cur.sender.Stats.Rejected != rej {
+		d.countDrop(s, dropMAC)
+		return false
+	}
+	return true
 }
 
 // saveVehicleState persists the replay window when it moved (a restart

@@ -34,6 +34,9 @@ type opsEnv struct {
 	// the fake along between two polls of a --watch).
 	mu     sync.Mutex
 	before func(r *http.Request)
+	// down, while > 0, answers that many requests 503 (a daemon
+	// restarting behind its API), one less each time.
+	down int
 }
 
 func newOps(t *testing.T, token string) *opsEnv {
@@ -53,8 +56,15 @@ func newOps(t *testing.T, token string) *opsEnv {
 	e := &opsEnv{f: f}
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.mu.Lock()
-		before := e.before
+		before, down := e.before, e.down > 0
+		if down {
+			e.down--
+		}
 		e.mu.Unlock()
+		if down {
+			http.Error(w, `{"error": {"code": "unavailable", "message": "restarting"}}`, http.StatusServiceUnavailable)
+			return
+		}
 		if before != nil {
 			before(r)
 		}
@@ -394,13 +404,28 @@ func TestQueueShowWatch(t *testing.T) {
 	out := e.ok(t, "queue", "show", "1", "--watch", "--interval", "1ms")
 	contains(t, "queue show --watch", out, "2/4 chunks", "4/4 chunks, 4.0KiB of 4.0KiB (100%), done", "uplink 1 done\nvehicle 7 slots: a good v3 4f2c01aa00112233 (booted); b empty\n")
 
+	// A daemon restarting behind the API (503s, then a server that does
+	// not answer at all is the same to the client) does not end a watch:
+	// it says so on stderr and carries on.
 	e.ok(t, "queue", "add", "--vehicle", "7", "--image", "oci:images:os-3")
+	e.mu.Lock()
+	e.down = 3
+	e.mu.Unlock()
 	u, _ := e.f.QueueShow(context.Background(), 2)
+	u.State = groundd.UplinkDone
+	e.f.SetUplink(u)
+	code, out, errOut := e.run(t, "queue", "show", "2", "--watch", "--interval", "1ms")
+	if code != 0 || !strings.Contains(out, "uplink 2 done") || !strings.Contains(errOut, "retrying") {
+		t.Errorf("watch through a restart: exit %d\n%s%s", code, out, errOut)
+	}
+
+	e.ok(t, "queue", "add", "--vehicle", "7", "--image", "oci:images:os-3")
+	u, _ = e.f.QueueShow(context.Background(), 3)
 	u.State, u.Error = groundd.UplinkFailed, "vehicle refused the plan: wrong_hardware"
 	e.f.SetUplink(u)
 	e.before = nil
-	code, out, errOut := e.run(t, "queue", "show", "2", "--watch", "--interval", "1ms")
-	if code != 1 || !strings.Contains(out, "uplink 2 failed: vehicle refused the plan: wrong_hardware") || !strings.Contains(errOut, "uplink 2 failed") {
+	code, out, errOut = e.run(t, "queue", "show", "3", "--watch", "--interval", "1ms")
+	if code != 1 || !strings.Contains(out, "uplink 3 failed: vehicle refused the plan: wrong_hardware") || !strings.Contains(errOut, "uplink 3 failed") {
 		t.Errorf("watching a failed uplink: exit %d\n%s%s", code, out, errOut)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -254,6 +255,21 @@ func holds(v groundd.Vehicle, manifest string) bool {
 	return false
 }
 
+// watchRetry is how long a watch keeps polling a server that does not
+// answer, or answers 5xx, before it gives up.
+const watchRetry = 2 * time.Minute
+
+// transient says whether a request's error may pass: no answer at all (the
+// watch's own context ending is checked apart), or a server error (a 5xx:
+// the daemon shutting down or failing); a 4xx is the request's fault and
+// will not.
+func transient(err error) bool {
+	if e, ok := errors.AsType[*api.Error](err); ok {
+		return e.Status >= 500
+	}
+	return true
+}
+
 // progress shows successive snapshots of transfers.
 type progress interface {
 	update(ts []groundd.Transfer) error
@@ -276,11 +292,32 @@ func watch(c *cobra.Command, f *clientFlags, w *watchFlags, fetch func(context.C
 	}
 	tick := time.NewTicker(w.interval)
 	defer tick.Stop()
+	var downSince time.Time
 	for {
 		ts, msg, err := fetch(ctx)
+		if err != nil && transient(err) && ctx.Err() == nil {
+			// The daemon restarting behind its API (or the API not
+			// answering for a while) does not end a watch: the uplink
+			// goes on, and so does the operator's view of it.
+			if downSince.IsZero() {
+				downSince = time.Now()
+				fmt.Fprintf(c.ErrOrStderr(), "%s: server unavailable (%v); retrying\n", c.CommandPath(), err)
+			}
+			if time.Since(downSince) < watchRetry {
+				select {
+				case <-ctx.Done():
+				case <-tick.C:
+				}
+				continue
+			}
+		}
 		if err != nil {
 			p.finish("")
 			return err
+		}
+		if !downSince.IsZero() {
+			downSince = time.Time{}
+			fmt.Fprintf(c.ErrOrStderr(), "%s: server back\n", c.CommandPath())
 		}
 		if err := p.update(ts); err != nil {
 			return err
