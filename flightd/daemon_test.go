@@ -40,7 +40,10 @@ type daemonRig struct {
 
 	mu       sync.Mutex
 	checkErr error
-	reboots  int
+	// checkHang, if set, is a channel every health check blocks on,
+	// deaf to its context: a check whose child holds its output open.
+	checkHang chan struct{}
+	reboots   int
 	wd       watchdog.Device // the next start's watchdog (nil: none)
 }
 
@@ -116,6 +119,12 @@ func (r *daemonRig) start(booted slots.SlotID) *running {
 	opt := Options{Log: discard, Clock: r.clock, Links: links, Updater: run.up, BootID: bootID, Watchdog: r.wd,
 		Reboot: func(context.Context) error { return nil },
 		RunCheck: func(context.Context, HealthCheck) error {
+			r.mu.Lock()
+			hang := r.checkHang
+			r.mu.Unlock()
+			if hang != nil {
+				<-hang
+			}
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			return r.checkErr
@@ -478,6 +487,27 @@ func TestDaemonWatchdog(t *testing.T) {
 	hb := r.packet(run, dict.HKBoot)
 	if hb["reset_cause"] != uint64(2) {
 		t.Errorf("hk.boot %v: want reset cause watchdog", hb)
+	}
+}
+
+// TestDaemonWatchdogHungHealthCheck: a health run that never returns (a
+// check deaf to its timeout, or whose child keeps its output open) must
+// not keep the watchdog petted: no result is not a pass.
+func TestDaemonWatchdogHungHealthCheck(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	dev := watchdogtest.NewDevice(r.clock, time.Minute, 0)
+	r.wd = dev
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	r.checkHang = hang
+	run := r.start(slots.A)
+	for range 36 { // 6 minutes; the check's timeout is 30s
+		r.clock.Advance(10 * time.Second)
+		c := r.command(run, "noop", nil, nil)
+		r.verification(run, c.Seq, protocol.StageCompleted)
+	}
+	if !dev.Expired() {
+		t.Fatalf("the health run hung for 6 minutes, the watchdog was petted (%d pets)", dev.Pets())
 	}
 }
 
