@@ -44,7 +44,7 @@ type daemonRig struct {
 	// deaf to its context: a check whose child holds its output open.
 	checkHang chan struct{}
 	reboots   int
-	wd       watchdog.Device // the next start's watchdog (nil: none)
+	wd        watchdog.Device // the next start's watchdog (nil: none)
 }
 
 func newDaemonRig(t *testing.T, booted slots.SlotID, a, b slots.State, env watchdog.Vars) *daemonRig {
