@@ -772,7 +772,8 @@ func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict
 				for _, o := range old {
 					// Keep the full digest groundd learnt from its own
 					// plans while the slot still shows that image.
-					if o.Name == n && o.Manifest != "" && len(o.Manifest) > 7+len(sl.Digest) && o.Manifest[7:7+len(sl.Digest)] == sl.Digest {
+					// An empty digest (no image) matches nothing.
+					if o.Name == n && sl.Digest != "" && o.Manifest != "" && len(o.Manifest) > 7+len(sl.Digest) && o.Manifest[7:7+len(sl.Digest)] == sl.Digest {
 						sl.Manifest = o.Manifest
 					}
 				}
