@@ -534,3 +534,35 @@ func TestDaemonSeveralLinks(t *testing.T) {
 	c = r.command(run, "noop", nil, nil)
 	r.verification(run, c.Seq, protocol.StageCompleted)
 }
+
+// TestDaemonStatusDuringActivate: the status function (the control
+// socket's, on its own goroutine) may run while a command is executed on
+// the main loop: activate must not change the Updater's shared settings
+// (the boot attempts) for its own arming. The race detector sees it:
+// go test -race -run TestDaemonStatusDuringActivate ./flightd.
+func TestDaemonStatusDuringActivate(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Written, vars("A", "3", "0", "-"))
+	run := r.start(slots.A)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				run.status()
+			}
+		}
+	}()
+	c := r.command(run, "activate", dict.Values{"slot": "b", "attempts": uint64(2)}, nil)
+	if ev := r.event(run, dict.EvArmed); ev["attempts"] != uint64(2) {
+		t.Errorf("armed %v", ev)
+	}
+	r.verification(run, c.Seq, protocol.StageCompleted)
+	close(stop)
+	<-done
+	if run.up.Boot.Attempts != attempts {
+		t.Errorf("the Updater's attempts are %d after activate, want %d", run.up.Boot.Attempts, attempts)
+	}
+}
