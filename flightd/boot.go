@@ -160,7 +160,7 @@ func slotLabel(s string) string {
 // runHealth starts one run of the health checks off the main loop; its
 // result comes back on healthRes.
 func (d *daemon) runHealth(ctx context.Context) {
-	d.healthBusy = true
+	d.healthBusy, d.healthStarted = true, d.clock.Now()
 	checks := d.cfg.Health.Checks
 	run := d.opt.RunCheck
 	if run == nil {
@@ -181,8 +181,21 @@ func (d *daemon) runHealth(ctx context.Context) {
 	}()
 }
 
+// healthBudget is how long a health run may take: its checks' timeouts
+// and a petting period of grace.
+func (d *daemon) healthBudget() time.Duration {
+	b := d.petEvery
+	for _, h := range d.cfg.Health.Checks {
+		b += h.Timeout.Or(DefaultHealthTimeout)
+	}
+	return b
+}
+
 func runCheck(ctx context.Context, h HealthCheck) error {
 	cmd := exec.CommandContext(ctx, h.Command[0], h.Command[1:]...)
+	// A killed check's children may hold its output open: stop waiting
+	// for them soon after.
+	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		return fmt.Errorf("timed out after %v", h.Timeout.Or(DefaultHealthTimeout))

@@ -369,11 +369,12 @@ func (d *daemon) activate(now time.Time, args dict.Values) error {
 	if err := d.factoryReset(id); err != nil {
 		return err
 	}
-	saved := d.up.Boot.Attempts
-	d.up.Boot.Attempts = attempts
-	err := d.up.Arm(id)
-	d.up.Boot.Attempts = saved
-	if err != nil {
+	// Armed with the command's attempts through a copy: the Updater's own
+	// setting is read by the status (the control socket's goroutine).
+	up, boot := *d.up, *d.up.Boot
+	boot.Attempts = attempts
+	up.Boot = &boot
+	if err := up.Arm(id); err != nil {
 		return fail(dict.CodeBadState, "%v", err)
 	}
 	if d.eng != nil {

@@ -115,6 +115,7 @@ type daemon struct {
 	petEvery           time.Duration
 	healthRes          chan error
 	healthBusy         bool
+	healthStarted      time.Time // when the running health run started
 	dirtyCounts        bool
 	pending            []*protocol.Event // events raised before the links opened
 	unsent             [][]byte          // event frames no link could take
@@ -451,7 +452,7 @@ type linkChange struct {
 // due runs whatever timer is due at now.
 func (d *daemon) due(ctx context.Context, now time.Time) error {
 	if d.wd != nil && !now.Before(d.nextPet) {
-		d.pet()
+		d.pet(now)
 		d.nextPet = now.Add(d.petEvery)
 	}
 	if !now.Before(d.nextHK) {
@@ -513,10 +514,17 @@ func (d *daemon) nextDeadline(now time.Time) time.Duration {
 
 // pet keeps the watchdog alive, only while the daemon is healthy: the
 // last health run passed (or none has finished yet) and no trial has
-// failed. An unhealthy daemon stops petting and the board resets.
-func (d *daemon) pet() {
+// failed. An unhealthy daemon stops petting and the board resets. A
+// health run that outlives its checks' timeouts counts as failed: a
+// check deaf to its context (or whose child keeps its output open) would
+// otherwise hold the last pass forever.
+func (d *daemon) pet(now time.Time) {
 	if d.healthErr != nil {
 		d.log.Warn("not petting the watchdog: unhealthy", "err", d.healthErr)
+		return
+	}
+	if d.healthBusy && now.Sub(d.healthStarted) > d.healthBudget() {
+		d.log.Warn("not petting the watchdog: the health run is overdue", "started", d.healthStarted)
 		return
 	}
 	if err := d.wd.Keepalive(); err != nil {

@@ -40,8 +40,11 @@ type daemonRig struct {
 
 	mu       sync.Mutex
 	checkErr error
-	reboots  int
-	wd       watchdog.Device // the next start's watchdog (nil: none)
+	// checkHang, if set, is a channel every health check blocks on,
+	// deaf to its context: a check whose child holds its output open.
+	checkHang chan struct{}
+	reboots   int
+	wd        watchdog.Device // the next start's watchdog (nil: none)
 }
 
 func newDaemonRig(t *testing.T, booted slots.SlotID, a, b slots.State, env watchdog.Vars) *daemonRig {
@@ -116,6 +119,12 @@ func (r *daemonRig) start(booted slots.SlotID) *running {
 	opt := Options{Log: discard, Clock: r.clock, Links: links, Updater: run.up, BootID: bootID, Watchdog: r.wd,
 		Reboot: func(context.Context) error { return nil },
 		RunCheck: func(context.Context, HealthCheck) error {
+			r.mu.Lock()
+			hang := r.checkHang
+			r.mu.Unlock()
+			if hang != nil {
+				<-hang
+			}
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			return r.checkErr
@@ -481,6 +490,27 @@ func TestDaemonWatchdog(t *testing.T) {
 	}
 }
 
+// TestDaemonWatchdogHungHealthCheck: a health run that never returns (a
+// check deaf to its timeout, or whose child keeps its output open) must
+// not keep the watchdog petted: no result is not a pass.
+func TestDaemonWatchdogHungHealthCheck(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	dev := watchdogtest.NewDevice(r.clock, time.Minute, 0)
+	r.wd = dev
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	r.checkHang = hang
+	run := r.start(slots.A)
+	for range 36 { // 6 minutes; the check's timeout is 30s
+		r.clock.Advance(10 * time.Second)
+		c := r.command(run, "noop", nil, nil)
+		r.verification(run, c.Seq, protocol.StageCompleted)
+	}
+	if !dev.Expired() {
+		t.Fatalf("the health run hung for 6 minutes, the watchdog was petted (%d pets)", dev.Pets())
+	}
+}
+
 // TestDaemonSeveralLinks: two links at once; answers go on the link the
 // ground was last heard on; when it goes down the daemon goes on over the
 // other, and uses it again when it comes back.
@@ -503,4 +533,36 @@ func TestDaemonSeveralLinks(t *testing.T) {
 	run.ground = sband
 	c = r.command(run, "noop", nil, nil)
 	r.verification(run, c.Seq, protocol.StageCompleted)
+}
+
+// TestDaemonStatusDuringActivate: the status function (the control
+// socket's, on its own goroutine) may run while a command is executed on
+// the main loop: activate must not change the Updater's shared settings
+// (the boot attempts) for its own arming. The race detector sees it:
+// go test -race -run TestDaemonStatusDuringActivate ./flightd.
+func TestDaemonStatusDuringActivate(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Written, vars("A", "3", "0", "-"))
+	run := r.start(slots.A)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				run.status()
+			}
+		}
+	}()
+	c := r.command(run, "activate", dict.Values{"slot": "b", "attempts": uint64(2)}, nil)
+	if ev := r.event(run, dict.EvArmed); ev["attempts"] != uint64(2) {
+		t.Errorf("armed %v", ev)
+	}
+	r.verification(run, c.Seq, protocol.StageCompleted)
+	close(stop)
+	<-done
+	if run.up.Boot.Attempts != attempts {
+		t.Errorf("the Updater's attempts are %d after activate, want %d", run.up.Boot.Attempts, attempts)
+	}
 }

@@ -3,6 +3,7 @@ package groundd_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
@@ -166,4 +167,62 @@ func TestEndlessMismatchReports(t *testing.T) {
 		t.Fatalf("uplink %s (%s), plans %v", u.State, u.Error, u.Plans)
 	}
 	t.Logf("%s after plans %v", u.Error, u.Plans)
+}
+
+// TestSlotManifestForgotten: groundd keeps the full manifest digest of the
+// image it installed in a slot while the slot still shows that image; once
+// the vehicle reports the slot with no image at all (emptied, or a later
+// write failed), the manifest is forgotten, not shown beside an empty slot.
+func TestSlotManifestForgotten(t *testing.T) {
+	w := newWorld(t, testrand.New(t), 0, nil)
+	ctx := context.Background()
+	d := w.open()
+	defer func() { d.Close() }()
+	if _, err := d.RegisterImage(ctx, w.v1.Ref.String()); err != nil {
+		t.Fatal(err)
+	}
+	u, err := d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: w.v2.Ref.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ = w.run(d, u.ID, 0, nil)
+	v, err := d.VehicleShow(ctx, vehicleID)
+	if err != nil || len(v.Slots) != 2 || v.Slots[1].Manifest != w.v2.ManifestDigest.String() {
+		t.Fatalf("after the uplink: %+v %v", v, err)
+	}
+	// Genuine housekeeping (the vehicle's key, a later epoch): slot B
+	// failed, holding nothing.
+	tm, err := dict.HKSlots.NewTelemetry(vehicleID, 1, 1, dict.Values{
+		"slot_a_state": uint64(4), "slot_a_version": uint64(1), "slot_a_digest": shortOf(w.v1.ManifestDigest.Encoded()), "slot_a_attempts": uint64(3),
+		"slot_b_state": uint64(0), "slot_b_version": uint64(0), "slot_b_digest": []byte{}, "slot_b_attempts": uint64(0),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := protocol.NewReturnAuth(vehicleID, protocol.MACKey{ID: macKeyID, Key: bytes.Repeat([]byte{0x4d}, protocol.MACKeyLen)}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Sign(tm); err != nil {
+		t.Fatal(err)
+	}
+	f, err := w.codec.Encode(tm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.Poll(ctx, vehicleID, w.now, [][]byte{f}); err != nil {
+		t.Fatal(err)
+	}
+	v, err = d.VehicleShow(ctx, vehicleID)
+	if err != nil || len(v.Slots) != 2 || v.Slots[1].State != "empty" {
+		t.Fatalf("after hk.slots: %+v %v", v, err)
+	}
+	if v.Slots[1].Manifest != "" {
+		t.Fatalf("slot b is empty and still shows manifest %s", v.Slots[1].Manifest)
+	}
+}
+
+func shortOf(hexDigest string) []byte {
+	b, _ := hex.DecodeString(hexDigest[:16])
+	return b
 }

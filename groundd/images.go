@@ -23,6 +23,29 @@ type Image struct {
 	Ref     string
 	OCI     *oci.Image
 	Release update.ReleaseSignature
+	// Releases are every release signature of the image that verified
+	// (an image may be released for several hardware revisions); Release
+	// is the highest version among them. Empty: Release alone.
+	Releases []update.ReleaseSignature
+}
+
+// ReleaseFor returns the release of im for hardware: the highest version
+// among its releases for that hardware.
+func (im *Image) ReleaseFor(hardware string) (update.ReleaseSignature, bool) {
+	rs := im.Releases
+	if len(rs) == 0 {
+		rs = []update.ReleaseSignature{im.Release}
+	}
+	var best *update.ReleaseSignature
+	for i := range rs {
+		if rs[i].Release.HardwareID == hardware && (best == nil || rs[i].Release.Version > best.Release.Version) {
+			best = &rs[i]
+		}
+	}
+	if best == nil {
+		return update.ReleaseSignature{}, false
+	}
+	return *best, true
 }
 
 // ImageSource resolves image references for the planner: StoreSource, over
@@ -78,7 +101,7 @@ func (s StoreSource) image(ref string, im *images.Image) (*Image, error) {
 	best := slices.MaxFunc(sigs, func(a, b update.ReleaseSignature) int {
 		return cmpUint(a.Release.Version, b.Release.Version)
 	})
-	return &Image{Ref: ref, OCI: im.OCI(), Release: best}, nil
+	return &Image{Ref: ref, OCI: im.OCI(), Release: best, Releases: sigs}, nil
 }
 
 func cmpUint(a, b uint64) int {

@@ -227,8 +227,9 @@ func (d *Daemon) planAgainst(ctx context.Context, u *Uplink, base *Image) (*plan
 	if err != nil {
 		return nil, err
 	}
-	if s, ok := d.sessionOf(u.Vehicle); ok && s.cfg.HardwareID != "" && s.cfg.HardwareID != im.Release.Release.HardwareID {
-		return nil, fmt.Errorf("%w: %s is for %q, vehicle %d is %q", ErrHardware, u.Image, im.Release.Release.HardwareID, u.Vehicle, s.cfg.HardwareID)
+	rel, err := d.releaseFor(u, im)
+	if err != nil {
+		return nil, err
 	}
 	var bases []delta.LayerSource
 	if base != nil {
@@ -240,11 +241,26 @@ func (d *Daemon) planAgainst(ctx context.Context, u *Uplink, base *Image) (*plan
 	for i, l := range im.OCI.Layers() {
 		tgt.Layers = append(tgt.Layers, delta.LayerSource{DiffID: l.DiffID, Open: func() (io.ReadCloser, error) { return im.OCI.OpenLayer(i) }})
 	}
-	p := &update.Plan{Vehicle: u.Vehicle, Release: im.Release, Manifest: im.OCI.ManifestBytes, Config: im.OCI.ConfigBytes, AllowDowngrade: u.AllowDowngrade}
+	p := &update.Plan{Vehicle: u.Vehicle, Release: rel, Manifest: im.OCI.ManifestBytes, Config: im.OCI.ConfigBytes, AllowDowngrade: u.AllowDowngrade}
 	if base != nil {
 		p.Base = base.OCI.ManifestDigest
 	}
 	return d.signAndKeep(ctx, u, p, bases, tgt, 0, nil)
+}
+
+// releaseFor returns the release of im a plan for u's vehicle carries:
+// the one for the vehicle's hardware when groundd knows it (ErrHardware
+// when there is none), else the highest version.
+func (d *Daemon) releaseFor(u *Uplink, im *Image) (update.ReleaseSignature, error) {
+	s, ok := d.sessionOf(u.Vehicle)
+	if !ok || s.cfg.HardwareID == "" {
+		return im.Release, nil
+	}
+	rel, ok := im.ReleaseFor(s.cfg.HardwareID)
+	if !ok {
+		return update.ReleaseSignature{}, fmt.Errorf("%w: %s is for %q, vehicle %d is %q", ErrHardware, u.Image, im.Release.Release.HardwareID, u.Vehicle, s.cfg.HardwareID)
+	}
+	return rel, nil
 }
 
 // planSupplement plans the supplement of plan orig for the layers the
@@ -272,7 +288,11 @@ func (d *Daemon) planSupplement(ctx context.Context, u *Uplink, orig uint64, lay
 	if u.Base != "" {
 		baseDigest = digest.Digest(u.Base)
 	}
-	p := &update.Plan{Vehicle: u.Vehicle, Release: im.Release, Manifest: im.OCI.ManifestBytes, Config: im.OCI.ConfigBytes,
+	rel, err := d.releaseFor(u, im)
+	if err != nil {
+		return nil, err
+	}
+	p := &update.Plan{Vehicle: u.Vehicle, Release: rel, Manifest: im.OCI.ManifestBytes, Config: im.OCI.ConfigBytes,
 		AllowDowngrade: u.AllowDowngrade, Base: baseDigest}
 	return d.signAndKeep(ctx, u, p, nil, tgt, orig, layers)
 }

@@ -10,7 +10,9 @@ import (
 
 	"github.com/bootorbit/bootorbit/delta/ocitest"
 	"github.com/bootorbit/bootorbit/groundd"
+	"github.com/bootorbit/bootorbit/groundd/images"
 	"github.com/bootorbit/bootorbit/internal/testrand"
+	"github.com/bootorbit/bootorbit/protocol/update"
 )
 
 func ids(us []groundd.Uplink) []uint64 {
@@ -202,5 +204,47 @@ func TestPlanRefusals(t *testing.T) {
 			}
 			t.Logf("refused: %s", u.Error)
 		})
+	}
+}
+
+// TestPlanHardwareChoice: an image signed for several hardware revisions
+// (one release signature each) is planned with the release for the
+// vehicle's hardware, even when another revision's has a higher version.
+func TestPlanHardwareChoice(t *testing.T) {
+	rng := testrand.New(t)
+	var got []update.Release
+	w := newWorld(t, rng, 0, func(p *update.Plan, _ []byte) []int {
+		got = append(got, p.Release.Release)
+		return nil
+	})
+	_, relPriv, err := images.ReadPrivateKey(filepath.Join(w.dir, "release.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := images.ParseRef(w.v2.Ref.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := images.Sign(context.Background(), r, images.Options{}, releaseKey, relPriv, 9, "obc-rev-b"); err != nil {
+		t.Fatal(err)
+	}
+	w.cfg.Vehicles[0].HardwareID = "obc-rev-c"
+	ctx := context.Background()
+	d := w.open()
+	defer func() { d.Close() }()
+	if _, err := d.RegisterImage(ctx, w.v1.Ref.String()); err != nil {
+		t.Fatal(err)
+	}
+	u, err := d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: w.v2.Ref.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ = w.run(d, u.ID, 0, nil)
+	u, _ = d.QueueShow(ctx, u.ID)
+	if u.State != groundd.UplinkDone {
+		t.Fatalf("uplink %s %q: an image with a release for the vehicle's hardware was not sent", u.State, u.Error)
+	}
+	if len(got) == 0 || got[0].HardwareID != "obc-rev-c" || got[0].Version != 2 {
+		t.Fatalf("the vehicle got releases %+v, want obc-rev-c version 2", got)
 	}
 }

@@ -3,10 +3,13 @@ package groundd_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"path/filepath"
 	"testing"
 
 	"github.com/bootorbit/bootorbit/groundd"
 	"github.com/bootorbit/bootorbit/groundd/groundtest"
+	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/protocol"
 )
@@ -52,4 +55,31 @@ func TestEndToEndSealed(t *testing.T) {
 		t.Fatalf("keys %+v", v.Keys)
 	}
 	t.Logf("sealed uplink done after %d passes; up %d frames (%d lost)", len(st.passesUsed), w.relay.UpSent, w.relay.UpLost)
+}
+
+// TestSealMarkCorrupt: the seal mark in the store is what keeps AES-GCM
+// nonces from repeating across restarts. A mark record that is not 4
+// bytes (a bad record in the bbolt file) must stop groundd, not restart
+// the sequence numbers from 1 under the same key.
+func TestSealMarkCorrupt(t *testing.T) {
+	w := newWorld(t, testrand.New(t), 0, nil)
+	sk := protocol.SealKey{ID: 2, Key: bytes.Repeat([]byte{0x53}, protocol.SealKeyLen)}
+	w.opts.SealKeys = map[uint32]protocol.SealKey{vehicleID: sk}
+	d := w.open()
+	d.Close()
+	st, err := store.OpenBolt(filepath.Join(w.cfg.StateDir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := fmt.Sprintf("sealmark/%010d/%010d", vehicleID, sk.ID)
+	if err := store.Put(context.Background(), st, key, []byte{0, 0, 0x10, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	d, err = groundd.Open(w.cfg, w.opts)
+	if err == nil {
+		d.Close()
+		t.Fatal("groundd opened with a corrupt seal mark: its seal counter restarts from 1 under the same key")
+	}
+	t.Logf("refused: %v", err)
 }

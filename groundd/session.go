@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,16 +110,26 @@ func (d *Daemon) newSession(ctx context.Context, vc VehicleConfig, o Options) (*
 	if ok {
 		s.keys.SealKeyID = uint32(sk.ID)
 		key := keySealMark(vc.ID, uint32(sk.ID))
+		// A mark that cannot be read stops the vehicle's session: starting
+		// again from 0 would reuse nonces under the same key.
 		var mark uint32
-		if kv, err := d.st.Get(ctx, key); err == nil && len(kv.Value) == 4 {
-			mark = uint32(kv.Value[0])<<24 | uint32(kv.Value[1])<<16 | uint32(kv.Value[2])<<8 | uint32(kv.Value[3])
+		if kv, err := d.st.Get(ctx, key); err == nil {
+			if mark, err = sealMark(kv.Value); err != nil {
+				return nil, fmt.Errorf("%w (vehicle %d, key %d)", err, vc.ID, sk.ID)
+			}
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return nil, err
 		}
 		// The mark is shared through the store: a transaction, as two
 		// stations sealing for one vehicle must never reuse a nonce.
 		ctr, err := protocol.NewSealCounter(mark, 4096, func(m uint32) error {
-			return store.Update(context.Background(), d.st, key, func(old []byte, _ bool) ([]byte, error) {
-				if len(old) == 4 {
-					if prev := uint32(old[0])<<24 | uint32(old[1])<<16 | uint32(old[2])<<8 | uint32(old[3]); prev >= m {
+			return store.Update(context.Background(), d.st, key, func(old []byte, found bool) ([]byte, error) {
+				if found {
+					prev, err := sealMark(old)
+					if err != nil {
+						return nil, err
+					}
+					if prev >= m {
 						return nil, fmt.Errorf("groundd: seal mark went back from %d to %d", prev, m)
 					}
 				}
@@ -136,6 +147,14 @@ func (d *Daemon) newSession(ctx context.Context, vc VehicleConfig, o Options) (*
 		}
 	}
 	return s, nil
+}
+
+// sealMark decodes a seal mark record: 4 bytes, big-endian.
+func sealMark(b []byte) (uint32, error) {
+	if len(b) != 4 {
+		return 0, fmt.Errorf("groundd: seal mark record of %d bytes, want 4", len(b))
+	}
+	return binary.BigEndian.Uint32(b), nil
 }
 
 // linkState says whether vehicle's link is up at now, and the pass's rate:
@@ -780,7 +799,8 @@ func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict
 				for _, o := range old {
 					// Keep the full digest groundd learnt from its own
 					// plans while the slot still shows that image.
-					if o.Name == n && o.Manifest != "" && len(o.Manifest) > 7+len(sl.Digest) && o.Manifest[7:7+len(sl.Digest)] == sl.Digest {
+					// An empty digest (no image) matches nothing.
+					if o.Name == n && sl.Digest != "" && o.Manifest != "" && len(o.Manifest) > 7+len(sl.Digest) && o.Manifest[7:7+len(sl.Digest)] == sl.Digest {
 						sl.Manifest = o.Manifest
 					}
 				}

@@ -158,9 +158,15 @@ func runDaemon(c *cobra.Command, config string, verbose bool) error {
 
 // serveControl answers every connection on the unix socket path with the
 // daemon's status as JSON, until ctx ends. The socket is 0600: only root
-// asks.
+// asks. A stale socket at path is replaced; anything else there is left
+// alone (an error): the config must not make the daemon delete a file.
 func serveControl(ctx context.Context, path string, status func() flightd.Status) error {
-	os.Remove(path)
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return fmt.Errorf("flightd: control socket %s: a file that is not a socket is there (mode %v)", path, fi.Mode())
+		}
+		os.Remove(path)
+	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return err

@@ -109,3 +109,21 @@ func TestControlSocket(t *testing.T) {
 		t.Fatalf("asked %+v %v", got, err)
 	}
 }
+
+// TestControlSocketNotAFile: control.socket naming a file that is not a
+// socket (a typo, or a config pointed at something precious) must not
+// delete it: serveControl only replaces a stale socket.
+func TestControlSocketNotAFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(path, []byte("keep me\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := serveControl(ctx, path, func() flightd.Status { return flightd.Status{} }); err == nil {
+		t.Error("serveControl on a regular file: no error")
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "keep me\n" {
+		t.Fatalf("the file at control.socket was replaced: %q %v", b, err)
+	}
+}

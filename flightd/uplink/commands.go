@@ -17,7 +17,8 @@ func (e *Engine) PlanOf(transfer uint64) (uint64, bool) {
 
 // Abort abandons plan id (the transfer_abort command): its transfers are
 // cancelled (the ground told), its staged data freed, its state failed. A
-// plan installing cannot be aborted (ErrBusy).
+// plan installing, or whose supplement is installing (it reads this
+// plan's bundle), cannot be aborted (ErrBusy).
 func (e *Engine) Abort(id uint64) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -25,10 +26,10 @@ func (e *Engine) Abort(id uint64) error {
 	if p == nil {
 		return fmt.Errorf("%w: %d", ErrUnknownPlan, id)
 	}
-	switch p.State {
-	case stInstalling:
+	switch {
+	case p.State == stInstalling || e.supplementInstalling(id):
 		return fmt.Errorf("%w: plan %d", ErrBusy, id)
-	case stBundle, stBaseMismatch:
+	case p.State == stBundle || p.State == stBaseMismatch:
 	default:
 		return fmt.Errorf("%w: plan %d is %s", ErrBadState, id, stateName(p.State))
 	}
@@ -63,7 +64,8 @@ func (e *Engine) setPaused(id uint64, paused bool) error {
 
 // DeleteStaged frees the staged data of plan id, or of every plan when id
 // is 0 (delete_staged): plans still receiving or waiting for a supplement
-// are abandoned. A plan installing is left alone (ErrBusy when named). It
+// are abandoned. A plan installing, or whose supplement is installing, is
+// left alone (ErrBusy when named). It
 // returns the bytes freed.
 func (e *Engine) DeleteStaged(id uint64) (int64, error) {
 	e.mu.Lock()
@@ -73,13 +75,13 @@ func (e *Engine) DeleteStaged(id uint64) (int64, error) {
 		if p == nil {
 			return 0, fmt.Errorf("%w: %d", ErrUnknownPlan, id)
 		}
-		if p.State == stInstalling {
+		if p.State == stInstalling || e.supplementInstalling(id) {
 			return 0, fmt.Errorf("%w: plan %d", ErrBusy, id)
 		}
 	}
 	before := e.st.Used()
 	for pid, p := range e.plans {
-		if id != 0 && pid != id {
+		if (id != 0 && pid != id) || e.supplementInstalling(pid) {
 			continue
 		}
 		switch p.State {
@@ -100,4 +102,18 @@ func (e *Engine) DeleteStaged(id uint64) (int64, error) {
 	freed := before - e.st.Used()
 	e.event(dict.EvStagedDeleted, fmt.Sprintf("%d staged bytes deleted", freed), dict.Values{"plan": id, "bytes": uint64(freed)})
 	return freed, nil
+}
+
+// supplementInstalling says whether a supplement of plan id is installing:
+// the install reads id's staged bundle, which must stay until it ends.
+func (e *Engine) supplementInstalling(id uint64) bool {
+	for _, q := range e.plans {
+		if q.State != stInstalling {
+			continue
+		}
+		if d, err := q.decoded(); err == nil && d.Supplement == id {
+			return true
+		}
+	}
+	return false
 }

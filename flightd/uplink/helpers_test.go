@@ -52,12 +52,18 @@ type installer struct {
 	// out, if set, gets a line every 32 KiB the slot writer reads (the
 	// kill points of the power-cut test).
 	out io.Writer
+	// during, if set, runs at the start of Install, while the engine's
+	// lock is free (a command arriving mid-install).
+	during func()
 }
 
 func (i *installer) Status() slots.Status { return i.m.Status() }
 func (i *installer) Base() delta.Base     { return i.base }
 func (i *installer) Install(ctx context.Context, img slots.Image) (*slots.InstallResult, error) {
 	i.installs++
+	if i.during != nil {
+		i.during()
+	}
 	if i.out != nil {
 		for x, l := range img.Layers {
 			img.Layers[x] = &progressReader{r: l, out: i.out}

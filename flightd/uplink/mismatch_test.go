@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,7 +29,36 @@ func TestBaseMismatchSupplement(t *testing.T) {
 	t.Run("layer", func(t *testing.T) { baseMismatch(t, 40<<10) })
 }
 
-func baseMismatch(t *testing.T, suppPart int64) {
+// TestBaseMismatchOriginalBusy: while a supplement installs, it reads the
+// original plan's staged bundle; transfer_abort or delete_staged of the
+// original (or of everything) must not pull that bundle from under it.
+func TestBaseMismatchOriginalBusy(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cmd  func(e *Engine) error
+	}{
+		{"abort", func(e *Engine) error { return e.Abort(7) }},
+		{"delete_staged_plan", func(e *Engine) error { _, err := e.DeleteStaged(7); return err }},
+		{"delete_staged_all", func(e *Engine) error { _, err := e.DeleteStaged(0); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			baseMismatchWith(t, 16<<10, func(v *vehicle) {
+				v.inst.during = func() {
+					v.inst.during = nil
+					if err := tc.cmd(v.e); err != nil && !errors.Is(err, ErrBusy) {
+						t.Errorf("%s during the supplement's install: %v, want nil or ErrBusy", tc.name, err)
+					}
+				}
+			})
+		})
+	}
+}
+
+func baseMismatch(t *testing.T, suppPart int64) { baseMismatchWith(t, suppPart, nil) }
+
+// baseMismatchWith runs baseMismatch; beforeSupp, if set, runs before the
+// supplement's install.
+func baseMismatchWith(t *testing.T, suppPart int64, beforeSupp func(v *vehicle)) {
 	rng := testrand.New(t)
 	dir := t.TempDir()
 	im := makeImages(t, rng, filepath.Join(dir, "img"), ocitest.GenOptions{Layers: 1, Files: 30, MaxFileSize: 32 << 10})
@@ -115,6 +145,9 @@ func baseMismatch(t *testing.T, suppPart int64) {
 	}
 	send(update.TargetPlan(8), im.plan(t, planOpts{id: 8, supplement: 7, bundle: supp}))
 	send(update.TargetBundle(8), supp)
+	if beforeSupp != nil {
+		beforeSupp(v)
+	}
 	if id, err := v.e.RunInstall(context.Background()); err != nil || id != 8 {
 		t.Fatalf("RunInstall: %d %v", id, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -614,5 +615,42 @@ func TestClientTimeout(t *testing.T) {
 	c.Timeout = time.Millisecond
 	if _, err := c.Vehicles(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a stuck server: %v", err)
+	}
+}
+
+// TestCrossSiteForm: without a token, loopback is the only protection; a
+// web page the operator has open can still make the browser POST to
+// 127.0.0.1 (a form: no preflight, a loopback Host). The bodiless POSTs
+// (approve, cancel) must refuse a cross-site browser request; a client
+// that is not a browser (no Origin, no Sec-Fetch-Site) still works.
+func TestCrossSiteForm(t *testing.T) {
+	f, ts, c := serve(t, "")
+	ctx := context.Background()
+	u, _ := c.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: 7, Image: "oci:images:os-2"})
+	u.State = groundd.UplinkPending
+	f.SetUplink(u)
+	for _, h := range []map[string]string{
+		{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
+		{"Origin": "http://evil.example"},
+	} {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("%s/v1/queue/%d/approve", ts.URL, u.ID), strings.NewReader(""))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("cross-site approve with %v: %d, want 403", h, resp.StatusCode)
+		}
+	}
+	if got, err := c.QueueShow(ctx, u.ID); err != nil || got.State != groundd.UplinkPending {
+		t.Fatalf("after cross-site approvals: %+v %v, want still pending", got, err)
+	}
+	if got, err := c.QueueApprove(ctx, u.ID); err != nil || got.State != groundd.UplinkQueued {
+		t.Fatalf("approve by the client: %+v %v", got, err)
 	}
 }

@@ -15,7 +15,7 @@ import (
 const (
 	CodeBadRequest   = "bad_request"            // 400: the request is malformed or a value is invalid
 	CodeUnauthorized = "unauthorized"           // 401: no or wrong bearer token
-	CodeForbidden    = "forbidden"              // 403: Host is not a loopback name on a server without a token
+	CodeForbidden    = "forbidden"              // 403: Host is not a loopback name on a server without a token, or a cross-origin browser request that changes state
 	CodeNotFound     = "not_found"              // 404: no such path, uplink, vehicle or command
 	CodeMethod       = "method_not_allowed"     // 405
 	CodeConflict     = "conflict"               // 409: not possible in the current state (cancel a finished uplink)

@@ -128,6 +128,17 @@ func New(d Daemon, cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/vehicles/{id}/telemetry", s.telemetry)
 
 	var h http.Handler = http.HandlerFunc(s.route)
+	// A web page the operator has open can make the browser send a form
+	// POST (no preflight) to a loopback address: without a token nothing
+	// else stops it approving or cancelling an uplink. Browsers say where
+	// a request comes from (Sec-Fetch-Site, Origin); a cross-origin one
+	// that changes state is refused. Clients that are not browsers send
+	// neither header and pass.
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, CodeForbidden, "a cross-origin browser request may not %s %s", r.Method, r.URL.Path)
+	}))
+	h = cop.Handler(h)
 	h = promhttp.InstrumentHandlerCounter(requests, h)
 	s.handler = h
 	return s, nil

@@ -177,9 +177,15 @@ func bumpRev(tx *bolt.Tx) (int64, error) {
 	return bump(tx.Bucket(bucketMeta), keyRev)
 }
 
+// bump increments the counter at key. A counter record that is not 8
+// bytes is an error: starting again from 1 would hand out ids, sequence
+// numbers and revisions a second time.
 func bump(b *bolt.Bucket, key []byte) (int64, error) {
 	var n uint64
-	if v := b.Get(key); len(v) == 8 {
+	if v := b.Get(key); v != nil {
+		if len(v) != 8 {
+			return 0, fmt.Errorf("store: counter %q: corrupt record of %d bytes", key, len(v))
+		}
 		n = binary.BigEndian.Uint64(v)
 	}
 	n++

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func openTest(t *testing.T) (*Bolt, string) {
@@ -132,5 +134,36 @@ func TestBoltCounterSurvivesReopen(t *testing.T) {
 	n, err := s2.Next(ctx, "plan")
 	if err != nil || n != 6 {
 		t.Fatalf("after reopen: %d %v", n, err)
+	}
+}
+
+// TestBoltCounterCorrupt: a counter record that is not 8 bytes (a bad
+// record in the file) must fail Next, not restart the counter at 1: ids
+// and sequence numbers handed out again are replays to a vehicle (plans,
+// commands) and reused keys to groundd. Likewise the revision counter.
+func TestBoltCounterCorrupt(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTest(t)
+	for range 5 {
+		if _, err := s.Next(ctx, "plan"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Put(ctx, s, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	corrupt := func(key []byte) {
+		t.Helper()
+		if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(key, []byte{0, 0, 5}) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	corrupt([]byte(prefixCtr + "plan"))
+	if n, err := s.Next(ctx, "plan"); err == nil {
+		t.Errorf("Next on a corrupt counter: %d, want an error", n)
+	}
+	corrupt(keyRev)
+	if err := Put(ctx, s, "k", []byte("w")); err == nil {
+		t.Error("Put with a corrupt revision counter: no error")
 	}
 }
