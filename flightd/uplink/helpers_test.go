@@ -52,6 +52,9 @@ type installer struct {
 	// out, if set, gets a line every 32 KiB the slot writer reads (the
 	// kill points of the power-cut test).
 	out io.Writer
+	// written, if set, runs when the slot was recorded written, before
+	// Install returns to the engine.
+	written func()
 }
 
 func (i *installer) Status() slots.Status { return i.m.Status() }
@@ -63,7 +66,11 @@ func (i *installer) Install(ctx context.Context, img slots.Image) (*slots.Instal
 			img.Layers[x] = &progressReader{r: l, out: i.out}
 		}
 	}
-	return i.m.Install(ctx, i.m.Status().Booted.Other(), img)
+	res, err := i.m.Install(ctx, i.m.Status().Booted.Other(), img)
+	if err == nil && i.written != nil {
+		i.written()
+	}
+	return res, err
 }
 
 // images is an old image (booted) and a new one, with the delta bundle
