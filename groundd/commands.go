@@ -52,11 +52,14 @@ type Command struct {
 	Created time.Time       `json:"created"`
 	Updated time.Time       `json:"updated"`
 	History []gateway.Entry `json:"history,omitempty"`
+	// Resends counts the copies of its frame sent again while the vehicle
+	// had not acknowledged it.
+	Resends int `json:"resends,omitempty"`
 }
 
 func fromGateway(c *gateway.Command) Command {
 	out := Command{ID: c.Seq, Vehicle: c.Vehicle, Opcode: c.Name, Seq: c.Seq, Stage: CommandStage(c.Stage.String()),
-		Code: uint16(c.Code), Reason: c.Reason, Created: c.Submitted, Updated: c.Submitted, History: c.History}
+		Code: uint16(c.Code), Reason: c.Reason, Created: c.Submitted, Updated: c.Submitted, History: c.History, Resends: c.Resends}
 	if vals, err := c.Values(); err == nil && len(vals) > 0 {
 		out.Args = vals
 	}

@@ -83,12 +83,18 @@ func TestLostCommandResent(t *testing.T) {
 		c, err := d.CommandShow(ctx, c.ID)
 		return err == nil && c.Stage == groundd.CmdCompleted
 	})
+	if at.IsZero() {
+		t.Fatalf("command not completed in the pass after %d copies", copies)
+	}
 	t.Logf("completed after %v, %d copies", at.Sub(t0), copies)
 	if at.IsZero() || at.Sub(t0) > 3*time.Second || copies != 3 {
 		t.Fatalf("command completed at %v after %d copies", at, copies)
 	}
 	if len(w.veh.Commands) != 1 {
 		t.Fatalf("the vehicle got %d copies", len(w.veh.Commands))
+	}
+	if c, err := d.CommandShow(ctx, c.ID); err != nil || c.Resends != 2 {
+		t.Fatalf("command %+v: %v", c, err)
 	}
 }
 
@@ -124,6 +130,9 @@ func TestLostStatusReasked(t *testing.T) {
 		u, err := d.QueueShow(ctx, u.ID)
 		return err == nil && u.State != groundd.UplinkQueued
 	})
+	if at.IsZero() {
+		t.Fatalf("uplink not planned in the pass; status asks (seq: copies) %v", asks)
+	}
 	t.Logf("planned after %v; status asks (seq: copies) %v", at.Sub(t0), asks)
 	if at.IsZero() || at.Sub(t0) > 5*time.Second {
 		t.Fatalf("uplink planned at %v; status asks %v", at, asks)
