@@ -34,11 +34,7 @@ func fail(code protocol.Code, format string, args ...any) error {
 // authenticated (the ground was heard).
 func (d *daemon) onCommand(ctx context.Context, now time.Time, c *protocol.Command) bool {
 	reject := func(code protocol.Code, authenticated bool) {
-		d.mu.Lock()
-		d.st.Counters.CmdsRejected++
-		d.st.Counters.drop(code)
-		d.dirtyCounts = true
-		d.mu.Unlock()
+		d.countRejected(code)
 		d.log.Warn("command rejected", "seq", c.Seq, "opcode", c.Opcode, "code", dict.EnumReason.NameOf(uint64(code)))
 		// Anyone can send or replay a command: rejections of what did not
 		// authenticate are answered only from a small token bucket, so a
@@ -67,6 +63,18 @@ func (d *daemon) onCommand(ctx context.Context, now time.Time, c *protocol.Comma
 		w = new(protocol.ReplayWindow)
 	}
 	if err := w.Check(c.Seq); err != nil {
+		if f, ok := d.keptFinal(key, c); ok && protocol.VerifyCommand(d.keys.Ground, c) == nil {
+			// A copy of a command that ran (the ground resends what it
+			// heard no report of): not run again, but answered with its
+			// final report, within the same bucket as any answer to a
+			// frame anyone could have captured and replayed.
+			d.countRejected(protocol.CodeOf(protocol.ReasonReplayed))
+			d.log.Info("copy of a command that ran: its final report repeated", "seq", c.Seq, "opcode", c.Opcode)
+			if d.bucket.take(now) {
+				d.sendReport(c, f.Stage, 0, f.Code, false)
+			}
+			return false
+		}
 		reject(protocol.CodeOf(protocol.ReasonReplayed), false)
 		return false
 	}
@@ -128,6 +136,28 @@ func (d *daemon) onCommand(ctx context.Context, now time.Time, c *protocol.Comma
 	return true
 }
 
+// countRejected counts a command rejected (or a copy not run) for code.
+func (d *daemon) countRejected(code protocol.Code) {
+	d.mu.Lock()
+	d.st.Counters.CmdsRejected++
+	d.st.Counters.drop(code)
+	d.dirtyCounts = true
+	d.mu.Unlock()
+}
+
+// keptFinal returns the final report kept (to be repeated) of the command
+// c is a copy of: same key, sequence number and opcode.
+func (d *daemon) keptFinal(key uint32, c *protocol.Command) (FinalReport, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, f := range d.st.Finals {
+		if f.Key == key && f.Seq == c.Seq && f.Opcode == c.Opcode {
+			return f, true
+		}
+	}
+	return FinalReport{}, false
+}
+
 // errLater is execute's answer for a command whose completion is
 // reported later, from the main loop.
 var errLater = errors.New("flightd: completion reported later")
@@ -181,7 +211,11 @@ func (d *daemon) sendReport(c *protocol.Command, stage protocol.Stage, step uint
 	if len(d.st.Finals) >= MaxRepeatedFinals {
 		d.st.Finals = append(d.st.Finals[:0], d.st.Finals[len(d.st.Finals)-MaxRepeatedFinals+1:]...)
 	}
-	d.st.Finals = append(d.st.Finals, FinalReport{Seq: c.Seq, Opcode: c.Opcode, Stage: stage, Code: code})
+	f := FinalReport{Seq: c.Seq, Opcode: c.Opcode, Stage: stage, Code: code}
+	if c.Auth != nil {
+		f.Key = uint32(c.Auth.Key)
+	}
+	d.st.Finals = append(d.st.Finals, f)
 	d.dirtyCounts = true
 	d.mu.Unlock()
 }

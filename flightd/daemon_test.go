@@ -252,8 +252,23 @@ func TestDaemonCommandRefusals(t *testing.T) {
 	c := r.command(run, "noop", nil, nil)
 	r.verification(run, c.Seq, protocol.StageAccepted, protocol.StageStarted, protocol.StageCompleted)
 
-	// The same command again: replayed.
+	// The same command again (the ground resends what it saw no report
+	// of): not run again (cmds_accepted below), counted as replayed, and
+	// answered with its final report once more.
 	r.sendCmd(run, c)
+	if m := r.until(run, "the answer to the copy", func(m protocol.Message) bool {
+		v, ok := m.(*protocol.Verification)
+		return ok && v.Seq == c.Seq
+	}); m.(*protocol.Verification).Stage != protocol.StageCompleted {
+		t.Errorf("a copy of a completed command answered with %+v", m)
+	}
+	// A copy with a forged signature is only rejected as replayed.
+	dup := *c
+	a := *c.Auth
+	a.Sig = append([]byte(nil), c.Auth.Sig...)
+	dup.Auth = &a
+	dup.Auth.Sig[0] ^= 1
+	r.sendCmd(run, &dup)
 	v := r.verification(run, c.Seq, protocol.StageRejected)
 	if v.Code != protocol.CodeOf(protocol.ReasonReplayed) {
 		t.Errorf("replay rejected with %s", dict.EnumReason.NameOf(uint64(v.Code)))
@@ -272,15 +287,15 @@ func TestDaemonCommandRefusals(t *testing.T) {
 	}
 	r.verification(run, c.Seq, protocol.StageStarted)
 	hc := r.packet(run, dict.HKCounters)
-	if hc["cmds_rejected"] != uint64(2) || hc["cmds_accepted"] != uint64(2) {
-		t.Errorf("hk.counters %v: want 2 accepted, 2 rejected", hc)
+	if hc["cmds_rejected"] != uint64(3) || hc["cmds_accepted"] != uint64(2) {
+		t.Errorf("hk.counters %v: want 2 accepted, 3 rejected", hc)
 	}
 	got := map[uint64]uint64{}
 	for i := 1; i <= dict.TopDrops; i++ {
 		got[hc[fmt.Sprintf("drop%d_reason", i)].(uint64)] = hc[fmt.Sprintf("drop%d_count", i)].(uint64)
 	}
-	for _, reason := range []protocol.Reason{protocol.ReasonReplayed, protocol.ReasonBadSignature} {
-		if got[uint64(protocol.CodeOf(reason))] != 1 {
+	for reason, n := range map[protocol.Reason]uint64{protocol.ReasonReplayed: 2, protocol.ReasonBadSignature: 1} {
+		if got[uint64(protocol.CodeOf(reason))] != n {
 			t.Errorf("hk.counters drops %v: want 1 %v", got, reason)
 		}
 	}
@@ -303,14 +318,20 @@ func TestDaemonEpochBumpedEveryStart(t *testing.T) {
 			t.Fatalf("Run: %v", err)
 		}
 	}
-	// A replayed command after a restart is still refused.
+	// A replayed command after a restart is still refused (not run: no
+	// acceptance), answered with its final report, kept across the restart.
 	run := r.start(slots.A)
 	c := r.command(run, "noop", nil, nil)
 	r.verification(run, c.Seq, protocol.StageCompleted)
 	run.stop()
 	run = r.start(slots.A)
 	r.sendCmd(run, c)
-	r.verification(run, c.Seq, protocol.StageRejected)
+	if m := r.until(run, "the answer to the copy", func(m protocol.Message) bool {
+		v, ok := m.(*protocol.Verification)
+		return ok && v.Seq == c.Seq
+	}); m.(*protocol.Verification).Stage != protocol.StageCompleted {
+		t.Fatalf("a copy after a restart answered with %+v", m)
+	}
 }
 
 func TestDaemonTrialBootGood(t *testing.T) {

@@ -61,6 +61,10 @@ type DaemonState struct {
 
 // FinalReport is a final verification report kept to be repeated.
 type FinalReport struct {
+	// Key is the ground key the command was signed with (its sequence
+	// numbers are that key's): a copy of the command is answered with
+	// this report.
+	Key    uint32         `json:"key,omitempty"`
 	Seq    uint64         `json:"seq"`
 	Opcode uint16         `json:"opcode"`
 	Stage  protocol.Stage `json:"stage"`

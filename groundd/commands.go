@@ -13,7 +13,8 @@ import (
 
 // Commands go through groundd/gateway: checked against the dictionary,
 // numbered by the store's counter, signed with the ground key, archived
-// before they are sent, sent at most once, and followed through the
+// before they are sent, resent while unacknowledged (the same frame, a
+// bounded number of times: the vehicle runs it at most once), and followed through the
 // vehicle's verification reports or timed out visibly. The types below are
 // the daemon API's view of them.
 
@@ -51,11 +52,14 @@ type Command struct {
 	Created time.Time       `json:"created"`
 	Updated time.Time       `json:"updated"`
 	History []gateway.Entry `json:"history,omitempty"`
+	// Resends counts the copies of its frame sent again while the vehicle
+	// had not acknowledged it.
+	Resends int `json:"resends,omitempty"`
 }
 
 func fromGateway(c *gateway.Command) Command {
 	out := Command{ID: c.Seq, Vehicle: c.Vehicle, Opcode: c.Name, Seq: c.Seq, Stage: CommandStage(c.Stage.String()),
-		Code: uint16(c.Code), Reason: c.Reason, Created: c.Submitted, Updated: c.Submitted, History: c.History}
+		Code: uint16(c.Code), Reason: c.Reason, Created: c.Submitted, Updated: c.Submitted, History: c.History, Resends: c.Resends}
 	if vals, err := c.Values(); err == nil && len(vals) > 0 {
 		out.Args = vals
 	}
@@ -133,8 +137,9 @@ func (d *Daemon) Commands(ctx context.Context, vehicle uint32) ([]Command, error
 	return out, nil
 }
 
-// sendCommands hands out s's queued commands, sealed if the vehicle's
-// uplink is: called with the link up.
+// sendCommands hands out s's queued commands and the copies due of those
+// not acknowledged (gateway.Resend), sealed if the vehicle's uplink is:
+// called with the link up.
 func (d *Daemon) sendCommands(s *session, now time.Time) ([][]byte, error) {
 	var out [][]byte
 	for {
@@ -143,13 +148,25 @@ func (d *Daemon) sendCommands(s *session, now time.Time) ([][]byte, error) {
 			return out, err
 		}
 		if !ok {
-			return out, nil
+			break
 		}
 		f, err := d.seal(s, o.Frame)
 		if err != nil {
 			if uerr := d.gw.Unsend(now, s.cfg.ID, o.Seq); uerr != nil {
 				err = errors.Join(err, uerr)
 			}
+			return out, err
+		}
+		out = append(out, f)
+	}
+	// Then the copies of the commands the vehicle has not acknowledged.
+	for {
+		o, ok, err := d.gw.Resend(now, s.cfg.ID, s.resendBase())
+		if err != nil || !ok {
+			return out, err
+		}
+		f, err := d.seal(s, o.Frame)
+		if err != nil {
 			return out, err
 		}
 		out = append(out, f)

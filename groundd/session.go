@@ -42,8 +42,11 @@ type session struct {
 	contact   time.Time
 	// contactSaved is when the last contact was last stored.
 	contactSaved time.Time
-	// lastStatus is when groundd last asked for housekeeping itself.
+	// lastStatus is when groundd last asked for housekeeping itself, and
+	// statusAsks how many times since the vehicle last sent hk.slots or
+	// the link came up (the backoff of askStatus).
 	lastStatus time.Time
+	statusAsks int
 	// counters are the traffic counters (VehicleCounters), guarded by
 	// Daemon.mu.
 	counters metrics.Counters
@@ -60,8 +63,25 @@ type active struct {
 }
 
 // statusInterval: while an uplink waits for the vehicle's housekeeping,
-// groundd asks for it (the status command) at most this often.
+// groundd asks for it (the status command) again after two round trips,
+// then twice as long after each unanswered ask, up to this.
 const statusInterval = 30 * time.Second
+
+// rtt is the vehicle's expected round trip (VehicleConfig.RTT, default 1s).
+func (s *session) rtt() time.Duration {
+	return cmp.Or(time.Duration(s.cfg.RTT), time.Second)
+}
+
+// resendBase is how long a command waits for its acknowledgement before
+// the gateway sends a copy (gateway.Resend), and the first wait between
+// two asks for housekeeping: two round trips.
+func (s *session) resendBase() time.Duration { return 2 * s.rtt() }
+
+// statusWait is how long after the last ask for housekeeping the next one
+// may go out.
+func (s *session) statusWait() time.Duration {
+	return min(statusInterval, s.resendBase()<<min(max(s.statusAsks-1, 0), 16))
+}
 
 // defaultRate is a vehicle's uplink rate when neither the config nor the
 // pass names one: a UHF link's.
@@ -207,6 +227,9 @@ func (d *Daemon) poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 		}
 		s.linkUp, s.linkKnown = up, true
 		d.mu.Unlock()
+		if up {
+			s.statusAsks = 0 // a new pass: ask at its start, then soon again
+		}
 		s.passRate = rate
 		d.log.Info("groundd: link", "vehicle", vehicle, "up", up, "rate", s.rate())
 		if s.cur != nil {
@@ -294,6 +317,19 @@ func (d *Daemon) poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 	}
 	if q := d.queueWake(ctx, vehicle, now); !q.IsZero() && (next.IsZero() || q.Before(next)) {
 		next = q
+	}
+	if up {
+		if t, ok := d.gw.NextResend(vehicle, s.resendBase()); ok && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+		// Planning waits for housekeeping: the next ask (only once: if
+		// planning no longer waits then, it asks nothing and the time is
+		// past).
+		if s.statusAsks > 0 {
+			if t := s.lastStatus.Add(s.statusWait()); t.After(now) && (next.IsZero() || t.Before(next)) {
+				next = t
+			}
+		}
 	}
 	return out, next, nil
 }
@@ -419,10 +455,7 @@ func (d *Daemon) startSender(ctx context.Context, s *session, r transferRec, now
 		f.Close()
 		return err
 	}
-	rtt := time.Duration(s.cfg.RTT)
-	if rtt == 0 {
-		rtt = time.Second
-	}
+	rtt := s.rtt()
 	snd, err := transfer.NewSender(transfer.SenderConfig{Codec: s.codec, ReturnCodec: d.codec, Verifier: s.verifier, Rate: s.rate(), RTT: rtt,
 		SeqBase: inc << 32, Resume: r.Started}, p)
 	if err != nil {
@@ -536,13 +569,17 @@ func (d *Daemon) advanceQueue(ctx context.Context, s *session, now time.Time) er
 	return nil
 }
 
-// askStatus sends the status command (all housekeeping now), at most every
-// statusInterval and only while the link is up.
+// askStatus sends the status command (all housekeeping now) while the link
+// is up: at once, then again after statusWait (two round trips, doubling
+// with every ask the vehicle does not answer with hk.slots, at most
+// statusInterval). A lost ask costs a few round trips, not statusInterval;
+// each ask is also resent by the gateway while unacknowledged.
 func (d *Daemon) askStatus(ctx context.Context, s *session, now time.Time) error {
-	if !s.linkUp || (!s.lastStatus.IsZero() && now.Sub(s.lastStatus) < statusInterval) {
+	if !s.linkUp || (!s.lastStatus.IsZero() && now.Sub(s.lastStatus) < s.statusWait()) {
 		return nil
 	}
 	s.lastStatus = now
+	s.statusAsks++
 	_, err := d.sendCommand(ctx, s, now, "status", nil, false)
 	return err
 }
@@ -784,6 +821,7 @@ func msTime(ms int64) time.Time {
 func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict.Packet, vals dict.Values) {
 	switch p {
 	case dict.HKSlots:
+		s.statusAsks = 0 // answered: the next wait starts short again
 		err := updateJSON(ctx, d.st, keyVehicle(s.cfg.ID), func(v *vehicleRec, _ bool) error {
 			old := v.Slots
 			v.Slots = nil

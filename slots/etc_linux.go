@@ -1,6 +1,7 @@
 package slots
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,16 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// DefaultMaxEtcCopy is Options.MaxEtcCopy's default: far above any real
+// /etc (a few MiB), far below a state directory's filesystem.
+const DefaultMaxEtcCopy = 64 << 20
+
+// ErrEtcTooLarge: a new slot's /etc is over Options.MaxEtcCopy.
+var ErrEtcTooLarge = errors.New("slots: /etc too large for its pristine copy")
+
+// etcBlock is the block each entry of a copy is counted in.
+const etcBlock = 4096
 
 // MergeReport says what the three-way /etc merge did. Paths are relative to
 // /etc.
@@ -286,9 +297,25 @@ func CopyTree(ctx context.Context, src, dst string) error {
 
 // copyTreeAt is CopyTree on directory descriptors, which stay the caller's.
 func copyTreeAt(ctx context.Context, srcFd, dstFd int) error {
+	return copyTreeLimitAt(ctx, srcFd, dstFd, 0)
+}
+
+// copyTreeLimitAt is copyTreeAt that refuses (ErrEtcTooLarge), before it
+// writes anything, a tree whose entries take more than limit bytes, each
+// rounded up to etcBlock (0: no limit).
+func copyTreeLimitAt(ctx context.Context, srcFd, dstFd int, limit int64) error {
 	es, err := readTreeAt(ctx, srcFd, ReadTreeOptions{})
 	if err != nil {
 		return err
+	}
+	if limit > 0 {
+		var n int64
+		for i := range es {
+			n += (max(es[i].Size, 1) + etcBlock - 1) / etcBlock * etcBlock
+			if n > limit {
+				return fmt.Errorf("%w: %d of its %d entries already take over %d bytes (the limit)", ErrEtcTooLarge, i+1, len(es), limit)
+			}
+		}
 	}
 	fd, err := dupFd(dstFd)
 	if err != nil {
@@ -362,7 +389,7 @@ func (m *Manager) dropPristine(id SlotID) error {
 // the state directory: into a fresh directory first, renamed into place
 // once complete and synced, so that a cut leaves no partial copy under the
 // pristine name.
-func (m *Manager) keepPristine(ctx context.Context, id SlotID, etcFd int) error {
+func (m *Manager) keepPristine(ctx context.Context, id SlotID, etcFd int) (err error) {
 	final := m.pristineDir(id)
 	tmp := final + ".new"
 	if err := m.dropPristine(id); err != nil {
@@ -376,6 +403,15 @@ func (m *Manager) keepPristine(ctx context.Context, id SlotID, etcFd int) error 
 		return err
 	}
 	defer unix.Close(dfd)
+	defer func() {
+		if err != nil {
+			// A partial copy would hold space outside any slot's
+			// capacity until the next install of the slot.
+			if rerr := os.RemoveAll(tmp); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+	}()
 	// The copy keeps the image's setuid bits and device nodes, on the
 	// running system's filesystem, outside the slot's nosuid and nodev:
 	// no one but flightd may get into it. Empty yet, so nothing was
@@ -383,7 +419,7 @@ func (m *Manager) keepPristine(ctx context.Context, id SlotID, etcFd int) error 
 	if err := unix.Fchmod(dfd, 0o700); err != nil {
 		return err
 	}
-	if err := copyTreeAt(ctx, etcFd, dfd); err != nil {
+	if err := copyTreeLimitAt(ctx, etcFd, dfd, cmp.Or(m.o.MaxEtcCopy, DefaultMaxEtcCopy)); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, final); err != nil {

@@ -707,3 +707,36 @@ func mustMode(t *testing.T, p string) os.FileMode {
 	}
 	return st.Mode()
 }
+
+// TestPristineCopyBounded: the pristine copy of an image's /etc goes to the
+// state directory, outside the slot's capacity check: an /etc over
+// Options.MaxEtcCopy is refused with ErrEtcTooLarge before the slot is
+// recorded written, and the partial copy (<slot>.new) is not left behind.
+func TestPristineCopyBounded(t *testing.T) {
+	r := newEtcVarRig(t)
+	r.o.MaxEtcCopy = 64 << 10
+	m, err := Open(r.o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", 40<<10)
+	img := newTB().dir("etc").file("etc/a.conf", big).file("etc/b.conf", big).dir("var").bytes()
+	_, err = m.Install(context.Background(), B, Image{Label: "big-etc", Layers: readers(img)})
+	if !errors.Is(err, ErrEtcTooLarge) {
+		t.Fatalf("install of an image with an /etc over the bound: %v", err)
+	}
+	t.Logf("refused: %v", err)
+	for _, p := range []string{m.pristineDir(B), m.pristineDir(B) + ".new"} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind: %v", p, err)
+		}
+	}
+	if s := m.Status().Slots[1]; s.State == Written {
+		t.Fatalf("slot B recorded written: %+v", s)
+	}
+	// Within the bound, it installs.
+	img = newTB().dir("etc").file("etc/a.conf", big).dir("var").bytes()
+	if _, err := m.Install(context.Background(), B, Image{Label: "etc", Layers: readers(img)}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -51,6 +51,13 @@ type Options struct {
 	VarDir string
 	// Extract bounds and tunes directory extraction.
 	Extract ExtractOptions
+	// MaxEtcCopy bounds the pristine copy of a new directory slot's /etc
+	// kept in StateDir (for the next /etc merge and factory resets): the
+	// bytes its entries take, each rounded up to a 4 KiB block (default
+	// DefaultMaxEtcCopy; negative: no bound). The copy is outside the slot's capacity check,
+	// on the running system's filesystem: an image whose /etc is larger is
+	// refused (ErrEtcTooLarge) before the slot is recorded written.
+	MaxEtcCopy int64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Log receives state changes; nil means slog.Default().

@@ -146,6 +146,10 @@ type Command struct {
 	Reason string        `json:"reason,omitempty"`
 	// History lists every stage the command went through, oldest first.
 	History []Entry `json:"history"`
+	// Resends counts the copies of the frame sent again while the vehicle
+	// had not acknowledged it (Gateway.Resend), the last at ResentAt.
+	Resends  int       `json:"resends,omitempty"`
+	ResentAt time.Time `json:"resent_at,omitempty"`
 }
 
 // Open reports whether a report may still change the command: it is not
@@ -158,10 +162,11 @@ func (c *Command) Open() bool { return !c.Stage.Final() || c.replayRejected() }
 var codeReplayed = protocol.CodeOf(protocol.ReasonReplayed)
 
 // replayRejected reports whether the command's last word is the vehicle's
-// "replayed" rejection. The gateway sends a command once, so the vehicle
-// says "replayed" when the link duplicated the frame (then the first copy
-// ran, and its reports may come after this one, reordered or late) or when
-// the number is older than its window (then nothing ran). The rejection
+// "replayed" rejection. The vehicle says "replayed" when it got the frame
+// twice (the link duplicated it, or the gateway resent it while the first
+// copy's reports were lost: then the first copy ran, and its reports may
+// come after this one, reordered, late or repeated) or when the number is
+// older than its window (then nothing ran). The rejection
 // stands unless a report of the first copy arrives and supersedes it.
 func (c *Command) replayRejected() bool { return c.Stage == Rejected && c.Code == codeReplayed }
 

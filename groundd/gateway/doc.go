@@ -16,9 +16,13 @@
 //     numbered by the Sequencer, signed with the ground command key
 //     (protocol.SignCommand) and archived as queued before it can be sent.
 //     Next records it as sent before it hands the frame out (persist before
-//     send), so a crash can lose a command but never send it twice: a
-//     command is sent at most once. Resending is an operator's decision (a
-//     new command, a new sequence number).
+//     send), so a crash can lose a command but never number it twice. A
+//     command the vehicle does not acknowledge is sent again (Resend: the
+//     same frame and sequence number, a bounded number of times with
+//     backoff, never after its ack timeout): the vehicle's replay window
+//     runs it at most once and answers a copy. A new attempt after a
+//     timeout is an operator's decision (a new command, a new sequence
+//     number).
 //   - A command moves through queued, sent, accepted (or rejected), started,
 //     progress, completed (or failed) on the vehicle's reports, which must
 //     come from the vehicle the command was for and name a command sent to

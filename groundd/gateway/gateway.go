@@ -49,6 +49,7 @@ const (
 	DefaultCompleteTimeout = 10 * time.Minute
 	DefaultLateWindow      = 24 * time.Hour
 	DefaultMaxQueued       = 64
+	DefaultMaxResends      = 4
 )
 
 // Config configures a Gateway.
@@ -73,6 +74,10 @@ type Config struct {
 	// MaxQueued bounds the open commands of one vehicle (timed out ones
 	// excluded).
 	MaxQueued int
+	// MaxResends bounds how many more times Resend hands out the frame of
+	// a command the vehicle has not acknowledged (default
+	// DefaultMaxResends; negative: never).
+	MaxResends int
 	// OnChange, if set, is called with a copy of a command each time it
 	// changes, under the gateway's lock: it must not call the gateway.
 	OnChange func(*Command)
@@ -126,6 +131,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.MaxQueued == 0 {
 		cfg.MaxQueued = DefaultMaxQueued
+	}
+	if cfg.MaxResends == 0 {
+		cfg.MaxResends = DefaultMaxResends
 	}
 	if cfg.MaxFrame == 0 {
 		cfg.MaxFrame = protocol.MinMaxFrame
@@ -298,6 +306,74 @@ func (g *Gateway) Unsend(now time.Time, vehicle uint32, seq uint64) error {
 	}
 	g.changed(c)
 	return nil
+}
+
+// Resend returns vehicle's oldest sent command that is not acknowledged
+// yet and whose next copy is due at now (see resendAt), recorded (and
+// archived) as resent: send its frame again, the same frame with the same
+// sequence number. A copy of a command the vehicle already took is refused
+// there as replayed (and answered: see Command.replayRejected), so a
+// command runs at most once however many copies go out. base is the wait
+// before the first copy, about two round trips of the vehicle's link; each
+// next copy waits twice as long, at most Config.MaxResends copies, none
+// after the command's ack timeout. Call Resend only when the link is up.
+func (g *Gateway) Resend(now time.Time, vehicle uint32, base time.Duration) (out Out, ok bool, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var first *Command
+	for _, c := range g.open[vehicle] {
+		if t, due := g.resendAt(c, base); due && !now.Before(t) && (first == nil || c.Seq < first.Seq) {
+			first = c
+		}
+	}
+	if first == nil {
+		return Out{}, false, nil
+	}
+	prev := first.clone()
+	first.Resends++
+	first.ResentAt = now
+	if err := g.save(first); err != nil {
+		*first = *prev
+		return Out{}, false, err
+	}
+	g.log.Info("command resent", "vehicle", first.Vehicle, "seq", first.Seq, "command", first.Name, "resends", first.Resends)
+	if g.cfg.OnChange != nil {
+		g.cfg.OnChange(first.clone())
+	}
+	return Out{Vehicle: vehicle, Key: first.Key, Seq: first.Seq, Frame: first.Frame}, true, nil
+}
+
+// NextResend returns the earliest time Resend has a copy for vehicle (ok
+// false: none), with the same base.
+func (g *Gateway) NextResend(vehicle uint32, base time.Duration) (t time.Time, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, c := range g.open[vehicle] {
+		if d, due := g.resendAt(c, base); due && (!ok || d.Before(t)) {
+			t, ok = d, true
+		}
+	}
+	return t, ok
+}
+
+// resendAt is when c's next copy is due: base after it was sent, then
+// doubling after each copy; ok is false for a command that is not waiting
+// for its acknowledgement, that had its copies, or whose next copy would
+// come after its ack timeout.
+func (g *Gateway) resendAt(c *Command, base time.Duration) (t time.Time, ok bool) {
+	if c.Stage != Sent || base <= 0 || c.Resends >= g.cfg.MaxResends {
+		return time.Time{}, false
+	}
+	sent := c.Last().Time
+	last := sent
+	if c.Resends > 0 && c.ResentAt.After(sent) {
+		last = c.ResentAt
+	}
+	t = last.Add(min(base<<min(c.Resends, 16), g.cfg.AckTimeout))
+	if !t.Before(sent.Add(g.cfg.AckTimeout)) {
+		return time.Time{}, false
+	}
+	return t, true
 }
 
 // Cancel cancels a command that has not been sent.

@@ -591,3 +591,60 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+// TestResendBackoff: a sent command without a report is handed out again
+// after base, then twice as long after each copy, at most MaxResends
+// times and never after its ack timeout; a report stops it.
+func TestResendBackoff(t *testing.T) {
+	e := newEnv(t)
+	c := e.submit("noop", nil)
+	if _, ok, err := e.g.Next(e.now, vehicleID); !ok || err != nil {
+		t.Fatalf("Next: %v %v", ok, err)
+	}
+	const base = time.Second
+	var at []time.Duration
+	for now := e.now; now.Before(t0.Add(2 * time.Minute)); now = now.Add(100 * time.Millisecond) {
+		o, ok, err := e.g.Resend(now, vehicleID, base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			if o.Seq != c.Seq {
+				t.Fatalf("resent seq %d, want %d", o.Seq, c.Seq)
+			}
+			at = append(at, now.Sub(t0))
+		}
+	}
+	want := []time.Duration{time.Second, 3 * time.Second, 7 * time.Second, 15 * time.Second}
+	if len(at) != len(want) {
+		t.Fatalf("copies at %v, want %v", at, want)
+	}
+	for i := range want {
+		if at[i] != want[i] {
+			t.Fatalf("copies at %v, want %v", at, want)
+		}
+	}
+	got, err := e.g.Command(keyID, c.Seq)
+	if err != nil || got.Resends != 4 || got.Stage != gateway.Sent {
+		t.Fatalf("command %+v %v", got, err)
+	}
+
+	// With a long base, no copy would come before the ack timeout: none.
+	c2 := e.submit("noop", nil)
+	if _, ok, _ := e.g.Next(e.now, vehicleID); !ok {
+		t.Fatal("Next")
+	}
+	if tm, ok := e.g.NextResend(vehicleID, time.Hour); ok {
+		t.Fatalf("a copy due at %v after the ack timeout", tm)
+	}
+	// Acknowledged: no more copies.
+	if tm, ok := e.g.NextResend(vehicleID, base); !ok || !tm.Equal(e.now.Add(base)) {
+		t.Fatalf("NextResend %v %v", tm, ok)
+	}
+	if err := e.g.Receive(e.now, vehicleID, &protocol.Verification{Vehicle: vehicleID, Seq: c2.Seq, Stage: protocol.StageAccepted, Opcode: c2.Opcode}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := e.g.Resend(e.now.Add(time.Minute), vehicleID, base); ok {
+		t.Fatal("an accepted command was resent")
+	}
+}

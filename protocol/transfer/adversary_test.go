@@ -872,13 +872,12 @@ func TestCancelAfterKeyRemoved(t *testing.T) {
 // MaxContradictions of them. Genuine, hash-verified data from a replay
 // must not kill a transfer.
 //
-// Open: the fix is the sender's (what a claim of chunks it never sent
-// means when the chunks verify against the root it signed), left to the
-// transfer's owners, who remove the Skip with it. Today the run ends with
-// "too many contradictory reports: 9, last: report claims 79 chunks never
-// sent" (lunar, 200 KiB, the default seed).
+// The sender believes a claim of chunks it never sent (they verified
+// against the root it signed); only a report that takes back a claim is a
+// contradiction. Before that fix the run ended with "too many
+// contradictory reports: 9, last: report claims 79 chunks never sent"
+// (lunar, 200 KiB, the default seed).
 func TestTwinTransferReplay(t *testing.T) {
-	t.Skip("open finding: a replay of genuine chunks of an identical transfer ends it with ErrContradictions (remove this Skip with the fix)")
 	prof, err := linksim.Named("lunar")
 	if err != nil {
 		t.Fatal(err)
@@ -915,4 +914,7 @@ func TestTwinTransferReplay(t *testing.T) {
 	h.run(60 * 24 * time.Hour)
 	h.check()
 	t.Logf("contradictions %d, frames %d", h.sender.Stats.Contradictions, h.sender.Stats.Frames)
+	if h.sender.Stats.Contradictions != 0 {
+		t.Fatalf("%d contradictions from genuine replayed chunks", h.sender.Stats.Contradictions)
+	}
 }

@@ -408,9 +408,10 @@ func (s *Sender) Step(now time.Time, frame []byte) error {
 		}
 		s.lastHeard = s.clock.elapsed
 		s.heardInContact = true
-		if n := s.unsent(); n > 0 {
-			// The vehicle cannot hold chunks no one ever sent it.
-			return s.contradiction(n, fmt.Sprintf("complete while %d chunks were never sent", n))
+		if n := s.unclaimed(); n > 0 {
+			// The vehicle cannot hold chunks no one ever sent it, and
+			// that none of its reports said it held.
+			return s.contradiction(n, fmt.Sprintf("complete while %d chunks were never sent nor reported held", n))
 		}
 		s.done = true
 		if s.cancelling {
@@ -491,17 +492,20 @@ func (s *Sender) markMissing(x int) {
 	heap.Push(&s.missing, x)
 }
 
-// unsent returns how many chunks a fresh (not Resume) sender has never
-// sent: [nextNew, total), as chunks go out in index order the first time.
-// A restarted sender cannot tell, and returns 0.
-func (s *Sender) unsent() int {
+// unclaimed returns how many chunks a fresh (not Resume) sender has
+// neither sent nor seen a report claim (a claim taken back no longer
+// counts). A restarted sender cannot tell, and returns 0.
+func (s *Sender) unclaimed() int {
 	if s.cfg.Resume {
 		return 0
 	}
-	for s.nextNew < s.geo.t && s.st[s.nextNew] != stUnsent {
-		s.nextNew++
+	n := 0
+	for x := s.doneBits.nextClear(0, s.geo.t); x < s.geo.t; x = s.doneBits.nextClear(x+1, s.geo.t) {
+		if s.lastSeq[x] == 0 {
+			n++
+		}
 	}
-	return s.geo.t - s.nextNew
+	return n
 }
 
 // contradiction raises EventContradiction and counts it; past the budget
@@ -529,32 +533,20 @@ func (s *Sender) undo(x int) {
 }
 
 // checkReport compares a report with what the sender knows before it is
-// applied. A report claiming chunks never sent is clipped to what was sent;
-// a report newer than every report applied so far (by its return-link
-// sequence number, which orders the vehicle's journal states) that lists
-// as missing a chunk an earlier report claimed takes the claim back. Both
-// are contradictions: the receiver's journal only grows. It returns the
-// claim limit (chunks at or past it are not believed done).
+// applied. A report newer than every report applied so far (by its
+// return-link sequence number, which orders the vehicle's journal states)
+// that lists as missing a chunk an earlier report claimed takes the claim
+// back: a contradiction, as the receiver's journal only grows. A report
+// claiming chunks this sender never sent is believed, not a contradiction:
+// the receiver journals only chunks that verify against the root the
+// ground signed, and the same chunks may have reached it another way (a
+// replay of an identical transfer to another vehicle, under the same id).
+// A false claim costs the lying vehicle its own data; if a later report
+// takes it back, that is a contradiction and the chunks are sent. It
+// returns the claim limit (chunks at or past it are not believed done).
 func (s *Sender) checkReport(m *protocol.Report, seq uint64, ranges [][2]int) int {
 	t := s.geo.t
 	limit := t
-	if n := s.unsent(); n > 0 {
-		limit = s.nextNew
-		claimed := 0
-		if int(m.Watermark) > limit {
-			claimed = int(m.Watermark) - limit
-		}
-		if end := min(int(m.End), t); end > max(limit, int(m.Cursor)) {
-			covered := end - max(limit, int(m.Cursor))
-			for _, r := range ranges {
-				covered -= max(0, min(r[1], end)-max(r[0], limit, int(m.Cursor)))
-			}
-			claimed = max(claimed, covered)
-		}
-		if claimed > 0 {
-			_ = s.contradiction(claimed, fmt.Sprintf("report claims %d chunks never sent", claimed))
-		}
-	}
 	if seq <= s.lastRepSeq {
 		return limit
 	}
