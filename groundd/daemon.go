@@ -109,11 +109,10 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 		}
 	}
 	if d.st == nil {
-		b, err := store.OpenBolt(filepath.Join(cfg.StateDir, "state.db"))
-		if err != nil {
+		if d.st, err = openStore(cfg); err != nil {
 			return nil, err
 		}
-		d.st, d.ownStore = b, true
+		d.ownStore = true
 	}
 	// Commands and telemetry: the gateway, on the store. Frames it builds
 	// must fit the link once sealed, if any vehicle's uplink is.
