@@ -31,6 +31,10 @@ type Config struct {
 	// Station names this ground station among those sharing the etcd
 	// store (default: the host name).
 	Station string `json:"station,omitempty"`
+	// Lease is the station's lease time on the etcd store (default 10s):
+	// a station that dies or loses etcd stops transmitting within it, and
+	// another takes its vehicles over at their next contact.
+	Lease Duration `json:"lease,omitempty"`
 	// GroundKey is a file holding the ground's ed25519 plan-signing key:
 	// its 32-byte seed in hex. GroundKeyID names it on the vehicles.
 	GroundKey   string `json:"ground_key"`
@@ -203,6 +207,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("store %q: bolt or etcd", c.Store))
+	}
+	if c.Lease != 0 && time.Duration(c.Lease) < 2*time.Second {
+		errs = append(errs, errors.New("lease: at least 2s"))
 	}
 	if c.GroundKey == "" {
 		errs = append(errs, errors.New("ground_key is required"))

@@ -42,6 +42,9 @@ type session struct {
 	contactSaved time.Time
 	// lastStatus is when groundd last asked for housekeeping itself.
 	lastStatus time.Time
+	// stationContactSaved is when this station's contact was last stored
+	// (several stations: station.go).
+	stationContactSaved time.Time
 }
 
 // active is the transfer being sent.
@@ -163,12 +166,30 @@ func (d *Daemon) linkState(vehicle uint32, now time.Time) (bool, float64) {
 // Poll is the daemon as a state machine: Run drives it with the wall clock
 // and the links; tests and hil drive it with a fake clock and a simulated
 // link. Calls for one vehicle must not overlap.
-func (d *Daemon) Poll(ctx context.Context, vehicle uint32, now time.Time, in [][]byte) ([][]byte, time.Time, error) {
+func (d *Daemon) Poll(ctx context.Context, vehicle uint32, now time.Time, in [][]byte) (out [][]byte, next time.Time, err error) {
 	s, ok := d.sessionOf(vehicle)
 	if !ok {
 		return nil, time.Time{}, fmt.Errorf("%w: vehicle %d", ErrNotFound, vehicle)
 	}
 	up, rate := d.linkState(vehicle, now)
+	if d.station != nil {
+		// Several stations: only the one holding the vehicle sends.
+		held, fresh := d.station.hold(vehicle, up)
+		if !held {
+			return d.standby(ctx, s, now, in)
+		}
+		if fresh {
+			if err := d.takeOver(ctx, s); err != nil {
+				return nil, time.Time{}, err
+			}
+		}
+		// A step that waited on etcd past the lease sends nothing.
+		defer func() {
+			if !d.station.holds(vehicle) {
+				out = nil
+			}
+		}()
+	}
 	if !s.linkKnown || up != s.linkUp || rate != s.passRate {
 		d.mu.Lock()
 		s.linkUp, s.linkKnown = up, true
@@ -193,6 +214,11 @@ func (d *Daemon) Poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 	}
 	if contact {
 		s.contact = now
+		if d.station != nil {
+			if err := d.stationContact(ctx, s, now); err != nil {
+				return nil, time.Time{}, err
+			}
+		}
 	}
 	if err := d.saveVehicleState(ctx, s, now, contact); err != nil {
 		return nil, time.Time{}, err
@@ -200,8 +226,6 @@ func (d *Daemon) Poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 	if err := d.advanceQueue(ctx, s, now); err != nil {
 		return nil, time.Time{}, err
 	}
-	var out [][]byte
-	var next time.Time
 	if s.cur != nil {
 		a := s.cur
 		a.sender.Tick(now)

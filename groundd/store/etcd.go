@@ -29,6 +29,10 @@ type EtcdConfig struct {
 	KeyFile  string `json:"key_file,omitempty"`
 	// DialTimeout bounds the first connection (default 5s).
 	DialTimeout time.Duration `json:"-"`
+	// RequestTimeout bounds every call that comes without a deadline of
+	// its own (default 5s): a station cut off from the cluster gets an
+	// error, not a wait without end.
+	RequestTimeout time.Duration `json:"-"`
 }
 
 // DefaultEtcdPrefix is EtcdConfig.Prefix's default.
@@ -61,6 +65,7 @@ type Etcd struct {
 	// as in Bolt's two buckets, so no key can alias a counter.
 	kv, ctr string
 	own     bool
+	timeout time.Duration
 
 	mu     sync.Mutex
 	closed bool
@@ -99,6 +104,9 @@ func OpenEtcd(c EtcdConfig) (*Etcd, error) {
 	}
 	s := NewEtcd(cli, c.Prefix)
 	s.own = true
+	if c.RequestTimeout > 0 {
+		s.timeout = c.RequestTimeout
+	}
 	return s, nil
 }
 
@@ -132,7 +140,7 @@ func NewEtcd(cli *clientv3.Client, prefix string) *Etcd {
 	if prefix == "" {
 		prefix = DefaultEtcdPrefix
 	}
-	return &Etcd{cli: cli, prefix: prefix, kv: prefix + "kv/", ctr: prefix + prefixCtr}
+	return &Etcd{cli: cli, prefix: prefix, kv: prefix + "kv/", ctr: prefix + prefixCtr, timeout: defaultRequestTimeout}
 }
 
 // Client is the store's etcd client: the station's election shares it.
@@ -140,6 +148,17 @@ func (e *Etcd) Client() *clientv3.Client { return e.cli }
 
 // Prefix is the prefix of the store's keys in etcd.
 func (e *Etcd) Prefix() string { return e.prefix }
+
+// defaultRequestTimeout is EtcdConfig.RequestTimeout's default.
+const defaultRequestTimeout = 5 * time.Second
+
+// bound gives ctx the store's request timeout unless it has a deadline.
+func (e *Etcd) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, e.timeout)
+}
 
 func (e *Etcd) live() error {
 	e.mu.Lock()
@@ -160,6 +179,8 @@ func (e *Etcd) Get(ctx context.Context, key string) (KV, error) {
 	if err := e.live(); err != nil {
 		return KV{}, err
 	}
+	ctx, cancel := e.bound(ctx)
+	defer cancel()
 	r, err := e.cli.Get(ctx, e.kv+key)
 	if err != nil {
 		return KV{}, etcdErr("get", err)
@@ -180,6 +201,8 @@ func (e *Etcd) List(ctx context.Context, prefix string) ([]KV, error) {
 	if err := e.live(); err != nil {
 		return nil, err
 	}
+	ctx, cancel := e.bound(ctx)
+	defer cancel()
 	full := e.kv + prefix
 	end := clientv3.GetPrefixRangeEnd(full)
 	var out []KV
@@ -223,6 +246,8 @@ func (e *Etcd) Txn(ctx context.Context, cmps []Cmp, ops []Op) (bool, error) {
 	if err := e.live(); err != nil {
 		return false, err
 	}
+	ctx, cancel := e.bound(ctx)
+	defer cancel()
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
@@ -267,6 +292,8 @@ func (e *Etcd) Next(ctx context.Context, counter string) (uint64, error) {
 	if err := e.live(); err != nil {
 		return 0, err
 	}
+	ctx, cancel := e.bound(ctx)
+	defer cancel()
 	key := e.ctr + counter
 	for range maxRetries {
 		r, err := e.cli.Get(ctx, key)

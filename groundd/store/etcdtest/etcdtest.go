@@ -97,6 +97,7 @@ func (c *Cluster) start(i int) {
 		c.t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = out, out
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("etcdtest: start %s: %v", m.Name, err)
 	}
