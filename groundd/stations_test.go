@@ -347,3 +347,19 @@ func TestStations(t *testing.T) {
 		}
 	}
 }
+
+// TestEndToEndEtcd is TestEndToEnd, unchanged, on the etcd store (one
+// member, one station): the restart in the middle of the bundle is a new
+// Daemon on the same cluster, which wins the vehicle again.
+func TestEndToEndEtcd(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	endToEnd(t, func(w *world) {
+		st, err := store.OpenEtcd(store.EtcdConfig{Endpoints: c.Endpoints()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		w.opts.Store = st
+		w.cfg.Station, w.cfg.Lease = "station-0", groundd.Duration(testLease)
+	})
+}
