@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/bootorbit/bootorbit/groundd"
+	"github.com/bootorbit/bootorbit/groundd/api"
 	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/groundd/store/etcdtest"
 	"github.com/bootorbit/bootorbit/internal/testrand"
@@ -341,10 +343,44 @@ func TestStations(t *testing.T) {
 		if err != nil || len(v.Slots) != 2 || v.Slots[1].State != "written" {
 			t.Errorf("%s: vehicle %+v %v", s.name, v, err)
 		}
-		hs, err := s.d.Stations(ctx)
-		if err != nil || len(hs) != 1 || len(hs[0].Contacts) < 2 {
-			t.Fatalf("%s: stations %+v %v", s.name, hs, err)
+		// groundd stations, through the HTTP API.
+		r := stationsAPI(t, s.d)
+		if r.Station != s.name || len(r.Vehicles) != 1 || len(r.Vehicles[0].Contacts) < 2 {
+			t.Fatalf("%s: stations %+v", s.name, r)
 		}
+	}
+}
+
+// stationsAPI asks d's HTTP API which station holds which vehicle.
+func stationsAPI(t *testing.T, d *groundd.Daemon) api.StationsReply {
+	t.Helper()
+	srv, err := api.New(d, api.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	cl, err := api.NewClient(hs.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := cl.Stations(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestStationsBolt: on the embedded store, the one station holds every
+// vehicle it serves, with no lease, and the API says so as it does on etcd.
+func TestStationsBolt(t *testing.T) {
+	w := newWorld(t, testrand.New(t), 0, nil)
+	w.cfg.Station = "lone"
+	d := w.open()
+	defer d.Close()
+	r := stationsAPI(t, d)
+	if r.Station != "lone" || len(r.Vehicles) != 1 || r.Vehicles[0].Holder != "lone" || r.Vehicles[0].Lease != "" {
+		t.Fatalf("stations %+v", r)
 	}
 }
 
