@@ -20,6 +20,9 @@ import (
 // a second and a half with etcdtest's timing.
 const testLease = 2 * time.Second
 
+// pollTick is the test clock's step between two polls of the stations.
+const pollTick = 50 * time.Millisecond
+
 // net is the ground network of a stations test: a three-member etcd
 // cluster, three groundd stations in-process on it, and the test's vehicle
 // stand-in (groundtest.Vehicle), reached by whichever stations' links are
@@ -182,7 +185,7 @@ func (n *stationNet) step(ctx context.Context, up []bool) int {
 			}
 		}
 	}
-	w.now = w.now.Add(20 * time.Millisecond)
+	w.now = w.now.Add(pollTick)
 	return senders
 }
 
@@ -228,7 +231,7 @@ func TestStations(t *testing.T) {
 		}
 		return false
 	}
-	const passPolls = 300 // 6 s of link at 20 ms a poll
+	const passPolls = 120 // 6 s of link at pollTick a poll
 	var (
 		overlapSenders = map[int]bool{}
 		killed, cut    = -1, -1
