@@ -3,6 +3,7 @@ package groundd
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -56,18 +57,20 @@ func (a storeArchive) Commands(q gateway.CommandQuery) ([]*gateway.Command, erro
 	return out, nil
 }
 
-// Append implements gateway.Archive.
+// Append implements gateway.Archive. A record's key ends in a hash of its
+// frame, which carries the vehicle's MAC over its boot epoch and sequence
+// number: the same frame heard by two stations (or twice by one) is
+// archived once, and two different frames never share a key.
 func (a storeArchive) Append(r *gateway.Record) error {
 	ctx := context.Background()
-	n, err := a.st.Next(ctx, fmt.Sprintf("gw/rec/%d", r.Vehicle))
-	if err != nil {
-		return err
-	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return store.Put(ctx, a.st, fmt.Sprintf("gw/rec/%010d/%d/%020d/%016x", r.Vehicle, r.Kind, r.Time.UnixNano(), n), b)
+	h := sha256.Sum256(r.Frame)
+	key := fmt.Sprintf("gw/rec/%010d/%d/%020d/%x", r.Vehicle, r.Kind, r.Time.UnixNano(), h[:12])
+	_, err = a.st.Txn(ctx, []store.Cmp{{Key: key}}, []store.Op{{Key: key, Value: b}})
+	return err
 }
 
 // Records implements gateway.Archive.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/protocol"
 )
 
@@ -22,8 +23,18 @@ import (
 type Config struct {
 	// StateDir holds the store (state.db) and the bundles (bundles/).
 	StateDir string `json:"state_dir"`
-	// Store is "bolt" (the default, an embedded bbolt file).
+	// Store is "bolt" (the default, an embedded bbolt file) or "etcd" (a
+	// cluster shared by several stations: see docs/stations.md).
 	Store string `json:"store,omitempty"`
+	// Etcd is the cluster of the etcd store.
+	Etcd store.EtcdConfig `json:"etcd,omitzero"`
+	// Station names this ground station among those sharing the etcd
+	// store (default: the host name).
+	Station string `json:"station,omitempty"`
+	// Lease is the station's lease time on the etcd store (default 10s):
+	// a station that dies or loses etcd stops transmitting within it, and
+	// another takes its vehicles over at their next contact.
+	Lease Duration `json:"lease,omitempty"`
 	// GroundKey is a file holding the ground's ed25519 plan-signing key:
 	// its 32-byte seed in hex. GroundKeyID names it on the vehicles.
 	GroundKey   string `json:"ground_key"`
@@ -170,6 +181,9 @@ func LoadConfig(path string) (Config, error) {
 	rel(&c.ImageStore)
 	rel(&c.Registry.AuthFile)
 	rel(&c.Registry.CAFile)
+	rel(&c.Etcd.CAFile)
+	rel(&c.Etcd.CertFile)
+	rel(&c.Etcd.KeyFile)
 	for i := range c.Vehicles {
 		rel(&c.Vehicles[i].MACKey.File)
 		if c.Vehicles[i].SealKey != nil {
@@ -187,8 +201,15 @@ func (c *Config) Validate() error {
 	}
 	switch c.Store {
 	case "", "bolt":
+	case "etcd":
+		if err := c.Etcd.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	default:
-		errs = append(errs, fmt.Errorf("store %q: only \"bolt\" is built in", c.Store))
+		errs = append(errs, fmt.Errorf("store %q: bolt or etcd", c.Store))
+	}
+	if c.Lease != 0 && time.Duration(c.Lease) < 2*time.Second {
+		errs = append(errs, errors.New("lease: at least 2s"))
 	}
 	if c.GroundKey == "" {
 		errs = append(errs, errors.New("ground_key is required"))

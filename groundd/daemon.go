@@ -68,6 +68,9 @@ type Daemon struct {
 	nextSub  int
 	wake     map[uint32]chan struct{}
 	gw       *gateway.Gateway
+	// station, on a store several stations share (etcd), elects the
+	// one station that transmits to each vehicle (station.go).
+	station *station
 }
 
 // Open returns the daemon of cfg. Close it.
@@ -109,11 +112,16 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 		}
 	}
 	if d.st == nil {
-		b, err := store.OpenBolt(filepath.Join(cfg.StateDir, "state.db"))
-		if err != nil {
+		if d.st, err = openStore(cfg); err != nil {
 			return nil, err
 		}
-		d.st, d.ownStore = b, true
+		d.ownStore = true
+	}
+	if es, ok := d.st.(etcdStore); ok {
+		if d.station, err = newStation(es, cfg.Station, time.Duration(cfg.Lease), d.log); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	// Commands and telemetry: the gateway, on the store. Frames it builds
 	// must fit the link once sealed, if any vehicle's uplink is.
@@ -142,6 +150,9 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 
 // Close releases the daemon (and its store, if Open opened it).
 func (d *Daemon) Close() error {
+	if d.station != nil {
+		d.station.close()
+	}
 	if d.ownStore {
 		return d.st.Close()
 	}

@@ -373,9 +373,16 @@ func checkBundle(t *testing.T, bundle []byte, want ocitest.Image, bases ...ocite
 // middle of the bundle (a new Daemon on the same store) and goes on from
 // where the vehicle is: no chunk the vehicle had journaled and reported is
 // sent again.
-func TestEndToEnd(t *testing.T) {
+func TestEndToEnd(t *testing.T) { endToEnd(t, nil) }
+
+// endToEnd is TestEndToEnd's body; setup, if set, changes the world before
+// the daemon opens (the etcd store: stations_test.go).
+func endToEnd(t *testing.T, setup func(*world)) {
 	rng := testrand.New(t)
 	w := newWorld(t, rng, 0.1, nil)
+	if setup != nil {
+		setup(w)
+	}
 	ctx := context.Background()
 	d := w.open()
 	defer func() { d.Close() }()

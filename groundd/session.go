@@ -50,6 +50,9 @@ type session struct {
 	// counters are the traffic counters (VehicleCounters), guarded by
 	// Daemon.mu.
 	counters metrics.Counters
+	// stationContactSaved is when this station's contact was last stored
+	// (several stations: station.go).
+	stationContactSaved time.Time
 }
 
 // active is the transfer being sent.
@@ -214,12 +217,30 @@ func (d *Daemon) Poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 	return out, next, err
 }
 
-func (d *Daemon) poll(ctx context.Context, vehicle uint32, now time.Time, in [][]byte) ([][]byte, time.Time, error) {
+func (d *Daemon) poll(ctx context.Context, vehicle uint32, now time.Time, in [][]byte) (out [][]byte, next time.Time, err error) {
 	s, ok := d.sessionOf(vehicle)
 	if !ok {
 		return nil, time.Time{}, fmt.Errorf("%w: vehicle %d", ErrNotFound, vehicle)
 	}
 	up, rate := d.linkState(vehicle, now)
+	if d.station != nil {
+		// Several stations: only the one holding the vehicle sends.
+		held, fresh := d.station.hold(vehicle, up)
+		if !held {
+			return d.standby(ctx, s, now, in)
+		}
+		if fresh {
+			if err := d.takeOver(ctx, s); err != nil {
+				return nil, time.Time{}, err
+			}
+		}
+		// A step that waited on etcd past the lease sends nothing.
+		defer func() {
+			if !d.station.holds(vehicle) {
+				out = nil
+			}
+		}()
+	}
 	if !s.linkKnown || up != s.linkUp || rate != s.passRate {
 		d.mu.Lock()
 		if up && (!s.linkKnown || !s.linkUp) {
@@ -250,6 +271,11 @@ func (d *Daemon) poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 	}
 	if contact {
 		s.contact = now
+		if d.station != nil {
+			if err := d.stationContact(ctx, s, now); err != nil {
+				return nil, time.Time{}, err
+			}
+		}
 	}
 	if err := d.saveVehicleState(ctx, s, now, contact); err != nil {
 		return nil, time.Time{}, err
@@ -257,8 +283,6 @@ func (d *Daemon) poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 	if err := d.advanceQueue(ctx, s, now); err != nil {
 		return nil, time.Time{}, err
 	}
-	var out [][]byte
-	var next time.Time
 	if s.cur != nil {
 		a := s.cur
 		a.sender.Tick(now)

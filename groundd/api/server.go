@@ -126,6 +126,7 @@ func New(d Daemon, cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/commands/{id}", s.commandShow)
 	s.mux.HandleFunc("POST /v1/vehicles/{vid}/commands/{id}/cancel", s.commandCancel)
 	s.mux.HandleFunc("GET /v1/vehicles/{id}/telemetry", s.telemetry)
+	s.mux.HandleFunc("GET /v1/stations", s.stations)
 
 	var h http.Handler = http.HandlerFunc(s.route)
 	// A web page the operator has open can make the browser send a form

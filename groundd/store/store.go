@@ -5,11 +5,12 @@
 //
 // The interface is the one etcd offers (get, put, delete, list by prefix,
 // transactions that compare revisions, then write), so that several ground
-// stations can later share one etcd cluster behind it (issue 14) with no
-// change to groundd: every read-modify-write that two stations could race on
-// is a Txn guarded by the revisions read, and Next never hands out a value
-// twice, whoever asks. Bolt, on bbolt, is the embedded default for one
-// station.
+// stations share one etcd cluster behind it with no change to groundd: every
+// read-modify-write that two stations could race on is a Txn guarded by the
+// revisions read, and Next never hands out a value twice, whoever asks.
+// Bolt, on bbolt, is the embedded default for one station; Etcd is the
+// shared store of several. Both pass the same conformance suite
+// (storetest).
 package store
 
 import (
