@@ -175,6 +175,14 @@ func run() error {
 			return err
 		}
 	}
+	if ip := args["ip"]; ip != "" {
+		if err := netUp("eth0", ip); err != nil {
+			return err
+		}
+	}
+	if args["scenario"] == "udpecho" {
+		return udpEcho(args["port"], 60*time.Second)
+	}
 	dev := args["dev"]
 	if dev == "" {
 		dev = "/dev/watchdog0"
