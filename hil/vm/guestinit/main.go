@@ -44,6 +44,9 @@ func emit(e vm.Event) {
 }
 
 func main() {
+	if subcommand(os.Args) {
+		return
+	}
 	emit(vm.Event{Ev: "init"})
 	err := run()
 	if err != nil {
@@ -473,6 +476,9 @@ func abBoard(args map[string]string, dev string) error {
 	slot, err := watchdog.ParseCmdline(string(cl))
 	if err != nil {
 		return err
+	}
+	if img["behaviour"] == "flightd" {
+		return runFlightd(img, slot)
 	}
 	envDev := args["env"]
 	if err := waitFor(envDev, 20*time.Second); err != nil {
