@@ -124,7 +124,7 @@ func (fb *FlightdBoard) FlightdConfig() *flightd.Config {
 		Boot: flightd.BootConfig{FWEnvConfig: "/fw_env.config", UBootLockFile: "/run/fw_env.lock",
 			Attempts: watchdog.DefaultAttempts, Watchdog: "/dev/watchdog0", WatchdogTimeoutS: 20,
 			RecordDir: state + "/boot", Reboot: []string{"/init", "reboot"}},
-		Health: flightd.HealthConfig{Checks: []flightd.HealthCheck{{Name: "system", Command: []string{"/init", "health"}}}},
+		Health:  flightd.HealthConfig{Checks: []flightd.HealthCheck{{Name: "system", Command: []string{"/init", "health"}}}},
 		Storage: flightd.StorageConfig{Dir: state + "/uplink", Quota: 16 << 20},
 		Control: flightd.ControlConfig{Socket: "/run/flightd.sock"},
 	}
