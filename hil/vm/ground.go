@@ -26,6 +26,8 @@ type benchGround struct {
 	codec *protocol.Codec
 	ver   *protocol.ReturnVerifier
 	keys  FlightdKeys
+	// rate is the Sender's pacing, bits/s: the link's forward rate.
+	rate  float64
 	seq   uint64
 	xfer  uint64
 	tlm   map[uint16]*protocol.Telemetry
@@ -34,7 +36,10 @@ type benchGround struct {
 	events []string
 }
 
-func newBenchGround(to *net.UDPAddr, keys FlightdKeys) (*benchGround, error) {
+func newBenchGround(to *net.UDPAddr, keys FlightdKeys, rate float64) (*benchGround, error) {
+	if rate <= 0 {
+		rate = 2e6
+	}
 	codec, err := protocol.NewCodec(1024)
 	if err != nil {
 		return nil, err
@@ -47,7 +52,7 @@ func newBenchGround(to *net.UDPAddr, keys FlightdKeys) (*benchGround, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &benchGround{conn: c, to: to, codec: codec, ver: ver, keys: keys, tlm: map[uint16]*protocol.Telemetry{}}, nil
+	return &benchGround{conn: c, to: to, codec: codec, ver: ver, keys: keys, rate: rate, tlm: map[uint16]*protocol.Telemetry{}}, nil
 }
 
 func (g *benchGround) close() { g.conn.Close() }
@@ -102,7 +107,7 @@ func (g *benchGround) transfer(ctx context.Context, target, data []byte) error {
 	if err != nil {
 		return err
 	}
-	s, err := transfer.NewSender(transfer.SenderConfig{Codec: g.codec, Rate: 2 << 20, RTT: 50 * time.Millisecond, Verifier: g.ver}, p)
+	s, err := transfer.NewSender(transfer.SenderConfig{Codec: g.codec, Rate: g.rate, RTT: 50 * time.Millisecond, Verifier: g.ver}, p)
 	if err != nil {
 		return err
 	}
