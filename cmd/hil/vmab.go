@@ -37,7 +37,7 @@ partition, the i6300esb resetting the machine) and runs its scenarios:
             (plan and delta bundle) across the link, flightd installs it into
             raw slot B, the ground activates B and reboots the vehicle by
             command, U-Boot boots B on trial, the health check passes and
-            flightd marks B good (about 90 s).
+            flightd marks B good (1.5 to 3 minutes).
 
 It prints, per scenario, the architecture, board, U-Boot and kernel that ran,
 what U-Boot booted at each power-on, the boot variables as fw_printenv reads
@@ -133,7 +133,7 @@ func runVMAB(c *cobra.Command, f *vmABFlags) error {
 		if err != nil {
 			return err
 		}
-		sctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 		var r *vm.ABReport
 		switch s {
 		case "update":
