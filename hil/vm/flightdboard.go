@@ -303,7 +303,7 @@ func (fb *FlightdBoard) Factory(ctx context.Context, version uint64) error {
 	return env.Save(watchdog.Vars{watchdog.VarBootOrder: "A", watchdog.LeftVar("A"): "3", watchdog.LeftVar("B"): "0"})
 }
 
-// Machine is the ABBoard's machine with flightd's UDP port forwarded.
+// machine is the ABBoard's machine with flightd's UDP port forwarded.
 func (fb *FlightdBoard) machine(fwd UDPForward) Machine {
 	m := fb.ABBoard.Machine()
 	m.UDPForwards = []UDPForward{fwd}
