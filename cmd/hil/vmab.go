@@ -8,8 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootorbit/bootorbit/hil/link"
 	"github.com/bootorbit/bootorbit/hil/vm"
 	"github.com/bootorbit/bootorbit/internal/cli"
+	"github.com/bootorbit/bootorbit/protocol/linksim"
 	"github.com/bootorbit/bootorbit/watchdog/bootscripts"
 	"github.com/spf13/cobra"
 )
@@ -28,20 +30,31 @@ partition, the i6300esb resetting the machine) and runs its scenarios:
             first boot, then B boots again, passes and commits.
   rollback  B holds an image that hangs; U-Boot tries it N times, each ended
             by the watchdog, then boots A, which marks B bad.
+  flightd-boot    flightd (linux/arm64) in the guest: the factory image good in
+            slot A boots; a ground on the host reads its housekeeping across
+            hil/link's emulator (leo-fast, always up) with signed commands.
+  flightd-update  the nominal update with flightd: the ground sends version 2
+            (plan and delta bundle) across the link, flightd installs it into
+            raw slot B, the ground activates B and reboots the vehicle by
+            command, U-Boot boots B on trial, the health check passes and
+            flightd marks B good (1.5 to 3 minutes).
 
 It prints, per scenario, the architecture, board, U-Boot and kernel that ran,
 what U-Boot booted at each power-on, the boot variables as fw_printenv reads
 them, and PASS or FAIL. It needs qemu-system-aarch64, u-boot-qemu, mkimage,
-fw_printenv, mkfs.ext4, the Go toolchain and the kernel (hil/vm/fetch-kernel.sh).`,
+fw_printenv, mkfs.ext4, the Go toolchain and the kernel (hil/vm/fetch-kernel.sh).
+The flightd scenarios build flightd for linux/arm64; --seed seeds the link.`,
 			Example: `  hil vm ab
-  hil vm ab --scenario rollback --console console.log --json`,
+  hil vm ab --scenario rollback --console console.log --json
+  hil vm ab --scenario flightd-boot,flightd-update --seed 7`,
 			Args: cli.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error { return runVMAB(c, &f) },
 		}
 		fs := c.Flags()
 		fs.StringVar(&f.kdir, "kernel-dir", "", "extracted arm64 kernel package (`DIR` from hil/vm/fetch-kernel.sh; default $"+vm.KernelDirEnv+" or hil/vm/_kernel-cache)")
 		fs.StringVar(&f.uboot, "uboot", "", "U-Boot for QEMU's arm64 virt machine (`FILE`; default $"+vm.UBootEnvVar+" or "+vm.DefaultUBoot+")")
-		fs.StringVar(&f.scenarios, "scenario", "update,rollback", "scenarios to run, comma-separated: update, rollback")
+		fs.StringVar(&f.scenarios, "scenario", "update,rollback", "scenarios to run, comma-separated: update, rollback, flightd-boot, flightd-update")
+		fs.Uint64Var(&f.seed, "seed", 1, "seed of the emulated link's random decisions (flightd scenarios)")
 		fs.StringVar(&f.console, "console", "", "write the serial console of every run to `FILE`")
 		cli.JSONFlag(c, &f.json)
 		return c
@@ -51,6 +64,7 @@ fw_printenv, mkfs.ext4, the Go toolchain and the kernel (hil/vm/fetch-kernel.sh)
 type vmABFlags struct {
 	kdir, uboot, scenarios, console string
 	json                            bool
+	seed                            uint64
 }
 
 func runVMAB(c *cobra.Command, f *vmABFlags) error {
@@ -58,11 +72,11 @@ func runVMAB(c *cobra.Command, f *vmABFlags) error {
 	var run []string
 	for _, s := range strings.Split(f.scenarios, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "update", "rollback":
+		case "update", "rollback", "flightd-boot", "flightd-update":
 			run = append(run, s)
 		case "":
 		default:
-			return cli.Usagef("--scenario %q: want update or rollback", s)
+			return cli.Usagef("--scenario %q: want update, rollback, flightd-boot or flightd-update", s)
 		}
 	}
 	if len(run) == 0 {
@@ -119,12 +133,15 @@ func runVMAB(c *cobra.Command, f *vmABFlags) error {
 		if err != nil {
 			return err
 		}
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 		var r *vm.ABReport
-		if s == "update" {
+		switch s {
+		case "update":
 			r, err = b.RunABUpdate(sctx)
-		} else {
+		case "rollback":
 			r, err = b.RunABRollback(sctx)
+		default:
+			r, err = runVMFlightd(sctx, b, s, f.seed)
 		}
 		cancel()
 		if err != nil {
@@ -147,4 +164,22 @@ func runVMAB(c *cobra.Command, f *vmABFlags) error {
 		return fmt.Errorf("vm ab: a scenario failed")
 	}
 	return nil
+}
+
+// runVMFlightd runs a flightd scenario on board b over leo-fast, always
+// up.
+func runVMFlightd(ctx context.Context, b *vm.ABBoard, scenario string, seed uint64) (*vm.ABReport, error) {
+	fb, err := vm.NewFlightdBoard(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := link.Profile("leo-fast")
+	if err != nil {
+		return nil, err
+	}
+	spec.Schedule = linksim.Schedule{}
+	if scenario == "flightd-boot" {
+		return fb.RunFlightdBoot(ctx, spec, seed)
+	}
+	return fb.RunFlightdUpdate(ctx, spec, seed)
 }

@@ -13,11 +13,13 @@ import (
 
 // GuestModules are the modules the guest loads, with their dependencies:
 // the watchdog driver, virtio over MMIO and its block driver for the
-// persistent disk, and the file system on it. Debian builds them all as
+// persistent disk, the file system on it, and the virtio network driver
+// (failover and net_failover come as its dependencies) for a board with
+// a link. Debian builds them all as
 // modules; ones a kernel has built in are skipped. crc32c_generic is
 // ext4's and jbd2's soft dependency (crypto-crc32c, for metadata
 // checksums): without a modprobe in the guest, it is loaded up front.
-var GuestModules = []string{"i6300esb", "virtio_mmio", "virtio_blk", "crc32c_generic", "ext4"}
+var GuestModules = []string{"i6300esb", "virtio_mmio", "virtio_blk", "crc32c_generic", "ext4", "virtio_net"}
 
 // DiskFS is the file system of the persistent disk, formatted on the host
 // by mkfs.ext4 (e2fsprogs) with its defaults: what a flight computer's

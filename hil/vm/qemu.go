@@ -41,7 +41,28 @@ type Machine struct {
 	// CutOnStop kills qemu as soon as Run's stop returns true, without
 	// the grace period: a power cut at that line.
 	CutOnStop bool
+	// UDPForwards, when set, give the guest a virtio-net interface on
+	// QEMU's user-mode network and forward each host UDP port on
+	// 127.0.0.1 to the guest's GuestIP. Not restrict=on: QEMU 7.2's slirp
+	// then drops the guest's UDP answers to a forwarded port (measured:
+	// datagrams reach the guest, none come back); the guest runs only
+	// the bench's own code.
+	UDPForwards []UDPForward
 }
+
+// UDPForward forwards UDP datagrams sent to 127.0.0.1:Host on the host
+// to the guest's port Guest; the guest's answers go back to the sender.
+type UDPForward struct {
+	Host, Guest int
+}
+
+// GuestIP is the guest's address on QEMU's user-mode network (its
+// default DHCP address, set statically by the guest init) and GuestNet
+// its prefix; the host is 10.0.2.2 seen from the guest.
+const (
+	GuestIP     = "10.0.2.15"
+	GuestPrefix = 24
+)
 
 // Line is one line of the serial console, with the host time since qemu
 // started at which it arrived.
@@ -81,6 +102,13 @@ func (m Machine) Args() []string {
 		a = append(a, "-kernel", m.Kernel, "-initrd", m.Initrd, "-append", strings.TrimSpace(cmdline))
 	}
 	a = append(a, "-device", "i6300esb", "-action", "watchdog="+action)
+	if len(m.UDPForwards) > 0 {
+		nd := "user,id=net0"
+		for _, f := range m.UDPForwards {
+			nd += fmt.Sprintf(",hostfwd=udp:127.0.0.1:%d-%s:%d", f.Host, GuestIP, f.Guest)
+		}
+		a = append(a, "-netdev", nd, "-device", "virtio-net-device,netdev=net0")
+	}
 	if m.Disk != "" {
 		a = append(a, "-drive", "file="+strings.ReplaceAll(m.Disk, ",", ",,")+",format=raw,if=none,id=state,cache=writeback",
 			"-device", "virtio-blk-device,drive=state")

@@ -44,6 +44,9 @@ func emit(e vm.Event) {
 }
 
 func main() {
+	if subcommand(os.Args) {
+		return
+	}
 	emit(vm.Event{Ev: "init"})
 	err := run()
 	if err != nil {
@@ -174,6 +177,14 @@ func run() error {
 		if err := countBoot(disk, args["fstype"]); err != nil {
 			return err
 		}
+	}
+	if ip := args["ip"]; ip != "" {
+		if err := netUp("eth0", ip); err != nil {
+			return err
+		}
+	}
+	if args["scenario"] == "udpecho" {
+		return udpEcho(args["port"], 60*time.Second)
 	}
 	dev := args["dev"]
 	if dev == "" {
@@ -465,6 +476,9 @@ func abBoard(args map[string]string, dev string) error {
 	slot, err := watchdog.ParseCmdline(string(cl))
 	if err != nil {
 		return err
+	}
+	if img["behaviour"] == "flightd" {
+		return runFlightd(img, slot)
 	}
 	envDev := args["env"]
 	if err := waitFor(envDev, 20*time.Second); err != nil {

@@ -1,0 +1,64 @@
+package vm
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bootorbit/bootorbit/hil/link"
+	"github.com/bootorbit/bootorbit/internal/testrand"
+)
+
+func needFlightdBoard(t *testing.T, name string) (*FlightdBoard, link.Spec) {
+	t.Helper()
+	ab := needABBoard(t, name)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	fb, err := NewFlightdBoard(ctx, ab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := link.Profile("leo-fast")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Schedule = link.Spec{}.Schedule // always up: the update, not the passes
+	return fb, spec
+}
+
+// The factory boot of the flightd board: flightd (linux/arm64) in the
+// guest under the real U-Boot, its housekeeping read by a ground on the
+// host across hil/link's emulator (RunFlightdBoot). The default run's
+// form of TestFlightdBoardUpdate.
+func TestFlightdBoardBoot(t *testing.T) {
+	fb, spec := needFlightdBoard(t, "flightd-boot")
+	rng := testrand.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r, err := fb.RunFlightdBoot(ctx, spec, rng.Uint64())
+	checkReport(t, r, err)
+	if strings.Join(r.Booted, ",") != "A" {
+		t.Fatalf("booted %v", r.Booted)
+	}
+}
+
+// The nominal update with flightd (linux/arm64) in the guest of the A/B
+// board under the real U-Boot, from a ground on the host across
+// hil/link's emulator (RunFlightdUpdate). 1.5 to 3 minutes here (the
+// bundle crosses at what flightd under TCG takes, 30-70 kB/s): -long
+// only.
+func TestFlightdBoardUpdate(t *testing.T) {
+	if !testrand.Long() {
+		t.Skip("1.5 to 3 minutes: -long or BOOTORBIT_LONG=1 (TestFlightdBoardBoot is the short form)")
+	}
+	fb, spec := needFlightdBoard(t, "flightd")
+	rng := testrand.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	r, err := fb.RunFlightdUpdate(ctx, spec, rng.Uint64())
+	checkReport(t, r, err)
+	if strings.Join(r.Booted, ",") != "AB" {
+		t.Fatalf("booted %v", r.Booted)
+	}
+}
