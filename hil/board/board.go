@@ -98,6 +98,7 @@ type Board struct {
 	env    *watchdog.UBootEnv
 	paths  paths
 	listen string
+	peer   string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -198,6 +199,16 @@ func fixPort(addr string) (string, error) {
 
 // Addr is flightd's UDP address: the link emulator's vehicle endpoint.
 func (b *Board) Addr() string { return b.listen }
+
+// SetPeer names the address flightd sends to (the link emulator's
+// vehicle side) from the next boot: a radio transmits its telemetry
+// whether or not it heard the ground, so the ground learns of a reboot
+// without asking. Without it, flightd answers the last peer it heard.
+func (b *Board) SetPeer(addr string) {
+	b.mu.Lock()
+	b.peer = addr
+	b.mu.Unlock()
+}
 
 // Dir is the board's directory.
 func (b *Board) Dir() string { return b.cfg.Dir }
@@ -407,9 +418,13 @@ func (b *Board) startLocked() error {
 func (b *Board) config() ([]byte, error) {
 	slotDir := b.slotDir(b.booted)
 	check := fmt.Sprintf(`test "$(cat %s 2>/dev/null)" != %s`, filepath.Join(slotDir, images.BehaviourFile), images.BehaviourUnhealthy)
+	radio := map[string]any{"name": "radio", "kind": "udp", "listen": b.listen, "max_frame": b.cfg.MaxFrame}
+	if b.peer != "" {
+		radio["peer"] = b.peer
+	}
 	c := map[string]any{
 		"vehicle": map[string]any{"id": b.cfg.Vehicle, "hardware_id": b.cfg.Hardware},
-		"links":   []any{map[string]any{"name": "radio", "kind": "udp", "listen": b.listen, "max_frame": b.cfg.MaxFrame}},
+		"links":   []any{radio},
 		"keys": map[string]any{
 			"release": []any{map[string]any{"id": b.cfg.ReleaseKeyID, "file": b.cfg.ReleasePub}},
 			"ground":  []any{map[string]any{"id": b.cfg.GroundKeyID, "file": b.cfg.GroundPub}},

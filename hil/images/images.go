@@ -265,7 +265,10 @@ func layers(rng *rand.Rand, size int) (base, update [][]entry) {
 	etc2 := append(dirs("etc", "etc/bootorbit", "etc/flight", "etc/bootorbit-hil"), sorted(etcFiles2)...)
 	etc2 = append(etc2, entry{typ: tar.TypeReg, name: BehaviourFile, data: []byte(BehaviourOK + "\n")})
 	app2 := dirs("opt", "opt/flight", "var", "var/lib", "var/lib/flight", "var/log", "usr", "usr/share", "usr/share/doc")
+	// A new tool: data no delta can take from the old image, what makes
+	// the uplink span passes on the slow links.
 	app2 = append(app2, entry{typ: tar.TypeReg, name: "opt/flight/flightapp", data: edit(rng, appBin), mode: 0o755},
+		entry{typ: tar.TypeReg, name: "opt/flight/star-tracker", data: binary(rng, size/48), mode: 0o755},
 		entry{typ: tar.TypeSymlink, name: "usr-flightapp", link: "opt/flight/flightapp"},
 		entry{typ: tar.TypeReg, name: "usr/share/doc/.wh.flight-old"})
 	update = [][]entry{lib, bins2, etc2, app2}
