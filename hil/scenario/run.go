@@ -387,6 +387,7 @@ func (r *run) play(ctx context.Context) error {
 			return err
 		}
 		r.step("queued uplink %d: %s (version %d, %s) for slot %s", up.ID, u.Image, im.Version, short(im.Manifest.String()), strings.ToUpper(target))
+		stopWatch := r.watchInstall(ctx, i, target)
 		receiving, installing := false, false
 		lastPct := -1
 		err = poll(ctx, time.Hour, func() (bool, error) {
@@ -437,6 +438,7 @@ func (r *run) play(ctx context.Context) error {
 			}
 			return false, nil
 		})
+		stopWatch()
 		if err != nil {
 			r.fail("uplink %d (%s): %v", up.ID, u.Image, err)
 			return err
@@ -476,6 +478,40 @@ func upDown(st link.LinkState) string {
 	return "down"
 }
 
+// watchInstall fires the install phase of update i the moment the
+// target slot is being written (a slot write of a few MB lasts tens of
+// milliseconds: the uplink's poll would miss it), when a fault waits for
+// that phase.
+func (r *run) watchInstall(ctx context.Context, update int, target string) (stop func()) {
+	want := false
+	for _, f := range r.sc.Faults {
+		want = want || (f.Update == update && f.During == PhaseInstall)
+	}
+	if !want {
+		return func() {}
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			if r.writing(target) {
+				r.step("slot %s being written", strings.ToUpper(target))
+				r.phase(ctx, update, PhaseInstall)
+				return
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
 // writing reports whether the board's slot is being written.
 func (r *run) writing(slot string) bool {
 	st, err := r.brd.State()
@@ -504,38 +540,47 @@ func (r *run) settle(ctx context.Context, seen int) error {
 	})
 }
 
-// command sends a command through groundd and waits for its final report.
+// command sends a command through groundd and waits for its final
+// report. A command that timed out (the vehicle was off) is sent again; a
+// resend the vehicle answers "replayed" ran already.
 func (r *run) command(ctx context.Context, op string, args map[string]any) error {
-	c, err := r.ground().SendCommand(ctx, vehicleID, op, args)
-	if err != nil {
-		return err
-	}
-	r.step("command %s %v sent (seq %d)", op, args, c.Seq)
-	var final groundd.Command
-	err = poll(ctx, time.Hour, func() (bool, error) {
-		d := r.ground()
-		if d == nil {
-			return false, nil
-		}
-		got, err := d.CommandShow(ctx, c.ID)
+	for try := 1; ; try++ {
+		c, err := r.ground().SendCommand(ctx, vehicleID, op, args)
 		if err != nil {
+			return err
+		}
+		r.step("command %s %v sent (seq %d)", op, args, c.Seq)
+		var final groundd.Command
+		err = poll(ctx, time.Hour, func() (bool, error) {
+			d := r.ground()
+			if d == nil {
+				return false, nil
+			}
+			got, err := d.CommandShow(ctx, c.ID)
+			if err != nil {
+				return false, nil
+			}
+			final = got
+			switch got.Stage {
+			case groundd.CmdCompleted, groundd.CmdFailed, groundd.CmdRejected, groundd.CmdTimedOut, groundd.CmdCancelled:
+				return true, nil
+			}
 			return false, nil
+		})
+		if err != nil {
+			return err
 		}
-		final = got
-		switch got.Stage {
-		case groundd.CmdCompleted, groundd.CmdFailed, groundd.CmdRejected, groundd.CmdTimedOut, groundd.CmdCancelled:
-			return true, nil
+		r.step("command %s: %s %s", op, final.Stage, final.Reason)
+		switch {
+		case final.Stage == groundd.CmdCompleted:
+			return nil
+		case final.Stage == groundd.CmdRejected && strings.Contains(final.Reason, "replay"):
+			return nil
+		case final.Stage == groundd.CmdTimedOut && try < 4:
+			continue
 		}
-		return false, nil
-	})
-	if err != nil {
-		return err
-	}
-	r.step("command %s: %s %s", op, final.Stage, final.Reason)
-	if final.Stage != groundd.CmdCompleted {
 		return fmt.Errorf("%w: %s: %s %s", errFailed, op, final.Stage, final.Reason)
 	}
-	return nil
 }
 
 // phase fires the faults of update i at phase p.
@@ -545,10 +590,18 @@ func (r *run) phase(ctx context.Context, update int, p string) {
 		if during == "" {
 			during = PhaseReceive
 		}
-		if f.Update != update || during != p || r.fired[fi] {
+		r.mu.Lock()
+		fired := r.fired[fi]
+		r.fired[fi] = true
+		r.mu.Unlock()
+		if f.Update != update || during != p || fired {
+			if !fired && (f.Update != update || during != p) {
+				r.mu.Lock()
+				delete(r.fired, fi)
+				r.mu.Unlock()
+			}
 			continue
 		}
-		r.fired[fi] = true
 		r.faults.Add(1)
 		go func() {
 			defer r.faults.Done()
