@@ -553,3 +553,16 @@ func (b *Board) Pid() int {
 	}
 	return b.cmd.Process.Pid
 }
+
+// StagedBytes is the size of what flightd staged of the uplink (plans and
+// bundles being received), the journal aside.
+func (b *Board) StagedBytes() int64 {
+	var n int64
+	filepath.Walk(b.paths.uplink, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && fi.Name() != "journal.db" {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}

@@ -387,7 +387,7 @@ func (r *run) play(ctx context.Context) error {
 			return err
 		}
 		r.step("queued uplink %d: %s (version %d, %s) for slot %s", up.ID, u.Image, im.Version, short(im.Manifest.String()), strings.ToUpper(target))
-		stopWatch := r.watchInstall(ctx, i, target)
+		stopWatch := r.watchBoard(ctx, i, target)
 		receiving, installing := false, false
 		lastPct := -1
 		err = poll(ctx, time.Hour, func() (bool, error) {
@@ -406,7 +406,7 @@ func (r *run) play(ctx context.Context) error {
 				}
 				if !receiving && t.Chunks > 0 {
 					receiving = true
-					r.step("bundle transfer begun: %d bytes in %d chunks", t.Size, t.Total)
+					r.step("bundle transfer under way: %d bytes in %d chunks", t.Size, t.Total)
 					r.phase(ctx, i, PhaseReceive)
 				}
 				if pct := 100 * t.Chunks / t.Total; pct/25 != lastPct/25 {
@@ -478,16 +478,20 @@ func upDown(st link.LinkState) string {
 	return "down"
 }
 
-// watchInstall fires the install phase of update i the moment the
-// target slot is being written (a slot write of a few MB lasts tens of
-// milliseconds: the uplink's poll would miss it), when a fault waits for
-// that phase.
-func (r *run) watchInstall(ctx context.Context, update int, target string) (stop func()) {
-	want := false
+// watchBoard fires the receive and install phases of update i from what
+// the board shows: the receive phase once flightd staged more than a
+// plan's worth of the bundle (the ground learns of progress from the
+// vehicle's reports, too late to cut the power in the middle), the install
+// phase the moment the target slot is being written (a slot write of a
+// few MB lasts tens of milliseconds).
+func (r *run) watchBoard(ctx context.Context, update int, target string) (stop func()) {
+	want := map[string]bool{}
 	for _, f := range r.sc.Faults {
-		want = want || (f.Update == update && f.During == PhaseInstall)
+		if f.Update == update {
+			want[orDefault(f.During, PhaseReceive)] = true
+		}
 	}
-	if !want {
+	if !want[PhaseReceive] && !want[PhaseInstall] {
 		return func() {}
 	}
 	wctx, cancel := context.WithCancel(ctx)
@@ -496,15 +500,24 @@ func (r *run) watchInstall(ctx context.Context, update int, target string) (stop
 		defer close(done)
 		t := time.NewTicker(2 * time.Millisecond)
 		defer t.Stop()
+		recv := !want[PhaseReceive]
 		for {
 			select {
 			case <-wctx.Done():
 				return
 			case <-t.C:
 			}
-			if r.writing(target) {
+			if !recv && r.brd.StagedBytes() > 8<<10 {
+				recv = true
+				r.step("the vehicle is receiving the bundle (%d bytes staged)", r.brd.StagedBytes())
+				r.phase(ctx, update, PhaseReceive)
+			}
+			if want[PhaseInstall] && r.writing(target) {
 				r.step("slot %s being written", strings.ToUpper(target))
 				r.phase(ctx, update, PhaseInstall)
+				return
+			}
+			if recv && !want[PhaseInstall] {
 				return
 			}
 		}
@@ -540,6 +553,10 @@ func (r *run) settle(ctx context.Context, seen int) error {
 	})
 }
 
+// commandWait is how long a command's final report is waited for before
+// the command is sent again.
+const commandWait = 10 * time.Second
+
 // command sends a command through groundd and waits for its final
 // report. A command that timed out (the vehicle was off) is sent again; a
 // resend the vehicle answers "replayed" ran already.
@@ -551,7 +568,7 @@ func (r *run) command(ctx context.Context, op string, args map[string]any) error
 		}
 		r.step("command %s %v sent (seq %d)", op, args, c.Seq)
 		var final groundd.Command
-		err = poll(ctx, time.Hour, func() (bool, error) {
+		err = poll(ctx, commandWait, func() (bool, error) {
 			d := r.ground()
 			if d == nil {
 				return false, nil
@@ -567,6 +584,11 @@ func (r *run) command(ctx context.Context, op string, args map[string]any) error
 			}
 			return false, nil
 		})
+		if err != nil && ctx.Err() == nil && try < 4 {
+			// Its reports were lost (a loss, a power cut): send it again.
+			r.step("command %s: no final report in %v (%s)", op, commandWait, final.Stage)
+			continue
+		}
 		if err != nil {
 			return err
 		}
