@@ -94,6 +94,10 @@ type Result struct {
 	Counters      map[string]uint64 `json:"counters"`
 	BoardEvents   map[string]int    `json:"board_events"`
 	Link          link.Stats        `json:"link"`
+	// Tampered counts the chunk frames altered in flight.
+	Tampered int `json:"tampered,omitempty"`
+	// Passes counts the link's passes (forward link up) during the run.
+	Passes int `json:"passes"`
 	// BundleBytes are the bytes of the bundles sent (delta).
 	BundleBytes uint64 `json:"bundle_bytes"`
 }
@@ -117,6 +121,7 @@ type run struct {
 	dstop  context.CancelFunc
 	ddone  chan error
 	fired  map[int]bool
+	up     bool
 	faults sync.WaitGroup
 }
 
@@ -259,6 +264,9 @@ func (r *run) setup(ctx context.Context) error {
 	}
 	// The ground station knows the passes: the link's announced state.
 	states, unsub := r.emu.Subscribe()
+	if r.emu.Up().Forward {
+		r.up, r.res.Passes = true, 1
+	}
 	go func() {
 		defer unsub()
 		for {
@@ -273,7 +281,16 @@ func (r *run) setup(ctx context.Context) error {
 				if r.d != nil {
 					r.d.SetLink(vehicleID, st.Forward)
 				}
+				if st.Forward && !r.up {
+					r.res.Passes++
+				}
+				r.up = st.Forward
 				r.mu.Unlock()
+				if st.Forward {
+					r.step("pass: link up (AOS)")
+				} else {
+					r.step("link down (LOS)")
+				}
 			}
 		}
 	}()
@@ -337,6 +354,11 @@ func (r *run) teardown() {
 	r.stopGround()
 	if r.brd != nil {
 		r.brd.Close()
+	}
+	if r.gl != nil {
+		r.gl.mu.Lock()
+		r.res.Tampered = r.gl.Tampered
+		r.gl.mu.Unlock()
 	}
 	if r.emu != nil {
 		r.res.Link = r.emu.Stats()
@@ -833,6 +855,14 @@ func (r *run) check(final bool) bool {
 		if r.res.BoardEvents[k] < n {
 			bad = append(bad, fmt.Sprintf("board %s %d times, want at least %d", k, r.res.BoardEvents[k], n))
 		}
+	}
+	if r.gl != nil {
+		r.gl.mu.Lock()
+		r.res.Tampered = r.gl.Tampered
+		r.gl.mu.Unlock()
+	}
+	if r.res.Tampered < e.Tampered {
+		bad = append(bad, fmt.Sprintf("%d chunk frames tampered with, want at least %d", r.res.Tampered, e.Tampered))
 	}
 	for k, n := range e.Counters {
 		if r.res.Counters[k] < n {

@@ -128,6 +128,10 @@ type Expect struct {
 	Events []string `json:"events,omitempty"`
 	// Board are minimum counts of board events (watchdog_reset, ...).
 	Board map[string]int `json:"board,omitempty"`
+	// Tampered is the minimum number of chunk frames the tampered_chunk
+	// faults must have altered (a tampering that altered nothing proves
+	// nothing).
+	Tampered int `json:"tampered,omitempty"`
 	// Counters are minimum counts of the vehicle's drop reasons from
 	// hk.counters (bad-signature, ...).
 	Counters map[string]uint64 `json:"counters,omitempty"`
