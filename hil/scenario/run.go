@@ -98,8 +98,10 @@ type Result struct {
 	Tampered int `json:"tampered,omitempty"`
 	// Passes counts the link's passes (forward link up) during the run.
 	Passes int `json:"passes"`
-	// BundleBytes are the bytes of the bundles sent (delta).
-	BundleBytes uint64 `json:"bundle_bytes"`
+	// BundleBytes are the bytes of the bundles sent (delta), Bundles
+	// the size of each update's.
+	BundleBytes uint64   `json:"bundle_bytes"`
+	Bundles     []uint64 `json:"bundles"`
 }
 
 // run is one scenario's state.
@@ -453,6 +455,7 @@ func (r *run) play(ctx context.Context) error {
 					}
 				}
 				r.res.BundleBytes += size
+				r.res.Bundles = append(r.res.Bundles, size)
 				r.step("uplink %d done: the vehicle installed it (%d plan(s), bundle %d bytes)", up.ID, len(ul.Plans), size)
 				return true, nil
 			case groundd.UplinkFailed, groundd.UplinkExpired, groundd.UplinkCancelled:
@@ -477,13 +480,22 @@ func (r *run) play(ctx context.Context) error {
 		// The reboot's completion may be lost with the vehicle going
 		// down: what counts is the board's next boot.
 		boots, seen := r.brd.Count("boot"), len(r.brd.Events())
-		if _, err := r.ground().SendCommand(ctx, vehicleID, "reboot", nil); err != nil {
-			return err
-		}
-		r.step("reboot commanded")
-		if err := poll(ctx, time.Hour, func() (bool, error) { return r.brd.Count("boot") > boots, nil }); err != nil {
-			r.fail("no reboot after the reboot command: %v", err)
-			return err
+		for try := 1; ; try++ {
+			if _, err := r.ground().SendCommand(ctx, vehicleID, "reboot", nil); err != nil {
+				return err
+			}
+			r.step("reboot commanded")
+			err := poll(ctx, commandWait, func() (bool, error) { return r.brd.Count("boot") > boots, nil })
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil || try == 4 {
+				r.fail("no reboot after the reboot command: %v", err)
+				return err
+			}
+			// The command or its reports were lost: the board did not
+			// reboot, so the reboot was not run; send it again.
+			r.step("no reboot in %v: the command was lost", commandWait)
 		}
 		if err := r.settle(ctx, seen); err != nil {
 			return err
