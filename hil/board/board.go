@@ -75,7 +75,7 @@ type Config struct {
 	Attempts int
 	// WatchdogTimeout is the watchdog's timeout once flightd opened it
 	// (whole seconds, at least and by default 3 s); OpenTimeout the time from power-on to
-	// the first pet (default WatchdogTimeout + 1s).
+	// the first pet (default 2*WatchdogTimeout: a start under qemu-user on a loaded machine must not reset).
 	WatchdogTimeout, OpenTimeout time.Duration
 	// Telemetry is flightd's housekeeping period (default 2 s).
 	Telemetry time.Duration
@@ -135,7 +135,7 @@ func New(cfg Config) (*Board, error) {
 	// is the shortest timeout it pets in time.
 	cfg.WatchdogTimeout = max(3*time.Second, (cfg.WatchdogTimeout + time.Second - 1).Truncate(time.Second))
 	if cfg.OpenTimeout == 0 {
-		cfg.OpenTimeout = cfg.WatchdogTimeout + time.Second
+		cfg.OpenTimeout = 2 * cfg.WatchdogTimeout
 	}
 	if cfg.Telemetry == 0 {
 		cfg.Telemetry = 2 * time.Second
