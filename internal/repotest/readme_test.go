@@ -39,6 +39,7 @@ var readmeSkips = []struct {
 	{regexp.MustCompile(`^go test( -count=\d+)? \./\.\.\.`), "the whole test suite, which CI runs and which includes this test"},
 	{regexp.MustCompile(`(^|\s)-bench[\s=]`), "a benchmark"},
 	{regexp.MustCompile(`\bhil (bench|disk|vm)\b`), "a measurement campaign or bench hardware (root, FUSE, QEMU)"},
+	{regexp.MustCompile(`\bhil (demo|run)\b`), "the demo and the scenarios, which hil/demo's TestDemo and hil/scenario's TestScenarios run"},
 	{regexp.MustCompile(`^sudo\b`), "needs root"},
 }
 

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/bootorbit/bootorbit/hil/scenario"
+	"github.com/bootorbit/bootorbit/internal/cli"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	commands.Add("", func() *cobra.Command {
+		var f runFlags
+		c := &cobra.Command{
+			Use:   "run [SCENARIO|FILE]...",
+			Short: "run scenarios: groundd and the virtual board (flightd as a process) over the link emulator, with faults; check the outcome; report",
+			Long: `Run builds flightd for --arch (arm64 runs under qemu-user: qemu-aarch64-static,
+called explicitly unless binfmt_misc runs arm64 binaries), generates the
+synthetic image pair, and runs each scenario: groundd in-process, the virtual
+board (directory slots, a U-Boot environment file, the bootloader model, a
+watchdog that resets the board) and hil/link between them, the scenario's
+faults at their phases, until the expected outcome holds or the scenario's
+timeout passes.
+
+A SCENARIO is a shipped scenario's name (hil/scenarios: --list shows them)
+or a scenario file (JSON, docs/hil.md "Scenarios"). --all runs every
+shipped scenario, --short the quick subset.
+
+It prints a summary a person reads (--json: the whole report as JSON) and
+writes JUnit XML with --junit. Exit status 1 if a scenario failed.`,
+			Example: `  hil run --all
+  hil run --short --junit .ci/out/hil-junit.xml
+  hil run watchdog-rollback --arch arm64
+  hil run my-scenario.json --keep /tmp/hil-run -v`,
+			RunE: func(c *cobra.Command, args []string) error { return runScenarios(c, args, &f) },
+		}
+		fs := c.Flags()
+		fs.BoolVar(&f.all, "all", false, "run every shipped scenario")
+		fs.BoolVar(&f.short, "short", false, "run the quick subset of the shipped scenarios")
+		fs.BoolVar(&f.list, "list", false, "list the shipped scenarios and exit")
+		fs.StringVar(&f.arch, "arch", runtime.GOARCH, "flightd's architecture: amd64, arm64 (qemu-user), ...")
+		fs.StringVar(&f.junit, "junit", "", "write the report as JUnit XML to `FILE`")
+		fs.StringVar(&f.keep, "keep", "", "work in `DIR` and keep it (boards, logs, stores); default a temporary directory, removed")
+		fs.Uint64Var(&f.seed, "seed", 1, "seed of the images, keys and link faults")
+		cli.SizeVar(fs, &f.size, "image-size", 3<<20, "approximate size of the synthetic base image")
+		cli.JSONFlag(c, &f.json)
+		cli.VerboseFlag(c, &f.verbose)
+		return c
+	})
+}
+
+type runFlags struct {
+	all, short, list, json, verbose bool
+	arch, junit, keep               string
+	seed                            uint64
+	size                            int64
+}
+
+func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
+	ctx, stdout, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
+	if f.list {
+		all, err := scenario.Shipped(false)
+		if err != nil {
+			return err
+		}
+		for _, s := range all {
+			short := ""
+			if s.Short {
+				short = " (short)"
+			}
+			fmt.Fprintf(stdout, "%-24s %s%s\n", s.Name, s.Description, short)
+		}
+		return nil
+	}
+	var scs []*scenario.Scenario
+	switch {
+	case (f.all || f.short) && len(args) > 0:
+		return cli.Usagef("name scenarios or give --all/--short, not both")
+	case f.all || f.short:
+		var err error
+		if scs, err = scenario.Shipped(f.short && !f.all); err != nil {
+			return err
+		}
+	case len(args) == 0:
+		return cli.Usagef("name at least one scenario, or give --all or --short (--list shows them)")
+	}
+	for _, a := range args {
+		s, err := scenario.Find(a)
+		if err != nil {
+			return cli.Usagef("%v", err)
+		}
+		scs = append(scs, s)
+	}
+	dir := f.keep
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "bootorbit-hil-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	log := cli.Logger(stderr, f.verbose)
+	start := time.Now()
+	fmt.Fprintf(stderr, "building flightd for linux/%s and the synthetic images...\n", f.arch)
+	env, err := scenario.Prepare(ctx, dir, f.arch, f.seed, int(f.size))
+	if err != nil {
+		return err
+	}
+	env.Log = log
+	if f.verbose {
+		env.FlightdLog = stderr
+		env.Progress = func(name, line string) { fmt.Fprintf(stderr, "[%s] %s\n", name, line) }
+	}
+	rep := &scenario.Report{Arch: f.arch, Board: "virtual", Seed: f.seed, Started: start}
+	if len(env.Emulator) > 0 {
+		rep.Board = "virtual (qemu-user)"
+	}
+	for _, s := range scs {
+		fmt.Fprintf(stderr, "running %s...\n", s.Name)
+		res, err := scenario.Run(ctx, env, s)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.Name, err)
+		}
+		rep.Results = append(rep.Results, res)
+	}
+	rep.Elapsed = time.Since(start)
+	if f.junit != "" {
+		out, err := os.Create(f.junit)
+		if err != nil {
+			return err
+		}
+		if err := rep.WriteJUnit(out); err != nil {
+			out.Close()
+			return err
+		}
+		if err := out.Close(); err != nil {
+			return err
+		}
+	}
+	if f.json {
+		err = rep.WriteJSON(stdout)
+	} else {
+		err = rep.WriteSummary(stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if n := rep.Failed(); n > 0 {
+		return fmt.Errorf("%d of %d scenarios failed", n, len(rep.Results))
+	}
+	return nil
+}

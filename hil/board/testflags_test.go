@@ -1,0 +1,3 @@
+package board_test
+
+import _ "github.com/bootorbit/bootorbit/internal/testrand"

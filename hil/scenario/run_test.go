@@ -1,0 +1,136 @@
+package scenario_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bootorbit/bootorbit/hil/scenario"
+	"github.com/bootorbit/bootorbit/internal/testrand"
+)
+
+// TestShippedParse: every shipped scenario parses and validates, and the
+// quick subset is small.
+func TestShippedParse(t *testing.T) {
+	all, err := scenario.Shipped(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, _ := scenario.Shipped(true)
+	if len(all) < 14 || len(short) < 2 || len(short) > 3 {
+		t.Fatalf("%d scenarios, %d short", len(all), len(short))
+	}
+	profiles := map[string]bool{}
+	for _, s := range all {
+		if strings.HasPrefix(s.Name, "nominal-") {
+			profiles[s.Link.Profile] = true
+		}
+	}
+	for _, p := range []string{"uhf", "sband", "leo-fast", "geo", "lunar", "stress"} {
+		if !profiles[p] {
+			t.Errorf("no nominal scenario over %s", p)
+		}
+	}
+}
+
+// TestParseRefuses: unknown keys, images, faults and phases are refused,
+// every problem at once.
+func TestParseRefuses(t *testing.T) {
+	_, err := scenario.Parse(strings.NewReader(`{"name": "x", "link": {"profile": "uhf"}, "updates": [{"image": "nope"}],
+		"faults": [{"kind": "meteor", "during": "lunch"}], "expect": {"booted": "C"}}`))
+	for _, want := range []string{`image "nope"`, `kind "meteor"`, `during "lunch"`, `expect.booted "C"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+	if _, err := scenario.Parse(strings.NewReader(`{"name": "x", "bogus": 1}`)); err == nil {
+		t.Error("an unknown key was taken")
+	}
+}
+
+// TestLinkScale: time_scale shortens the schedule and multiplies the
+// rates; delays are kept.
+func TestLinkScale(t *testing.T) {
+	sp, err := scenario.LinkSpec{Profile: "uhf", TimeScale: 10}.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp.Forward.Rate != 96000 || sp.TimeScale != 10 || sp.Forward.Delay != 25*time.Millisecond {
+		t.Fatalf("%+v", sp)
+	}
+}
+
+// TestJUnit: the JUnit report is XML with a test case per scenario and
+// the failure's message.
+func TestJUnit(t *testing.T) {
+	rep := &scenario.Report{Arch: "arm64", Board: "virtual", Results: []*scenario.Result{
+		{Name: "a", Passed: true}, {Name: "b", Failures: []string{"slot B \"bad\", want \"good\""}}}}
+	var b bytes.Buffer
+	if err := rep.WriteJUnit(&b); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Suites []struct {
+			Tests    int `xml:"tests,attr"`
+			Failures int `xml:"failures,attr"`
+			Cases    []struct {
+				Name    string `xml:"name,attr"`
+				Failure *struct {
+					Message string `xml:"message,attr"`
+				} `xml:"failure"`
+			} `xml:"testcase"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal(b.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	s := doc.Suites[0]
+	if s.Tests != 2 || s.Failures != 1 || s.Cases[1].Failure == nil || !strings.Contains(s.Cases[1].Failure.Message, "want") {
+		t.Fatalf("%s", b.String())
+	}
+}
+
+// TestScenarios runs the quick subset of the shipped scenarios on this
+// machine's architecture; with -long, every scenario, on amd64 and on
+// arm64 (qemu-user; skipped when qemu-aarch64 is missing).
+func TestScenarios(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds flightd and runs the virtual board")
+	}
+	seed := testrand.New(t).Uint64()
+	scs, err := scenario.Shipped(!testrand.Long())
+	if err != nil {
+		t.Fatal(err)
+	}
+	archs := []string{runtime.GOARCH}
+	if testrand.Long() && runtime.GOARCH == "amd64" {
+		archs = append(archs, "arm64")
+	}
+	for _, arch := range archs {
+		t.Run(arch, func(t *testing.T) {
+			env, err := scenario.Prepare(context.Background(), t.TempDir(), arch, seed, 1<<20)
+			if err != nil {
+				if arch != runtime.GOARCH && strings.Contains(err.Error(), "qemu-user-static") {
+					t.Skip(err)
+				}
+				t.Fatal(err)
+			}
+			for _, sc := range scs {
+				t.Run(sc.Name, func(t *testing.T) {
+					res, err := scenario.Run(context.Background(), env, sc)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !res.Passed {
+						t.Fatalf("%s on %s: %s\n%s", sc.Name, arch, strings.Join(res.Failures, "\n"), strings.Join(res.Timeline, "\n"))
+					}
+					t.Logf("%s on %s: passed in %.1fs", sc.Name, arch, res.Duration.Seconds())
+				})
+			}
+		})
+	}
+}

@@ -1,0 +1,3 @@
+package scenario_test
+
+import _ "github.com/bootorbit/bootorbit/internal/testrand"
