@@ -949,6 +949,7 @@ func (d *Daemon) applyEvent(ctx context.Context, s *session, now time.Time, e *d
 	if err != nil {
 		d.log.Error("groundd: vehicle record", "vehicle", s.cfg.ID, "err", err)
 	}
+	d.bootFromEvent(ctx, s, e, vals)
 	planID, _ := vals["plan"].(uint64)
 	u, ok := d.uplinkOfPlan(ctx, s.cfg.ID, planID)
 	if !ok {
@@ -978,6 +979,35 @@ func (d *Daemon) applyEvent(ctx context.Context, s *session, now time.Time, e *d
 	case dict.EvBaseMismatch:
 		layer, _ := vals["layer"].(uint64)
 		d.baseMismatch(ctx, s, now, u, planID, int(layer))
+	}
+}
+
+// bootFromEvent keeps the booted slot groundd plans against in step with
+// the vehicle's boots: a vehicle about to reboot boots another slot, so the
+// booted slot is unknown (planning waits for its next hk.boot instead of
+// planning a delta against the slot it left); a trial boot or a slot marked
+// good names the booted slot.
+func (d *Daemon) bootFromEvent(ctx context.Context, s *session, e *dict.Event, vals dict.Values) {
+	var booted string
+	switch e {
+	case dict.EvRebooting:
+	case dict.EvTrialBoot, dict.EvMarkedGood:
+		n, _ := vals["slot"].(uint64)
+		if booted = dict.EnumSlot.NameOf(n); booted != "a" && booted != "b" {
+			return
+		}
+	default:
+		return
+	}
+	err := updateJSON(ctx, d.st, keyVehicle(s.cfg.ID), func(v *vehicleRec, _ bool) error {
+		v.BootedSlot = booted
+		for i := range v.Slots {
+			v.Slots[i].Booted = v.Slots[i].Name == booted
+		}
+		return nil
+	})
+	if err != nil {
+		d.log.Error("groundd: vehicle record", "vehicle", s.cfg.ID, "err", err)
 	}
 }
 
