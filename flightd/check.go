@@ -80,9 +80,11 @@ func (o *Offline) Close() error {
 // Status is the vehicle's status from its durable state.
 func (o *Offline) Status(cfg *Config) Status {
 	var us UplinkStatus
+	var release releaseFunc
 	if o.Engine != nil {
 		d := &daemon{eng: o.Engine}
 		us, _ = d.uplinkStatus()
+		release = d.release()
 	}
 	trial := false
 	if ws, err := o.Updater.Boot.Status(string(o.Updater.Booted)); err == nil {
@@ -93,7 +95,7 @@ func (o *Offline) Status(cfg *Config) Status {
 			trial = true
 		}
 	}
-	s := buildStatus(cfg.Vehicle.ID, o.Updater, o.State, o.Reset, causeLabel(o.Reset.Cause, false), us, trial)
+	s := buildStatus(cfg.Vehicle.ID, o.Updater, o.State, o.Reset, causeLabel(o.Reset.Cause, false), us, release, trial)
 	s.FreeBytes = freeBytes(cfg.StorageDir(), cfg.Slots.StateDir)
 	if o.EngineErr != nil {
 		s.Warnings = append(s.Warnings, "uplink journal not read: "+o.EngineErr.Error())

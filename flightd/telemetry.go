@@ -13,6 +13,7 @@ import (
 	"github.com/bootorbit/bootorbit/protocol/dict"
 	"github.com/bootorbit/bootorbit/slots"
 	"github.com/bootorbit/bootorbit/watchdog"
+	"github.com/opencontainers/go-digest"
 )
 
 // Status is what the daemon knows of itself: what housekeeping telemetry
@@ -47,8 +48,15 @@ type SlotReport struct {
 	Reason   string `json:"reason,omitempty"`
 }
 
-// buildStatus assembles a Status from its sources.
-func buildStatus(vehicle uint32, up *Updater, st DaemonState, rec watchdog.ResetRecord, cause string, us UplinkStatus, trial bool) Status {
+// releaseFunc is the release recorded for a slot, or being installed
+// into it (uplink.Engine.Release).
+type releaseFunc func(slots.SlotID) (version uint64, manifest digest.Digest, ok bool)
+
+// buildStatus assembles a Status from its sources. A slot's version comes
+// from release, asked after the slot was read and kept only when its
+// manifest is the slot's label: a slot never shows a state (written)
+// without the version of the image it holds, nor another image's version.
+func buildStatus(vehicle uint32, up *Updater, st DaemonState, rec watchdog.ResetRecord, cause string, us UplinkStatus, release releaseFunc, trial bool) Status {
 	s := Status{Vehicle: vehicle, Booted: string(up.Booted), Trial: trial, ResetCause: cause,
 		BootCount: rec.Count, WatchdogResets: rec.WatchdogResets, LastOutcome: cmp.Or(st.Outcome, "none"),
 		Epoch: st.Epoch, Counters: st.Counters, LastError: st.LastError, Uplink: us}
@@ -58,9 +66,18 @@ func buildStatus(vehicle uint32, up *Updater, st DaemonState, rec watchdog.Reset
 	} else {
 		s.Warnings = append(s.Warnings, "boot environment: "+err.Error())
 	}
+	s.Uplink.Versions = nil
 	for _, sl := range up.Slots.Status().Slots {
-		r := SlotReport{ID: string(sl.ID), State: string(sl.State), Image: sl.Image, Reason: sl.Reason,
-			Version: us.Versions[string(sl.ID)]}
+		r := SlotReport{ID: string(sl.ID), State: string(sl.State), Image: sl.Image, Reason: sl.Reason}
+		if release != nil {
+			if v, m, ok := release(sl.ID); ok && sl.Image != "" && string(m) == sl.Image {
+				r.Version = v
+				if s.Uplink.Versions == nil {
+					s.Uplink.Versions = map[string]uint64{}
+				}
+				s.Uplink.Versions[string(sl.ID)] = v
+			}
+		}
 		if err == nil {
 			r.Attempts = ws.Left[string(sl.ID)]
 		}
@@ -92,7 +109,7 @@ func (d *daemon) status() Status {
 	if es.LastError != 0 && es.LastErrorAt.UnixMilli() >= st.LastError.AtMs {
 		st.LastError = ErrorRecord{Code: es.LastError, AtMs: es.LastErrorAt.UnixMilli(), Text: es.LastErrorText}
 	}
-	s := buildStatus(d.cfg.Vehicle.ID, d.up, st, rec, cause, us, trial)
+	s := buildStatus(d.cfg.Vehicle.ID, d.up, st, rec, cause, us, d.release(), trial)
 	s.FreeBytes = freeBytes(d.cfg.StorageDir(), d.cfg.Slots.StateDir)
 	return s
 }

@@ -163,13 +163,16 @@ func (d *daemon) uplinkStatus() (UplinkStatus, uplink.Status) {
 	us := UplinkStatus{Plan: es.Plan, State: es.StateName, Transfer: es.Transfer,
 		ChunksHeld: uint32(max(es.ChunksHeld, 0)), ChunksTotal: uint32(max(es.Total, 0)),
 		BytesStaged: uint64(max(es.BytesStaged, 0)), StagingUsed: uint64(max(es.StagingUsed, 0)),
-		StagingQuota: uint64(max(es.StagingQuota, 0)), Versions: map[string]uint64{}}
-	for _, id := range []slots.SlotID{slots.A, slots.B} {
-		if v, _, ok := d.eng.Release(id); ok {
-			us.Versions[string(id)] = v
-		}
+		StagingQuota: uint64(max(es.StagingQuota, 0))}
+	return us, es // Versions: buildStatus, with the slots it reads
+}
+
+// release is the engine's Release, nil without an engine.
+func (d *daemon) release() releaseFunc {
+	if d.eng == nil {
+		return nil
 	}
-	return us, es
+	return d.eng.Release
 }
 
 // eventDef reports an event of the dictionary given by definition.

@@ -55,6 +55,9 @@ type installer struct {
 	// during, if set, runs at the start of Install, while the engine's
 	// lock is free (a command arriving mid-install).
 	during func()
+	// written, if set, runs when the slot was recorded written, before
+	// Install returns to the engine.
+	written func()
 }
 
 func (i *installer) Status() slots.Status { return i.m.Status() }
@@ -69,7 +72,11 @@ func (i *installer) Install(ctx context.Context, img slots.Image) (*slots.Instal
 			img.Layers[x] = &progressReader{r: l, out: i.out}
 		}
 	}
-	return i.m.Install(ctx, i.m.Status().Booted.Other(), img)
+	res, err := i.m.Install(ctx, i.m.Status().Booted.Other(), img)
+	if err == nil && i.written != nil {
+		i.written()
+	}
+	return res, err
 }
 
 // images is an old image (booted) and a new one, with the delta bundle

@@ -67,11 +67,12 @@ func (e *Engine) RunInstall(ctx context.Context) (uint64, error) {
 	} else {
 		o = e.install(ctx, plan, primary, supp)
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.inFlight = nil
 	if ctx.Err() != nil && o.err != nil {
 		return id, o.err // not a failure of the plan: retried at the next start
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	return id, e.record(id, p, plan, o)
 }
 
@@ -243,6 +244,7 @@ func (e *Engine) install(ctx context.Context, plan *update.Plan, primary bundleR
 		return outcome{code: dict.CodeBadState, err: fmt.Errorf("uplink: booted slot unknown (%q)", st.Booted)}
 	}
 	e.mu.Lock()
+	e.inFlight, e.inSlot = &slotRec{Manifest: string(plan.Release.Release.Manifest), Version: plan.Release.Release.Version, Plan: plan.ID}, o.slot
 	e.event(dict.EvInstallStarted, fmt.Sprintf("plan %d: installing into slot %s", plan.ID, o.slot), dict.Values{"plan": plan.ID, "slot": strings.ToLower(string(o.slot))})
 	e.mu.Unlock()
 	// A cut after the slot was recorded written but before the journal
@@ -622,6 +624,7 @@ func (e *Engine) InstallFile(ctx context.Context, path string) (uint64, error) {
 	o := e.install(ctx, plan, bundleRef{plan: plan, r: io.NewSectionReader(f, off, int64(p.BundleSize)), size: int64(p.BundleSize)}, nil)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.inFlight = nil
 	if o.mismatch != nil {
 		// Offline, no supplement can come: a failure.
 		o.code, o.err = dict.CodeBaseMismatch, fmt.Errorf("uplink: %d layers do not match the booted slot", len(o.mismatch))

@@ -169,6 +169,12 @@ type Engine struct {
 	xfers    map[uint64]xferRec
 	floors   map[uint32]uint64 // highest accepted plan id per ground key
 	slotRecs map[slots.SlotID]slotRec
+	// inFlight is the release an install is writing into slot inSlot
+	// (from its start until its outcome is recorded, under mu with it):
+	// the slot may be recorded written before the engine journals the
+	// install, and Release must name what the slot holds meanwhile.
+	inFlight *slotRec
+	inSlot   slots.SlotID
 	pendUp   []transfer.Record // engine records to commit with the next Ready
 	rmAfter  []uint64          // staged transfers to delete after that commit
 	rxCodec  *protocol.Codec
@@ -490,10 +496,16 @@ func (e *Engine) Status() Status {
 }
 
 // Release returns the release recorded for slot (written by an install of
-// this engine): its version and manifest digest.
+// this engine), or the one an install is writing into it: its version and
+// manifest digest. A caller that shows it next to the slot's state reads
+// the slot first and keeps the version only if the manifest is the
+// slot's label: the two then always agree.
 func (e *Engine) Release(slot slots.SlotID) (version uint64, manifest digest.Digest, ok bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.inFlight != nil && e.inSlot == slot {
+		return e.inFlight.Version, digest.Digest(e.inFlight.Manifest), true
+	}
 	r, ok := e.slotRecs[slot]
 	return r.Version, digest.Digest(r.Manifest), ok
 }

@@ -250,3 +250,45 @@ func TestAuthenticated(t *testing.T) {
 	step("a chunk", chunks[0], true)
 	step("the chunk again", chunks[0], false)
 }
+
+// TestReleaseWhileWritten: between the moment the slot records the new
+// image written and the moment the engine journals the install, Release
+// already names the release the slot holds: telemetry never shows a
+// written slot without its version.
+func TestReleaseWhileWritten(t *testing.T) {
+	rng := testrand.New(t)
+	dir := t.TempDir()
+	im := makeImages(t, rng, filepath.Join(dir, "img"), ocitest.GenOptions{Layers: 1, Files: 5})
+	v := newVehicle(t, filepath.Join(dir, "vehicle"), false, im.oldBase())
+	defer v.close()
+	g := newGround(t)
+	r := &relay{rng: rng}
+	seen := false
+	v.inst.written = func() {
+		seen = true
+		sb := v.inst.Status().Slots[1]
+		if sb.State != slots.Written {
+			t.Fatalf("slot B: %+v", sb)
+		}
+		ver, man, ok := v.e.Release(slots.B)
+		if !ok || ver != 2 || string(man) != sb.Image {
+			t.Fatalf("slot B written with %s, Release says %d %s %v", sb.Image, ver, man, ok)
+		}
+	}
+	for _, x := range []struct {
+		target []byte
+		data   []byte
+	}{{update.TargetPlan(7), im.plan(t, planOpts{id: 7})}, {update.TargetBundle(7), im.bundle}} {
+		s := g.sender(x.target, x.data)
+		v.run(s, r, 100000, nil)
+		if !s.Done() || s.Err() != nil {
+			t.Fatalf("transfer: done %v, %v", s.Done(), s.Err())
+		}
+	}
+	if id, err := v.e.RunInstall(context.Background()); err != nil || id != 7 {
+		t.Fatalf("RunInstall: %d, %v", id, err)
+	}
+	if !seen {
+		t.Fatal("the slot was never written")
+	}
+}
