@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/bootorbit/bootorbit/internal/vfs"
 	"github.com/bootorbit/bootorbit/protocol"
 )
 
@@ -206,14 +207,5 @@ func WriteVehicleKey(path string) error {
 		}
 		return fmt.Errorf("flightd: keygen: %w", err)
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return vfs.SyncDir(vfs.Default, dir)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/bootorbit/bootorbit/internal/vfs"
 	"github.com/bootorbit/bootorbit/protocol"
 )
 
@@ -137,33 +138,10 @@ func WriteState(dir string, s DaemonState) error {
 	if err != nil {
 		return fmt.Errorf("flightd: state: %w", err)
 	}
-	if err := writeFileAtomic(dir, StateFile, append(b, '\n')); err != nil {
+	if err := vfs.WriteFileAtomic(vfs.Default, filepath.Join(dir, StateFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("flightd: state: %w", err)
 	}
 	return nil
-}
-
-func writeFileAtomic(dir, name string, data []byte) error {
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	return syncDir(dir)
 }
 
 // BumpEpoch reads the state in dir, increments its epoch, and writes it
