@@ -219,7 +219,10 @@ func TestStations(t *testing.T) {
 				continue
 			}
 			v, err := s.d.VehicleShow(ctx, vehicleID)
-			if err != nil || len(v.Slots) != 2 || v.Slots[1].Manifest != w.v2.ManifestDigest.String() {
+			// The install_done event names the manifest; the slot's
+			// state comes with the next hk.slots, which the checks
+			// below wait for too.
+			if err != nil || len(v.Slots) != 2 || v.Slots[1].Manifest != w.v2.ManifestDigest.String() || v.Slots[1].State != "written" {
 				return false
 			}
 		}
