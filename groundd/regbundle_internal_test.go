@@ -1,0 +1,25 @@
+package groundd
+
+import "testing"
+
+// TestBundleRepo: without a repository in the config, a bundle goes beside
+// its image when the image is in the bundle registry, else to the default
+// repository.
+func TestBundleRepo(t *testing.T) {
+	b := &BundlesConfig{Registry: "registry.example:5000"}
+	for image, want := range map[string]string{
+		"docker://registry.example:5000/flight/os:v2": "registry.example:5000/flight/os",
+		"docker://registry.example:5000/flight/os@sha256:" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef": "registry.example:5000/flight/os",
+		"docker://other.example/flight/os:v2": "registry.example:5000/" + DefaultBundleRepository,
+		"oci:/images:os-2":                    "registry.example:5000/" + DefaultBundleRepository,
+	} {
+		r, err := b.repo(image)
+		if err != nil || r.Repo != want {
+			t.Errorf("%s: %s %v, want %s", image, r.Repo, err, want)
+		}
+	}
+	b.Repository = "ops/bundles"
+	if r, err := b.repo("docker://registry.example:5000/flight/os:v2"); err != nil || r.Repo != "registry.example:5000/ops/bundles" {
+		t.Errorf("configured repository: %s %v", r.Repo, err)
+	}
+}
