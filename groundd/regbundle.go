@@ -52,10 +52,11 @@ func (d *Daemon) registryOptions() images.Options {
 // pushBundle pushes plan p of uplink u (its encoded form is blob planBlob,
 // planSize bytes) and p's bundle to the bundle registry, and returns the
 // artifact's reference by digest; "" when no bundle registry is
-// configured.
+// configured, or for an offline update file (WriteBundle: no uplink, id
+// 0), which no other station sends.
 func (d *Daemon) pushBundle(ctx context.Context, u *Uplink, p *update.Plan, planBlob digest.Digest, planSize uint64) (string, error) {
 	b := d.cfg.Bundles
-	if b == nil {
+	if b == nil || u.ID == 0 {
 		return "", nil
 	}
 	repo, err := b.repo(u.Image)
@@ -222,11 +223,21 @@ func (d *Daemon) runFetch(ctx context.Context, st *fetchState, r transferRec) {
 }
 
 // fetchBlobs fetches the blobs of r's artifact that the bundle directory
-// lacks, and checks that r's blob was among them.
+// lacks, and checks that r's blob was among them. Only the station's own
+// bundle registry is asked: a reference read from the shared store does
+// not send the station to any host it names.
 func (d *Daemon) fetchBlobs(ctx context.Context, r transferRec) (uint64, error) {
 	ref, err := images.ParseRef(r.Artifact)
 	if err != nil {
 		return 0, err
+	}
+	switch host := registryOf(r.Artifact); {
+	case ref.Transport != images.TransportDocker:
+		return 0, fmt.Errorf("groundd: artifact %s: not in a registry", r.Artifact)
+	case d.cfg.Bundles == nil:
+		return 0, fmt.Errorf("groundd: artifact %s: this station has no bundle registry configured (bundles.registry %s, as the other stations)", r.Artifact, host)
+	case host != d.cfg.Bundles.Registry:
+		return 0, fmt.Errorf("groundd: artifact %s: in registry %s, not this station's bundle registry %s", r.Artifact, host, d.cfg.Bundles.Registry)
 	}
 	ctx, cancel := context.WithTimeout(ctx, bundleTimeout)
 	defer cancel()
