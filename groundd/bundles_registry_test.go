@@ -3,6 +3,7 @@ package groundd_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/groundd"
 	"github.com/bootorbit/bootorbit/groundd/images"
 	"github.com/bootorbit/bootorbit/groundd/images/imagestest"
@@ -18,6 +20,7 @@ import (
 	"github.com/bootorbit/bootorbit/groundd/store/etcdtest"
 	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/protocol"
+	"github.com/bootorbit/bootorbit/protocol/update"
 )
 
 // lineLog is a test log that keeps its lines, for the test to look for
@@ -76,9 +79,10 @@ type regStation struct {
 // vehicle over at the next pass. First B cannot reach the registry (it
 // refuses plain HTTP): the fetch fails with an error naming the artifact
 // and the registry, is retried, and the uplink waits, active, B sending no
-// chunk. Restarted with the right settings, B fetches the artifact by
-// digest and completes the uplink; no chunk the vehicle reported
-// journaled is sent again.
+// chunk. Restarted with the right settings, and with a copy of the bundle
+// altered on its disk, B refuses its copy, fetches the artifact by digest
+// and completes the uplink; no chunk the vehicle reported journaled is
+// sent again.
 func TestBundlesRegistry(t *testing.T) {
 	const (
 		lease = 2 * time.Second
@@ -248,6 +252,32 @@ func TestBundlesRegistry(t *testing.T) {
 	between()
 	closeStation(b)
 
+	// The artifact, as any registry client reads it: the plan and the
+	// bundle, for this vehicle and plan.
+	var bundleBlob []byte
+	var bundleDesc oci.Descriptor
+	a2, err := images.FetchBundle(ctx, art, images.Options{Registry: images.RegistryOptions{PlainHTTP: true}},
+		func(d oci.Descriptor, open func() (io.Reader, error)) error {
+			r, err := open()
+			if err != nil {
+				return err
+			}
+			b, err := io.ReadAll(r)
+			if d.MediaType == update.MediaTypeBundle {
+				bundleBlob, bundleDesc = b, d
+			}
+			return err
+		})
+	if err != nil || a2.Vehicle != vehicleID || len(x.Plans) != 1 || a2.Plan != x.Plans[0] || a2.Subject.Digest != w.v2.ManifestDigest || bundleBlob == nil {
+		t.Fatalf("the artifact in the registry: %+v %v", a2, err)
+	}
+	// A copy of the bundle altered on B's disk (same size, one bit
+	// flipped) is never sent: B fetches it again from the registry.
+	bundleBlob[len(bundleBlob)/2] ^= 0x10
+	if err := os.WriteFile(filepath.Join(b.dir, "bundles", "sha256-"+bundleDesc.Digest.Encoded()), bundleBlob, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	// Passes 3 and on, over station B restarted with the right settings.
 	open(b, true)
 	done := func() bool {
@@ -270,6 +300,9 @@ func TestBundlesRegistry(t *testing.T) {
 	}
 	if _, ok := b.log.find("bundle fetched", string(art.Digest)); !ok {
 		t.Error("station B did not log fetching the artifact")
+	}
+	if _, ok := b.log.find("altered on disk", string(bundleDesc.Digest)); !ok {
+		t.Error("station B did not report its altered copy of the bundle")
 	}
 	if b.chunks == 0 {
 		t.Error("station B sent no chunk: it did not finish the uplink")

@@ -178,7 +178,7 @@ func (d *Daemon) openBlob(blob string, size uint64) (*os.File, error) {
 	var h hash.Hash = sha256.New()
 	n, err := io.Copy(h, f)
 	if err == nil && (uint64(n) != size || digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)).String() != blob) {
-		err = fmt.Errorf("groundd: blob %s: altered on disk (%d bytes)", blob, n)
+		err = fmt.Errorf("groundd: blob %s: %w (%d bytes)", blob, errAltered, n)
 	}
 	if err != nil {
 		f.Close()

@@ -274,6 +274,28 @@ func (d *Daemon) fetchBlobs(ctx context.Context, r transferRec) (uint64, error) 
 	return n, nil
 }
 
+// errAltered: a blob in the bundle directory no longer hashes to its
+// name (openBlob).
+var errAltered = errors.New("altered on disk")
+
+// refetch says whether the error err of sending r is mended by fetching
+// r's blob again: it was altered on disk, and the registry holds it. The
+// altered copy is removed (it is never sent), and the next Poll fetches.
+func (d *Daemon) refetch(r *transferRec, err error) bool {
+	if r.Artifact == "" || !errors.Is(err, errAltered) {
+		return false
+	}
+	d.log.Warn("groundd: the bundle directory's copy is altered on disk: fetching it again", "vehicle", r.Vehicle, "uplink", r.Uplink,
+		"transfer", r.ID, "blob", r.Blob, "artifact", r.Artifact, "err", err)
+	if p, perr := d.blobPath(r.Blob); perr == nil {
+		if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			d.log.Error("groundd: remove the altered blob", "blob", r.Blob, "err", rerr)
+			return false
+		}
+	}
+	return true
+}
+
 // registryOf is the registry host of an artifact reference.
 func registryOf(ref string) string {
 	host, _, _ := strings.Cut(strings.TrimPrefix(ref, "docker://"), "/")

@@ -798,6 +798,9 @@ func (d *Daemon) resumeUplink(ctx context.Context, s *session, u *Uplink, now ti
 			return nil
 		}
 		if err := d.startSender(ctx, s, r, now); err != nil {
+			if d.refetch(&r, err) {
+				return nil
+			}
 			d.log.Error("groundd: cannot send", "uplink", u.ID, "transfer", r.ID, "err", err)
 			return d.endUplink(ctx, u.ID, UplinkFailed, err.Error(), now)
 		}
