@@ -28,7 +28,7 @@ import (
 )
 
 // testBundle is a planned uplink's blobs for the bundle tests: an image
-// pushed to a registry as its subject, a plan and a bundle (seeded random
+// pushed to the registry at host (if any) as its subject, a plan and a bundle (seeded random
 // bytes: the artifact does not look inside).
 type testBundle struct {
 	a     *images.BundleArtifact
@@ -41,7 +41,9 @@ func newTestBundle(t *testing.T, host string, bundleSize int) *testBundle {
 	lay := filepath.Join(t.TempDir(), "lay")
 	_, next := twoLayers()
 	im := ocitest.Build(t, lay, "v2", next)
-	pushImage(t, host, lay, im.ManifestDigest, "flight/os", "v2")
+	if host != "" {
+		pushImage(t, host, lay, im.ManifestDigest, "flight/os", "v2")
+	}
 	m, err := oci.Open(oci.Ref{Layout: lay, Digest: im.ManifestDigest})
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +191,43 @@ func TestBundleRegistry(t *testing.T) {
 	}
 	if p, _ := oci.BlobPath(out, ref.Digest); !fileExists(p) {
 		t.Errorf("skopeo copy changed the artifact's digest")
+	}
+}
+
+// TestBundleRegistryAuthTLS: bundle artifacts go through a registry with
+// htpasswd credentials and TLS from a private CA, as images do; without
+// the credentials the push is refused.
+func TestBundleRegistryAuthTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	reg := imagestest.StartRegistry(t, imagestest.RegistryConfig{User: "ops", Password: "s3cret", TLS: true})
+	tb := newTestBundle(t, "", 100<<10)
+	repo := mustRef(t, "docker://"+reg.Host+"/flight/bundles:x")
+	o := images.Options{Registry: images.RegistryOptions{AuthFile: reg.AuthFile, CAFile: reg.CAFile}}
+	ref, err := images.PushBundle(ctx, repo, o, tb.a, tb.open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[digest.Digest][]byte{}
+	if _, err := images.FetchBundle(ctx, ref, o, func(d oci.Descriptor, open func() (io.Reader, error)) error {
+		r, err := open()
+		if err != nil {
+			return err
+		}
+		got[d.Digest], err = io.ReadAll(r)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for d, b := range tb.blobs {
+		if !bytes.Equal(got[d], b) {
+			t.Errorf("blob %s differs", d)
+		}
+	}
+	noCreds := images.Options{Registry: images.RegistryOptions{AuthFile: filepath.Join(t.TempDir(), "none.json"), CAFile: reg.CAFile}}
+	os.WriteFile(noCreds.Registry.AuthFile, []byte(`{}`), 0o600)
+	if _, err := images.PushBundle(ctx, repo, noCreds, tb.a, tb.open); err == nil {
+		t.Error("pushed without credentials")
 	}
 }
 
