@@ -319,8 +319,12 @@ func (d *Daemon) fetchWake(vehicle uint32) time.Time {
 
 // prefetch, on a station that does not hold s's vehicle, fetches the
 // blobs of the vehicle's active uplink that it lacks, so that a takeover
-// at its next pass sends at once. It looks every prefetchEvery.
+// at its next pass sends at once. It looks every prefetchEvery, and only
+// on a station with a bundle registry.
 func (d *Daemon) prefetch(ctx context.Context, s *session, now time.Time) {
+	if d.cfg.Bundles == nil {
+		return
+	}
 	f := &d.fetch
 	f.mu.Lock()
 	f.init()
