@@ -79,7 +79,8 @@ type regStation struct {
 // vehicle over at the next pass. First B cannot reach the registry (it
 // refuses plain HTTP): the fetch fails with an error naming the artifact
 // and the registry, is retried, and the uplink waits, active, B sending no
-// chunk. Restarted with the right settings, and with a copy of the bundle
+// chunk. Station C, whose link is never up, fetches the plan and bundle
+// ahead of a pass while it stands by. Restarted with the right settings, and with a copy of the bundle
 // altered on its disk, B refuses its copy, fetches the artifact by digest
 // and completes the uplink; no chunk the vehicle reported journaled is
 // sent again.
@@ -122,10 +123,13 @@ func TestBundlesRegistry(t *testing.T) {
 	}
 	a := &regStation{name: "station-a", dir: filepath.Join(w.dir, "a")}
 	b := &regStation{name: "station-b", dir: filepath.Join(w.dir, "b")}
+	// C never sees the vehicle: it stands by, and fetches ahead.
+	c := &regStation{name: "station-c", dir: filepath.Join(w.dir, "c")}
 	open(a, true)
-	t.Cleanup(func() { closeStation(a); closeStation(b) })
+	open(c, true)
+	t.Cleanup(func() { closeStation(a); closeStation(b); closeStation(c) })
 
-	stations := []*regStation{a, b}
+	stations := []*regStation{a, b, c}
 	// step polls every open station (link up or not: up[i]) and the
 	// vehicle once.
 	step := func(up []bool) {
@@ -181,7 +185,7 @@ func TestBundlesRegistry(t *testing.T) {
 		w.now = w.now.Add(tick)
 	}
 	between := func() {
-		step([]bool{false, false})
+		step([]bool{false, false, false})
 		w.now = w.now.Add(90 * time.Minute)
 	}
 
@@ -209,7 +213,7 @@ func TestBundlesRegistry(t *testing.T) {
 		if p > 2000 {
 			t.Fatal("station A never sent part of the bundle")
 		}
-		step([]bool{true, false})
+		step([]bool{true, false, false})
 	}
 	between()
 	x, err := a.d.QueueShow(ctx, u.ID)
@@ -224,6 +228,24 @@ func TestBundlesRegistry(t *testing.T) {
 		t.Fatalf("bundle artifact %q: %v", x.Bundles[0], err)
 	}
 	t.Logf("pass 1: station A sent %d chunks; the uplink's bundle artifact is %s", a.chunks, art)
+	// Station C, standing by (its link never up), fetched the plan and
+	// bundle ahead of a pass it may take over.
+	for start := time.Now(); ; {
+		if _, ok := c.log.find("bundle fetched", string(art.Digest)); ok {
+			break
+		}
+		if time.Since(start) > time.Minute {
+			t.Fatal("station C did not fetch the bundle ahead of its pass")
+		}
+		step([]bool{false, false, false})
+	}
+	if _, held := c.log.find("station holds the vehicle"); held || c.chunks != 0 {
+		t.Fatalf("station C held the vehicle (%v) or sent %d chunks", held, c.chunks)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(c.dir, "bundles")); len(ents) != 2 {
+		t.Errorf("station C's bundle directory holds %d entries, want the plan and the bundle", len(ents))
+	}
+	closeStation(c)
 	closeStation(a) // A is gone; B never saw its bundle directory
 
 	// Pass 2, over station B, which cannot reach the registry.
@@ -234,7 +256,7 @@ func TestBundlesRegistry(t *testing.T) {
 	var failed string
 	start := time.Now()
 	for p := 0; ; p++ {
-		step([]bool{false, true})
+		step([]bool{false, true, false})
 		var ok bool
 		if failed, ok = b.log.find("bundle fetch failed"); ok && p >= 200 {
 			break // and retried at least once (after 5s of the clock)
@@ -290,7 +312,7 @@ func TestBundlesRegistry(t *testing.T) {
 	}
 	for pass := 0; pass < 40 && !done(); pass++ {
 		for p := 0; p < 120 && !done(); p++ {
-			step([]bool{false, true})
+			step([]bool{false, true, false})
 		}
 		between()
 	}
