@@ -375,3 +375,31 @@ func TestBundlesConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestBundlesPushFails: when the bundle registry cannot take the plan, the
+// uplink fails at planning with the registry's error, and nothing of it is
+// sent: an uplink other stations could not resume is not started.
+func TestBundlesPushFails(t *testing.T) {
+	w := newWorld(t, testrand.New(t), 0, nil)
+	// Nothing listens on port 1.
+	w.cfg.Bundles = &groundd.BundlesConfig{Registry: "127.0.0.1:1", Repository: "flight/bundles"}
+	w.cfg.Registry.PlainHTTP = true
+	d := w.open()
+	defer func() { d.Close() }()
+	ctx := context.Background()
+	if _, err := d.RegisterImage(ctx, w.v1.Ref.String()); err != nil {
+		t.Fatal(err)
+	}
+	u, err := d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: w.v2.Ref.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, st := w.run(d, u.ID, 0, nil)
+	x, err := d.QueueShow(ctx, u.ID)
+	if err != nil || x.State != groundd.UplinkFailed || !strings.Contains(x.Error, "bundle registry 127.0.0.1:1") {
+		t.Fatalf("uplink %s %q %v, want failed naming the bundle registry", x.State, x.Error, err)
+	}
+	if len(st.passesUsed) != 0 || len(x.Transfers) != 0 {
+		t.Fatalf("sent chunks in passes %v, transfers %v", st.passesUsed, x.Transfers)
+	}
+}

@@ -198,9 +198,9 @@ type planned struct {
 	clearMismatch bool
 	plan          *update.Plan
 	transfers     []transferRec
+	layers        []LayerDecision
 	// artifact is the plan's bundle artifact in the registry ("": none).
 	artifact string
-	layers   []LayerDecision
 }
 
 // planUplink plans u for the vehicle: per layer, reuse, delta against the
