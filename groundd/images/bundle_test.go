@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -376,4 +377,79 @@ func readManifest(t *testing.T, ctx context.Context, ref images.Ref) []byte {
 		t.Fatal(err)
 	}
 	return desc.Manifest
+}
+
+// TestBundleRegistryLarge (-long): a 128 MiB bundle goes to the real
+// registry and back streamed, not held in memory: the process's memory
+// from the system stays well under the bundle's size. It logs the rates.
+func TestBundleRegistryLarge(t *testing.T) {
+	if !testrand.Long() {
+		t.Skip("-long only (128 MiB through the registry)")
+	}
+	const size = 128 << 20
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	reg := imagestest.StartRegistry(t, imagestest.RegistryConfig{})
+	tb := newTestBundle(t, reg.Host, 1)
+	// The bundle, streamed to a file from the seeded generator.
+	rng := testrand.New(t)
+	path := filepath.Join(t.TempDir(), "bundle")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := digest.SHA256.Digester()
+	buf := make([]byte, 1<<20)
+	for range size / len(buf) {
+		for i := range buf {
+			buf[i] = byte(rng.Uint32())
+		}
+		f.Write(buf)
+		h.Hash().Write(buf)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(tb.blobs, tb.a.Blobs[1].Digest)
+	tb.a.Blobs[1] = oci.Descriptor{MediaType: update.MediaTypeBundle, Digest: h.Digest(), Size: size}
+	open := func(d oci.Descriptor) (io.ReadCloser, error) {
+		if d.Digest == h.Digest() {
+			return os.Open(path)
+		}
+		return tb.open(d)
+	}
+	buf = nil
+	runtime.GC()
+	start := time.Now()
+	ref, err := images.PushBundle(ctx, mustRef(t, "docker://"+reg.Host+"/flight/bundles:x"), plainHTTP, tb.a, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push := time.Since(start)
+	start = time.Now()
+	var n int64
+	_, err = images.FetchBundle(ctx, ref, plainHTTP, func(d oci.Descriptor, open func() (io.Reader, error)) error {
+		r, err := open()
+		if err != nil {
+			return err
+		}
+		c, err := io.Copy(io.Discard, r)
+		n += c
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := time.Since(start)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
+	t.Logf("128 MiB bundle: push %v (%.0f MiB/s), fetch %v (%.0f MiB/s), %d bytes back; memory from the system %.0f MiB",
+		push.Round(time.Millisecond), mib(size)/push.Seconds(), fetch.Round(time.Millisecond), mib(uint64(n))/fetch.Seconds(), n, mib(ms.Sys))
+	if n != size+tb.a.Blobs[0].Size {
+		t.Errorf("fetched %d bytes", n)
+	}
+	if ms.Sys > size/2 {
+		t.Errorf("memory from the system %.0f MiB: the bundle was held in memory", mib(ms.Sys))
+	}
 }
