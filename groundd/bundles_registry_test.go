@@ -258,11 +258,14 @@ func TestBundlesRegistry(t *testing.T) {
 	for p := 0; ; p++ {
 		step([]bool{false, true, false})
 		var ok bool
-		if failed, ok = b.log.find("bundle fetch failed"); ok && p >= 200 {
-			break // and retried at least once (after 5s of the clock)
+		failed, ok = b.log.find("bundle fetch failed")
+		// Tried again after 5 s of the clock (100 polls), and failed
+		// again.
+		if _, again := b.log.find("bundle fetch failed", "failures=2"); ok && again {
+			break
 		}
-		if time.Since(start) > time.Minute {
-			t.Fatal("no failed fetch reported within a minute")
+		if time.Since(start) > time.Minute || p > 2000 {
+			t.Fatalf("no failed fetch reported, then retried (%d polls): %q", p, failed)
 		}
 	}
 	if !strings.Contains(failed, string(art.Digest)) || !strings.Contains(failed, "registry="+reg.Host) {
