@@ -88,6 +88,10 @@ type Uplink struct {
 	Base string `json:"base,omitempty"`
 	// Layers are the planner's decisions, per layer.
 	Layers []LayerDecision `json:"layers,omitempty"`
+	// Bundles are its plans' artifacts in the bundle registry
+	// (docker://HOST/REPO@sha256:..., one per plan), when bundles go to a
+	// registry: any station fetches them from there.
+	Bundles []string `json:"bundles,omitempty"`
 }
 
 // LayerDecision is what the plan does for one layer.

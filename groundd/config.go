@@ -10,9 +10,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/bootorbit/bootorbit/groundd/images"
 	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/protocol"
 )
@@ -54,6 +56,11 @@ type Config struct {
 	Platform string `json:"platform,omitempty"`
 	// Registry are the settings registries need.
 	Registry RegistryConfig `json:"registry,omitzero"`
+	// Bundles, if set, keeps every planned uplink (its signed plan and
+	// delta bundle) in a registry as an OCI artifact, so that a station
+	// without a copy fetches it by digest (docs/stations.md). Off by
+	// default: one station keeps its bundles in StateDir/bundles alone.
+	Bundles *BundlesConfig `json:"bundles,omitempty"`
 	// Schedule is a pass schedule file (JSON or CSV: see passes); empty:
 	// the links are taken as up at all times unless Signals say otherwise.
 	Schedule string `json:"schedule,omitempty"`
@@ -104,6 +111,38 @@ type RegistryConfig struct {
 	CAFile string `json:"ca_file,omitempty"`
 	// PlainHTTP allows plain HTTP: only when asked.
 	PlainHTTP bool `json:"plain_http,omitempty"`
+}
+
+// BundlesConfig says where planned uplinks are pushed. The registry is
+// reached with the Registry settings (credentials, CA, plain HTTP).
+type BundlesConfig struct {
+	// Registry is the registry's "HOST[:PORT]".
+	Registry string `json:"registry"`
+	// Repository is the repository on it. Empty: the target image's own
+	// repository when the image is in that registry (the artifact then
+	// sits beside the image it refers to), else "bootorbit/bundles".
+	Repository string `json:"repository,omitempty"`
+}
+
+// DefaultBundleRepository is the repository of bundles whose image is not
+// in the bundle registry, when the config names none.
+const DefaultBundleRepository = "bootorbit/bundles"
+
+// repo returns the repository ("docker" reference) the bundle artifacts of
+// image (a reference as uplinks name it) go to.
+func (b *BundlesConfig) repo(image string) (images.Ref, error) {
+	repo := b.Repository
+	if repo == "" {
+		repo = DefaultBundleRepository
+		if r, err := images.ParseRef(image); err == nil && r.Transport == images.TransportDocker && strings.HasPrefix(r.Repo, b.Registry+"/") {
+			repo = strings.TrimPrefix(r.Repo, b.Registry+"/")
+		}
+	}
+	r, err := images.ParseRef("docker://" + b.Registry + "/" + repo + ":bundles")
+	if err != nil {
+		return images.Ref{}, fmt.Errorf("groundd: config: bundles: %w", err)
+	}
+	return r, nil
 }
 
 // LinkConfig is a vehicle's link (protocol/link): "udp" (one frame per
@@ -220,6 +259,18 @@ func (c *Config) Validate() error {
 	if c.Platform != "" {
 		if _, err := parsePlatform(c.Platform); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if c.Bundles != nil {
+		switch {
+		case c.Bundles.Registry == "" || strings.ContainsAny(c.Bundles.Registry, "/@"):
+			errs = append(errs, fmt.Errorf("bundles: registry %q: want HOST[:PORT]", c.Bundles.Registry))
+		case c.Bundles.Repository != "" && slices.Contains(strings.Split(c.Bundles.Repository, "/"), ""):
+			errs = append(errs, fmt.Errorf("bundles: repository %q: an empty path component", c.Bundles.Repository))
+		default:
+			if _, err := c.Bundles.repo(""); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if c.PartSize < 0 {

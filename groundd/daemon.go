@@ -71,6 +71,9 @@ type Daemon struct {
 	// station, on a store several stations share (etcd), elects the
 	// one station that transmits to each vehicle (station.go).
 	station *station
+	// fetch are the bundle artifacts being fetched from the bundle
+	// registry (regbundle.go).
+	fetch fetches
 }
 
 // Open returns the daemon of cfg. Close it.
@@ -150,6 +153,7 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 
 // Close releases the daemon (and its store, if Open opened it).
 func (d *Daemon) Close() error {
+	d.fetch.close()
 	if d.station != nil {
 		d.station.close()
 	}

@@ -90,6 +90,10 @@ type transferRec struct {
 	Blob  string `json:"blob"`
 	Size  uint64 `json:"size"`
 	Chunk int    `json:"chunk"`
+	// Artifact is the registry artifact that holds the blob
+	// (docker://HOST/REPO@sha256:..., see regbundle.go): a station
+	// without the blob fetches it from there.
+	Artifact string `json:"artifact,omitempty"`
 	// Started: a frame of it may have been sent, so a new sender resumes
 	// (sends nothing until the vehicle reports what it lacks).
 	Started   bool   `json:"started,omitempty"`
@@ -174,7 +178,7 @@ func (d *Daemon) openBlob(blob string, size uint64) (*os.File, error) {
 	var h hash.Hash = sha256.New()
 	n, err := io.Copy(h, f)
 	if err == nil && (uint64(n) != size || digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)).String() != blob) {
-		err = fmt.Errorf("groundd: blob %s: altered on disk (%d bytes)", blob, n)
+		err = fmt.Errorf("groundd: blob %s: %w (%d bytes)", blob, errAltered, n)
 	}
 	if err != nil {
 		f.Close()
@@ -195,6 +199,8 @@ type planned struct {
 	plan          *update.Plan
 	transfers     []transferRec
 	layers        []LayerDecision
+	// artifact is the plan's bundle artifact in the registry ("": none).
+	artifact string
 }
 
 // planUplink plans u for the vehicle: per layer, reuse, delta against the
@@ -416,7 +422,13 @@ func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, p *update.Plan, bas
 	if err != nil {
 		return nil, err
 	}
-	out := &planned{plan: p}
+	// With a bundle registry, the plan and bundle go there before
+	// anything is sent: any station can then send them.
+	art, err := d.pushBundle(ctx, u, p, planBlob, uint64(len(enc)))
+	if err != nil {
+		return nil, err
+	}
+	out := &planned{plan: p, artifact: art}
 	for _, l := range st.Layers {
 		out.layers = append(out.layers, LayerDecision{DiffID: l.DiffID.String(), Decision: l.Decision, Size: l.Size, Payload: l.Payload})
 	}
@@ -437,7 +449,7 @@ func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, p *update.Plan, bas
 		if err != nil {
 			return nil, err
 		}
-		out.transfers = append(out.transfers, transferRec{ID: id, Uplink: u.ID, Vehicle: u.Vehicle, Plan: p.ID, Kind: t.kind, Blob: t.blob.String(), Size: t.size, Chunk: chunk})
+		out.transfers = append(out.transfers, transferRec{ID: id, Uplink: u.ID, Vehicle: u.Vehicle, Plan: p.ID, Kind: t.kind, Blob: t.blob.String(), Size: t.size, Chunk: chunk, Artifact: art})
 	}
 	d.log.Info("groundd: planned", "uplink", u.ID, "vehicle", u.Vehicle, "plan", p.ID, "supplement", supplement,
 		"bundle", bundle, "bundle_size", size, "plan_transfer", out.transfers[0].ID, "bundle_transfer", out.transfers[1].ID)

@@ -703,6 +703,10 @@ func (d *Daemon) queueWake(ctx context.Context, vehicle uint32, now time.Time) t
 			}
 		}
 	}
+	// A bundle fetch that failed is tried again then.
+	if c := d.fetchWake(vehicle); c.After(now) && (t.IsZero() || c.Before(t)) {
+		t = c
+	}
 	return t
 }
 
@@ -756,6 +760,9 @@ func (d *Daemon) commitPlan(ctx context.Context, s *session, id uint64, pl *plan
 	for _, t := range pl.transfers {
 		u.Transfers = append(u.Transfers, t.ID)
 	}
+	if pl.artifact != "" {
+		u.Bundles = append(u.Bundles, pl.artifact)
+	}
 	ops := uplinkOps(&u)
 	for _, t := range pl.transfers {
 		b, _ := json.Marshal(t)
@@ -785,7 +792,15 @@ func (d *Daemon) resumeUplink(ctx context.Context, s *session, u *Uplink, now ti
 			// the event was lost.
 			return d.askStatus(ctx, s, now)
 		}
+		if !d.bundleReady(&r, now) {
+			// This station lacks the blob: it is being fetched from
+			// the bundle registry, and the next Poll looks again.
+			return nil
+		}
 		if err := d.startSender(ctx, s, r, now); err != nil {
+			if d.refetch(&r, err) {
+				return nil
+			}
 			d.log.Error("groundd: cannot send", "uplink", u.ID, "transfer", r.ID, "err", err)
 			return d.endUplink(ctx, u.ID, UplinkFailed, err.Error(), now)
 		}

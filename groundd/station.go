@@ -408,6 +408,9 @@ func (d *Daemon) standby(ctx context.Context, s *session, now time.Time, in [][]
 	// must not move a stale copy that could be written over the holder's.
 	d.dropSender(s)
 	s.linkKnown = false
+	// Ahead of a pass it may take over, the station fetches what it
+	// lacks of the vehicle's active uplink from the bundle registry.
+	d.prefetch(ctx, s, now)
 	var contact bool
 	for _, f := range in {
 		if d.receive(ctx, s, now, f) {

@@ -225,6 +225,10 @@ func printUplink(c *cobra.Command, u groundd.Uplink, ts []groundd.Transfer) erro
 		}
 		t.row("plans", strings.Join(ps, ", "))
 	}
+	if len(u.Bundles) > 0 {
+		// The plans' artifacts in the bundle registry.
+		t.row("bundles", strings.Join(u.Bundles, ", "))
+	}
 	if err := t.flush(); err != nil {
 		return err
 	}

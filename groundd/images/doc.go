@@ -1,7 +1,7 @@
 // Package images is the ground's view of OS images: it reads OCI image
 // layouts and pulls from OCI registries, keeps what it fetched in a
 // content-addressed store, signs releases and finds and verifies their
-// signatures, and follows tags.
+// signatures, follows tags, and keeps planned uplinks in a registry.
 //
 // References are "oci:PATH:TAG", "oci:PATH@sha256:HEX" (a layout directory,
 // as skopeo, umoci, buildah and podman write them) and
@@ -23,6 +23,10 @@
 //     "sha256-HEX.sig" (cosign's tag scheme), so that skopeo copy and skopeo
 //     sync carry them like any other tag; in a registry the artifact is also
 //     found through the referrers API or its tag fallback.
+//   - A planned uplink (signed plan and delta bundle) travels between ground
+//     stations as a bundle artifact whose subject is its target image
+//     (PushBundle), fetched by digest with every blob verified and bounded
+//     as it is read (FetchBundle).
 //   - A Watcher polls a tag and reports each move to a new digest with the
 //     verdict on its signatures, on a clock the caller can replace.
 package images

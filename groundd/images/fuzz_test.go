@@ -6,6 +6,8 @@ import (
 
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/groundd/images"
+	"github.com/bootorbit/bootorbit/protocol/update"
+	"github.com/opencontainers/go-digest"
 )
 
 // FuzzParseRef: any string parses or is refused with ErrBadRef, never
@@ -42,4 +44,47 @@ func FuzzParseArtifact(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, subject string) {
 		images.ParseArtifact(b, subject)
 	})
+}
+
+// FuzzParseBundle: a hostile bundle artifact manifest is refused with an
+// error, never a panic; one accepted builds back to a manifest that reads
+// the same.
+func FuzzParseBundle(f *testing.F) {
+	a := &images.BundleArtifact{
+		Subject: oci.Descriptor{MediaType: oci.MediaTypeOCIManifest, Digest: digest.Digest("sha256:" + strings.Repeat("a", 64)), Size: 300},
+		Vehicle: 7, Plan: 12, Base: digest.Digest("sha256:" + strings.Repeat("c", 64)),
+		Blobs: []oci.Descriptor{
+			{MediaType: update.MediaTypePlan, Digest: digest.Digest("sha256:" + strings.Repeat("b", 64)), Size: 1641},
+			{MediaType: update.MediaTypeBundle, Digest: digest.Digest("sha256:" + strings.Repeat("d", 64)), Size: 69279},
+		},
+	}
+	_, seed, err := images.ParseBundle(mustBuild(f, a))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add([]byte(`{"schemaVersion":2,"layers":[{"size":-1}]}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, mb, err := images.ParseBundle(b)
+		if err != nil {
+			return
+		}
+		again, _, err := images.ParseBundle(mb)
+		if err != nil {
+			t.Fatalf("rebuilt manifest refused: %v\n%s", err, mb)
+		}
+		if again.Vehicle != got.Vehicle || again.Plan != got.Plan || again.Base != got.Base || again.Subject.Digest != got.Subject.Digest || len(again.Blobs) != len(got.Blobs) {
+			t.Fatalf("%+v rebuilt as %+v", got, again)
+		}
+	})
+}
+
+// mustBuild is the manifest PushBundle would push for a.
+func mustBuild(f *testing.F, a *images.BundleArtifact) []byte {
+	b, err := images.BuildBundle(a)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return b
 }

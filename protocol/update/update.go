@@ -22,6 +22,16 @@ const (
 // an OCI artifact or referrer beside the image it signs.
 const MediaTypeRelease = "application/vnd.bootorbit.release.v1+cbor"
 
+// Media types of a planned uplink kept as an OCI artifact in a registry
+// (groundd/images.PushBundle), so that any ground station can send it:
+// MediaTypePlan is an encoded, signed Plan (EncodePlan) and MediaTypeBundle
+// a delta bundle (package delta), the one a plan's BundleDigest names. The
+// artifact's artifactType is MediaTypeBundle.
+const (
+	MediaTypePlan   = "application/vnd.bootorbit.plan.v1+cbor"
+	MediaTypeBundle = "application/vnd.bootorbit.bundle.v1"
+)
+
 // Bounds of the documents, checked by the decoders before anything else.
 const (
 	MaxHardwareIDLen = 64

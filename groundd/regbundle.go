@@ -1,0 +1,362 @@
+package groundd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bootorbit/bootorbit/delta/oci"
+	"github.com/bootorbit/bootorbit/groundd/images"
+	"github.com/bootorbit/bootorbit/protocol/update"
+	digest "github.com/opencontainers/go-digest"
+)
+
+// Bundles in the registry (issue 14, docs/stations.md). With a bundle
+// registry configured, every plan is pushed, with its bundle, as an OCI
+// artifact whose subject is the target image (images.PushBundle) before
+// anything of it is sent, and its reference by digest is stored with the
+// plan's transfers (transferRec.Artifact) and the uplink (Uplink.Bundles).
+// A station that must send a transfer whose blob it lacks (it took the
+// vehicle over from the station that planned it) fetches the artifact by
+// digest (images.FetchBundle, every blob verified as it is read) into its
+// bundle directory, in the background: the uplink waits, its vehicle's
+// session goes on. A station that does not hold the vehicle fetches the
+// blobs of the vehicle's active uplink ahead of its pass. A failed fetch
+// is logged as an error naming the artifact and the registry, and retried
+// with a growing delay; the uplink is not failed for it.
+const (
+	// bundleTimeout bounds one push or one fetch of a bundle artifact.
+	bundleTimeout = 10 * time.Minute
+	// fetchRetryMin and fetchRetryMax bound the delay before a failed
+	// fetch is tried again (doubling from the one to the other).
+	fetchRetryMin = 5 * time.Second
+	fetchRetryMax = 2 * time.Minute
+	// prefetchEvery is how often a station that does not hold a vehicle
+	// looks for blobs of its active uplink to fetch.
+	prefetchEvery = 10 * time.Second
+)
+
+// registryOptions are the settings bundle artifacts are pushed and
+// fetched with: the config's registry settings.
+func (d *Daemon) registryOptions() images.Options {
+	r := d.cfg.Registry
+	return images.Options{Registry: images.RegistryOptions{AuthFile: r.AuthFile, CAFile: r.CAFile, PlainHTTP: r.PlainHTTP}}
+}
+
+// pushBundle pushes plan p of uplink u (its encoded form is blob planBlob,
+// planSize bytes) and p's bundle to the bundle registry, and returns the
+// artifact's reference by digest; "" when no bundle registry is
+// configured, or for an offline update file (WriteBundle: no uplink, id
+// 0), which no other station sends.
+func (d *Daemon) pushBundle(ctx context.Context, u *Uplink, p *update.Plan, planBlob digest.Digest, planSize uint64) (string, error) {
+	b := d.cfg.Bundles
+	if b == nil || u.ID == 0 {
+		return "", nil
+	}
+	repo, err := b.repo(u.Image)
+	if err != nil {
+		return "", err
+	}
+	a := &images.BundleArtifact{
+		Subject: oci.Descriptor{MediaType: manifestMediaType(p.Manifest), Digest: digest.FromBytes(p.Manifest), Size: int64(len(p.Manifest))},
+		Vehicle: u.Vehicle, Plan: p.ID, Base: p.Base,
+		Blobs: []oci.Descriptor{
+			{MediaType: update.MediaTypePlan, Digest: planBlob, Size: int64(planSize)},
+			{MediaType: update.MediaTypeBundle, Digest: p.BundleDigest, Size: int64(p.BundleSize)},
+		},
+	}
+	pctx, cancel := context.WithTimeout(ctx, bundleTimeout)
+	defer cancel()
+	start := time.Now()
+	ref, err := images.PushBundle(pctx, repo, d.registryOptions(), a, func(desc oci.Descriptor) (io.ReadCloser, error) {
+		path, err := d.blobPath(desc.Digest.String())
+		if err != nil {
+			return nil, err
+		}
+		return os.Open(path)
+	})
+	if err != nil {
+		return "", fmt.Errorf("groundd: push plan %d to the bundle registry %s: %w", p.ID, b.Registry, err)
+	}
+	d.log.Info("groundd: bundle pushed", "uplink", u.ID, "vehicle", u.Vehicle, "plan", p.ID, "artifact", ref.String(),
+		"bytes", planSize+p.BundleSize, "took", time.Since(start).Round(time.Millisecond))
+	return ref.String(), nil
+}
+
+// manifestMediaType is the media type an image manifest names (OCI when
+// it names none).
+func manifestMediaType(b []byte) string {
+	var m struct {
+		MediaType string `json:"mediaType"`
+	}
+	if json.Unmarshal(b, &m) == nil && m.MediaType == oci.MediaTypeDockerManifest {
+		return m.MediaType
+	}
+	return oci.MediaTypeOCIManifest
+}
+
+// haveBlob says whether the bundle directory holds blob, of size bytes
+// (its content is checked when it is opened to be sent).
+func (d *Daemon) haveBlob(blob string, size uint64) bool {
+	p, err := d.blobPath(blob)
+	if err != nil {
+		return false
+	}
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && uint64(fi.Size()) == size
+}
+
+// fetches are the bundle artifacts being fetched, or waiting to be tried
+// again, by reference.
+type fetches struct {
+	mu     sync.Mutex
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	state  map[string]*fetchState
+	// prefetched is when each vehicle's active uplink was last looked at
+	// by prefetch (Poll's clock).
+	prefetched map[uint32]time.Time
+}
+
+type fetchState struct {
+	vehicle  uint32
+	running  bool
+	err      error // the last failure, not yet reported
+	failures int
+	retry    time.Time // no new attempt before (Poll's clock)
+}
+
+func (f *fetches) init() {
+	if f.state == nil {
+		f.ctx, f.cancel = context.WithCancel(context.Background())
+		f.state = map[string]*fetchState{}
+		f.prefetched = map[uint32]time.Time{}
+	}
+}
+
+// close stops the fetches under way and waits for them.
+func (f *fetches) close() {
+	f.mu.Lock()
+	if f.cancel != nil {
+		f.cancel()
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+}
+
+// bundleReady says whether r's blob is in the bundle directory, or cannot
+// come from anywhere else (no artifact: sending it fails as before). If
+// not, it has the artifact fetched (unless a fetch runs, or waits to be
+// tried again) and the caller waits: the next Poll asks again.
+func (d *Daemon) bundleReady(r *transferRec, now time.Time) bool {
+	if r.Artifact == "" || d.haveBlob(r.Blob, r.Size) {
+		return true
+	}
+	d.fetchArtifact(r, now)
+	return false
+}
+
+// fetchArtifact starts fetching r's artifact in the background, unless a
+// fetch of it runs or a failed one waits for its retry time. A failure is
+// reported here, on the session's path, once.
+func (d *Daemon) fetchArtifact(r *transferRec, now time.Time) {
+	f := &d.fetch
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.init()
+	if f.ctx.Err() != nil {
+		return // closed
+	}
+	st := f.state[r.Artifact]
+	if st == nil {
+		st = &fetchState{vehicle: r.Vehicle}
+		f.state[r.Artifact] = st
+	}
+	if st.running {
+		return
+	}
+	if st.err != nil {
+		wait := fetchRetryMax
+		if st.failures < 6 {
+			wait = min(fetchRetryMin<<(st.failures-1), fetchRetryMax)
+		}
+		st.retry = now.Add(wait)
+		d.log.Error("groundd: bundle fetch failed", "vehicle", r.Vehicle, "uplink", r.Uplink, "transfer", r.ID,
+			"artifact", r.Artifact, "registry", registryOf(r.Artifact), "blob", r.Blob, "failures", st.failures, "retry_in", wait, "err", st.err)
+		st.err = nil
+	}
+	if now.Before(st.retry) {
+		return
+	}
+	st.running = true
+	f.wg.Add(1)
+	d.log.Info("groundd: fetching the bundle", "vehicle", r.Vehicle, "uplink", r.Uplink, "transfer", r.ID, "artifact", r.Artifact, "blob", r.Blob)
+	go d.runFetch(f.ctx, st, *r)
+}
+
+// runFetch fetches r's artifact into the bundle directory.
+func (d *Daemon) runFetch(ctx context.Context, st *fetchState, r transferRec) {
+	defer d.fetch.wg.Done()
+	start := time.Now()
+	n, err := d.fetchBlobs(ctx, r)
+	f := &d.fetch
+	f.mu.Lock()
+	st.running = false
+	if err != nil {
+		st.err = err
+		st.failures++
+	} else {
+		delete(f.state, r.Artifact)
+	}
+	f.mu.Unlock()
+	if err == nil {
+		d.log.Info("groundd: bundle fetched", "vehicle", r.Vehicle, "artifact", r.Artifact, "bytes", n, "took", time.Since(start).Round(time.Millisecond))
+	}
+	d.poke(r.Vehicle)
+}
+
+// fetchBlobs fetches the blobs of r's artifact that the bundle directory
+// lacks, and checks that r's blob was among them. Only the station's own
+// bundle registry is asked: a reference read from the shared store does
+// not send the station to any host it names.
+func (d *Daemon) fetchBlobs(ctx context.Context, r transferRec) (uint64, error) {
+	ref, err := images.ParseRef(r.Artifact)
+	if err != nil {
+		return 0, err
+	}
+	switch host := registryOf(r.Artifact); {
+	case ref.Transport != images.TransportDocker:
+		return 0, fmt.Errorf("groundd: artifact %s: not in a registry", r.Artifact)
+	case d.cfg.Bundles == nil:
+		return 0, fmt.Errorf("groundd: artifact %s: this station has no bundle registry configured (bundles.registry %s, as the other stations)", r.Artifact, host)
+	case host != d.cfg.Bundles.Registry:
+		return 0, fmt.Errorf("groundd: artifact %s: in registry %s, not this station's bundle registry %s", r.Artifact, host, d.cfg.Bundles.Registry)
+	}
+	ctx, cancel := context.WithTimeout(ctx, bundleTimeout)
+	defer cancel()
+	var n uint64
+	a, err := images.FetchBundle(ctx, ref, d.registryOptions(), func(desc oci.Descriptor, open func() (io.Reader, error)) error {
+		if d.haveBlob(desc.Digest.String(), uint64(desc.Size)) {
+			return nil
+		}
+		rd, err := open()
+		if err != nil {
+			return err
+		}
+		// Verified as it is read: a bad blob fails the copy, and
+		// putBlob keeps nothing of it.
+		dg, size, err := d.putBlob(func(w io.Writer) error { _, err := io.Copy(w, rd); return err })
+		if err != nil {
+			return err
+		}
+		if dg != desc.Digest || size != uint64(desc.Size) {
+			return fmt.Errorf("groundd: blob %s stored as %s of %d bytes", desc.Digest, dg, size)
+		}
+		n += size
+		return nil
+	})
+	if err != nil {
+		return n, err
+	}
+	if a.Vehicle != r.Vehicle {
+		return n, fmt.Errorf("groundd: artifact %s is for vehicle %d, not %d", r.Artifact, a.Vehicle, r.Vehicle)
+	}
+	if !d.haveBlob(r.Blob, r.Size) {
+		return n, fmt.Errorf("groundd: artifact %s does not hold blob %s of %d bytes", r.Artifact, r.Blob, r.Size)
+	}
+	return n, nil
+}
+
+// errAltered: a blob in the bundle directory no longer hashes to its
+// name (openBlob).
+var errAltered = errors.New("altered on disk")
+
+// refetch says whether the error err of sending r is mended by fetching
+// r's blob again: it was altered on disk, and the registry holds it. The
+// altered copy is removed (it is never sent), and the next Poll fetches.
+func (d *Daemon) refetch(r *transferRec, err error) bool {
+	if r.Artifact == "" || !errors.Is(err, errAltered) {
+		return false
+	}
+	d.log.Warn("groundd: the bundle directory's copy is altered on disk: fetching it again", "vehicle", r.Vehicle, "uplink", r.Uplink,
+		"transfer", r.ID, "blob", r.Blob, "artifact", r.Artifact, "err", err)
+	if p, perr := d.blobPath(r.Blob); perr == nil {
+		if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			d.log.Error("groundd: remove the altered blob", "blob", r.Blob, "err", rerr)
+			return false
+		}
+	}
+	return true
+}
+
+// registryOf is the registry host of an artifact reference.
+func registryOf(ref string) string {
+	host, _, _ := strings.Cut(strings.TrimPrefix(ref, "docker://"), "/")
+	return host
+}
+
+// fetchWake is the earliest time a failed fetch for vehicle may be tried
+// again (zero: none waits).
+func (d *Daemon) fetchWake(vehicle uint32) time.Time {
+	f := &d.fetch
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var t time.Time
+	for _, st := range f.state {
+		if st.vehicle == vehicle && !st.running && !st.retry.IsZero() && (t.IsZero() || st.retry.Before(t)) {
+			t = st.retry
+		}
+	}
+	return t
+}
+
+// prefetch, on a station that does not hold s's vehicle, fetches the
+// blobs of the vehicle's active uplink that it lacks, so that a takeover
+// at its next pass sends at once. It looks every prefetchEvery, and only
+// on a station with a bundle registry.
+func (d *Daemon) prefetch(ctx context.Context, s *session, now time.Time) {
+	if d.cfg.Bundles == nil {
+		return
+	}
+	f := &d.fetch
+	f.mu.Lock()
+	f.init()
+	last, ok := f.prefetched[s.cfg.ID]
+	due := !ok || now.Sub(last) >= prefetchEvery || now.Before(last)
+	if due {
+		f.prefetched[s.cfg.ID] = now
+	}
+	f.mu.Unlock()
+	if !due {
+		return
+	}
+	us, err := d.openUplinks(ctx, s.cfg.ID)
+	if err != nil {
+		d.log.Debug("groundd: prefetch", "vehicle", s.cfg.ID, "err", err)
+		return
+	}
+	for _, u := range us {
+		if u.State != UplinkActive {
+			continue
+		}
+		for _, id := range u.Transfers {
+			r, _, err := getJSON[transferRec](ctx, d.st, keyTransfer(id))
+			if err != nil {
+				if !errors.Is(err, ErrNotFound) {
+					d.log.Debug("groundd: prefetch", "vehicle", s.cfg.ID, "transfer", id, "err", err)
+				}
+				continue
+			}
+			if !r.Done && !r.Abandoned {
+				d.bundleReady(&r, now)
+			}
+		}
+	}
+}
