@@ -38,6 +38,13 @@ partition, the i6300esb resetting the machine) and runs its scenarios:
             raw slot B, the ground activates B and reboots the vehicle by
             command, U-Boot boots B on trial, the health check passes and
             flightd marks B good (1.5 to 3 minutes).
+  flightd-rollback  the watchdog rollback with flightd: the ground sends
+            version 3, an image that hangs at boot, across the link; flightd
+            installs it into B, the ground activates B and reboots; in B
+            flightd takes the watchdog and the image freezes it (SIGSTOP);
+            the i6300esb resets the board, U-Boot tries B N times, then boots
+            A, where flightd records B bad and reports the rollback (a few
+            minutes).
 
 It prints, per scenario, the architecture, board, U-Boot and kernel that ran,
 what U-Boot booted at each power-on, the boot variables as fw_printenv reads
@@ -46,14 +53,15 @@ fw_printenv, mkfs.ext4, the Go toolchain and the kernel (hil/vm/fetch-kernel.sh)
 The flightd scenarios build flightd for linux/arm64; --seed seeds the link.`,
 			Example: `  hil vm ab
   hil vm ab --scenario rollback --console console.log --json
-  hil vm ab --scenario flightd-boot,flightd-update --seed 7`,
+  hil vm ab --scenario flightd-boot,flightd-update --seed 7
+  hil vm ab --scenario flightd-rollback`,
 			Args: cli.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error { return runVMAB(c, &f) },
 		}
 		fs := c.Flags()
 		fs.StringVar(&f.kdir, "kernel-dir", "", "extracted arm64 kernel package (`DIR` from hil/vm/fetch-kernel.sh; default $"+vm.KernelDirEnv+" or hil/vm/_kernel-cache)")
 		fs.StringVar(&f.uboot, "uboot", "", "U-Boot for QEMU's arm64 virt machine (`FILE`; default $"+vm.UBootEnvVar+" or "+vm.DefaultUBoot+")")
-		fs.StringVar(&f.scenarios, "scenario", "update,rollback", "scenarios to run, comma-separated: update, rollback, flightd-boot, flightd-update")
+		fs.StringVar(&f.scenarios, "scenario", "update,rollback", "scenarios to run, comma-separated: update, rollback, flightd-boot, flightd-update, flightd-rollback")
 		fs.Uint64Var(&f.seed, "seed", 1, "seed of the emulated link's random decisions (flightd scenarios)")
 		fs.StringVar(&f.console, "console", "", "write the serial console of every run to `FILE`")
 		cli.JSONFlag(c, &f.json)
@@ -72,11 +80,11 @@ func runVMAB(c *cobra.Command, f *vmABFlags) error {
 	var run []string
 	for _, s := range strings.Split(f.scenarios, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "update", "rollback", "flightd-boot", "flightd-update":
+		case "update", "rollback", "flightd-boot", "flightd-update", "flightd-rollback":
 			run = append(run, s)
 		case "":
 		default:
-			return cli.Usagef("--scenario %q: want update, rollback, flightd-boot or flightd-update", s)
+			return cli.Usagef("--scenario %q: want update, rollback, flightd-boot, flightd-update or flightd-rollback", s)
 		}
 	}
 	if len(run) == 0 {
@@ -133,7 +141,7 @@ func runVMAB(c *cobra.Command, f *vmABFlags) error {
 		if err != nil {
 			return err
 		}
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		sctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 		var r *vm.ABReport
 		switch s {
 		case "update":
@@ -178,8 +186,11 @@ func runVMFlightd(ctx context.Context, b *vm.ABBoard, scenario string, seed uint
 		return nil, err
 	}
 	spec.Schedule = linksim.Schedule{}
-	if scenario == "flightd-boot" {
+	switch scenario {
+	case "flightd-boot":
 		return fb.RunFlightdBoot(ctx, spec, seed)
+	case "flightd-rollback":
+		return fb.RunFlightdRollback(ctx, spec, seed)
 	}
 	return fb.RunFlightdUpdate(ctx, spec, seed)
 }

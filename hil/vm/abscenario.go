@@ -22,12 +22,16 @@ type ABReport struct {
 	Kernel   string `json:"kernel"`
 	// Booted is U-Boot's decision at each boot, per power-on ("BBBA":
 	// three tries of B, then A).
-	Booted    []string          `json:"booted"`
-	EnvBefore map[string]string `json:"env_before"`
-	EnvAfter  map[string]string `json:"env_after"`
-	Steps     []string          `json:"steps"`
-	Time      time.Duration     `json:"time_ns"`
-	Problems  []string          `json:"problems,omitempty"`
+	Booted []string `json:"booted"`
+	// ResetCauses is the reset cause at each boot, in boot order, where
+	// the scenario reads it (the flightd scenarios: the watchdog core's
+	// bootstatus as the guest init saw it before starting flightd).
+	ResetCauses []string          `json:"reset_causes,omitempty"`
+	EnvBefore   map[string]string `json:"env_before"`
+	EnvAfter    map[string]string `json:"env_after"`
+	Steps       []string          `json:"steps"`
+	Time        time.Duration     `json:"time_ns"`
+	Problems    []string          `json:"problems,omitempty"`
 	// Console is every console line of every power-on.
 	Console []Line `json:"-"`
 }

@@ -21,4 +21,10 @@
 // real U-Boot counts boot attempts there, the i6300esb resets the board,
 // and the harness switches power (starts and kills QEMU) and reads the
 // environment offline with fw_printenv.
+//
+// FlightdBoard runs flightd (linux/arm64) as the system of each slot,
+// reached from a ground on the host across hil/link's emulator: the
+// factory boot, the nominal update (RunFlightdUpdate) and the watchdog
+// rollback with flightd owning the watchdog (RunFlightdRollback: the new
+// image freezes flightd at boot and the real U-Boot gives up on it).
 package vm

@@ -43,6 +43,17 @@ const (
 	slotFSSize = 20 * mib
 )
 
+// The behaviours of a flightd slot image (its /image says which).
+const (
+	// BehaviourFlightd is the system that runs flightd.
+	BehaviourFlightd = "flightd"
+	// BehaviourFlightdHang runs flightd too, and hangs at boot: flightd's
+	// first health check freezes flightd (SIGSTOP) once it holds the
+	// watchdog, before it can mark the slot good. The watchdog resets the
+	// board. See the guest init's hang.
+	BehaviourFlightdHang = "flightd-hang"
+)
+
 // FlightdKeys are the board's keys: the ground's and the release
 // authority's signing keys (the guest holds their public halves) and the
 // vehicle's return-link MAC key (the guest holds it, the ground verifies
@@ -75,11 +86,12 @@ type FlightdBoard struct {
 // FlightdImage is one slot image: an OCI image whose single layer is the
 // raw ext4 filesystem (flightd's RawImage form for raw slots).
 type FlightdImage struct {
-	Version uint64
-	FS      string // the filesystem image
-	Ref     oci.Ref
-	Image   *oci.Image
-	DiffID  digest.Digest
+	Version   uint64
+	Behaviour string // BehaviourFlightd or BehaviourFlightdHang
+	FS        string // the filesystem image
+	Ref       oci.Ref
+	Image     *oci.Image
+	DiffID    digest.Digest
 }
 
 // BuildFlightd cross-compiles flightd for linux/arm64 to out.
@@ -136,7 +148,19 @@ func (fb *FlightdBoard) FlightdConfig() *flightd.Config {
 // and times: two versions differ where their files do), as an OCI image
 // in the layout under the work directory.
 func (fb *FlightdBoard) BuildImage(ctx context.Context, version uint64) (*FlightdImage, error) {
+	return fb.BuildImageAs(ctx, version, BehaviourFlightd)
+}
+
+// BuildImageAs is BuildImage with the image's behaviour (BehaviourFlightd
+// or BehaviourFlightdHang). A version is built once, with one behaviour.
+func (fb *FlightdBoard) BuildImageAs(ctx context.Context, version uint64, behaviour string) (*FlightdImage, error) {
+	if behaviour != BehaviourFlightd && behaviour != BehaviourFlightdHang {
+		return nil, fmt.Errorf("%w: image behaviour %q: want %s or %s", ErrBoard, behaviour, BehaviourFlightd, BehaviourFlightdHang)
+	}
 	if im := fb.Images[version]; im != nil {
+		if im.Behaviour != behaviour {
+			return nil, fmt.Errorf("%w: version %d is already built as %s", ErrBoard, version, im.Behaviour)
+		}
 		return im, nil
 	}
 	init, err := os.ReadFile(filepath.Join(fb.Dir, "init"))
@@ -159,7 +183,7 @@ func (fb *FlightdBoard) BuildImage(ctx context.Context, version uint64) (*Flight
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	image := fmt.Sprintf("version=%d\nbehaviour=flightd\nip=%s/%d\n", version, GuestIP, GuestPrefix)
+	image := fmt.Sprintf("version=%d\nbehaviour=%s\nip=%s/%d\n", version, behaviour, GuestIP, GuestPrefix)
 	if err := BuildInitramfs(filepath.Join(dir, "initrd"), init, fb.Mods,
 		File{Name: "image", Perm: 0o644, Data: []byte(image)},
 		File{Name: "flightd", Perm: 0o755, Data: fdBin},
@@ -202,7 +226,7 @@ func (fb *FlightdBoard) BuildImage(ctx context.Context, version uint64) (*Flight
 	if err != nil {
 		return nil, err
 	}
-	im := &FlightdImage{Version: version, FS: fsImg, Ref: ref, Image: o, DiffID: diff}
+	im := &FlightdImage{Version: version, Behaviour: behaviour, FS: fsImg, Ref: ref, Image: o, DiffID: diff}
 	fb.Images[version] = im
 	return im, nil
 }
@@ -241,7 +265,9 @@ func (fb *FlightdBoard) Factory(ctx context.Context, version uint64) error {
 	if err := os.RemoveAll(state); err != nil {
 		return err
 	}
-	for _, d := range []string{work, filepath.Join(state, "slots")} {
+	// flightd's reset records (Boot.RecordDir) go in state/boot: flightd
+	// creates its state directory but not that one, as an installer would.
+	for _, d := range []string{work, filepath.Join(state, "slots"), filepath.Join(state, "boot")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -301,6 +327,62 @@ func (fb *FlightdBoard) Factory(ctx context.Context, version uint64) error {
 		return err
 	}
 	return env.Save(watchdog.Vars{watchdog.VarBootOrder: "A", watchdog.LeftVar("A"): "3", watchdog.LeftVar("B"): "0"})
+}
+
+// ResetRecord reads flightd's reset record (watchdog.RecordBootReset in
+// Boot.RecordDir) from the boot partition of the disk image, offline (the
+// board powered off), with e2fsprogs: the partition is copied out, its
+// journal replayed (e2fsck -E journal_only) and the file read with
+// debugfs, without mounting it.
+func (fb *FlightdBoard) ResetRecord(ctx context.Context) (watchdog.ResetRecord, error) {
+	var rec watchdog.ResetRecord
+	tool, err := exec.LookPath("debugfs")
+	if err != nil {
+		return rec, fmt.Errorf("%w: debugfs (e2fsprogs): %w", ErrBoard, err)
+	}
+	disk, err := os.Open(fb.Disk)
+	if err != nil {
+		return rec, err
+	}
+	defer disk.Close()
+	part := filepath.Join(fb.Dir, "bootpart.img")
+	defer os.Remove(part)
+	out, err := os.Create(part)
+	if err != nil {
+		return rec, err
+	}
+	p := ABLayout[0]
+	_, err = io.Copy(out, io.NewSectionReader(disk, p.Start, p.Size))
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return rec, err
+	}
+	// The guest's last writes may be only in the journal (the board was
+	// powered off, not unmounted): replay it on the copy first.
+	if fsck, err := exec.LookPath("e2fsck"); err != nil {
+		return rec, fmt.Errorf("%w: e2fsck (e2fsprogs): %w", ErrBoard, err)
+	} else if out, err := exec.CommandContext(ctx, fsck, "-y", "-E", "journal_only", part).CombinedOutput(); err != nil {
+		// Exit status 1: the journal was replayed (errors corrected).
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() > 1 {
+			return rec, fmt.Errorf("%w: e2fsck -E journal_only: %w: %s", ErrBoard, err, strings.TrimSpace(string(out)))
+		}
+	}
+	cmd := exec.CommandContext(ctx, tool, "-R", "cat /"+flightdState+"/boot/"+watchdog.ResetRecordFile, part)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	b, err := cmd.Output()
+	if err != nil {
+		return rec, fmt.Errorf("%w: debugfs: %w: %s", ErrBoard, err, strings.TrimSpace(stderr.String()))
+	}
+	if len(b) == 0 {
+		return rec, fmt.Errorf("%w: no reset record on the boot partition (%s)", ErrBoard, strings.TrimSpace(stderr.String()))
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return rec, fmt.Errorf("%w: reset record: %w", ErrBoard, err)
+	}
+	return rec, nil
 }
 
 // machine is the ABBoard's machine with flightd's UDP port forwarded.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/bootorbit/bootorbit/hil/link"
 	"github.com/bootorbit/bootorbit/internal/testrand"
+	"github.com/bootorbit/bootorbit/watchdog"
 )
 
 func needFlightdBoard(t *testing.T, name string) (*FlightdBoard, link.Spec) {
@@ -60,5 +61,26 @@ func TestFlightdBoardUpdate(t *testing.T) {
 	checkReport(t, r, err)
 	if strings.Join(r.Booted, ",") != "AB" {
 		t.Fatalf("booted %v", r.Booted)
+	}
+}
+
+// The watchdog rollback with flightd owning the watchdog (RunFlightdRollback):
+// the ground sends version 3, which hangs at boot, across hil/link's
+// emulator; flightd installs it into B and reboots into it; B freezes
+// with flightd holding the watchdog, the i6300esb resets the board,
+// the real U-Boot tries B three times and falls back to A, where flightd
+// records B bad and tells the ground. A few minutes here: -long only.
+func TestFlightdBoardRollback(t *testing.T) {
+	if !testrand.Long() {
+		t.Skip("several minutes: -long or BOOTORBIT_LONG=1 (TestABBoardRollback is the fast rollback under U-Boot, with the guest init's stand-in)")
+	}
+	fb, spec := needFlightdBoard(t, "flightd-rollback")
+	rng := testrand.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	r, err := fb.RunFlightdRollback(ctx, spec, rng.Uint64())
+	checkReport(t, r, err)
+	if want := "A" + strings.Repeat("B", watchdog.DefaultAttempts) + "A"; strings.Join(r.Booted, ",") != want {
+		t.Fatalf("booted %v, want %s", r.Booted, want)
 	}
 }

@@ -45,37 +45,11 @@ func (fb *FlightdBoard) RunFlightdUpdate(ctx context.Context, spec link.Spec, se
 	r.step("factory: slot A version 1 (raw ext4 image, %d bytes) recorded good; version 2's delta bundle %d bytes; built in %v (fw_printenv: %s)",
 		slotFSSize, len(bundle), time.Since(start).Round(time.Millisecond), fmtVars(r.EnvBefore))
 
-	return r, fb.session(ctx, spec, seed, r, "AB", func(g *benchGround, t0 time.Time) error {
-		plan, err := g.signedPlan(1, v2, bundle)
-		if err != nil {
+	return r, fb.session(ctx, spec, seed, r, "AB", envUpdated, func(g *benchGround, t0 time.Time) error {
+		if err := fb.uplink(ctx, g, r, t0, v2, bundle); err != nil {
 			return err
 		}
-		if err := g.transfer(ctx, update.TargetPlan(1), plan); err != nil {
-			return fmt.Errorf("plan: %w", err)
-		}
-		r.step("plan 1 (%d bytes) received by flightd, %v after power-on", len(plan), time.Since(t0).Round(time.Millisecond))
 		t1 := time.Now()
-		if err := g.transfer(ctx, update.TargetBundle(1), bundle); err != nil {
-			return fmt.Errorf("bundle: %w", err)
-		}
-		r.step("bundle (%d bytes) received in %v", len(bundle), time.Since(t1).Round(time.Millisecond))
-		t1 = time.Now()
-		if _, err := g.waitHK(ctx, dict.HKTransfer, func(v dict.Values) bool { return v["plan_id"] == uint64(1) && v["state"] == uint64(5) }); err != nil {
-			return fmt.Errorf("install: %w", err)
-		}
-		r.step("flightd installed version 2 into slot B in %v", time.Since(t1).Round(time.Millisecond))
-		v, err := g.command(ctx, "activate", dict.Values{"slot": "b", "attempts": uint64(watchdog.DefaultAttempts)})
-		if err != nil {
-			return err
-		}
-		if v.Stage != protocol.StageCompleted {
-			return fmt.Errorf("activate: %v %s", v.Stage, dict.EnumReason.NameOf(uint64(v.Code)))
-		}
-		if _, err := g.command(ctx, "reboot", nil); err != nil {
-			return err
-		}
-		r.step("activated B and rebooted by command")
-		t1 = time.Now()
 		if _, err := g.waitHK(ctx, dict.HKBoot, func(v dict.Values) bool {
 			return v["booted_slot"] == uint64(2) && v["last_outcome"] == uint64(2) && v["trial"] == false
 		}); err != nil {
@@ -86,11 +60,57 @@ func (fb *FlightdBoard) RunFlightdUpdate(ctx context.Context, spec link.Spec, se
 	})
 }
 
+// The environment fw_printenv must read after a session: after an
+// update committed, after the factory boot, and after a rollback.
+var (
+	envUpdated    = map[string]string{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3", "BOOTORBIT_TRIAL": ""}
+	envFactory    = map[string]string{"BOOT_ORDER": "A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0", "BOOTORBIT_TRIAL": ""}
+	envRolledBack = envFactory
+)
+
+// uplink is the ground's update up to the reboot into the new slot:
+// plan 1 taking the vehicle to im and its bundle across the link, the
+// install into slot B (hk.transfer: installed), activate b with the
+// default attempts, and reboot, all by command.
+func (fb *FlightdBoard) uplink(ctx context.Context, g *benchGround, r *ABReport, t0 time.Time, im *FlightdImage, bundle []byte) error {
+	plan, err := g.signedPlan(1, im, bundle)
+	if err != nil {
+		return err
+	}
+	if err := g.transfer(ctx, update.TargetPlan(1), plan); err != nil {
+		return fmt.Errorf("plan: %w", err)
+	}
+	r.step("plan 1 (%d bytes) received by flightd, %v after power-on", len(plan), time.Since(t0).Round(time.Millisecond))
+	t1 := time.Now()
+	if err := g.transfer(ctx, update.TargetBundle(1), bundle); err != nil {
+		return fmt.Errorf("bundle: %w", err)
+	}
+	r.step("bundle (%d bytes) received in %v", len(bundle), time.Since(t1).Round(time.Millisecond))
+	t1 = time.Now()
+	if _, err := g.waitHK(ctx, dict.HKTransfer, func(v dict.Values) bool { return v["plan_id"] == uint64(1) && v["state"] == uint64(5) }); err != nil {
+		return fmt.Errorf("install: %w", err)
+	}
+	r.step("flightd installed version %d into slot B in %v", im.Version, time.Since(t1).Round(time.Millisecond))
+	v, err := g.command(ctx, "activate", dict.Values{"slot": "b", "attempts": uint64(watchdog.DefaultAttempts)})
+	if err != nil {
+		return err
+	}
+	if v.Stage != protocol.StageCompleted {
+		return fmt.Errorf("activate: %v %s", v.Stage, dict.EnumReason.NameOf(uint64(v.Code)))
+	}
+	if _, err := g.command(ctx, "reboot", nil); err != nil {
+		return err
+	}
+	r.step("activated B (%d attempts) and rebooted by command", watchdog.DefaultAttempts)
+	return nil
+}
+
 // session powers the board on behind the emulated link spec, runs the
 // ground's part (t0 is the power-on), powers the board off, and checks
 // what U-Boot booted (wantBooted: "AB" after an update, "A" for the
-// factory boot) and the environment fw_printenv reads then.
-func (fb *FlightdBoard) session(ctx context.Context, spec link.Spec, seed uint64, r *ABReport, wantBooted string, ground func(*benchGround, time.Time) error) error {
+// factory boot, "ABBBA" for a rollback) and the environment fw_printenv
+// reads then (wantEnv).
+func (fb *FlightdBoard) session(ctx context.Context, spec link.Spec, seed uint64, r *ABReport, wantBooted string, wantEnv map[string]string, ground func(*benchGround, time.Time) error) error {
 	gl, err := NewGuestLink(spec, seed, FlightdPort)
 	if err != nil {
 		return err
@@ -139,6 +159,13 @@ func (fb *FlightdBoard) session(ctx context.Context, spec link.Spec, seed uint64
 		if _, rest, ok := strings.Cut(l.Text, "bootorbit: booting slot "); ok && rest != "" {
 			booted.WriteString(rest[:1])
 		}
+		if l.Event != nil && l.Event.Ev == "fd-start" {
+			c := l.Event.Cause
+			if c == "" {
+				c = "unknown (" + l.Event.Err + ")"
+			}
+			r.ResetCauses = append(r.ResetCauses, c)
+		}
 		if l.Event != nil && l.Event.Ev == "error" {
 			r.problem("guest error: %s", l.Event.Err)
 		}
@@ -157,11 +184,7 @@ func (fb *FlightdBoard) session(ctx context.Context, spec link.Spec, seed uint64
 		r.problem("U-Boot booted %q, want %q", r.Booted[0], wantBooted)
 	}
 	r.EnvAfter = fb.env(ctx, r)
-	want := map[string]string{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3", "BOOTORBIT_TRIAL": ""}
-	if wantBooted == "A" {
-		want = map[string]string{"BOOT_ORDER": "A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0", "BOOTORBIT_TRIAL": ""}
-	}
-	r.wantEnv(r.EnvAfter, want, "after power-off")
+	r.wantEnv(r.EnvAfter, wantEnv, "after power-off")
 	r.step("powered off: U-Boot booted %s (fw_printenv: %s); link forward %d frames (%d delivered), return %d (%d delivered)", r.Booted[0], fmtVars(r.EnvAfter),
 		gl.Emulator.Stats().Dir(link.Forward).Frames, gl.Emulator.Stats().Dir(link.Forward).Delivered,
 		gl.Emulator.Stats().Dir(link.Return).Frames, gl.Emulator.Stats().Dir(link.Return).Delivered)
@@ -185,7 +208,7 @@ func (fb *FlightdBoard) RunFlightdBoot(ctx context.Context, spec link.Spec, seed
 	}
 	r.EnvBefore = fb.env(ctx, r)
 	r.step("factory: slot A version 1 recorded good (fw_printenv: %s)", fmtVars(r.EnvBefore))
-	return r, fb.session(ctx, spec, seed, r, "A", func(g *benchGround, t0 time.Time) error {
+	return r, fb.session(ctx, spec, seed, r, "A", envFactory, func(g *benchGround, t0 time.Time) error {
 		if _, err := g.waitHK(ctx, dict.HKBoot, func(v dict.Values) bool {
 			return v["booted_slot"] == uint64(1) && v["trial"] == false
 		}); err != nil {

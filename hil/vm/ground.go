@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/bootorbit/bootorbit/protocol"
@@ -33,7 +34,35 @@ type benchGround struct {
 	tlm   map[uint16]*protocol.Telemetry
 	verif []*protocol.Verification
 	// Events are the vehicle's events, in arrival order.
-	events []string
+	events []groundEvent
+}
+
+// groundEvent is an event from the vehicle, its arguments decoded with
+// the dictionary (Def nil when the dictionary does not know it).
+type groundEvent struct {
+	Name string
+	Def  *dict.Event
+	Args dict.Values
+}
+
+// String shows the event with its arguments, enumerations by name.
+func (e groundEvent) String() string {
+	if e.Def == nil || len(e.Args) == 0 {
+		return e.Name
+	}
+	var b strings.Builder
+	b.WriteString(e.Name)
+	for _, f := range e.Def.Args {
+		v, ok := e.Args[f.Name]
+		if !ok {
+			continue
+		}
+		if u, isU := v.(uint64); isU && f.Enum != nil {
+			v = f.Enum.NameOf(u)
+		}
+		fmt.Fprintf(&b, " %s=%v", f.Name, v)
+	}
+	return b.String()
 }
 
 func newBenchGround(to *net.UDPAddr, keys FlightdKeys, rate float64) (*benchGround, error) {
@@ -83,11 +112,12 @@ func (g *benchGround) take(now time.Time, b []byte, s *transfer.Sender) {
 		}
 	case *protocol.Event:
 		if g.ver.Verify(m) == nil {
-			name := fmt.Sprint(msg.ID)
+			ev := groundEvent{Name: fmt.Sprint(msg.ID)}
 			if e, ok := dict.EventByID(msg.ID); ok {
-				name = e.Name
+				ev.Name, ev.Def = e.Name, e
+				ev.Args, _ = e.Decode(msg.Args)
 			}
-			g.events = append(g.events, name)
+			g.events = append(g.events, ev)
 		}
 	case *protocol.Verification:
 		if g.ver.Verify(m) == nil {
@@ -197,6 +227,34 @@ func (g *benchGround) waitHK(ctx context.Context, p *dict.Packet, ok func(dict.V
 		}
 	}
 	return last, fmt.Errorf("%s: %w (last %v)", p.Name, errors.Join(ctx.Err(), errors.New("condition not met")), last)
+}
+
+// event returns the first event named name received so far.
+func (g *benchGround) event(name string) (groundEvent, bool) {
+	for _, e := range g.events {
+		if e.Name == name {
+			return e, true
+		}
+	}
+	return groundEvent{}, false
+}
+
+// waitEvent asks for housekeeping (which also brings the events the
+// vehicle could not send before it heard the ground) until an event
+// named name has arrived, and returns it.
+func (g *benchGround) waitEvent(ctx context.Context, name string) (groundEvent, error) {
+	for ctx.Err() == nil {
+		if e, ok := g.event(name); ok {
+			return e, nil
+		}
+		if _, err := g.command(ctx, "status", nil); err != nil {
+			break
+		}
+		for b := g.recv(time.Now().Add(200 * time.Millisecond)); b != nil; b = g.recv(time.Now().Add(100 * time.Millisecond)) {
+			g.take(time.Now(), b, nil)
+		}
+	}
+	return groundEvent{}, fmt.Errorf("event %s: %w (seen %v)", name, ctx.Err(), g.events)
 }
 
 // signedPlan signs the plan that takes the vehicle to im with bundle.

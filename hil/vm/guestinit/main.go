@@ -477,7 +477,7 @@ func abBoard(args map[string]string, dev string) error {
 	if err != nil {
 		return err
 	}
-	if img["behaviour"] == "flightd" {
+	if b := img["behaviour"]; b == vm.BehaviourFlightd || b == vm.BehaviourFlightdHang {
 		return runFlightd(img, slot)
 	}
 	envDev := args["env"]
