@@ -61,6 +61,7 @@ func TestRunRealBoard(t *testing.T) {
 	}
 	code, out, errOut := clitest.Run(commands, args...)
 	t.Logf("hil %s:\n%s", strings.Join(args, " "), out)
+	t.Logf("the double:\n%s", strings.Join(double.Log(), "\n"))
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\nstderr:\n%s\ndouble:\n%s", code, out, tail(errOut, 4000), strings.Join(double.Log(), "\n"))
 	}

@@ -118,19 +118,21 @@ type ScenarioBoard struct {
 
 	obsMu sync.Mutex // one observation at a time
 
-	mu       sync.Mutex
-	fresh    bool // on since prepare, the scenario's configuration not yet written
-	on       bool
-	peer     string
-	events   []board.Event
-	bootID   string
-	boots    int
-	powered  bool // a power on since the last boot seen
-	cause    string
-	status   boardStatus
-	env      map[string]string
-	running  bool
-	consoleC context.CancelFunc
+	mu        sync.Mutex
+	fresh     bool // on since prepare, the scenario's configuration not yet written
+	on        bool
+	peer      string
+	events    []board.Event
+	bootID    string
+	boots     int
+	powered   bool   // a power on since the last boot seen
+	cause     string // a reset cause the console showed since the last boot
+	causeLine string
+	pending   string // a new boot id seen once, waiting for the console
+	status    boardStatus
+	env       map[string]string
+	running   bool
+	consoleC  context.CancelFunc
 }
 
 var _ scenario.Board = (*ScenarioBoard)(nil)
@@ -444,6 +446,7 @@ func (b *ScenarioBoard) observe(ctx context.Context) {
 		return // cut meanwhile
 	}
 	b.running = statusOK && rerr == nil
+	prev := b.status.Booted
 	if statusOK {
 		b.status = st
 	}
@@ -453,16 +456,23 @@ func (b *ScenarioBoard) observe(ctx context.Context) {
 	if id == "" || id == b.bootID || !statusOK {
 		return
 	}
+	if !b.powered && b.cause == "" && b.cfg.Console != "" && id != b.pending {
+		// A reset the board did by itself: its cause may still be on its
+		// way through the console; the boot is recorded at the next
+		// reading.
+		b.pending = id
+		return
+	}
 	switch {
 	case b.powered:
 	case b.cause != "":
-		b.event(b.cause, b.status.Booted, "the console says so")
+		b.event(b.cause, prev, "the console: "+b.causeLine)
 	case strings.Contains(strings.ToLower(st.ResetCause), "watchdog"):
-		b.event("watchdog_reset", "", "flightd's reset cause: "+st.ResetCause)
+		b.event("watchdog_reset", prev, "flightd's reset cause: "+st.ResetCause)
 	default:
-		b.event("reboot", "", "")
+		b.event("reboot", prev, "")
 	}
-	b.bootID, b.powered, b.cause = id, false, ""
+	b.bootID, b.powered, b.cause, b.causeLine = id, false, "", ""
 	b.boots++
 	b.event("boot", st.Booted, "boot id "+id)
 }
@@ -524,7 +534,7 @@ func (b *ScenarioBoard) watchConsole(lines <-chan string) {
 		for _, k := range kinds {
 			if res[k].MatchString(l) {
 				b.mu.Lock()
-				b.cause = k
+				b.cause, b.causeLine = k, l
 				b.mu.Unlock()
 			}
 		}

@@ -11,9 +11,13 @@
 // the double over two FIFOs), as a relay tool would be; so is the
 // factory reset, run on the "board" through SSH.
 //
+// The console is a pseudo-terminal (its slave is Config's "console")
+// where each boot prints the bootloader's lines; Reset prints a reset
+// cause there and resets the board, as a hardware watchdog would.
+//
 // What it does not model: the board's SSH survives its power cuts (a
-// real board's does not; the driver redials either way), there is no
-// hardware watchdog and no serial console.
+// real board's does not; the driver redials either way), and there is no
+// hardware watchdog timing out by itself.
 package realboardtest
 
 import (
@@ -43,6 +47,7 @@ import (
 	"github.com/bootorbit/bootorbit/watchdog"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+	"golang.org/x/sys/unix"
 )
 
 // envSize is the double's U-Boot environment size.
@@ -141,6 +146,8 @@ type Board struct {
 	t      testing.TB
 	ctl    *os.File
 	ack    *os.File
+	tty    *os.File
+	lines  chan string
 	paths  map[string]string
 	env    *watchdog.UBootEnv
 	output io.Writer
@@ -214,6 +221,7 @@ func New(t testing.TB, dir string, factory images.Image, output io.Writer) *Boar
 		t.Fatal(err)
 	}
 	go b.serve()
+	console := b.openConsole()
 	t.Cleanup(b.close)
 	ask := func(what string) []string {
 		return []string{"/bin/sh", "-c", fmt.Sprintf(`echo %s > %s && read r < %s && [ "$r" = ok ]`, what, quote(p["ctl"]), quote(p["ack"]))}
@@ -231,7 +239,7 @@ func New(t testing.TB, dir string, factory images.Image, output io.Writer) *Boar
 		"host": addr, "user": "root", "key_file": keyFile, "known_hosts": kh,
 		"power_on": ask("on"), "power_off": ask("off"),
 		"flightd_path": p["flightd"], "config_path": p["config"], "restart": []string{},
-		"timeout_s": 60, "poll_ms": 100,
+		"timeout_s": 60, "poll_ms": 100, "console": console,
 		"link_addr": link, "bench_addr": "127.0.0.1:0", "key_dir": p["keys"],
 		"factory":  ask("factory"),
 		"boot_id":  []string{"cat", p["bootid"]},
@@ -313,6 +321,9 @@ func (b *Board) serve() {
 
 func (b *Board) close() {
 	b.powerOff()
+	if b.tty != nil {
+		b.tty.Close()
+	}
 	b.ctl.WriteString("quit\n")
 	b.ctl.Close()
 	b.ack.Close()
@@ -414,6 +425,8 @@ func (b *Board) bootLocked() error {
 		return errors.New("no bootable slot")
 	}
 	b.boots++
+	b.console("U-Boot 2023.01 (bench double)")
+	b.console("bootorbit: booting slot " + dec.Slot)
 	os.WriteFile(b.paths["cmdline"], []byte("console=ttyS0 "+dec.Cmdline()+"\n"), 0o644)
 	os.WriteFile(b.paths["bootid"], []byte(fmt.Sprintf("double-boot-%d\n", b.boots)), 0o644)
 	b.logf("boot %d: slot %s", b.boots, dec.Slot)
@@ -453,4 +466,58 @@ func (b *Board) bootLocked() error {
 		}
 	}()
 	return nil
+}
+
+// openConsole opens a pseudo-terminal and returns its slave's path ("":
+// none here); lines written with console go to its master.
+func (b *Board) openConsole() string {
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return ""
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		m.Close()
+		return ""
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		m.Close()
+		return ""
+	}
+	b.tty, b.lines = m, make(chan string, 256)
+	go func() {
+		for l := range b.lines {
+			if _, err := io.WriteString(m, l+"\r\n"); err != nil {
+				return
+			}
+		}
+	}()
+	return fmt.Sprintf("/dev/pts/%d", n)
+}
+
+// console prints a line on the console (dropped when nobody reads it and
+// its buffer is full).
+func (b *Board) console(line string) {
+	if b.lines == nil {
+		return
+	}
+	select {
+	case b.lines <- line:
+	default:
+	}
+}
+
+// Reset prints cause on the console and resets the board: flightd is
+// killed and the board boots again through the bootloader model, as
+// after a hardware watchdog's reset.
+func (b *Board) Reset(cause string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.on {
+		return errors.New("realboardtest: the board is off")
+	}
+	b.console(cause)
+	b.logf("reset: %s", cause)
+	b.killLocked()
+	return b.bootLocked()
 }
