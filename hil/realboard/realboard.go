@@ -4,10 +4,12 @@
 // through a configured local command (a USB relay, a PDU's CLI, a lab
 // power supply) and reads its serial console from a device.
 //
-// hil/board (the process-level virtual board) had no Board interface
-// when this package was written, so this package defines the small one
-// the scenarios need (Board); a scenario runner written against it runs
-// on a real board as on a virtual one.
+// Board is the driver's interface (SSHBoard implements it).
+// ScenarioBoard puts it behind the scenario runner's board interface
+// (hil/scenario.Board, which the virtual board hil/board implements too),
+// so that `hil run --board` runs the shipped scenarios on a real board
+// and writes the same report; NewBoards is the runner's factory for it.
+// realboardtest is a bench double for the tests.
 package realboard
 
 import (
