@@ -14,8 +14,9 @@ func init() {
 	commands.Group("realboard", "a real ARM64 board on the bench: SSH, a power switch command, the serial console",
 		`The realboard commands drive a real board as the bench configures it (a JSON
 file, hil/realboard.Config): SSH with a known host key, power through a local
-command (relay, PDU), the serial console from a device. docs/hil.md, "Real
-boards", says how to set up such a bench.`)
+command (relay, PDU), the serial console from a device. hil run --board runs
+the scenarios on such a board. docs/hil.md, "Real boards", says how to set up
+such a bench.`)
 	// sub adds a realboard command; with viaSSH it logs in to the board
 	// first (power and console work on this host only).
 	sub := func(viaSSH bool, use, short, long, example string, args cobra.PositionalArgs, run func(c *cobra.Command, b *realboard.SSHBoard, cfg realboard.Config, args []string) error) {

@@ -128,6 +128,9 @@ func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
 		if real, err = openBench(c, f.board); err != nil {
 			return err
 		}
+		if c.Flags().Changed("arch") && f.arch != real.arch {
+			return cli.Usagef("--arch %s: the board is %s (%s)", f.arch, real.arch, real.desc)
+		}
 		f.arch = real.arch
 		fmt.Fprintf(stderr, "real board: %s\n", real.desc)
 	}
