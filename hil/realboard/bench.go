@@ -57,11 +57,14 @@ func (c Config) CheckRun() error {
 // Limits is what a real board cannot do in a scenario, with the reasons
 // the report gives, and where the link emulator listens for it.
 func (c Config) Limits() scenario.Limits {
-	return scenario.Limits{
-		SlotWrite:      "the board's slot states are read over SSH every poll_ms, too slowly to catch a slot write of a few MB (tens of milliseconds) and cut the power during it",
-		ImageBehaviour: "the synthetic image's behaviour file (hang at boot, fail the health check) acts on the virtual board only; a real board boots and checks its own images",
-		LinkListen:     cmpOr(c.BenchAddr, "127.0.0.1:0"),
+	l := scenario.Limits{
+		SlotWrite:  "the board's slot states are read over SSH every poll_ms, too slowly to catch a slot write of a few MB (tens of milliseconds) and cut the power during it",
+		LinkListen: cmpOr(c.BenchAddr, "127.0.0.1:0"),
 	}
+	if !c.ImageBehaviour {
+		l.ImageBehaviour = "the synthetic image's behaviour file (hang at boot, fail the health check) acts on the virtual board and on a bench set up for it (image_behaviour); this board boots and checks its own images"
+	}
+	return l
 }
 
 func cmpOr(s, d string) string {
@@ -129,6 +132,7 @@ type ScenarioBoard struct {
 	cause     string // a reset cause the console showed since the last boot
 	causeLine string
 	pending   string // a new boot id seen once, waiting for the console
+	ran       bool   // flightd was seen running in this boot
 	status    boardStatus
 	env       map[string]string
 	running   bool
@@ -446,6 +450,7 @@ func (b *ScenarioBoard) observe(ctx context.Context) {
 		return // cut meanwhile
 	}
 	b.running = statusOK && rerr == nil
+	b.ran = b.ran || b.running && id == b.bootID
 	prev := b.status.Booted
 	if statusOK {
 		b.status = st
@@ -463,6 +468,11 @@ func (b *ScenarioBoard) observe(ctx context.Context) {
 		b.pending = id
 		return
 	}
+	if !b.powered && !b.ran && b.bootID != "" {
+		// The boot that ended never ran flightd: the image hung before
+		// it started (the watchdog or the console says how it ended).
+		b.event("hang", prev, "flightd never ran in that boot")
+	}
 	switch {
 	case b.powered:
 	case b.cause != "":
@@ -473,6 +483,7 @@ func (b *ScenarioBoard) observe(ctx context.Context) {
 		b.event("reboot", prev, "")
 	}
 	b.bootID, b.powered, b.cause, b.causeLine = id, false, "", ""
+	b.ran = b.running
 	b.boots++
 	b.event("boot", st.Booted, "boot id "+id)
 }

@@ -116,6 +116,13 @@ type Config struct {
 	// PollMS is how often the board's state is read over SSH during a
 	// scenario (default 250).
 	PollMS int `json:"poll_ms,omitempty"`
+	// ImageBehaviour says the board acts on the synthetic images'
+	// behaviour file (hil/images.BehaviourFile), as a rehearsal bench
+	// with directory slots can: its flightd does not start when the
+	// booted slot's image says "hang" (the hardware watchdog resets the
+	// board), and its health check fails when it says "unhealthy". The
+	// scenarios of those images then run instead of being skipped.
+	ImageBehaviour bool `json:"image_behaviour,omitempty"`
 }
 
 func (c *Config) defaults() {

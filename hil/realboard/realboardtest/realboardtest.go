@@ -15,9 +15,15 @@
 // where each boot prints the bootloader's lines; Reset prints a reset
 // cause there and resets the board, as a hardware watchdog would.
 //
+// It acts on the synthetic images' behaviour file (image_behaviour), as
+// a rehearsal bench with directory slots would: a slot whose image says
+// "hang" boots without starting flightd, and the watchdog's open timeout
+// (OpenTimeout) resets the board; the health check of the deployed
+// configuration fails an "unhealthy" image.
+//
 // What it does not model: the board's SSH survives its power cuts (a
-// real board's does not; the driver redials either way), and there is no
-// hardware watchdog timing out by itself.
+// real board's does not; the driver redials either way), and the
+// watchdog does not watch a running flightd's pets.
 package realboardtest
 
 import (
@@ -41,6 +47,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bootorbit/bootorbit/hil/images"
 	"github.com/bootorbit/bootorbit/slots"
@@ -142,6 +149,9 @@ type Board struct {
 	Config map[string]any
 	// Factory is the image the factory reset puts into slot A.
 	Factory images.Image
+	// OpenTimeout is the watchdog's time from boot to flightd's start
+	// (default 2 s): a hanging image resets the board after it.
+	OpenTimeout time.Duration
 
 	t      testing.TB
 	ctl    *os.File
@@ -185,7 +195,7 @@ func New(t testing.TB, dir string, factory images.Image, output io.Writer) *Boar
 			t.Fatal(err)
 		}
 	}
-	b := &Board{Root: root, Factory: factory, t: t, paths: p, output: output}
+	b := &Board{Root: root, Factory: factory, OpenTimeout: 2 * time.Second, t: t, paths: p, output: output}
 	var err error
 	if b.env, err = watchdog.NewUBootEnv(watchdog.UBootLocation{Path: p["env"], Size: envSize}); err != nil {
 		t.Fatal(err)
@@ -244,14 +254,15 @@ func New(t testing.TB, dir string, factory images.Image, output io.Writer) *Boar
 		"factory":  ask("factory"),
 		"boot_id":  []string{"cat", p["bootid"]},
 		"running":  []string{"/bin/sh", "-c", fmt.Sprintf(`kill -0 "$(cat %s 2>/dev/null)" 2>/dev/null`, quote(p["pid"]))},
-		"printenv": printenv,
+		"printenv": printenv, "image_behaviour": true,
 		"flightd": map[string]any{
 			"links": []any{map[string]any{"name": "radio", "kind": "udp", "listen": link}},
 			"slots": map[string]any{"state_dir": p["state"], "cmdline": p["cmdline"],
 				"a": map[string]any{"backend": "dir", "path": p["slot-a"]}, "b": map[string]any{"backend": "dir", "path": p["slot-b"]}},
 			"boot": map[string]any{"uboot_env": []any{map[string]any{"path": p["env"], "offset": 0, "size": envSize}},
 				"attempts": 3, "reboot": []string{"/bin/true"}},
-			"health":    map[string]any{"checks": []any{map[string]any{"name": "payload", "command": []string{"/bin/true"}, "timeout": "10s"}}, "interval": "30s"},
+			"health": map[string]any{"checks": []any{map[string]any{"name": "payload", "command": []string{"/bin/sh", "-c", healthCheck(p)}, "timeout": "10s"}},
+				"interval": "30s"},
 			"storage":   map[string]any{"dir": filepath.Join(p["state"], "uplink"), "quota": "256MiB"},
 			"telemetry": map[string]any{"period": "2s"},
 			"control":   map[string]any{"socket": p["socket"]},
@@ -430,6 +441,23 @@ func (b *Board) bootLocked() error {
 	os.WriteFile(b.paths["cmdline"], []byte("console=ttyS0 "+dec.Cmdline()+"\n"), 0o644)
 	os.WriteFile(b.paths["bootid"], []byte(fmt.Sprintf("double-boot-%d\n", b.boots)), 0o644)
 	b.logf("boot %d: slot %s", b.boots, dec.Slot)
+	if b.behaviour(dec.Slot) == images.BehaviourHang {
+		b.console("bootorbit-hil: the image of slot " + dec.Slot + " hangs at boot")
+		b.logf("slot %s hangs", dec.Slot)
+		boot := b.boots
+		time.AfterFunc(b.OpenTimeout, func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if b.on && !b.halted && b.boots == boot && b.cmd == nil {
+				b.console("watchdog: watchdog0: timeout, resetting the board")
+				b.logf("watchdog reset")
+				if err := b.bootLocked(); err != nil {
+					b.logf("boot: %v", err)
+				}
+			}
+		})
+		return nil
+	}
 	if _, err := os.Stat(b.paths["flightd"]); err != nil {
 		return nil // nothing deployed yet: the board runs without flightd
 	}
@@ -520,4 +548,20 @@ func (b *Board) Reset(cause string) error {
 	b.logf("reset: %s", cause)
 	b.killLocked()
 	return b.bootLocked()
+}
+
+// behaviour reads the behaviour file of the image in slot.
+func (b *Board) behaviour(slot string) string {
+	data, err := os.ReadFile(filepath.Join(b.paths["slot-"+strings.ToLower(slot)], images.BehaviourFile))
+	if err != nil {
+		return images.BehaviourOK
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// healthCheck is the double's health check: the booted slot (from the
+// kernel command line) does not hold an unhealthy image.
+func healthCheck(p map[string]string) string {
+	return fmt.Sprintf(`case "$(cat %s)" in *rauc.slot=B*) d=%s;; *) d=%s;; esac; test "$(cat "$d"/%s 2>/dev/null)" != %s`,
+		quote(p["cmdline"]), quote(p["slot-b"]), quote(p["slot-a"]), images.BehaviourFile, images.BehaviourUnhealthy)
 }
