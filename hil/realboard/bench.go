@@ -136,7 +136,6 @@ type ScenarioBoard struct {
 	status    boardStatus
 	env       map[string]string
 	running   bool
-	consoleC  context.CancelFunc
 }
 
 var _ scenario.Board = (*ScenarioBoard)(nil)
