@@ -44,8 +44,9 @@ boards"): flightd is built for the board's architecture (uname -m over SSH)
 and deployed with each scenario's keys and configuration, the factory
 command resets the board before each scenario, the link emulator's vehicle
 side listens on bench_addr. The report names the board. A scenario that
-needs what a real board cannot give (a power cut timed inside a slot write,
-an image that hangs at boot) is reported as skipped, with the reason.`,
+needs what a real board cannot give (a power cut timed inside a slot write;
+an image that hangs at boot, unless the bench sets image_behaviour) is
+reported as skipped, with the reason.`,
 			Example: `  hil run --all
   hil run --short --junit .ci/out/hil-junit.xml
   hil run watchdog-rollback --arch arm64
@@ -202,8 +203,9 @@ type realBench struct {
 	desc, arch string
 }
 
-// openBench reads the bench configuration, logs in to the board and
-// names it and its architecture.
+// openBench reads the bench configuration, switches the board on, logs
+// in to it (as soon as it answers, within timeout_s) and names it and its
+// architecture.
 func openBench(c *cobra.Command, path string) (*realBench, error) {
 	cfg, err := loadBoardConfig(path)
 	if err != nil {
@@ -212,7 +214,10 @@ func openBench(c *cobra.Command, path string) (*realBench, error) {
 	if err := cfg.CheckRun(); err != nil {
 		return nil, err
 	}
-	b, err := realboard.Dial(c.Context(), cfg)
+	if err := realboard.Offline(cfg).Power(c.Context(), true); err != nil {
+		return nil, err
+	}
+	b, err := realboard.DialWait(c.Context(), cfg)
 	if err != nil {
 		return nil, err
 	}

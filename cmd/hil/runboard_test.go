@@ -123,3 +123,16 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+// A bench configuration with an unknown key (a misspelt one) is refused,
+// not run with a default in its place.
+func TestBoardConfigStrict(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bench.json")
+	os.WriteFile(path, []byte(`{"host": "obc1:22", "power_on": ["true"], "power_of": ["true"]}`), 0o600)
+	for _, args := range [][]string{{"realboard", "power", "on", "--config", path}, {"run", "--board", path, "nominal-uhf"}} {
+		code, _, errOut := clitest.Run(commands, args...)
+		if code == 0 || !strings.Contains(errOut, `unknown field "power_of"`) {
+			t.Errorf("hil %s: exit %d, %s", strings.Join(args, " "), code, errOut)
+		}
+	}
+}

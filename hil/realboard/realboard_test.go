@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -189,5 +190,34 @@ func TestReadConsole(t *testing.T) {
 	}
 	cancel()
 	for range lines { // closed once ctx ends
+	}
+}
+
+// DialWait retries a board that does not answer (it boots) until
+// timeout_s, then says so; a refused host key ends it at once.
+func TestDialWait(t *testing.T) {
+	cfg, _ := bench(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	down := cfg
+	down.Host, down.TimeoutS = closed, 1
+	if _, err := DialWait(context.Background(), down); err == nil || !strings.Contains(err.Error(), "did not answer") {
+		t.Fatalf("a board that never answers: %v", err)
+	}
+	b, err := DialWait(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	s, _ := ssh.NewSignerFromKey(other)
+	os.WriteFile(cfg.KnownHosts, []byte(knownhosts.Line([]string{knownhosts.Normalize(cfg.Host)}, s.PublicKey())+"\n"), 0o644)
+	start := time.Now()
+	if _, err := DialWait(context.Background(), cfg); err == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("a changed host key: %v after %v", err, time.Since(start))
 	}
 }
