@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,8 +15,9 @@ func init() {
 	commands.Group("realboard", "a real ARM64 board on the bench: SSH, a power switch command, the serial console",
 		`The realboard commands drive a real board as the bench configures it (a JSON
 file, hil/realboard.Config): SSH with a known host key, power through a local
-command (relay, PDU), the serial console from a device. docs/hil.md, "Real
-boards", says how to set up such a bench.`)
+command (relay, PDU), the serial console from a device. hil run --board runs
+the scenarios on such a board. docs/hil.md, "Real boards", says how to set up
+such a bench.`)
 	// sub adds a realboard command; with viaSSH it logs in to the board
 	// first (power and console work on this host only).
 	sub := func(viaSSH bool, use, short, long, example string, args cobra.PositionalArgs, run func(c *cobra.Command, b *realboard.SSHBoard, cfg realboard.Config, args []string) error) {
@@ -111,7 +113,10 @@ func loadBoardConfig(path string) (realboard.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	if err := json.Unmarshal(b, &cfg); err != nil {
+	// Strict: a misspelt key would silently leave a default in place.
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
 		return cfg, fmt.Errorf("realboard: config %s: %w", path, err)
 	}
 	return cfg, nil

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
+	"github.com/bootorbit/bootorbit/hil/board"
+	"github.com/bootorbit/bootorbit/hil/realboard"
 	"github.com/bootorbit/bootorbit/hil/scenario"
 	"github.com/bootorbit/bootorbit/internal/cli"
 	"github.com/spf13/cobra"
@@ -30,11 +35,23 @@ or a scenario file (JSON, docs/hil.md "Scenarios"). --all runs every
 shipped scenario, --short the quick subset.
 
 It prints a summary a person reads (--json: the whole report as JSON) and
-writes JUnit XML with --junit. Exit status 1 if a scenario failed.`,
+writes JUnit XML with --junit. Exit status 1 if a scenario failed.
+
+With --board, the scenarios run on a real board of the bench instead
+(hil/realboard: SSH, a power command, the serial console; the configuration
+of hil realboard with the keys a scenario run needs, docs/hil.md "Real
+boards"): flightd is built for the board's architecture (uname -m over SSH)
+and deployed with each scenario's keys and configuration, the factory
+command resets the board before each scenario, the link emulator's vehicle
+side listens on bench_addr. The report names the board. A scenario that
+needs what a real board cannot give (a power cut timed inside a slot write;
+an image that hangs at boot, unless the bench sets image_behaviour) is
+reported as skipped, with the reason.`,
 			Example: `  hil run --all
   hil run --short --junit .ci/out/hil-junit.xml
   hil run watchdog-rollback --arch arm64
-  hil run my-scenario.json --keep /tmp/hil-run -v`,
+  hil run my-scenario.json --keep /tmp/hil-run -v
+  hil run --board bench.json nominal-leo-fast powercut-receive`,
 			RunE: func(c *cobra.Command, args []string) error { return runScenarios(c, args, &f) },
 		}
 		fs := c.Flags()
@@ -43,6 +60,7 @@ writes JUnit XML with --junit. Exit status 1 if a scenario failed.`,
 		fs.BoolVar(&f.list, "list", false, "list the shipped scenarios and exit")
 		fs.StringVar(&f.arch, "arch", runtime.GOARCH, "flightd's architecture: amd64, arm64 (qemu-user), ...")
 		fs.StringVar(&f.junit, "junit", "", "write the report as JUnit XML to `FILE`")
+		fs.StringVar(&f.board, "board", "", "run on the real board of the bench configuration `FILE` (JSON, hil/realboard) instead of the virtual board")
 		fs.StringVar(&f.keep, "keep", "", "work in `DIR` and keep it (boards, logs, stores); default a temporary directory, removed")
 		fs.Uint64Var(&f.seed, "seed", 1, "seed of the images, keys and link faults")
 		cli.SizeVar(fs, &f.size, "image-size", 3<<20, "approximate size of the synthetic base image")
@@ -54,7 +72,7 @@ writes JUnit XML with --junit. Exit status 1 if a scenario failed.`,
 
 type runFlags struct {
 	all, short, list, json, verbose bool
-	arch, junit, keep               string
+	arch, junit, keep, board        string
 	seed                            uint64
 	size                            int64
 }
@@ -105,18 +123,42 @@ func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
 	}
 	log := cli.Logger(stderr, f.verbose)
 	start := time.Now()
+	var real *realBench
+	if f.board != "" {
+		var err error
+		if real, err = openBench(c, f.board); err != nil {
+			return err
+		}
+		if c.Flags().Changed("arch") && f.arch != real.arch {
+			return cli.Usagef("--arch %s: the board is %s (%s)", f.arch, real.arch, real.desc)
+		}
+		f.arch = real.arch
+		fmt.Fprintf(stderr, "real board: %s\n", real.desc)
+	}
 	fmt.Fprintf(stderr, "building flightd for linux/%s and the synthetic images...\n", f.arch)
-	env, err := scenario.Prepare(ctx, dir, f.arch, f.seed, int(f.size))
+	prepArch := f.arch
+	if real != nil {
+		prepArch = runtime.GOARCH // the board runs flightd, not qemu-user here
+	}
+	env, err := scenario.Prepare(ctx, dir, prepArch, f.seed, int(f.size))
 	if err != nil {
 		return err
 	}
 	env.Log = log
+	if real != nil {
+		if err := real.setup(ctx, env, dir, log); err != nil {
+			return err
+		}
+	}
 	if f.verbose {
 		env.FlightdLog = stderr
 		env.Progress = func(name, line string) { fmt.Fprintf(stderr, "[%s] %s\n", name, line) }
 	}
 	rep := &scenario.Report{Arch: f.arch, Board: "virtual", Seed: f.seed, Started: start}
-	if len(env.Emulator) > 0 {
+	switch {
+	case real != nil:
+		rep.Board = env.Board
+	case len(env.Emulator) > 0:
 		rep.Board = "virtual (qemu-user)"
 	}
 	for _, s := range scs {
@@ -152,5 +194,62 @@ func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
 	if n := rep.Failed(); n > 0 {
 		return fmt.Errorf("%d of %d scenarios failed", n, len(rep.Results))
 	}
+	return nil
+}
+
+// realBench is the real board of hil run --board.
+type realBench struct {
+	cfg        realboard.Config
+	desc, arch string
+}
+
+// openBench reads the bench configuration, switches the board on, logs
+// in to it (as soon as it answers, within timeout_s) and names it and its
+// architecture.
+func openBench(c *cobra.Command, path string) (*realBench, error) {
+	cfg, err := loadBoardConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckRun(); err != nil {
+		return nil, err
+	}
+	if err := realboard.Offline(cfg).Power(c.Context(), true); err != nil {
+		return nil, err
+	}
+	b, err := realboard.DialWait(c.Context(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	machine, err := b.Run(c.Context(), "uname", "-m")
+	if err != nil {
+		return nil, err
+	}
+	arch := realboard.GOARCH(string(machine))
+	if arch == "" {
+		return nil, fmt.Errorf("realboard: the board's architecture %q has no Go port here", strings.TrimSpace(string(machine)))
+	}
+	desc, err := b.Describe(c.Context())
+	if err != nil {
+		return nil, err
+	}
+	return &realBench{cfg: cfg, desc: desc, arch: arch}, nil
+}
+
+// setup makes env run on the real board: flightd for its architecture,
+// the board factory, its name and limits.
+func (r *realBench) setup(ctx context.Context, env *scenario.Env, dir string, log *slog.Logger) error {
+	if r.arch != env.Arch {
+		bin, _, err := board.Build(ctx, dir, r.arch)
+		if bin == "" {
+			return err
+		}
+		env.Flightd, env.Arch = bin, r.arch
+	}
+	env.Emulator = nil
+	env.NewBoard = realboard.NewBoards(r.cfg, log)
+	env.Board = "real " + r.desc
+	env.Limits = r.cfg.Limits()
 	return nil
 }

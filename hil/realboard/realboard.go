@@ -4,14 +4,17 @@
 // through a configured local command (a USB relay, a PDU's CLI, a lab
 // power supply) and reads its serial console from a device.
 //
-// hil/board (the process-level virtual board) had no Board interface
-// when this package was written, so this package defines the small one
-// the scenarios need (Board); a scenario runner written against it runs
-// on a real board as on a virtual one.
+// Board is the driver's interface (SSHBoard implements it).
+// ScenarioBoard puts it behind the scenario runner's board interface
+// (hil/scenario.Board, which the virtual board hil/board implements too),
+// so that `hil run --board` runs the shipped scenarios on a real board
+// and writes the same report; NewBoards is the runner's factory for it.
+// realboardtest is a bench double for the tests.
 package realboard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -70,8 +73,56 @@ type Config struct {
 	// default systemctl restart flightd.
 	Restart []string `json:"restart"`
 	// TimeoutS bounds every SSH command and the login, in seconds
-	// (default 120).
+	// (default 120), and a boot (power on to flightd running).
 	TimeoutS int `json:"timeout_s"`
+
+	// What hil run --board needs besides (docs/hil.md, "Real boards"):
+
+	// Flightd is the board's flightd configuration without what each
+	// scenario sets: slots, boot (environment, watchdog, reboot),
+	// health, storage, telemetry, control, and the radio link (named
+	// "radio", else the first) with its listen address. The scenario
+	// adds the vehicle, the keys, the radio's peer and frame size, and
+	// boot.attempts.
+	Flightd json.RawMessage `json:"flightd,omitempty"`
+	// LinkAddr is flightd's radio address as the bench host reaches it
+	// (host:port): the link emulator's vehicle endpoint.
+	LinkAddr string `json:"link_addr,omitempty"`
+	// BenchAddr is where the link emulator's vehicle side listens, an
+	// address of the bench host the board reaches (default 127.0.0.1:0,
+	// a board on this host only).
+	BenchAddr string `json:"bench_addr,omitempty"`
+	// KeyDir is where the scenario's keys go on the board (default
+	// /etc/bootorbit/hil).
+	KeyDir string `json:"key_dir,omitempty"`
+	// Factory runs on the board before each scenario: it stops flightd
+	// and brings the board back to its factory state (slot A holds the
+	// run's base image, good and booted; slot B empty; the environment
+	// boots A; flightd's state and uplink storage cleared).
+	Factory []string `json:"factory,omitempty"`
+	// BootID prints an id that changes at every boot (default cat
+	// /proc/sys/kernel/random/boot_id); Running exits 0 while flightd
+	// runs (default systemctl is-active --quiet flightd); Printenv
+	// prints the boot environment as name=value lines (default
+	// fw_printenv). All run on the board.
+	BootID   []string `json:"boot_id,omitempty"`
+	Running  []string `json:"running,omitempty"`
+	Printenv []string `json:"printenv,omitempty"`
+	// ConsoleEvents maps a board event kind to a regular expression of
+	// console lines: a line that matches between two boots says why the
+	// board reset (default: watchdog_reset for the usual watchdog reset
+	// messages of U-Boot and the kernel).
+	ConsoleEvents map[string]string `json:"console_events,omitempty"`
+	// PollMS is how often the board's state is read over SSH during a
+	// scenario (default 250).
+	PollMS int `json:"poll_ms,omitempty"`
+	// ImageBehaviour says the board acts on the synthetic images'
+	// behaviour file (hil/images.BehaviourFile), as a rehearsal bench
+	// with directory slots can: its flightd does not start when the
+	// booted slot's image says "hang" (the hardware watchdog resets the
+	// board), and its health check fails when it says "unhealthy". The
+	// scenarios of those images then run instead of being skipped.
+	ImageBehaviour bool `json:"image_behaviour,omitempty"`
 }
 
 func (c *Config) defaults() {
@@ -92,6 +143,24 @@ func (c *Config) defaults() {
 	}
 	if c.User == "" {
 		c.User = "root"
+	}
+	if c.KeyDir == "" {
+		c.KeyDir = "/etc/bootorbit/hil"
+	}
+	if c.BootID == nil {
+		c.BootID = []string{"cat", "/proc/sys/kernel/random/boot_id"}
+	}
+	if c.Running == nil {
+		c.Running = []string{"systemctl", "is-active", "--quiet", "flightd"}
+	}
+	if c.Printenv == nil {
+		c.Printenv = []string{"fw_printenv"}
+	}
+	if c.ConsoleEvents == nil {
+		c.ConsoleEvents = map[string]string{"watchdog_reset": `(?i)(watchdog.*(reset|expired|timeout)|reset cause:.*(wdog|watchdog))`}
+	}
+	if c.PollMS <= 0 {
+		c.PollMS = 250
 	}
 }
 

@@ -3,11 +3,9 @@
 package realboard
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -20,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/hil/realboard/realboardtest"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 	"golang.org/x/sys/unix"
@@ -69,89 +68,6 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
-// sshServer is a local SSH server for the tests (x/crypto/ssh's server
-// side): public-key login with one key, exec requests run by /bin/sh -c
-// on this machine, exit status returned. It stands in for the board's
-// sshd.
-type sshServer struct {
-	addr    string
-	hostKey ssh.PublicKey
-}
-
-func startSSHServer(t *testing.T, client ssh.PublicKey) *sshServer {
-	t.Helper()
-	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
-	hostSigner, err := ssh.NewSignerFromKey(hostPriv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &ssh.ServerConfig{PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
-		if bytes.Equal(k.Marshal(), client.Marshal()) {
-			return nil, nil
-		}
-		return nil, errors.New("unknown key")
-	}}
-	cfg.AddHostKey(hostSigner)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serveSSH(c, cfg)
-		}
-	}()
-	return &sshServer{addr: ln.Addr().String(), hostKey: hostSigner.PublicKey()}
-}
-
-func serveSSH(c net.Conn, cfg *ssh.ServerConfig) {
-	_, chans, reqs, err := ssh.NewServerConn(c, cfg)
-	if err != nil {
-		c.Close()
-		return
-	}
-	go ssh.DiscardRequests(reqs)
-	for nc := range chans {
-		if nc.ChannelType() != "session" {
-			nc.Reject(ssh.UnknownChannelType, "session only")
-			continue
-		}
-		ch, in, err := nc.Accept()
-		if err != nil {
-			continue
-		}
-		go func() {
-			defer ch.Close()
-			for r := range in {
-				if r.Type != "exec" || len(r.Payload) < 4 {
-					r.Reply(false, nil)
-					continue
-				}
-				n := binary.BigEndian.Uint32(r.Payload)
-				command := string(r.Payload[4 : 4+n])
-				r.Reply(true, nil)
-				cmd := exec.Command("/bin/sh", "-c", command)
-				cmd.Stdin, cmd.Stdout, cmd.Stderr = ch, ch, ch.Stderr()
-				code := 0
-				if err := cmd.Run(); err != nil {
-					code = 255
-					var ee *exec.ExitError
-					if errors.As(err, &ee) {
-						code = ee.ExitCode()
-					}
-				}
-				ch.SendRequest("exit-status", false, binary.BigEndian.AppendUint32(nil, uint32(code)))
-				return
-			}
-		}()
-	}
-}
-
 // bench makes a client key, a server that takes it, a known_hosts
 // holding the server's key, and a power switch that logs to a file.
 func bench(t *testing.T) (Config, string) {
@@ -165,12 +81,12 @@ func bench(t *testing.T) (Config, string) {
 	keyFile := filepath.Join(dir, "id_ed25519")
 	os.WriteFile(keyFile, pem.EncodeToMemory(blk), 0o600)
 	clientPub, _ := ssh.NewPublicKey(pub)
-	srv := startSSHServer(t, clientPub)
+	addr, hostKey := realboardtest.StartSSH(t, clientPub)
 	kh := filepath.Join(dir, "known_hosts")
-	os.WriteFile(kh, []byte(knownhosts.Line([]string{knownhosts.Normalize(srv.addr)}, srv.hostKey)+"\n"), 0o644)
+	os.WriteFile(kh, []byte(knownhosts.Line([]string{knownhosts.Normalize(addr)}, hostKey)+"\n"), 0o644)
 	powerLog := filepath.Join(dir, "power.log")
 	return Config{
-		Host: srv.addr, User: "root", KeyFile: keyFile, KnownHosts: kh,
+		Host: addr, User: "root", KeyFile: keyFile, KnownHosts: kh,
 		PowerOn:     []string{"sh", "-c", "echo on >> " + ShellQuote(powerLog)},
 		PowerOff:    []string{"sh", "-c", "echo off >> " + ShellQuote(powerLog)},
 		FlightdPath: filepath.Join(dir, "board", "usr", "bin", "flightd"),
@@ -274,5 +190,34 @@ func TestReadConsole(t *testing.T) {
 	}
 	cancel()
 	for range lines { // closed once ctx ends
+	}
+}
+
+// DialWait retries a board that does not answer (it boots) until
+// timeout_s, then says so; a refused host key ends it at once.
+func TestDialWait(t *testing.T) {
+	cfg, _ := bench(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	down := cfg
+	down.Host, down.TimeoutS = closed, 1
+	if _, err := DialWait(context.Background(), down); err == nil || !strings.Contains(err.Error(), "did not answer") {
+		t.Fatalf("a board that never answers: %v", err)
+	}
+	b, err := DialWait(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	s, _ := ssh.NewSignerFromKey(other)
+	os.WriteFile(cfg.KnownHosts, []byte(knownhosts.Line([]string{knownhosts.Normalize(cfg.Host)}, s.PublicKey())+"\n"), 0o644)
+	start := time.Now()
+	if _, err := DialWait(context.Background(), cfg); err == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("a changed host key: %v after %v", err, time.Since(start))
 	}
 }

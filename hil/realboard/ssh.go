@@ -3,10 +3,13 @@ package realboard
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -63,6 +66,32 @@ func Dial(ctx context.Context, cfg Config) (*SSHBoard, error) {
 	}
 	conn.SetDeadline(time.Time{})
 	return &SSHBoard{cfg: cfg, client: ssh.NewClient(c, chans, reqs)}, nil
+}
+
+// DialWait dials the board until it answers (a board just switched on
+// boots first), for at most timeout_s; a refused host key or login ends
+// it at once.
+func DialWait(ctx context.Context, cfg Config) (*SSHBoard, error) {
+	cfg.defaults()
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout())
+	defer cancel()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+		b, err := Dial(dctx, cfg)
+		dcancel()
+		var netErr net.Error
+		if err == nil || !(errors.As(err, &netErr) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+			errors.Is(err, io.EOF) || errors.Is(err, context.DeadlineExceeded)) {
+			return b, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: the board did not answer within %v: %w", ErrBoard, cfg.timeout(), err)
+		case <-t.C:
+		}
+	}
 }
 
 // Close ends the SSH connection.

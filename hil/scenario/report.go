@@ -68,11 +68,12 @@ type Report struct {
 	Elapsed time.Duration `json:"elapsed_ns"`
 }
 
-// Failed counts the results that did not pass.
+// Failed counts the results that did not pass (a skipped scenario did
+// not fail).
 func (r *Report) Failed() int {
 	n := 0
 	for _, x := range r.Results {
-		if !x.Passed {
+		if !x.Passed && x.Skipped == "" {
 			n++
 		}
 	}
@@ -86,14 +87,32 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	fmt.Fprintf(w, "  %-24s %-6s %-9s %7s  %-6s %-8s %-11s %s\n", "scenario", "result", "profile", "time", "booted", "version", "outcome", "slots")
 	for _, x := range r.Results {
 		res := "PASS"
-		if !x.Passed {
+		switch {
+		case x.Skipped != "":
+			res = "SKIP"
+		case !x.Passed:
 			res = "FAIL"
 		}
 		fmt.Fprintf(w, "  %-24s %-6s %-9s %6.1fs  %-6s %-8d %-11s %s\n", x.Name, res, x.Profile, x.Duration.Seconds(), x.Booted, x.Version, x.Outcome, slotList(x.Slots))
 	}
-	fmt.Fprintf(w, "\n%d passed, %d failed in %.1fs\n", len(r.Results)-r.Failed(), r.Failed(), r.Elapsed.Seconds())
+	skipped := 0
 	for _, x := range r.Results {
-		if x.Passed {
+		if x.Skipped != "" {
+			skipped++
+		}
+	}
+	fmt.Fprintf(w, "\n%d passed, %d failed", len(r.Results)-r.Failed()-skipped, r.Failed())
+	if skipped > 0 {
+		fmt.Fprintf(w, ", %d skipped", skipped)
+	}
+	fmt.Fprintf(w, " in %.1fs\n", r.Elapsed.Seconds())
+	for _, x := range r.Results {
+		if x.Skipped != "" {
+			fmt.Fprintf(w, "\n--- %s %s\n", x.Name, x.Skipped)
+		}
+	}
+	for _, x := range r.Results {
+		if x.Passed || x.Skipped != "" {
 			continue
 		}
 		fmt.Fprintf(w, "\n--- %s failed:\n", x.Name)
@@ -151,7 +170,12 @@ type junitCase struct {
 	Classname string        `xml:"classname,attr"`
 	Time      string        `xml:"time,attr"`
 	Failure   *junitFailure `xml:"failure,omitempty"`
+	Skipped   *junitSkipped `xml:"skipped,omitempty"`
 	SystemOut string        `xml:"system-out,omitempty"`
+}
+
+type junitSkipped struct {
+	Message string `xml:"message,attr"`
 }
 
 type junitFailure struct {
@@ -168,7 +192,10 @@ func (r *Report) WriteJUnit(w io.Writer) error {
 		Properties: []junitProperty{{"arch", r.Arch}, {"board", r.Board}, {"seed", fmt.Sprint(r.Seed)}}}
 	for _, x := range r.Results {
 		c := junitCase{Name: x.Name, Classname: "hil." + r.Board + "." + r.Arch, Time: secs(x.Duration), SystemOut: strings.Join(x.Timeline, "\n")}
-		if !x.Passed {
+		switch {
+		case x.Skipped != "":
+			c.Skipped = &junitSkipped{Message: x.Skipped}
+		case !x.Passed:
 			c.Failure = &junitFailure{Message: strings.Join(x.Failures, "; "), Type: "scenario", Text: strings.Join(x.Failures, "\n")}
 		}
 		suite.Cases = append(suite.Cases, c)

@@ -50,6 +50,13 @@ type Env struct {
 	FlightdLog io.Writer
 	// Progress, if set, gets one line per step of a run, as it happens.
 	Progress func(scenario, line string)
+	// NewBoard makes each run's board (nil: the virtual board,
+	// board.New); Board names it in the results ("virtual" if empty) and
+	// Limits says what it cannot do: a scenario that needs it is skipped,
+	// with the reason in the report.
+	NewBoard NewBoardFunc
+	Board    string
+	Limits   Limits
 }
 
 // Prepare builds flightd for arch (host's if empty) and generates the
@@ -74,12 +81,14 @@ func Prepare(ctx context.Context, dir, arch string, seed uint64, imageSize int) 
 
 // Result is one scenario's run.
 type Result struct {
-	Name     string        `json:"name"`
-	Arch     string        `json:"arch"`
-	Board    string        `json:"board"`
-	Profile  string        `json:"profile"`
-	Seed     uint64        `json:"seed"`
-	Passed   bool          `json:"passed"`
+	Name    string `json:"name"`
+	Arch    string `json:"arch"`
+	Board   string `json:"board"`
+	Profile string `json:"profile"`
+	Seed    uint64 `json:"seed"`
+	Passed  bool   `json:"passed"`
+	// Skipped is why the scenario did not run on this board ("": it ran).
+	Skipped  string        `json:"skipped,omitempty"`
 	Duration time.Duration `json:"duration_ns"`
 	Failures []string      `json:"failures,omitempty"`
 	// Timeline is what happened, step by step.
@@ -113,7 +122,7 @@ type run struct {
 	start time.Time
 	log   *slog.Logger
 
-	brd    *board.Board
+	brd    Board
 	emu    *link.Emulator
 	gl     *faultLink
 	gcfg   groundd.Config
@@ -154,7 +163,11 @@ func Run(ctx context.Context, env *Env, sc *Scenario) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	r := &run{env: env, sc: sc, dir: filepath.Join(env.Dir, "runs", sc.Name), start: time.Now(), log: env.Log, fired: map[int]bool{},
-		res: &Result{Name: sc.Name, Arch: env.Arch, Board: "virtual", Profile: sc.Link.Profile, Seed: env.Seed}}
+		res: &Result{Name: sc.Name, Arch: env.Arch, Board: orDefault(env.Board, "virtual"), Profile: sc.Link.Profile, Seed: env.Seed}}
+	if why := sc.SkipReason(env.Limits); why != "" {
+		r.res.Skipped = "skipped on a real board: " + why
+		return r.res, nil
+	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -233,14 +246,24 @@ func (r *run) setup(ctx context.Context) error {
 		maxFrame = 1024
 	}
 	set := r.env.Images
-	r.brd, err = board.New(board.Config{Dir: filepath.Join(r.dir, "board"), Flightd: r.env.Flightd, Emulator: r.env.Emulator,
+	newBoard := r.env.NewBoard
+	if newBoard == nil {
+		newBoard = func(_ context.Context, cfg board.Config) (Board, error) {
+			b, err := board.New(cfg)
+			if err != nil {
+				return nil, err
+			}
+			return b, nil
+		}
+	}
+	r.brd, err = newBoard(ctx, board.Config{Dir: filepath.Join(r.dir, "board"), Flightd: r.env.Flightd, Emulator: r.env.Emulator,
 		Vehicle: vehicleID, Hardware: hardware, MaxFrame: maxFrame,
 		GroundPub: groundPub, GroundKeyID: groundKeyID, ReleasePub: set.ReleasePub, ReleaseKeyID: set.KeyID, VehicleKey: macFile,
 		Factory: set.Base, Attempts: 3, Output: out, Log: r.log})
 	if err != nil {
 		return err
 	}
-	r.emu, err = link.New(link.Config{Spec: spec, Seed: r.env.Seed, B: r.brd.Addr(), Log: r.log})
+	r.emu, err = link.New(link.Config{Spec: spec, Seed: r.env.Seed, B: r.brd.Addr(), ListenB: r.env.Limits.LinkListen, Log: r.log})
 	if err != nil {
 		return err
 	}
@@ -300,7 +323,7 @@ func (r *run) setup(ctx context.Context) error {
 	if err := r.brd.PowerOn(); err != nil {
 		return err
 	}
-	r.step("board on: %s flightd booted slot A (%s, version 1); link %s (time x%g)", r.env.Arch, short(set.Base.Manifest.String()), spec.Name, spec.TimeScale)
+	r.step("board on (%s): %s flightd booted slot A (%s, version 1); link %s (time x%g)", r.res.Board, r.env.Arch, short(set.Base.Manifest.String()), spec.Name, spec.TimeScale)
 	return nil
 }
 

@@ -134,3 +134,52 @@ func TestScenarios(t *testing.T) {
 		})
 	}
 }
+
+// TestSkipOnLimits: on a board with limits (a real board), the scenarios
+// that need what it cannot give are skipped with the reason, and the
+// report says so (SKIP, not a failure; JUnit's skipped).
+func TestSkipOnLimits(t *testing.T) {
+	all, err := scenario.Shipped(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := scenario.Limits{SlotWrite: "polled over SSH", ImageBehaviour: "the board boots its own images"}
+	skipped := map[string]string{}
+	for _, s := range all {
+		if why := s.SkipReason(l); why != "" {
+			skipped[s.Name] = why
+		}
+		if why := s.SkipReason(scenario.Limits{}); why != "" {
+			t.Errorf("%s skipped on the virtual board: %s", s.Name, why)
+		}
+	}
+	for _, name := range []string{"powercut-install", "watchdog-rollback", "health-rollback"} {
+		if skipped[name] == "" {
+			t.Errorf("%s not skipped on a real board", name)
+		}
+	}
+	for _, name := range []string{"nominal-uhf", "powercut-receive", "powercut-activate", "tampered-chunk", "forged-command"} {
+		if skipped[name] != "" {
+			t.Errorf("%s skipped on a real board: %s", name, skipped[name])
+		}
+	}
+	env := &scenario.Env{Board: "real", Limits: l}
+	var sc *scenario.Scenario
+	for _, s := range all {
+		if s.Name == "watchdog-rollback" {
+			sc = s
+		}
+	}
+	res, err := scenario.Run(context.Background(), env, sc)
+	if err != nil || res.Skipped == "" || !strings.HasPrefix(res.Skipped, "skipped on a real board: ") || res.Board != "real" {
+		t.Fatalf("run: %+v, %v", res, err)
+	}
+	rep := &scenario.Report{Arch: "arm64", Board: "real", Results: []*scenario.Result{res, {Name: "b", Passed: true}}}
+	var sum, ju bytes.Buffer
+	rep.WriteSummary(&sum)
+	rep.WriteJUnit(&ju)
+	if rep.Failed() != 0 || !strings.Contains(sum.String(), "SKIP") || !strings.Contains(sum.String(), "1 passed, 0 failed, 1 skipped") ||
+		!strings.Contains(sum.String(), res.Skipped) || !strings.Contains(ju.String(), "<skipped message=") {
+		t.Fatalf("summary:\n%s\njunit:\n%s", sum.String(), ju.String())
+	}
+}
