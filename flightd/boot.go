@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -51,9 +53,15 @@ func (d *daemon) boot(ctx context.Context) error {
 			bootID = id
 		}
 	}
-	dir := d.cfg.Boot.RecordDir
-	if dir == "" {
-		dir = d.cfg.Slots.StateDir
+	// A fresh partition has no record directory yet: without it no boot
+	// is recorded and hk.boot's count never moves. Failing to make it is
+	// reported, not fatal: a daemon that reports beats one that does not
+	// start.
+	dir := d.cfg.RecordDir()
+	dirErr := mkdirSynced(dir, 0o700)
+	if dirErr != nil {
+		d.log.Error("reset record directory", "dir", dir, "err", dirErr)
+		d.setError(now, dict.CodeStorage, "boot.record_dir: "+osCause(dirErr))
 	}
 	var bs watchdog.BootStatus
 	if d.wd != nil {
@@ -65,7 +73,10 @@ func (d *daemon) boot(ctx context.Context) error {
 	prev, _ := watchdog.ReadResetRecord(dir)
 	rec, err := watchdog.RecordBootReset(dir, bootID, bs, string(d.up.Booted), now)
 	if err != nil {
-		d.log.Error("record reset cause", "err", err)
+		d.log.Error("record reset cause", "dir", dir, "err", err)
+		if dirErr == nil {
+			d.setError(now, dict.CodeStorage, "reset record: "+osCause(err))
+		}
 	}
 	newBoot := bootID == "" || prev.BootID != bootID
 	d.mu.Lock()
@@ -127,6 +138,21 @@ func (d *daemon) boot(ctx context.Context) error {
 		d.setError(now, dict.CodeHealthCheckFailed, "slot "+other+" failed its trial boot")
 	}
 	return d.saveState()
+}
+
+// osCause is the system's reason in err (a path error's errno text):
+// hk.error's text holds 48 bytes, where the path would crowd the reason
+// out (the path is in the configuration, and in the log).
+func osCause(err error) string {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		return pe.Err.Error()
+	case errors.As(err, &le):
+		return le.Err.Error()
+	}
+	return err.Error()
 }
 
 func causeLabel(c watchdog.ResetCause, ownReboot bool) string {

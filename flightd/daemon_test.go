@@ -587,3 +587,46 @@ func TestDaemonStatusDuringActivate(t *testing.T) {
 		t.Errorf("the Updater's attempts are %d after activate, want %d", run.up.Boot.Attempts, attempts)
 	}
 }
+
+// TestDaemonCreatesRecordDir: boot.record_dir on a fresh partition does
+// not exist yet; flightd creates it (0700) at start, so that every boot
+// is recorded and hk.boot counts them (on the QEMU bench, without it, the
+// count stayed 1 and no record was written).
+func TestDaemonCreatesRecordDir(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	rec := filepath.Join(r.dir, "boot", "bootorbit")
+	r.cfg.Boot.RecordDir = rec
+	for boot := uint64(1); boot <= 2; boot++ {
+		run := r.start(slots.A)
+		c := r.command(run, "status", nil, nil)
+		r.verification(run, c.Seq, protocol.StageStarted)
+		if hb := r.packet(run, dict.HKBoot); hb["boot_count"] != boot {
+			t.Errorf("boot %d: hk.boot boot_count %v", boot, hb["boot_count"])
+		}
+		run.stop()
+	}
+	fi, err := os.Stat(rec)
+	if err != nil {
+		t.Fatalf("record dir: %v", err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("record dir mode %v, want 0700", fi.Mode().Perm())
+	}
+	if got, err := watchdog.ReadResetRecord(rec); err != nil || got.Count != 2 || got.Slot != "A" {
+		t.Errorf("reset record %+v %v: want 2 boots, slot A", got, err)
+	}
+}
+
+// TestDaemonRecordDirNotCreated: a record_dir that cannot be created (here
+// its parent is a file) does not stop flightd; hk.error says why.
+func TestDaemonRecordDirNotCreated(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	r.cfg.Boot.RecordDir = filepath.Join(r.dir, "vehicle.key", "boot")
+	run := r.start(slots.A)
+	c := r.command(run, "status", nil, nil)
+	r.verification(run, c.Seq, protocol.StageStarted)
+	he := r.packet(run, dict.HKError)
+	if he["code"] != uint64(dict.CodeStorage) || he["text"] != "boot.record_dir: not a directory" {
+		t.Errorf("hk.error %v: want storage, boot.record_dir: not a directory", he)
+	}
+}
