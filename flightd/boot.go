@@ -89,6 +89,9 @@ func (d *daemon) boot(ctx context.Context) error {
 		d.cause = causeLabel(rec.Cause, false)
 	}
 	d.mu.Unlock()
+	if newBoot && rec.Cause == watchdog.CauseWatchdog {
+		d.event(now, dict.EvWatchdogReset.Name, "the last boot ended in a watchdog reset", map[string]any{"slot": slotLabel(d.resetSlot(prev)), "boot_count": uint64(uint32(rec.Count))})
+	}
 
 	res, err := d.up.Reconcile()
 	if err != nil {
@@ -113,9 +116,6 @@ func (d *daemon) boot(ctx context.Context) error {
 		d.rebootAt, d.rebootCause = time.UnixMilli(d.st.RebootAtMs), "activate"
 	}
 	d.mu.Unlock()
-	if newBoot && rec.Cause == watchdog.CauseWatchdog {
-		d.event(now, dict.EvWatchdogReset.Name, "the last boot ended in a watchdog reset", map[string]any{"slot": slotLabel(booted), "boot_count": uint64(uint32(rec.Count))})
-	}
 	switch {
 	case res.Trial:
 		d.mu.Lock()
@@ -153,6 +153,20 @@ func osCause(err error) string {
 		return le.Err.Error()
 	}
 	return err.Error()
+}
+
+// resetSlot is the slot the reset that started this boot happened in
+// (the slot that hung, for a watchdog reset), not the slot booted now:
+// when the bootloader fell back from a trial slot whose attempts ran out,
+// that slot, whose last attempt ended in the reset; else the slot of the
+// previous boot flightd recorded (prev). A boot that hangs before flightd
+// runs records nothing, so without a fallback the record may predate the
+// hang; without a record the slot is unknown ("").
+func (d *daemon) resetSlot(prev watchdog.ResetRecord) string {
+	if ws, err := d.up.Boot.Status(string(d.up.Booted)); err == nil && ws.FailedTrial != "" {
+		return ws.FailedTrial
+	}
+	return prev.Slot
 }
 
 func causeLabel(c watchdog.ResetCause, ownReboot bool) string {
