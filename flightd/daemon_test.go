@@ -655,7 +655,9 @@ func TestDaemonWatchdogResetNamesSlotThatHung(t *testing.T) {
 		run := r.start(slots.B)
 		r.event(run, dict.EvTrialBoot)
 		run.stop()
-		r.checkHang = nil
+		r.mu.Lock()
+		r.checkHang = nil // the stopped run's check stays blocked until the cleanup
+		r.mu.Unlock()
 		r.env.Vars[watchdog.LeftVar("B")] = "0"
 		run, ev := wdReset(r, slots.A)
 		if ev["slot"] != slotB || ev["boot_count"] != uint64(2) {
