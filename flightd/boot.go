@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -51,9 +53,15 @@ func (d *daemon) boot(ctx context.Context) error {
 			bootID = id
 		}
 	}
-	dir := d.cfg.Boot.RecordDir
-	if dir == "" {
-		dir = d.cfg.Slots.StateDir
+	// A fresh partition has no record directory yet: without it no boot
+	// is recorded and hk.boot's count never moves. Failing to make it is
+	// reported, not fatal: a daemon that reports beats one that does not
+	// start.
+	dir := d.cfg.RecordDir()
+	dirErr := mkdirSynced(dir, 0o700)
+	if dirErr != nil {
+		d.log.Error("reset record directory", "dir", dir, "err", dirErr)
+		d.setError(now, dict.CodeStorage, "boot.record_dir: "+osCause(dirErr))
 	}
 	var bs watchdog.BootStatus
 	if d.wd != nil {
@@ -65,7 +73,10 @@ func (d *daemon) boot(ctx context.Context) error {
 	prev, _ := watchdog.ReadResetRecord(dir)
 	rec, err := watchdog.RecordBootReset(dir, bootID, bs, string(d.up.Booted), now)
 	if err != nil {
-		d.log.Error("record reset cause", "err", err)
+		d.log.Error("record reset cause", "dir", dir, "err", err)
+		if dirErr == nil {
+			d.setError(now, dict.CodeStorage, "reset record: "+osCause(err))
+		}
 	}
 	newBoot := bootID == "" || prev.BootID != bootID
 	d.mu.Lock()
@@ -78,6 +89,9 @@ func (d *daemon) boot(ctx context.Context) error {
 		d.cause = causeLabel(rec.Cause, false)
 	}
 	d.mu.Unlock()
+	if newBoot && rec.Cause == watchdog.CauseWatchdog {
+		d.event(now, dict.EvWatchdogReset.Name, "the last boot ended in a watchdog reset", map[string]any{"slot": slotLabel(d.resetSlot(prev)), "boot_count": uint64(uint32(rec.Count))})
+	}
 
 	res, err := d.up.Reconcile()
 	if err != nil {
@@ -102,9 +116,6 @@ func (d *daemon) boot(ctx context.Context) error {
 		d.rebootAt, d.rebootCause = time.UnixMilli(d.st.RebootAtMs), "activate"
 	}
 	d.mu.Unlock()
-	if newBoot && rec.Cause == watchdog.CauseWatchdog {
-		d.event(now, dict.EvWatchdogReset.Name, "the last boot ended in a watchdog reset", map[string]any{"slot": slotLabel(booted), "boot_count": uint64(uint32(rec.Count))})
-	}
 	switch {
 	case res.Trial:
 		d.mu.Lock()
@@ -127,6 +138,35 @@ func (d *daemon) boot(ctx context.Context) error {
 		d.setError(now, dict.CodeHealthCheckFailed, "slot "+other+" failed its trial boot")
 	}
 	return d.saveState()
+}
+
+// osCause is the system's reason in err (a path error's errno text):
+// hk.error's text holds 48 bytes, where the path would crowd the reason
+// out (the path is in the configuration, and in the log).
+func osCause(err error) string {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		return pe.Err.Error()
+	case errors.As(err, &le):
+		return le.Err.Error()
+	}
+	return err.Error()
+}
+
+// resetSlot is the slot the reset that started this boot happened in
+// (the slot that hung, for a watchdog reset), not the slot booted now:
+// when the bootloader fell back from a trial slot whose attempts ran out,
+// that slot, whose last attempt ended in the reset; else the slot of the
+// previous boot flightd recorded (prev). A boot that hangs before flightd
+// runs records nothing, so without a fallback the record may predate the
+// hang; without a record the slot is unknown ("").
+func (d *daemon) resetSlot(prev watchdog.ResetRecord) string {
+	if ws, err := d.up.Boot.Status(string(d.up.Booted)); err == nil && ws.FailedTrial != "" {
+		return ws.FailedTrial
+	}
+	return prev.Slot
 }
 
 func causeLabel(c watchdog.ResetCause, ownReboot bool) string {

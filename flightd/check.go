@@ -51,11 +51,7 @@ func OpenOffline(cfg *Config, log *slog.Logger) (*Offline, error) {
 	if off.State, err = ReadState(cfg.Slots.StateDir); err != nil {
 		return nil, err
 	}
-	dir := cfg.Boot.RecordDir
-	if dir == "" {
-		dir = cfg.Slots.StateDir
-	}
-	off.Reset, _ = watchdog.ReadResetRecord(dir)
+	off.Reset, _ = watchdog.ReadResetRecord(cfg.RecordDir())
 	// The journal is inspected, read only: nothing is repaired under a
 	// running daemon (which holds it: Inspect then fails at once).
 	if _, err := os.Stat(filepath.Join(cfg.StorageDir(), "journal.db")); errors.Is(err, fs.ErrNotExist) {

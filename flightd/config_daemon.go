@@ -421,6 +421,14 @@ func (c *Config) StorageDir() string {
 	return filepath.Join(c.Slots.StateDir, "uplink")
 }
 
+// RecordDir is boot.record_dir or its default, slots.state_dir.
+func (c *Config) RecordDir() string {
+	if c.Boot.RecordDir != "" {
+		return c.Boot.RecordDir
+	}
+	return c.Slots.StateDir
+}
+
 // QuotaOrDefault is storage.quota or its default.
 func (c *Config) QuotaOrDefault() int64 {
 	if c.Storage.Quota == 0 {

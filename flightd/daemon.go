@@ -162,7 +162,7 @@ func start(ctx context.Context, cfg *Config, opt Options) (*daemon, error) {
 
 	// The epoch first: nothing may be sent under an epoch not durably
 	// recorded as used.
-	if err := os.MkdirAll(cfg.Slots.StateDir, 0o755); err != nil {
+	if err := mkdirSynced(cfg.Slots.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("flightd: state dir: %w", err)
 	}
 	st, err := BumpEpoch(cfg.Slots.StateDir)

@@ -587,3 +587,115 @@ func TestDaemonStatusDuringActivate(t *testing.T) {
 		t.Errorf("the Updater's attempts are %d after activate, want %d", run.up.Boot.Attempts, attempts)
 	}
 }
+
+// TestDaemonCreatesRecordDir: boot.record_dir on a fresh partition does
+// not exist yet; flightd creates it (0700) at start, so that every boot
+// is recorded and hk.boot counts them (on the QEMU bench, without it, the
+// count stayed 1 and no record was written).
+func TestDaemonCreatesRecordDir(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	rec := filepath.Join(r.dir, "boot", "bootorbit")
+	r.cfg.Boot.RecordDir = rec
+	for boot := uint64(1); boot <= 2; boot++ {
+		run := r.start(slots.A)
+		c := r.command(run, "status", nil, nil)
+		r.verification(run, c.Seq, protocol.StageStarted)
+		if hb := r.packet(run, dict.HKBoot); hb["boot_count"] != boot {
+			t.Errorf("boot %d: hk.boot boot_count %v", boot, hb["boot_count"])
+		}
+		run.stop()
+	}
+	fi, err := os.Stat(rec)
+	if err != nil {
+		t.Fatalf("record dir: %v", err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("record dir mode %v, want 0700", fi.Mode().Perm())
+	}
+	if got, err := watchdog.ReadResetRecord(rec); err != nil || got.Count != 2 || got.Slot != "A" {
+		t.Errorf("reset record %+v %v: want 2 boots, slot A", got, err)
+	}
+}
+
+// TestDaemonRecordDirNotCreated: a record_dir that cannot be created (here
+// its parent is a file) does not stop flightd; hk.error says why.
+func TestDaemonRecordDirNotCreated(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+	r.cfg.Boot.RecordDir = filepath.Join(r.dir, "vehicle.key", "boot")
+	run := r.start(slots.A)
+	c := r.command(run, "status", nil, nil)
+	r.verification(run, c.Seq, protocol.StageStarted)
+	he := r.packet(run, dict.HKError)
+	if he["code"] != uint64(dict.CodeStorage) || he["text"] != "boot.record_dir: not a directory" {
+		t.Errorf("hk.error %v: want storage, boot.record_dir: not a directory", he)
+	}
+}
+
+// TestDaemonWatchdogResetNamesSlotThatHung: the watchdog_reset event names
+// the slot the reset happened in, as the dictionary says ("the slot that
+// hung"), not the slot booted now, which after the bootloader's fallback
+// is the other one (found on the QEMU A/B bench: B hung, the event said a).
+func TestDaemonWatchdogResetNamesSlotThatHung(t *testing.T) {
+	const slotA, slotB = uint64(1), uint64(2)
+	wdReset := func(r *daemonRig, booted slots.SlotID) (*running, dict.Values) {
+		t.Helper()
+		r.wd = watchdogtest.NewDevice(r.clock, time.Minute, watchdog.WDIOFCardReset)
+		run := r.start(booted)
+		return run, r.event(run, dict.EvWatchdogReset)
+	}
+	t.Run("trial slot hung with flightd running", func(t *testing.T) {
+		// B on trial: flightd starts there (and records the boot), then
+		// the system freezes; B's attempts run out; the bootloader falls
+		// back to A.
+		r := newDaemonRig(t, slots.B, slots.Good, slots.Pending, vars("B A", "3", "2", "B"))
+		r.wd = watchdogtest.NewDevice(r.clock, time.Minute, 0)
+		hang := make(chan struct{})
+		t.Cleanup(func() { close(hang) })
+		r.checkHang = hang
+		run := r.start(slots.B)
+		r.event(run, dict.EvTrialBoot)
+		run.stop()
+		r.mu.Lock()
+		r.checkHang = nil // the stopped run's check stays blocked until the cleanup
+		r.mu.Unlock()
+		r.env.Vars[watchdog.LeftVar("B")] = "0"
+		run, ev := wdReset(r, slots.A)
+		if ev["slot"] != slotB || ev["boot_count"] != uint64(2) {
+			t.Errorf("watchdog_reset %v: want slot b (the slot that hung), boot count 2", ev)
+		}
+		if rb := r.event(run, dict.EvRolledBack); rb["from"] != slotB || rb["to"] != slotA {
+			t.Errorf("rolled_back %v: want from b to a", rb)
+		}
+	})
+	t.Run("trial slot hung before flightd", func(t *testing.T) {
+		// A armed B and rebooted; B hung at every attempt before flightd
+		// ran, so the last record is A's boot: the fallback still says
+		// B is where the resets happened.
+		r := newDaemonRig(t, slots.A, slots.Good, slots.Pending, vars("B A", "3", "3", "B"))
+		run := r.start(slots.A)
+		run.stop()
+		r.env.Vars[watchdog.LeftVar("B")] = "0"
+		_, ev := wdReset(r, slots.A)
+		if ev["slot"] != slotB {
+			t.Errorf("watchdog_reset %v: want slot b", ev)
+		}
+	})
+	t.Run("same slot", func(t *testing.T) {
+		r := newDaemonRig(t, slots.A, slots.Good, slots.Empty, vars("A", "3", "0", "-"))
+		run := r.start(slots.A)
+		run.stop()
+		_, ev := wdReset(r, slots.A)
+		if ev["slot"] != slotA || ev["boot_count"] != uint64(2) {
+			t.Errorf("watchdog_reset %v: want slot a, boot count 2", ev)
+		}
+	})
+	t.Run("no record of the previous boot", func(t *testing.T) {
+		// The first boot flightd sees: where the reset happened is not
+		// known, and the event says so rather than guess.
+		r := newDaemonRig(t, slots.B, slots.Good, slots.Good, vars("B A", "3", "3", "-"))
+		_, ev := wdReset(r, slots.B)
+		if ev["slot"] != uint64(0) || ev["boot_count"] != uint64(1) {
+			t.Errorf("watchdog_reset %v: want slot none, boot count 1", ev)
+		}
+	})
+}

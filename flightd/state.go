@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -160,4 +161,34 @@ func BumpEpoch(dir string) (DaemonState, error) {
 		return s, err
 	}
 	return s, nil
+}
+
+// mkdirSynced creates dir and its missing parents with perm and syncs the
+// parent of each directory it creates: a directory entry is durable only
+// once its parent is synced, and what flightd then writes into dir (the
+// epoch, the reset record) is synced there but would be lost with a dir
+// entry a power cut took back. An existing directory is left as it is,
+// its mode included (the operator's choice); a file that is not a
+// directory is an error.
+func mkdirSynced(dir string, perm fs.FileMode) error {
+	dir = filepath.Clean(dir)
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil && fi.IsDir():
+		return nil
+	case err == nil:
+		return fmt.Errorf("%s is not a directory (mode %v)", dir, fi.Mode())
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirSynced(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, perm); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return vfs.SyncDir(vfs.Default, parent)
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -160,6 +161,14 @@ func runDaemon(c *cobra.Command, config string, verbose bool) error {
 // daemon's status as JSON, until ctx ends. The socket is 0600: only root
 // asks. A stale socket at path is replaced; anything else there is left
 // alone (an error): the config must not make the daemon delete a file.
+//
+// The socket is never reachable by another user, whatever the umask: it
+// is bound in a fresh directory of mode 0700 beside path, made 0600
+// there, and only then linked to path (a link, not a rename, so that
+// nothing that appeared at path meanwhile is replaced). Bound at path and
+// chmod'ed after, it would be open to all for that moment under a lax
+// umask; and the umask cannot be narrowed around the bind, since it is
+// the process's and the daemon's other goroutines are creating files.
 func serveControl(ctx context.Context, path string, status func() flightd.Status) error {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
@@ -167,13 +176,28 @@ func serveControl(ctx context.Context, path string, status func() flightd.Status
 		}
 		os.Remove(path)
 	}
-	l, err := net.Listen("unix", path)
+	priv, err := os.MkdirTemp(filepath.Dir(path), ".fd-")
 	if err != nil {
-		return err
+		return fmt.Errorf("flightd: control socket %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	defer os.RemoveAll(priv)
+	bound := filepath.Join(priv, "s")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("flightd: control socket %s: %w", path, err)
+	}
+	// Its name is path from here on, which the cleanup below removes.
+	l.SetUnlinkOnClose(false)
+	if listenHook != nil {
+		listenHook(bound)
+	}
+	if err := os.Chmod(bound, 0o600); err != nil {
 		l.Close()
-		return err
+		return fmt.Errorf("flightd: control socket %s: %w", path, err)
+	}
+	if err := os.Link(bound, path); err != nil {
+		l.Close()
+		return fmt.Errorf("flightd: control socket %s: %w", path, err)
 	}
 	go func() { <-ctx.Done(); l.Close(); os.Remove(path) }()
 	go func() {
@@ -189,6 +213,10 @@ func serveControl(ctx context.Context, path string, status func() flightd.Status
 	}()
 	return nil
 }
+
+// listenHook, set by tests, is called with the socket's path the moment
+// it is bound.
+var listenHook func(bound string)
 
 func askDaemon(path string) (*flightd.Status, error) {
 	conn, err := net.DialTimeout("unix", path, 2*time.Second)

@@ -5,9 +5,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/bootorbit/bootorbit/flightd"
@@ -106,6 +108,79 @@ func TestControlSocket(t *testing.T) {
 	}
 	got, err := askDaemon(path)
 	if err != nil || got.Vehicle != 9 || got.Booted != "B" || got.LastOutcome != "good" {
+		t.Fatalf("asked %+v %v", got, err)
+	}
+}
+
+// TestControlSocketNoWindow: from the moment it is bound, the control
+// socket is reachable by its owner only, whatever the umask: binding it
+// where it is served and chmod'ing it after left a window in which
+// another local user could connect.
+func TestControlSocketNoWindow(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "flightd.sock")
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	checked := false
+	listenHook = func(bound string) {
+		checked = true
+		sock, err := os.Lstat(bound)
+		if err != nil {
+			t.Errorf("bound socket %s: %v", bound, err)
+			return
+		}
+		parent, err := os.Stat(filepath.Dir(bound))
+		if err != nil {
+			t.Errorf("directory of the bound socket: %v", err)
+			return
+		}
+		if sock.Mode().Perm()&0o022 != 0 && parent.Mode().Perm()&0o077 != 0 {
+			t.Errorf("bound socket %s mode %v in a directory of mode %v: other users can connect", bound, sock.Mode().Perm(), parent.Mode().Perm())
+		}
+	}
+	defer func() { listenHook = nil }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	want := flightd.Status{Vehicle: 9}
+	if err := serveControl(ctx, path, func() flightd.Status { return want }); err != nil {
+		t.Fatal(err)
+	}
+	if !checked {
+		t.Fatal("the listen hook was not called")
+	}
+	if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket %v %v: want a socket of mode 0600", fi, err)
+	}
+	if got, err := askDaemon(path); err != nil || got.Vehicle != 9 {
+		t.Fatalf("asked %+v %v", got, err)
+	}
+	if es, err := os.ReadDir(dir); err != nil || len(es) != 1 {
+		t.Errorf("the socket's directory holds %v (%v), want the socket alone", es, err)
+	}
+}
+
+// TestControlSocketStale: a socket a daemon left behind (killed) is
+// replaced.
+func TestControlSocketStale(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flightd.sock")
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := serveControl(ctx, path, func() flightd.Status { return flightd.Status{Vehicle: 3} }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := askDaemon(path); err != nil || got.Vehicle != 3 {
 		t.Fatalf("asked %+v %v", got, err)
 	}
 }

@@ -226,7 +226,7 @@ var (
 	EvRolledBack = &Event{ID: 13, Name: "rolled_back", Severity: protocol.SeverityError, Description: "a slot failed and the other slot boots", Args: []Field{
 		en("from", EnumSlot, 8, "the failed slot"), en("to", EnumSlot, 8, "the slot booted instead"), code("why")}}
 	EvWatchdogReset = &Event{ID: 14, Name: "watchdog_reset", Severity: protocol.SeverityWarning, Description: "this boot followed a hardware watchdog reset", Args: []Field{
-		slot("the slot that hung"), u("boot_count", 32, "boots", "the boot count")}}
+		slot("the slot the reset happened in, the slot that hung (none: not known)"), u("boot_count", 32, "boots", "the boot count")}}
 	EvLinkUp       = &Event{ID: 15, Name: "link_up", Severity: protocol.SeverityInfo, Description: "a link came up", Args: []Field{str("link", MaxLinkName, "the link's name")}}
 	EvLinkDown     = &Event{ID: 16, Name: "link_down", Severity: protocol.SeverityWarning, Description: "a link went down", Args: []Field{str("link", MaxLinkName, "the link's name")}}
 	EvSlotVerified = &Event{ID: 17, Name: "slot_verified", Severity: protocol.SeverityInfo, Description: "result of verify_slot", Args: []Field{
