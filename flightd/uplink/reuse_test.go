@@ -21,7 +21,12 @@ import (
 // the next release keeps that first layer (a replacement of the same size,
 // so that only the layer's digest tells), so the bundle reuses it; the
 // booted slot does not hold the file as the first layer has it.
-func shadowedImages(t *testing.T, dir, how string) *images {
+//
+// blind: the bundle is computed against the booted image's first layer
+// alone, as a ground that does not know the later layers would (groundd's
+// planner knows them, and delta then neither reuses the layer nor reads
+// the files the later layers removed or replaced): it reuses the layer.
+func shadowedImages(t *testing.T, dir, how string, blind bool) *images {
 	t.Helper()
 	f := func(name, data string) ocitest.Entry { return ocitest.Entry{Name: name, Data: []byte(data)} }
 	d := func(name string) ocitest.Entry { return ocitest.Entry{Type: ocitest.Dir, Name: name} }
@@ -42,7 +47,25 @@ func shadowedImages(t *testing.T, dir, how string) *images {
 	}
 	l1n := ocitest.Layer{Entries: []ocitest.Entry{d("etc"), f("etc/flight.conf", "rate=2\n")}}
 	l2n := ocitest.Layer{Entries: []ocitest.Entry{d("opt"), f("opt/app", string(bytes.Repeat([]byte("app v3\n"), 100)))}}
-	return makeImagesFrom(t, dir, []ocitest.Layer{l0, l1, l2}, []ocitest.Layer{l0, l1n, l2n})
+	im := makeImagesFrom(t, dir, []ocitest.Layer{l0, l1, l2}, []ocitest.Layer{l0, l1n, l2n})
+	if !blind {
+		return im
+	}
+	first, err := ocitest.Write(filepath.Join(dir, "first"), "v1", []ocitest.Layer{l0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstIm, err := oci.Open(first.Ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := delta.ComputeFile(context.Background(), firstIm, im.newIm, im.bundlePath, delta.Options{TempDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if im.bundle, err = os.ReadFile(im.bundlePath); err != nil {
+		t.Fatal(err)
+	}
+	return im
 }
 
 // bootOld installs im's old image into slot A (with its layer index) and
@@ -80,7 +103,7 @@ func TestReusedLayerShadowed(t *testing.T) {
 	for _, how := range []string{"whiteout", "replaced"} {
 		t.Run(how, func(t *testing.T) {
 			dir := t.TempDir()
-			im := shadowedImages(t, filepath.Join(dir, "img"), how)
+			im := shadowedImages(t, filepath.Join(dir, "img"), how, true)
 			b, err := delta.OpenBundle(bytes.NewReader(im.bundle), int64(len(im.bundle)))
 			if err != nil {
 				t.Fatal(err)
@@ -147,6 +170,44 @@ func TestReusedLayerShadowed(t *testing.T) {
 			}
 			if st := v.e.Status(); st.StateName != "installed" {
 				t.Fatalf("after the supplement: %+v", st)
+			}
+			checkFiles(t, filepath.Join(v.dir, "b"), im.new.Layers)
+		})
+	}
+}
+
+// TestShadowedBaseDelta: the bundle delta computes knowing the booted
+// image's layers (as groundd plans it) does not reuse the layer the later
+// layers shadow, and installs from the slot-backed base without a base
+// mismatch.
+func TestShadowedBaseDelta(t *testing.T) {
+	for _, how := range []string{"whiteout", "replaced"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			im := shadowedImages(t, filepath.Join(dir, "img"), how, false)
+			b, err := delta.OpenBundle(bytes.NewReader(im.bundle), int64(len(im.bundle)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Header.Layers[0].Decision == delta.Reuse {
+				t.Fatal("layer 0 reused")
+			}
+			t.Logf("bundle %d bytes; layer 0 (%d bytes): %s", len(im.bundle), b.Header.Layers[0].Size, b.Header.Layers[0].Decision)
+			v := newVehicleNoOpen(t, filepath.Join(dir, "vehicle"), false, nil)
+			bootOld(t, v, im)
+			defer v.close()
+			g := newGround(t)
+			if err := v.deliver(g, update.TargetPlan(7), im.plan(t, planOpts{id: 7})); err != nil {
+				t.Fatal(err)
+			}
+			if err := v.deliver(g, update.TargetBundle(7), im.bundle); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.e.RunInstall(context.Background()); err != nil {
+				t.Fatalf("RunInstall: %v (%s)", err, eventNames(v.e.Events()))
+			}
+			if st := v.e.Status(); st.StateName != "installed" {
+				t.Fatalf("status %+v, want installed (events %v)", st, eventNames(v.e.Events()))
 			}
 			checkFiles(t, filepath.Join(v.dir, "b"), im.new.Layers)
 		})
