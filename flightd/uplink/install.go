@@ -207,7 +207,7 @@ func (e *Engine) mismatchEvents(id uint64, plan *update.Plan, ms []layerParts) {
 		parts := m.Parts
 		for first := true; first || len(parts) > 0; first = false {
 			n := min(len(parts), dict.MaxPartsPerEvent)
-			var b []byte
+			b := []byte{} // never nil: a nil byte string encodes as null, which the ground refuses
 			for _, pi := range parts[:n] {
 				b = binary.BigEndian.AppendUint32(b, uint32(pi))
 			}
