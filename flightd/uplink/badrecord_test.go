@@ -138,3 +138,45 @@ func TestBadJournalRecord(t *testing.T) {
 		})
 	}
 }
+
+// TestBadFloorRecord: the replay floor of a ground key whose record does
+// not decode is rebuilt from the plans recorded: a plan below it is still
+// refused as replayed.
+func TestBadFloorRecord(t *testing.T) {
+	rng := testrand.New(t)
+	dir := t.TempDir()
+	im := makeImages(t, rng, filepath.Join(dir, "img"), ocitest.GenOptions{Layers: 1, Files: 10})
+	v := newVehicle(t, filepath.Join(dir, "vehicle"), false, im.oldBase())
+	defer v.close()
+	g := newGround(t)
+	if err := v.deliver(g, update.TargetPlan(7), im.plan(t, planOpts{id: 7})); err != nil {
+		t.Fatal(err)
+	}
+	v.close()
+	db, err := bolt.Open(filepath.Join(v.cfg.Dir, "journal.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("up")).Put(keyFloor(groundKeyID), []byte{1, 2, 3}) })
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.open()
+	if !hasEvent(v.e.Events(), dict.EvTransferAborted) {
+		t.Fatal("no event for the record set aside")
+	}
+	// Plan 5 was never seen, and is below plan 7: a replay.
+	if err := v.deliver(g, update.TargetPlan(5), im.plan(t, planOpts{id: 5})); err != nil {
+		t.Fatal(err)
+	}
+	var refused bool
+	for _, e := range v.e.Events() {
+		if e.Def == dict.EvPlanRefused && e.Args["plan"] == uint64(5) {
+			refused = true
+		}
+	}
+	if !refused {
+		t.Fatalf("plan 5 below the rebuilt floor not refused: %+v", v.e.Status())
+	}
+}

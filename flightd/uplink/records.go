@@ -138,6 +138,11 @@ func (e *Engine) restore() error {
 		if err := e.j.Quarantine(nil, bad); err != nil {
 			return err
 		}
+		for _, k := range bad {
+			if len(k) == 5 && k[0] == 'k' {
+				e.refloor(binary.BigEndian.Uint32(k[1:]))
+			}
+		}
 		e.abandonOrphans()
 	}
 	for id, x := range e.xfers {
@@ -283,6 +288,21 @@ func (e *Engine) setAside(key []byte, err error) {
 	e.log.Error("uplink: journal record does not decode: quarantined", "key", fmt.Sprintf("%x", key), "err", err)
 	e.fail(dict.CodeStorage, text)
 	e.event(dict.EvTransferAborted, text[:min(len(text), dict.MaxEventText)], dict.Values{"plan": plan, "transfer": xfer, "code": uint64(dict.CodeStorage)})
+}
+
+// refloor rebuilds the plan replay floor of ground key id, whose record
+// was set aside, from the plans recorded: the highest id of theirs from
+// that key (the floor may have been higher, for plans since forgotten;
+// their transfers' ids are still refused by the receiver's floors).
+func (e *Engine) refloor(key uint32) {
+	for id, p := range e.plans {
+		if pl, err := p.decoded(); err == nil && pl.KeyID == key && id > e.floors[key] {
+			e.floors[key] = id
+		}
+	}
+	if f, ok := e.floors[key]; ok {
+		e.pendUp = append(e.pendUp, transfer.Record{Op: transfer.OpPut, Key: keyFloor(key), Value: binary.BigEndian.AppendUint64(nil, f)})
+	}
 }
 
 // abandonOrphans fails the plans that wait for a transfer whose record was
