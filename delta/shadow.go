@@ -21,6 +21,10 @@ import "strings"
 type shadowTree struct {
 	root   shadowNode
 	shadow map[ref]bool
+	// opaque: the directories an opaque marker of a layer already
+	// applied to (the layer's index + 1), so a repeated marker does not
+	// walk the directory again.
+	opaque map[string]int
 }
 
 type shadowNode struct {
@@ -37,7 +41,7 @@ type shadowNode struct {
 // writes into), never the other way round; the vehicle checks what it
 // reads anyway.
 func shadowedFiles(old []*spooled) map[ref]bool {
-	t := &shadowTree{shadow: map[ref]bool{}}
+	t := &shadowTree{shadow: map[ref]bool{}, opaque: map[string]int{}}
 	for li, l := range old {
 		for ei := range l.entries {
 			t.add(li, ei, &l.entries[ei], old)
@@ -62,15 +66,22 @@ func (t *shadowTree) add(li, ei int, e *entry, old []*spooled) {
 	switch {
 	case base == opaqueMarker:
 		// Lower layers' content below dir is hidden; this layer's stays.
-		if n := t.lookup(dir); n != nil {
-			t.drop(n, func(r ref) bool { return r.layer < li })
+		if n := t.lookup(dir); n != nil && t.opaque[dir] != li+1 {
+			t.opaque[dir] = li + 1
+			for name, k := range n.kids {
+				if t.drop(k, func(r ref) bool { return r.layer < li }) {
+					delete(n.kids, name)
+				}
+			}
 		}
 		return
 	case strings.HasPrefix(base, whiteoutPrefix+whiteoutPrefix):
 		return // other AUFS metadata, not content
 	case strings.HasPrefix(base, whiteoutPrefix):
-		if n := t.lookup(joinPath(dir, strings.TrimPrefix(base, whiteoutPrefix))); n != nil {
-			t.drop(n, nil)
+		name := strings.TrimPrefix(base, whiteoutPrefix)
+		if p := t.lookup(dir); p != nil && p.kids[name] != nil {
+			t.drop(p.kids[name], nil)
+			delete(p.kids, name)
 		}
 		return
 	}
@@ -129,20 +140,46 @@ func (t *shadowTree) lookup(path string) *shadowNode {
 }
 
 // drop shadows the holders of n and below it that match (nil: all) and
-// forgets them.
-func (t *shadowTree) drop(n *shadowNode, match func(ref) bool) {
-	keep := n.holders[:0]
-	for _, r := range n.holders {
-		if match == nil || match(r) {
-			t.shadow[r] = true
-		} else {
-			keep = append(keep, r)
+// forgets them, pruning the nodes left with nothing; it says whether n is
+// left with nothing (the caller removes it). Iterative: a path may be
+// deep. Every node it visits is removed, unless it holds or leads to a
+// holder that does not match, so a tree is walked about once in all.
+func (t *shadowTree) drop(n *shadowNode, match func(ref) bool) bool {
+	type frame struct {
+		n    *shadowNode
+		done bool
+	}
+	stack := []frame{{n: n}}
+	var order []*shadowNode // post-order
+	for len(stack) > 0 {
+		f := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if f.done {
+			order = append(order, f.n)
+			continue
+		}
+		keep := f.n.holders[:0]
+		for _, r := range f.n.holders {
+			if match == nil || match(r) {
+				t.shadow[r] = true
+			} else {
+				keep = append(keep, r)
+			}
+		}
+		f.n.holders = keep
+		stack = append(stack, frame{n: f.n, done: true})
+		for _, k := range f.n.kids {
+			stack = append(stack, frame{n: k})
 		}
 	}
-	n.holders = keep
-	for _, k := range n.kids {
-		t.drop(k, match)
+	for _, x := range order {
+		for name, k := range x.kids {
+			if len(k.holders) == 0 && len(k.kids) == 0 {
+				delete(x.kids, name)
+			}
+		}
 	}
+	return len(n.holders) == 0 && len(n.kids) == 0
 }
 
 func (t *shadowTree) shadowAll(rs []ref) {

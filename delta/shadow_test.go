@@ -3,8 +3,10 @@ package delta
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/bootorbit/bootorbit/delta/ocitest"
@@ -147,5 +149,25 @@ func TestShadowedBaseNotReused(t *testing.T) {
 		if !bytes.Equal(out.Bytes(), newTars[li]) {
 			t.Fatalf("layer %d rebuilt differs", li)
 		}
+	}
+}
+
+// TestShadowHostile: a deep tree, and thousands of whiteouts and opaque
+// markers of the same directories (a hostile or odd base image) cost about
+// one walk of the tree, not one per marker, and no deep recursion.
+func TestShadowHostile(t *testing.T) {
+	deep := strings.Repeat("d/", 100000) + "f"
+	reg := func(p string) entry { return entry{Path: p, Type: '0', DataLen: 1} }
+	l0 := &spooled{entries: []entry{reg(deep)}}
+	for i := range 20000 {
+		l0.entries = append(l0.entries, reg(fmt.Sprintf("wide/f%d", i)))
+	}
+	l1 := &spooled{}
+	for range 20000 {
+		l1.entries = append(l1.entries, entry{Path: "wide/.wh..wh..opq", Type: '0'}, entry{Path: ".wh.d", Type: '0'})
+	}
+	sh := shadowedFiles([]*spooled{l0, l1})
+	if len(sh) != 20001 {
+		t.Fatalf("%d shadowed, want 20001", len(sh))
 	}
 }
