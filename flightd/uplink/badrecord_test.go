@@ -180,3 +180,43 @@ func TestBadFloorRecord(t *testing.T) {
 		t.Fatalf("plan 5 below the rebuilt floor not refused: %+v", v.e.Status())
 	}
 }
+
+// TestBadReceiverRecordKeepsStagedBundles: the receiver's records set
+// aside while a plan waits on a base mismatch and its supplement's bundle
+// is complete: both staged bundles are kept (they are complete, and the
+// receiver no longer needed for them), and the supplement installs.
+func TestBadReceiverRecordKeepsStagedBundles(t *testing.T) {
+	baseMismatchWith(t, 16<<10, func(v *vehicle) {
+		v.close()
+		db, err := bolt.Open(filepath.Join(v.cfg.Dir, "journal.db"), 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		err = db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket([]byte("rx"))
+			var keys [][]byte
+			b.ForEach(func(k, _ []byte) error {
+				if len(k) == 9 && k[0] == 'd' {
+					keys = append(keys, bytes.Clone(k))
+				}
+				return nil
+			})
+			for _, k := range keys {
+				if err := b.Put(k, []byte{1}); err != nil {
+					return err
+				}
+			}
+			n = len(keys)
+			return nil
+		})
+		db.Close()
+		if err != nil || n == 0 {
+			t.Fatalf("damaged %d finished-transfer records: %v", n, err)
+		}
+		v.open()
+		if !hasEvent(v.e.Events(), dict.EvTransferAborted) {
+			t.Fatal("no event for the records set aside")
+		}
+	})
+}

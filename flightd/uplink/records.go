@@ -206,8 +206,10 @@ func (e *Engine) restore() error {
 			return errors.Join(fmt.Errorf("uplink: %w", err), qerr)
 		}
 		e.setAside(nil, err)
+		// A complete bundle (a plan installing, or waiting on a base
+		// mismatch for its supplement) needs no receiver: kept.
 		for id, x := range e.xfers {
-			if p := e.plans[x.Plan]; p == nil || p.State != stInstalling || p.Bundle != id {
+			if p := e.plans[x.Plan]; p == nil || p.Bundle != id || p.State != stInstalling && p.State != stBaseMismatch {
 				e.dropXfer(id)
 			}
 		}
