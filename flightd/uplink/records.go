@@ -307,9 +307,10 @@ func (e *Engine) refloor(key uint32) {
 	}
 }
 
-// abandonOrphans fails the plans that wait for a transfer whose record was
-// set aside (their bundle can never complete) and drops the transfers of
-// plans that are gone, freeing their staging.
+// abandonOrphans fails the plans whose bundle transfer's record was set
+// aside (a bundle under way can never complete; a complete one's staged
+// file is gone with the record) and drops the transfers of plans that are
+// gone, freeing their staging.
 func (e *Engine) abandonOrphans() {
 	for id, x := range e.xfers {
 		if _, ok := e.plans[x.Plan]; !ok && update.TargetKind(x.Kind) == update.KindBundle {
@@ -317,8 +318,13 @@ func (e *Engine) abandonOrphans() {
 		}
 	}
 	for id, p := range e.plans {
-		if p.State != stBundle && p.State != stPaused {
+		switch p.State {
+		case stBundle, stPaused, stInstalling, stBaseMismatch:
+		default:
 			continue
+		}
+		if p.File {
+			continue // an offline install reads its file, not the staging
 		}
 		if _, ok := e.xfers[p.Bundle]; p.Bundle != 0 && !ok {
 			p.State, p.Code = stFailed, uint16(dict.CodeStorage)
