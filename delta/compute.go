@@ -83,6 +83,14 @@ type spooled struct {
 	size    int64
 	entries []entry
 	trailer int64
+	// holes are the content extents of the files the vehicle does not
+	// hold as this layer has them (shadow.go), in order.
+	holes [][2]int64
+}
+
+func (s *spooled) unheld(off, end int64) bool {
+	i := sort.Search(len(s.holes), func(i int) bool { return s.holes[i][1] > off })
+	return i < len(s.holes) && s.holes[i][0] < end
 }
 
 func (s *spooled) ReadAt(p []byte, off int64) (int, error) { return s.f.ReadAt(p, off) }
@@ -199,6 +207,11 @@ type index struct {
 	// files often find the same old one (by basename, say).
 	lastRef ref
 	lastIdx *bsdiff.Index
+	// shadow: base files the vehicle's slot does not hold as their layer
+	// has them (shadow.go); nothing is copied from them.
+	shadow map[ref]bool
+	// partial: base layers with such files, which are not reused.
+	partial map[int]int
 }
 
 // diffIndex returns the alignment index of old file r.
@@ -210,14 +223,18 @@ func (x *index) diffIndex(r ref, old []byte) *bsdiff.Index {
 }
 
 func newIndex(old []*spooled) *index {
-	x := &index{old: old, byPath: map[string]ref{}, bySum: map[[32]byte]ref{}, byFuzzy: map[string]ref{}, byBase: map[string]ref{}}
+	x := &index{old: old, byPath: map[string]ref{}, bySum: map[[32]byte]ref{}, byFuzzy: map[string]ref{}, byBase: map[string]ref{},
+		shadow: shadowedFiles(old), partial: map[int]int{}}
+	for r := range x.shadow {
+		x.partial[r.layer]++
+	}
 	// Later layers win: they hold what the old image shows at that path.
 	for li, l := range old {
 		for ei := range l.entries {
 			e := &l.entries[ei]
 			r := ref{li, ei}
 			x.byPath[e.Path] = r
-			if isRegular(e.Type) && e.DataLen > 0 {
+			if isRegular(e.Type) && e.DataLen > 0 && !x.shadow[r] {
 				x.bySum[e.Sum] = r
 				x.byFuzzy[fuzzyKey(e.Path)] = r
 				x.byBase[baseName(e.Path)] = r
@@ -231,7 +248,7 @@ func (x *index) entry(r ref) *entry { return &x.old[r.layer].entries[r.entry] }
 
 // similar finds an old file to code a changed file against.
 func (x *index) similar(e *entry) (ref, bool) {
-	if r, ok := x.byPath[e.Path]; ok && x.entry(r).DataLen > 0 && isRegular(x.entry(r).Type) {
+	if r, ok := x.byPath[e.Path]; ok && x.entry(r).DataLen > 0 && isRegular(x.entry(r).Type) && !x.shadow[r] {
 		return r, true
 	}
 	if r, ok := x.byFuzzy[fuzzyKey(e.Path)]; ok {
@@ -275,6 +292,17 @@ func ComputeLayers(ctx context.Context, base []LayerSource, target Target, w io.
 		log.Info("delta: base layer indexed", "layer", i, "diff_id", src.DiffID, "size", s.size, "entries", len(s.entries))
 	}
 	x := newIndex(old)
+	for r := range x.shadow {
+		e := x.entry(r)
+		x.old[r.layer].holes = append(x.old[r.layer].holes, [2]int64{e.DataOff, e.DataOff + e.DataLen})
+	}
+	for _, s := range old {
+		sort.Slice(s.holes, func(i, j int) bool { return s.holes[i][0] < s.holes[j][0] })
+	}
+	for li, n := range x.partial {
+		log.Info("delta: base layer not whole in the tree (later layers remove or replace its files): not reused, those files not read",
+			"layer", li, "diff_id", old[li].diffID, "files", n)
+	}
 	bases := make([]baseFile, len(old))
 	for i, s := range old {
 		bases[i] = s
@@ -297,9 +325,9 @@ func ComputeLayers(ctx context.Context, base []LayerSource, target Target, w io.
 	var poff int64
 	for li, src := range target.Layers {
 		ls := LayerStats{DiffID: src.DiffID}
-		if _, ok := have[src.DiffID]; ok {
+		if bi, ok := have[src.DiffID]; ok && x.partial[bi] == 0 {
 			// The size of a reused layer is the base layer's.
-			ls.Decision, ls.Size = Reuse, old[have[src.DiffID]].size
+			ls.Decision, ls.Size = Reuse, old[bi].size
 			h.Layers = append(h.Layers, LayerPlan{DiffID: src.DiffID, Size: ls.Size, Decision: Reuse})
 			st.Layers = append(st.Layers, ls)
 			log.Info("delta: layer reused", "layer", li, "diff_id", src.DiffID)
@@ -387,7 +415,7 @@ func encodeLayer(ctx context.Context, x *index, nl *spooled, pe *partEncoder, ls
 			if err != nil {
 				return err
 			}
-			if bytes.Equal(hb, ohb) && me.DataLen == e.DataLen && me.Sum == e.Sum && me.PadLen == e.PadLen && me.PadZero && e.PadZero {
+			if !x.shadow[m] && bytes.Equal(hb, ohb) && me.DataLen == e.DataLen && me.Sum == e.Sum && me.PadLen == e.PadLen && me.PadZero && e.PadZero {
 				// The whole entry is unchanged: one copy, which merges
 				// with its neighbours when they are unchanged too.
 				if err := copyRange(pe, nl, e.HdrOff, e.end()-e.HdrOff, m.layer, me.HdrOff); err != nil {

@@ -79,6 +79,9 @@ type baseFile interface {
 	io.ReaderAt
 	pathAt(off int64) string  // the first file at or after off, for messages
 	filesIn(off, n int64) int // how many files start in [off, off+n)
+	// unheld says whether [off, end) overlaps content the vehicle does not
+	// hold (shadow.go): no range spans it.
+	unheld(off, end int64) bool
 }
 
 // partBuilder accumulates the operations and streams of one part.
@@ -312,7 +315,8 @@ func (e *partEncoder) ranges(ops []op) ([]Range, error) {
 	})
 	var merged []span
 	for _, s := range spans {
-		if n := len(merged); n > 0 && merged[n-1].layer == s.layer && s.off <= merged[n-1].end+mergeGap {
+		if n := len(merged); n > 0 && merged[n-1].layer == s.layer && s.off <= merged[n-1].end+mergeGap &&
+			!e.base[s.layer].unheld(merged[n-1].end, s.off) {
 			merged[n-1].end = max(merged[n-1].end, s.end)
 			continue
 		}

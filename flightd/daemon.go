@@ -16,6 +16,7 @@ import (
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
 	"github.com/bootorbit/bootorbit/protocol/link"
+	"github.com/bootorbit/bootorbit/slots"
 	"github.com/bootorbit/bootorbit/watchdog"
 )
 
@@ -57,6 +58,10 @@ type Options struct {
 	// Ready, if set, is called once the daemon is up (epoch bumped,
 	// reconciled, links open) with its status function.
 	Ready func(status func() Status)
+
+	// verifySlot, if set, replaces the slot read-back of verify_slot
+	// (tests hold it to run an uplink meanwhile).
+	verifySlot func(ctx context.Context, id slots.SlotID) (*slots.VerifyResult, error)
 }
 
 // daemon is Run's state; everything but the link readers runs on the main
@@ -362,6 +367,7 @@ func (d *daemon) loop(ctx context.Context) error {
 			d.onInstall(ctx, d.clock.Now(), r)
 		case r := <-d.verifyRes:
 			d.onVerify(d.clock.Now(), r)
+			d.drainUplink(ctx, d.clock.Now()) // an install held by the verification
 		case lc := <-d.linkState:
 			ev := dict.EvLinkDown
 			if lc.up {

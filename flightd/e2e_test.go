@@ -384,6 +384,8 @@ type e2eVehicle struct {
 	mu      sync.Mutex
 	// unhealthy makes the health check of a slot fail.
 	unhealthy map[slots.SlotID]bool
+	// opts, if set, edits the Options of every start.
+	opts func(*Options)
 }
 
 func (v *e2eVehicle) booted() slots.SlotID {
@@ -419,6 +421,9 @@ func (v *e2eVehicle) run(ctx context.Context, l Link, boot int) chan error {
 			}
 			return nil
 		},
+	}
+	if v.opts != nil {
+		v.opts(&opt)
 	}
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, v.cfg, opt) }()

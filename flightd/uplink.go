@@ -114,7 +114,9 @@ func (d *daemon) openUplink() error {
 }
 
 // drainUplink sends what the engine produced and starts an install that
-// is due.
+// is due: not while one runs, a trial boot is open, or verify_slot reads
+// the inactive slot back (the install would write the slot under the
+// verification; the end of the verification calls drainUplink again).
 func (d *daemon) drainUplink(ctx context.Context, now time.Time) {
 	if d.eng == nil {
 		return
@@ -125,7 +127,7 @@ func (d *daemon) drainUplink(ctx context.Context, now time.Time) {
 	for _, ev := range d.eng.Events() {
 		d.eventDef(now, ev.Def, ev.Text, ev.Args)
 	}
-	if st := d.eng.Status(); st.StateName == "installing" && !d.installBusy && !d.trialOpen {
+	if st := d.eng.Status(); st.StateName == "installing" && !d.installBusy && !d.trialOpen && !d.verifyBusy {
 		d.installBusy = true
 		go func() {
 			plan, err := d.eng.RunInstall(ctx)

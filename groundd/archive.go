@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 
 	"github.com/bootorbit/bootorbit/groundd/gateway"
@@ -18,7 +19,8 @@ import (
 // (a counter breaks ties), command numbers from the store's counters, which
 // never hand out a number twice, whichever station asks.
 type storeArchive struct {
-	st store.Store
+	st  store.Store
+	log *slog.Logger // records set aside (nil: not logged)
 }
 
 func keyGWCommand(k protocol.KeyID, seq uint64) string {
@@ -40,7 +42,7 @@ func (a storeArchive) Commands(q gateway.CommandQuery) ([]*gateway.Command, erro
 	if q.Key != 0 {
 		prefix = fmt.Sprintf("gw/cmd/%010d/", q.Key)
 	}
-	all, err := listJSON[*gateway.Command](context.Background(), a.st, prefix)
+	all, err := listJSON[*gateway.Command](context.Background(), a.st, prefix, a.log)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +84,7 @@ func (a storeArchive) Records(q gateway.Query) ([]*gateway.Record, error) {
 			prefix += fmt.Sprintf("%d/", q.Kind)
 		}
 	}
-	all, err := listJSON[*gateway.Record](context.Background(), a.st, prefix)
+	all, err := listJSON[*gateway.Record](context.Background(), a.st, prefix, a.log)
 	if err != nil {
 		return nil, err
 	}

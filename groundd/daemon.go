@@ -134,7 +134,7 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 			gwFrame = protocol.InnerMaxFrame(maxFrame)
 		}
 	}
-	arch := storeArchive{st: d.st}
+	arch := storeArchive{st: d.st, log: d.log}
 	if d.gw, err = gateway.New(gateway.Config{Key: protocol.KeyID(cfg.GroundKeyID), Priv: d.groundKey, Seq: arch, Archive: arch,
 		MaxFrame: gwFrame, Log: d.log}); err != nil {
 		d.Close()
@@ -233,7 +233,12 @@ func getJSON[T any](ctx context.Context, s store.Store, key string) (T, int64, e
 	return v, kv.Rev, nil
 }
 
-func listJSON[T any](ctx context.Context, s store.Store, prefix string) ([]T, error) {
+// listJSON decodes every record under prefix. A record that does not
+// decode (a bad record in the store file, or one an older release wrote)
+// is set aside (setAside) and left out, logged on log: one bad record must
+// not stop every listing of its kind (the queue, every poll of a vehicle's
+// session) for good.
+func listJSON[T any](ctx context.Context, s store.Store, prefix string, log *slog.Logger) ([]T, error) {
 	kvs, err := s.List(ctx, prefix)
 	if err != nil {
 		return nil, err
@@ -242,11 +247,29 @@ func listJSON[T any](ctx context.Context, s store.Store, prefix string) ([]T, er
 	for _, kv := range kvs {
 		var v T
 		if err := json.Unmarshal(kv.Value, &v); err != nil {
-			return nil, fmt.Errorf("groundd: record %s: %w", kv.Key, err)
+			if qerr := setAside(ctx, s, kv); qerr != nil {
+				return nil, errors.Join(fmt.Errorf("groundd: record %s: %w", kv.Key, err), qerr)
+			}
+			if log != nil {
+				log.Error("groundd: a record that does not decode was set aside", "key", kv.Key, "quarantine", quarantineKey(kv.Key), "err", err)
+			}
+			continue
 		}
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// quarantineKey is where the record at key is set aside.
+func quarantineKey(key string) string { return "quarantine/" + key }
+
+// setAside moves a record out of the way, to quarantineKey, in one
+// transaction and only if nobody wrote it since it was read: kept for a
+// person to look at, out of every listing.
+func setAside(ctx context.Context, s store.Store, kv store.KV) error {
+	_, err := s.Txn(ctx, []store.Cmp{{Key: kv.Key, Rev: kv.Rev}},
+		[]store.Op{{Key: quarantineKey(kv.Key), Value: kv.Value}, {Key: kv.Key, Delete: true}})
+	return err
 }
 
 // updateJSON is a compare-and-swap read-modify-write of one record.
@@ -310,7 +333,7 @@ func (d *Daemon) queueAdd(ctx context.Context, r UplinkRequest, pending bool) (U
 // QueueList returns every uplink, in queue order: waiting ones by priority
 // and order, then the rest by id.
 func (d *Daemon) QueueList(ctx context.Context) ([]Uplink, error) {
-	us, err := listJSON[Uplink](ctx, d.st, "uplink/")
+	us, err := listJSON[Uplink](ctx, d.st, "uplink/", d.log)
 	if err != nil {
 		return nil, err
 	}
@@ -545,7 +568,7 @@ func (d *Daemon) Transfers(ctx context.Context) ([]Transfer, error) {
 
 // UplinkTransfers returns the transfers of one uplink, done or not.
 func (d *Daemon) UplinkTransfers(ctx context.Context, uplink uint64) ([]Transfer, error) {
-	recs, err := listJSON[transferRec](ctx, d.st, "transfer/")
+	recs, err := listJSON[transferRec](ctx, d.st, "transfer/", d.log)
 	if err != nil {
 		return nil, err
 	}
@@ -559,7 +582,7 @@ func (d *Daemon) UplinkTransfers(ctx context.Context, uplink uint64) ([]Transfer
 }
 
 func (d *Daemon) transfersOf(ctx context.Context, vehicle uint32) ([]Transfer, error) {
-	recs, err := listJSON[transferRec](ctx, d.st, "transfer/")
+	recs, err := listJSON[transferRec](ctx, d.st, "transfer/", d.log)
 	if err != nil {
 		return nil, err
 	}

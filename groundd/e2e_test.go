@@ -71,13 +71,20 @@ func (w logWriter) Write(p []byte) (int, error) {
 
 func newWorld(t testing.TB, rng *rand.Rand, loss float64, onBundle func(*update.Plan, []byte) []int) *world {
 	t.Helper()
-	w := &world{t: t, dir: t.TempDir(), now: t0}
-	layout := filepath.Join(w.dir, "images")
 	l1 := ocitest.RandomLayers(rng, ocitest.GenOptions{Layers: 3, Files: 12, MaxFileSize: 24 << 10})
 	l2, changes := ocitest.Modify(rng, l1, ocitest.ModifyOptions{})
 	// And a new layer: full data, enough to need several passes.
 	l2 = append(l2, ocitest.RandomLayers(rng, ocitest.GenOptions{Layers: 1, Files: 16, MaxFileSize: 32 << 10})...)
 	t.Logf("v2 changes: %v and a new layer", changes)
+	return newWorldOf(t, rng, loss, onBundle, l1, l2)
+}
+
+// newWorldOf is newWorld with the layers of the booted image (l1) and of
+// the update (l2) given.
+func newWorldOf(t testing.TB, rng *rand.Rand, loss float64, onBundle func(*update.Plan, []byte) []int, l1, l2 []ocitest.Layer) *world {
+	t.Helper()
+	w := &world{t: t, dir: t.TempDir(), now: t0}
+	layout := filepath.Join(w.dir, "images")
 	w.v1 = ocitest.Build(t, layout, "os-1", l1)
 	w.v2 = ocitest.Build(t, layout, "os-2", l2)
 

@@ -646,7 +646,7 @@ func (d *Daemon) abortOnVehicle(ctx context.Context, s *session, u *Uplink, now 
 
 // vehicleUplinks returns the vehicle's uplinks in queue order.
 func (d *Daemon) vehicleUplinks(ctx context.Context, vehicle uint32) ([]Uplink, error) {
-	all, err := listJSON[Uplink](ctx, d.st, "uplink/")
+	all, err := listJSON[Uplink](ctx, d.st, "uplink/", d.log)
 	if err != nil {
 		return nil, err
 	}
@@ -1083,7 +1083,7 @@ func (d *Daemon) baseMismatch(ctx context.Context, s *session, now time.Time, u 
 	if s.cur != nil && s.cur.rec.Plan == plan {
 		d.dropSender(s)
 	}
-	recs, err := listJSON[transferRec](ctx, d.st, "transfer/")
+	recs, err := listJSON[transferRec](ctx, d.st, "transfer/", d.log)
 	if err != nil {
 		d.log.Error("groundd: base mismatch", "uplink", u.ID, "err", err)
 		return
@@ -1127,7 +1127,7 @@ func (d *Daemon) supplementDue(ctx context.Context, s *session, u *Uplink, now t
 	}
 	// Transfers of an earlier supplement still under way are superseded:
 	// never resumed.
-	recs, err := listJSON[transferRec](ctx, d.st, "transfer/")
+	recs, err := listJSON[transferRec](ctx, d.st, "transfer/", d.log)
 	if err != nil {
 		return true, err
 	}

@@ -332,7 +332,7 @@ func (d *Daemon) Stations(ctx context.Context) ([]StationHold, error) {
 	var out []StationHold
 	for _, vc := range d.cfg.Vehicles {
 		h := StationHold{Vehicle: vc.ID}
-		cs, err := listJSON[StationContact](ctx, d.st, fmt.Sprintf("contact/%010d/", vc.ID))
+		cs, err := listJSON[StationContact](ctx, d.st, fmt.Sprintf("contact/%010d/", vc.ID), d.log)
 		if err != nil {
 			return nil, err
 		}

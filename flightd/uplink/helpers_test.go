@@ -46,7 +46,7 @@ var (
 // image's layers as the base.
 type installer struct {
 	m    *slots.Manager
-	base delta.MapBase
+	base delta.Base
 	// installs counts calls of Install.
 	installs int
 	// out, if set, gets a line every 32 KiB the slot writer reads (the

@@ -207,14 +207,14 @@ func (e *Engine) mismatchEvents(id uint64, plan *update.Plan, ms []layerParts) {
 		parts := m.Parts
 		for first := true; first || len(parts) > 0; first = false {
 			n := min(len(parts), dict.MaxPartsPerEvent)
-			var b []byte
+			b := []byte{} // never nil: a nil byte string encodes as null, which the ground refuses
 			for _, pi := range parts[:n] {
 				b = binary.BigEndian.AppendUint32(b, uint32(pi))
 			}
 			parts = parts[n:]
 			text := fmt.Sprintf("plan %d layer %d: %d parts do not match the booted slot", id, m.Layer, n)
 			if m.Whole {
-				text = fmt.Sprintf("plan %d layer %d: the base layer is not held", id, m.Layer)
+				text = fmt.Sprintf("plan %d layer %d: the booted slot does not hold the reused layer", id, m.Layer)
 			}
 			e.event(dict.EvBaseMismatch, text, dict.Values{"plan": id, "layer": uint64(m.Layer), "diff_id": short, "parts": b, "more": len(parts) > 0})
 		}
@@ -267,6 +267,9 @@ func (e *Engine) install(ctx context.Context, plan *update.Plan, primary bundleR
 	// Dry run: every layer rebuilt and checked against its diff_id before
 	// the slot is touched.
 	for _, l := range layers {
+		if l.checked {
+			continue
+		}
 		if err := l.check(ctx); err != nil {
 			o.code, o.err = dict.CodeInstallFailed, err
 			return o
@@ -293,6 +296,27 @@ type layer struct {
 	index  int
 	diffID digest.Digest
 	write  func(ctx context.Context, w io.Writer) error
+	// checked: prepare already rebuilt it and found its diff_id (a reused
+	// layer), so the dry run does not read it again.
+	checked bool
+}
+
+// reusable says whether the base layer ra, read for size bytes, is the
+// layer d: false on a read error (a file of the layer removed from the
+// slot) or another digest (a file replaced). Only ctx's end is an error.
+func reusable(ctx context.Context, ra io.ReaderAt, size int64, d digest.Digest) (bool, error) {
+	if d.Algorithm() != digest.SHA256 {
+		return false, nil
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, io.NewSectionReader(ra, 0, size))
+	if cerr := ctx.Err(); cerr != nil {
+		return false, cerr
+	}
+	if err != nil || n != size {
+		return false, nil
+	}
+	return digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)) == d, nil
 }
 
 // check rebuilds the layer into a hash and compares it with its diff_id.
@@ -339,7 +363,23 @@ func (e *Engine) prepare(ctx context.Context, plan *update.Plan, primary bundleR
 		l := &layer{index: li, diffID: d}
 		layers = append(layers, l)
 		if lp.Decision == delta.Reuse {
+			// A reused layer is given back from the booted slot, which
+			// holds it only as far as no later layer of the booted image
+			// removed or replaced its files (nor a local edit, nor bit
+			// rot): it is hashed here, before anything is written, and a
+			// layer that does not come back as its diff_id is a whole-layer
+			// base mismatch the ground answers with the layer's data.
 			ra := base.Layer(d)
+			if ra != nil {
+				ok, err := reusable(ctx, ra, lp.Size, d)
+				if err != nil {
+					return nil, nil, dict.CodeInstallFailed, err
+				}
+				if !ok {
+					ra = nil
+				}
+				l.checked = ok
+			}
 			if ra == nil {
 				if sb != nil && wholeLayer(ctx, sb, li, base) {
 					l.write = func(ctx context.Context, w io.Writer) error { return sb.ApplyLayer(ctx, li, base, w) }

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
 	"github.com/bootorbit/bootorbit/protocol/transfer"
 	"github.com/bootorbit/bootorbit/protocol/update"
@@ -119,13 +121,29 @@ func (e *Engine) restore() error {
 	if err != nil {
 		return err
 	}
+	var bad [][]byte
 	for _, r := range up {
 		if err := e.restoreRec(r); err != nil {
-			return fmt.Errorf("uplink: journal record %x: %w", r.Key, err)
+			if e.inspect {
+				return fmt.Errorf("uplink: journal record %x: %w", r.Key, err)
+			}
+			bad = append(bad, r.Key)
+			e.setAside(r.Key, err)
 		}
 	}
 	if e.inspect {
 		return nil
+	}
+	if len(bad) > 0 {
+		if err := e.j.Quarantine(nil, bad); err != nil {
+			return err
+		}
+		for _, k := range bad {
+			if len(k) == 5 && k[0] == 'k' {
+				e.refloor(binary.BigEndian.Uint32(k[1:]))
+			}
+		}
+		e.abandonOrphans()
 	}
 	for id, x := range e.xfers {
 		if err := e.st.Reserve(id, int64(x.Size)); err != nil {
@@ -176,7 +194,38 @@ func (e *Engine) restore() error {
 	}
 	e.rxCodec = rc.Codec
 	if e.rx, err = transfer.NewReceiver(rc, recs); err != nil {
-		return fmt.Errorf("uplink: %w", err)
+		// The receiver's records are the transfer layer's: one that does
+		// not decode sets them all aside (the transfers under way are
+		// abandoned; the transfer ids' replay floors go, the plans' stay),
+		// rather than stop flightd at every start.
+		keys := make([][]byte, len(recs))
+		for i, r := range recs {
+			keys[i] = r.Key
+		}
+		if qerr := e.j.Quarantine(keys, nil); qerr != nil {
+			return errors.Join(fmt.Errorf("uplink: %w", err), qerr)
+		}
+		e.setAside(nil, err)
+		// A complete bundle (a plan installing, or waiting on a base
+		// mismatch for its supplement) needs no receiver: kept.
+		for id, x := range e.xfers {
+			if p := e.plans[x.Plan]; p == nil || p.Bundle != id || p.State != stInstalling && p.State != stBaseMismatch {
+				e.dropXfer(id)
+			}
+		}
+		e.abandonOrphans()
+		if e.rx, err = transfer.NewReceiver(rc, nil); err != nil {
+			return fmt.Errorf("uplink: %w", err)
+		}
+	}
+	if e.setAsideAny {
+		// Transfers whose engine record was set aside: ended, the ground
+		// told (their staging is gone).
+		for _, id := range e.rx.Active() {
+			if _, ok := e.xfers[id]; !ok {
+				e.rx.Abandon(id, protocol.CancelRefused)
+			}
+		}
 	}
 	// Completions a cut kept us from acting on: the receiver shows them
 	// in its first Ready (whole transfers) or as Completed (finished ones).
@@ -218,6 +267,72 @@ func (e *Engine) restoreRec(r transfer.Record) error {
 		return errors.New("unknown key")
 	}
 	return nil
+}
+
+// setAside reports a journal record (key; nil: the receiver's records)
+// that does not decode and was quarantined, with the plan or transfer it
+// named.
+func (e *Engine) setAside(key []byte, err error) {
+	var plan, xfer uint64
+	// The receiver's error names its record first ("transfer: journal
+	// record KEY: ..."); the event's text is short.
+	text := "receiver " + strings.TrimPrefix(err.Error(), "transfer: ") + "; all receiver records set aside"
+	if key != nil {
+		text = fmt.Sprintf("journal record %x: %v; set aside", key, err)
+		if len(key) == 9 && key[0] == 'p' {
+			plan = binary.BigEndian.Uint64(key[1:])
+		}
+		if len(key) == 9 && key[0] == 'x' {
+			xfer = binary.BigEndian.Uint64(key[1:])
+		}
+	}
+	e.setAsideAny = true
+	e.log.Error("uplink: journal record does not decode: quarantined", "key", fmt.Sprintf("%x", key), "err", err)
+	e.fail(dict.CodeStorage, text)
+	e.event(dict.EvTransferAborted, text[:min(len(text), dict.MaxEventText)], dict.Values{"plan": plan, "transfer": xfer, "code": uint64(dict.CodeStorage)})
+}
+
+// refloor rebuilds the plan replay floor of ground key id, whose record
+// was set aside, from the plans recorded: the highest id of theirs from
+// that key (the floor may have been higher, for plans since forgotten;
+// their transfers' ids are still refused by the receiver's floors).
+func (e *Engine) refloor(key uint32) {
+	for id, p := range e.plans {
+		if pl, err := p.decoded(); err == nil && pl.KeyID == key && id > e.floors[key] {
+			e.floors[key] = id
+		}
+	}
+	if f, ok := e.floors[key]; ok {
+		e.pendUp = append(e.pendUp, transfer.Record{Op: transfer.OpPut, Key: keyFloor(key), Value: binary.BigEndian.AppendUint64(nil, f)})
+	}
+}
+
+// abandonOrphans fails the plans whose bundle transfer's record was set
+// aside (a bundle under way can never complete; a complete one's staged
+// file is gone with the record) and drops the transfers of plans that are
+// gone, freeing their staging.
+func (e *Engine) abandonOrphans() {
+	for id, x := range e.xfers {
+		if _, ok := e.plans[x.Plan]; !ok && update.TargetKind(x.Kind) == update.KindBundle {
+			e.dropXfer(id)
+		}
+	}
+	for id, p := range e.plans {
+		switch p.State {
+		case stBundle, stPaused, stInstalling, stBaseMismatch:
+		default:
+			continue
+		}
+		if p.File {
+			continue // an offline install reads its file, not the staging
+		}
+		if _, ok := e.xfers[p.Bundle]; p.Bundle != 0 && !ok {
+			p.State, p.Code = stFailed, uint16(dict.CodeStorage)
+			e.pendUp = append(e.pendUp, putPlan(id, p))
+			e.event(dict.EvTransferAborted, fmt.Sprintf("plan %d: its bundle transfer's record was set aside", id),
+				dict.Values{"plan": id, "transfer": p.Bundle, "code": uint64(dict.CodeStorage)})
+		}
+	}
 }
 
 // commitUp commits engine records on their own.

@@ -1,8 +1,11 @@
 // Package images generates the bench's synthetic OS images: a small,
 // realistic root filesystem (/usr/bin, /usr/lib, /etc, /var, symlinks,
-// hard links), an update of it whose last layer carries a whiteout, and bad
+// hard links), an update of it whose last layer carries a whiteout, bad
 // variants of the update that the virtual board models as an image that
-// hangs at boot or fails its health check. All are written as OCI image
+// hangs at boot or fails its health check, and a pair whose second image
+// reuses a layer the first one's last layer removed a file of (what real
+// images built with apt do, and what a slot-backed base does not hold
+// whole). All are written as OCI image
 // layouts and signed with a generated release key, deterministically from a
 // seed: the same seed gives the same bytes, digests and keys.
 //
@@ -86,11 +89,19 @@ type Set struct {
 	// files changed, added and deleted), Hang and Unhealthy version 3:
 	// the update with a behaviour the board models as a bad image.
 	Base, Update, Hang, Unhealthy Image
+	// Shadowed (version 4) is the update with a last layer that removes
+	// (whiteout) the old documentation of its first layer; Reuse
+	// (version 5) keeps that first layer and changes the others: a
+	// vehicle running Shadowed holds Reuse's first layer only in part.
+	// They come from their own random stream: the other images' bytes
+	// do not depend on them.
+	Shadowed, Reuse Image
 }
 
-// ByName returns the image called name (base, update, hang, unhealthy).
+// ByName returns the image called name (base, update, hang, unhealthy,
+// shadowed, reuse).
 func (s *Set) ByName(name string) (Image, bool) {
-	for _, im := range []Image{s.Base, s.Update, s.Hang, s.Unhealthy} {
+	for _, im := range []Image{s.Base, s.Update, s.Hang, s.Unhealthy, s.Shadowed, s.Reuse} {
 		if im.Name == name {
 			return im, true
 		}
@@ -210,10 +221,8 @@ func dirs(names ...string) []entry {
 // layer below with a whiteout in its last layer.
 //
 // The whiteout deletes a file of the configuration layer, which the bad
-// variants change again, not of a layer they reuse: flightd copies a
-// reused layer from the booted slot without checking it first, so a file
-// of a reused layer deleted by a later layer fails that install (a known
-// gap, docs/hil.md "Findings").
+// variants change again, not of a layer they reuse (shadowLayers makes
+// that shape, issue 13's finding, as a pair of its own).
 func layers(rng *rand.Rand, size int) (base, update [][]entry) {
 	libSize, binSize := size*5/10, size*3/10
 	lib := dirs("usr", "usr/lib", "usr/lib/bootorbit")
@@ -313,6 +322,35 @@ func withBehaviour(ls [][]entry, b string) [][]entry {
 	return out
 }
 
+// shadowLayers returns, from the update's layers, an image whose last
+// layer also removes the old documentation directory of layer 0 (the
+// libraries), and a next release that keeps layer 0 and layer 1 and
+// changes the configuration and the application.
+func shadowLayers(rng *rand.Rand, update [][]entry) (shadowed, reuse [][]entry) {
+	app := append([]entry(nil), update[3]...)
+	app = append(app, dirs("usr", "usr/share", "usr/share/doc")...)
+	app = append(app, entry{typ: tar.TypeReg, name: "usr/share/doc/.wh.flight-old"})
+	shadowed = [][]entry{update[0], update[1], update[2], app}
+
+	etc := append([]entry(nil), update[2]...)
+	for i := range etc {
+		switch etc[i].name {
+		case "etc/os-release":
+			etc[i].data = []byte("NAME=\"Flight OS\"\nVERSION_ID=5\nID=flightos\n")
+		case "etc/flight/thermal.conf":
+			etc[i].data = append(bytes.Clone(etc[i].data), []byte("\nheater 2\n")...)
+		}
+	}
+	app2 := append([]entry(nil), update[3]...)
+	for i := range app2 {
+		if app2[i].name == "opt/flight/flightapp" {
+			app2[i].data = edit(rng, app2[i].data)
+		}
+	}
+	reuse = [][]entry{update[0], update[1], etc, app2}
+	return shadowed, reuse
+}
+
 // seedReader is a deterministic byte stream for key generation.
 type seedReader struct{ rng *rand.Rand }
 
@@ -351,6 +389,7 @@ func Generate(ctx context.Context, o Options) (*Set, error) {
 	}
 	s := &Set{Layout: filepath.Join(o.Dir, "layout"), ReleaseKey: kf.Private, ReleasePub: kf.Public, KeyID: o.KeyID, Hardware: o.Hardware}
 	base, upd := layers(rng, o.Size)
+	shadowed, reuse := shadowLayers(rand.New(rand.NewPCG(o.Seed, 0x5ad0)), upd)
 	for _, x := range []struct {
 		im      *Image
 		name    string
@@ -362,6 +401,8 @@ func Generate(ctx context.Context, o Options) (*Set, error) {
 		{&s.Update, "update", 2, upd, BehaviourOK},
 		{&s.Hang, "hang", 3, withBehaviour(upd, BehaviourHang), BehaviourHang},
 		{&s.Unhealthy, "unhealthy", 3, withBehaviour(upd, BehaviourUnhealthy), BehaviourUnhealthy},
+		{&s.Shadowed, "shadowed", 4, shadowed, BehaviourOK},
+		{&s.Reuse, "reuse", 5, reuse, BehaviourOK},
 	} {
 		im, err := write(ctx, s.Layout, x.name, x.ls, o.Platform)
 		if err != nil {

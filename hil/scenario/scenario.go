@@ -71,7 +71,7 @@ type LinkSpec struct {
 }
 
 // Update is one uplink: an image of the set by name (update, hang,
-// unhealthy).
+// unhealthy, shadowed, reuse).
 type Update struct {
 	Image string `json:"image"`
 	// Activate, default true: activate and reboot once installed.
@@ -192,7 +192,7 @@ func Load(path string) (*Scenario, error) {
 	return s, nil
 }
 
-var imageNames = map[string]bool{"update": true, "hang": true, "unhealthy": true}
+var imageNames = map[string]bool{"update": true, "hang": true, "unhealthy": true, "shadowed": true, "reuse": true}
 
 // Validate checks the scenario, every problem at once.
 func (s *Scenario) Validate() error {
@@ -208,7 +208,7 @@ func (s *Scenario) Validate() error {
 	}
 	for i, u := range s.Updates {
 		if !imageNames[u.Image] {
-			errs = append(errs, fmt.Errorf("updates[%d]: image %q: update, hang or unhealthy", i, u.Image))
+			errs = append(errs, fmt.Errorf("updates[%d]: image %q: update, hang, unhealthy, shadowed or reuse", i, u.Image))
 		}
 	}
 	for i, f := range s.Faults {

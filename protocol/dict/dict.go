@@ -230,7 +230,9 @@ func (f *Field) check(owner string, v any) (any, error) {
 		if len(b) > f.MaxLen {
 			return bad("%d bytes, want at most %d", len(b), f.MaxLen)
 		}
-		return slices.Clone(b), nil
+		// Never nil: a nil byte string encodes as null, which a decoder
+		// refuses, so the frame would be lost.
+		return append([]byte{}, b...), nil
 	}
 	return bad("kind %v", f.Kind)
 }

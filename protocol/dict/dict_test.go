@@ -568,3 +568,32 @@ func TestDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestNilBytes: a nil byte string (an empty list of parts, say) is sent as
+// an empty one: encoded as null, the receiver's decoder would refuse the
+// frame and the event would be lost.
+func TestNilBytes(t *testing.T) {
+	ev, err := EvBaseMismatch.NewEvent(7, 1, 1, "", Values{"plan": uint64(2), "layer": uint64(0), "diff_id": []byte(nil), "parts": []byte(nil), "more": false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := protocol.NewCodec(256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Decode(b)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	v, err := EvBaseMismatch.Decode(m.(*protocol.Event).Args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := v["parts"].([]byte); !ok || len(p) != 0 {
+		t.Fatalf("parts %#v", v["parts"])
+	}
+}

@@ -18,9 +18,14 @@ import (
 
 // Bucket names.
 var (
-	bucketRx = []byte("rx") // the transfer receiver's records
-	bucketUp = []byte("up") // the uplink engine's records
+	bucketRx  = []byte("rx")  // the transfer receiver's records
+	bucketUp  = []byte("up")  // the uplink engine's records
+	bucketBad = []byte("bad") // records set aside as unreadable
 )
+
+// MaxQuarantined bounds the records kept in quarantine: beyond it, a
+// record set aside is deleted, not kept.
+const MaxQuarantined = 64
 
 // ErrCorrupt: the database does not have the shape this package writes.
 var ErrCorrupt = errors.New("journal: corrupt")
@@ -139,6 +144,75 @@ func (d *DB) load(name []byte) ([]transfer.Record, error) {
 		return nil, fmt.Errorf("journal: load %s: %w", name, err)
 	}
 	return recs, nil
+}
+
+// Quarantine moves records that do not decode out of the receiver's (rx)
+// and the engine's (up) buckets, in one transaction, into a bucket of
+// their own under "rx/KEY" and "up/KEY" (at most MaxQuarantined are kept,
+// for a person to look at; the others are deleted): a record that cannot
+// be read is set aside, and the daemon starts, rather than fail at every
+// start.
+func (d *DB) Quarantine(rx, up [][]byte) error {
+	if len(rx) == 0 && len(up) == 0 {
+		return nil
+	}
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		bad, err := tx.CreateBucketIfNotExists(bucketBad)
+		if err != nil {
+			return err
+		}
+		kept := 0
+		c := bad.Cursor()
+		for k, _ := c.First(); k != nil && kept < MaxQuarantined; k, _ = c.Next() {
+			kept++
+		}
+		for _, x := range []struct {
+			name []byte
+			keys [][]byte
+		}{{bucketRx, rx}, {bucketUp, up}} {
+			b := tx.Bucket(x.name)
+			if b == nil {
+				return ErrCorrupt
+			}
+			for _, k := range x.keys {
+				v := b.Get(k)
+				if v == nil {
+					continue
+				}
+				if kept < MaxQuarantined {
+					qk := append(append(bytes.Clone(x.name), '/'), k...)
+					if err := bad.Put(qk, bytes.Clone(v)); err != nil {
+						return err
+					}
+					kept++
+				}
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("journal: quarantine: %w", err)
+	}
+	return nil
+}
+
+// Quarantined returns the records set aside (keys "rx/KEY", "up/KEY").
+func (d *DB) Quarantined() ([]transfer.Record, error) {
+	var recs []transfer.Record
+	err := d.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketBad)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			recs = append(recs, transfer.Record{Op: transfer.OpPut, Key: bytes.Clone(k), Value: bytes.Clone(v)})
+			return nil
+		})
+	})
+	return recs, err
 }
 
 // Check runs bbolt's consistency check of the database pages and returns
