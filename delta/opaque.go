@@ -44,11 +44,12 @@ const (
 	// opaqueTrailer is the smallest non-zero trailer coded as an opaque
 	// stretch rather than literally.
 	opaqueTrailer = 64 << 10
-	// opaqueFile is the content size above which a changed file is coded
-	// as an opaque stretch against its old version (bounded memory)
-	// rather than aligned whole.
-	opaqueFile = 64 << 20
 )
+
+// opaqueFile is the content size above which a changed file is coded as an
+// opaque stretch against its old version (bounded memory) rather than
+// aligned whole. A variable for tests.
+var opaqueFile int64 = 64 << 20
 
 // segment kinds of an opaque stretch.
 const (
@@ -82,6 +83,8 @@ type opaqueCoder struct {
 	seed   maphash.Seed
 	hashes map[uint64]int64 // base block hash -> relative offset; built on first need
 	job    []oseg           // segments of the open job, from its first changed one
+	prev   oseg             // the last segment added, in a job or not
+	buf    []byte           // for copies
 }
 
 // encodeOpaque codes new bytes [nOff, nOff+nLen) of nw against base bytes
@@ -151,9 +154,9 @@ func (c *opaqueCoder) moved(rel int64, blk, cmp []byte) (int64, bool, error) {
 		}
 		return bytes.Equal(cmp, blk), nil
 	}
-	if last := c.last(); last != nil && last.kind == segMoved && last.off+last.n == rel {
-		if ok, err := try(last.old + last.n); ok || err != nil {
-			return last.old + last.n, ok, err
+	if p := c.prev; p.kind == segMoved && p.n > 0 && p.off+p.n == rel {
+		if ok, err := try(p.old + p.n); ok || err != nil {
+			return p.old + p.n, ok, err
 		}
 	}
 	if c.hashes == nil {
@@ -215,6 +218,7 @@ func (c *opaqueCoder) lastChangedEnd() int64 {
 // continue each other, emitted at once when no job is open, else kept in
 // the job, which is flushed when it grows too long or ends.
 func (c *opaqueCoder) add(s oseg) error {
+	c.prev = s
 	if len(c.job) == 0 && s.kind != segChanged {
 		// Outside a job: the segment is coded as it comes (the part
 		// encoder merges consecutive copies and zeros).
@@ -285,7 +289,10 @@ func (c *opaqueCoder) emitSimple(s oseg) error {
 	if s.kind == segZero {
 		return c.pe.emitZero(s.n)
 	}
-	buf := make([]byte, min(s.n, 1<<20))
+	if c.buf == nil {
+		c.buf = make([]byte, 1<<20)
+	}
+	buf := c.buf
 	for done := int64(0); done < s.n; {
 		k := min(s.n-done, int64(len(buf)))
 		if _, err := c.nw.ReadAt(buf[:k], c.nOff+s.off+done); err != nil {

@@ -420,3 +420,33 @@ func TestRawApplyMemoryBound(t *testing.T) {
 		t.Errorf("apply heap grew by %d bytes, above the documented bound of %d", growth, ApplyMemoryBound)
 	}
 }
+
+// TestLargeFileOpaque: a changed file above opaqueFile (here lowered) in a
+// tar, such as a filesystem image in the tar form of a raw slot's layer, is
+// coded block-wise against its old version, not aligned whole.
+func TestLargeFileOpaque(t *testing.T) {
+	defer func(n int64) { opaqueFile = n }(opaqueFile)
+	opaqueFile = 1 << 20
+	rng := rand.New(rand.NewPCG(seed(t), 8))
+	img := binaryLike(rng, 3<<20)
+	edited := append([]byte(nil), img...)
+	copy(edited[1<<20+100:], "version=2")
+	copy(edited[2<<20:], binaryLike(rng, 4096))
+	layer := func(b []byte) [][]byte {
+		return tarsOf(t, []ocitest.Layer{{Entries: []ocitest.Entry{{Name: "etc/motd", Data: []byte("hi\n")}, {Name: "rootfs.img", Data: b}}}})
+	}
+	var buf bytes.Buffer
+	old, nw := layer(img), layer(edited)
+	st, err := ComputeLayers(context.Background(), sources(old), Target{Config: []byte("{}"), Layers: sources(nw)}, &buf, Options{TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Layers[0].Opaque != 1 || st.Layers[0].Diffed != 1 {
+		t.Fatalf("stats %+v: want the image diffed as one opaque stretch", st.Layers[0])
+	}
+	_, bundle := roundTrip(t, old, nw, Options{})
+	t.Logf("a %d-byte file edited in two places: bundle %d bytes", len(img), len(bundle))
+	if len(bundle) > 8<<10 {
+		t.Errorf("bundle of %d bytes", len(bundle))
+	}
+}
