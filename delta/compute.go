@@ -442,7 +442,9 @@ func encodeLayer(ctx context.Context, x *index, nl *spooled, pe *partEncoder, ls
 
 // sameIndex returns the base stretch an opaque trailer of target layer li
 // is coded against: the whole base layer at index li when it is not a tar
-// either (no member found), else its own trailer; nil when the base has
+// either (no member found); the content of its file when it is a tar
+// holding one regular file (the other form of a raw slot's layer: the
+// filesystem image in a tar); else its own trailer. Nil when the base has
 // no layer li.
 func (x *index) sameIndex(li int) (io.ReaderAt, int64, int64) {
 	if li >= len(x.old) {
@@ -451,6 +453,10 @@ func (x *index) sameIndex(li int) (io.ReaderAt, int64, int64) {
 	o := x.old[li]
 	if len(o.entries) == 0 {
 		return o, 0, o.size
+	}
+	if len(o.entries) == 1 && isRegular(o.entries[0].Type) {
+		e := &o.entries[0]
+		return o, e.DataOff, e.DataLen
 	}
 	return o, o.trailer, o.size - o.trailer
 }
@@ -479,6 +485,14 @@ func encodeContent(ctx context.Context, x *index, nl *spooled, e *entry, pe *par
 	}
 	r, ok := x.similar(e)
 	if !ok {
+		if nl.idx < len(x.old) && len(x.old[nl.idx].entries) == 0 && e.DataLen >= opaqueTrailer {
+			// The base layer at this index is not a tar (a raw slot's
+			// image) and this one holds a large file (the image in its
+			// tar form): coded against it.
+			ls.Diffed++
+			o := x.old[nl.idx]
+			return encodeOpaque(ctx, pe, nl, e.DataOff, e.DataLen, o, nl.idx, 0, o.size, ls)
+		}
 		ls.Literal++
 		return literal(pe, nl, e.DataOff, e.DataLen)
 	}

@@ -239,6 +239,9 @@ func TestRawLayerShapes(t *testing.T) {
 		{"no-base-at-index", [][]byte{}, [][]byte{edited}},
 		{"second-layer", [][]byte{tarBase[0], base}, [][]byte{tarBase[0], edited}},
 		{"tar-base", [][]byte{tarBase[0]}, [][]byte{edited}},
+		// The image was in a tar (the other form of a raw slot's layer).
+		{"tar-form-base", tarsOf(t, []ocitest.Layer{{Entries: []ocitest.Entry{{Name: "rootfs.img", Data: base}}}}), [][]byte{edited}},
+		{"tar-form-target", [][]byte{base}, tarsOf(t, []ocitest.Layer{{Entries: []ocitest.Entry{{Name: "rootfs.img", Data: edited}}}})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, bundle := roundTrip(t, tc.old, tc.new, Options{PartSize: 1 << 20})
