@@ -190,6 +190,21 @@ func TestRawSlotDeltaFromBootedSlot(t *testing.T) {
 	if ps := v.e.Check(); len(ps) > 0 {
 		t.Fatalf("Check: %v", ps)
 	}
+	// Slot B is the next update's base: its index gives version 2's raw
+	// layer back from the device.
+	nb, err := v.inst.m.Base(slots.B)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nb.Close()
+	ra := nb.Layer(digest.FromBytes(v2))
+	if ra == nil {
+		t.Fatalf("slot B's base lacks version 2's layer: %v", nb.Layers())
+	}
+	back := make([]byte, len(v2))
+	if _, err := ra.ReadAt(back, 0); err != nil || !bytes.Equal(back, v2) {
+		t.Fatalf("slot B's base reads version 2's layer back wrong: %v", err)
+	}
 }
 
 // TestRawSlotDeltaBootedSlotChanged: a block of the booted raw slot no
