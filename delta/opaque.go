@@ -38,18 +38,22 @@ import (
 // block) and fixed buffers, whatever the stretch's size; apply memory is
 // the engine's usual bound, since the result is ordinary parts.
 const (
-	opaqueBlock  = 1024    // the granularity of block matching: ext4's smallest block
-	opaqueMargin = 2 << 20 // how far around changed blocks bsdiff looks in the base
-	opaqueJob    = 8 << 20 // the longest stretch of new bytes in one bsdiff window
+	opaqueBlock = 1024 // the granularity of block matching: ext4's smallest block
 	// opaqueTrailer is the smallest non-zero trailer coded as an opaque
 	// stretch rather than literally.
 	opaqueTrailer = 64 << 10
 )
 
-// opaqueFile is the content size above which a changed file is coded as an
-// opaque stretch against its old version (bounded memory) rather than
-// aligned whole. A variable for tests.
-var opaqueFile int64 = 64 << 20
+// Variables for tests, which shrink them to reach their edges with small
+// inputs.
+var (
+	opaqueMargin int64 = 2 << 20 // how far around changed blocks bsdiff looks in the base
+	opaqueJob    int64 = 8 << 20 // the longest stretch of new bytes in one bsdiff window
+	// opaqueFile is the content size above which a changed file is coded
+	// as an opaque stretch against its old version (bounded memory)
+	// rather than aligned whole.
+	opaqueFile int64 = 64 << 20
+)
 
 // segment kinds of an opaque stretch.
 const (

@@ -453,3 +453,48 @@ func TestLargeFileOpaque(t *testing.T) {
 		t.Errorf("bundle of %d bytes", len(bundle))
 	}
 }
+
+// TestOpaqueProperty round-trips random opaque pairs (blocks edited,
+// moved, zeroed, inserted, cut; the base longer or shorter) with the
+// window and job sizes shrunk so that jobs split and windows clip, and
+// small parts so that operations split across parts.
+func TestOpaqueProperty(t *testing.T) {
+	defer func(m, j int64) { opaqueMargin, opaqueJob = m, j }(opaqueMargin, opaqueJob)
+	opaqueMargin, opaqueJob = 8<<10, 32<<10
+	rng := rand.New(rand.NewPCG(seed(t), 10))
+	pairs := 30
+	if testrand.Long() {
+		pairs = 300
+	}
+	for i := 0; i < pairs; i++ {
+		old := binaryLike(rng, 64<<10+rng.IntN(400<<10))
+		nw := append([]byte(nil), old...)
+		for k := rng.IntN(12); k > 0; k-- {
+			off := rng.IntN(len(nw))
+			n := min(len(nw)-off, 1+rng.IntN(20<<10))
+			switch rng.IntN(6) {
+			case 0: // edit a few bytes
+				for j := 0; j < 1+rng.IntN(8); j++ {
+					nw[off+rng.IntN(n)] ^= byte(1 + rng.IntN(255))
+				}
+			case 1: // move blocks from elsewhere
+				src := rng.IntN(len(old)-opaqueBlock) &^ (opaqueBlock - 1)
+				copy(nw[off&^(opaqueBlock-1):], old[src:min(len(old), src+n)])
+			case 2: // zero
+				clear(nw[off : off+n])
+			case 3: // insert fresh bytes
+				nw = append(nw[:off], append(binaryLike(rng, n), nw[off:]...)...)
+			case 4: // cut
+				nw = append(nw[:off], nw[off+n:]...)
+			case 5: // random bytes in place
+				for j := off; j < off+n; j++ {
+					nw[j] = byte(rng.Uint32())
+				}
+			}
+			if len(nw) < opaqueTrailer {
+				nw = append(nw, binaryLike(rng, opaqueTrailer)...)
+			}
+		}
+		roundTrip(t, [][]byte{old}, [][]byte{nw}, Options{PartSize: int64(16<<10 + rng.IntN(200<<10)), fastZstd: true})
+	}
+}
