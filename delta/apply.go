@@ -60,13 +60,20 @@ type MismatchError struct {
 
 func (e *MismatchError) Error() string {
 	what := "file " + e.Path
-	if e.Files > 1 {
+	switch {
+	case e.Path == "":
+		// A base layer that is not a tar (a raw slot's image).
+		what = fmt.Sprintf("bytes [%d,+%d)", e.Off, e.Len)
+	case e.Files > 1:
 		what = fmt.Sprintf("file %s (and %d more in the range)", e.Path, e.Files-1)
 	}
 	if errors.Is(e.Err, ErrBaseMissing) {
 		return fmt.Sprintf("%v: layer %d part %d: %s: base layer %s not held", ErrBaseMissing, e.Layer, e.Part, what, e.Base)
 	}
 	if e.Have == "" {
+		if e.Path == "" {
+			return fmt.Sprintf("%v: layer %d part %d: base layer %s bytes [%d,+%d): %v", ErrBaseMismatch, e.Layer, e.Part, e.Base, e.Off, e.Len, e.Err)
+		}
 		return fmt.Sprintf("%v: layer %d part %d: %s: base layer %s bytes [%d,+%d): %v", ErrBaseMismatch, e.Layer, e.Part, what, e.Base, e.Off, e.Len, e.Err)
 	}
 	return fmt.Sprintf("%v: layer %d part %d: %s: want %s, have %s", ErrBaseMismatch, e.Layer, e.Part, what, e.Want, e.Have)

@@ -36,11 +36,6 @@ type Options struct {
 // DefaultPartSize is the default output size of a part.
 const DefaultPartSize = 32 << 20
 
-// maxDiffOld caps the old file a suffix array is built over (the array
-// takes four bytes per byte) and the new file aligned to it (held in
-// memory); larger changed files are coded literally, streaming.
-const maxDiffOld = 512 << 20
-
 // Stats describe a computed bundle.
 type Stats struct {
 	Layers     []LayerStats
@@ -56,6 +51,10 @@ type LayerStats struct {
 	Payload  int64 // compressed bytes in the bundle
 	// Files by how their content was coded.
 	Copied, Diffed, Literal int
+	// Opaque counts the stretches coded as opaque byte streams against a
+	// base stretch (opaque.go): a layer that is not a tar, a large
+	// trailer, a very large file.
+	Opaque int
 	// Streams totals the parts' streams (ops, zero-runs, nonzero-runs,
 	// diff, lit).
 	Streams [numStreams]Stream
@@ -96,6 +95,9 @@ func (s *spooled) unheld(off, end int64) bool {
 func (s *spooled) ReadAt(p []byte, off int64) (int, error) { return s.f.ReadAt(p, off) }
 
 func (s *spooled) pathAt(off int64) string {
+	if len(s.entries) == 0 {
+		return "" // not a tar: a range is named by its offsets
+	}
 	i := sort.Search(len(s.entries), func(i int) bool { return s.entries[i].end() > off })
 	if i < len(s.entries) {
 		return s.entries[i].Path
@@ -433,7 +435,7 @@ func encodeLayer(ctx context.Context, x *index, nl *spooled, pe *partEncoder, ls
 			return err
 		}
 		if e.DataLen > 0 {
-			if err := encodeContent(x, nl, e, pe, ls); err != nil {
+			if err := encodeContent(ctx, x, nl, e, pe, ls); err != nil {
 				return err
 			}
 		}
@@ -448,28 +450,88 @@ func encodeLayer(ctx context.Context, x *index, nl *spooled, pe *partEncoder, ls
 	if pos != nl.trailer {
 		return fmt.Errorf("delta: internal: trailer at %d, entries end at %d", nl.trailer, pos)
 	}
-	tb, err := nl.read(nl.trailer, nl.size-nl.trailer)
+	n := nl.size - nl.trailer
+	zero, err := zeroStretch(nl, nl.trailer, n)
 	if err != nil {
 		return err
 	}
-	if isZero(tb) {
-		return pe.emitZero(int64(len(tb)))
+	switch {
+	case zero:
+		return pe.emitZero(n)
+	case n >= opaqueTrailer:
+		// Not tar structure (a layer that is not a tar at all: a raw
+		// slot's filesystem image): one opaque stretch against the base
+		// layer at the same index.
+		old, oOff, oLen := x.sameIndex(nl.idx)
+		return encodeOpaque(ctx, pe, nl, nl.trailer, n, old, nl.idx, oOff, oLen, ls)
 	}
-	return pe.emit(opLit, 0, 0, tb, nil)
+	return literal(pe, nl, nl.trailer, n)
 }
 
-func encodeContent(x *index, nl *spooled, e *entry, pe *partEncoder, ls *LayerStats) error {
+// sameIndex returns the base stretch an opaque trailer of target layer li
+// is coded against: the whole base layer at index li when it is not a tar
+// either (no member found); the content of its file when it is a tar
+// holding one regular file (the other form of a raw slot's layer: the
+// filesystem image in a tar); else its own trailer. Nil when the base has
+// no layer li.
+func (x *index) sameIndex(li int) (io.ReaderAt, int64, int64) {
+	if li >= len(x.old) {
+		return nil, 0, 0
+	}
+	o := x.old[li]
+	if len(o.entries) == 0 {
+		return o, 0, o.size
+	}
+	if len(o.entries) == 1 && isRegular(o.entries[0].Type) {
+		e := &o.entries[0]
+		return o, e.DataOff, e.DataLen
+	}
+	return o, o.trailer, o.size - o.trailer
+}
+
+// zeroStretch reports whether n bytes of nl at off are all zero, reading
+// them in pieces.
+func zeroStretch(nl *spooled, off, n int64) (bool, error) {
+	buf := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := nl.f.ReadAt(buf[:k], off); err != nil {
+			return false, fmt.Errorf("delta: read spooled layer %s: %w", nl.diffID, err)
+		}
+		if !isZero(buf[:k]) {
+			return false, nil
+		}
+		off, n = off+k, n-k
+	}
+	return true, nil
+}
+
+func encodeContent(ctx context.Context, x *index, nl *spooled, e *entry, pe *partEncoder, ls *LayerStats) error {
 	if r, ok := x.bySum[e.Sum]; ok && x.entry(r).DataLen == e.DataLen {
 		ls.Copied++
 		return copyRange(pe, nl, e.DataOff, e.DataLen, r.layer, x.entry(r).DataOff)
 	}
 	r, ok := x.similar(e)
-	if !ok || x.entry(r).DataLen > maxDiffOld || e.DataLen > maxDiffOld {
+	if !ok {
+		if nl.idx < len(x.old) && len(x.old[nl.idx].entries) == 0 && e.DataLen >= opaqueTrailer {
+			// The base layer at this index is not a tar (a raw slot's
+			// image) and this one holds a large file (the image in its
+			// tar form): coded against it.
+			ls.Diffed++
+			o := x.old[nl.idx]
+			return encodeOpaque(ctx, pe, nl, e.DataOff, e.DataLen, o, nl.idx, 0, o.size, ls)
+		}
 		ls.Literal++
 		return literal(pe, nl, e.DataOff, e.DataLen)
 	}
 	ls.Diffed++
 	oe := x.entry(r)
+	if oe.DataLen > opaqueFile || e.DataLen > opaqueFile {
+		// Too large to align whole in bounded memory (a filesystem image
+		// in a tar, say): coded block-wise against the old version, as
+		// a layer that is not a tar is.
+		return encodeOpaque(ctx, pe, nl, e.DataOff, e.DataLen, x.old[r.layer], r.layer, oe.DataOff, oe.DataLen, ls)
+	}
 	old, err := x.old[r.layer].read(oe.DataOff, oe.DataLen)
 	if err != nil {
 		return err

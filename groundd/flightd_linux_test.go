@@ -46,6 +46,10 @@ type flightInstaller struct {
 	m     *slots.Manager
 	base  delta.MapBase
 	label string
+	// slotBase: the base is the booted slot itself (slots.Manager.Base),
+	// as flightd's, not base.
+	slotBase bool
+	open     *slots.LayerBase
 }
 
 func (i *flightInstaller) Status() slots.Status {
@@ -57,7 +61,21 @@ func (i *flightInstaller) Status() slots.Status {
 	}
 	return st
 }
-func (i *flightInstaller) Base() delta.Base { return i.base }
+func (i *flightInstaller) Base() delta.Base {
+	if !i.slotBase {
+		return i.base
+	}
+	if i.open != nil {
+		i.open.Close()
+		i.open = nil
+	}
+	b, err := i.m.Base(i.m.Status().Booted)
+	if err != nil {
+		return nil
+	}
+	i.open = b
+	return b
+}
 func (i *flightInstaller) Install(ctx context.Context, img slots.Image) (*slots.InstallResult, error) {
 	return i.m.Install(ctx, i.m.Status().Booted.Other(), img)
 }
