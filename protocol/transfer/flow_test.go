@@ -1,0 +1,82 @@
+package transfer_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/bootorbit/bootorbit/protocol/linksim"
+	. "github.com/bootorbit/bootorbit/protocol/transfer"
+)
+
+// slowReceiverProfile is leo-fast's channels at a forward rate of rate
+// bits/s, always up: the bench's link to a flight computer in QEMU.
+func slowReceiverProfile(t testing.TB, rate float64) linksim.Profile {
+	t.Helper()
+	p, err := linksim.Named("leo-fast")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Name = fmt.Sprintf("leo-fast-%gM", rate/1e6)
+	p.Forward.Rate = rate
+	p.Schedule = linksim.Schedule{}
+	return p
+}
+
+// slowRun is one transfer to a slow receiver.
+type slowRun struct {
+	frames, chunks int64         // forward frames, chunk frames sent
+	took           time.Duration // until the sender learned of completion
+	dropped        int64         // frames the receiver's full queue dropped
+	pace           float64       // the sender's pace at the end, bits/s
+	limited        int64
+}
+
+func (r slowRun) String() string {
+	return fmt.Sprintf("%d frames (%d chunk frames), %v, %d dropped by the receiver's queue, pace at the end %.0f kbit/s, flow-limited %d",
+		r.frames, r.chunks, r.took.Round(100*time.Millisecond), r.dropped, r.pace/1e3, r.limited)
+}
+
+// runSlowReceiver sends size bytes at rate bits/s to a receiver that
+// ingests ingest bytes/s through a queue of queue bytes.
+func runSlowReceiver(t testing.TB, seed uint64, rate, ingest float64, queue, size int, fixed bool) slowRun {
+	t.Helper()
+	h := newHarness(t, slowReceiverProfile(t, rate), seed, size)
+	h.scfg.FixedRate = fixed
+	s, err := NewSender(h.scfg, h.plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sender = s
+	h.ingest = &ingestQueue{Rate: ingest, Cap: queue}
+	h.run(24 * time.Hour)
+	h.check()
+	return slowRun{frames: h.sim.Stats(linksim.Forward).Frames, chunks: h.sender.Stats.ChunksSent, took: h.sim.Elapsed(),
+		dropped: h.ingest.Dropped, pace: h.sender.Pace(), limited: h.sender.Stats.FlowLimited}
+}
+
+// TestSlowReceiver sends 4 MiB over leo-fast (always up) at 2 and 10
+// Mbit/s to a receiver that takes 50 kB/s through a 128 KiB queue (a
+// daemon journaling every chunk on a slow CPU behind its socket buffer),
+// with a fixed pace (the sender before flow control) and with flow
+// control, and logs frames sent and time to complete. It checks only that
+// both complete exactly and that flow control sends fewer frames: the
+// figures are for reading (docs/transfer.md, "Flow control").
+func TestSlowReceiver(t *testing.T) {
+	seed := testSeed(t)
+	const (
+		size   = 4 << 20
+		ingest = 50e3
+		queue  = 128 << 10
+	)
+	for _, rate := range []float64{2e6, 10e6} {
+		t.Run(fmt.Sprintf("%gMbit", rate/1e6), func(t *testing.T) {
+			fixed := runSlowReceiver(t, seed, rate, ingest, queue, size, true)
+			flow := runSlowReceiver(t, seed, rate, ingest, queue, size, false)
+			t.Logf("%g Mbit/s link, receiver 50 kB/s, queue 128 KiB, 4 MiB:\n  fixed pace:   %v\n  flow control: %v", rate/1e6, fixed, flow)
+			if flow.frames >= fixed.frames {
+				t.Errorf("flow control sent %d frames, the fixed pace %d", flow.frames, fixed.frames)
+			}
+		})
+	}
+}
