@@ -268,7 +268,8 @@ type Sender struct {
 	deadContacts   map[int]bool
 	nextSend       time.Time
 	flow           flowCtl
-	sinceReq       int // bytes of chunk frames sent since the last report request
+	sinceReq       int  // bytes of chunk frames sent since the last report request
+	aos            bool // a contact began: ask before sending more chunks
 
 	lastRepSeq uint64 // return-link sequence number of the newest report applied
 
@@ -367,6 +368,19 @@ func (s *Sender) SetLink(now time.Time, st LinkState) {
 	if st.up() && !s.clock.link.up() {
 		// A new contact: flow control samples only what was sent in it.
 		s.flow.reset(s.seq)
+		// The timers backed off because the receiver did not answer, which
+		// a pass that carried nothing (announced up like any other) or the
+		// gap before it explains: in a new contact, ask at once what the
+		// receiver holds and offer again at once, from the base timeout.
+		// Otherwise a lost pass leaves the request timer at its cap (8
+		// RTO, as long as a short pass) and the next pass asks late or not
+		// at all, while the chunks sent into the lost pass wait for an
+		// answer to be sent again (TestLostPassGroundRestart).
+		s.aos = true
+		s.reqDue, s.reqRTO = s.clock.elapsed, s.baseRTO()
+		if !s.offerAcked {
+			s.offerDue, s.offerRTO = min(s.offerDue, s.clock.elapsed), s.baseRTO()
+		}
 		s.contact++
 		s.contactStart = s.clock.elapsed
 		s.heardInContact = false
@@ -842,6 +856,18 @@ func (s *Sender) pick(take bool) (kind, x int) {
 			s.offerTries++
 		}
 		return pickOffer, 0
+	}
+	if s.aos && up {
+		if s.nUnknown > 0 || s.head < len(s.fifo) {
+			// Something sent before this contact is not accounted for.
+			if take {
+				s.aos = false
+			}
+			return s.pickRequest(take)
+		}
+		if take {
+			s.aos = false
+		}
 	}
 	if !s.offerAcked && up && s.offerTries < 2 {
 		// Wait for the offer's acknowledgement, one timeout at most: if
