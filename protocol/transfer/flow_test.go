@@ -117,3 +117,32 @@ func TestLostPassGroundRestart(t *testing.T) {
 	}
 	t.Logf("%d runs: completed in pass (0 the first, odd passes lost): %v", runs, passes)
 }
+
+// TestSlowReceiverRecovers: the receiver takes 50 kB/s for the first 30 s,
+// then more than the link carries (its CPU was busy elsewhere): the
+// sender's probes find out and it paces at the link's rate again.
+func TestSlowReceiverRecovers(t *testing.T) {
+	seed := testSeed(t)
+	h := newHarness(t, slowReceiverProfile(t, 2e6), seed, 4<<20)
+	h.ingest = &ingestQueue{Rate: 50e3, Cap: 128 << 10}
+	var at time.Duration // when the pace was back at the link's rate
+	h.adversary = func() {
+		if h.sim.Elapsed() >= 30*time.Second {
+			h.ingest.Rate = 1e6
+			if at == 0 && h.sender.Pace() == 2e6 {
+				at = h.sim.Elapsed()
+			}
+		}
+	}
+	h.run(24 * time.Hour)
+	h.check()
+	t.Logf("receiver at 50 kB/s, then 1 MB/s from 30 s: complete at %v, %d frames; pace back at the link's rate at %v; flow-limited %d, pace changes %d",
+		h.sim.Elapsed().Round(100*time.Millisecond), h.sim.Stats(linksim.Forward).Frames, at.Round(100*time.Millisecond),
+		h.sender.Stats.FlowLimited, h.sender.Stats.PaceChanges)
+	if h.sender.Stats.FlowLimited == 0 {
+		t.Error("the sender never found the receiver slow")
+	}
+	if at == 0 {
+		t.Errorf("the pace never came back to the link's rate (%.0f bit/s at the end)", h.sender.Pace())
+	}
+}
