@@ -16,7 +16,9 @@
 // that is not durable (records are committed before messages are sent);
 // the Sender never sends a chunk a report said was journaled; either side
 // may restart at any moment (the Receiver from its journal records, the
-// Sender from the plan and fresh reports) and the transfer goes on. See
+// Sender from the plan and fresh reports) and the transfer goes on. The
+// Sender paces at the link's rate, or at about what the receiver takes when
+// its reports show it takes less (flow control), never above. See
 // docs/transfer.md for the wire messages, the hash tree, the timers and
 // the metrics.
 package transfer

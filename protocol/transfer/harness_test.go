@@ -110,6 +110,9 @@ type harness struct {
 	adversary func()
 	// onSenderReady, if set, sees every sender Ready (its events).
 	onSenderReady func(rd *Ready)
+	// ingest, if set, is the vehicle's input path: forward frames wait in
+	// its bounded queue and reach the receiver at its bounded rate.
+	ingest *ingestQueue
 
 	resentJournaled int
 	reportsChecked  int
@@ -174,6 +177,78 @@ func (h *harness) restartSender() {
 func (h *harness) powerLoss() {
 	h.store.PowerLoss()
 	h.recv = nil
+	if h.ingest != nil {
+		h.ingest.clear()
+	}
+}
+
+// ingestQueue is a receiver that takes frames at a bounded rate through a
+// bounded input queue, as a daemon behind a socket buffer: a frame that
+// arrives while the queue holds more than Cap bytes is dropped; the
+// receiver takes the queue's head Rate bytes per second (a frame of n
+// bytes keeps it busy n/Rate, after which Step sees it).
+type ingestQueue struct {
+	Rate float64 // bytes per second
+	Cap  int     // queue bytes
+
+	q       [][]byte
+	bytes   int
+	serving []byte
+	doneAt  time.Time
+
+	Dropped, Taken int64
+	MaxQueued      int
+}
+
+func (q *ingestQueue) clear() {
+	q.q, q.bytes, q.serving = nil, 0, nil
+}
+
+// push queues a frame arriving at now.
+func (q *ingestQueue) push(now time.Time, f []byte) {
+	if q.bytes+len(f) > q.Cap {
+		q.Dropped++
+		return
+	}
+	q.q = append(q.q, f)
+	q.bytes += len(f)
+	q.MaxQueued = max(q.MaxQueued, q.bytes)
+	q.start(now)
+}
+
+// start serves the queue's head if the receiver is idle.
+func (q *ingestQueue) start(now time.Time) {
+	if q.serving != nil || len(q.q) == 0 {
+		return
+	}
+	f := q.q[0]
+	q.q = q.q[1:]
+	q.bytes -= len(f)
+	q.serving = f
+	at := now
+	if q.doneAt.After(at) {
+		at = q.doneAt
+	}
+	q.doneAt = at.Add(time.Duration(float64(len(f)) / q.Rate * float64(time.Second)))
+}
+
+// take hands the receiver every frame it has finished by now.
+func (q *ingestQueue) take(now time.Time, step func([]byte)) {
+	for q.serving != nil && !q.doneAt.After(now) {
+		f := q.serving
+		q.serving = nil
+		q.Taken++
+		step(f)
+		q.start(q.doneAt)
+	}
+}
+
+// deadline is when the receiver finishes its current frame.
+func (q *ingestQueue) deadline() time.Time {
+	if q.serving == nil {
+		return time.Time{}
+	}
+	return q.doneAt
 }
 
 func (h *harness) powerOn() {
@@ -229,6 +304,12 @@ func (h *harness) doReceiver() time.Time {
 	if h.recv == nil {
 		return time.Time{}
 	}
+	if h.ingest != nil {
+		h.ingest.take(h.sim.Now(), func(f []byte) { _ = h.recv.Step(h.sim.Now(), f) })
+		if h.recv == nil {
+			return time.Time{}
+		}
+	}
 	h.recv.Tick(h.sim.Now())
 	rd := h.recv.Ready()
 	if !rd.Empty() {
@@ -270,6 +351,9 @@ func (h *harness) doReceiver() time.Time {
 		h.completions += len(rd.Completed)
 	}
 	h.recv.Advance()
+	if h.ingest != nil {
+		return Earliest(rd.Deadline, h.ingest.deadline())
+	}
 	return rd.Deadline
 }
 
@@ -326,7 +410,10 @@ func (h *harness) run(limit time.Duration) {
 		switch ev.Kind {
 		case linksim.EventDeliver:
 			if ev.Dir == linksim.Forward {
-				if h.recv != nil {
+				switch {
+				case h.recv != nil && h.ingest != nil:
+					h.ingest.push(h.sim.Now(), ev.Frame)
+				case h.recv != nil:
 					_ = h.recv.Step(h.sim.Now(), ev.Frame)
 				}
 			} else {

@@ -150,8 +150,14 @@ type SenderConfig struct {
 	// vehicle whose reports keep contradicting themselves never makes the
 	// sender loop.
 	MaxContradictions int
-	// Rate is the uplink rate in bits per second the sender paces at.
+	// Rate is the uplink rate in bits per second: the sender paces at it
+	// unless the receiver's reports show the vehicle takes less (flow
+	// control, docs/transfer.md), and never above it.
 	Rate float64
+	// FixedRate turns flow control off: the sender paces at Rate whatever
+	// the receiver takes (the behaviour before flow control, for
+	// comparisons).
+	FixedRate bool
 	// RTT is the expected round trip time; the base of the timers.
 	RTT time.Duration
 	// SeqBase must exceed every sequence number an earlier incarnation of
@@ -191,6 +197,9 @@ type SenderStats struct {
 	IgnoredReplies int64
 	Rejected       int64 // frames that failed authentication (see Counters)
 	Contradictions int64 // EventContradiction raised
+	FlowSamples    int64 // delivery-rate samples taken from reports (flow control)
+	FlowLimited    int64 // times the sender found the receiver the bottleneck and slowed down
+	PaceChanges    int64 // changes of the pace
 }
 
 // Chunk states at the sender.
@@ -209,6 +218,7 @@ type sendRec struct {
 	both    bool          // the link was up both ways at the send
 	contact int           // the contact (up-both-ways period) of the send
 	x       int           // -1 for a report request
+	n       int32         // frame bytes
 }
 
 type indexHeap []int
@@ -257,6 +267,9 @@ type Sender struct {
 	heardInContact bool
 	deadContacts   map[int]bool
 	nextSend       time.Time
+	flow           flowCtl
+	sinceReq       int  // bytes of chunk frames sent since the last report request
+	aos            bool // a contact began: ask before sending more chunks
 
 	lastRepSeq uint64 // return-link sequence number of the newest report applied
 
@@ -307,6 +320,7 @@ func NewSender(cfg SenderConfig, plan *Plan) (*Sender, error) {
 		s.nUnknown = g.t
 		s.nextNew = g.t
 	}
+	s.flow = flowCtl{link: cfg.Rate, rate: cfg.Rate}
 	s.offerRTO = s.baseRTO()
 	s.reqRTO = s.baseRTO()
 	if s.cfg.SilenceTimeout == 0 {
@@ -319,6 +333,16 @@ func NewSender(cfg SenderConfig, plan *Plan) (*Sender, error) {
 func (s *Sender) frameTime(n int) time.Duration {
 	return time.Duration(float64(n*8) / s.cfg.Rate * float64(time.Second))
 }
+
+// paceTime is the time between the starts of two frames, the first of n
+// bytes, at the pace: the link's rate, or less under flow control.
+func (s *Sender) paceTime(n int) time.Duration {
+	return time.Duration(float64(n*8) / s.flow.rate * float64(time.Second))
+}
+
+// Pace is the rate in bits per second the sender paces at now: the
+// configured rate, or less while flow control finds the receiver slower.
+func (s *Sender) Pace() float64 { return s.flow.rate }
 
 // baseRTO is the wait for an answer: a round trip, a full frame each way,
 // and a margin.
@@ -342,6 +366,21 @@ func (s *Sender) SetLink(now time.Time, st LinkState) {
 		s.nextSend = now
 	}
 	if st.up() && !s.clock.link.up() {
+		// A new contact: flow control samples only what was sent in it.
+		s.flow.reset(s.seq)
+		// The timers backed off because the receiver did not answer, which
+		// a pass that carried nothing (announced up like any other) or the
+		// gap before it explains: in a new contact, ask at once what the
+		// receiver holds and offer again at once, from the base timeout.
+		// Otherwise a lost pass leaves the request timer at its cap (8
+		// RTO, as long as a short pass) and the next pass asks late or not
+		// at all, while the chunks sent into the lost pass wait for an
+		// answer to be sent again (TestLostPassGroundRestart).
+		s.aos = true
+		s.reqDue, s.reqRTO = s.clock.elapsed, s.baseRTO()
+		if !s.offerAcked {
+			s.offerDue, s.offerRTO = min(s.offerDue, s.clock.elapsed), s.baseRTO()
+		}
 		s.contact++
 		s.contactStart = s.clock.elapsed
 		s.heardInContact = false
@@ -399,6 +438,14 @@ func (s *Sender) Step(now time.Time, frame []byte) error {
 		}
 		s.offerAcked = true
 		s.offerRTO = s.baseRTO()
+		if tag := protocol.TagOf(m); tag != nil {
+			if tag.Epoch != s.flow.epoch {
+				// The receiver restarted: its losses before say nothing
+				// of its rate.
+				s.flow.epoch = tag.Epoch
+				s.flow.reset(s.seq)
+			}
+		}
 		s.apply(m, now, protocol.TagOf(m).Seq())
 		return nil
 	case *protocol.Complete:
@@ -638,6 +685,11 @@ func (s *Sender) apply(m *protocol.Report, now time.Time, seq uint64) {
 			break
 		}
 		s.head++
+		if e.x >= 0 && s.st[e.x] == stDone && s.lastSeq[e.x] == e.seq {
+			// Journaled, as the report said (marked above): a delivery
+			// for flow control.
+			s.flow.add(&e, true)
+		}
 		if e.x < 0 || s.st[e.x] != stInFlight || s.lastSeq[e.x] != e.seq {
 			continue
 		}
@@ -645,10 +697,32 @@ func (s *Sender) apply(m *protocol.Report, now time.Time, seq uint64) {
 		case stDone:
 			s.markDone(e.x)
 		case stMissing:
+			if p, _, top := s.geo.parent(e.x); (top || s.st[p] == stDone) && (e.x < int(m.High) || m.End == m.High) {
+				// Flow control counts a chunk lost only in the part of the
+				// index space the report describes (past High too only if
+				// the description reaches it: a chunk it does not describe
+				// would count lost when missing and not at all when
+				// journaled), and only if its hash block is known held (if
+				// not, the chunk may wait for it in the receiver's memory).
+				s.flow.add(&e, false)
+			}
 			s.markMissing(e.x)
 		default:
 			s.st[e.x] = stUnknown
 			s.nUnknown++
+		}
+	}
+	if !s.cfg.FixedRate {
+		if s.flow.acc.frames >= flowMinSample {
+			s.Stats.FlowSamples++
+		}
+		limited := s.flow.limited
+		if s.flow.sample() {
+			s.flow.reset(s.seq)
+			s.Stats.PaceChanges++
+			if s.flow.limited && !limited {
+				s.Stats.FlowLimited++
+			}
 		}
 	}
 	if s.head > 4096 && s.head > len(s.fifo)/2 {
@@ -694,6 +768,7 @@ func (s *Sender) Tick(now time.Time) {
 			}
 			m = rq
 			s.lastReq = s.seq
+			s.sinceReq = 0
 			x = -1
 			s.Stats.Requests++
 		case pickChunk:
@@ -719,19 +794,22 @@ func (s *Sender) Tick(now time.Time) {
 			s.done, s.err = true, fmt.Errorf("transfer: encode %v: %w", m.Type(), err)
 			return
 		}
+		if k == pickChunk {
+			s.sinceReq += len(f)
+		}
 		if k == pickChunk || k == pickRequest {
 			// at is when the frame has left the transmitter: a frame can
 			// only be overtaken (ReorderTime) after that.
 			s.fifo = append(s.fifo, sendRec{seq: s.seq, at: now.Add(s.frameTime(len(f))), el: s.clock.elapsed,
-				both: s.clock.link.up(), contact: s.contact, x: x})
+				both: s.clock.link.up(), contact: s.contact, x: x, n: int32(len(f))})
 		}
 		s.Stats.Frames++
 		s.Stats.Bytes += int64(len(f))
 		s.out = append(s.out, Outgoing{Frame: f, Msg: m})
-		if s.nextSend.Before(now.Add(-s.frameTime(len(f)))) {
+		if s.nextSend.Before(now.Add(-s.paceTime(len(f)))) {
 			s.nextSend = now
 		}
-		s.nextSend = s.nextSend.Add(s.frameTime(len(f)))
+		s.nextSend = s.nextSend.Add(s.paceTime(len(f)))
 	}
 }
 
@@ -779,6 +857,18 @@ func (s *Sender) pick(take bool) (kind, x int) {
 		}
 		return pickOffer, 0
 	}
+	if s.aos && up {
+		if s.nUnknown > 0 || s.head < len(s.fifo) {
+			// Something sent before this contact is not accounted for.
+			if take {
+				s.aos = false
+			}
+			return s.pickRequest(take)
+		}
+		if take {
+			s.aos = false
+		}
+	}
 	if !s.offerAcked && up && s.offerTries < 2 {
 		// Wait for the offer's acknowledgement, one timeout at most: if
 		// it does not come, the offer goes again and chunks follow it, so
@@ -791,6 +881,11 @@ func (s *Sender) pick(take bool) (kind, x int) {
 	}
 	if x, ok := s.nextChunk(); ok {
 		if p, _, top := s.geo.parent(x); up && !top && s.st[p] != stDone && (s.lastSeq[p] > s.lastReq || el >= s.reqDue) {
+			return s.pickRequest(take)
+		}
+		if up && !s.cfg.FixedRate && s.sinceReq >= flowReqBytes {
+			// Flow control samples what reports say of the chunks
+			// before them: ask at a steady cadence while streaming.
 			return s.pickRequest(take)
 		}
 		if take && s.missing.Len() > 0 && s.missing[0] == x {

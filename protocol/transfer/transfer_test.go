@@ -76,9 +76,10 @@ func testProfile(t *testing.T, name string, seed uint64) (m metrics) {
 		h.run(60 * 24 * time.Hour)
 		h.check()
 		m = h.metrics()
-		t.Logf("%s -seed %d: %d bytes in %v simulated (%v link up, loss %.3f), %d events, %v wall: efficiency %.3f (%.3f to receiver completion) overhead %.3f return-bytes %d resent-journaled %d; receiver restarts %d",
+		t.Logf("%s -seed %d: %d bytes in %v simulated (%v link up, loss %.3f), %d events, %v wall: efficiency %.3f (%.3f to receiver completion) overhead %.3f return-bytes %d resent-journaled %d; receiver restarts %d; requests %d, flow-limited %d, pace changes %d",
 			name, seed, len(h.data), h.sim.Elapsed().Round(time.Second), m.upTime.Round(time.Second), m.lossRate, h.events,
-			time.Since(start).Round(time.Millisecond), m.efficiency, m.rxEfficiency, m.overhead, m.returnBytes, m.resentJournaled, h.recvRests)
+			time.Since(start).Round(time.Millisecond), m.efficiency, m.rxEfficiency, m.overhead, m.returnBytes, m.resentJournaled, h.recvRests,
+			h.sender.Stats.Requests, h.sender.Stats.FlowLimited, h.sender.Stats.PaceChanges)
 		if m.resentJournaled != 0 {
 			t.Errorf("-seed %d: %d journaled chunks sent again", seed, m.resentJournaled)
 		}
