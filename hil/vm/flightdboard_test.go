@@ -2,6 +2,8 @@ package vm
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +28,47 @@ func needFlightdBoard(t *testing.T, name string) (*FlightdBoard, link.Spec) {
 	}
 	spec.Schedule = link.Spec{}.Schedule // always up: the update, not the passes
 	return fb, spec
+}
+
+// BuildImage is byte-reproducible: the same version built on two boards
+// (other work directories, the source trees' times apart, as builds at
+// other times leave them) gives the same filesystem bytes and the same layer
+// digest, so that a rebuilt version diffs to the smallest delta.
+func TestFlightdImageReproducible(t *testing.T) {
+	fb, _ := needFlightdBoard(t, "flightd-repro")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var digests [2]string
+	for i := range digests {
+		board := *fb.Board // the shared board's copy: its own work directory
+		board.Dir = t.TempDir()
+		if err := copyFile(filepath.Join(fb.Dir, "init"), filepath.Join(board.Dir, "init")); err != nil {
+			t.Fatal(err)
+		}
+		ab := *fb.ABBoard
+		ab.Board = &board
+		b := &FlightdBoard{ABBoard: &ab, Keys: fb.Keys, Flightd: fb.Flightd, Images: map[uint64]*FlightdImage{}}
+		// The second build's tree as a build an hour later leaves it: its
+		// atime and mtime moved, its ctime now (not one a test can pick).
+		later := time.Unix(1800000000+int64(i)*3600, 0)
+		b.treeHook = func(dir string) error {
+			return filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				return os.Chtimes(p, later, later)
+			})
+		}
+		im, err := b.BuildImage(ctx, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		digests[i] = im.DiffID.String()
+		t.Logf("build %d in %s: %s", i, board.Dir, im.DiffID)
+	}
+	if digests[0] != digests[1] {
+		t.Fatalf("two builds of version 2: %s and %s", digests[0], digests[1])
+	}
 }
 
 // The factory boot of the flightd board: flightd (linux/arm64) in the
