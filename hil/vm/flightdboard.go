@@ -18,6 +18,7 @@ import (
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/flightd"
 	"github.com/bootorbit/bootorbit/protocol"
+	"github.com/bootorbit/bootorbit/protocol/dict"
 	"github.com/bootorbit/bootorbit/slots"
 	"github.com/bootorbit/bootorbit/watchdog"
 	"github.com/opencontainers/go-digest"
@@ -331,9 +332,10 @@ func (fb *FlightdBoard) Factory(ctx context.Context, version uint64) error {
 	if err := os.RemoveAll(state); err != nil {
 		return err
 	}
-	// flightd's reset records (Boot.RecordDir) go in state/boot: flightd
-	// creates its state directory but not that one, as an installer would.
-	for _, d := range []string{work, filepath.Join(state, "slots"), filepath.Join(state, "boot")} {
+	// flightd's reset records (Boot.RecordDir, state/boot) are left to
+	// flightd, which creates the directory at start: the bench boots it
+	// on a partition without one, as a first boot after the factory.
+	for _, d := range []string{work, filepath.Join(state, "slots")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -449,6 +451,29 @@ func (fb *FlightdBoard) ResetRecord(ctx context.Context) (watchdog.ResetRecord, 
 		return rec, fmt.Errorf("%w: reset record: %w", ErrBoard, err)
 	}
 	return rec, nil
+}
+
+// slotVersion is the release version of the image in a slot as the
+// bench reports it: the vehicle's (hk.slots' slot_x_version, from
+// flightd's install record), or, when the vehicle reports none, the
+// version of the built image whose manifest digest the slot's short
+// digest (hk.slots' slot_x_digest, its first bytes) names. flightd knows
+// a slot's version only from a release it installed; the factory wrote
+// slot A offline through the slots library, which records the image's
+// manifest digest (its label) but no release, so flightd reports slot A
+// as version 0. hil/scenario names the factory slot's version the same
+// way.
+func (fb *FlightdBoard) slotVersion(reported uint64, short any) uint64 {
+	b, _ := short.([]byte)
+	if reported != 0 || len(b) < dict.ShortDigestLen {
+		return reported
+	}
+	for v, im := range fb.Images {
+		if im.Image != nil && strings.HasPrefix(im.Image.ManifestDigest.Encoded(), hex.EncodeToString(b)) {
+			return v
+		}
+	}
+	return 0
 }
 
 // machine is the ABBoard's machine with flightd's UDP port forwarded.

@@ -2,15 +2,19 @@ package vm
 
 import (
 	"context"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/hil/link"
 	"github.com/bootorbit/bootorbit/internal/testrand"
+	"github.com/bootorbit/bootorbit/protocol/dict"
 	"github.com/bootorbit/bootorbit/watchdog"
+	"github.com/opencontainers/go-digest"
 )
 
 func needFlightdBoard(t *testing.T, name string) (*FlightdBoard, link.Spec) {
@@ -125,5 +129,40 @@ func TestFlightdBoardRollback(t *testing.T) {
 	checkReport(t, r, err)
 	if want := "A" + strings.Repeat("B", watchdog.DefaultAttempts) + "A"; strings.Join(r.Booted, ",") != want {
 		t.Fatalf("booted %v, want %s", r.Booted, want)
+	}
+}
+
+// slotVersion: a version the vehicle reports is kept; a slot it reports
+// as version 0 (the factory's) is named by its short digest among the
+// built images; an unknown or short digest stays 0.
+func TestSlotVersion(t *testing.T) {
+	img := func(s string) *FlightdImage {
+		return &FlightdImage{Image: &oci.Image{ManifestDigest: digest.FromString(s)}}
+	}
+	fb := &FlightdBoard{Images: map[uint64]*FlightdImage{1: img("v1"), 3: img("v3")}}
+	short := func(s string) []byte {
+		b, err := hex.DecodeString(digest.FromString(s).Encoded()[:2*dict.ShortDigestLen])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, c := range []struct {
+		reported uint64
+		digest   any
+		want     uint64
+	}{
+		{0, short("v1"), 1},
+		{3, short("v3"), 3},
+		{3, short("v1"), 3}, // the vehicle's word
+		{0, short("v3"), 3},
+		{0, short("other"), 0},
+		{0, short("v1")[:4], 0},
+		{0, nil, 0},
+		{0, "not bytes", 0},
+	} {
+		if got := fb.slotVersion(c.reported, c.digest); got != c.want {
+			t.Errorf("slotVersion(%d, %x) = %d, want %d", c.reported, c.digest, got, c.want)
+		}
 	}
 }

@@ -81,11 +81,16 @@ func (fb *FlightdBoard) RunFlightdRollback(ctx context.Context, spec link.Spec, 
 		if err != nil {
 			return fmt.Errorf("slot B bad, A good: %w", err)
 		}
-		r.step("hk.slots: slot A %s version %v (%v attempts), slot B %s version %v (%v attempts)",
-			dict.EnumSlotState.NameOf(toUint(slotsHK["slot_a_state"])), slotsHK["slot_a_version"], slotsHK["slot_a_attempts"],
+		// Slot A's version: flightd reports 0 for the factory's slot (it
+		// knows a version from a release it installed); the bench names it
+		// from the slot's digest, as hil/scenario does (slotVersion).
+		aVersion := fb.slotVersion(toUint(slotsHK["slot_a_version"]), slotsHK["slot_a_digest"])
+		r.step("hk.slots: slot A %s version %d (flightd: %v, the factory image's by its digest %x) (%v attempts), slot B %s version %v (%v attempts)",
+			dict.EnumSlotState.NameOf(toUint(slotsHK["slot_a_state"])), aVersion, slotsHK["slot_a_version"], slotsHK["slot_a_digest"], slotsHK["slot_a_attempts"],
 			dict.EnumSlotState.NameOf(toUint(slotsHK["slot_b_state"])), slotsHK["slot_b_version"], slotsHK["slot_b_attempts"])
-		// Slot A's version is 0: the factory wrote it offline, and flightd
-		// knows versions from the releases it received.
+		if aVersion != 1 {
+			r.problem("hk.slots: slot A holds version %d (digest %x), want the factory's 1", aVersion, slotsHK["slot_a_digest"])
+		}
 		if slotsHK["slot_b_version"] != uint64(3) || slotsHK["slot_b_attempts"] != uint64(0) {
 			r.problem("hk.slots: slot B version %v with %v attempts, want 3 with 0", slotsHK["slot_b_version"], slotsHK["slot_b_attempts"])
 		}
