@@ -23,7 +23,8 @@ import (
 // A, where flightd finds the failed trial, records B bad, drops it from
 // the boot order, commits A, and tells the ground (hk.boot: slot A,
 // reset cause watchdog, last outcome rolled_back; hk.slots: B bad, A
-// good; the rolled_back and watchdog_reset events).
+// good, A's version the factory's; the rolled_back event, and
+// watchdog_reset naming B, the slot that hung).
 //
 // Checked besides what the ground saw: U-Boot booted A, then B N times,
 // then A ("ABBBA"); B froze N times, each time with flightd holding the
@@ -106,6 +107,10 @@ func (fb *FlightdBoard) RunFlightdRollback(ctx context.Context, spec link.Spec, 
 			return err
 		}
 		r.step("events: %s; %s", rb, wd)
+		// The slot that hung (the event's slot), not the slot booted now.
+		if wd.Args["slot"] != uint64(2) {
+			r.problem("watchdog_reset event %v, want slot b (the slot that hung)", wd)
+		}
 		for _, e := range g.events {
 			if e.Name == dict.EvMarkedGood.Name && e.Args["slot"] == uint64(2) {
 				r.problem("the ground saw B marked good: %v", e)
