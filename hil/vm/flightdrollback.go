@@ -86,8 +86,8 @@ func (fb *FlightdBoard) RunFlightdRollback(ctx context.Context, spec link.Spec, 
 		// knows a version from a release it installed); the bench names it
 		// from the slot's digest, as hil/scenario does (slotVersion).
 		aVersion := fb.slotVersion(toUint(slotsHK["slot_a_version"]), slotsHK["slot_a_digest"])
-		r.step("hk.slots: slot A %s version %d (flightd: %v, the factory image's by its digest %x) (%v attempts), slot B %s version %v (%v attempts)",
-			dict.EnumSlotState.NameOf(toUint(slotsHK["slot_a_state"])), aVersion, slotsHK["slot_a_version"], slotsHK["slot_a_digest"], slotsHK["slot_a_attempts"],
+		r.step("hk.slots: slot A %s version %d (%v attempts; flightd says version %v, the digest %x is the factory image's), slot B %s version %v (%v attempts)",
+			dict.EnumSlotState.NameOf(toUint(slotsHK["slot_a_state"])), aVersion, slotsHK["slot_a_attempts"], slotsHK["slot_a_version"], slotsHK["slot_a_digest"],
 			dict.EnumSlotState.NameOf(toUint(slotsHK["slot_b_state"])), slotsHK["slot_b_version"], slotsHK["slot_b_attempts"])
 		if aVersion != 1 {
 			r.problem("hk.slots: slot A holds version %d (digest %x), want the factory's 1", aVersion, slotsHK["slot_a_digest"])
