@@ -116,10 +116,11 @@ func TestFlightdBoardUpdate(t *testing.T) {
 // emulator; flightd installs it into B and reboots into it; B freezes
 // with flightd holding the watchdog, the i6300esb resets the board,
 // the real U-Boot tries B three times and falls back to A, where flightd
-// records B bad and tells the ground. A few minutes here: -long only.
+// records B bad and tells the ground. About 1.5 minutes here (three
+// 20 s watchdog timeouts): -long only.
 func TestFlightdBoardRollback(t *testing.T) {
 	if !testrand.Long() {
-		t.Skip("several minutes: -long or BOOTORBIT_LONG=1 (TestABBoardRollback is the fast rollback under U-Boot, with the guest init's stand-in)")
+		t.Skip("about 1.5 minutes: -long or BOOTORBIT_LONG=1 (TestABBoardRollback is the fast rollback under U-Boot, with the guest init's stand-in)")
 	}
 	fb, spec := needFlightdBoard(t, "flightd-rollback")
 	rng := testrand.New(t)
