@@ -18,6 +18,7 @@ import (
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/flightd"
 	"github.com/bootorbit/bootorbit/protocol"
+	"github.com/bootorbit/bootorbit/protocol/dict"
 	"github.com/bootorbit/bootorbit/slots"
 	"github.com/bootorbit/bootorbit/watchdog"
 	"github.com/opencontainers/go-digest"
@@ -81,6 +82,9 @@ type FlightdBoard struct {
 	Flightd string // the linux/arm64 flightd binary
 	// Images are the slot images built so far, by version.
 	Images map[uint64]*FlightdImage
+	// treeHook, if set, is called on an image's source tree before it is
+	// formatted (tests: touch the tree as another build would).
+	treeHook func(dir string) error
 }
 
 // FlightdImage is one slot image: an OCI image whose single layer is the
@@ -144,9 +148,10 @@ func (fb *FlightdBoard) FlightdConfig() *flightd.Config {
 
 // BuildImage builds the slot image of version: the initrd (guest init,
 // modules, flightd, its configuration and keys, /image saying to run
-// flightd) in an ext4 filesystem made reproducibly (fixed UUID, hash seed
-// and times: two versions differ where their files do), as an OCI image
-// in the layout under the work directory.
+// flightd) in an ext4 filesystem made byte-reproducibly (fixed UUID, hash
+// seed and times, every inode's times reset after mkfs: a rebuild gives
+// the same bytes, two versions differ where their files do), as an OCI
+// image in the layout under the work directory.
 func (fb *FlightdBoard) BuildImage(ctx context.Context, version uint64) (*FlightdImage, error) {
 	return fb.BuildImageAs(ctx, version, BehaviourFlightd)
 }
@@ -195,13 +200,21 @@ func (fb *FlightdBoard) BuildImageAs(ctx context.Context, version uint64, behavi
 	); err != nil {
 		return nil, err
 	}
+	if fb.treeHook != nil {
+		if err := fb.treeHook(dir); err != nil {
+			return nil, err
+		}
+	}
 	fsImg := filepath.Join(fb.Dir, fmt.Sprintf("fdimage%d.ext4", version))
 	os.Remove(fsImg)
 	cmd := exec.CommandContext(ctx, fb.Mkfs, "-q", "-F", "-U", "626f6f74-6f72-6269-7400-000000000001",
 		"-E", "hash_seed=626f6f74-6f72-6269-7400-000000000002", "-d", dir, fsImg, fmt.Sprintf("%dk", slotFSSize/1024))
-	cmd.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME=1700000000")
+	cmd.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME="+fixedFSTime)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w: %s", ErrBoard, fb.Mkfs, err, strings.TrimSpace(string(out)))
+	}
+	if err := fixInodeTimes(ctx, fsImg, dir); err != nil {
+		return nil, err
 	}
 	raw, err := os.ReadFile(fsImg)
 	if err != nil {
@@ -229,6 +242,60 @@ func (fb *FlightdBoard) BuildImageAs(ctx context.Context, version uint64, behavi
 	im := &FlightdImage{Version: version, Behaviour: behaviour, FS: fsImg, Ref: ref, Image: o, DiffID: diff}
 	fb.Images[version] = im
 	return im, nil
+}
+
+// fixedFSTime is every time a slot image's filesystem holds (Unix
+// seconds): E2FSPROGS_FAKE_TIME's, and every inode's once fixInodeTimes
+// ran.
+const fixedFSTime = "1700000000"
+
+// fixInodeTimes sets the atime, mtime and ctime of every inode mkfs.ext4
+// -d copied from the source tree dir into the filesystem image img to
+// fixedFSTime, with debugfs. mkfs copies them from the tree (seconds):
+// E2FSPROGS_FAKE_TIME covers only the times mkfs makes up (superblock,
+// crtime, lost+found), the ctime no one can set moves with every write
+// of the tree and the atime with every read, so that without this two
+// builds of the same files differ in their inode table.
+func fixInodeTimes(ctx context.Context, img, dir string) error {
+	tool, err := exec.LookPath("debugfs")
+	if err != nil {
+		return fmt.Errorf("%w: debugfs (e2fsprogs): %w", ErrBoard, err)
+	}
+	var cmds strings.Builder
+	err = filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		name := "/" + filepath.ToSlash(strings.TrimPrefix(rel, "."))
+		if strings.ContainsAny(name, "\"\n") {
+			return fmt.Errorf("%w: image file name %q: debugfs cannot quote it", ErrBoard, name)
+		}
+		for _, field := range []string{"atime", "mtime", "ctime"} {
+			fmt.Fprintf(&cmds, "sif \"%s\" %s @%s\n", name, field, fixedFSTime)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	cmdFile := img + ".debugfs"
+	if err := os.WriteFile(cmdFile, []byte(cmds.String()), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(cmdFile)
+	cmd := exec.CommandContext(ctx, tool, "-w", "-f", cmdFile, img)
+	cmd.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME="+fixedFSTime)
+	out, err := cmd.CombinedOutput()
+	// debugfs goes on after a command fails, and exits 0: its error
+	// lines name the command.
+	if err != nil || bytes.Contains(out, []byte("sif:")) {
+		return fmt.Errorf("%w: debugfs set_inode_field: %v: %s", ErrBoard, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // Bundle computes the delta bundle from one version to another (both
@@ -265,9 +332,10 @@ func (fb *FlightdBoard) Factory(ctx context.Context, version uint64) error {
 	if err := os.RemoveAll(state); err != nil {
 		return err
 	}
-	// flightd's reset records (Boot.RecordDir) go in state/boot: flightd
-	// creates its state directory but not that one, as an installer would.
-	for _, d := range []string{work, filepath.Join(state, "slots"), filepath.Join(state, "boot")} {
+	// flightd's reset records (Boot.RecordDir, state/boot) are left to
+	// flightd, which creates the directory at start: the bench boots it
+	// on a partition without one, as a first boot after the factory.
+	for _, d := range []string{work, filepath.Join(state, "slots")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -383,6 +451,29 @@ func (fb *FlightdBoard) ResetRecord(ctx context.Context) (watchdog.ResetRecord, 
 		return rec, fmt.Errorf("%w: reset record: %w", ErrBoard, err)
 	}
 	return rec, nil
+}
+
+// slotVersion is the release version of the image in a slot as the
+// bench reports it: the vehicle's (hk.slots' slot_x_version, from
+// flightd's install record), or, when the vehicle reports none, the
+// version of the built image whose manifest digest the slot's short
+// digest (hk.slots' slot_x_digest, its first bytes) names. flightd knows
+// a slot's version only from a release it installed; the factory wrote
+// slot A offline through the slots library, which records the image's
+// manifest digest (its label) but no release, so flightd reports slot A
+// as version 0. hil/scenario names the factory slot's version the same
+// way.
+func (fb *FlightdBoard) slotVersion(reported uint64, short any) uint64 {
+	b, _ := short.([]byte)
+	if reported != 0 || len(b) < dict.ShortDigestLen {
+		return reported
+	}
+	for v, im := range fb.Images {
+		if im.Image != nil && strings.HasPrefix(im.Image.ManifestDigest.Encoded(), hex.EncodeToString(b)) {
+			return v
+		}
+	}
+	return 0
 }
 
 // machine is the ABBoard's machine with flightd's UDP port forwarded.

@@ -23,7 +23,8 @@ import (
 // A, where flightd finds the failed trial, records B bad, drops it from
 // the boot order, commits A, and tells the ground (hk.boot: slot A,
 // reset cause watchdog, last outcome rolled_back; hk.slots: B bad, A
-// good; the rolled_back and watchdog_reset events).
+// good, A's version the factory's; the rolled_back event, and
+// watchdog_reset naming B, the slot that hung).
 //
 // Checked besides what the ground saw: U-Boot booted A, then B N times,
 // then A ("ABBBA"); B froze N times, each time with flightd holding the
@@ -81,11 +82,16 @@ func (fb *FlightdBoard) RunFlightdRollback(ctx context.Context, spec link.Spec, 
 		if err != nil {
 			return fmt.Errorf("slot B bad, A good: %w", err)
 		}
-		r.step("hk.slots: slot A %s version %v (%v attempts), slot B %s version %v (%v attempts)",
-			dict.EnumSlotState.NameOf(toUint(slotsHK["slot_a_state"])), slotsHK["slot_a_version"], slotsHK["slot_a_attempts"],
+		// Slot A's version: flightd reports 0 for the factory's slot (it
+		// knows a version from a release it installed); the bench names it
+		// from the slot's digest, as hil/scenario does (slotVersion).
+		aVersion := fb.slotVersion(toUint(slotsHK["slot_a_version"]), slotsHK["slot_a_digest"])
+		r.step("hk.slots: slot A %s version %d (%v attempts; flightd says version %v, the digest %x is the factory image's), slot B %s version %v (%v attempts)",
+			dict.EnumSlotState.NameOf(toUint(slotsHK["slot_a_state"])), aVersion, slotsHK["slot_a_attempts"], slotsHK["slot_a_version"], slotsHK["slot_a_digest"],
 			dict.EnumSlotState.NameOf(toUint(slotsHK["slot_b_state"])), slotsHK["slot_b_version"], slotsHK["slot_b_attempts"])
-		// Slot A's version is 0: the factory wrote it offline, and flightd
-		// knows versions from the releases it received.
+		if aVersion != 1 {
+			r.problem("hk.slots: slot A holds version %d (digest %x), want the factory's 1", aVersion, slotsHK["slot_a_digest"])
+		}
 		if slotsHK["slot_b_version"] != uint64(3) || slotsHK["slot_b_attempts"] != uint64(0) {
 			r.problem("hk.slots: slot B version %v with %v attempts, want 3 with 0", slotsHK["slot_b_version"], slotsHK["slot_b_attempts"])
 		}
@@ -101,6 +107,10 @@ func (fb *FlightdBoard) RunFlightdRollback(ctx context.Context, spec link.Spec, 
 			return err
 		}
 		r.step("events: %s; %s", rb, wd)
+		// The slot that hung (the event's slot), not the slot booted now.
+		if wd.Args["slot"] != uint64(2) {
+			r.problem("watchdog_reset event %v, want slot b (the slot that hung)", wd)
+		}
 		for _, e := range g.events {
 			if e.Name == dict.EvMarkedGood.Name && e.Args["slot"] == uint64(2) {
 				r.problem("the ground saw B marked good: %v", e)
