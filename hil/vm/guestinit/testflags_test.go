@@ -1,0 +1,5 @@
+//go:build linux
+
+package main
+
+import _ "github.com/bootorbit/bootorbit/internal/testrand"
