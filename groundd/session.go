@@ -815,7 +815,11 @@ func (d *Daemon) handleReturn(ctx context.Context, s *session, now time.Time, m 
 			return
 		}
 		rec = TelemetryRecord{Vehicle: s.cfg.ID, Received: now.UTC(), Time: msTime(m.Time), Kind: "tm", Name: p.Name, Seq: m.Seq, Values: vals}
-		d.applyHK(ctx, s, now, p, vals)
+		var seq uint64
+		if m.MAC != nil {
+			seq = m.MAC.Seq()
+		}
+		d.applyHK(ctx, s, now, p, vals, seq)
 	case *protocol.Event:
 		e, ok := dict.EventByID(m.ID)
 		if !ok {
@@ -841,12 +845,40 @@ func msTime(ms int64) time.Time {
 	return time.UnixMilli(ms).UTC()
 }
 
-// applyHK folds housekeeping into the vehicle's record.
-func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict.Packet, vals dict.Values) {
+// errStaleHK ends a fold of housekeeping older than the record's.
+var errStaleHK = errors.New("groundd: housekeeping older than the vehicle's record")
+
+// newerHK says whether housekeeping packet p with return-link sequence
+// number seq is newer than what v folded of it, and notes it as folded.
+// Frames reach groundd out of order: a station that was cut off from the
+// store folds what it heard meanwhile once it is back, and the slower of
+// two stations that heard a frame folds it last. seq (the MAC's epoch and
+// counter, authenticated, never going back on a vehicle) orders them; 0
+// (no MAC) is folded as it comes.
+func newerHK(v *vehicleRec, p *dict.Packet, seq uint64) bool {
+	if seq == 0 {
+		return true
+	}
+	if seq <= v.HKSeq[p.Name] {
+		return false
+	}
+	if v.HKSeq == nil {
+		v.HKSeq = map[string]uint64{}
+	}
+	v.HKSeq[p.Name] = seq
+	return true
+}
+
+// applyHK folds housekeeping into the vehicle's record, unless newer
+// housekeeping of the same packet was folded already (seq: newerHK).
+func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict.Packet, vals dict.Values, seq uint64) {
 	switch p {
 	case dict.HKSlots:
 		s.statusAsks = 0 // answered: the next wait starts short again
 		err := updateJSON(ctx, d.st, keyVehicle(s.cfg.ID), func(v *vehicleRec, _ bool) error {
+			if !newerHK(v, p, seq) {
+				return errStaleHK
+			}
 			old := v.Slots
 			v.Slots = nil
 			for _, n := range []string{"a", "b"} {
@@ -870,6 +902,10 @@ func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict
 			}
 			return nil
 		})
+		if errors.Is(err, errStaleHK) {
+			d.log.Debug("groundd: housekeeping heard late, not folded", "vehicle", s.cfg.ID, "packet", p.Name, "seq", seq)
+			return
+		}
 		if err != nil {
 			d.log.Error("groundd: vehicle record", "vehicle", s.cfg.ID, "err", err)
 		}
@@ -889,13 +925,16 @@ func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict
 		b, _ := vals["booted_slot"].(uint64)
 		name := dict.EnumSlot.NameOf(b)
 		err := updateJSON(ctx, d.st, keyVehicle(s.cfg.ID), func(v *vehicleRec, _ bool) error {
+			if !newerHK(v, p, seq) {
+				return errStaleHK
+			}
 			v.BootedSlot = name
 			for i := range v.Slots {
 				v.Slots[i].Booted = v.Slots[i].Name == name
 			}
 			return nil
 		})
-		if err != nil {
+		if err != nil && !errors.Is(err, errStaleHK) {
 			d.log.Error("groundd: vehicle record", "vehicle", s.cfg.ID, "err", err)
 		}
 	}
