@@ -68,6 +68,8 @@ type station struct {
 // lease is one station lease and what the station knows of it.
 type lease struct {
 	sess *concurrency.Session
+	// stop ends the lease's keepalives (the session's and the station's).
+	stop context.CancelFunc
 	// ok is when etcd last confirmed the lease (granted or kept alive).
 	ok   time.Time
 	dead bool
@@ -138,6 +140,7 @@ func (st *station) hold(vehicle uint32, up bool) (held, fresh bool) {
 		if st.lease == v.lease {
 			st.lease = nil
 		}
+		st.abandon(v.lease)
 		st.drop(vehicle, v, false)
 		v = nil
 	}
@@ -162,6 +165,22 @@ func (st *station) holds(vehicle uint32) bool {
 	defer st.mu.Unlock()
 	v := st.votes[vehicle]
 	return v != nil && v.held && v.lease != nil && st.valid(v.lease)
+}
+
+// abandon lets a lease the station no longer trusts go in etcd too: its
+// keepalives stop and it is revoked if etcd can be reached. Otherwise the
+// client would renew it again once its connection came back (a member
+// died under it, a partition healed), and the holds made on it would live
+// on with the station not transmitting on them: no other station could
+// win those vehicles. Called under st.mu.
+func (st *station) abandon(l *lease) {
+	l.dead = true
+	l.stop()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(st.ctx), st.ttl)
+		defer cancel()
+		st.cli.Revoke(ctx, l.sess.Lease())
+	}()
 }
 
 // drop ends a vote; resign says to give the vehicle up in etcd at once
@@ -240,16 +259,19 @@ func (st *station) getLease(ctx context.Context) (*lease, error) {
 		return nil, err
 	}
 	granted := time.Now()
-	sess, err := concurrency.NewSession(st.cli, concurrency.WithLease(g.ID), concurrency.WithContext(st.ctx))
+	lctx, stop := context.WithCancel(st.ctx)
+	sess, err := concurrency.NewSession(st.cli, concurrency.WithLease(g.ID), concurrency.WithContext(lctx))
 	if err != nil {
+		stop()
 		return nil, err
 	}
-	ka, err := st.cli.KeepAlive(st.ctx, g.ID)
+	ka, err := st.cli.KeepAlive(lctx, g.ID)
 	if err != nil {
+		stop()
 		sess.Close()
 		return nil, err
 	}
-	l := &lease{sess: sess, ok: granted}
+	l := &lease{sess: sess, stop: stop, ok: granted}
 	go func() {
 		for range ka {
 			st.mu.Lock()
