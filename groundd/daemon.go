@@ -122,6 +122,7 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 			d.Close()
 			return nil, err
 		}
+		d.station.won = d.poke
 	}
 	// Commands and telemetry: the gateway, on the store. Frames it builds
 	// must fit the link once sealed, if any vehicle's uplink is.

@@ -60,6 +60,11 @@ type station struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// won, if set, is told of every vehicle the station wins (the
+	// daemon wakes the vehicle's loop, which would otherwise wait up to
+	// maxIdle to transmit).
+	won func(vehicle uint32)
+
 	mu    sync.Mutex
 	lease *lease
 	votes map[uint32]*vote
@@ -234,14 +239,18 @@ func (st *station) campaign(ctx context.Context, vehicle uint32, v *vote) {
 		return
 	}
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if st.votes[vehicle] != v {
+		st.mu.Unlock()
 		// Dropped while campaigning: give the vehicle back.
 		go el.Resign(context.WithoutCancel(ctx))
 		return
 	}
 	v.el, v.held, v.fresh = el, true, true
+	st.mu.Unlock()
 	st.log.Info("groundd: station holds the vehicle", "station", st.name, "vehicle", vehicle, "lease", fmt.Sprintf("%x", l.sess.Lease()))
+	if st.won != nil {
+		st.won(vehicle)
+	}
 }
 
 // getLease returns the station's live lease, or grants a new one.

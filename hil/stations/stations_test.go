@@ -44,7 +44,7 @@ const (
 	// dataTime is the link time the bundle needs at the links' rate, which
 	// the test derives from the bundle's size: longer than the passes
 	// before the last fault, so that every fault finds data left to send.
-	dataTime = 6 * time.Second
+	dataTime = 12 * time.Second
 	// grace: a chunk that reaches the vehicle this long after the vehicle
 	// reported it journaled was sent again knowingly (not merely in
 	// flight while the report travelled).
