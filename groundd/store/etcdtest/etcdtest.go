@@ -151,7 +151,14 @@ func (c *Cluster) Client(endpoints ...string) *clientv3.Client {
 // and a majority answers), failing the test after d.
 func (c *Cluster) WaitReady(d time.Duration) {
 	c.t.Helper()
-	cli := c.Client()
+	// Its own client, closed on return: an idle client left open pings
+	// more often than etcd allows (--grpc-keepalive-min-time, 5 s) and is
+	// sent away (too_many_pings) all along the test.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	for {
