@@ -63,6 +63,9 @@ type active struct {
 	rate   float64
 	dirty  bool
 	urgent bool
+	// base are the chunk counters of the transfer's earlier senders (a
+	// restart, another station), which this sender's add to.
+	base struct{ sent, resent, presumed int64 }
 }
 
 // statusInterval: while an uplink waits for the vehicle's housekeeping,
@@ -445,9 +448,9 @@ func (d *Daemon) noteProgress(a *active) {
 	if held != a.rec.Held || total != a.rec.Total {
 		a.urgent = true // what the vehicle holds: operators see it at once
 	}
-	if held != a.rec.Held || total != a.rec.Total || st.ChunksSent != a.rec.Sent {
+	if sent := a.base.sent + st.ChunksSent; held != a.rec.Held || total != a.rec.Total || sent != a.rec.Sent {
 		a.rec.Held, a.rec.Total = held, total
-		a.rec.Sent, a.rec.Resent, a.rec.Presumed = st.ChunksSent, st.ChunksResent, st.Presumed
+		a.rec.Sent, a.rec.Resent, a.rec.Presumed = sent, a.base.resent+st.ChunksResent, a.base.presumed+st.Presumed
 		a.dirty = true
 	}
 }
@@ -488,6 +491,7 @@ func (d *Daemon) startSender(ctx context.Context, s *session, r transferRec, now
 	}
 	snd.SetLink(now, transfer.LinkState{Forward: s.linkUp, Return: s.linkUp})
 	s.cur = &active{rec: r, sender: snd, file: f, rate: s.rate()}
+	s.cur.base.sent, s.cur.base.resent, s.cur.base.presumed = r.Sent, r.Resent, r.Presumed
 	d.log.Info("groundd: sending", "vehicle", r.Vehicle, "uplink", r.Uplink, "plan", r.Plan, "transfer", r.ID, "kind", r.Kind, "size", r.Size, "resume", r.Started)
 	return nil
 }
