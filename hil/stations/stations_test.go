@@ -703,9 +703,10 @@ func TestStations(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, x := range ts {
-		// The counters of the last holder's sender (a station taking
-		// over starts its own).
-		t.Logf("transfer %d (%s): %d chunks, last holder: %d sent, %d resent, %d presumed lost", x.ID, x.Kind, x.Total, x.Sent, x.Resent, x.Presumed)
+		// The stations' counters, over every holder (a station that
+		// takes over adds to them; a killed one's last unsaved sends are
+		// not in them).
+		t.Logf("transfer %d (%s): %d chunks; the stations counted %d sent, %d resent, %d presumed lost", x.ID, x.Kind, x.Total, x.Sent, x.Resent, x.Presumed)
 		if !x.Done || x.Resent != 0 {
 			t.Errorf("transfer %d (%s): done %v, %d chunks resent", x.ID, x.Kind, x.Done, x.Resent)
 		}
