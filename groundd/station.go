@@ -295,7 +295,7 @@ func (st *station) getLease(ctx context.Context) (*lease, error) {
 	defer st.mu.Unlock()
 	if old := st.lease; old != nil && st.valid(old) {
 		// Another campaign granted one meanwhile: one lease per station.
-		go sess.Close()
+		go func() { sess.Close(); stop() }()
 		return old, nil
 	}
 	st.lease = l
