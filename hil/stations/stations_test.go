@@ -97,7 +97,7 @@ func schedule(long bool) timeline {
 		cutAt:   ms(12700),
 	}
 	if long {
-		tl.memberAt = ms(8400)
+		tl.memberAt = ms(9000)
 	}
 	at := ms(15500)
 	for range 8 {
@@ -525,6 +525,21 @@ func TestStations(t *testing.T) {
 		}
 		return -1
 	}
+	// sending says whether station i's forward frames grew within d.
+	sending := func(i int, d time.Duration) bool {
+		smu.Lock()
+		defer smu.Unlock()
+		if len(samples) == 0 {
+			return false
+		}
+		last := samples[len(samples)-1]
+		for k := len(samples) - 1; k >= 0 && last.at-samples[k].at <= d; k-- {
+			if samples[k].frames[i] < last.frames[i] {
+				return true
+			}
+		}
+		return false
+	}
 	var (
 		killed, cut  = -1, -1
 		cutAt        time.Duration
@@ -555,9 +570,23 @@ func TestStations(t *testing.T) {
 			t.Logf("%v: etcd member m1 killed", now.Round(time.Millisecond))
 		}
 		if cut < 0 && now >= tl.cutAt {
+			// The holder as etcd says, transmitting now (its frames grew
+			// in the last half second): a holder that is not (its lease
+			// given up but not yet expired, after the member kill) is
+			// waited out, for a while.
 			h := holder()
+			if h >= 0 && !sending(h, 500*time.Millisecond) {
+				h = -1
+			}
+			if h < 0 && now < tl.cutAt+3*lease {
+				select {
+				case <-tick.C:
+				case <-ctx.Done():
+				}
+				continue
+			}
 			if h < 0 {
-				t.Fatalf("%v: nobody holds the vehicle to be cut off", now)
+				t.Fatalf("%v: no station holds the vehicle and transmits, to be cut off", now)
 			}
 			ts, err := stations[h].d.UplinkTransfers(ctx, u.ID)
 			if err != nil || !remaining(ts) {
@@ -680,6 +709,26 @@ func TestStations(t *testing.T) {
 		t.Errorf("no station transmitted after %s was killed", stations[killed].name)
 	} else {
 		t.Logf("%s killed at %v: %s took over at %v (its pass began at %v)", stations[killed].name, tl.killAt, stations[i].name, at.Round(time.Millisecond), passStart(tl, i, tl.killAt))
+	}
+	if memberKilled {
+		// Nothing stops: the longest time without a forward frame from
+		// the member kill until the cut.
+		var gap, prev time.Duration = 0, tl.memberAt
+		for k := 1; k < len(samples) && samples[k].at <= cutAt; k++ {
+			if samples[k].at < tl.memberAt {
+				continue
+			}
+			for i := range stations {
+				if samples[k].frames[i] > samples[k-1].frames[i] {
+					gap, prev = max(gap, samples[k].at-prev), samples[k].at
+					break
+				}
+			}
+		}
+		t.Logf("etcd member killed at %v: the longest silence until the cut %v", tl.memberAt, gap.Round(time.Millisecond))
+		if gap > 3*lease {
+			t.Errorf("the link fell silent for %v after an etcd member was killed (lease %v)", gap, lease)
+		}
 	}
 	if i, at := firstAfter(cut, cutAt); i < 0 {
 		t.Errorf("no station transmitted after %s was cut off", cs.name)
