@@ -15,8 +15,8 @@ import (
 )
 
 // storeArchive is the gateway's Archive and Sequencer on groundd's store:
-// commands under gw/cmd/KEY/SEQ, records under gw/rec/VEHICLE/KIND/TIME/N
-// (a counter breaks ties), command numbers from the store's counters, which
+// commands under gw/cmd/KEY/SEQ, records under gw/rec/VEHICLE/KIND/HASH
+// (Append), command numbers from the store's counters, which
 // never hand out a number twice, whichever station asks.
 type storeArchive struct {
 	st  store.Store
@@ -59,10 +59,14 @@ func (a storeArchive) Commands(q gateway.CommandQuery) ([]*gateway.Command, erro
 	return out, nil
 }
 
-// Append implements gateway.Archive. A record's key ends in a hash of its
+// Append implements gateway.Archive. A record's key is a hash of its
 // frame, which carries the vehicle's MAC over its boot epoch and sequence
 // number: the same frame heard by two stations (or twice by one) is
-// archived once, and two different frames never share a key.
+// archived once, and two different frames never share a key. Nothing of
+// the station's goes into the key: a record's time is the reception time
+// when the vehicle gave none, and differs between stations. (Records
+// archived before this had gw/rec/VEHICLE/KIND/TIME/HASH keys; they are
+// read the same.)
 func (a storeArchive) Append(r *gateway.Record) error {
 	ctx := context.Background()
 	b, err := json.Marshal(r)
@@ -70,7 +74,7 @@ func (a storeArchive) Append(r *gateway.Record) error {
 		return err
 	}
 	h := sha256.Sum256(r.Frame)
-	key := fmt.Sprintf("gw/rec/%010d/%d/%020d/%x", r.Vehicle, r.Kind, r.Time.UnixNano(), h[:12])
+	key := fmt.Sprintf("gw/rec/%010d/%d/%x", r.Vehicle, r.Kind, h[:16])
 	_, err = a.st.Txn(ctx, []store.Cmp{{Key: key}}, []store.Op{{Key: key, Value: b}})
 	return err
 }

@@ -125,6 +125,7 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 			d.Close()
 			return nil, err
 		}
+		d.station.won = d.poke
 	}
 	// Commands and telemetry: the gateway, on the store. Frames it builds
 	// must fit the link once sealed, if any vehicle's uplink is.
@@ -497,6 +498,10 @@ func (d *Daemon) QueueReorder(ctx context.Context, id uint64, pos int) (Uplink, 
 // vehicleRec is the persisted knowledge of a vehicle.
 type vehicleRec struct {
 	Vehicle
+	// HKSeq is, per housekeeping packet folded into the record (hk.slots,
+	// hk.boot), the return-link sequence number (MAC epoch and counter)
+	// of the newest one folded: an older one heard late is not folded.
+	HKSeq map[string]uint64 `json:"hk_seq,omitempty"`
 }
 
 // Vehicles returns what groundd knows of every configured vehicle.

@@ -419,6 +419,17 @@ func endToEnd(t *testing.T, setup func(*world)) {
 	if !st.restarted {
 		t.Fatal("groundd never restarted")
 	}
+	// The transfers' counters are the uplink's, not the last daemon's:
+	// every chunk went out at least once, whichever daemon sent it.
+	ts, err := d.UplinkTransfers(ctx, u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range ts {
+		if x.Sent < int64(x.Total) {
+			t.Errorf("transfer %d (%s): %d chunks sent in all, of %d", x.ID, x.Kind, x.Sent, x.Total)
+		}
+	}
 	if st.resentReported != 0 {
 		t.Errorf("%d chunks the vehicle had journaled and reported were sent again after the restart", st.resentReported)
 	}

@@ -63,6 +63,9 @@ type active struct {
 	rate   float64
 	dirty  bool
 	urgent bool
+	// base are the chunk counters of the transfer's earlier senders (a
+	// restart, another station), which this sender's add to.
+	base struct{ sent, resent, presumed int64 }
 }
 
 // statusInterval: while an uplink waits for the vehicle's housekeeping,
@@ -445,9 +448,9 @@ func (d *Daemon) noteProgress(a *active) {
 	if held != a.rec.Held || total != a.rec.Total {
 		a.urgent = true // what the vehicle holds: operators see it at once
 	}
-	if held != a.rec.Held || total != a.rec.Total || st.ChunksSent != a.rec.Sent {
+	if sent := a.base.sent + st.ChunksSent; held != a.rec.Held || total != a.rec.Total || sent != a.rec.Sent {
 		a.rec.Held, a.rec.Total = held, total
-		a.rec.Sent, a.rec.Resent, a.rec.Presumed = st.ChunksSent, st.ChunksResent, st.Presumed
+		a.rec.Sent, a.rec.Resent, a.rec.Presumed = sent, a.base.resent+st.ChunksResent, a.base.presumed+st.Presumed
 		a.dirty = true
 	}
 }
@@ -488,6 +491,7 @@ func (d *Daemon) startSender(ctx context.Context, s *session, r transferRec, now
 	}
 	snd.SetLink(now, transfer.LinkState{Forward: s.linkUp, Return: s.linkUp})
 	s.cur = &active{rec: r, sender: snd, file: f, rate: s.rate()}
+	s.cur.base.sent, s.cur.base.resent, s.cur.base.presumed = r.Sent, r.Resent, r.Presumed
 	d.log.Info("groundd: sending", "vehicle", r.Vehicle, "uplink", r.Uplink, "plan", r.Plan, "transfer", r.ID, "kind", r.Kind, "size", r.Size, "resume", r.Started)
 	return nil
 }
@@ -830,7 +834,11 @@ func (d *Daemon) handleReturn(ctx context.Context, s *session, now time.Time, m 
 			return
 		}
 		rec = TelemetryRecord{Vehicle: s.cfg.ID, Received: now.UTC(), Time: msTime(m.Time), Kind: "tm", Name: p.Name, Seq: m.Seq, Values: vals}
-		d.applyHK(ctx, s, now, p, vals)
+		var seq uint64
+		if m.MAC != nil {
+			seq = m.MAC.Seq()
+		}
+		d.applyHK(ctx, s, now, p, vals, seq)
 	case *protocol.Event:
 		e, ok := dict.EventByID(m.ID)
 		if !ok {
@@ -856,12 +864,40 @@ func msTime(ms int64) time.Time {
 	return time.UnixMilli(ms).UTC()
 }
 
-// applyHK folds housekeeping into the vehicle's record.
-func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict.Packet, vals dict.Values) {
+// errStaleHK ends a fold of housekeeping older than the record's.
+var errStaleHK = errors.New("groundd: housekeeping older than the vehicle's record")
+
+// newerHK says whether housekeeping packet p with return-link sequence
+// number seq is newer than what v folded of it, and notes it as folded.
+// Frames reach groundd out of order: a station that was cut off from the
+// store folds what it heard meanwhile once it is back, and the slower of
+// two stations that heard a frame folds it last. seq (the MAC's epoch and
+// counter, authenticated, never going back on a vehicle) orders them; 0
+// (no MAC) is folded as it comes.
+func newerHK(v *vehicleRec, p *dict.Packet, seq uint64) bool {
+	if seq == 0 {
+		return true
+	}
+	if seq <= v.HKSeq[p.Name] {
+		return false
+	}
+	if v.HKSeq == nil {
+		v.HKSeq = map[string]uint64{}
+	}
+	v.HKSeq[p.Name] = seq
+	return true
+}
+
+// applyHK folds housekeeping into the vehicle's record, unless newer
+// housekeeping of the same packet was folded already (seq: newerHK).
+func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict.Packet, vals dict.Values, seq uint64) {
 	switch p {
 	case dict.HKSlots:
 		s.statusAsks = 0 // answered: the next wait starts short again
 		err := updateJSON(ctx, d.st, keyVehicle(s.cfg.ID), func(v *vehicleRec, _ bool) error {
+			if !newerHK(v, p, seq) {
+				return errStaleHK
+			}
 			old := v.Slots
 			v.Slots = nil
 			for _, n := range []string{"a", "b"} {
@@ -885,6 +921,10 @@ func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict
 			}
 			return nil
 		})
+		if errors.Is(err, errStaleHK) {
+			d.log.Debug("groundd: housekeeping heard late, not folded", "vehicle", s.cfg.ID, "packet", p.Name, "seq", seq)
+			return
+		}
 		if err != nil {
 			d.log.Error("groundd: vehicle record", "vehicle", s.cfg.ID, "err", err)
 		}
@@ -904,13 +944,16 @@ func (d *Daemon) applyHK(ctx context.Context, s *session, now time.Time, p *dict
 		b, _ := vals["booted_slot"].(uint64)
 		name := dict.EnumSlot.NameOf(b)
 		err := updateJSON(ctx, d.st, keyVehicle(s.cfg.ID), func(v *vehicleRec, _ bool) error {
+			if !newerHK(v, p, seq) {
+				return errStaleHK
+			}
 			v.BootedSlot = name
 			for i := range v.Slots {
 				v.Slots[i].Booted = v.Slots[i].Name == name
 			}
 			return nil
 		})
-		if err != nil {
+		if err != nil && !errors.Is(err, errStaleHK) {
 			d.log.Error("groundd: vehicle record", "vehicle", s.cfg.ID, "err", err)
 		}
 	}

@@ -60,6 +60,11 @@ type station struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// won, if set, is told of every vehicle the station wins (the
+	// daemon wakes the vehicle's loop, which would otherwise wait up to
+	// maxIdle to transmit).
+	won func(vehicle uint32)
+
 	mu    sync.Mutex
 	lease *lease
 	votes map[uint32]*vote
@@ -68,6 +73,8 @@ type station struct {
 // lease is one station lease and what the station knows of it.
 type lease struct {
 	sess *concurrency.Session
+	// stop ends the lease's keepalives (the session's and the station's).
+	stop context.CancelFunc
 	// ok is when etcd last confirmed the lease (granted or kept alive).
 	ok   time.Time
 	dead bool
@@ -138,6 +145,7 @@ func (st *station) hold(vehicle uint32, up bool) (held, fresh bool) {
 		if st.lease == v.lease {
 			st.lease = nil
 		}
+		st.abandon(v.lease)
 		st.drop(vehicle, v, false)
 		v = nil
 	}
@@ -162,6 +170,22 @@ func (st *station) holds(vehicle uint32) bool {
 	defer st.mu.Unlock()
 	v := st.votes[vehicle]
 	return v != nil && v.held && v.lease != nil && st.valid(v.lease)
+}
+
+// abandon lets a lease the station no longer trusts go in etcd too: its
+// keepalives stop and it is revoked if etcd can be reached. Otherwise the
+// client would renew it again once its connection came back (a member
+// died under it, a partition healed), and the holds made on it would live
+// on with the station not transmitting on them: no other station could
+// win those vehicles. Called under st.mu.
+func (st *station) abandon(l *lease) {
+	l.dead = true
+	l.stop()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(st.ctx), st.ttl)
+		defer cancel()
+		st.cli.Revoke(ctx, l.sess.Lease())
+	}()
 }
 
 // drop ends a vote; resign says to give the vehicle up in etcd at once
@@ -215,14 +239,18 @@ func (st *station) campaign(ctx context.Context, vehicle uint32, v *vote) {
 		return
 	}
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if st.votes[vehicle] != v {
+		st.mu.Unlock()
 		// Dropped while campaigning: give the vehicle back.
 		go el.Resign(context.WithoutCancel(ctx))
 		return
 	}
 	v.el, v.held, v.fresh = el, true, true
+	st.mu.Unlock()
 	st.log.Info("groundd: station holds the vehicle", "station", st.name, "vehicle", vehicle, "lease", fmt.Sprintf("%x", l.sess.Lease()))
+	if st.won != nil {
+		st.won(vehicle)
+	}
 }
 
 // getLease returns the station's live lease, or grants a new one.
@@ -240,16 +268,19 @@ func (st *station) getLease(ctx context.Context) (*lease, error) {
 		return nil, err
 	}
 	granted := time.Now()
-	sess, err := concurrency.NewSession(st.cli, concurrency.WithLease(g.ID), concurrency.WithContext(st.ctx))
+	lctx, stop := context.WithCancel(st.ctx)
+	sess, err := concurrency.NewSession(st.cli, concurrency.WithLease(g.ID), concurrency.WithContext(lctx))
 	if err != nil {
+		stop()
 		return nil, err
 	}
-	ka, err := st.cli.KeepAlive(st.ctx, g.ID)
+	ka, err := st.cli.KeepAlive(lctx, g.ID)
 	if err != nil {
+		stop()
 		sess.Close()
 		return nil, err
 	}
-	l := &lease{sess: sess, ok: granted}
+	l := &lease{sess: sess, stop: stop, ok: granted}
 	go func() {
 		for range ka {
 			st.mu.Lock()
@@ -264,7 +295,7 @@ func (st *station) getLease(ctx context.Context) (*lease, error) {
 	defer st.mu.Unlock()
 	if old := st.lease; old != nil && st.valid(old) {
 		// Another campaign granted one meanwhile: one lease per station.
-		go sess.Close()
+		go func() { sess.Close(); stop() }()
 		return old, nil
 	}
 	st.lease = l

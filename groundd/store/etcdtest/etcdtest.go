@@ -8,7 +8,6 @@ package etcdtest
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -152,7 +151,14 @@ func (c *Cluster) Client(endpoints ...string) *clientv3.Client {
 // and a majority answers), failing the test after d.
 func (c *Cluster) WaitReady(d time.Duration) {
 	c.t.Helper()
-	cli := c.Client()
+	// Its own client, closed on return: an idle client left open pings
+	// more often than etcd allows (--grpc-keepalive-min-time, 5 s) and is
+	// sent away (too_many_pings) all along the test.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	for {
@@ -183,13 +189,17 @@ func lastLines(s string, n int) string {
 
 // Proxy forwards TCP connections from a loopback address to a member, until
 // Cut: then it closes every connection and refuses new ones, as a network
-// cut between one client and the cluster would.
+// cut between one client and the cluster would when the client learns of
+// it at once; or until Blackhole: then connections stay open and new ones
+// are accepted, but no byte gets through either way, as in a partition
+// that drops packets (the client learns of it only from its timeouts).
 type Proxy struct {
 	l      net.Listener
 	target string
 
 	mu    sync.Mutex
 	cut   bool
+	hole  bool
 	conns map[net.Conn]bool
 }
 
@@ -229,10 +239,8 @@ func (p *Proxy) serve() {
 				}
 				return
 			}
-			go func() { io.Copy(u, c); u.Close(); c.Close() }()
-			io.Copy(c, u)
-			c.Close()
-			u.Close()
+			go p.pipe(u, c)
+			p.pipe(c, u)
 		}()
 	}
 }
@@ -258,9 +266,46 @@ func (p *Proxy) Cut() {
 	p.conns = map[net.Conn]bool{}
 }
 
-// Heal lets connections through again.
+// Blackhole drops every byte through the proxy from now on, both ways,
+// on the connections open and on new ones.
+func (p *Proxy) Blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hole = true
+}
+
+// Heal lets connections through again. The connections that lost bytes
+// in a blackhole are closed: their streams are broken.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cut = false
+	if p.hole {
+		for c := range p.conns {
+			c.Close()
+		}
+		p.conns = map[net.Conn]bool{}
+	}
+	p.cut, p.hole = false, false
+}
+
+// pipe copies from src to dst, dropping what arrives in a blackhole,
+// until either fails; then it closes both.
+func (p *Proxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		p.mu.Lock()
+		hole := p.hole
+		p.mu.Unlock()
+		if n > 0 && !hole {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
