@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"runtime"
 	"time"
 
+	"github.com/bootorbit/bootorbit/hil/images"
 	"github.com/bootorbit/bootorbit/hil/scenario"
 	"github.com/bootorbit/bootorbit/internal/cli"
 	"github.com/spf13/cobra"
@@ -27,12 +29,25 @@ timeout passes.
 
 A SCENARIO is a shipped scenario's name (hil/scenarios: --list shows them)
 or a scenario file (JSON, docs/hil.md "Scenarios"). --all runs every
-shipped scenario, --short the quick subset.
+shipped scenario but the long ones, --short the quick subset, --long adds
+the long ones.
+
+The long scenarios run on the realistic Debian pair ("images": "debian":
+Debian bookworm and its security upgrade, 85 MB compressed each, a 3 MB
+delta), which a fresh clone does not have: build it once, as root, with
+hil/deltabench/mkimages.sh testdata-gen (a few minutes; debootstrap, umoci
+and deb.debian.org), then run from the repository, or name its layout with
+--debian-layout or $BOOTORBIT_DEBIAN_LAYOUT. The pair is linked into the
+run's directory and signed there with the bench's release key; the layout
+is only read. Run them as root (the images' files belong to root and
+other users).
 
 It prints a summary a person reads (--json: the whole report as JSON) and
 writes JUnit XML with --junit. Exit status 1 if a scenario failed.`,
 			Example: `  hil run --all
   hil run --short --junit .ci/out/hil-junit.xml
+  sudo hil/deltabench/mkimages.sh testdata-gen && sudo hil run --all --long
+  hil run nominal-debian-sband --debian-layout /srv/testdata-gen/oci
   hil run watchdog-rollback --arch arm64
   hil run my-scenario.json --keep /tmp/hil-run -v`,
 			RunE: func(c *cobra.Command, args []string) error { return runScenarios(c, args, &f) },
@@ -41,6 +56,9 @@ writes JUnit XML with --junit. Exit status 1 if a scenario failed.`,
 		fs.BoolVar(&f.all, "all", false, "run every shipped scenario")
 		fs.BoolVar(&f.short, "short", false, "run the quick subset of the shipped scenarios")
 		fs.BoolVar(&f.list, "list", false, "list the shipped scenarios and exit")
+		fs.BoolVar(&f.long, "long", false, "with --all, run the long scenarios too (the Debian pair: see above)")
+		fs.StringVar(&f.debian, "debian-layout", cmp.Or(os.Getenv(images.DebianLayoutEnv), images.DefaultDebianLayout),
+			"the OCI layout `DIR` hil/deltabench/mkimages.sh wrote, for the scenarios on the Debian pair (env "+images.DebianLayoutEnv+")")
 		fs.StringVar(&f.arch, "arch", runtime.GOARCH, "flightd's architecture: amd64, arm64 (qemu-user), ...")
 		fs.StringVar(&f.junit, "junit", "", "write the report as JUnit XML to `FILE`")
 		fs.StringVar(&f.keep, "keep", "", "work in `DIR` and keep it (boards, logs, stores); default a temporary directory, removed")
@@ -53,25 +71,30 @@ writes JUnit XML with --junit. Exit status 1 if a scenario failed.`,
 }
 
 type runFlags struct {
-	all, short, list, json, verbose bool
-	arch, junit, keep               string
-	seed                            uint64
-	size                            int64
+	all, short, list, long, json, verbose bool
+	arch, junit, keep, debian             string
+	seed                                  uint64
+	size                                  int64
 }
 
 func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
 	ctx, stdout, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
 	if f.list {
-		all, err := scenario.Shipped(false)
+		all, err := scenario.ShippedAll()
 		if err != nil {
 			return err
 		}
 		for _, s := range all {
-			short := ""
-			if s.Short {
-				short = " (short)"
+			mark := ""
+			switch {
+			case s.Short:
+				mark = " (short)"
+			case s.Long && s.Pair() == images.PairDebian:
+				mark = " (long: the Debian pair of hil/deltabench/mkimages.sh, built as root beforehand, and minutes per run; --long or by name)"
+			case s.Long:
+				mark = " (long: --long or by name)"
 			}
-			fmt.Fprintf(stdout, "%-24s %s%s\n", s.Name, s.Description, short)
+			fmt.Fprintf(stdout, "%-24s %s%s\n", s.Name, s.Description, mark)
 		}
 		return nil
 	}
@@ -79,6 +102,13 @@ func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
 	switch {
 	case (f.all || f.short) && len(args) > 0:
 		return cli.Usagef("name scenarios or give --all/--short, not both")
+	case f.long && !f.all:
+		return cli.Usagef("--long adds the long scenarios to --all")
+	case f.all && f.long:
+		var err error
+		if scs, err = scenario.ShippedAll(); err != nil {
+			return err
+		}
 	case f.all || f.short:
 		var err error
 		if scs, err = scenario.Shipped(f.short && !f.all); err != nil {
@@ -111,6 +141,7 @@ func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
 		return err
 	}
 	env.Log = log
+	env.DebianLayout = f.debian
 	if f.verbose {
 		env.FlightdLog = stderr
 		env.Progress = func(name, line string) { fmt.Fprintf(stderr, "[%s] %s\n", name, line) }

@@ -222,9 +222,14 @@ func (b *Board) factory() error {
 	if err != nil {
 		return fmt.Errorf("board: %w", err)
 	}
-	layers := make([]io.Reader, len(b.cfg.Factory.Tars))
-	for i, t := range b.cfg.Factory.Tars {
-		layers[i] = strings.NewReader(string(t))
+	rcs, err := b.cfg.Factory.OpenLayers()
+	if err != nil {
+		return fmt.Errorf("board: factory image: %w", err)
+	}
+	layers := make([]io.Reader, len(rcs))
+	for i, r := range rcs {
+		defer r.Close()
+		layers[i] = r
 	}
 	if _, err := m.Install(context.Background(), slots.A, slots.Image{Label: b.cfg.Factory.Manifest.String(), Layers: layers}); err != nil {
 		return fmt.Errorf("board: factory install: %w", err)

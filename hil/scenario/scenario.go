@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootorbit/bootorbit/hil/images"
 	"github.com/bootorbit/bootorbit/hil/link"
 )
 
@@ -40,6 +41,22 @@ type Scenario struct {
 	// Short marks the scenarios of the quick subset (the default test
 	// run and CI).
 	Short bool `json:"short,omitempty"`
+	// Images is the image pair: "synthetic" (the default: hil/images'
+	// generated set, a few MB) or "debian" (the realistic pair of
+	// hil/deltabench/mkimages.sh, built beforehand as root).
+	Images string `json:"images,omitempty"`
+	// Long marks the scenarios that take minutes or need what a fresh
+	// clone lacks (the Debian pair): --all and --short leave them out,
+	// --long adds them, naming one runs it.
+	Long bool `json:"long,omitempty"`
+}
+
+// Pair is the scenario's image pair (images.PairSynthetic by default).
+func (s *Scenario) Pair() string {
+	if s.Images == "" {
+		return images.PairSynthetic
+	}
+	return s.Images
 }
 
 // LinkSpec is the link: a hil/link profile, compressed in time, with
@@ -205,6 +222,14 @@ func (s *Scenario) Validate() error {
 	}
 	if len(s.Updates) == 0 || len(s.Updates) > 4 {
 		errs = append(errs, fmt.Errorf("updates: want 1..4, got %d", len(s.Updates)))
+	}
+	switch s.Images {
+	case "", images.PairSynthetic, images.PairDebian:
+	default:
+		errs = append(errs, fmt.Errorf("images %q: %s or %s", s.Images, images.PairSynthetic, images.PairDebian))
+	}
+	if s.Short && s.Long {
+		errs = append(errs, errors.New("short and long: a scenario is one or the other"))
 	}
 	for i, u := range s.Updates {
 		if !imageNames[u.Image] {
