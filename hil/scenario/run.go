@@ -297,7 +297,7 @@ func (r *run) setup(ctx context.Context) error {
 	r.brd, err = board.New(board.Config{Dir: filepath.Join(r.dir, "board"), Flightd: r.env.Flightd, Emulator: r.env.Emulator,
 		Vehicle: vehicleID, Hardware: hardware, MaxFrame: maxFrame,
 		GroundPub: groundPub, GroundKeyID: groundKeyID, ReleasePub: set.ReleasePub, ReleaseKeyID: set.KeyID, VehicleKey: macFile,
-		Factory: set.Base, Attempts: 3, Output: out, Log: r.log})
+		Factory: set.Base, Attempts: 3, WatchdogTimeout: time.Duration(r.sc.WatchdogTimeout), Output: out, Log: r.log})
 	if err != nil {
 		return err
 	}

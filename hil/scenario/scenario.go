@@ -38,6 +38,11 @@ type Scenario struct {
 	Timeout Duration `json:"timeout,omitempty"`
 	// Attempts is the boot attempts the activation gives (default 2).
 	Attempts int `json:"attempts,omitempty"`
+	// WatchdogTimeout is the board's watchdog timeout (default 3s, whole
+	// seconds; flight configurations use a minute). flightd does not pet
+	// while a slot write holds the slots lock (docs/hil.md "Findings"):
+	// the Debian pair's write outlasts 3 s on a loaded machine.
+	WatchdogTimeout Duration `json:"watchdog_timeout,omitempty"`
 	// Short marks the scenarios of the quick subset (the default test
 	// run and CI).
 	Short bool `json:"short,omitempty"`
@@ -253,6 +258,9 @@ func (s *Scenario) Validate() error {
 	}
 	if s.Expect.Booted != "A" && s.Expect.Booted != "B" {
 		errs = append(errs, fmt.Errorf("expect.booted %q: A or B", s.Expect.Booted))
+	}
+	if wt := time.Duration(s.WatchdogTimeout); wt != 0 && (wt < 3*time.Second || wt > 5*time.Minute) {
+		errs = append(errs, fmt.Errorf("watchdog_timeout %v: 3s..5m", wt))
 	}
 	if s.Attempts < 0 || s.Attempts > 9 {
 		errs = append(errs, fmt.Errorf("attempts %d: 1..9", s.Attempts))
