@@ -63,6 +63,7 @@ writes JUnit XML with --junit. Exit status 1 if a scenario failed.`,
 		fs.StringVar(&f.junit, "junit", "", "write the report as JUnit XML to `FILE`")
 		fs.StringVar(&f.keep, "keep", "", "work in `DIR` and keep it (boards, logs, stores); default a temporary directory, removed")
 		fs.Uint64Var(&f.seed, "seed", 1, "seed of the images, keys and link faults")
+		fs.DurationVar(&f.watchdog, "watchdog-timeout", 0, "the board's watchdog timeout for every scenario (0: each scenario's, default 3s); flightd does not pet during a slot write, which takes minutes for the Debian pair under qemu-user (docs/hil.md, Findings)")
 		cli.SizeVar(fs, &f.size, "image-size", 3<<20, "approximate size of the synthetic base image")
 		cli.JSONFlag(c, &f.json)
 		cli.VerboseFlag(c, &f.verbose)
@@ -74,6 +75,7 @@ type runFlags struct {
 	all, short, list, long, json, verbose bool
 	arch, junit, keep, debian             string
 	seed                                  uint64
+	watchdog                              time.Duration
 	size                                  int64
 }
 
@@ -142,6 +144,7 @@ func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
 	}
 	env.Log = log
 	env.DebianLayout = f.debian
+	env.WatchdogTimeout = f.watchdog
 	if f.verbose {
 		env.FlightdLog = stderr
 		env.Progress = func(name, line string) { fmt.Fprintf(stderr, "[%s] %s\n", name, line) }
@@ -151,6 +154,9 @@ func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
 		rep.Board = "virtual (qemu-user)"
 	}
 	for _, s := range scs {
+		if err := ctx.Err(); err != nil {
+			return err // interrupted: the remaining scenarios would fail at once
+		}
 		fmt.Fprintf(stderr, "running %s...\n", s.Name)
 		res, err := scenario.Run(ctx, env, s)
 		if err != nil {

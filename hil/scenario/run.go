@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -49,6 +50,10 @@ type Env struct {
 	Images       *images.Set
 	DebianLayout string
 	Seed         uint64
+	// WatchdogTimeout, if set, replaces every scenario's board watchdog
+	// timeout (Scenario.WatchdogTimeout): flightd under qemu-user writes
+	// the Debian pair's slot for longer than the scenarios allow on amd64.
+	WatchdogTimeout time.Duration
 	// Log receives the runner's progress (nil: discarded); FlightdLog
 	// flightd's own log (nil: a file per scenario).
 	Log        *slog.Logger
@@ -297,7 +302,7 @@ func (r *run) setup(ctx context.Context) error {
 	r.brd, err = board.New(board.Config{Dir: filepath.Join(r.dir, "board"), Flightd: r.env.Flightd, Emulator: r.env.Emulator,
 		Vehicle: vehicleID, Hardware: hardware, MaxFrame: maxFrame,
 		GroundPub: groundPub, GroundKeyID: groundKeyID, ReleasePub: set.ReleasePub, ReleaseKeyID: set.KeyID, VehicleKey: macFile,
-		Factory: set.Base, Attempts: 3, WatchdogTimeout: time.Duration(r.sc.WatchdogTimeout), Output: out, Log: r.log})
+		Factory: set.Base, Attempts: 3, WatchdogTimeout: cmp.Or(r.env.WatchdogTimeout, time.Duration(r.sc.WatchdogTimeout)), Output: out, Log: r.log})
 	if err != nil {
 		return err
 	}
