@@ -113,9 +113,9 @@ func (r *Report) WriteSummary(w io.Writer) error {
 			if u.FlightdRSS > 0 {
 				rss = fmt.Sprintf("%.1f MiB", float64(u.FlightdRSS)/(1<<20))
 			}
-			fmt.Fprintf(w, "  %-24s %-9s %s v%d: image %.1f MB in %d layer(s), bundle %.2f MB, uplink %.1fs (transfer %.1fs, install %.1fs), RSS %s\n",
+			fmt.Fprintf(w, "  %-24s %-9s %s v%d: image %.1f MB in %d layer(s), bundle %.2f MB, uplink %.1fs (transfer %s, install %s), RSS %s\n",
 				x.Name, x.Images, u.Image, u.Version, float64(u.ImageBytes)/1e6, u.Layers, float64(u.BundleBytes)/1e6,
-				u.Uplink.Seconds(), u.Transfer.Seconds(), u.Install.Seconds(), rss)
+				u.Uplink.Seconds(), orDash(u.Transfer), orDash(u.Install), rss)
 		}
 	}
 	fmt.Fprintf(w, "\n%d passed, %d failed in %.1fs\n", len(r.Results)-r.Failed(), r.Failed(), r.Elapsed.Seconds())
@@ -214,3 +214,12 @@ func (r *Report) WriteJUnit(w io.Writer) error {
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
+
+// orDash formats a measured time, "-" for one not measured (a slot write
+// shorter than the runner's 100 ms poll is not seen).
+func orDash(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fs", d.Seconds())
+}

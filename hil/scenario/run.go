@@ -529,7 +529,9 @@ func (r *run) play(ctx context.Context) error {
 				r.res.Bundles = append(r.res.Bundles, size)
 				done := time.Now()
 				fig.BundleBytes, fig.Uplink = size, done.Sub(queued)
-				if !firstChunk.IsZero() && !writeStart.IsZero() {
+				// The ground learns of chunks from the vehicle's reports: a
+				// small bundle can be written before it hears of the first.
+				if !firstChunk.IsZero() && writeStart.After(firstChunk) {
 					fig.Transfer = writeStart.Sub(firstChunk)
 				}
 				if !writeStart.IsZero() {

@@ -209,3 +209,19 @@ func TestDebianScenarios(t *testing.T) {
 		})
 	}
 }
+
+// TestSummaryUplinks: the summary gives each uplink's figures, "-" for a
+// time the runner did not see.
+func TestSummaryUplinks(t *testing.T) {
+	rep := &scenario.Report{Arch: "amd64", Board: "virtual", Results: []*scenario.Result{{Name: "nominal-debian-sband", Images: "debian", Passed: true,
+		Updates: []scenario.UpdateFigures{{Image: "update", Version: 2, ImageBytes: 84732723, Layers: 1, BundleBytes: 3231458,
+			Uplink: 118400 * time.Millisecond, Transfer: 90600 * time.Millisecond, FlightdRSS: 30 << 20}}}}}
+	var b bytes.Buffer
+	if err := rep.WriteSummary(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := "nominal-debian-sband     debian    update v2: image 84.7 MB in 1 layer(s), bundle 3.23 MB, uplink 118.4s (transfer 90.6s, install -), RSS 30.0 MiB"
+	if !strings.Contains(b.String(), want) {
+		t.Fatalf("summary lacks %q:\n%s", want, b.String())
+	}
+}
