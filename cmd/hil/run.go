@@ -21,7 +21,8 @@ func init() {
 			Short: "run scenarios: groundd and the virtual board (flightd as a process) over the link emulator, with faults; check the outcome; report",
 			Long: `Run builds flightd for --arch (arm64 runs under qemu-user: qemu-aarch64-static,
 called explicitly unless binfmt_misc runs arm64 binaries), generates the
-synthetic image pair, and runs each scenario: groundd in-process, the virtual
+synthetic image set (and signs the Debian pair's when a scenario names it),
+and runs each scenario: groundd in-process, the virtual
 board (directory slots, a U-Boot environment file, the bootloader model, a
 watchdog that resets the board) and hil/link between them, the scenario's
 faults at their phases, until the expected outcome holds or the scenario's
@@ -40,7 +41,8 @@ and deb.debian.org), then run from the repository, or name its layout with
 --debian-layout or $BOOTORBIT_DEBIAN_LAYOUT. The pair is linked into the
 run's directory and signed there with the bench's release key; the layout
 is only read. Run them as root (the images' files belong to root and
-other users).
+other users). Under qemu-user their slot write outlasts their 20 s
+watchdog, which flightd does not pet during a write: give --watchdog-timeout.
 
 It prints a summary a person reads (--json: the whole report as JSON) and
 writes JUnit XML with --junit. Exit status 1 if a scenario failed.`,
@@ -48,6 +50,7 @@ writes JUnit XML with --junit. Exit status 1 if a scenario failed.`,
   hil run --short --junit .ci/out/hil-junit.xml
   sudo hil/deltabench/mkimages.sh testdata-gen && sudo hil run --all --long
   hil run nominal-debian-sband --debian-layout /srv/testdata-gen/oci
+  hil run nominal-debian-leo-fast --arch arm64 --watchdog-timeout 180s
   hil run watchdog-rollback --arch arm64
   hil run my-scenario.json --keep /tmp/hil-run -v`,
 			RunE: func(c *cobra.Command, args []string) error { return runScenarios(c, args, &f) },
