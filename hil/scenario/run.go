@@ -120,8 +120,13 @@ type Result struct {
 	// Timeline is what happened, step by step.
 	Timeline []string `json:"timeline"`
 	// Final is what the run ended with.
-	Booted        string            `json:"booted"`
-	Outcome       string            `json:"outcome"`
+	Booted  string `json:"booted"`
+	Outcome string `json:"outcome"`
+	// ResetCause and BootCount are the vehicle's last hk.boot: why the
+	// board last came up, and the boots flightd recorded (one per boot
+	// id: a boot whose image hangs never runs flightd).
+	ResetCause    string            `json:"reset_cause"`
+	BootCount     uint64            `json:"boot_count"`
 	Version       uint64            `json:"version"`
 	Slots         map[string]string `json:"slots"`
 	Uplinks       []string          `json:"uplinks"`
@@ -888,6 +893,10 @@ func (r *run) collect() {
 			if v, ok := toUint(rec.Values["last_outcome"]); ok {
 				r.res.Outcome = dict.EnumBootOutcome.NameOf(v)
 			}
+			if v, ok := toUint(rec.Values["reset_cause"]); ok {
+				r.res.ResetCause = dict.EnumResetCause.NameOf(v)
+			}
+			r.res.BootCount, _ = toUint(rec.Values["boot_count"])
 		}
 		if rec.Kind == "tm" && rec.Name == dict.HKCounters.Name {
 			for i := 1; i <= dict.TopDrops; i++ {

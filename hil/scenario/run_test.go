@@ -163,6 +163,12 @@ func TestScenarios(t *testing.T) {
 					if !res.Passed {
 						t.Fatalf("%s on %s: %s\n%s", sc.Name, arch, strings.Join(res.Failures, "\n"), strings.Join(res.Timeline, "\n"))
 					}
+					// Each boot of the board has its own boot id: flightd
+					// counts the factory boot and the reboot into the
+					// update, and says it rebooted itself.
+					if strings.HasPrefix(sc.Name, "nominal-") && (res.BootCount < 2 || res.ResetCause != "reboot") {
+						t.Fatalf("%s on %s: the vehicle reports %d boots, reset cause %q; want 2 or more, reboot", sc.Name, arch, res.BootCount, res.ResetCause)
+					}
 					t.Logf("%s on %s: passed in %.1fs", sc.Name, arch, res.Duration.Seconds())
 				})
 			}
