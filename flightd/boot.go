@@ -49,7 +49,7 @@ func (d *daemon) boot(ctx context.Context) error {
 	now := d.clock.Now()
 	bootID := d.opt.BootID
 	if bootID == "" {
-		if id, err := watchdog.KernelBootID(); err == nil {
+		if id, err := watchdog.ReadBootID(d.cfg.Boot.BootIDFile); err == nil {
 			bootID = id
 		}
 	}

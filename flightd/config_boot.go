@@ -48,6 +48,12 @@ type BootConfig struct {
 	// RecordDir holds the reset-cause record (last-reset.json); empty means
 	// slots.state_dir.
 	RecordDir string `json:"record_dir,omitempty"`
+	// BootIDFile is the file this boot's id is read from, which tells a
+	// new boot from flightd restarted within one; empty means the
+	// kernel's /proc/sys/kernel/random/boot_id. A bench board that models
+	// boots without booting a kernel (hil's virtual board) writes a fresh
+	// id there at each boot.
+	BootIDFile string `json:"boot_id_file,omitempty"`
 	// Reboot is the reboot action, an argv run when flightd reboots the
 	// board (activation, rollback, the reboot command); empty means
 	// ["/bin/systemctl", "reboot"].

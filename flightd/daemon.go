@@ -52,8 +52,9 @@ type Options struct {
 	Reboot func(ctx context.Context) error
 	// RunCheck runs one health check; nil runs its command.
 	RunCheck func(ctx context.Context, h HealthCheck) error
-	// BootID is this boot's kernel boot id ("" reads it from /proc,
-	// and records every start as a boot if that fails).
+	// BootID is this boot's kernel boot id ("" reads it from
+	// boot.boot_id_file, default /proc, and records every start as a
+	// boot if that fails).
 	BootID string
 	// Ready, if set, is called once the daemon is up (epoch bumped,
 	// reconciled, links open) with its status function.

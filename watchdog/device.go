@@ -178,8 +178,16 @@ func RecordBootReset(dir, bootID string, st BootStatus, slot string, now time.Ti
 const bootIDFile = "/proc/sys/kernel/random/boot_id"
 
 // KernelBootID returns this boot's id from /proc/sys/kernel/random/boot_id.
-func KernelBootID() (string, error) {
-	f, err := os.Open(bootIDFile)
+func KernelBootID() (string, error) { return ReadBootID("") }
+
+// ReadBootID returns the boot id in file path ("" is the kernel's,
+// /proc/sys/kernel/random/boot_id): a bench board that models boots
+// without booting a kernel publishes a fresh id per boot in a file.
+func ReadBootID(path string) (string, error) {
+	if path == "" {
+		path = bootIDFile
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("watchdog: boot id: %w", err)
 	}
@@ -191,7 +199,7 @@ func KernelBootID() (string, error) {
 	}
 	id := strings.TrimSpace(string(buf))
 	if id == "" || len(buf) == 64 {
-		return "", fmt.Errorf("watchdog: boot id: %s holds %q, want a UUID", bootIDFile, buf)
+		return "", fmt.Errorf("watchdog: boot id: %s holds %q, want a UUID", path, buf)
 	}
 	return id, nil
 }

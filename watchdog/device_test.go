@@ -3,6 +3,7 @@ package watchdog
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -75,6 +76,30 @@ func TestRecordBootResetOncePerBoot(t *testing.T) {
 		if id, err := KernelBootID(); err != nil || len(id) != 36 {
 			t.Fatalf("KernelBootID = %q, %v", id, err)
 		}
+	}
+}
+
+// TestReadBootID: a boot id file (a bench board's) is read as the
+// kernel's is; an empty or oversized file is refused.
+func TestReadBootID(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, s string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if id, err := ReadBootID(write("ok", "0f4c3b1e-5a6d-4e7f-8a9b-0c1d2e3f4a5b\n")); err != nil || id != "0f4c3b1e-5a6d-4e7f-8a9b-0c1d2e3f4a5b" {
+		t.Fatalf("ReadBootID = %q, %v", id, err)
+	}
+	for _, bad := range []string{"", "\n", strings.Repeat("x", 100)} {
+		if id, err := ReadBootID(write("bad", bad)); err == nil {
+			t.Errorf("%q read as %q", bad, id)
+		}
+	}
+	if _, err := ReadBootID(filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing file read")
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bootorbit/bootorbit/hil/board"
+	"github.com/bootorbit/bootorbit/hil/images"
 	"github.com/bootorbit/bootorbit/hil/realboard"
 	"github.com/bootorbit/bootorbit/hil/scenario"
 	"github.com/bootorbit/bootorbit/internal/cli"
@@ -24,7 +26,8 @@ func init() {
 			Short: "run scenarios: groundd and the virtual board (flightd as a process) over the link emulator, with faults; check the outcome; report",
 			Long: `Run builds flightd for --arch (arm64 runs under qemu-user: qemu-aarch64-static,
 called explicitly unless binfmt_misc runs arm64 binaries), generates the
-synthetic image pair, and runs each scenario: groundd in-process, the virtual
+synthetic image set (and signs the Debian pair's when a scenario names it),
+and runs each scenario: groundd in-process, the virtual
 board (directory slots, a U-Boot environment file, the bootloader model, a
 watchdog that resets the board) and hil/link between them, the scenario's
 faults at their phases, until the expected outcome holds or the scenario's
@@ -32,7 +35,19 @@ timeout passes.
 
 A SCENARIO is a shipped scenario's name (hil/scenarios: --list shows them)
 or a scenario file (JSON, docs/hil.md "Scenarios"). --all runs every
-shipped scenario, --short the quick subset.
+shipped scenario but the long ones, --short the quick subset, --long adds
+the long ones.
+
+The long scenarios run on the realistic Debian pair ("images": "debian":
+Debian bookworm and its security upgrade, 85 MB compressed each, a 3 MB
+delta), which a fresh clone does not have: build it once, as root, with
+hil/deltabench/mkimages.sh testdata-gen (a few minutes; debootstrap, umoci
+and deb.debian.org), then run from the repository, or name its layout with
+--debian-layout or $BOOTORBIT_DEBIAN_LAYOUT. The pair is linked into the
+run's directory and signed there with the bench's release key; the layout
+is only read. Run them as root (the images' files belong to root and
+other users). Under qemu-user their slot write outlasts their 20 s
+watchdog, which flightd does not pet during a write: give --watchdog-timeout.
 
 It prints a summary a person reads (--json: the whole report as JSON) and
 writes JUnit XML with --junit. Exit status 1 if a scenario failed.
@@ -49,6 +64,9 @@ an image that hangs at boot, unless the bench sets image_behaviour) is
 reported as skipped, with the reason.`,
 			Example: `  hil run --all
   hil run --short --junit .ci/out/hil-junit.xml
+  sudo hil/deltabench/mkimages.sh testdata-gen && sudo hil run --all --long
+  hil run nominal-debian-sband --debian-layout /srv/testdata-gen/oci
+  hil run nominal-debian-leo-fast --arch arm64 --watchdog-timeout 180s
   hil run watchdog-rollback --arch arm64
   hil run my-scenario.json --keep /tmp/hil-run -v
   hil run --board bench.json nominal-leo-fast powercut-receive`,
@@ -58,11 +76,15 @@ reported as skipped, with the reason.`,
 		fs.BoolVar(&f.all, "all", false, "run every shipped scenario")
 		fs.BoolVar(&f.short, "short", false, "run the quick subset of the shipped scenarios")
 		fs.BoolVar(&f.list, "list", false, "list the shipped scenarios and exit")
+		fs.BoolVar(&f.long, "long", false, "with --all, run the long scenarios too (the Debian pair: see above)")
+		fs.StringVar(&f.debian, "debian-layout", cmp.Or(os.Getenv(images.DebianLayoutEnv), images.DefaultDebianLayout),
+			"the OCI layout `DIR` hil/deltabench/mkimages.sh wrote, for the scenarios on the Debian pair (env "+images.DebianLayoutEnv+")")
 		fs.StringVar(&f.arch, "arch", runtime.GOARCH, "flightd's architecture: amd64, arm64 (qemu-user), ...")
 		fs.StringVar(&f.junit, "junit", "", "write the report as JUnit XML to `FILE`")
 		fs.StringVar(&f.board, "board", "", "run on the real board of the bench configuration `FILE` (JSON, hil/realboard) instead of the virtual board")
 		fs.StringVar(&f.keep, "keep", "", "work in `DIR` and keep it (boards, logs, stores); default a temporary directory, removed")
 		fs.Uint64Var(&f.seed, "seed", 1, "seed of the images, keys and link faults")
+		fs.DurationVar(&f.watchdog, "watchdog-timeout", 0, "the board's watchdog timeout for every scenario (0: each scenario's, default 3s); flightd does not pet during a slot write, which takes minutes for the Debian pair under qemu-user (docs/hil.md, Findings)")
 		cli.SizeVar(fs, &f.size, "image-size", 3<<20, "approximate size of the synthetic base image")
 		cli.JSONFlag(c, &f.json)
 		cli.VerboseFlag(c, &f.verbose)
@@ -71,25 +93,31 @@ reported as skipped, with the reason.`,
 }
 
 type runFlags struct {
-	all, short, list, json, verbose bool
-	arch, junit, keep, board        string
-	seed                            uint64
-	size                            int64
+	all, short, list, long, json, verbose bool
+	arch, junit, keep, debian, board      string
+	seed                                  uint64
+	watchdog                              time.Duration
+	size                                  int64
 }
 
 func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
 	ctx, stdout, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
 	if f.list {
-		all, err := scenario.Shipped(false)
+		all, err := scenario.ShippedAll()
 		if err != nil {
 			return err
 		}
 		for _, s := range all {
-			short := ""
-			if s.Short {
-				short = " (short)"
+			mark := ""
+			switch {
+			case s.Short:
+				mark = " (short)"
+			case s.Long && s.Pair() == images.PairDebian:
+				mark = " (long: the Debian pair of hil/deltabench/mkimages.sh, built as root beforehand, and minutes per run; --long or by name)"
+			case s.Long:
+				mark = " (long: --long or by name)"
 			}
-			fmt.Fprintf(stdout, "%-24s %s%s\n", s.Name, s.Description, short)
+			fmt.Fprintf(stdout, "%-24s %s%s\n", s.Name, s.Description, mark)
 		}
 		return nil
 	}
@@ -97,6 +125,13 @@ func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
 	switch {
 	case (f.all || f.short) && len(args) > 0:
 		return cli.Usagef("name scenarios or give --all/--short, not both")
+	case f.long && !f.all:
+		return cli.Usagef("--long adds the long scenarios to --all")
+	case f.all && f.long:
+		var err error
+		if scs, err = scenario.ShippedAll(); err != nil {
+			return err
+		}
 	case f.all || f.short:
 		var err error
 		if scs, err = scenario.Shipped(f.short && !f.all); err != nil {
@@ -150,6 +185,8 @@ func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
 			return err
 		}
 	}
+	env.DebianLayout = f.debian
+	env.WatchdogTimeout = f.watchdog
 	if f.verbose {
 		env.FlightdLog = stderr
 		env.Progress = func(name, line string) { fmt.Fprintf(stderr, "[%s] %s\n", name, line) }
@@ -162,6 +199,9 @@ func runScenarios(c *cobra.Command, args []string, f *runFlags) error {
 		rep.Board = "virtual (qemu-user)"
 	}
 	for _, s := range scs {
+		if err := ctx.Err(); err != nil {
+			return err // interrupted: the remaining scenarios would fail at once
+		}
 		fmt.Fprintf(stderr, "running %s...\n", s.Name)
 		res, err := scenario.Run(ctx, env, s)
 		if err != nil {

@@ -22,6 +22,9 @@
 //   - The booted image says how it behaves (hil/images.BehaviourFile): an
 //     image that "hangs" never starts flightd, so only the watchdog gets
 //     the board out; an "unhealthy" image fails flightd's health check.
+//   - Every boot writes a fresh boot id to a file flightd reads
+//     (boot.boot_id_file), as the kernel draws one per boot: flightd
+//     tells a boot from a restart of itself by it.
 //   - The power switch SIGKILLs flightd at once. Unsynced data survives in
 //     the host's page cache (no root, no block device here): flightd's own
 //     power-cut tests drop it; the board proves the restart paths.
@@ -29,6 +32,7 @@ package board
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -115,7 +119,7 @@ type Board struct {
 }
 
 type paths struct {
-	state, slotA, slotB, cmdline, env, watchdog, config, uplink string
+	state, slotA, slotB, cmdline, bootID, env, watchdog, config, uplink string
 }
 
 // envSize is the U-Boot environment's size.
@@ -154,7 +158,7 @@ func New(cfg Config) (*Board, error) {
 		return nil, fmt.Errorf("board: %w", err)
 	}
 	p := paths{state: filepath.Join(dir, "state"), slotA: filepath.Join(dir, "slot-a"), slotB: filepath.Join(dir, "slot-b"),
-		cmdline: filepath.Join(dir, "cmdline"), env: filepath.Join(dir, "uboot.env"), watchdog: filepath.Join(dir, "watchdog"),
+		cmdline: filepath.Join(dir, "cmdline"), bootID: filepath.Join(dir, "boot_id"), env: filepath.Join(dir, "uboot.env"), watchdog: filepath.Join(dir, "watchdog"),
 		config: filepath.Join(dir, "flightd.json"), uplink: filepath.Join(dir, "state", "uplink")}
 	for _, d := range []string{p.state, p.slotA, p.slotB} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -222,9 +226,14 @@ func (b *Board) factory() error {
 	if err != nil {
 		return fmt.Errorf("board: %w", err)
 	}
-	layers := make([]io.Reader, len(b.cfg.Factory.Tars))
-	for i, t := range b.cfg.Factory.Tars {
-		layers[i] = strings.NewReader(string(t))
+	rcs, err := b.cfg.Factory.OpenLayers()
+	if err != nil {
+		return fmt.Errorf("board: factory image: %w", err)
+	}
+	layers := make([]io.Reader, len(rcs))
+	for i, r := range rcs {
+		defer r.Close()
+		layers[i] = r
 	}
 	if _, err := m.Install(context.Background(), slots.A, slots.Image{Label: b.cfg.Factory.Manifest.String(), Layers: layers}); err != nil {
 		return fmt.Errorf("board: factory install: %w", err)
@@ -337,6 +346,11 @@ func (b *Board) bootLocked() error {
 			if err := os.WriteFile(b.paths.cmdline, []byte("console=ttyS0 watchdog.open_timeout=120 "+dec.Cmdline()+"\n"), 0o644); err != nil {
 				return fmt.Errorf("board: %w", err)
 			}
+			// Each boot its own id, as the kernel draws one: flightd
+			// tells a boot from a restart of itself by it.
+			if err := os.WriteFile(b.paths.bootID, []byte(newBootID()+"\n"), 0o644); err != nil {
+				return fmt.Errorf("board: %w", err)
+			}
 			b.event("boot", dec.Slot, "")
 			break
 		}
@@ -439,6 +453,7 @@ func (b *Board) config() ([]byte, error) {
 			"uboot_env":          []any{map[string]any{"path": b.paths.env, "offset": 0, "size": envSize}},
 			"attempts":           b.cfg.Attempts,
 			"watchdog":           b.paths.watchdog,
+			"boot_id_file":       b.paths.bootID,
 			"watchdog_timeout_s": int(b.cfg.WatchdogTimeout / time.Second),
 			"reboot":             []string{"/bin/true"},
 		},
@@ -565,4 +580,12 @@ func (b *Board) StagedBytes() int64 {
 		return nil
 	})
 	return n
+}
+
+// newBootID draws a boot id shaped as the kernel's (a random UUID).
+func newBootID() string {
+	var u [16]byte
+	rand.Read(u[:])
+	u[6], u[8] = u[6]&0x0f|0x40, u[8]&0x3f|0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:])
 }

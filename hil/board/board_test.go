@@ -14,6 +14,7 @@ import (
 	"github.com/bootorbit/bootorbit/hil/board"
 	"github.com/bootorbit/bootorbit/hil/images"
 	"github.com/bootorbit/bootorbit/internal/testrand"
+	"github.com/bootorbit/bootorbit/watchdog"
 )
 
 // waitFor polls cond (a real process runs: there is no clock to move)
@@ -94,6 +95,16 @@ func TestBoardBootsPetsAndResets(t *testing.T) {
 	waitFor(t, "flightd pets after power-on", 20*time.Second, b.Petted)
 	if n, r := b.Count("boot"), b.Count("watchdog_reset"); n != 2+r {
 		t.Fatalf("%d boots, want 2 and one per watchdog reset (%d): %+v", n, r, b.Events())
+	}
+	// Every boot has its own boot id, so flightd records each boot (its
+	// reset record counts them) instead of taking every start for a
+	// restart within the first boot.
+	rec, err := watchdog.ReadResetRecord(filepath.Join(dir, "board", "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Count("boot"); rec.Count != uint64(n) {
+		t.Fatalf("flightd recorded %d boots (boot id %q), the board made %d", rec.Count, rec.BootID, n)
 	}
 	cancel()
 	<-done

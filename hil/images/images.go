@@ -19,8 +19,10 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -379,15 +381,10 @@ func Generate(ctx context.Context, o Options) (*Set, error) {
 		return nil, fmt.Errorf("images: %w", err)
 	}
 	rng := rand.New(rand.NewPCG(o.Seed, 0x1a2b3c4d))
-	kf, err := gimages.GenerateKey(filepath.Join(o.Dir, "release"), o.KeyID, seedReader{rand.New(rand.NewPCG(o.Seed, 0x6b6579))})
+	s, priv, err := newSet(o)
 	if err != nil {
-		return nil, fmt.Errorf("images: %w", err)
+		return nil, err
 	}
-	_, priv, err := gimages.ReadPrivateKey(kf.Private)
-	if err != nil {
-		return nil, fmt.Errorf("images: %w", err)
-	}
-	s := &Set{Layout: filepath.Join(o.Dir, "layout"), ReleaseKey: kf.Private, ReleasePub: kf.Public, KeyID: o.KeyID, Hardware: o.Hardware}
 	base, upd := layers(rng, o.Size)
 	shadowed, reuse := shadowLayers(rand.New(rand.NewPCG(o.Seed, 0x5ad0)), upd)
 	for _, x := range []struct {
@@ -409,16 +406,74 @@ func Generate(ctx context.Context, o Options) (*Set, error) {
 			return nil, err
 		}
 		im.Version, im.Behaviour = x.version, x.beh
-		ref, err := gimages.ParseRef(im.Ref)
-		if err != nil {
-			return nil, fmt.Errorf("images: %w", err)
-		}
-		if _, _, err := gimages.Sign(ctx, ref, gimages.Options{Platform: o.Platform}, o.KeyID, priv, x.version, o.Hardware); err != nil {
-			return nil, fmt.Errorf("images: sign %s: %w", x.name, err)
+		if err := sign(ctx, im, o, priv); err != nil {
+			return nil, err
 		}
 		*x.im = im
 	}
 	return s, nil
+}
+
+// newSet generates the release key of the set (from the seed: the same
+// key for the synthetic and the Debian pair of one seed) into o.Dir.
+func newSet(o Options) (*Set, ed25519.PrivateKey, error) {
+	kf, err := gimages.GenerateKey(filepath.Join(o.Dir, "release"), o.KeyID, seedReader{rand.New(rand.NewPCG(o.Seed, 0x6b6579))})
+	if err != nil {
+		return nil, nil, fmt.Errorf("images: %w", err)
+	}
+	_, priv, err := gimages.ReadPrivateKey(kf.Private)
+	if err != nil {
+		return nil, nil, fmt.Errorf("images: %w", err)
+	}
+	return &Set{Layout: filepath.Join(o.Dir, "layout"), ReleaseKey: kf.Private, ReleasePub: kf.Public, KeyID: o.KeyID, Hardware: o.Hardware}, priv, nil
+}
+
+// sign attaches im's release signature (its version, o's hardware) to
+// the layout, as `groundd sign` does.
+func sign(ctx context.Context, im Image, o Options, priv ed25519.PrivateKey) error {
+	ref, err := gimages.ParseRef(im.Ref)
+	if err != nil {
+		return fmt.Errorf("images: %w", err)
+	}
+	if _, _, err := gimages.Sign(ctx, ref, gimages.Options{Platform: o.Platform}, o.KeyID, priv, im.Version, o.Hardware); err != nil {
+		return fmt.Errorf("images: sign %s: %w", im.Name, err)
+	}
+	return nil
+}
+
+// OpenLayers opens the image's layers, bottom first, as uncompressed
+// tars: from Tars when the set holds them in memory (the synthetic set),
+// else from the layout, each verified against its diff_id as it is read
+// (the Debian pair: hundreds of MB). The caller closes every reader.
+func (im Image) OpenLayers() ([]io.ReadCloser, error) {
+	if len(im.Tars) > 0 {
+		rs := make([]io.ReadCloser, len(im.Tars))
+		for i, t := range im.Tars {
+			rs[i] = io.NopCloser(bytes.NewReader(t))
+		}
+		return rs, nil
+	}
+	ref, err := oci.ParseRef(im.Ref)
+	if err != nil {
+		return nil, fmt.Errorf("images: %w", err)
+	}
+	ref.Tag, ref.Digest = "", im.Manifest
+	oim, err := oci.Open(ref)
+	if err != nil {
+		return nil, fmt.Errorf("images: %s: %w", im.Name, err)
+	}
+	var rs []io.ReadCloser
+	for i := range oim.Layers() {
+		r, err := oim.OpenLayer(i)
+		if err != nil {
+			for _, r := range rs {
+				r.Close()
+			}
+			return nil, fmt.Errorf("images: %s: %w", im.Name, err)
+		}
+		rs = append(rs, r)
+	}
+	return rs, nil
 }
 
 // write adds the image of ls to the layout under tag: each layer a

@@ -14,9 +14,26 @@ import (
 	"github.com/bootorbit/bootorbit/hil/scenarios"
 )
 
-// Shipped returns the shipped scenarios (hil/scenarios), sorted by name:
-// all of them, or only those marked short.
+// Shipped returns the shipped scenarios (hil/scenarios), sorted by name,
+// but the long ones (Scenario.Long): all the others, or only those marked
+// short.
 func Shipped(short bool) ([]*Scenario, error) {
+	all, err := ShippedAll()
+	if err != nil {
+		return nil, err
+	}
+	var out []*Scenario
+	for _, s := range all {
+		if !s.Long && (!short || s.Short) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// ShippedAll returns every shipped scenario, the long ones (Scenario.Long)
+// too, sorted by file name.
+func ShippedAll() ([]*Scenario, error) {
 	names, err := fs.Glob(scenarios.FS, "*.json")
 	if err != nil {
 		return nil, err
@@ -33,9 +50,7 @@ func Shipped(short bool) ([]*Scenario, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", n, err)
 		}
-		if !short || s.Short {
-			out = append(out, s)
-		}
+		out = append(out, s)
 	}
 	return out, nil
 }
@@ -44,7 +59,7 @@ func Shipped(short bool) ([]*Scenario, error) {
 // file.
 func Find(arg string) (*Scenario, error) {
 	if !strings.ContainsAny(arg, "/.") {
-		all, err := Shipped(false)
+		all, err := ShippedAll()
 		if err != nil {
 			return nil, err
 		}
@@ -94,6 +109,18 @@ func (r *Report) WriteSummary(w io.Writer) error {
 			res = "FAIL"
 		}
 		fmt.Fprintf(w, "  %-24s %-6s %-9s %6.1fs  %-6s %-8d %-11s %s\n", x.Name, res, x.Profile, x.Duration.Seconds(), x.Booted, x.Version, x.Outcome, slotList(x.Slots))
+	}
+	fmt.Fprintf(w, "\nuplinks (image as stored, bundle sent, queued to installed, of which the transfer and the install; flightd's peak RSS):\n")
+	for _, x := range r.Results {
+		for _, u := range x.Updates {
+			rss := "-"
+			if u.FlightdRSS > 0 {
+				rss = fmt.Sprintf("%.1f MiB", float64(u.FlightdRSS)/(1<<20))
+			}
+			fmt.Fprintf(w, "  %-24s %-9s %s v%d: image %.1f MB in %d layer(s), bundle %.2f MB, uplink %.1fs (transfer %s, install %s), RSS %s\n",
+				x.Name, x.Images, u.Image, u.Version, float64(u.ImageBytes)/1e6, u.Layers, float64(u.BundleBytes)/1e6,
+				u.Uplink.Seconds(), orDash(u.Transfer), orDash(u.Install), rss)
+		}
 	}
 	skipped := 0
 	for _, x := range r.Results {
@@ -214,3 +241,12 @@ func (r *Report) WriteJUnit(w io.Writer) error {
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
+
+// orDash formats a measured time, "-" for one not measured (a slot write
+// shorter than the runner's 100 ms poll is not seen).
+func orDash(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fs", d.Seconds())
+}

@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -18,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/groundd"
 	"github.com/bootorbit/bootorbit/hil/board"
 	"github.com/bootorbit/bootorbit/hil/images"
@@ -36,14 +38,22 @@ const (
 )
 
 // Env is what the scenarios of one run share: the flightd binary for the
-// architecture, and the image set.
+// architecture, and the image sets.
 type Env struct {
 	Dir      string
 	Arch     string
 	Flightd  string
 	Emulator []string
-	Images   *images.Set
-	Seed     uint64
+	// Images is the synthetic set; DebianLayout the OCI layout
+	// hil/deltabench/mkimages.sh wrote (OUTDIR/oci), from which the
+	// Debian set is made and signed the first time a scenario asks for it.
+	Images       *images.Set
+	DebianLayout string
+	Seed         uint64
+	// WatchdogTimeout, if set, replaces every scenario's board watchdog
+	// timeout (Scenario.WatchdogTimeout): flightd under qemu-user writes
+	// the Debian pair's slot for longer than the scenarios allow on amd64.
+	WatchdogTimeout time.Duration
 	// Log receives the runner's progress (nil: discarded); FlightdLog
 	// flightd's own log (nil: a file per scenario).
 	Log        *slog.Logger
@@ -57,6 +67,30 @@ type Env struct {
 	NewBoard NewBoardFunc
 	Board    string
 	Limits   Limits
+
+	debianOnce sync.Once
+	debian     *images.Set
+	debianErr  error
+}
+
+// Pair returns the image set of the pair named (images.PairSynthetic,
+// images.PairDebian).
+func (e *Env) Pair(ctx context.Context, name string) (*images.Set, error) {
+	switch name {
+	case "", images.PairSynthetic:
+		return e.Images, nil
+	case images.PairDebian:
+		e.debianOnce.Do(func() {
+			if e.DebianLayout == "" {
+				e.debianErr = images.ErrNoDebianPair
+				return
+			}
+			e.debian, e.debianErr = images.Debian(ctx, images.DebianOptions{Source: e.DebianLayout, Dir: filepath.Join(e.Dir, "debian"),
+				Seed: e.Seed, Hardware: hardware})
+		})
+		return e.debian, e.debianErr
+	}
+	return nil, fmt.Errorf("scenario: no image pair %q", name)
 }
 
 // Prepare builds flightd for arch (host's if empty) and generates the
@@ -84,6 +118,7 @@ type Result struct {
 	Name    string `json:"name"`
 	Arch    string `json:"arch"`
 	Board   string `json:"board"`
+	Images  string `json:"images"`
 	Profile string `json:"profile"`
 	Seed    uint64 `json:"seed"`
 	Passed  bool   `json:"passed"`
@@ -94,8 +129,13 @@ type Result struct {
 	// Timeline is what happened, step by step.
 	Timeline []string `json:"timeline"`
 	// Final is what the run ended with.
-	Booted        string            `json:"booted"`
-	Outcome       string            `json:"outcome"`
+	Booted  string `json:"booted"`
+	Outcome string `json:"outcome"`
+	// ResetCause and BootCount are the vehicle's last hk.boot: why the
+	// board last came up, and the boots flightd recorded (one per boot
+	// id: a boot whose image hangs never runs flightd).
+	ResetCause    string            `json:"reset_cause"`
+	BootCount     uint64            `json:"boot_count"`
 	Version       uint64            `json:"version"`
 	Slots         map[string]string `json:"slots"`
 	Uplinks       []string          `json:"uplinks"`
@@ -111,11 +151,37 @@ type Result struct {
 	// the size of each update's.
 	BundleBytes uint64   `json:"bundle_bytes"`
 	Bundles     []uint64 `json:"bundles"`
+	// Updates are each uplink's figures.
+	Updates []UpdateFigures `json:"updates,omitempty"`
+}
+
+// UpdateFigures are one uplink's sizes and times, as the runner saw them
+// (the ground's queue and the board's slot state, polled every 100 ms).
+type UpdateFigures struct {
+	Image   string `json:"image"`
+	Version uint64 `json:"version"`
+	// ImageBytes are the image's layer blobs as stored (compressed),
+	// Layers their count.
+	ImageBytes int64 `json:"image_bytes"`
+	Layers     int   `json:"layers"`
+	// BundleBytes is the bundle sent (the delta).
+	BundleBytes uint64 `json:"bundle_bytes"`
+	// Uplink runs from queueing to the ground's done (the vehicle
+	// installed it); Transfer from the first chunk the vehicle held to
+	// the slot write's start; Install from the slot write's start to the
+	// ground's done (its report's return trip included).
+	Uplink   time.Duration `json:"uplink_ns"`
+	Transfer time.Duration `json:"transfer_ns,omitempty"`
+	Install  time.Duration `json:"install_ns,omitempty"`
+	// FlightdRSS is flightd's peak resident set (VmHWM) after the
+	// install, in bytes (0: not read; under qemu-user it is qemu's).
+	FlightdRSS int64 `json:"flightd_rss,omitempty"`
 }
 
 // run is one scenario's state.
 type run struct {
 	env   *Env
+	set   *images.Set // the scenario's image pair
 	sc    *Scenario
 	dir   string
 	res   *Result
@@ -163,7 +229,7 @@ func Run(ctx context.Context, env *Env, sc *Scenario) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	r := &run{env: env, sc: sc, dir: filepath.Join(env.Dir, "runs", sc.Name), start: time.Now(), log: env.Log, fired: map[int]bool{},
-		res: &Result{Name: sc.Name, Arch: env.Arch, Board: orDefault(env.Board, "virtual"), Profile: sc.Link.Profile, Seed: env.Seed}}
+		res: &Result{Name: sc.Name, Arch: env.Arch, Board: orDefault(env.Board, "virtual"), Images: sc.Pair(), Profile: sc.Link.Profile, Seed: env.Seed}}
 	if why := sc.SkipReason(env.Limits); why != "" {
 		r.res.Skipped = "skipped on a real board: " + why
 		return r.res, nil
@@ -175,7 +241,12 @@ func Run(ctx context.Context, env *Env, sc *Scenario) (*Result, error) {
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("scenario: %w", err)
 	}
-	err := r.setup(ctx)
+	set, err := env.Pair(ctx, sc.Pair())
+	if err != nil {
+		return nil, err
+	}
+	r.set = set
+	err = r.setup(ctx)
 	if err == nil {
 		err = r.play(ctx)
 	}
@@ -245,7 +316,7 @@ func (r *run) setup(ctx context.Context) error {
 	if maxFrame == 0 || maxFrame > 1024 {
 		maxFrame = 1024
 	}
-	set := r.env.Images
+	set := r.set
 	newBoard := r.env.NewBoard
 	if newBoard == nil {
 		newBoard = func(_ context.Context, cfg board.Config) (Board, error) {
@@ -259,7 +330,7 @@ func (r *run) setup(ctx context.Context) error {
 	r.brd, err = newBoard(ctx, board.Config{Dir: filepath.Join(r.dir, "board"), Flightd: r.env.Flightd, Emulator: r.env.Emulator,
 		Vehicle: vehicleID, Hardware: hardware, MaxFrame: maxFrame,
 		GroundPub: groundPub, GroundKeyID: groundKeyID, ReleasePub: set.ReleasePub, ReleaseKeyID: set.KeyID, VehicleKey: macFile,
-		Factory: set.Base, Attempts: 3, Output: out, Log: r.log})
+		Factory: set.Base, Attempts: 3, WatchdogTimeout: cmp.Or(r.env.WatchdogTimeout, time.Duration(r.sc.WatchdogTimeout)), Output: out, Log: r.log})
 	if err != nil {
 		return err
 	}
@@ -323,7 +394,7 @@ func (r *run) setup(ctx context.Context) error {
 	if err := r.brd.PowerOn(); err != nil {
 		return err
 	}
-	r.step("board on (%s): %s flightd booted slot A (%s, version 1); link %s (time x%g)", r.res.Board, r.env.Arch, short(set.Base.Manifest.String()), spec.Name, spec.TimeScale)
+	r.step("board on (%s): %s flightd booted slot A (%s image %s, version %d); link %s (time x%g)", r.res.Board, r.env.Arch, r.sc.Pair(), short(set.Base.Manifest.String()), set.Base.Version, spec.Name, spec.TimeScale)
 	return nil
 }
 
@@ -341,7 +412,7 @@ func (r *run) startGround(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := d.RegisterImage(ctx, r.env.Images.Base.Ref); err != nil {
+	if _, err := d.RegisterImage(ctx, r.set.Base.Ref); err != nil {
 		d.Close()
 		return err
 	}
@@ -418,7 +489,7 @@ func poll(ctx context.Context, limit time.Duration, cond func() (bool, error)) e
 // play runs the updates with their faults, then waits for the expected
 // outcome.
 func (r *run) play(ctx context.Context) error {
-	set := r.env.Images
+	set := r.set
 	attempts := r.sc.Attempts
 	if attempts == 0 {
 		attempts = 2
@@ -433,7 +504,12 @@ func (r *run) play(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.step("queued uplink %d: %s (version %d, %s) for slot %s", up.ID, u.Image, im.Version, short(im.Manifest.String()), strings.ToUpper(target))
+		fig := UpdateFigures{Image: u.Image, Version: im.Version}
+		fig.ImageBytes, fig.Layers = imageBytes(im)
+		queued := time.Now()
+		var firstChunk, writeStart time.Time
+		r.step("queued uplink %d: %s (version %d, %s, %d layer(s), %.1f MB) for slot %s", up.ID, u.Image, im.Version, short(im.Manifest.String()),
+			fig.Layers, float64(fig.ImageBytes)/1e6, strings.ToUpper(target))
 		stopWatch := r.watchBoard(ctx, i, target)
 		receiving, installing := false, false
 		lastPct := -1
@@ -452,7 +528,7 @@ func (r *run) play(ctx context.Context) error {
 					continue
 				}
 				if !receiving && t.Chunks > 0 {
-					receiving = true
+					receiving, firstChunk = true, time.Now()
 					r.step("bundle transfer under way: %d bytes in %d chunks", t.Size, t.Total)
 					r.phase(ctx, i, PhaseReceive)
 				}
@@ -462,7 +538,7 @@ func (r *run) play(ctx context.Context) error {
 				}
 			}
 			if !installing && r.writing(target) {
-				installing = true
+				installing, writeStart = true, time.Now()
 				r.step("slot %s being written", strings.ToUpper(target))
 				r.phase(ctx, i, PhaseInstall)
 			}
@@ -479,6 +555,24 @@ func (r *run) play(ctx context.Context) error {
 				}
 				r.res.BundleBytes += size
 				r.res.Bundles = append(r.res.Bundles, size)
+				done := time.Now()
+				fig.BundleBytes, fig.Uplink = size, done.Sub(queued)
+				// The ground learns of chunks from the vehicle's reports: a
+				// small bundle can be written before it hears of the first.
+				if !firstChunk.IsZero() && writeStart.After(firstChunk) {
+					fig.Transfer = writeStart.Sub(firstChunk)
+				}
+				if !writeStart.IsZero() {
+					fig.Install = done.Sub(writeStart)
+				}
+				// A local board's flightd is a process here; a real
+				// board's RSS is not read over SSH (shown as "-").
+				if p, ok := r.brd.(interface{ Pid() int }); ok {
+					fig.FlightdRSS = peakRSS(p.Pid())
+				}
+				r.mu.Lock()
+				r.res.Updates = append(r.res.Updates, fig)
+				r.mu.Unlock()
 				r.step("uplink %d done: the vehicle installed it (%d plan(s), bundle %d bytes)", up.ID, len(ul.Plans), size)
 				return true, nil
 			case groundd.UplinkFailed, groundd.UplinkExpired, groundd.UplinkCancelled:
@@ -799,7 +893,7 @@ func (r *run) collect() {
 		r.res.Version = 0
 		for _, s := range v.Slots {
 			if strings.EqualFold(s.Name, r.res.Booted) {
-				r.res.Version = s.Version
+				r.res.Version = slotVersion(s, r.set)
 			}
 		}
 	}
@@ -826,6 +920,10 @@ func (r *run) collect() {
 			if v, ok := toUint(rec.Values["last_outcome"]); ok {
 				r.res.Outcome = dict.EnumBootOutcome.NameOf(v)
 			}
+			if v, ok := toUint(rec.Values["reset_cause"]); ok {
+				r.res.ResetCause = dict.EnumResetCause.NameOf(v)
+			}
+			r.res.BootCount, _ = toUint(rec.Values["boot_count"])
 		}
 		if rec.Kind == "tm" && rec.Name == dict.HKCounters.Name {
 			for i := 1; i <= dict.TopDrops; i++ {
@@ -920,4 +1018,60 @@ func (r *run) check(final bool) bool {
 		r.mu.Unlock()
 	}
 	return len(bad) == 0
+}
+
+// imageBytes sums the image's layer blobs as stored (0 if the layout
+// cannot be read: a figure, not a check).
+func imageBytes(im images.Image) (int64, int) {
+	ref, err := oci.ParseRef(im.Ref)
+	if err != nil {
+		return 0, 0
+	}
+	oim, err := oci.Open(ref)
+	if err != nil {
+		return 0, 0
+	}
+	var n int64
+	for _, l := range oim.Layers() {
+		n += l.Size
+	}
+	return n, len(oim.Layers())
+}
+
+// peakRSS is the peak resident set (VmHWM) of process pid in bytes, 0 if
+// it cannot be read.
+func peakRSS(pid int) int64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" && f[2] == "kB" {
+			var kb int64
+			if _, err := fmt.Sscan(f[1], &kb); err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// slotVersion is the release version of the image in slot s as the
+// report gives it: the vehicle's (hk.slots, from flightd's install
+// record), or, when the vehicle reports none (the factory image, which
+// flightd did not install), the version of the set's image whose manifest
+// the slot's digest names.
+func slotVersion(s groundd.Slot, set *images.Set) uint64 {
+	if s.Version != 0 || len(s.Digest) < 8 || set == nil {
+		return s.Version
+	}
+	for _, im := range []images.Image{set.Base, set.Update, set.Hang, set.Unhealthy} {
+		if im.Manifest != "" && strings.HasPrefix(im.Manifest.Encoded(), s.Digest) {
+			return im.Version
+		}
+	}
+	return 0
 }

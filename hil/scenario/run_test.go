@@ -2,13 +2,17 @@ package scenario_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/xml"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/hil/images"
 	"github.com/bootorbit/bootorbit/hil/scenario"
 	"github.com/bootorbit/bootorbit/internal/testrand"
 )
@@ -35,6 +39,30 @@ func TestShippedParse(t *testing.T) {
 			t.Errorf("no nominal scenario over %s", p)
 		}
 	}
+	// The long ones (the Debian pair) are named or added with --long,
+	// never in --all or --short: a fresh clone and CI do not have the
+	// pair.
+	every, err := scenario.ShippedAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := map[string]bool{}
+	for _, s := range every {
+		if s.Pair() == images.PairDebian && !s.Long {
+			t.Errorf("%s runs on the Debian pair and is not long", s.Name)
+		}
+		if s.Long {
+			long[s.Name] = true
+		}
+	}
+	for _, s := range all {
+		if long[s.Name] {
+			t.Errorf("Shipped lists the long %s", s.Name)
+		}
+	}
+	if len(long) < 2 || len(every) != len(all)+len(long) {
+		t.Errorf("%d long scenarios of %d, %d others", len(long), len(every), len(all))
+	}
 }
 
 // TestParseRefuses: unknown keys, images, faults and phases are refused,
@@ -49,6 +77,13 @@ func TestParseRefuses(t *testing.T) {
 	}
 	if _, err := scenario.Parse(strings.NewReader(`{"name": "x", "bogus": 1}`)); err == nil {
 		t.Error("an unknown key was taken")
+	}
+	_, err = scenario.Parse(strings.NewReader(`{"name": "x", "link": {"profile": "uhf"}, "updates": [{"image": "update"}],
+		"images": "fedora", "short": true, "long": true, "expect": {"booted": "B"}}`))
+	for _, want := range []string{`images "fedora"`, "short and long"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
 	}
 }
 
@@ -128,6 +163,12 @@ func TestScenarios(t *testing.T) {
 					if !res.Passed {
 						t.Fatalf("%s on %s: %s\n%s", sc.Name, arch, strings.Join(res.Failures, "\n"), strings.Join(res.Timeline, "\n"))
 					}
+					// Each boot of the board has its own boot id: flightd
+					// counts the factory boot and the reboot into the
+					// update, and says it rebooted itself.
+					if strings.HasPrefix(sc.Name, "nominal-") && (res.BootCount < 2 || res.ResetCause != "reboot") {
+						t.Fatalf("%s on %s: the vehicle reports %d boots, reset cause %q; want 2 or more, reboot", sc.Name, arch, res.BootCount, res.ResetCause)
+					}
 					t.Logf("%s on %s: passed in %.1fs", sc.Name, arch, res.Duration.Seconds())
 				})
 			}
@@ -181,5 +222,61 @@ func TestSkipOnLimits(t *testing.T) {
 	if rep.Failed() != 0 || !strings.Contains(sum.String(), "SKIP") || !strings.Contains(sum.String(), "1 passed, 0 failed, 1 skipped") ||
 		!strings.Contains(sum.String(), res.Skipped) || !strings.Contains(ju.String(), "<skipped message=") {
 		t.Fatalf("summary:\n%s\njunit:\n%s", sum.String(), ju.String())
+	}
+}
+
+// TestDebianScenarios runs the long scenarios on the Debian pair (-long,
+// as root, with the pair built by hil/deltabench/mkimages.sh: its layout
+// in $BOOTORBIT_DEBIAN_LAYOUT or the repository's testdata-gen/oci).
+func TestDebianScenarios(t *testing.T) {
+	if !testrand.Long() {
+		t.Skip("minutes: run with -long")
+	}
+	layout := cmp.Or(os.Getenv(images.DebianLayoutEnv), filepath.Join("..", "..", images.DefaultDebianLayout))
+	if _, err := os.Stat(filepath.Join(layout, "index.json")); err != nil {
+		t.Skipf("no Debian pair at %s: build it as root with hil/deltabench/mkimages.sh testdata-gen", layout)
+	}
+	if os.Getuid() != 0 {
+		t.Skip("the Debian root filesystem's owners need root")
+	}
+	every, err := scenario.ShippedAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := scenario.Prepare(context.Background(), t.TempDir(), runtime.GOARCH, testrand.New(t).Uint64(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.DebianLayout = layout
+	for _, sc := range every {
+		if sc.Pair() != images.PairDebian {
+			continue
+		}
+		t.Run(sc.Name, func(t *testing.T) {
+			res, err := scenario.Run(context.Background(), env, sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Passed {
+				t.Fatalf("%s: %s\n%s", sc.Name, strings.Join(res.Failures, "\n"), strings.Join(res.Timeline, "\n"))
+			}
+			t.Logf("%s: passed in %.1fs, %+v", sc.Name, res.Duration.Seconds(), res.Updates)
+		})
+	}
+}
+
+// TestSummaryUplinks: the summary gives each uplink's figures, "-" for a
+// time the runner did not see.
+func TestSummaryUplinks(t *testing.T) {
+	rep := &scenario.Report{Arch: "amd64", Board: "virtual", Results: []*scenario.Result{{Name: "nominal-debian-sband", Images: "debian", Passed: true,
+		Updates: []scenario.UpdateFigures{{Image: "update", Version: 2, ImageBytes: 84732723, Layers: 1, BundleBytes: 3231458,
+			Uplink: 118400 * time.Millisecond, Transfer: 90600 * time.Millisecond, FlightdRSS: 30 << 20}}}}}
+	var b bytes.Buffer
+	if err := rep.WriteSummary(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := "nominal-debian-sband     debian    update v2: image 84.7 MB in 1 layer(s), bundle 3.23 MB, uplink 118.4s (transfer 90.6s, install -), RSS 30.0 MiB"
+	if !strings.Contains(b.String(), want) {
+		t.Fatalf("summary lacks %q:\n%s", want, b.String())
 	}
 }

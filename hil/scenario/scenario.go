@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootorbit/bootorbit/hil/images"
 	"github.com/bootorbit/bootorbit/hil/link"
 )
 
@@ -37,9 +38,30 @@ type Scenario struct {
 	Timeout Duration `json:"timeout,omitempty"`
 	// Attempts is the boot attempts the activation gives (default 2).
 	Attempts int `json:"attempts,omitempty"`
+	// WatchdogTimeout is the board's watchdog timeout (default 3s, whole
+	// seconds; flight configurations use a minute). flightd does not pet
+	// while a slot write holds the slots lock (docs/hil.md "Findings"):
+	// the Debian pair's write outlasts 3 s on a loaded machine.
+	WatchdogTimeout Duration `json:"watchdog_timeout,omitempty"`
 	// Short marks the scenarios of the quick subset (the default test
 	// run and CI).
 	Short bool `json:"short,omitempty"`
+	// Images is the image pair: "synthetic" (the default: hil/images'
+	// generated set, a few MB) or "debian" (the realistic pair of
+	// hil/deltabench/mkimages.sh, built beforehand as root).
+	Images string `json:"images,omitempty"`
+	// Long marks the scenarios that take minutes or need what a fresh
+	// clone lacks (the Debian pair): --all and --short leave them out,
+	// --long adds them, naming one runs it.
+	Long bool `json:"long,omitempty"`
+}
+
+// Pair is the scenario's image pair (images.PairSynthetic by default).
+func (s *Scenario) Pair() string {
+	if s.Images == "" {
+		return images.PairSynthetic
+	}
+	return s.Images
 }
 
 // LinkSpec is the link: a hil/link profile, compressed in time, with
@@ -206,6 +228,14 @@ func (s *Scenario) Validate() error {
 	if len(s.Updates) == 0 || len(s.Updates) > 4 {
 		errs = append(errs, fmt.Errorf("updates: want 1..4, got %d", len(s.Updates)))
 	}
+	switch s.Images {
+	case "", images.PairSynthetic, images.PairDebian:
+	default:
+		errs = append(errs, fmt.Errorf("images %q: %s or %s", s.Images, images.PairSynthetic, images.PairDebian))
+	}
+	if s.Short && s.Long {
+		errs = append(errs, errors.New("short and long: a scenario is one or the other"))
+	}
 	for i, u := range s.Updates {
 		if !imageNames[u.Image] {
 			errs = append(errs, fmt.Errorf("updates[%d]: image %q: update, hang, unhealthy, shadowed or reuse", i, u.Image))
@@ -228,6 +258,9 @@ func (s *Scenario) Validate() error {
 	}
 	if s.Expect.Booted != "A" && s.Expect.Booted != "B" {
 		errs = append(errs, fmt.Errorf("expect.booted %q: A or B", s.Expect.Booted))
+	}
+	if wt := time.Duration(s.WatchdogTimeout); wt != 0 && (wt < 3*time.Second || wt > 5*time.Minute) {
+		errs = append(errs, fmt.Errorf("watchdog_timeout %v: 3s..5m", wt))
 	}
 	if s.Attempts < 0 || s.Attempts > 9 {
 		errs = append(errs, fmt.Errorf("attempts %d: 1..9", s.Attempts))
