@@ -315,8 +315,9 @@ func TestStations(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 
-	cluster := etcdtest.Start(t, 3)
+	testtool.Need(t, "skopeo") // before anything starts
 	reg := imagestest.StartRegistry(t, imagestest.RegistryConfig{})
+	cluster := etcdtest.Start(t, 3)
 	set, err := images.Generate(ctx, images.Options{Dir: filepath.Join(dir, "images"), Seed: rng.Uint64(), Hardware: hardware, Size: imageSize})
 	if err != nil {
 		t.Fatal(err)
