@@ -316,7 +316,9 @@ func TestStations(t *testing.T) {
 	dir := t.TempDir()
 
 	testtool.Need(t, "skopeo") // before anything starts
+	regStart := time.Now()
 	reg := imagestest.StartRegistry(t, imagestest.RegistryConfig{})
+	regTook := time.Since(regStart)
 	cluster := etcdtest.Start(t, 3)
 	set, err := images.Generate(ctx, images.Options{Dir: filepath.Join(dir, "images"), Seed: rng.Uint64(), Hardware: hardware, Size: imageSize})
 	if err != nil {
@@ -325,11 +327,13 @@ func TestStations(t *testing.T) {
 	// The images and their signatures go to the registry, as a release
 	// pipeline pushes them: the stations pull them from there.
 	repo := "docker://" + reg.Host + "/flight/os"
+	pushStart := time.Now()
 	for _, im := range []images.Image{set.Base, set.Update} {
 		skopeoCopy(t, "oci:"+set.Layout+":"+gimages.SignatureTag(im.Manifest), repo+":"+gimages.SignatureTag(im.Manifest))
 		skopeoCopy(t, "oci:"+set.Layout+":"+im.Tag, repo+":"+im.Tag)
 	}
 	baseRef, updateRef := repo+":"+set.Base.Tag, repo+":"+set.Update.Tag
+	t.Logf("registry started in %v, images and signatures pushed in %v", regTook.Round(time.Millisecond), time.Since(pushStart).Round(time.Millisecond))
 	bin, emu, err := board.Build(ctx, dir, "")
 	if err != nil {
 		t.Fatal(err)
