@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -329,8 +328,8 @@ func TestStations(t *testing.T) {
 	repo := "docker://" + reg.Host + "/flight/os"
 	pushStart := time.Now()
 	for _, im := range []images.Image{set.Base, set.Update} {
-		skopeoCopy(t, "oci:"+set.Layout+":"+gimages.SignatureTag(im.Manifest), repo+":"+gimages.SignatureTag(im.Manifest))
-		skopeoCopy(t, "oci:"+set.Layout+":"+im.Tag, repo+":"+im.Tag)
+		imagestest.SkopeoCopy(t, "oci:"+set.Layout+":"+gimages.SignatureTag(im.Manifest), repo+":"+gimages.SignatureTag(im.Manifest))
+		imagestest.SkopeoCopy(t, "oci:"+set.Layout+":"+im.Tag, repo+":"+im.Tag)
 	}
 	baseRef, updateRef := repo+":"+set.Base.Tag, repo+":"+set.Update.Tag
 	t.Logf("registry started in %v, images and signatures pushed in %v", regTook.Round(time.Millisecond), time.Since(pushStart).Round(time.Millisecond))
@@ -982,22 +981,6 @@ func tail(path string, n int) string {
 		lines = append(lines, sc.Text())
 	}
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// skopeoCopy copies src to dst with skopeo (digests kept; the registry on
-// loopback is plain HTTP). Without skopeo the test is skipped, or fails
-// when tools are required (CI).
-func skopeoCopy(t *testing.T, src, dst string) {
-	t.Helper()
-	bin := testtool.Need(t, "skopeo")
-	pol := filepath.Join(t.TempDir(), "policy.json")
-	if err := os.WriteFile(pol, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(bin, "--policy", pol, "copy", "--preserve-digests", "--dest-tls-verify=false", src, dst).CombinedOutput()
-	if err != nil {
-		t.Fatalf("skopeo copy %s %s: %v\n%s", src, dst, err, out)
-	}
 }
 
 // logFind returns the first line of the log file path holding every one
