@@ -245,6 +245,9 @@ func TestBundlesRegistry(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Join(c.dir, "bundles")); len(ents) != 2 {
 		t.Errorf("station C's bundle directory holds %d entries, want the plan and the bundle", len(ents))
 	}
+	if n := fetchCount(t, c.d, "ok"); n != 1 {
+		t.Errorf("station C counted %d fetches ok, want 1", n)
+	}
 	closeStation(c)
 	closeStation(a) // A is gone; B never saw its bundle directory
 
@@ -273,6 +276,9 @@ func TestBundlesRegistry(t *testing.T) {
 	}
 	if x, _ := b.d.QueueShow(ctx, u.ID); x.State != groundd.UplinkActive || b.chunks != 0 {
 		t.Fatalf("while the fetch fails: uplink %s %q, station B sent %d chunks", x.State, x.Error, b.chunks)
+	}
+	if n, ok := fetchCount(t, b.d, "failed"), fetchCount(t, b.d, "ok"); n < 2 || ok != 0 {
+		t.Errorf("station B counted %d failed fetches and %d ok, want 2 or more and 0", n, ok)
 	}
 	between()
 	closeStation(b)
@@ -325,6 +331,9 @@ func TestBundlesRegistry(t *testing.T) {
 	}
 	if _, ok := b.log.find("bundle fetched", string(art.Digest)); !ok {
 		t.Error("station B did not log fetching the artifact")
+	}
+	if n := fetchCount(t, b.d, "ok"); n < 1 {
+		t.Errorf("station B counted %d fetches ok", n)
 	}
 	if _, ok := b.log.find("altered on disk", string(bundleDesc.Digest)); !ok {
 		t.Error("station B did not report its altered copy of the bundle")
@@ -405,4 +414,15 @@ func TestBundlesPushFails(t *testing.T) {
 	if len(st.passesUsed) != 0 || len(x.Transfers) != 0 {
 		t.Fatalf("sent chunks in passes %v, transfers %v", st.passesUsed, x.Transfers)
 	}
+}
+
+// fetchCount is d's count of the vehicle's bundle fetches that ended with
+// result (groundd_vehicle_bundle_fetches_total).
+func fetchCount(t *testing.T, d *groundd.Daemon, result string) uint64 {
+	t.Helper()
+	cs, err := d.VehicleCounters(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs[vehicleID].BundleFetches[result]
 }

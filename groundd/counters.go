@@ -44,9 +44,30 @@ func (d *Daemon) countDrop(s *session, reason string) {
 	s.counters.Drops[reason]++
 }
 
+// Results of a bundle fetch (metrics.Counters.BundleFetches).
+const (
+	fetchOK     = "ok"
+	fetchFailed = "failed"
+)
+
+// countFetch counts a fetch of one of vehicle's bundle artifacts that
+// ended with result (a fetch cancelled by Close is not counted).
+func (d *Daemon) countFetch(vehicle uint32, result string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.sessions[vehicle]
+	if s == nil {
+		return
+	}
+	if s.counters.BundleFetches == nil {
+		s.counters.BundleFetches = map[string]uint64{}
+	}
+	s.counters.BundleFetches[result]++
+}
+
 // VehicleCounters returns every vehicle's traffic counters since the
 // daemon opened: frames and bytes each way, received frames dropped by
-// reason, passes begun. groundd/api serves them as metrics (api.Counterer).
+// reason, passes begun, bundle fetches by result. groundd/api serves them as metrics (api.Counterer).
 // They count what Poll saw: a frame the radio lost never reached it.
 func (d *Daemon) VehicleCounters(ctx context.Context) (map[uint32]metrics.Counters, error) {
 	d.mu.Lock()
@@ -55,6 +76,7 @@ func (d *Daemon) VehicleCounters(ctx context.Context) (map[uint32]metrics.Counte
 	for id, s := range d.sessions {
 		c := s.counters
 		c.Drops = maps.Clone(c.Drops)
+		c.BundleFetches = maps.Clone(c.BundleFetches)
 		out[id] = c
 	}
 	return out, nil

@@ -29,7 +29,9 @@ import (
 // session goes on. A station that does not hold the vehicle fetches the
 // blobs of the vehicle's active uplink ahead of its pass. A failed fetch
 // is logged as an error naming the artifact and the registry, and retried
-// with a growing delay; the uplink is not failed for it.
+// with a growing delay; the uplink is not failed for it. Fetches are
+// counted by result in the vehicle's counters (VehicleCounters, the metric
+// groundd_vehicle_bundle_fetches_total).
 const (
 	// bundleTimeout bounds one push or one fetch of a bundle artifact.
 	bundleTimeout = 10 * time.Minute
@@ -215,7 +217,14 @@ func (d *Daemon) runFetch(ctx context.Context, st *fetchState, r transferRec) {
 	} else {
 		delete(f.state, r.Artifact)
 	}
+	closed := f.ctx.Err() != nil
 	f.mu.Unlock()
+	switch {
+	case err == nil:
+		d.countFetch(r.Vehicle, fetchOK)
+	case !closed:
+		d.countFetch(r.Vehicle, fetchFailed)
+	}
 	if err == nil {
 		d.log.Info("groundd: bundle fetched", "vehicle", r.Vehicle, "artifact", r.Artifact, "bytes", n, "took", time.Since(start).Round(time.Millisecond))
 	}

@@ -481,7 +481,7 @@ func TestMetrics(t *testing.T) {
 	c.SendCommand(ctx, 7, "noop", nil)
 	f.SetTransfers(groundd.Transfer{Uplink: 1, Vehicle: 7, ID: 11, Kind: "bundle", Size: 4096, Total: 4, Passes: 2})
 	f.SetCounters(7, metrics.Counters{FramesSent: 12, BytesSent: 12288, FramesReceived: 3, BytesReceived: 300,
-		Drops: map[string]uint64{"mac": 2, "replay": 1}, Passes: 4})
+		Drops: map[string]uint64{"mac": 2, "replay": 1}, Passes: 4, BundleFetches: map[string]uint64{"ok": 2, "failed": 1}})
 	r := httpDo(t, ts, token, "GET", "/metrics", "", "")
 	if r.status != 200 {
 		t.Fatalf("metrics: %d %s", r.status, r.body)
@@ -502,6 +502,8 @@ func TestMetrics(t *testing.T) {
 		`groundd_vehicle_frames_dropped_total{reason="mac",vehicle="7"} 2`,
 		`groundd_vehicle_frames_dropped_total{reason="replay",vehicle="7"} 1`,
 		`groundd_vehicle_passes_total{vehicle="7"} 4`,
+		`groundd_vehicle_bundle_fetches_total{result="ok",vehicle="7"} 2`,
+		`groundd_vehicle_bundle_fetches_total{result="failed",vehicle="7"} 1`,
 		`groundd_api_requests_total{code="201",method="post"} 2`,
 		`go_goroutines`,
 	} {

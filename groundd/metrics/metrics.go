@@ -54,6 +54,10 @@ type Counters struct {
 	Drops map[string]uint64
 	// Passes counts the passes begun (link up transitions).
 	Passes uint64
+	// BundleFetches counts the fetches of the vehicle's bundle artifacts
+	// from the bundle registry (a station that lacks a plan's blobs), by
+	// result ("ok", "failed"; docs/stations.md).
+	BundleFetches map[string]uint64
 }
 
 // Source gives the state at scrape time.
@@ -77,6 +81,7 @@ var (
 	descBytesIn    = prometheus.NewDesc("groundd_vehicle_bytes_received_total", "Bytes received from the vehicle.", []string{"vehicle"}, nil)
 	descDrops      = prometheus.NewDesc("groundd_vehicle_frames_dropped_total", "Received frames dropped, by reason.", []string{"vehicle", "reason"}, nil)
 	descPasses     = prometheus.NewDesc("groundd_vehicle_passes_total", "Passes begun (link up transitions).", []string{"vehicle"}, nil)
+	descFetches    = prometheus.NewDesc("groundd_vehicle_bundle_fetches_total", "Bundle artifacts fetched from the bundle registry, by result (ok, failed).", []string{"vehicle", "result"}, nil)
 )
 
 // collector is the Snapshot as Prometheus metrics.
@@ -106,7 +111,7 @@ func NewRegistry(src Source, now func() time.Time) *prometheus.Registry {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueue, descTransfers, descCommands, descLink, descContact, descPassesLeft,
-		descFramesOut, descBytesOut, descFramesIn, descBytesIn, descDrops, descPasses} {
+		descFramesOut, descBytesOut, descFramesIn, descBytesIn, descDrops, descPasses, descFetches} {
 		ch <- d
 	}
 }
@@ -156,6 +161,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descPasses, v.Passes, id)
 		for reason, n := range v.Drops {
 			counter(descDrops, n, id, reason)
+		}
+		for result, n := range v.BundleFetches {
+			counter(descFetches, n, id, result)
 		}
 	}
 }

@@ -19,12 +19,15 @@ import (
 	"time"
 
 	"github.com/bootorbit/bootorbit/groundd"
+	gimages "github.com/bootorbit/bootorbit/groundd/images"
+	"github.com/bootorbit/bootorbit/groundd/images/imagestest"
 	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/groundd/store/etcdtest"
 	"github.com/bootorbit/bootorbit/hil/board"
 	"github.com/bootorbit/bootorbit/hil/images"
 	"github.com/bootorbit/bootorbit/hil/link"
 	"github.com/bootorbit/bootorbit/internal/testrand"
+	"github.com/bootorbit/bootorbit/internal/testtool"
 	"github.com/bootorbit/bootorbit/protocol"
 	plink "github.com/bootorbit/bootorbit/protocol/link"
 	"github.com/bootorbit/bootorbit/protocol/linksim"
@@ -270,6 +273,9 @@ type station struct {
 	logf   string
 	killed bool
 	cut    bool
+	// fetches are the bundle fetches counted by the station's earlier
+	// daemons (a killed one), by result.
+	fetches map[string]uint64
 	// runErr is set when the daemon's Run ended before the test stopped it.
 	runErr error
 }
@@ -282,7 +288,13 @@ type sample struct {
 
 // TestStations: three groundd stations on a three-member etcd cluster and
 // a real flightd behind one link emulator per station, passes alternating
-// between the stations. The uplink completes; no chunk the vehicle
+// between the stations. The stations are separate: each its own state
+// directory (bundle directory, image store); the images come from a
+// registry (Debian's docker-registry on loopback), and so do the bundles:
+// the station that plans pushes the plan and bundle as an artifact, and
+// every other station fetches it by digest (its log and its
+// groundd_vehicle_bundle_fetches_total counter say so). The uplink
+// completes; no chunk the vehicle
 // reported journaled reaches it again; every station (the killed one
 // restarted, the cut one healed) shows the final slot status. Faults: two
 // stations see the vehicle at once (only one transmits: frames counted at
@@ -293,7 +305,7 @@ type sample struct {
 // an etcd member is killed (nothing stops).
 func TestStations(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds flightd, runs it and an etcd cluster")
+		t.Skip("builds flightd, runs it, an etcd cluster and a registry")
 	}
 	long := testrand.Long()
 	rng := testrand.New(t)
@@ -302,11 +314,25 @@ func TestStations(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 
+	testtool.Need(t, "skopeo") // before anything starts
+	regStart := time.Now()
+	reg := imagestest.StartRegistry(t, imagestest.RegistryConfig{})
+	regTook := time.Since(regStart)
 	cluster := etcdtest.Start(t, 3)
 	set, err := images.Generate(ctx, images.Options{Dir: filepath.Join(dir, "images"), Seed: rng.Uint64(), Hardware: hardware, Size: imageSize})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The images and their signatures go to the registry, as a release
+	// pipeline pushes them: the stations pull them from there.
+	repo := "docker://" + reg.Host + "/flight/os"
+	pushStart := time.Now()
+	for _, im := range []images.Image{set.Base, set.Update} {
+		imagestest.SkopeoCopy(t, "oci:"+set.Layout+":"+gimages.SignatureTag(im.Manifest), repo+":"+gimages.SignatureTag(im.Manifest))
+		imagestest.SkopeoCopy(t, "oci:"+set.Layout+":"+im.Tag, repo+":"+im.Tag)
+	}
+	baseRef, updateRef := repo+":"+set.Base.Tag, repo+":"+set.Update.Tag
+	t.Logf("registry started in %v, images and signatures pushed in %v", regTook.Round(time.Millisecond), time.Since(pushStart).Round(time.Millisecond))
 	bin, emu, err := board.Build(ctx, dir, "")
 	if err != nil {
 		t.Fatal(err)
@@ -334,11 +360,9 @@ func TestStations(t *testing.T) {
 	}
 
 	// The stations, on the cluster through proxies of their own (which
-	// the test can cut), sharing one state directory for the bundles and
-	// the image store (docs/stations.md: until bundles travel through the
-	// registry).
+	// the test can cut), each with its own state directory (bundles,
+	// image store), on one registry for the images and the bundles.
 	stations := make([]*station, 3)
-	shared := filepath.Join(dir, "ground")
 	openStation := func(s *station) {
 		var eps []string
 		for _, p := range s.prox {
@@ -377,18 +401,20 @@ func TestStations(t *testing.T) {
 	}()
 
 	// The bundle's size sets the links' rate: dataTime of link time.
-	base := groundd.Config{StateDir: shared, GroundKey: groundKey, GroundKeyID: groundKeyID, MaxFrame: maxFrame,
+	base := groundd.Config{GroundKey: groundKey, GroundKeyID: groundKeyID, MaxFrame: maxFrame,
 		ReleaseKeys: set.ReleasePub, Lease: groundd.Duration(lease),
+		Registry: groundd.RegistryConfig{PlainHTTP: true}, Bundles: &groundd.BundlesConfig{Registry: reg.Host},
 		Vehicles: []groundd.VehicleConfig{{ID: vehicleID, Name: "sat", HardwareID: hardware,
 			MACKey: groundd.KeyRef{ID: macKeyID, File: macFile}, RTT: groundd.Duration(2*delay + 200*time.Millisecond)}}}
 	stations[0].cfg = base
 	stations[0].cfg.Station = stations[0].name
+	stations[0].cfg.StateDir = filepath.Join(dir, stations[0].name)
 	openStation(stations[0])
 	d0 := stations[0].d
-	if _, err := d0.RegisterImage(ctx, set.Base.Ref); err != nil {
+	if _, err := d0.RegisterImage(ctx, baseRef); err != nil {
 		t.Fatal(err)
 	}
-	bi, err := d0.WriteBundle(ctx, groundd.BundleRequest{Vehicle: vehicleID, Image: set.Update.Ref, Base: set.Base.Ref}, io.Discard)
+	bi, err := d0.WriteBundle(ctx, groundd.BundleRequest{Vehicle: vehicleID, Image: updateRef, Base: baseRef}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,6 +451,7 @@ func TestStations(t *testing.T) {
 		t.Cleanup(func() { s.gl.Close() })
 		s.cfg = base
 		s.cfg.Station = s.name
+		s.cfg.StateDir = filepath.Join(dir, s.name)
 		s.cfg.Vehicles = []groundd.VehicleConfig{base.Vehicles[0]}
 		s.cfg.Vehicles[0].Rate = rate
 		s.cfg.Vehicles[0].Link = groundd.LinkConfig{Kind: "udp", Peer: s.emu.AddrA().String()}
@@ -437,7 +464,7 @@ func TestStations(t *testing.T) {
 		openStation(s)
 	}
 
-	u, err := stations[1].d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: set.Update.Ref})
+	u, err := stations[1].d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: updateRef})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -761,6 +788,32 @@ func TestStations(t *testing.T) {
 		}
 	}
 
+	// Bundles through the registry: the station that planned pushed the
+	// plan and bundle as an artifact; every other station, its bundle
+	// directory empty, fetched them by digest before it could send them.
+	x, err := stations[3-cut-killed].d.QueueShow(ctx, u.ID)
+	if err != nil || len(x.Bundles) == 0 {
+		t.Fatalf("the uplink's bundle artifacts: %v %v", x.Bundles, err)
+	}
+	for _, s := range stations {
+		fetches := s.fetchCounts(ctx)
+		if _, planned := logFind(s.logf, "groundd: bundle pushed"); planned {
+			t.Logf("%s planned and pushed %v (fetches %v)", s.name, x.Bundles, fetches)
+			continue
+		}
+		for _, art := range x.Bundles {
+			line, ok := logFind(s.logf, "groundd: bundle fetched", art)
+			if !ok {
+				t.Errorf("%s did not plan and did not fetch %s", s.name, art)
+				continue
+			}
+			t.Logf("%s fetched %s at %v (its first forward frame at %v)", s.name, art, logTime(line, start), firstFrame(samples, s.i).Round(time.Millisecond))
+		}
+		if fetches["ok"] < uint64(len(x.Bundles)) {
+			t.Errorf("%s counted fetches %v, want %d ok", s.name, fetches, len(x.Bundles))
+		}
+	}
+
 	// Every station shows the final state: the killed one restarted (a
 	// new daemon on the cluster), the cut one reconnected.
 	if memberKilled {
@@ -849,6 +902,7 @@ func (s *station) run(ctx context.Context) {
 // runs out in etcd), nothing sent any more.
 func (s *station) kill() {
 	s.killed = true
+	s.fetches = s.fetchCounts(context.Background())
 	s.st.Client().Close()
 	s.stop()
 	<-s.done
@@ -862,6 +916,22 @@ func (s *station) cutOff() {
 	for _, p := range s.prox {
 		p.Blackhole()
 	}
+}
+
+// fetchCounts are s's bundle fetches by result: its daemon's counters
+// (groundd_vehicle_bundle_fetches_total), and a killed daemon's.
+func (s *station) fetchCounts(ctx context.Context) map[string]uint64 {
+	out := map[string]uint64{}
+	for r, n := range s.fetches {
+		out[r] += n
+	}
+	if !s.killed {
+		cs, _ := s.d.VehicleCounters(ctx)
+		for r, n := range cs[vehicleID].BundleFetches {
+			out[r] += n
+		}
+	}
+	return out
 }
 
 func (s *station) heal() {
@@ -911,4 +981,40 @@ func tail(path string, n int) string {
 		lines = append(lines, sc.Text())
 	}
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// logFind returns the first line of the log file path holding every one
+// of subs.
+func logFind(path string, subs ...string) (string, bool) {
+	b, _ := os.ReadFile(path)
+next:
+	for _, l := range strings.Split(string(b), "\n") {
+		for _, sub := range subs {
+			if !strings.Contains(l, sub) {
+				continue next
+			}
+		}
+		return l, true
+	}
+	return "", false
+}
+
+// logTime is the time of a log line (slog's text form), from start.
+func logTime(line string, start time.Time) time.Duration {
+	v, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+	at, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return -1
+	}
+	return at.Sub(start).Round(time.Millisecond)
+}
+
+// firstFrame is when station i's first forward frame was counted.
+func firstFrame(samples []sample, i int) time.Duration {
+	for k := 1; k < len(samples); k++ {
+		if samples[k].frames[i] > samples[k-1].frames[i] {
+			return samples[k].at
+		}
+	}
+	return -1
 }

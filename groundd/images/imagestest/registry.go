@@ -201,3 +201,20 @@ func writeTLS(t testing.TB, dir, cfg string) (string, string) {
 	}
 	return caFile, cfg + fmt.Sprintf("  tls: {certificate: %q, key: %q}\n", certFile, keyFile)
 }
+
+// SkopeoCopy copies src to dst with skopeo (digests kept, TLS not checked
+// at the destination: the plain-HTTP registry on loopback), as a release
+// pipeline pushes an image and its signature tag. Without skopeo the test
+// is skipped, or fails when BOOTORBIT_REQUIRE_TOOLS=1.
+func SkopeoCopy(t testing.TB, src, dst string) {
+	t.Helper()
+	bin := testtool.Need(t, "skopeo")
+	pol := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(pol, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "--policy", pol, "copy", "--preserve-digests", "--dest-tls-verify=false", src, dst).CombinedOutput()
+	if err != nil {
+		t.Fatalf("skopeo copy %s %s: %v\n%s", src, dst, err, out)
+	}
+}
