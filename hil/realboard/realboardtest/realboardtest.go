@@ -260,7 +260,7 @@ func New(t testing.TB, dir string, factory images.Image, output io.Writer) *Boar
 			"slots": map[string]any{"state_dir": p["state"], "cmdline": p["cmdline"],
 				"a": map[string]any{"backend": "dir", "path": p["slot-a"]}, "b": map[string]any{"backend": "dir", "path": p["slot-b"]}},
 			"boot": map[string]any{"uboot_env": []any{map[string]any{"path": p["env"], "offset": 0, "size": envSize}},
-				"attempts": 3, "reboot": []string{"/bin/true"}},
+				"attempts": 3, "reboot": []string{"/bin/true"}, "boot_id_file": p["bootid"]},
 			"health": map[string]any{"checks": []any{map[string]any{"name": "payload", "command": []string{"/bin/sh", "-c", healthCheck(p)}, "timeout": "10s"}},
 				"interval": "30s"},
 			"storage":   map[string]any{"dir": filepath.Join(p["state"], "uplink"), "quota": "256MiB"},
