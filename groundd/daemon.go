@@ -136,8 +136,12 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 		}
 	}
 	arch := storeArchive{st: d.st, log: d.log}
+	if err := arch.indexOpen(context.Background()); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("groundd: index open commands: %w", err)
+	}
 	if d.gw, err = gateway.New(gateway.Config{Key: protocol.KeyID(cfg.GroundKeyID), Priv: d.groundKey, Seq: arch, Archive: arch,
-		MaxFrame: gwFrame, Log: d.log}); err != nil {
+		MaxFrame: gwFrame, Station: cfg.Station, Log: d.log}); err != nil {
 		d.Close()
 		return nil, err
 	}
