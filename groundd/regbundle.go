@@ -40,7 +40,9 @@ const (
 	fetchRetryMin = 5 * time.Second
 	fetchRetryMax = 2 * time.Minute
 	// prefetchEvery is how often a station that does not hold a vehicle
-	// looks for blobs of its active uplink to fetch.
+	// looks for blobs of its active uplink to fetch, at the least: it
+	// also looks when the vehicle's open uplinks change in the store (one
+	// is planned) and when its link to the vehicle comes up.
 	prefetchEvery = 10 * time.Second
 )
 
@@ -122,9 +124,26 @@ type fetches struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	state  map[string]*fetchState
-	// prefetched is when each vehicle's active uplink was last looked at
-	// by prefetch (Poll's clock).
-	prefetched map[uint32]time.Time
+	// prefetched is each vehicle's last look by prefetch.
+	prefetched map[uint32]prefetchLook
+}
+
+// prefetchLook is a look of prefetch at a vehicle's uplinks: when (Poll's
+// clock), whether the station's link was up, and the vehicle's open
+// uplinks as the store had them (their index's entries and revisions).
+type prefetchLook struct {
+	at   time.Time
+	up   bool
+	open uplinksMark
+}
+
+// uplinksMark sums up a vehicle's open uplink index (open/VEHICLE/): every
+// write of an open uplink (planned, a supplement, a state change) writes
+// its entry, so a change of count or of highest revision is a change of
+// the uplinks.
+type uplinksMark struct {
+	n      int
+	maxRev int64
 }
 
 type fetchState struct {
@@ -139,7 +158,7 @@ func (f *fetches) init() {
 	if f.state == nil {
 		f.ctx, f.cancel = context.WithCancel(context.Background())
 		f.state = map[string]*fetchState{}
-		f.prefetched = map[uint32]time.Time{}
+		f.prefetched = map[uint32]prefetchLook{}
 	}
 }
 
@@ -328,24 +347,45 @@ func (d *Daemon) fetchWake(vehicle uint32) time.Time {
 
 // prefetch, on a station that does not hold s's vehicle, fetches the
 // blobs of the vehicle's active uplink that it lacks, so that a takeover
-// at its next pass sends at once. It looks every prefetchEvery, and only
-// on a station with a bundle registry.
-func (d *Daemon) prefetch(ctx context.Context, s *session, now time.Time) {
+// at its next pass sends at once. It looks when the vehicle's open
+// uplinks changed in the store since its last look (another station
+// planned one: one List of their index per standby step tells), when its
+// link to the vehicle has come up (up: its pass begins while another
+// station holds the vehicle), and every prefetchEvery; only on a station
+// with a bundle registry.
+func (d *Daemon) prefetch(ctx context.Context, s *session, now time.Time, up bool) {
 	if d.cfg.Bundles == nil {
 		return
 	}
+	mark, markErr := d.uplinksMark(ctx, s.cfg.ID)
 	f := &d.fetch
 	f.mu.Lock()
 	f.init()
 	last, ok := f.prefetched[s.cfg.ID]
-	due := !ok || now.Sub(last) >= prefetchEvery || now.Before(last)
-	if due {
-		f.prefetched[s.cfg.ID] = now
+	why := ""
+	switch {
+	case !ok:
+		why = "first"
+	case markErr == nil && mark != last.open:
+		why = "uplinks changed"
+	case up && !last.up:
+		why = "link up"
+	case now.Sub(last.at) >= prefetchEvery || now.Before(last.at):
+		why = "timer"
 	}
+	next := prefetchLook{at: last.at, up: up, open: last.open}
+	if markErr == nil {
+		next.open = mark
+	}
+	if why != "" {
+		next.at = now
+	}
+	f.prefetched[s.cfg.ID] = next
 	f.mu.Unlock()
-	if !due {
+	if why == "" {
 		return
 	}
+	d.log.Debug("groundd: prefetch look", "vehicle", s.cfg.ID, "why", why)
 	us, err := d.openUplinks(ctx, s.cfg.ID)
 	if err != nil {
 		d.log.Debug("groundd: prefetch", "vehicle", s.cfg.ID, "err", err)
@@ -368,4 +408,17 @@ func (d *Daemon) prefetch(ctx context.Context, s *session, now time.Time) {
 			}
 		}
 	}
+}
+
+// uplinksMark reads the mark of vehicle's open uplinks.
+func (d *Daemon) uplinksMark(ctx context.Context, vehicle uint32) (uplinksMark, error) {
+	kvs, err := d.st.List(ctx, fmt.Sprintf("open/%010d/", vehicle))
+	if err != nil {
+		return uplinksMark{}, err
+	}
+	m := uplinksMark{n: len(kvs)}
+	for _, kv := range kvs {
+		m.maxRev = max(m.maxRev, kv.Rev)
+	}
+	return m, nil
 }

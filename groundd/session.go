@@ -230,7 +230,7 @@ func (d *Daemon) poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 		// Several stations: only the one holding the vehicle sends.
 		held, fresh := d.station.hold(vehicle, up)
 		if !held {
-			return d.standby(ctx, s, now, in)
+			return d.standby(ctx, s, now, in, up)
 		}
 		if fresh {
 			if err := d.takeOver(ctx, s); err != nil {
