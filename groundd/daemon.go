@@ -74,6 +74,9 @@ type Daemon struct {
 	// fetch are the bundle artifacts being fetched from the bundle
 	// registry (regbundle.go).
 	fetch fetches
+	// pushes are the plans whose push to the bundle registry failed, to
+	// be tried again.
+	pushes pushes
 }
 
 // Open returns the daemon of cfg. Close it.

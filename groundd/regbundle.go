@@ -13,6 +13,7 @@ import (
 
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/groundd/images"
+	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/protocol/update"
 	digest "github.com/opencontainers/go-digest"
 )
@@ -44,6 +45,10 @@ const (
 	// also looks when the vehicle's open uplinks change in the store (one
 	// is planned) and when its link to the vehicle comes up.
 	prefetchEvery = 10 * time.Second
+	// pushAttempts bounds the attempts to push a planned bundle: after
+	// that many failures (the waits between them doubling from
+	// fetchRetryMin: 5, 10, 20 and 40 s), the uplink fails.
+	pushAttempts = 5
 )
 
 // registryOptions are the settings bundle artifacts are pushed and
@@ -91,6 +96,130 @@ func (d *Daemon) pushBundle(ctx context.Context, u *Uplink, p *update.Plan, plan
 	d.log.Info("groundd: bundle pushed", "uplink", u.ID, "vehicle", u.Vehicle, "plan", p.ID, "artifact", ref.String(),
 		"bytes", planSize+p.BundleSize, "took", time.Since(start).Round(time.Millisecond))
 	return ref.String(), nil
+}
+
+// pushes are the plans of this station whose push to the bundle registry
+// failed, by uplink, waiting to be tried again. They are the station's
+// own: a station that takes the vehicle over plans afresh.
+type pushes struct {
+	mu sync.Mutex
+	m  map[uint64]*pendingPush
+}
+
+type pendingPush struct {
+	pl       *planned
+	vehicle  uint32
+	failures int
+	retry    time.Time // no new attempt before (Poll's clock)
+}
+
+// pending returns uplink's plan waiting for its push (first: its first
+// plan, else a supplement), and whether there is one.
+func (p *pushes) pending(uplink uint64, first bool) (*planned, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pp := p.m[uplink]
+	if pp == nil || pp.pl.first != first {
+		return nil, false
+	}
+	return pp.pl, true
+}
+
+// wake is the earliest retry of a push for vehicle (zero: none).
+func (p *pushes) wake(vehicle uint32) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var t time.Time
+	for _, pp := range p.m {
+		if pp.vehicle == vehicle && (t.IsZero() || pp.retry.Before(t)) {
+			t = pp.retry
+		}
+	}
+	return t
+}
+
+// drop forgets vehicle's plans waiting for their push.
+func (p *pushes) drop(vehicle uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, pp := range p.m {
+		if pp.vehicle == vehicle {
+			delete(p.m, id)
+		}
+	}
+}
+
+// pushAndCommit pushes pl's bundle to the bundle registry, if it has one
+// to push, then commits it as u's plan. A push that fails leaves the
+// uplink as it is (queued, or active for a supplement), its Waiting
+// naming the registry and the error, logged as an error: it is tried
+// again after 5 s, doubling, and the uplink fails after pushAttempts
+// failures. An uplink other stations could not resume is never started.
+func (d *Daemon) pushAndCommit(ctx context.Context, s *session, u *Uplink, pl *planned, now time.Time) error {
+	if pl.push != nil {
+		p := &d.pushes
+		p.mu.Lock()
+		pp := p.m[u.ID]
+		wait := pp != nil && pp.pl == pl && now.Before(pp.retry)
+		p.mu.Unlock()
+		if wait {
+			return nil
+		}
+		art, err := d.pushBundle(ctx, u, pl.push.plan, pl.push.planBlob, pl.push.planSize)
+		if err != nil {
+			return d.pushFailed(ctx, u, pl, now, err)
+		}
+		pl.artifact, pl.push = art, nil
+		for i := range pl.transfers {
+			pl.transfers[i].Artifact = art
+		}
+		p.mu.Lock()
+		delete(p.m, u.ID)
+		p.mu.Unlock()
+	}
+	return d.commitPlan(ctx, s, u.ID, pl, now, pl.first)
+}
+
+func (d *Daemon) pushFailed(ctx context.Context, u *Uplink, pl *planned, now time.Time, err error) error {
+	p := &d.pushes
+	p.mu.Lock()
+	if p.m == nil {
+		p.m = map[uint64]*pendingPush{}
+	}
+	pp := p.m[u.ID]
+	if pp == nil || pp.pl != pl {
+		pp = &pendingPush{pl: pl, vehicle: u.Vehicle}
+		p.m[u.ID] = pp
+	}
+	pp.failures++
+	failures := pp.failures
+	wait := min(fetchRetryMin<<min(failures-1, 16), fetchRetryMax)
+	pp.retry = now.Add(wait)
+	if failures >= pushAttempts {
+		delete(p.m, u.ID)
+	}
+	p.mu.Unlock()
+	reg := d.cfg.Bundles.Registry
+	if failures >= pushAttempts {
+		d.log.Error("groundd: bundle push failed", "uplink", u.ID, "vehicle", u.Vehicle, "plan", pl.plan.ID, "registry", reg,
+			"failures", failures, "err", err)
+		why := fmt.Sprintf("planning: %v (%d attempts)", err, failures)
+		if !pl.first {
+			why = fmt.Sprintf("supplement: %v (%d attempts)", err, failures)
+		}
+		return d.endUplink(ctx, u.ID, UplinkFailed, why, now)
+	}
+	d.log.Error("groundd: bundle push failed", "uplink", u.ID, "vehicle", u.Vehicle, "plan", pl.plan.ID, "registry", reg,
+		"failures", failures, "retry_in", wait, "err", err)
+	note := fmt.Sprintf("bundle push to %s failed (attempt %d of %d, again at %s): %v", reg, failures, pushAttempts,
+		pp.retry.UTC().Format(time.RFC3339), err)
+	return d.updateUplink(ctx, u.ID, func(x *Uplink, found bool) error {
+		if !found || x.State.Final() {
+			return store.ErrSkip
+		}
+		x.Waiting, x.Updated = note, now.UTC()
+		return nil
+	})
 }
 
 // manifestMediaType is the media type an image manifest names (OCI when

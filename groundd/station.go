@@ -418,6 +418,9 @@ func (d *Daemon) stationContact(ctx context.Context, s *session, now time.Time) 
 // replay window is the one the last holder stored.
 func (d *Daemon) takeOver(ctx context.Context, s *session) error {
 	d.dropSender(s)
+	// A plan whose push failed here before may have been planned again
+	// and pushed by another station meanwhile: planned afresh if not.
+	d.pushes.drop(s.cfg.ID)
 	s.linkKnown = false
 	s.lastStatus = time.Time{}
 	kv, err := d.st.Get(ctx, keyVerifier(s.cfg.ID))
