@@ -152,7 +152,7 @@ func (d *Daemon) Commands(ctx context.Context, vehicle uint32) ([]Command, error
 // first (gateway.ErrStale) is reloaded and skipped.
 func (d *Daemon) sendCommands(s *session, now time.Time) ([][]byte, error) {
 	var out [][]byte
-	if err := d.gw.Sync(now, s.cfg.ID); err != nil {
+	if err := d.gw.Sync(s.cfg.ID); err != nil {
 		return out, err
 	}
 	for stale := 0; ; {

@@ -306,13 +306,13 @@ func (g *Gateway) forget(vehicle uint32, seq uint64) {
 // SharedArchive, so that what other stations queued, sent or settled is
 // what Next, Resend and Tick work on. Call it before sending to the
 // vehicle. Without a SharedArchive it does nothing.
-func (g *Gateway) Sync(now time.Time, vehicle uint32) error {
+func (g *Gateway) Sync(vehicle uint32) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.sync(now, vehicle)
+	return g.sync(vehicle)
 }
 
-func (g *Gateway) sync(now time.Time, vehicle uint32) error {
+func (g *Gateway) sync(vehicle uint32) error {
 	if g.shared == nil {
 		return nil
 	}
@@ -555,7 +555,7 @@ func (g *Gateway) deadline(c *Command) (t time.Time, ok bool) {
 func (g *Gateway) Tick(now time.Time) ([]*Command, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if err := g.sync(now, 0); err != nil {
+	if err := g.sync(0); err != nil {
 		return nil, err
 	}
 	var out []*Command
@@ -577,7 +577,9 @@ func (g *Gateway) Tick(now time.Time) ([]*Command, error) {
 				continue
 			}
 			if err := g.set(c, Entry{Stage: Timeout, Time: now, Waited: c.Stage}); err != nil {
-				errs = append(errs, err)
+				if !errors.Is(err, ErrStale) {
+					errs = append(errs, err)
+				} // else another station moved it first (timed it out, a report): reloaded
 				continue
 			}
 			out = append(out, c.clone())

@@ -674,7 +674,7 @@ func TestSharedArchive(t *testing.T) {
 	if _, ok, err := b.Next(e.now, vehicleID); ok || err != nil {
 		t.Fatalf("b sent a command it had not read: %v %v", ok, err)
 	}
-	if err := b.Sync(e.now, vehicleID); err != nil {
+	if err := b.Sync(vehicleID); err != nil {
 		t.Fatal(err)
 	}
 	out, ok, err := b.Next(e.now, vehicleID)
@@ -717,7 +717,7 @@ func TestSharedArchive(t *testing.T) {
 	// A second command, sent by b, never answered: a, b and c tick past
 	// its ack timeout; it times out once.
 	cmd2 := e.submit("noop", nil)
-	if err := b.Sync(e.now, vehicleID); err != nil {
+	if err := b.Sync(vehicleID); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok, err := b.Next(e.now, vehicleID); err != nil || !ok {
