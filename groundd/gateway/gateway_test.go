@@ -747,3 +747,51 @@ func TestSharedArchive(t *testing.T) {
 		t.Errorf("%d commands still open", len(open))
 	}
 }
+
+// racingArchive is a shared archive where another station times a
+// command out between this gateway's read and its write.
+type racingArchive struct {
+	*gatewaytest.Archive
+	raced bool
+}
+
+func (a *racingArchive) PutCommand(c *gateway.Command) error {
+	if c.Stage == gateway.Timeout && !a.raced {
+		a.raced = true
+		other, err := a.Archive.Command(c.Key, c.Seq)
+		if err != nil {
+			return err
+		}
+		other.Stage, other.Version = gateway.Timeout, other.Version+1
+		other.History = append(other.History, gateway.Entry{Stage: gateway.Timeout, Time: c.Last().Time, Waited: gateway.Sent})
+		if err := a.Archive.PutCommand(other); err != nil {
+			return err
+		}
+	}
+	return a.Archive.PutCommand(c)
+}
+
+// TestTickLosesRace: a timeout another station wrote first is not an
+// error of Tick: the gateway reloads the command, which stays timed out
+// once.
+func TestTickLosesRace(t *testing.T) {
+	e := newEnv(t)
+	ra := &racingArchive{Archive: e.arch}
+	e.cfg.Archive = ra
+	e.restart()
+	c := e.submit("noop", nil)
+	if _, ok, err := e.g.Next(e.now, vehicleID); err != nil || !ok {
+		t.Fatalf("Next: %v %v", ok, err)
+	}
+	e.advance(2 * time.Minute)
+	timedOut, err := e.g.Tick(e.now)
+	if err != nil || len(timedOut) != 0 || !ra.raced {
+		t.Fatalf("Tick: %d timed out here, %v (raced %v)", len(timedOut), err, ra.raced)
+	}
+	if st := stages(e.command(c.Seq)); st != "queued sent timeout(sent)" {
+		t.Errorf("command: %s", st)
+	}
+	if _, err := e.g.Tick(e.now.Add(time.Minute)); err != nil {
+		t.Errorf("the next Tick: %v", err)
+	}
+}
