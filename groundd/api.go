@@ -88,6 +88,10 @@ type Uplink struct {
 	Base string `json:"base,omitempty"`
 	// Layers are the planner's decisions, per layer.
 	Layers []LayerDecision `json:"layers,omitempty"`
+	// Waiting says why an uplink that is not failed waits: the last
+	// failure to push its planned bundle to the bundle registry, which is
+	// tried again (empty once it went through).
+	Waiting string `json:"waiting,omitempty"`
 	// Bundles are its plans' artifacts in the bundle registry
 	// (docker://HOST/REPO@sha256:..., one per plan), when bundles go to a
 	// registry: any station fetches them from there.

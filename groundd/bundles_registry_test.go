@@ -5,10 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -389,13 +394,17 @@ func TestBundlesConfig(t *testing.T) {
 }
 
 // TestBundlesPushFails: when the bundle registry cannot take the plan, the
-// uplink fails at planning with the registry's error, and nothing of it is
-// sent: an uplink other stations could not resume is not started.
+// push is tried again (logged as an error naming the registry, with the
+// wait), and after the bound the uplink fails at planning with the
+// registry's error; nothing of it is sent: an uplink other stations could
+// not resume is not started.
 func TestBundlesPushFails(t *testing.T) {
 	w := newWorld(t, testrand.New(t), 0, nil)
 	// Nothing listens on port 1.
 	w.cfg.Bundles = &groundd.BundlesConfig{Registry: "127.0.0.1:1", Repository: "flight/bundles"}
 	w.cfg.Registry.PlainHTTP = true
+	log := &lineLog{t: t, name: "groundd"}
+	w.opts.Log = slog.New(slog.NewTextHandler(log, nil))
 	d := w.open()
 	defer func() { d.Close() }()
 	ctx := context.Background()
@@ -411,8 +420,111 @@ func TestBundlesPushFails(t *testing.T) {
 	if err != nil || x.State != groundd.UplinkFailed || !strings.Contains(x.Error, "bundle registry 127.0.0.1:1") {
 		t.Fatalf("uplink %s %q %v, want failed naming the bundle registry", x.State, x.Error, err)
 	}
+	if !strings.Contains(x.Error, "(5 attempts)") {
+		t.Errorf("uplink error %q does not say how many attempts", x.Error)
+	}
+	for i := 1; i < 5; i++ {
+		if _, ok := log.find("bundle push failed", "registry=127.0.0.1:1", fmt.Sprintf("failures=%d ", i), "retry_in="); !ok {
+			t.Errorf("no log of failed push %d with its retry", i)
+		}
+	}
 	if len(st.passesUsed) != 0 || len(x.Transfers) != 0 {
 		t.Fatalf("sent chunks in passes %v, transfers %v", st.passesUsed, x.Transfers)
+	}
+}
+
+// TestBundlesPushRetried: a bundle registry that is unreachable when the
+// uplink is planned, and back a little later: the push is tried again, the
+// uplink waits queued meanwhile (Waiting names the registry and the
+// error), nothing is sent, and once the push goes through the uplink goes
+// on with its artifact. Before, the first failure failed the uplink.
+func TestBundlesPushRetried(t *testing.T) {
+	const tick = 50 * time.Millisecond
+	ctx := context.Background()
+	reg := imagestest.StartRegistry(t, imagestest.RegistryConfig{})
+	// In front of the registry, a proxy that refuses every request (403:
+	// the client does not retry it by itself) until the test lets them
+	// through.
+	var back atomic.Bool
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: reg.Host})
+	front := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if !back.Load() {
+			http.Error(rw, "registry away", http.StatusForbidden)
+			return
+		}
+		rp.ServeHTTP(rw, r)
+	}))
+	defer front.Close()
+	w := newWorld(t, testrand.New(t), 0, nil)
+	host := strings.TrimPrefix(front.URL, "http://")
+	w.cfg.Bundles = &groundd.BundlesConfig{Registry: host, Repository: "flight/bundles"}
+	w.cfg.Registry.PlainHTTP = true
+	w.opts.Schedule = nil
+	log := &lineLog{t: t, name: "groundd"}
+	w.opts.Log = slog.New(slog.NewTextHandler(log, nil))
+	d := w.open()
+	defer d.Close()
+	if _, err := d.RegisterImage(ctx, w.v1.Ref.String()); err != nil {
+		t.Fatal(err)
+	}
+	u, err := d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: w.v2.Ref.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetLink(vehicleID, true)
+	w.veh.SetLink(w.now, true)
+	var in [][]byte
+	sent := 0
+	step := func() {
+		out, _, err := d.Poll(ctx, vehicleID, w.now, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range out {
+			if m, err := w.codec.Decode(f); err == nil {
+				if _, ok := m.(*protocol.Chunk); ok {
+					sent++
+				}
+			}
+		}
+		if in, err = w.veh.Step(w.now, out); err != nil {
+			t.Fatal(err)
+		}
+		w.now = w.now.Add(tick)
+	}
+	for p := 0; ; p++ {
+		if p > 4000 {
+			t.Fatal("no second failed push")
+		}
+		step()
+		if _, ok := log.find("bundle push failed", "failures=2 "); ok {
+			break
+		}
+	}
+	x, err := d.QueueShow(ctx, u.ID)
+	if err != nil || x.State != groundd.UplinkQueued || !strings.Contains(x.Waiting, "bundle push to "+host+" failed (attempt 2 of 5") || sent != 0 {
+		t.Fatalf("while the registry is away: uplink %s, waiting %q, %d chunks sent (%v)", x.State, x.Waiting, sent, err)
+	}
+	if line, _ := log.find("bundle push failed", "failures=1 "); !strings.Contains(line, "registry="+host) || !strings.Contains(line, "retry_in=5s") {
+		t.Errorf("the first failure: %s", line)
+	}
+	back.Store(true)
+	for p := 0; ; p++ {
+		if p > 4000 {
+			x, _ := d.QueueShow(ctx, u.ID)
+			t.Fatalf("the uplink did not go on once the registry was back: %s %q %q", x.State, x.Error, x.Waiting)
+		}
+		step()
+		if sent > 0 {
+			break
+		}
+	}
+	x, err = d.QueueShow(ctx, u.ID)
+	if err != nil || x.State != groundd.UplinkActive || len(x.Bundles) != 1 || x.Waiting != "" || len(x.Plans) != 1 {
+		t.Fatalf("after the registry came back: uplink %s, bundles %v, waiting %q, plans %v (%v)", x.State, x.Bundles, x.Waiting, x.Plans, err)
+	}
+	if _, ok := log.find("bundle pushed", x.Bundles[0]); !ok {
+		t.Error("no log of the push")
 	}
 }
 

@@ -55,6 +55,9 @@ type Command struct {
 	// Resends counts the copies of its frame sent again while the vehicle
 	// had not acknowledged it.
 	Resends int `json:"resends,omitempty"`
+	// SentBy is the station that sent it (the holder of the vehicle then;
+	// with several stations, not necessarily the one that queued it).
+	SentBy string `json:"sent_by,omitempty"`
 }
 
 func fromGateway(c *gateway.Command) Command {
@@ -66,6 +69,7 @@ func fromGateway(c *gateway.Command) Command {
 	if len(c.History) > 0 {
 		out.Updated = c.Last().Time
 	}
+	out.SentBy = c.SentBy()
 	return out
 }
 
@@ -140,10 +144,23 @@ func (d *Daemon) Commands(ctx context.Context, vehicle uint32) ([]Command, error
 // sendCommands hands out s's queued commands and the copies due of those
 // not acknowledged (gateway.Resend), sealed if the vehicle's uplink is:
 // called with the link up.
+//
+// With several stations the commands are the store's: whichever station
+// holds the vehicle reads its open commands first (gateway.Sync), and
+// each hand-out is a compare-and-swap, so a command queued at any
+// station's API goes out once, from the holder; one another station moved
+// first (gateway.ErrStale) is reloaded and skipped.
 func (d *Daemon) sendCommands(s *session, now time.Time) ([][]byte, error) {
 	var out [][]byte
-	for {
+	if err := d.gw.Sync(s.cfg.ID); err != nil {
+		return out, err
+	}
+	for stale := 0; ; {
 		o, ok, err := d.gw.Next(now, s.cfg.ID)
+		if errors.Is(err, gateway.ErrStale) && stale < 8 {
+			stale++
+			continue
+		}
 		if err != nil {
 			return out, err
 		}
@@ -160,8 +177,12 @@ func (d *Daemon) sendCommands(s *session, now time.Time) ([][]byte, error) {
 		out = append(out, f)
 	}
 	// Then the copies of the commands the vehicle has not acknowledged.
-	for {
+	for stale := 0; ; {
 		o, ok, err := d.gw.Resend(now, s.cfg.ID, s.resendBase())
+		if errors.Is(err, gateway.ErrStale) && stale < 8 {
+			stale++
+			continue
+		}
 		if err != nil || !ok {
 			return out, err
 		}

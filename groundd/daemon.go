@@ -74,6 +74,9 @@ type Daemon struct {
 	// fetch are the bundle artifacts being fetched from the bundle
 	// registry (regbundle.go).
 	fetch fetches
+	// pushes are the plans whose push to the bundle registry failed, to
+	// be tried again.
+	pushes pushes
 }
 
 // Open returns the daemon of cfg. Close it.
@@ -136,8 +139,12 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 		}
 	}
 	arch := storeArchive{st: d.st, log: d.log}
+	if err := arch.indexOpen(context.Background()); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("groundd: index open commands: %w", err)
+	}
 	if d.gw, err = gateway.New(gateway.Config{Key: protocol.KeyID(cfg.GroundKeyID), Priv: d.groundKey, Seq: arch, Archive: arch,
-		MaxFrame: gwFrame, Log: d.log}); err != nil {
+		MaxFrame: gwFrame, Station: cfg.Station, Log: d.log}); err != nil {
 		d.Close()
 		return nil, err
 	}

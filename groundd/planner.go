@@ -201,6 +201,18 @@ type planned struct {
 	layers        []LayerDecision
 	// artifact is the plan's bundle artifact in the registry ("": none).
 	artifact string
+	// push is what is left to push to the bundle registry before the
+	// plan may be committed (nil: nothing, or pushed).
+	push *bundlePush
+	// first: the uplink's first plan (not a supplement).
+	first bool
+}
+
+// bundlePush is a planned bundle to push: the plan and its encoded blob.
+type bundlePush struct {
+	plan     *update.Plan
+	planBlob digest.Digest
+	planSize uint64
 }
 
 // planUplink plans u for the vehicle: per layer, reuse, delta against the
@@ -423,12 +435,12 @@ func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, p *update.Plan, bas
 		return nil, err
 	}
 	// With a bundle registry, the plan and bundle go there before
-	// anything is sent: any station can then send them.
-	art, err := d.pushBundle(ctx, u, p, planBlob, uint64(len(enc)))
-	if err != nil {
-		return nil, err
+	// anything is sent (pushPlanned, before the plan is committed): any
+	// station can then send them.
+	out := &planned{plan: p, first: supplement == 0}
+	if d.cfg.Bundles != nil && u.ID != 0 {
+		out.push = &bundlePush{plan: p, planBlob: planBlob, planSize: uint64(len(enc))}
 	}
-	out := &planned{plan: p, artifact: art}
 	for _, l := range st.Layers {
 		out.layers = append(out.layers, LayerDecision{DiffID: l.DiffID.String(), Decision: l.Decision, Size: l.Size, Payload: l.Payload})
 	}
@@ -449,7 +461,7 @@ func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, p *update.Plan, bas
 		if err != nil {
 			return nil, err
 		}
-		out.transfers = append(out.transfers, transferRec{ID: id, Uplink: u.ID, Vehicle: u.Vehicle, Plan: p.ID, Kind: t.kind, Blob: t.blob.String(), Size: t.size, Chunk: chunk, Artifact: art})
+		out.transfers = append(out.transfers, transferRec{ID: id, Uplink: u.ID, Vehicle: u.Vehicle, Plan: p.ID, Kind: t.kind, Blob: t.blob.String(), Size: t.size, Chunk: chunk})
 	}
 	d.log.Info("groundd: planned", "uplink", u.ID, "vehicle", u.Vehicle, "plan", p.ID, "supplement", supplement,
 		"bundle", bundle, "bundle_size", size, "plan_transfer", out.transfers[0].ID, "bundle_transfer", out.transfers[1].ID)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bootorbit/bootorbit/delta/oci"
 	"github.com/bootorbit/bootorbit/groundd/images"
+	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/protocol/update"
 	digest "github.com/opencontainers/go-digest"
 )
@@ -40,8 +41,14 @@ const (
 	fetchRetryMin = 5 * time.Second
 	fetchRetryMax = 2 * time.Minute
 	// prefetchEvery is how often a station that does not hold a vehicle
-	// looks for blobs of its active uplink to fetch.
+	// looks for blobs of its active uplink to fetch, at the least: it
+	// also looks when the vehicle's open uplinks change in the store (one
+	// is planned) and when its link to the vehicle comes up.
 	prefetchEvery = 10 * time.Second
+	// pushAttempts bounds the attempts to push a planned bundle: after
+	// that many failures (the waits between them doubling from
+	// fetchRetryMin: 5, 10, 20 and 40 s), the uplink fails.
+	pushAttempts = 5
 )
 
 // registryOptions are the settings bundle artifacts are pushed and
@@ -91,6 +98,130 @@ func (d *Daemon) pushBundle(ctx context.Context, u *Uplink, p *update.Plan, plan
 	return ref.String(), nil
 }
 
+// pushes are the plans of this station whose push to the bundle registry
+// failed, by uplink, waiting to be tried again. They are the station's
+// own: a station that takes the vehicle over plans afresh.
+type pushes struct {
+	mu sync.Mutex
+	m  map[uint64]*pendingPush
+}
+
+type pendingPush struct {
+	pl       *planned
+	vehicle  uint32
+	failures int
+	retry    time.Time // no new attempt before (Poll's clock)
+}
+
+// pending returns uplink's plan waiting for its push (first: its first
+// plan, else a supplement), and whether there is one.
+func (p *pushes) pending(uplink uint64, first bool) (*planned, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pp := p.m[uplink]
+	if pp == nil || pp.pl.first != first {
+		return nil, false
+	}
+	return pp.pl, true
+}
+
+// wake is the earliest retry of a push for vehicle (zero: none).
+func (p *pushes) wake(vehicle uint32) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var t time.Time
+	for _, pp := range p.m {
+		if pp.vehicle == vehicle && (t.IsZero() || pp.retry.Before(t)) {
+			t = pp.retry
+		}
+	}
+	return t
+}
+
+// drop forgets vehicle's plans waiting for their push.
+func (p *pushes) drop(vehicle uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, pp := range p.m {
+		if pp.vehicle == vehicle {
+			delete(p.m, id)
+		}
+	}
+}
+
+// pushAndCommit pushes pl's bundle to the bundle registry, if it has one
+// to push, then commits it as u's plan. A push that fails leaves the
+// uplink as it is (queued, or active for a supplement), its Waiting
+// naming the registry and the error, logged as an error: it is tried
+// again after 5 s, doubling, and the uplink fails after pushAttempts
+// failures. An uplink other stations could not resume is never started.
+func (d *Daemon) pushAndCommit(ctx context.Context, s *session, u *Uplink, pl *planned, now time.Time) error {
+	if pl.push != nil {
+		p := &d.pushes
+		p.mu.Lock()
+		pp := p.m[u.ID]
+		wait := pp != nil && pp.pl == pl && now.Before(pp.retry)
+		p.mu.Unlock()
+		if wait {
+			return nil
+		}
+		art, err := d.pushBundle(ctx, u, pl.push.plan, pl.push.planBlob, pl.push.planSize)
+		if err != nil {
+			return d.pushFailed(ctx, u, pl, now, err)
+		}
+		pl.artifact, pl.push = art, nil
+		for i := range pl.transfers {
+			pl.transfers[i].Artifact = art
+		}
+		p.mu.Lock()
+		delete(p.m, u.ID)
+		p.mu.Unlock()
+	}
+	return d.commitPlan(ctx, s, u.ID, pl, now, pl.first)
+}
+
+func (d *Daemon) pushFailed(ctx context.Context, u *Uplink, pl *planned, now time.Time, err error) error {
+	p := &d.pushes
+	p.mu.Lock()
+	if p.m == nil {
+		p.m = map[uint64]*pendingPush{}
+	}
+	pp := p.m[u.ID]
+	if pp == nil || pp.pl != pl {
+		pp = &pendingPush{pl: pl, vehicle: u.Vehicle}
+		p.m[u.ID] = pp
+	}
+	pp.failures++
+	failures := pp.failures
+	wait := min(fetchRetryMin<<min(failures-1, 16), fetchRetryMax)
+	pp.retry = now.Add(wait)
+	if failures >= pushAttempts {
+		delete(p.m, u.ID)
+	}
+	p.mu.Unlock()
+	reg := d.cfg.Bundles.Registry
+	if failures >= pushAttempts {
+		d.log.Error("groundd: bundle push failed", "uplink", u.ID, "vehicle", u.Vehicle, "plan", pl.plan.ID, "registry", reg,
+			"failures", failures, "err", err)
+		why := fmt.Sprintf("planning: %v (%d attempts)", err, failures)
+		if !pl.first {
+			why = fmt.Sprintf("supplement: %v (%d attempts)", err, failures)
+		}
+		return d.endUplink(ctx, u.ID, UplinkFailed, why, now)
+	}
+	d.log.Error("groundd: bundle push failed", "uplink", u.ID, "vehicle", u.Vehicle, "plan", pl.plan.ID, "registry", reg,
+		"failures", failures, "retry_in", wait, "err", err)
+	note := fmt.Sprintf("bundle push to %s failed (attempt %d of %d, again at %s): %v", reg, failures, pushAttempts,
+		pp.retry.UTC().Format(time.RFC3339), err)
+	return d.updateUplink(ctx, u.ID, func(x *Uplink, found bool) error {
+		if !found || x.State.Final() {
+			return store.ErrSkip
+		}
+		x.Waiting, x.Updated = note, now.UTC()
+		return nil
+	})
+}
+
 // manifestMediaType is the media type an image manifest names (OCI when
 // it names none).
 func manifestMediaType(b []byte) string {
@@ -122,9 +253,26 @@ type fetches struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	state  map[string]*fetchState
-	// prefetched is when each vehicle's active uplink was last looked at
-	// by prefetch (Poll's clock).
-	prefetched map[uint32]time.Time
+	// prefetched is each vehicle's last look by prefetch.
+	prefetched map[uint32]prefetchLook
+}
+
+// prefetchLook is a look of prefetch at a vehicle's uplinks: when (Poll's
+// clock), whether the station's link was up, and the vehicle's open
+// uplinks as the store had them (their index's entries and revisions).
+type prefetchLook struct {
+	at   time.Time
+	up   bool
+	open uplinksMark
+}
+
+// uplinksMark sums up a vehicle's open uplink index (open/VEHICLE/): every
+// write of an open uplink (planned, a supplement, a state change) writes
+// its entry, so a change of count or of highest revision is a change of
+// the uplinks.
+type uplinksMark struct {
+	n      int
+	maxRev int64
 }
 
 type fetchState struct {
@@ -139,7 +287,7 @@ func (f *fetches) init() {
 	if f.state == nil {
 		f.ctx, f.cancel = context.WithCancel(context.Background())
 		f.state = map[string]*fetchState{}
-		f.prefetched = map[uint32]time.Time{}
+		f.prefetched = map[uint32]prefetchLook{}
 	}
 }
 
@@ -328,24 +476,45 @@ func (d *Daemon) fetchWake(vehicle uint32) time.Time {
 
 // prefetch, on a station that does not hold s's vehicle, fetches the
 // blobs of the vehicle's active uplink that it lacks, so that a takeover
-// at its next pass sends at once. It looks every prefetchEvery, and only
-// on a station with a bundle registry.
-func (d *Daemon) prefetch(ctx context.Context, s *session, now time.Time) {
+// at its next pass sends at once. It looks when the vehicle's open
+// uplinks changed in the store since its last look (another station
+// planned one: one List of their index per standby step tells), when its
+// link to the vehicle has come up (up: its pass begins while another
+// station holds the vehicle), and every prefetchEvery; only on a station
+// with a bundle registry.
+func (d *Daemon) prefetch(ctx context.Context, s *session, now time.Time, up bool) {
 	if d.cfg.Bundles == nil {
 		return
 	}
+	mark, markErr := d.uplinksMark(ctx, s.cfg.ID)
 	f := &d.fetch
 	f.mu.Lock()
 	f.init()
 	last, ok := f.prefetched[s.cfg.ID]
-	due := !ok || now.Sub(last) >= prefetchEvery || now.Before(last)
-	if due {
-		f.prefetched[s.cfg.ID] = now
+	why := ""
+	switch {
+	case !ok:
+		why = "first"
+	case markErr == nil && mark != last.open:
+		why = "uplinks changed"
+	case up && !last.up:
+		why = "link up"
+	case now.Sub(last.at) >= prefetchEvery || now.Before(last.at):
+		why = "timer"
 	}
+	next := prefetchLook{at: last.at, up: up, open: last.open}
+	if markErr == nil {
+		next.open = mark
+	}
+	if why != "" {
+		next.at = now
+	}
+	f.prefetched[s.cfg.ID] = next
 	f.mu.Unlock()
-	if !due {
+	if why == "" {
 		return
 	}
+	d.log.Debug("groundd: prefetch look", "vehicle", s.cfg.ID, "why", why)
 	us, err := d.openUplinks(ctx, s.cfg.ID)
 	if err != nil {
 		d.log.Debug("groundd: prefetch", "vehicle", s.cfg.ID, "err", err)
@@ -368,4 +537,17 @@ func (d *Daemon) prefetch(ctx context.Context, s *session, now time.Time) {
 			}
 		}
 	}
+}
+
+// uplinksMark reads the mark of vehicle's open uplinks.
+func (d *Daemon) uplinksMark(ctx context.Context, vehicle uint32) (uplinksMark, error) {
+	kvs, err := d.st.List(ctx, fmt.Sprintf("open/%010d/", vehicle))
+	if err != nil {
+		return uplinksMark{}, err
+	}
+	m := uplinksMark{n: len(kvs)}
+	for _, kv := range kvs {
+		m.maxRev = max(m.maxRev, kv.Rev)
+	}
+	return m, nil
 }

@@ -230,7 +230,7 @@ func (d *Daemon) poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 		// Several stations: only the one holding the vehicle sends.
 		held, fresh := d.station.hold(vehicle, up)
 		if !held {
-			return d.standby(ctx, s, now, in)
+			return d.standby(ctx, s, now, in, up)
 		}
 		if fresh {
 			if err := d.takeOver(ctx, s); err != nil {
@@ -707,8 +707,11 @@ func (d *Daemon) queueWake(ctx context.Context, vehicle uint32, now time.Time) t
 			}
 		}
 	}
-	// A bundle fetch that failed is tried again then.
+	// A bundle fetch that failed is tried again then, and a push.
 	if c := d.fetchWake(vehicle); c.After(now) && (t.IsZero() || c.Before(t)) {
+		t = c
+	}
+	if c := d.pushes.wake(vehicle); c.After(now) && (t.IsZero() || c.Before(t)) {
 		t = c
 	}
 	return t
@@ -728,6 +731,10 @@ func (d *Daemon) endUplink(ctx context.Context, id uint64, st UplinkState, why s
 // transfers and the uplink's new state are written in one transaction,
 // guarded by the uplink's revision (an operator's cancel in between wins).
 func (d *Daemon) startUplink(ctx context.Context, s *session, u *Uplink, now time.Time) error {
+	if pl, ok := d.pushes.pending(u.ID, true); ok {
+		// Planned already; its push to the bundle registry failed.
+		return d.pushAndCommit(ctx, s, u, pl, now)
+	}
 	pl, err := d.planUplink(ctx, u, s)
 	if errors.Is(err, errNoKnowledge) {
 		// Stays queued; the vehicle's housekeeping unblocks it, and is
@@ -738,7 +745,7 @@ func (d *Daemon) startUplink(ctx context.Context, s *session, u *Uplink, now tim
 		d.log.Error("groundd: planning failed", "uplink", u.ID, "vehicle", u.Vehicle, "err", err)
 		return d.endUplink(ctx, u.ID, UplinkFailed, "planning: "+err.Error(), now)
 	}
-	return d.commitPlan(ctx, s, u.ID, pl, now, true)
+	return d.pushAndCommit(ctx, s, u, pl, now)
 }
 
 func (d *Daemon) commitPlan(ctx context.Context, s *session, id uint64, pl *planned, now time.Time, first bool) error {
@@ -753,7 +760,7 @@ func (d *Daemon) commitPlan(ctx context.Context, s *session, id uint64, pl *plan
 	if u.State.Final() {
 		return nil
 	}
-	u.State, u.Updated = UplinkActive, now.UTC()
+	u.State, u.Updated, u.Waiting = UplinkActive, now.UTC(), ""
 	u.Plans = append(u.Plans, pl.plan.ID)
 	if pl.clearMismatch {
 		u.MismatchAt = time.Time{}
@@ -1157,6 +1164,10 @@ func (d *Daemon) supplementDue(ctx context.Context, s *session, u *Uplink, now t
 	if len(u.Plans) > maxSupplements {
 		return true, d.endUplink(ctx, u.ID, UplinkFailed, fmt.Sprintf("the vehicle still reports base mismatches after %d supplements", maxSupplements), now)
 	}
+	if pl, ok := d.pushes.pending(u.ID, false); ok {
+		// Planned already; its push to the bundle registry failed.
+		return true, d.pushAndCommit(ctx, s, u, pl, now)
+	}
 	layers := map[int]bool{}
 	for _, l := range u.Mismatch {
 		layers[l] = true
@@ -1187,7 +1198,7 @@ func (d *Daemon) supplementDue(ctx context.Context, s *session, u *Uplink, now t
 		return true, d.endUplink(ctx, u.ID, UplinkFailed, "supplement: "+err.Error(), now)
 	}
 	pl.clearMismatch = true
-	return true, d.commitPlan(ctx, s, u.ID, pl, now, false)
+	return true, d.pushAndCommit(ctx, s, u, pl, now)
 }
 
 // ---- followers of the telemetry ----

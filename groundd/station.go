@@ -418,6 +418,9 @@ func (d *Daemon) stationContact(ctx context.Context, s *session, now time.Time) 
 // replay window is the one the last holder stored.
 func (d *Daemon) takeOver(ctx context.Context, s *session) error {
 	d.dropSender(s)
+	// A plan whose push failed here before may have been planned again
+	// and pushed by another station meanwhile: planned afresh if not.
+	d.pushes.drop(s.cfg.ID)
 	s.linkKnown = false
 	s.lastStatus = time.Time{}
 	kv, err := d.st.Get(ctx, keyVerifier(s.cfg.ID))
@@ -434,14 +437,15 @@ func (d *Daemon) takeOver(ctx context.Context, s *session) error {
 // standby is Poll on a station that does not hold the vehicle: it hears
 // what the vehicle sends (telemetry, events and reports are archived and
 // folded into the vehicle's knowledge) and sends nothing.
-func (d *Daemon) standby(ctx context.Context, s *session, now time.Time, in [][]byte) ([][]byte, time.Time, error) {
+// up is the station's link to the vehicle (up while another holds it).
+func (d *Daemon) standby(ctx context.Context, s *session, now time.Time, in [][]byte, up bool) ([][]byte, time.Time, error) {
 	// The sender in memory is not the vehicle's any more: its reports
 	// must not move a stale copy that could be written over the holder's.
 	d.dropSender(s)
 	s.linkKnown = false
 	// Ahead of a pass it may take over, the station fetches what it
 	// lacks of the vehicle's active uplink from the bundle registry.
-	d.prefetch(ctx, s, now)
+	d.prefetch(ctx, s, now, up)
 	var contact bool
 	for _, f := range in {
 		if d.receive(ctx, s, now, f) {

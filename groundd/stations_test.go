@@ -55,6 +55,8 @@ type stationUnderTest struct {
 	// at which it sent anything.
 	chunks int
 	frames int
+	// cmds counts the command frames it sent.
+	cmds int
 }
 
 func newStationNet(t *testing.T, loss float64) *stationNet {
@@ -158,6 +160,9 @@ func (n *stationNet) step(ctx context.Context, up []bool) int {
 			m, err := w.codec.Decode(f)
 			if err != nil {
 				t.Fatalf("%s sent an undecodable frame: %v", s.name, err)
+			}
+			if _, ok := m.(*protocol.Command); ok {
+				s.cmds++
 			}
 			if c, ok := m.(*protocol.Chunk); ok {
 				s.chunks++
@@ -404,4 +409,69 @@ func TestEndToEndEtcd(t *testing.T) {
 		w.opts.Store = st
 		w.cfg.Station, w.cfg.Lease = "station-0", groundd.Duration(testLease)
 	})
+}
+
+// TestStationsCommands: commands follow the vehicle, not the station whose
+// API queued them. A command queued at station-0 goes out from station-1,
+// which holds the vehicle, once; its result is visible from every
+// station's API; a second command queued at station-2 during station-1's
+// pass goes out in that pass; nothing is sent again at the next pass,
+// where two stations see the vehicle. Before, station-0's gateway alone
+// knew the command: it went out only when station-0 held the vehicle.
+func TestStationsCommands(t *testing.T) {
+	n := newStationNet(t, 0)
+	w := n.w
+	ctx := context.Background()
+	c1, err := n.stations[0].d.SendCommand(ctx, vehicleID, "noop", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c2 groundd.Command
+	pass := func(up []bool, polls int, during func(p int)) {
+		for p := range polls {
+			if n.step(ctx, up) > 1 {
+				t.Fatalf("two stations transmitted at once")
+			}
+			if during != nil {
+				during(p)
+			}
+		}
+		n.step(ctx, make([]bool, 3))
+		w.now = w.now.Add(90 * time.Minute)
+	}
+	// station-1's pass: it sends c1, and c2 queued at station-2 midway.
+	pass([]bool{false, true, false}, 60, func(p int) {
+		if p == 20 {
+			if c2, err = n.stations[2].d.SendCommand(ctx, vehicleID, "noop", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	// station-0 and station-2 see the vehicle together: nothing is left
+	// to send.
+	pass([]bool{true, false, true}, 40, nil)
+	for i, s := range n.stations {
+		t.Logf("%s: %d command frames", s.name, s.cmds)
+		if want := map[int]int{1: 2}[i]; s.cmds != want {
+			t.Errorf("%s sent %d command frames, want %d", s.name, s.cmds, want)
+		}
+		for _, id := range []uint64{c1.ID, c2.ID} {
+			c, err := s.d.CommandShow(ctx, id)
+			if err != nil {
+				t.Fatalf("%s: command %d: %v", s.name, id, err)
+			}
+			if c.Stage != groundd.CmdCompleted || c.SentBy != "station-1" {
+				t.Errorf("%s: command %d is %s, sent by %q, want completed, sent by station-1 (%+v)", s.name, id, c.Stage, c.SentBy, c.History)
+			}
+		}
+	}
+	got := 0
+	for _, c := range w.veh.Commands {
+		if c.Seq == c1.Seq || c.Seq == c2.Seq {
+			got++
+		}
+	}
+	if got != 2 {
+		t.Errorf("the vehicle received %d command frames, want 2 (each once)", got)
+	}
 }

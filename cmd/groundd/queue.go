@@ -211,6 +211,9 @@ func printUplink(c *cobra.Command, u groundd.Uplink, ts []groundd.Transfer) erro
 	if u.Error != "" {
 		t.row("error", u.Error)
 	}
+	if u.Waiting != "" {
+		t.row("waiting", u.Waiting)
+	}
 	t.row("priority", strconv.Itoa(u.Priority))
 	t.row("not before", when(u.NotBefore))
 	t.row("deadline", when(u.Deadline))

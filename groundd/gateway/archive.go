@@ -24,6 +24,30 @@ type Archive interface {
 	Records(q Query) ([]*Record, error)
 }
 
+// SharedArchive is an Archive that several gateways share, one per ground
+// station (groundd on etcd). A command queued at one station is then sent
+// by whichever station holds the vehicle, once, and its reports move it
+// at whichever station hears them:
+//
+//   - every change of a command is a compare-and-swap on its Version:
+//     PutCommand of a command with Version v > 0 stores it only if the
+//     stored command's Version is v-1 (no stored command: 0), atomically,
+//     and otherwise stores nothing and returns an error wrapping ErrStale;
+//     a Version of 0 replaces unconditionally;
+//   - the gateway reads a vehicle's open commands from the archive before
+//     it sends (Sync) and at each Tick, and a command before a report or a
+//     cancellation moves it, so that it works on what the other stations
+//     did; a change that loses the race reloads the command.
+type SharedArchive interface {
+	Archive
+	// Command returns the command (key, seq) as stored, or an error
+	// wrapping ErrNotFound.
+	Command(key protocol.KeyID, seq uint64) (*Command, error)
+	// OpenCommands returns the open commands (Command.Open) of vehicle
+	// (0: of every vehicle), by Seq.
+	OpenCommands(vehicle uint32) ([]*Command, error)
+}
+
 // Sequencer hands out command sequence numbers. Next returns a number for
 // key that is > 0 and that it never returned before for key: not after a
 // restart (the number is durable before Next returns) and not to another

@@ -116,6 +116,9 @@ type Entry struct {
 	// Late marks a report that came after the command timed out or was
 	// rejected as replayed.
 	Late bool `json:"late,omitempty"`
+	// Station is, for Sent, the ground station that sent the frame
+	// (Config.Station; empty with one station).
+	Station string `json:"station,omitempty"`
 }
 
 // MaxHistory bounds a command's history: past it, a new Progress report
@@ -150,12 +153,32 @@ type Command struct {
 	// had not acknowledged it (Gateway.Resend), the last at ResentAt.
 	Resends  int       `json:"resends,omitempty"`
 	ResentAt time.Time `json:"resent_at,omitempty"`
+	// Version counts the command's changes: 1 when queued, one more at
+	// each change. With a SharedArchive it is the compare-and-swap guard
+	// of every change (see SharedArchive); 0 in commands archived before
+	// it existed.
+	Version uint64 `json:"version,omitempty"`
+	// Closed marks a timed-out (or replay-rejected) command that the
+	// gateways sharing a SharedArchive stopped waiting on (LateWindow
+	// after its last entry): it is no longer open.
+	Closed bool `json:"closed,omitempty"`
+}
+
+// SentBy is the station that sent the command ("" when not sent, or sent
+// by a gateway with no Config.Station).
+func (c *Command) SentBy() string {
+	for i := len(c.History) - 1; i >= 0; i-- {
+		if c.History[i].Stage == Sent {
+			return c.History[i].Station
+		}
+	}
+	return ""
 }
 
 // Open reports whether a report may still change the command: it is not
 // final, or it timed out, or the vehicle rejected it as replayed (see
 // settling).
-func (c *Command) Open() bool { return !c.Stage.Final() || c.replayRejected() }
+func (c *Command) Open() bool { return !c.Closed && (!c.Stage.Final() || c.replayRejected()) }
 
 // codeReplayed is the vehicle's code for a sequence number it already
 // accepted or that is older than its replay window.

@@ -37,6 +37,13 @@
 //     stage with the time and the stage it was waiting in. A report that
 //     arrives later still counts (marked late): the vehicle may well have
 //     run the command, and the operator must see it.
+//   - Several gateways (ground stations) may share one archive, a
+//     SharedArchive: each command change is then a compare-and-swap on the
+//     command's Version, and a gateway reads the open commands from the
+//     archive before it sends (Sync) and at each Tick, and a command
+//     before a report moves it. A command queued at any station is handed
+//     out once, by the station that sends to the vehicle, and its stages
+//     are the same at every station.
 //   - Telemetry and events are archived as received (the frame, MAC
 //     included) with the vehicle's time and the ground's reception time,
 //     and decoded through the dictionary when read, into named values with

@@ -40,6 +40,10 @@ var (
 	ErrState = errors.New("gateway: not in that stage")
 	// ErrSequence: the Sequencer returned a number it had already returned.
 	ErrSequence = errors.New("gateway: sequencer returned a used number")
+	// ErrStale: another gateway sharing the archive (another ground
+	// station) changed the command first; the gateway reloaded it, and the
+	// change was not made.
+	ErrStale = errors.New("gateway: command changed by another station")
 )
 
 // Defaults of Config.
@@ -78,6 +82,9 @@ type Config struct {
 	// a command the vehicle has not acknowledged (default
 	// DefaultMaxResends; negative: never).
 	MaxResends int
+	// Station names the ground station in the Sent entries of the
+	// commands it sends (empty: one station, not named).
+	Station string
 	// OnChange, if set, is called with a copy of a command each time it
 	// changes, under the gateway's lock: it must not call the gateway.
 	OnChange func(*Command)
@@ -92,6 +99,9 @@ type Gateway struct {
 	codec *protocol.Codec // command frames
 	arch  *protocol.Codec // archived frames: any size the link carried
 	log   *slog.Logger
+	// shared is cfg.Archive when several gateways share it (nil: this
+	// gateway is the archive's only writer, and its memory is the truth).
+	shared SharedArchive
 
 	mu      sync.Mutex
 	open    map[uint32]map[uint64]*Command // vehicle -> seq -> open command
@@ -151,6 +161,7 @@ func New(cfg Config) (*Gateway, error) {
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
+	g.shared, _ = cfg.Archive.(SharedArchive)
 	open, err := cfg.Archive.Commands(CommandQuery{Open: true})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: load open commands: %w", err)
@@ -224,10 +235,114 @@ func (g *Gateway) Submit(now time.Time, r Request) (*Command, error) {
 	return c.clone(), nil
 }
 
-// save archives c.
+// save archives c as its next Version (a compare-and-swap with a
+// SharedArchive). On an error the caller puts c back with undo.
 func (g *Gateway) save(c *Command) error {
+	c.Version++
 	if err := g.cfg.Archive.PutCommand(c.clone()); err != nil {
 		return fmt.Errorf("gateway: archive command %d/%d: %w", c.Key, c.Seq, err)
+	}
+	return nil
+}
+
+// undo puts c back as it was (prev) after save failed with err; when
+// another station changed it first, c is reloaded from the archive.
+func (g *Gateway) undo(c, prev *Command, err error) {
+	*c = *prev
+	if errors.Is(err, ErrStale) {
+		if rerr := g.reload(c.Vehicle, c.Key, c.Seq); rerr != nil {
+			g.log.Warn("gateway: reload command", "vehicle", c.Vehicle, "seq", c.Seq, "err", rerr)
+		}
+	}
+}
+
+// reload replaces the command (key, seq) of vehicle in memory with the
+// archive's copy (a SharedArchive's), tracked while open and forgotten
+// once not (a command not archived, or another vehicle's, is left alone).
+func (g *Gateway) reload(vehicle uint32, key protocol.KeyID, seq uint64) error {
+	_, err := g.reloaded(vehicle, key, seq)
+	return err
+}
+
+// reloaded is reload, and returns the archive's copy (nil: none, or
+// another vehicle's).
+func (g *Gateway) reloaded(vehicle uint32, key protocol.KeyID, seq uint64) (*Command, error) {
+	if g.shared == nil {
+		return nil, nil
+	}
+	c, err := g.shared.Command(key, seq)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gateway: reload command %d/%d: %w", key, seq, err)
+	}
+	if c.Vehicle != vehicle {
+		return nil, nil // not that vehicle's command: a report naming it matches nothing
+	}
+	if cur := g.open[vehicle][seq]; cur != nil && cur.Version > c.Version {
+		return c, nil // not written yet where the archive was read: keep ours
+	}
+	if !c.Open() {
+		g.forget(vehicle, seq)
+		return c, nil
+	}
+	if cur := g.open[vehicle][seq]; cur != nil {
+		*cur = *c
+		return c.clone(), nil
+	}
+	g.track(c)
+	return c.clone(), nil
+}
+
+func (g *Gateway) forget(vehicle uint32, seq uint64) {
+	delete(g.open[vehicle], seq)
+	if len(g.open[vehicle]) == 0 {
+		delete(g.open, vehicle)
+	}
+}
+
+// Sync reads vehicle's open commands (0: every vehicle's) from a
+// SharedArchive, so that what other stations queued, sent or settled is
+// what Next, Resend and Tick work on. Call it before sending to the
+// vehicle. Without a SharedArchive it does nothing.
+func (g *Gateway) Sync(vehicle uint32) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sync(vehicle)
+}
+
+func (g *Gateway) sync(vehicle uint32) error {
+	if g.shared == nil {
+		return nil
+	}
+	cs, err := g.shared.OpenCommands(vehicle)
+	if err != nil {
+		return fmt.Errorf("gateway: sync open commands: %w", err)
+	}
+	fresh := map[uint32]map[uint64]*Command{}
+	for _, c := range cs {
+		if vehicle != 0 && c.Vehicle != vehicle || !c.Open() {
+			continue
+		}
+		if cur := g.open[c.Vehicle][c.Seq]; cur != nil && cur.Version > c.Version {
+			c = cur // ours is newer than what the archive answered
+		}
+		m := fresh[c.Vehicle]
+		if m == nil {
+			m = map[uint64]*Command{}
+			fresh[c.Vehicle] = m
+		}
+		m[c.Seq] = c
+	}
+	if vehicle == 0 {
+		g.open = fresh
+		return nil
+	}
+	if len(fresh[vehicle]) == 0 {
+		delete(g.open, vehicle)
+	} else {
+		g.open[vehicle] = fresh[vehicle]
 	}
 	return nil
 }
@@ -276,9 +391,9 @@ func (g *Gateway) Next(now time.Time, vehicle uint32) (out Out, ok bool, err err
 	}
 	prev := first.clone()
 	first.Stage = Sent
-	first.addEntry(Entry{Stage: Sent, Time: now})
+	first.addEntry(Entry{Stage: Sent, Time: now, Station: g.cfg.Station})
 	if err := g.save(first); err != nil {
-		*first = *prev
+		g.undo(first, prev, err)
 		return Out{}, false, err
 	}
 	g.changed(first)
@@ -301,7 +416,7 @@ func (g *Gateway) Unsend(now time.Time, vehicle uint32, seq uint64) error {
 	c.Stage = Queued
 	c.History = c.History[:len(c.History)-1]
 	if err := g.save(c); err != nil {
-		*c = *prev
+		g.undo(c, prev, err)
 		return err
 	}
 	g.changed(c)
@@ -333,7 +448,7 @@ func (g *Gateway) Resend(now time.Time, vehicle uint32, base time.Duration) (out
 	first.Resends++
 	first.ResentAt = now
 	if err := g.save(first); err != nil {
-		*first = *prev
+		g.undo(first, prev, err)
 		return Out{}, false, err
 	}
 	g.log.Info("command resent", "vehicle", first.Vehicle, "seq", first.Seq, "command", first.Name, "resends", first.Resends)
@@ -380,6 +495,9 @@ func (g *Gateway) resendAt(c *Command, base time.Duration) (t time.Time, ok bool
 func (g *Gateway) Cancel(now time.Time, vehicle uint32, seq uint64) (*Command, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if err := g.reload(vehicle, g.cfg.Key, seq); err != nil {
+		return nil, err
+	}
 	c := g.open[vehicle][seq]
 	if c == nil {
 		return nil, fmt.Errorf("%w: vehicle %d seq %d is not open", ErrNotFound, vehicle, seq)
@@ -406,14 +524,11 @@ func (g *Gateway) set(c *Command, e Entry) error {
 	}
 	c.addEntry(e)
 	if err := g.save(c); err != nil {
-		*c = *prev
+		g.undo(c, prev, err)
 		return err
 	}
 	if !c.Open() {
-		delete(g.open[c.Vehicle], c.Seq)
-		if len(g.open[c.Vehicle]) == 0 {
-			delete(g.open, c.Vehicle)
-		}
+		g.forget(c.Vehicle, c.Seq)
 	}
 	g.changed(c)
 	return nil
@@ -440,12 +555,19 @@ func (g *Gateway) deadline(c *Command) (t time.Time, ok bool) {
 func (g *Gateway) Tick(now time.Time) ([]*Command, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if err := g.sync(0); err != nil {
+		return nil, err
+	}
 	var out []*Command
 	var errs []error
 	for _, v := range g.sortedVehicles() {
 		for _, c := range sortedCommands(g.open[v]) {
 			if c.settling() {
 				if !now.Before(c.Last().Time.Add(g.cfg.LateWindow)) {
+					if err := g.close(c); err != nil {
+						errs = append(errs, err)
+						continue
+					}
 					delete(g.open[v], c.Seq)
 				}
 				continue
@@ -455,7 +577,9 @@ func (g *Gateway) Tick(now time.Time) ([]*Command, error) {
 				continue
 			}
 			if err := g.set(c, Entry{Stage: Timeout, Time: now, Waited: c.Stage}); err != nil {
-				errs = append(errs, err)
+				if !errors.Is(err, ErrStale) {
+					errs = append(errs, err)
+				} // else another station moved it first (timed it out, a report): reloaded
 				continue
 			}
 			out = append(out, c.clone())
@@ -465,6 +589,25 @@ func (g *Gateway) Tick(now time.Time) ([]*Command, error) {
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// close marks a settling command the gateway stops waiting on as Closed in
+// a SharedArchive, so that no station loads it again (without one, the
+// archive's copy stays as it is: New forgets it again).
+func (g *Gateway) close(c *Command) error {
+	if g.shared == nil {
+		return nil
+	}
+	prev := c.clone()
+	c.Closed = true
+	if err := g.save(c); err != nil {
+		g.undo(c, prev, err)
+		if errors.Is(err, ErrStale) {
+			return nil // another station changed or closed it: reloaded
+		}
+		return err
+	}
+	return nil
 }
 
 // NextDeadline returns the earliest time Tick has something to do (ok
@@ -538,6 +681,23 @@ func (g *Gateway) verification(now time.Time, v *protocol.Verification) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	// With a shared archive, another station may have sent the command or
+	// moved it on: work on the archive's copy, and again if another
+	// station's change wins the race.
+	for try := 0; ; try++ {
+		if err := g.reload(v.Vehicle, g.cfg.Key, v.Seq); err != nil {
+			return err
+		}
+		// A report on a command that ended at another station is a
+		// duplicate there as here: ErrUnmatched, nothing changes.
+		err := g.verify(now, v, st)
+		if !errors.Is(err, ErrStale) || try >= 3 {
+			return err
+		}
+	}
+}
+
+func (g *Gateway) verify(now time.Time, v *protocol.Verification, st Stage) error {
 	c := g.open[v.Vehicle][v.Seq]
 	if c == nil || c.Stage == Queued || (c.Stage == Timeout && c.Last().Waited == Queued) {
 		// Final commands are forgotten: a report on one is a duplicate or

@@ -648,3 +648,150 @@ func TestResendBackoff(t *testing.T) {
 		t.Fatal("an accepted command was resent")
 	}
 }
+
+// TestSharedArchive: three gateways (stations) share one archive. A
+// command submitted at a goes out once, from b, which syncs before it
+// sends; c, stale, cannot send it again (its change loses the
+// compare-and-swap, and it reloads); a report heard at a and then at c
+// moves it once; every gateway sees where it is, and a timeout is written
+// once.
+func TestSharedArchive(t *testing.T) {
+	e := newEnv(t)
+	a := e.g
+	open := func(station string) *gateway.Gateway {
+		cfg := e.cfg
+		cfg.Station = station
+		g, err := gateway.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	b := open("b")
+	cmd := e.submit("noop", nil)
+	c := open("c") // c loads the command as queued, and stays stale
+	// b has not read it yet: nothing to send until it syncs.
+	if _, ok, err := b.Next(e.now, vehicleID); ok || err != nil {
+		t.Fatalf("b sent a command it had not read: %v %v", ok, err)
+	}
+	if err := b.Sync(vehicleID); err != nil {
+		t.Fatal(err)
+	}
+	out, ok, err := b.Next(e.now, vehicleID)
+	if err != nil || !ok || out.Seq != cmd.Seq {
+		t.Fatalf("b.Next: %+v %v %v", out, ok, err)
+	}
+	// c's copy is stale: its hand-out loses the race, and then it has
+	// nothing left to send.
+	if _, ok, err := c.Next(e.now, vehicleID); !errors.Is(err, gateway.ErrStale) || ok {
+		t.Fatalf("c sent it again: ok %v, %v", ok, err)
+	}
+	if _, ok, err := c.Next(e.now, vehicleID); ok || err != nil {
+		t.Fatalf("c after reload: ok %v, %v", ok, err)
+	}
+	reps, err := e.veh.Handle(out.Frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a, which has it as queued, hears the reports; c hears them again
+	// (duplicates of a command that ended: unmatched, as on one station).
+	for _, r := range reps {
+		if err := a.Receive(e.now, vehicleID, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range reps {
+		if err := c.Receive(e.now, vehicleID, r); !errors.Is(err, gateway.ErrUnmatched) {
+			t.Fatalf("c: a duplicate report: %v", err)
+		}
+	}
+	for _, g := range []*gateway.Gateway{a, b, c} {
+		got, err := g.Command(keyID, cmd.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := stages(got); st != "queued sent accepted started completed" || got.SentBy() != "b" {
+			t.Errorf("command %s, sent by %q", st, got.SentBy())
+		}
+	}
+	// A second command, sent by b, never answered: a, b and c tick past
+	// its ack timeout; it times out once.
+	cmd2 := e.submit("noop", nil)
+	if err := b.Sync(vehicleID); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := b.Next(e.now, vehicleID); err != nil || !ok {
+		t.Fatalf("b.Next: %v %v", ok, err)
+	}
+	e.advance(2 * time.Minute)
+	for _, g := range []*gateway.Gateway{a, c, b} {
+		if _, err := g.Tick(e.now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := stages(e.command(cmd2.Seq)); st != "queued sent timeout(sent)" {
+		t.Errorf("command 2: %s", st)
+	}
+	// The gateways stop waiting for late reports after LateWindow: the
+	// command is closed in the archive, once, and no longer open.
+	e.advance(25 * time.Hour)
+	for _, g := range []*gateway.Gateway{c, a, b} {
+		if _, err := g.Tick(e.now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := e.command(cmd2.Seq); !got.Closed || got.Open() {
+		t.Errorf("command 2 after the late window: closed %v open %v", got.Closed, got.Open())
+	}
+	if open, _ := e.arch.OpenCommands(vehicleID); len(open) != 0 {
+		t.Errorf("%d commands still open", len(open))
+	}
+}
+
+// racingArchive is a shared archive where another station times a
+// command out between this gateway's read and its write.
+type racingArchive struct {
+	*gatewaytest.Archive
+	raced bool
+}
+
+func (a *racingArchive) PutCommand(c *gateway.Command) error {
+	if c.Stage == gateway.Timeout && !a.raced {
+		a.raced = true
+		other, err := a.Archive.Command(c.Key, c.Seq)
+		if err != nil {
+			return err
+		}
+		other.Stage, other.Version = gateway.Timeout, other.Version+1
+		other.History = append(other.History, gateway.Entry{Stage: gateway.Timeout, Time: c.Last().Time, Waited: gateway.Sent})
+		if err := a.Archive.PutCommand(other); err != nil {
+			return err
+		}
+	}
+	return a.Archive.PutCommand(c)
+}
+
+// TestTickLosesRace: a timeout another station wrote first is not an
+// error of Tick: the gateway reloads the command, which stays timed out
+// once.
+func TestTickLosesRace(t *testing.T) {
+	e := newEnv(t)
+	ra := &racingArchive{Archive: e.arch}
+	e.cfg.Archive = ra
+	e.restart()
+	c := e.submit("noop", nil)
+	if _, ok, err := e.g.Next(e.now, vehicleID); err != nil || !ok {
+		t.Fatalf("Next: %v %v", ok, err)
+	}
+	e.advance(2 * time.Minute)
+	timedOut, err := e.g.Tick(e.now)
+	if err != nil || len(timedOut) != 0 || !ra.raced {
+		t.Fatalf("Tick: %d timed out here, %v (raced %v)", len(timedOut), err, ra.raced)
+	}
+	if st := stages(e.command(c.Seq)); st != "queued sent timeout(sent)" {
+		t.Errorf("command: %s", st)
+	}
+	if _, err := e.g.Tick(e.now.Add(time.Minute)); err != nil {
+		t.Errorf("the next Tick: %v", err)
+	}
+}

@@ -468,6 +468,12 @@ func TestStations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A command queued at station-2's API goes out from whichever station
+	// holds the vehicle first, once, and every station sees its result.
+	cmd, err := stations[2].d.SendCommand(ctx, vehicleID, "noop", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	go brd.Run(ctx)
 	if err := brd.PowerOn(); err != nil {
@@ -827,6 +833,24 @@ func TestStations(t *testing.T) {
 		waitFor(t, s.name+" showing the final slot status", 30*time.Second, func() bool { return finalOK(s) })
 	}
 	t.Logf("every station shows slot B written with the update %v after the heal", time.Since(healed).Round(time.Millisecond))
+	for _, s := range stations {
+		c, err := s.d.CommandShow(ctx, cmd.ID)
+		if err != nil {
+			t.Fatalf("%s: command %d: %v", s.name, cmd.ID, err)
+		}
+		sends := 0
+		for _, e := range c.History {
+			if e.Stage.String() == "sent" {
+				sends++
+			}
+		}
+		if c.Stage != groundd.CmdCompleted || sends != 1 || c.SentBy == "" {
+			t.Errorf("%s: the command queued at station-2 is %s, sent %d times, by %q", s.name, c.Stage, sends, c.SentBy)
+		}
+	}
+	if c, err := stations[0].d.CommandShow(ctx, cmd.ID); err == nil {
+		t.Logf("the command queued at station-2: %s, sent by %s (%d copies resent), seen so at every station", c.Stage, c.SentBy, c.Resends)
+	}
 	t.Logf("%v in all", time.Since(begun).Round(time.Millisecond))
 }
 

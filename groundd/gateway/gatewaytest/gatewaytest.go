@@ -23,9 +23,10 @@ type Archive struct {
 	Err      error
 }
 
-var _ gateway.Archive = (*Archive)(nil)
+var _ gateway.SharedArchive = (*Archive)(nil)
 
-// PutCommand implements gateway.Archive.
+// PutCommand implements gateway.SharedArchive: a command with a Version
+// replaces only the Version before it.
 func (a *Archive) PutCommand(c *gateway.Command) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -35,12 +36,50 @@ func (a *Archive) PutCommand(c *gateway.Command) error {
 	c = clone(c)
 	for i, o := range a.commands {
 		if o.Key == c.Key && o.Seq == c.Seq {
+			if c.Version > 0 && o.Version != c.Version-1 {
+				return fmt.Errorf("%w: %d/%d is at version %d", gateway.ErrStale, c.Key, c.Seq, o.Version)
+			}
 			a.commands[i] = c
 			return nil
 		}
 	}
+	if c.Version > 1 {
+		return fmt.Errorf("%w: %d/%d is not archived", gateway.ErrStale, c.Key, c.Seq)
+	}
 	a.commands = append(a.commands, c)
 	return nil
+}
+
+// Command implements gateway.SharedArchive.
+func (a *Archive) Command(key protocol.KeyID, seq uint64) (*gateway.Command, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.Err != nil {
+		return nil, a.Err
+	}
+	for _, c := range a.commands {
+		if c.Key == key && c.Seq == seq {
+			return clone(c), nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %d/%d", gateway.ErrNotFound, key, seq)
+}
+
+// OpenCommands implements gateway.SharedArchive.
+func (a *Archive) OpenCommands(vehicle uint32) ([]*gateway.Command, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.Err != nil {
+		return nil, a.Err
+	}
+	var out []*gateway.Command
+	for _, c := range a.commands {
+		if (vehicle == 0 || c.Vehicle == vehicle) && c.Open() {
+			out = append(out, clone(c))
+		}
+	}
+	slices.SortFunc(out, func(x, y *gateway.Command) int { return cmp.Compare(x.Seq, y.Seq) })
+	return out, nil
 }
 
 // Commands implements gateway.Archive.
