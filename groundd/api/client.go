@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +56,20 @@ func NewClient(base, token string) (*Client, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	return &Client{base: u, token: token, HTTP: &http.Client{}, Timeout: DefaultTimeout}, nil
+}
+
+// UseTLS makes the client's connections use tc (the CA that signs the
+// server's certificate, a client certificate: see ClientTLS). The server
+// must be an https:// URL: a CA or a certificate given for a plain HTTP
+// server is a mistake worth saying.
+func (c *Client) UseTLS(tc *tls.Config) error {
+	if c.base.Scheme != "https" {
+		return fmt.Errorf("%w: server %s is not https://", ErrTLS, c.base.Redacted())
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	c.HTTP.Transport = tr
+	return nil
 }
 
 // do sends a request and decodes a JSON answer into out (nil: discard).
