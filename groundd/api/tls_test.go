@@ -153,9 +153,35 @@ func TestMutualTLS(t *testing.T) {
 		t.Errorf("an operator's certificate: %v, %v", vs, err)
 	}
 
+	// A client that sends another CA's certificate anyway (Go's client
+	// sends none that the server's list of CAs does not name) is refused
+	// by the server's verification, in TLS 1.2 and 1.3.
+	rogueKP, err := api.LoadKeyPair(rogueCert, rogueKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := api.LoadCAPool(ca.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(url, "https://"), &tls.Config{
+			RootCAs: roots, MaxVersion: v,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return rogueKP, nil },
+		})
+		if err == nil {
+			// TLS 1.3: the server's verdict arrives with the first read.
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
+			t.Errorf("TLS %x, another CA's certificate: %v, want unknown certificate authority", v, err)
+		}
+	}
+
 	// The token still works on top.
 	_, url = serveTLS(t, api.Config{CertFile: cert, KeyFile: key, ClientCAFile: ops.CertFile, Token: token})
-	_, err := tlsClient(t, url, "", ca.CertFile, opCert, opKey).Vehicles(ctx)
+	_, err = tlsClient(t, url, "", ca.CertFile, opCert, opKey).Vehicles(ctx)
 	apiErr(t, err, http.StatusUnauthorized, api.CodeUnauthorized)
 	if _, err := tlsClient(t, url, token, ca.CertFile, opCert, opKey).Vehicles(ctx); err != nil {
 		t.Errorf("certificate and token: %v", err)
