@@ -12,13 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/groundd"
 	"github.com/bootorbit/bootorbit/groundd/api"
 	"github.com/bootorbit/bootorbit/groundd/api/apitest"
 )
 
 // serveTLS serves the API of a fake daemon with cfg on a real loopback
-// listener, as groundd run does, and returns the server and its URL.
-func serveTLS(t *testing.T, cfg api.Config) (*api.Server, string) {
+// listener, as groundd run does, and returns the fake, the server and its
+// URL.
+func serveTLS(t *testing.T, cfg api.Config) (*apitest.Fake, *api.Server, string) {
 	t.Helper()
 	f := apitest.New(func() time.Time { return t0 }, vehicles()...)
 	cfg.Now = func() time.Time { return t0 }
@@ -43,7 +45,7 @@ func serveTLS(t *testing.T, cfg api.Config) (*api.Server, string) {
 	if s.TLS() {
 		scheme = "https://"
 	}
-	return s, scheme + ln.Addr().String()
+	return f, s, scheme + ln.Addr().String()
 }
 
 // tlsClient returns an API client of url with the given TLS files.
@@ -69,7 +71,7 @@ func tlsClient(t *testing.T, url, tok, caFile, certFile, keyFile string) *api.Cl
 func TestTLS(t *testing.T) {
 	ca := apitest.NewCA(t, "ground")
 	cert, key := ca.Server(t, "groundd")
-	_, url := serveTLS(t, api.Config{CertFile: cert, KeyFile: key})
+	_, _, url := serveTLS(t, api.Config{CertFile: cert, KeyFile: key})
 	ctx := context.Background()
 
 	if _, err := tlsClient(t, url, "", "", "", "").Vehicles(ctx); err == nil || !strings.Contains(err.Error(), "certificate") {
@@ -111,8 +113,25 @@ func TestTLS(t *testing.T) {
 		conn.Close()
 	}
 
+	// HTTP/2 is negotiated (ALPN) by a client that has it, as the CLI's.
+	tc, err := api.ClientTLS(ca.CertFile, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+		t.Errorf("healthz: %s %d, want HTTP/2 200", resp.Proto, resp.StatusCode)
+	}
+
 	// Plain HTTP on the TLS port: a clean 400, not a hang or garbage.
-	resp, err := http.Get("http://" + addr + "/healthz")
+	resp, err = http.Get("http://" + addr + "/healthz")
 	if err != nil {
 		t.Fatalf("plain HTTP: %v", err)
 	}
@@ -135,7 +154,7 @@ func TestMutualTLS(t *testing.T) {
 	opCert, opKey := ops.Client(t, "operator")
 	rogue := apitest.NewCA(t, "rogue")
 	rogueCert, rogueKey := rogue.Client(t, "operator")
-	_, url := serveTLS(t, api.Config{CertFile: cert, KeyFile: key, ClientCAFile: ops.CertFile})
+	_, _, url := serveTLS(t, api.Config{CertFile: cert, KeyFile: key, ClientCAFile: ops.CertFile})
 	ctx := context.Background()
 
 	if _, err := tlsClient(t, url, "", ca.CertFile, "", "").Vehicles(ctx); err == nil {
@@ -180,7 +199,7 @@ func TestMutualTLS(t *testing.T) {
 	}
 
 	// The token still works on top.
-	_, url = serveTLS(t, api.Config{CertFile: cert, KeyFile: key, ClientCAFile: ops.CertFile, Token: token})
+	_, _, url = serveTLS(t, api.Config{CertFile: cert, KeyFile: key, ClientCAFile: ops.CertFile, Token: token})
 	_, err = tlsClient(t, url, "", ca.CertFile, opCert, opKey).Vehicles(ctx)
 	apiErr(t, err, http.StatusUnauthorized, api.CodeUnauthorized)
 	if _, err := tlsClient(t, url, token, ca.CertFile, opCert, opKey).Vehicles(ctx); err != nil {
@@ -198,7 +217,7 @@ func TestMutualTLSAnyHost(t *testing.T) {
 	ca := apitest.NewCA(t, "ground")
 	cert, key := ca.Server(t, "groundd")
 	opCert, opKey := ca.Client(t, "operator")
-	_, url := serveTLS(t, api.Config{CertFile: cert, KeyFile: key, ClientCAFile: ca.CertFile})
+	_, _, url := serveTLS(t, api.Config{CertFile: cert, KeyFile: key, ClientCAFile: ca.CertFile})
 	tc, err := api.ClientTLS(ca.CertFile, opCert, opKey)
 	if err != nil {
 		t.Fatal(err)
@@ -269,7 +288,7 @@ func TestCertificateRotation(t *testing.T) {
 	mod := time.Now().Add(-time.Hour).Truncate(time.Second)
 	replace(t, cert, cert1, mod)
 	replace(t, key, key1, mod)
-	s, url := serveTLS(t, api.Config{CertFile: cert, KeyFile: key})
+	_, s, url := serveTLS(t, api.Config{CertFile: cert, KeyFile: key})
 	addr := strings.TrimPrefix(url, "https://")
 	if n := servedSerial(t, addr, ca.CertFile); n != 2 {
 		t.Fatalf("served serial %d, want 2", n)
@@ -353,5 +372,35 @@ func TestTLSConfigErrors(t *testing.T) {
 	}
 	if _, err := api.ClientTLS(garbage, "", ""); err == nil || !strings.Contains(err.Error(), garbage) {
 		t.Errorf("client garbage CA: %v", err)
+	}
+}
+
+// TestTelemetryFollowTLS: a telemetry stream over mutual TLS (HTTP/2, as
+// Go's client and server negotiate it) delivers live records and ends
+// when the client cancels.
+func TestTelemetryFollowTLS(t *testing.T) {
+	ca := apitest.NewCA(t, "ground")
+	cert, key := ca.Server(t, "groundd")
+	opCert, opKey := ca.Client(t, "operator")
+	f, _, url := serveTLS(t, api.Config{CertFile: cert, KeyFile: key, ClientCAFile: ca.CertFile})
+	c := tlsClient(t, url, "", ca.CertFile, opCert, opKey)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan groundd.TelemetryRecord, 8)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.FollowTelemetry(ctx, 7, api.TelemetryQuery{From: t0}, func(r groundd.TelemetryRecord) error {
+			got <- r
+			return nil
+		})
+	}()
+	<-f.Subscribed
+	f.Publish(groundd.TelemetryRecord{Vehicle: 7, Received: t0.Add(time.Second), Kind: "tm", Name: "hk.boot", Seq: 5})
+	if r := <-got; r.Seq != 5 {
+		t.Fatalf("live record %+v, want seq 5", r)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("follow ended with %v", err)
 	}
 }
