@@ -94,8 +94,8 @@ func TestClientTLSFlags(t *testing.T) {
 		{"no CA", []string{"--api-cert", e.opCert, "--api-key", e.opKey}, 1, "certificate"},
 		// (TLS 1.3: the server refuses after the client's side of the
 		// handshake, which sees "certificate required" or a reset.)
-		{"no client certificate", []string{"--api-ca", e.ca.CertFile}, 1, "api: "},
-		{"another CA's client certificate", []string{"--api-ca", e.ca.CertFile, "--api-cert", e.rogueCert, "--api-key", e.rogueKey}, 1, "certificate"},
+		{"no client certificate", []string{"--api-ca", e.ca.CertFile}, 1, "client certificate?"},
+		{"another CA's client certificate", []string{"--api-ca", e.ca.CertFile, "--api-cert", e.rogueCert, "--api-key", e.rogueKey}, 1, "accept this client certificate?"},
 		{"unreadable certificate", []string{"--api-ca", e.ca.CertFile, "--api-cert", e.opCert + ".missing", "--api-key", e.opKey}, 1, e.opCert + ".missing"},
 		{"mismatched key", []string{"--api-ca", e.ca.CertFile, "--api-cert", e.opCert, "--api-key", e.rogueKey}, 1, e.rogueKey},
 		{"unreadable CA", []string{"--api-ca", e.ca.CertFile + ".missing"}, 1, e.ca.CertFile + ".missing"},

@@ -191,7 +191,9 @@ func (r *certReloader) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 
 // ClientTLS returns a client's TLS configuration: it trusts the CA
 // certificates in caFile (empty: the system's roots) and, with certFile
-// and keyFile, presents that certificate to a server that asks for one.
+// and keyFile, presents that certificate to a server that asks for one,
+// whatever CAs the server says it accepts (so that a wrong certificate is
+// refused as such, in the server's log too, rather than not sent).
 func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 	if (certFile == "") != (keyFile == "") {
 		return nil, fmt.Errorf("%w: a client certificate needs its key and a key its certificate", ErrTLS)
@@ -209,7 +211,7 @@ func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 		if err != nil {
 			return nil, err
 		}
-		tc.Certificates = []tls.Certificate{*cert}
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
 	}
 	return tc, nil
 }
