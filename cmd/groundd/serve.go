@@ -96,7 +96,11 @@ func reloadOnHangup(ctx context.Context, srv *api.Server, done chan<- error) {
 			case <-hup:
 				err := srv.ReloadCertificate()
 				if done != nil {
-					done <- err
+					select {
+					case done <- err:
+					case <-ctx.Done():
+						return
+					}
 				}
 			case <-ctx.Done():
 				return
