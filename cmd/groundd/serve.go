@@ -55,6 +55,14 @@ func runWithAPI(ctx context.Context, cfg groundd.Config, o groundd.Options, f *a
 	if err != nil {
 		return err
 	}
+	var hup chan os.Signal
+	if acfg != nil && acfg.CertFile != "" {
+		// From now on: a SIGHUP while the daemon opens (an etcd store
+		// may take a while) must not kill it.
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	d, err := groundd.Open(cfg, o)
 	if err != nil {
 		return err
@@ -69,8 +77,8 @@ func runWithAPI(ctx context.Context, cfg groundd.Config, o groundd.Options, f *a
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if srv.TLS() {
-		reloadOnHangup(ctx, srv, nil)
+	if hup != nil {
+		go reloadOnHangup(ctx, srv, hup, nil)
 	}
 	served := make(chan error, 1)
 	go func() {
@@ -83,28 +91,24 @@ func runWithAPI(ctx context.Context, cfg groundd.Config, o groundd.Options, f *a
 	return errors.Join(err, <-served)
 }
 
-// reloadOnHangup reads the API's certificate and key again on each SIGHUP
-// until ctx ends (a failed reload keeps the previous pair and is logged
-// by the server). Each reload's result goes to done, if not nil (tests).
-func reloadOnHangup(ctx context.Context, srv *api.Server, done chan<- error) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-hup:
-				err := srv.ReloadCertificate()
-				if done != nil {
-					select {
-					case done <- err:
-					case <-ctx.Done():
-						return
-					}
+// reloadOnHangup reads the API's certificate and key again on each
+// signal from hup (SIGHUP) until ctx ends (a failed reload keeps the
+// previous pair and is logged by the server). Each reload's result goes
+// to done, if not nil (tests).
+func reloadOnHangup(ctx context.Context, srv *api.Server, hup <-chan os.Signal, done chan<- error) {
+	for {
+		select {
+		case <-hup:
+			err := srv.ReloadCertificate()
+			if done != nil {
+				select {
+				case done <- err:
+				case <-ctx.Done():
+					return
 				}
-			case <-ctx.Done():
-				return
 			}
+		case <-ctx.Done():
+			return
 		}
-	}()
+	}
 }

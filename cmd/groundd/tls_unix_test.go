@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -170,7 +171,10 @@ func TestHangupReloads(t *testing.T) {
 	go func() { served <- srv.Serve(ctx, ln) }()
 	defer func() { cancel(); <-served }()
 	reloaded := make(chan error)
-	reloadOnHangup(ctx, srv, reloaded)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go reloadOnHangup(ctx, srv, hup, reloaded)
 
 	// A certificate and key of the same sizes and time stamps as the
 	// ones served: only a reload sees them.
