@@ -21,19 +21,28 @@ import (
 // The operator commands (queue, vehicles, transfers, cmd, tlm) are clients
 // of a running groundd's HTTP API (groundd/api, docs/groundd-api.md).
 
-// serverEnv names the environment variable that sets the default --server.
-const serverEnv = "GROUNDD_SERVER"
+// Environment variables that set the defaults of the client flags.
+const (
+	serverEnv  = "GROUNDD_SERVER"
+	apiCAEnv   = "GROUNDD_API_CA"
+	apiCertEnv = "GROUNDD_API_CERT"
+	apiKeyEnv  = "GROUNDD_API_KEY"
+)
 
 // clientFlags are the flags of every API client command.
 type clientFlags struct {
 	server, tokenFile string
+	ca, cert, key     string
 	json, verbose     bool
 }
 
 func addClientFlags(c *cobra.Command, f *clientFlags) {
 	fs := c.Flags()
-	fs.StringVar(&f.server, "server", cmp.Or(os.Getenv(serverEnv), "http://"+api.DefaultAddr), "the groundd API `URL` ($"+serverEnv+" sets the default)")
+	fs.StringVar(&f.server, "server", cmp.Or(os.Getenv(serverEnv), "http://"+api.DefaultAddr), "the groundd API `URL`, http:// or https:// ($"+serverEnv+" sets the default)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "`FILE` holding the API's bearer token (needed when the server has one)")
+	fs.StringVar(&f.ca, "api-ca", os.Getenv(apiCAEnv), "trust the PEM CA certificates in `FILE` for an https:// server (default: the system's; $"+apiCAEnv+")")
+	fs.StringVar(&f.cert, "api-cert", os.Getenv(apiCertEnv), "present the PEM client certificate in `FILE` to an https:// server that asks for one ($"+apiCertEnv+")")
+	fs.StringVar(&f.key, "api-key", os.Getenv(apiKeyEnv), "the PEM private key of --api-cert, in `FILE` ($"+apiKeyEnv+")")
 	cli.JSONFlag(c, &f.json)
 	cli.VerboseFlag(c, &f.verbose)
 }
@@ -53,8 +62,27 @@ func (f *clientFlags) client(c *cobra.Command) (*api.Client, error) {
 	if err != nil {
 		return nil, cli.Usagef("%v", err)
 	}
+	if (f.cert == "") != (f.key == "") {
+		return nil, cli.Usagef("--api-cert and --api-key go together")
+	}
+	if f.ca != "" || f.cert != "" {
+		if !strings.HasPrefix(f.server, "https://") {
+			return nil, cli.Usagef("--api-ca, --api-cert and --api-key need an https:// --server, not %q", f.server)
+		}
+		tc, err := api.ClientTLS(f.ca, f.cert, f.key)
+		if err != nil {
+			return nil, err
+		}
+		if err := cl.UseTLS(tc); err != nil {
+			return nil, err
+		}
+	}
 	if f.verbose {
-		cl.HTTP.Transport = loggingTransport{http.DefaultTransport, cli.Logger(c.ErrOrStderr(), f.verbose)}
+		next := cl.HTTP.Transport
+		if next == nil {
+			next = http.DefaultTransport
+		}
+		cl.HTTP.Transport = loggingTransport{next, cli.Logger(c.ErrOrStderr(), f.verbose)}
 	}
 	return cl, nil
 }

@@ -24,9 +24,14 @@ described in docs/groundd.md.
 
 It serves the operator API and Prometheus metrics (docs/groundd-api.md) on
 --api, 127.0.0.1:7468 by default; an address other than loopback needs
---api-token-file. It stops on SIGINT or SIGTERM.`,
+--api-token-file or client certificates (--api-client-ca). With
+--api-tls-cert and --api-tls-key it serves HTTPS (TLS 1.2 or later) and
+reads the certificate and key again when they change or on SIGHUP. It
+stops on SIGINT or SIGTERM.`,
 			Example: `  groundd run --config /etc/bootorbit/groundd.json
-  groundd run --config groundd.json -v`,
+  groundd run --config groundd.json -v
+  groundd run --config groundd.json --api 10.0.1.1:7468 \
+    --api-tls-cert gs-north.pem --api-tls-key gs-north-key.pem --api-client-ca operators-ca.pem`,
 			Args: cli.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				if config == "" {

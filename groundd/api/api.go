@@ -10,6 +10,11 @@
 // application/json bodies, so that a page cannot post a form to it. Tokens
 // are compared in constant time, request bodies and query sizes are
 // bounded, and every error is a JSON document with a code and a message.
+//
+// With a certificate and key the server speaks TLS itself (1.2 or later),
+// reading them again when they change; with a client CA it requires client
+// certificates (mutual TLS), which stand in for the token on a
+// non-loopback address.
 package api
 
 import (

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/bootorbit/bootorbit/groundd"
@@ -26,6 +28,8 @@ const MaxResponse = 64 << 20
 type Client struct {
 	base  *url.URL
 	token string
+	// clientCert: UseTLS gave a client certificate.
+	clientCert bool
 	// HTTP is the client requests go through (default: one without a
 	// timeout of its own; every call takes a context).
 	HTTP *http.Client
@@ -55,6 +59,43 @@ func NewClient(base, token string) (*Client, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	return &Client{base: u, token: token, HTTP: &http.Client{}, Timeout: DefaultTimeout}, nil
+}
+
+// UseTLS makes the client's connections use tc (the CA that signs the
+// server's certificate, a client certificate: see ClientTLS). The server
+// must be an https:// URL: a CA or a certificate given for a plain HTTP
+// server is a mistake worth saying.
+func (c *Client) UseTLS(tc *tls.Config) error {
+	if c.base.Scheme != "https" {
+		return fmt.Errorf("%w: server %s is not https://", ErrTLS, c.base.Redacted())
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	c.HTTP.Transport = tr
+	c.clientCert = len(tc.Certificates) > 0 || tc.GetClientCertificate != nil
+	return nil
+}
+
+// certRefused tells whether err may be a server refusing the client's
+// certificate, or its lack of one. In TLS 1.3 the client's handshake ends
+// before the server's verdict, which arrives as an alert, or as a reset,
+// a broken pipe or an end of stream if the client was still writing its
+// request or setting up HTTP/2: the message alone seldom says it. (A
+// server going away mid-request looks the same: hence a question.)
+func (c *Client) certRefused(err error) bool {
+	if c.base.Scheme != "https" {
+		return false
+	}
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"certificate required", "unknown certificate authority", "bad certificate", "client conn could not be established"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // do sends a request and decodes a JSON answer into out (nil: discard).
@@ -113,6 +154,12 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, in
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
+		if c.certRefused(err) {
+			if c.clientCert {
+				return nil, fmt.Errorf("api: %w (does the server accept this client certificate?)", err)
+			}
+			return nil, fmt.Errorf("api: %w (does the server require a client certificate?)", err)
+		}
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	if resp.StatusCode/100 == 2 {

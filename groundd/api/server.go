@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,11 +27,21 @@ import (
 // Config configures a Server.
 type Config struct {
 	// Addr is the listen address, host:port (default DefaultAddr). A host
-	// that is not loopback needs a Token.
+	// that is not loopback needs a Token or a ClientCAFile.
 	Addr string
 	// Token, if set, is the bearer token every request but /healthz must
 	// carry (Authorization: Bearer TOKEN). See CheckToken.
 	Token string
+	// CertFile and KeyFile, if set, make the server speak TLS (1.2 or
+	// later) with this PEM certificate (chain) and key. Serve reads them
+	// again when either changes (modification time or size) and on
+	// ReloadCertificate, so that a certificate rotates without a restart.
+	CertFile, KeyFile string
+	// ClientCAFile, if set (with CertFile), makes the server require a
+	// client certificate that the PEM CA certificates of this file sign
+	// (mutual TLS). The Token, if any, is needed on top. A non-loopback
+	// Addr needs no Token with it.
+	ClientCAFile string
 	// MaxBody bounds a request body in bytes (default 64 KiB).
 	MaxBody int64
 	// Heartbeat is how often a telemetry stream writes an empty line when
@@ -65,21 +76,32 @@ type Server struct {
 	mux     *http.ServeMux
 	handler http.Handler
 	tokenH  [sha256.Size]byte
+	tls     *tls.Config   // nil: plain HTTP
+	certs   *certReloader // with tls
 	reg     *prometheus.Registry
 	// followers holds a token per open telemetry stream.
 	followers chan struct{}
 }
 
 // Check refuses a configuration that would expose the API
-// unauthenticated beyond this machine (ErrNoToken) and a bad token
-// (ErrBadToken). New checks too; a daemon's main checks first, so that a
-// refused address stops it before it opens anything.
+// unauthenticated beyond this machine (ErrNoToken), a bad token
+// (ErrBadToken) and TLS files that are incomplete or do not load (ErrTLS,
+// naming the file). New checks too; a daemon's main checks first, so that
+// a refused configuration stops it before it opens anything.
 func (c Config) Check() error {
+	if err := c.checkTLS(); err != nil {
+		return err
+	}
 	if c.Token != "" {
 		return CheckToken(c.Token)
 	}
+	if c.ClientCAFile != "" {
+		// Mutual TLS: only holders of a certificate the CA signed get
+		// past the handshake.
+		return nil
+	}
 	if addr := cmp.Or(c.Addr, DefaultAddr); !IsLoopback(addr) {
-		return fmt.Errorf("%w: %s (set a token)", ErrNoToken, addr)
+		return fmt.Errorf("%w: %s (set a token or a client CA)", ErrNoToken, addr)
 	}
 	return nil
 }
@@ -103,6 +125,16 @@ func New(d Daemon, cfg Config) (*Server, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.tokenH = sha256.Sum256([]byte(cfg.Token))
+	if cfg.CertFile != "" {
+		certs, err := newCertReloader(cfg.CertFile, cfg.KeyFile, s.log)
+		if err != nil {
+			return nil, err
+		}
+		if s.tls, err = serverTLS(cfg, certs); err != nil {
+			return nil, err
+		}
+		s.certs = certs
+	}
 	s.reg = metrics.NewRegistry(daemonSource{d}, cfg.Now)
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "groundd_api_requests_total",
@@ -149,6 +181,19 @@ func New(d Daemon, cfg Config) (*Server, error) {
 // own collectors.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
+// TLS reports whether the server speaks TLS (and so its URL is https://).
+func (s *Server) TLS() bool { return s.tls != nil }
+
+// ReloadCertificate reads the certificate and key files again (a daemon
+// calls it on SIGHUP). If they do not load, the previous certificate
+// stays in service and the error says why. Without TLS it does nothing.
+func (s *Server) ReloadCertificate() error {
+	if s.certs == nil {
+		return nil
+	}
+	return s.certs.Reload()
+}
+
 // ServeHTTP serves one request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
@@ -174,9 +219,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.log.Info("api: serving", "addr", ln.Addr().String(), "token", s.cfg.Token != "")
+	s.log.Info("api: serving", "addr", ln.Addr().String(), "token", s.cfg.Token != "", "tls", s.tls != nil, "client_certs", s.cfg.ClientCAFile != "")
 	done := make(chan error, 1)
-	go func() { done <- hs.Serve(ln) }()
+	if s.tls != nil {
+		// A plain HTTP request on this port gets a 400 "Client sent an
+		// HTTP request to an HTTPS server" from net/http.
+		hs.TLSConfig = s.tls
+		go func() { done <- hs.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { done <- hs.Serve(ln) }()
+	}
 	select {
 	case err := <-done:
 		return fmt.Errorf("api: %w", err)
@@ -197,10 +249,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // text.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	if s.cfg.Token == "" {
+	if s.cfg.Token == "" && s.cfg.ClientCAFile == "" {
 		// Without a token, the loopback address is the only protection:
 		// a browser reaching 127.0.0.1 through a rebinding DNS name sends
-		// that name as Host.
+		// that name as Host. (With client certificates, the handshake has
+		// already proved who the client is.)
 		host := r.Host
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
