@@ -203,6 +203,7 @@ func (e *Engine) restore() error {
 		for i, r := range recs {
 			keys[i] = r.Key
 		}
+		e.setAside(nil, err)
 		// A complete bundle (a plan installing, or waiting on a base
 		// mismatch for its supplement) needs no receiver: kept. The
 		// others are dropped, and their plans failed, in the transaction
@@ -218,7 +219,6 @@ func (e *Engine) restore() error {
 		}
 		e.pendUp = nil
 		e.removeStaged()
-		e.setAside(nil, err)
 		if e.rx, err = transfer.NewReceiver(rc, nil); err != nil {
 			return fmt.Errorf("uplink: %w", err)
 		}
