@@ -311,6 +311,17 @@ func TestBadRecordCutBeforeRepair(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				// flightd check (which repairs nothing) sees what is wrong.
+				in, err := Inspect(v.cfg, v.inst, slog.New(slog.DiscardHandler))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ps := in.Check()
+				in.Close()
+				if len(ps) == 0 {
+					t.Fatal("Inspect: Check finds nothing in the journal a cut left half-repaired")
+				}
+				t.Logf("Inspect: Check: %v", ps)
 			}
 
 			v.open()
