@@ -157,16 +157,41 @@ func osCause(err error) string {
 
 // resetSlot is the slot the reset that started this boot happened in
 // (the slot that hung, for a watchdog reset), not the slot booted now:
-// when the bootloader fell back from a trial slot whose attempts ran out,
-// that slot, whose last attempt ended in the reset; else the slot of the
-// previous boot flightd recorded (prev). A boot that hangs before flightd
-// runs records nothing, so without a fallback the record may predate the
-// hang; without a record the slot is unknown ("").
+//   - when the bootloader fell back from a trial slot whose attempts ran
+//     out, that slot, whose last attempt ended in the reset;
+//   - when the slot booted now is on trial and the previous boot flightd
+//     recorded (prev) is another slot's, its counter tells (the
+//     bootloader decrements it at every boot, Arm sets it to N): below
+//     N-1, the trial slot booted before this boot and hung before flightd
+//     recorded it, so it is the slot; at N-1, this is its first boot, so
+//     the reset happened in prev's slot (after it armed the trial); else
+//     (no counting, an environment flightd cannot read) it is not known;
+//   - else prev's slot.
+//
+// A boot that hangs before flightd runs records nothing, so the record
+// may predate the hang; without a record the slot is unknown (""), unless
+// the trial slot's counter names it.
 func (d *daemon) resetSlot(prev watchdog.ResetRecord) string {
-	if ws, err := d.up.Boot.Status(string(d.up.Booted)); err == nil && ws.FailedTrial != "" {
+	booted := string(d.up.Booted)
+	ws, err := d.up.Boot.Status(booted)
+	if err == nil && ws.FailedTrial != "" {
 		return ws.FailedTrial
 	}
-	return prev.Slot
+	if prev.Slot == booted || !(ws.TrialSlot == booted || d.slotState(d.up.Booted) == slots.Pending) {
+		return prev.Slot
+	}
+	if err != nil || ws.Attempts <= 0 {
+		return ""
+	}
+	switch left, ok := ws.Left[booted]; {
+	case !ok:
+		return ""
+	case left < ws.Attempts-1:
+		return booted
+	case left == ws.Attempts-1:
+		return prev.Slot
+	}
+	return ""
 }
 
 func causeLabel(c watchdog.ResetCause, ownReboot bool) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/bootorbit/bootorbit/delta/ocitest"
 	"github.com/bootorbit/bootorbit/flightd/uplink/journal"
 	"github.com/bootorbit/bootorbit/internal/testrand"
+	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
 	"github.com/bootorbit/bootorbit/protocol/update"
 	bolt "go.etcd.io/bbolt"
@@ -219,4 +221,149 @@ func TestBadReceiverRecordKeepsStagedBundles(t *testing.T) {
 			t.Fatal("no event for the records set aside")
 		}
 	})
+}
+
+// TestBadRecordCutBeforeRepair: a stop between the transaction that sets a
+// bad record aside and the one that writes what depended on it (a power
+// cut, or an error later in Open) must not lose the repair: the next start
+// has no bad record to act on, so it must rebuild from the records alone.
+// Plan 7 accepted and its bundle under way, then:
+//   - floor-open-fails: the floor record damaged, an Open that fails after
+//     setting it aside (the staging quota lowered), an Open that works;
+//   - floor-cut, transfer-cut: the journal as a cut right after the
+//     quarantine left it (the record moved to quarantine, nothing else).
+//
+// Then plan 5 (below 7) is refused as a replay, plan 7 does not wait for a
+// bundle that can never come, and plan 8 installs.
+func TestBadRecordCutBeforeRepair(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		key       func(k []byte) bool
+		openFails bool
+	}{
+		{"floor-open-fails", func(k []byte) bool { return bytes.Equal(k, keyFloor(groundKeyID)) }, true},
+		{"floor-cut", func(k []byte) bool { return bytes.Equal(k, keyFloor(groundKeyID)) }, false},
+		{"transfer-cut", func(k []byte) bool { return len(k) == 9 && k[0] == 'x' }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := testrand.New(t)
+			dir := t.TempDir()
+			im := makeImages(t, rng, filepath.Join(dir, "img"), ocitest.GenOptions{Layers: 1, Files: 20})
+			v := newVehicle(t, filepath.Join(dir, "vehicle"), false, im.oldBase())
+			defer v.close()
+			g := newGround(t)
+			if err := v.deliver(g, update.TargetPlan(7), im.plan(t, planOpts{id: 7})); err != nil {
+				t.Fatal(err)
+			}
+			s := g.sender(update.TargetBundle(7), im.bundle)
+			v.run(s, &relay{rng: rng}, 200000, func(int) bool { return v.e.Status().ChunksHeld > v.e.Status().Total/2 })
+			if st := v.e.Status(); st.StateName != "bundle" || st.ChunksHeld == 0 {
+				t.Fatalf("status %+v, want the bundle under way", st)
+			}
+			v.close()
+
+			db, err := bolt.Open(filepath.Join(v.cfg.Dir, "journal.db"), 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var keys [][]byte
+			err = db.Update(func(tx *bolt.Tx) error {
+				b := tx.Bucket([]byte("up"))
+				b.ForEach(func(k, _ []byte) error {
+					if tc.key(k) {
+						keys = append(keys, bytes.Clone(k))
+					}
+					return nil
+				})
+				if !tc.openFails {
+					return nil
+				}
+				for _, k := range keys {
+					if err := b.Put(k, []byte{0xff, 0x00, 0x13}); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			db.Close()
+			if err != nil || len(keys) == 0 {
+				t.Fatalf("found %d records: %v", len(keys), err)
+			}
+			if tc.openFails {
+				quota := v.cfg.StagingQuota
+				v.cfg.StagingQuota = 1
+				v.epoch++
+				if v.cfg.ReturnAuth, err = protocol.NewReturnAuth(testVehicle, macKey, v.epoch); err != nil {
+					t.Fatal(err)
+				}
+				if e, err := Open(v.cfg, v.inst, slog.New(slog.DiscardHandler)); err == nil {
+					e.Close()
+					t.Fatal("Open with a staging quota below what is held: no error")
+				}
+				v.cfg.StagingQuota = quota
+			} else {
+				j, err := journal.Open(filepath.Join(v.cfg.Dir, "journal.db"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = j.Quarantine(nil, keys, nil) // the set-aside alone, as the old two-transaction restore could leave it
+				j.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				// flightd check (which repairs nothing) sees what is wrong.
+				in, err := Inspect(v.cfg, v.inst, slog.New(slog.DiscardHandler))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ps := in.Check()
+				in.Close()
+				if len(ps) == 0 {
+					t.Fatal("Inspect: Check finds nothing in the journal a cut left half-repaired")
+				}
+				t.Logf("Inspect: Check: %v", ps)
+			}
+
+			v.open()
+			if ps := v.e.Check(); len(ps) > 0 {
+				t.Fatalf("Check: %v", ps)
+			}
+			if st := v.e.Status(); st.StateName == "bundle" && st.Total == 0 {
+				t.Fatalf("status %+v: plan 7 waits for a bundle whose record is gone", st)
+			}
+			if err := v.deliver(g, update.TargetPlan(5), im.plan(t, planOpts{id: 5})); err != nil {
+				t.Fatal(err)
+			}
+			var refused bool
+			for _, e := range v.e.Events() {
+				if e.Def == dict.EvPlanAccepted && e.Args["plan"] == uint64(5) {
+					t.Fatalf("plan 5, below accepted plan 7, accepted: %+v", v.e.Status())
+				}
+				if e.Def == dict.EvPlanRefused && e.Args["plan"] == uint64(5) {
+					refused = true
+				}
+			}
+			if !refused {
+				t.Fatalf("plan 5 not refused: %+v", v.e.Status())
+			}
+			// Reopened: the repair is durable, nothing more to do.
+			v.close()
+			v.open()
+			if evs := v.e.Events(); hasEvent(evs, dict.EvTransferAborted) {
+				t.Fatalf("events at the next start: %v", eventNames(evs))
+			}
+			if err := v.deliver(g, update.TargetPlan(8), im.plan(t, planOpts{id: 8})); err != nil {
+				t.Fatal(err)
+			}
+			if err := v.deliver(g, update.TargetBundle(8), im.bundle); err != nil {
+				t.Fatal(err)
+			}
+			if id, err := v.e.RunInstall(context.Background()); err != nil || id != 8 {
+				t.Fatalf("RunInstall: %d %v", id, err)
+			}
+			if st := v.e.Status(); st.StateName != "installed" || st.StagingUsed != 0 {
+				t.Fatalf("after plan 8: %+v", st)
+			}
+		})
+	}
 }

@@ -21,7 +21,8 @@ func (p Problem) String() string { return p.Where + ": " + p.What }
 // Check checks the journal and the staging against each other and against
 // the slots: bbolt's own page check; every transfer record has its staged
 // file and reservation, no larger file; no staged file without a record;
-// every plan record decodes and names transfers that exist; a plan
+// every plan record decodes, is not above its ground key's replay floor,
+// and names transfers that exist; a plan
 // installing is the only one; the release recorded for a slot is the image
 // the slot records, when that slot holds a verified image. It is what
 // `flightd check` runs; after any power cut and a restart (Open) it finds
@@ -73,6 +74,11 @@ func (e *Engine) Check() []Problem {
 		}
 		if pl.ID != id {
 			add(where, "record holds plan %d", pl.ID)
+		}
+		if f, ok := e.floors[pl.KeyID]; !ok || f < id {
+			// Open raises the floor (a repair a cut kept from being
+			// written); until then an older plan would be accepted.
+			add(where, "above the replay floor of ground key %d (%d, recorded: %v)", pl.KeyID, f, ok)
 		}
 		if p.State == stInstalling {
 			installing++

@@ -134,17 +134,18 @@ func (e *Engine) restore() error {
 	if e.inspect {
 		return nil
 	}
-	if len(bad) > 0 {
-		if err := e.j.Quarantine(nil, bad); err != nil {
-			return err
-		}
-		for _, k := range bad {
-			if len(k) == 5 && k[0] == 'k' {
-				e.refloor(binary.BigEndian.Uint32(k[1:]))
-			}
-		}
-		e.abandonOrphans()
+	// The records set aside and the repairs of what depended on them
+	// commit in one transaction. The repairs are also derived from the
+	// records alone, at every start, not from the bad records: a journal
+	// that an older release left with a record set aside and its repair
+	// not written is mended too.
+	e.refloor()
+	e.abandonOrphans()
+	if err := e.j.Quarantine(nil, bad, e.pendUp); err != nil {
+		return err
 	}
+	e.pendUp = nil
+	e.removeStaged()
 	for id, x := range e.xfers {
 		if err := e.st.Reserve(id, int64(x.Size)); err != nil {
 			return fmt.Errorf("uplink: staging of transfer %d: %w", id, err)
@@ -202,29 +203,33 @@ func (e *Engine) restore() error {
 		for i, r := range recs {
 			keys[i] = r.Key
 		}
-		if qerr := e.j.Quarantine(keys, nil); qerr != nil {
-			return errors.Join(fmt.Errorf("uplink: %w", err), qerr)
-		}
 		e.setAside(nil, err)
 		// A complete bundle (a plan installing, or waiting on a base
-		// mismatch for its supplement) needs no receiver: kept.
+		// mismatch for its supplement) needs no receiver: kept. The
+		// others are dropped, and their plans failed, in the transaction
+		// that sets the receiver's records aside.
 		for id, x := range e.xfers {
 			if p := e.plans[x.Plan]; p == nil || p.Bundle != id || p.State != stInstalling && p.State != stBaseMismatch {
 				e.dropXfer(id)
 			}
 		}
 		e.abandonOrphans()
+		if qerr := e.j.Quarantine(keys, nil, e.pendUp); qerr != nil {
+			return errors.Join(fmt.Errorf("uplink: %w", err), qerr)
+		}
+		e.pendUp = nil
+		e.removeStaged()
 		if e.rx, err = transfer.NewReceiver(rc, nil); err != nil {
 			return fmt.Errorf("uplink: %w", err)
 		}
 	}
-	if e.setAsideAny {
-		// Transfers whose engine record was set aside: ended, the ground
-		// told (their staging is gone).
-		for _, id := range e.rx.Active() {
-			if _, ok := e.xfers[id]; !ok {
-				e.rx.Abandon(id, protocol.CancelRefused)
-			}
+	// Transfers with no engine record (it was set aside, at this start or
+	// an earlier one): ended, the ground told (their staging is gone). An
+	// accepted offer's engine record commits with the receiver's, so
+	// there are none otherwise.
+	for _, id := range e.rx.Active() {
+		if _, ok := e.xfers[id]; !ok {
+			e.rx.Abandon(id, protocol.CancelRefused)
 		}
 	}
 	// Completions a cut kept us from acting on: the receiver shows them
@@ -286,24 +291,31 @@ func (e *Engine) setAside(key []byte, err error) {
 			xfer = binary.BigEndian.Uint64(key[1:])
 		}
 	}
-	e.setAsideAny = true
 	e.log.Error("uplink: journal record does not decode: quarantined", "key", fmt.Sprintf("%x", key), "err", err)
 	e.fail(dict.CodeStorage, text)
 	e.event(dict.EvTransferAborted, text[:min(len(text), dict.MaxEventText)], dict.Values{"plan": plan, "transfer": xfer, "code": uint64(dict.CodeStorage)})
 }
 
-// refloor rebuilds the plan replay floor of ground key id, whose record
-// was set aside, from the plans recorded: the highest id of theirs from
-// that key (the floor may have been higher, for plans since forgotten;
-// their transfers' ids are still refused by the receiver's floors).
-func (e *Engine) refloor(key uint32) {
+// refloor raises the plan replay floor of every ground key to the highest
+// plan id of that key recorded (plans are never deleted), writing the
+// floors it changed. A floor record set aside is so rebuilt (it may have
+// been higher, for plans whose own record went too; their transfers' ids
+// are still refused by the receiver's floors), at the start that set it
+// aside and at every later one.
+func (e *Engine) refloor() {
+	raised := map[uint32]bool{}
 	for id, p := range e.plans {
-		if pl, err := p.decoded(); err == nil && pl.KeyID == key && id > e.floors[key] {
-			e.floors[key] = id
+		pl, err := p.decoded()
+		if err != nil {
+			continue
+		}
+		if f, ok := e.floors[pl.KeyID]; !ok || id > f {
+			e.floors[pl.KeyID] = id
+			raised[pl.KeyID] = true
 		}
 	}
-	if f, ok := e.floors[key]; ok {
-		e.pendUp = append(e.pendUp, transfer.Record{Op: transfer.OpPut, Key: keyFloor(key), Value: binary.BigEndian.AppendUint64(nil, f)})
+	for k := range raised {
+		e.pendUp = append(e.pendUp, transfer.Record{Op: transfer.OpPut, Key: keyFloor(k), Value: binary.BigEndian.AppendUint64(nil, e.floors[k])})
 	}
 }
 

@@ -191,9 +191,6 @@ type Engine struct {
 
 	// inspect: opened by Inspect, to read and check only.
 	inspect bool
-	// setAsideAny: a journal record that did not decode was set aside at
-	// Open.
-	setAsideAny bool
 }
 
 // Open opens the engine's journal and staging under cfg.Dir and restores

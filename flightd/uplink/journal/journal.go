@@ -152,8 +152,13 @@ func (d *DB) load(name []byte) ([]transfer.Record, error) {
 // for a person to look at; the others are deleted): a record that cannot
 // be read is set aside, and the daemon starts, rather than fail at every
 // start.
-func (d *DB) Quarantine(rx, up [][]byte) error {
-	if len(rx) == 0 && len(up) == 0 {
+//
+// fix, the engine's records that repair what depended on the records set
+// aside (a replay floor rebuilt, plans failed), commit in the same
+// transaction: a cut between the two would leave the bad records gone and
+// the repair never written, and the next start nothing to repair from.
+func (d *DB) Quarantine(rx, up [][]byte, fix []transfer.Record) error {
+	if len(rx) == 0 && len(up) == 0 && len(fix) == 0 {
 		return nil
 	}
 	err := d.db.Update(func(tx *bolt.Tx) error {
@@ -191,7 +196,7 @@ func (d *DB) Quarantine(rx, up [][]byte) error {
 				}
 			}
 		}
-		return nil
+		return apply(tx.Bucket(bucketUp), fix)
 	})
 	if err != nil {
 		return fmt.Errorf("journal: quarantine: %w", err)

@@ -47,3 +47,33 @@ func TestJournal(t *testing.T) {
 		t.Fatalf("rx %v up %v", rx, up)
 	}
 }
+
+// TestQuarantineWithFix: the records set aside and the repair records go in
+// one transaction: a repair that fails leaves the bad records in place
+// (the next start sets them aside again), and one that works lands with
+// the set-aside.
+func TestQuarantineWithFix(t *testing.T) {
+	d, err := Open(filepath.Join(t.TempDir(), "j.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Apply([]transfer.Record{put("t1", "a")}, []transfer.Record{put("k1", "bad"), put("p1", "x")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Quarantine([][]byte{[]byte("t1")}, [][]byte{[]byte("k1")}, []transfer.Record{{Op: 99, Key: []byte("k1")}}); err == nil {
+		t.Fatal("bad repair op accepted")
+	}
+	if q, _ := d.Quarantined(); len(q) != 0 {
+		t.Fatalf("quarantined %v although the repair failed", q)
+	}
+	if err := d.Quarantine([][]byte{[]byte("t1")}, [][]byte{[]byte("k1")}, []transfer.Record{put("k1", "good")}); err != nil {
+		t.Fatal(err)
+	}
+	rx, _ := d.Load()
+	up, _ := d.LoadUp()
+	q, _ := d.Quarantined()
+	if len(rx) != 0 || len(up) != 2 || string(up[0].Key) != "k1" || string(up[0].Value) != "good" || len(q) != 2 {
+		t.Fatalf("rx %v up %v quarantined %v", rx, up, q)
+	}
+}
