@@ -120,3 +120,77 @@ func TestDaemonPetsDuringSlotWrite(t *testing.T) {
 		t.Fatalf("slot B %s after the write", st)
 	}
 }
+
+// TestDaemonPetsDuringFactoryReset: a pending factory_reset, applied by
+// activate to the slot about to boot, empties the persistent /var, which
+// takes as long as /var holds files. Held here for twice the watchdog's
+// timeout, it does not stop the main loop: the watchdog is petted,
+// commands are answered (those that change the slots with busy), and
+// activate completes, armed, once the reset ends.
+func TestDaemonPetsDuringFactoryReset(t *testing.T) {
+	r := newDaemonRig(t, slots.A, slots.Good, slots.Written, vars("A", "3", "0", "-"))
+	dev := watchdogtest.NewDevice(r.clock, time.Minute, 0)
+	r.wd = dev
+	entered, release := make(chan slots.SlotID, 1), make(chan struct{})
+	var once sync.Once
+	r.opts = func(o *Options) {
+		o.factoryReset = func(_ context.Context, id slots.SlotID, wipeVar bool) error {
+			if !wipeVar {
+				t.Errorf("factory reset of slot %s keeps /var", id)
+			}
+			entered <- id
+			<-release
+			return nil
+		}
+	}
+	run := r.start(slots.A)
+	// Registered after start's: runs before the daemon is stopped, so
+	// that a failing run is not left waiting on the held reset.
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	c := r.command(run, "factory_reset", nil, nil)
+	r.verification(run, c.Seq, protocol.StageCompleted)
+	act := r.command(run, "activate", dict.Values{"slot": "b", "attempts": uint64(2)}, nil)
+	r.verification(run, act.Seq, protocol.StageStarted)
+	select {
+	case id := <-entered:
+		if id != slots.B {
+			t.Fatalf("factory reset of slot %s, want B", id)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the factory reset did not start")
+	}
+
+	pets := dev.Pets()
+	for range 12 {
+		r.clock.Advance(10 * time.Second)
+		c := r.command(run, "noop", nil, nil)
+		r.verification(run, c.Seq, protocol.StageCompleted)
+		if dev.Expired() {
+			t.Fatalf("the watchdog expired during the factory reset (%d pets)", dev.Pets())
+		}
+	}
+	if got := dev.Pets() - pets; got < 5 {
+		t.Errorf("%d pets in 2 minutes of factory reset, want one every 20 s", got)
+	}
+	c = r.command(run, "reboot", nil, nil)
+	if v := r.verification(run, c.Seq, protocol.StageFailed); v.Code != dict.CodeBusy {
+		t.Errorf("reboot during the factory reset: %s, want busy", dict.EnumReason.NameOf(uint64(v.Code)))
+	}
+
+	once.Do(func() { close(release) })
+	if ev := r.event(run, dict.EvArmed); ev["attempts"] != uint64(2) {
+		t.Errorf("armed %v", ev)
+	}
+	r.verification(run, act.Seq, protocol.StageCompleted)
+	if s := run.status(); s.Next != "B" {
+		t.Errorf("next boot %q after activate, want B", s.Next)
+	}
+	// Applied: the next activate does not reset again.
+	act = r.command(run, "activate", dict.Values{"slot": "b", "attempts": uint64(2)}, nil)
+	r.verification(run, act.Seq, protocol.StageCompleted)
+	select {
+	case id := <-entered:
+		t.Fatalf("a second factory reset of slot %s", id)
+	default:
+	}
+}

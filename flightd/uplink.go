@@ -114,9 +114,10 @@ func (d *daemon) openUplink() error {
 }
 
 // drainUplink sends what the engine produced and starts an install that
-// is due: not while one runs, a trial boot is open, or verify_slot reads
+// is due: not while one runs, a trial boot is open, verify_slot reads
 // the inactive slot back (the install would write the slot under the
-// verification; the end of the verification calls drainUplink again).
+// verification; the end of the verification calls drainUplink again), or
+// a factory reset runs (likewise).
 func (d *daemon) drainUplink(ctx context.Context, now time.Time) {
 	if d.eng == nil {
 		return
@@ -127,7 +128,7 @@ func (d *daemon) drainUplink(ctx context.Context, now time.Time) {
 	for _, ev := range d.eng.Events() {
 		d.eventDef(now, ev.Def, ev.Text, ev.Args)
 	}
-	if st := d.eng.Status(); st.StateName == "installing" && !d.installBusy && !d.trialOpen && !d.verifyBusy {
+	if st := d.eng.Status(); st.StateName == "installing" && !d.installBusy && !d.trialOpen && !d.verifyBusy && !d.resetBusy {
 		d.installBusy = true
 		go func() {
 			plan, err := d.eng.RunInstall(ctx)
