@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -65,6 +66,9 @@ type Options struct {
 	// factoryReset, if set, replaces slots.Manager.FactoryReset (tests
 	// hold it to check the main loop goes on meanwhile).
 	factoryReset func(ctx context.Context, id slots.SlotID, wipeVar bool) error
+	// installLayers, if set, wraps the layer streams the uplink installer
+	// gives the slot writer (tests hold a write in its middle).
+	installLayers func([]io.Reader) []io.Reader
 }
 
 // daemon is Run's state; everything but the link readers runs on the main

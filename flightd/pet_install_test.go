@@ -6,9 +6,22 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/bootorbit/bootorbit/delta"
+	"github.com/bootorbit/bootorbit/delta/oci"
+	"github.com/bootorbit/bootorbit/delta/ocitest"
+	"github.com/bootorbit/bootorbit/internal/testrand"
+	"github.com/bootorbit/bootorbit/protocol/link"
+	"github.com/bootorbit/bootorbit/protocol/update"
+	"github.com/bootorbit/bootorbit/watchdog"
 
 	"github.com/bootorbit/bootorbit/protocol"
 	"github.com/bootorbit/bootorbit/protocol/dict"
@@ -23,12 +36,14 @@ type heldLayer struct {
 	r                io.Reader
 	n, at            int
 	entered, release chan struct{}
-	once             sync.Once
+	once, releaseMu  sync.Once
 }
 
 func newHeldLayer(b []byte, at int) *heldLayer {
 	return &heldLayer{r: bytes.NewReader(b), at: at, entered: make(chan struct{}), release: make(chan struct{})}
 }
+
+func (h *heldLayer) releaseOnce() { h.releaseMu.Do(func() { close(h.release) }) }
 
 func (h *heldLayer) Read(p []byte) (int, error) {
 	if h.n >= h.at {
@@ -193,4 +208,119 @@ func TestDaemonPetsDuringFactoryReset(t *testing.T) {
 		t.Fatalf("a second factory reset of slot %s", id)
 	default:
 	}
+}
+
+// petSignal is a watchdog that counts its keepalives and signals each
+// one on pets (dropped when nobody listens).
+type petSignal struct {
+	n    atomic.Int64
+	pets chan struct{}
+}
+
+func (p *petSignal) Keepalive() error {
+	p.n.Add(1)
+	select {
+	case p.pets <- struct{}{}:
+	default:
+	}
+	return nil
+}
+func (p *petSignal) SetTimeout(d time.Duration) (time.Duration, error) { return d, nil }
+func (p *petSignal) BootStatus() (watchdog.BootStatus, error)          { return 0, nil }
+func (p *petSignal) Close() error                                      { return nil }
+
+// TestInstallKeepsPetting: the uplink's own install (a delta bundle sent
+// over UDP, installed by the engine off the main loop into a directory
+// slot), held in the middle of its slot write: the watchdog (3 s, petted
+// every second) keeps being petted, the status command is answered and
+// hk.slots says slot B is being written; released, the install completes.
+// Before, the first housekeeping round after the write began blocked on
+// the slot manager until the write ended.
+func TestInstallKeepsPetting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end over UDP")
+	}
+	rng := testrand.New(t)
+	dir := t.TempDir()
+	v1L := ocitest.RandomLayers(rng, ocitest.GenOptions{Layers: 1, Files: 10, MaxFileSize: 4 << 10})
+	v2L, _ := ocitest.Modify(rng, v1L, ocitest.ModifyOptions{Changes: []ocitest.Change{ocitest.Edit, ocitest.Add}})
+	var ims [2]ocitest.Image
+	var oims [2]*oci.Image
+	for i, l := range [][]ocitest.Layer{v1L, v2L} {
+		var err error
+		ims[i], err = ocitest.Write(filepath.Join(dir, "img", string(rune('1'+i))), "v", l)
+		mustT(t, err)
+		oims[i], err = oci.Open(ims[i].Ref)
+		mustT(t, err)
+	}
+	bp := filepath.Join(dir, "bundle")
+	_, err := delta.ComputeFile(context.Background(), oims[0], oims[1], bp, delta.Options{TempDir: dir})
+	mustT(t, err)
+	bundle, err := os.ReadFile(bp)
+	mustT(t, err)
+
+	v := newE2EVehicle(t, filepath.Join(dir, "vehicle"), ims[0])
+	// Named for the configuration only: Options.Watchdog replaces it.
+	v.cfg.Boot.Watchdog, v.cfg.Boot.WatchdogTimeoutS = "/dev/watchdog0", 3
+	v.cfg.Telemetry.Period = Duration(time.Second) // a housekeeping round every second
+	wd := &petSignal{pets: make(chan struct{})}
+	heldCh := make(chan *heldLayer, 1)
+	v.opts = func(o *Options) {
+		o.Watchdog = wd
+		o.installLayers = func(ls []io.Reader) []io.Reader {
+			// Hold the first layer's stream 512 bytes in: the slot is
+			// recorded writing and its extraction has begun.
+			h := &heldLayer{r: ls[0], at: 512, entered: make(chan struct{}), release: make(chan struct{})}
+			heldCh <- h
+			return append([]io.Reader{h}, ls[1:]...)
+		}
+	}
+	codec, err := protocol.NewCodec(1024)
+	mustT(t, err)
+	ver, err := protocol.NewReturnVerifier(testVehicle, protocol.MACKey{ID: 1, Key: bytes.Repeat([]byte{9}, 32)})
+	mustT(t, err)
+	gconn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	mustT(t, err)
+	defer gconn.Close()
+	g := &groundStation{t: t, conn: gconn, codec: codec, ver: ver, ground: e2eKey(1), release: e2eKey(2),
+		tlm: map[uint16]*protocol.Telemetry{}, chunks: map[uint64]int{}}
+	l, err := link.Open(link.Config{Name: "sband", Kind: "udp", Listen: "127.0.0.1:0", MaxFrame: 1024})
+	mustT(t, err)
+	addr := l.(interface{ Addr() net.Addr }).Addr().(*net.UDPAddr)
+	g.relay = newLossyRelay(t, addr, rand.New(rand.NewPCG(rng.Uint64(), 1)), 0).addr()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := v.run(ctx, l, 1)
+	defer func() { cancel(); <-done }()
+
+	g.transfer(update.TargetPlan(1), g.signedPlan(1, 2, oims[1], bundle), 30*time.Second)
+	g.transfer(update.TargetBundle(1), bundle, 30*time.Second)
+	var h *heldLayer
+	select {
+	case h = <-heldCh:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the install did not start its slot write")
+	}
+	defer h.releaseOnce() // before the daemon is stopped
+	select {
+	case <-h.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the install did not reach its slot write")
+	}
+
+	// Three pets (a second apart) and an answered status while the write
+	// is held: the main loop goes on.
+	for range 3 {
+		select {
+		case <-wd.pets:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no watchdog pet for 10 s during the slot write (%d in all)", wd.n.Load())
+		}
+	}
+	writingState, _ := dict.EnumSlotState.Value(string(slots.Writing))
+	g.waitHK(dict.HKSlots, "slot b writing", func(hv dict.Values) bool { return hv["slot_b_state"] == writingState }, 20*time.Second)
+
+	h.releaseOnce()
+	g.waitEvent(dict.EvInstallDone, 0, 60*time.Second)
+	writtenState, _ := dict.EnumSlotState.Value(string(slots.Written))
+	g.waitHK(dict.HKSlots, "slot b written", func(hv dict.Values) bool { return hv["slot_b_state"] == writtenState }, 20*time.Second)
 }
