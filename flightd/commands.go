@@ -119,9 +119,17 @@ func (d *daemon) onCommand(ctx context.Context, now time.Time, c *protocol.Comma
 	d.report(c, protocol.StageAccepted, 0, 0)
 	d.report(c, protocol.StageStarted, 0, 0)
 	d.log.Info("command", "seq", c.Seq, "command", def.Name, "args", args)
-	if err := d.execute(ctx, now, c, def, args); err == errLater {
-		return true
-	} else if err != nil {
+	d.finish(now, c, def, d.execute(ctx, now, c, def, args))
+	return true
+}
+
+// finish sends the final report of command c, whose execution returned
+// err (errLater: nothing yet, its completion is reported later).
+func (d *daemon) finish(now time.Time, c *protocol.Command, def *dict.Command, err error) {
+	if err == errLater {
+		return
+	}
+	if err != nil {
 		code := dict.CodeBadState
 		var ce *cmdError
 		if errors.As(err, &ce) {
@@ -130,10 +138,9 @@ func (d *daemon) onCommand(ctx context.Context, now time.Time, c *protocol.Comma
 		d.log.Warn("command failed", "seq", c.Seq, "command", def.Name, "err", err)
 		d.setError(now, code, def.Name+": "+err.Error())
 		d.report(c, protocol.StageFailed, 0, code)
-		return true
+		return
 	}
 	d.report(c, protocol.StageCompleted, 0, 0)
-	return true
 }
 
 // countRejected counts a command rejected (or a copy not run) for code.
@@ -257,10 +264,10 @@ func idArg(args dict.Values) (uint64, bool) {
 // execute runs an accepted command; a non-nil error fails it (a *cmdError
 // carries the reason code).
 func (d *daemon) execute(ctx context.Context, now time.Time, c *protocol.Command, def *dict.Command, args dict.Values) error {
-	if d.installBusy || d.verifyBusy {
+	if d.installBusy || d.verifyBusy || d.resetBusy {
 		switch def {
 		case dict.CmdActivate, dict.CmdRollback, dict.CmdMarkGood, dict.CmdVerify, dict.CmdFactoryReset, dict.CmdReboot:
-			return fail(dict.CodeBusy, "an install or a slot verification is running")
+			return fail(dict.CodeBusy, "an install, a slot verification or a factory reset is running")
 		}
 	}
 	switch def {
@@ -272,12 +279,12 @@ func (d *daemon) execute(ctx context.Context, now time.Time, c *protocol.Command
 	case dict.CmdAbort, dict.CmdPause, dict.CmdResume, dict.CmdDeleteStaged:
 		return d.uplinkCommand(ctx, now, def, args)
 	case dict.CmdActivate:
-		return d.activate(now, args)
+		return d.activate(ctx, now, c, args)
 	case dict.CmdReboot:
 		d.requestReboot("command", d.nextSlot())
 		return nil
 	case dict.CmdRollback:
-		return d.rollback(now)
+		return d.rollback(ctx, now, c)
 	case dict.CmdMarkGood:
 		if err := d.up.Commit(); err != nil {
 			return fail(dict.CodeBadState, "%v", err)
@@ -387,8 +394,10 @@ func uplinkFail(err error) error {
 }
 
 // activate arms the inactive slot for a trial boot with the command's
-// attempts, and schedules the reboot at not_before if given.
-func (d *daemon) activate(now time.Time, args dict.Values) error {
+// attempts, and schedules the reboot at not_before if given. A pending
+// factory reset of the slot runs first, off the main loop; activate then
+// runs again from its checks (errLater meanwhile).
+func (d *daemon) activate(ctx context.Context, now time.Time, c *protocol.Command, args dict.Values) error {
 	label, _ := dict.EnumSlot.Lookup(args["slot"].(uint64))
 	id, _ := slotID(label.Name)
 	if id == d.up.Booted {
@@ -404,8 +413,8 @@ func (d *daemon) activate(now time.Time, args dict.Values) error {
 	if err := d.saveStateErr(); err != nil {
 		return err
 	}
-	if err := d.factoryReset(id); err != nil {
-		return err
+	if d.startFactoryReset(ctx, c, dict.CmdActivate, args, id) {
+		return errLater
 	}
 	// Armed with the command's attempts through a copy: the Updater's own
 	// setting is read by the status (the control socket's goroutine).
@@ -443,8 +452,9 @@ func (d *daemon) activate(now time.Time, args dict.Values) error {
 // rollback makes the other slot, which must be good, boot next, and
 // reboots: a trial in progress is failed; a committed boot arms the other
 // slot for a trial of its own (it was good before, it must prove itself
-// again, and the booted slot stays its fallback).
-func (d *daemon) rollback(now time.Time) error {
+// again, and the booted slot stays its fallback). A pending factory reset
+// of the other slot runs first, off the main loop, as for activate.
+func (d *daemon) rollback(ctx context.Context, now time.Time, c *protocol.Command) error {
 	other := d.up.Booted.Other()
 	if st := d.slotState(other); st != slots.Good {
 		return fail(dict.CodeBadState, "slot %s is %s, not good: nothing to roll back to", other, st)
@@ -453,8 +463,8 @@ func (d *daemon) rollback(now time.Time) error {
 	if err != nil {
 		return fail(dict.CodeBadState, "%v", err)
 	}
-	if err := d.factoryReset(other); err != nil {
-		return err
+	if d.startFactoryReset(ctx, c, dict.CmdRollback, nil, other) {
+		return errLater
 	}
 	if d.up.onTrial(st, ws) {
 		if err := d.up.FailTrial("rollback command"); err != nil {
@@ -479,20 +489,64 @@ func (d *daemon) rollback(now time.Time) error {
 	return nil
 }
 
-// factoryReset applies a pending factory_reset to slot id, the slot about
-// to boot: its /etc back to the image's, the persistent /var emptied.
-func (d *daemon) factoryReset(id slots.SlotID) error {
+// resetResult is the end of a factory reset run off the main loop, and
+// the command that waits for it.
+type resetResult struct {
+	c    *protocol.Command
+	def  *dict.Command // activate or rollback
+	args dict.Values
+	slot slots.SlotID
+	err  error
+}
+
+// startFactoryReset starts applying a pending factory_reset to slot id,
+// the slot about to boot (its /etc back to the image's, the persistent
+// /var emptied), off the main loop: emptying /var takes as long as /var
+// holds files, and the main loop pets the watchdog. It reports whether one
+// was pending (the command def then completes in onFactoryReset, which
+// runs it again). Meanwhile installs wait and the commands that change the
+// slots answer busy.
+func (d *daemon) startFactoryReset(ctx context.Context, c *protocol.Command, def *dict.Command, args dict.Values, id slots.SlotID) bool {
 	d.mu.Lock()
 	pending := d.st.FactoryReset
 	d.mu.Unlock()
 	if !pending {
-		return nil
+		return false
 	}
-	if err := d.up.Slots.FactoryReset(context.Background(), id, true); err != nil {
-		return fail(dict.CodeBadState, "factory reset of slot %s: %v", id, err)
+	d.resetBusy = true
+	reset := d.up.Slots.FactoryReset
+	if d.opt.factoryReset != nil {
+		reset = d.opt.factoryReset
 	}
-	d.mu.Lock()
-	d.st.FactoryReset = false
-	d.mu.Unlock()
-	return d.saveStateErr()
+	go func() {
+		err := reset(ctx, id, true)
+		d.resetRes <- resetResult{c: c, def: def, args: args, slot: id, err: err}
+	}()
+	return true
+}
+
+// onFactoryReset takes the end of a factory reset: on success the reset is
+// no longer pending and the command that started it runs again from its
+// checks (the state may have moved meanwhile), now without a reset.
+func (d *daemon) onFactoryReset(ctx context.Context, now time.Time, r resetResult) {
+	d.resetBusy = false
+	err := r.err
+	if err != nil {
+		err = fail(dict.CodeBadState, "factory reset of slot %s: %v", r.slot, err)
+	} else {
+		d.mu.Lock()
+		d.st.FactoryReset = false
+		d.mu.Unlock()
+		err = d.saveStateErr()
+	}
+	if err == nil {
+		switch r.def {
+		case dict.CmdActivate:
+			err = d.activate(ctx, now, r.c, r.args)
+		case dict.CmdRollback:
+			err = d.rollback(ctx, now, r.c)
+		}
+	}
+	d.finish(now, r.c, r.def, err)
+	d.drainUplink(ctx, now) // an install held by the reset
 }

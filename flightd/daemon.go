@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -63,6 +64,12 @@ type Options struct {
 	// verifySlot, if set, replaces the slot read-back of verify_slot
 	// (tests hold it to run an uplink meanwhile).
 	verifySlot func(ctx context.Context, id slots.SlotID) (*slots.VerifyResult, error)
+	// factoryReset, if set, replaces slots.Manager.FactoryReset (tests
+	// hold it to check the main loop goes on meanwhile).
+	factoryReset func(ctx context.Context, id slots.SlotID, wipeVar bool) error
+	// installLayers, if set, wraps the layer streams the uplink installer
+	// gives the slot writer (tests hold a write in its middle).
+	installLayers func([]io.Reader) []io.Reader
 }
 
 // daemon is Run's state; everything but the link readers runs on the main
@@ -113,6 +120,8 @@ type daemon struct {
 	installRes         chan installResult
 	verifyBusy         bool
 	verifyRes          chan verifyResult
+	resetBusy          bool // a factory reset runs off the loop
+	resetRes           chan resetResult
 	linkState          chan linkChange
 	linksUp            map[string]bool
 	nextHK             time.Time
@@ -156,7 +165,7 @@ func start(ctx context.Context, cfg *Config, opt Options) (*daemon, error) {
 	}
 	d := &daemon{cfg: cfg, opt: opt, keys: keys, log: opt.Log, clock: opt.Clock,
 		windows: map[uint32]*protocol.ReplayWindow{}, tlmSeq: map[uint16]uint32{},
-		healthRes: make(chan error, 1), installRes: make(chan installResult, 1), verifyRes: make(chan verifyResult, 1), linkState: make(chan linkChange, 16), lastLink: -1, replyLink: -1}
+		healthRes: make(chan error, 1), installRes: make(chan installResult, 1), verifyRes: make(chan verifyResult, 1), resetRes: make(chan resetResult, 1), linkState: make(chan linkChange, 16), lastLink: -1, replyLink: -1}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -369,6 +378,8 @@ func (d *daemon) loop(ctx context.Context) error {
 		case r := <-d.verifyRes:
 			d.onVerify(d.clock.Now(), r)
 			d.drainUplink(ctx, d.clock.Now()) // an install held by the verification
+		case r := <-d.resetRes:
+			d.onFactoryReset(ctx, d.clock.Now(), r)
 		case lc := <-d.linkState:
 			ev := dict.EvLinkDown
 			if lc.up {

@@ -45,6 +45,7 @@ type daemonRig struct {
 	checkHang chan struct{}
 	reboots   int
 	wd        watchdog.Device // the next start's watchdog (nil: none)
+	opts      func(*Options)  // if set, edits the next start's options
 }
 
 func newDaemonRig(t *testing.T, booted slots.SlotID, a, b slots.State, env watchdog.Vars) *daemonRig {
@@ -130,6 +131,9 @@ func (r *daemonRig) start(booted slots.SlotID) *running {
 			return r.checkErr
 		},
 		Ready: func(s func() Status) { ready <- s },
+	}
+	if r.opts != nil {
+		r.opts(&opt)
 	}
 	go func() { run.done <- Run(ctx, r.cfg, opt) }()
 	select {

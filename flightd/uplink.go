@@ -2,6 +2,7 @@ package flightd
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -22,6 +23,10 @@ type installer struct {
 	// base, if set, replaces the booted slot as the delta base (tests).
 	base func() delta.Base
 	log  *slog.Logger
+
+	// layers, if set, wraps the layer streams given to the slot writer
+	// (tests).
+	layers func([]io.Reader) []io.Reader
 
 	mu   sync.Mutex
 	open *slots.LayerBase // the base of the install in progress
@@ -65,6 +70,9 @@ func (i *installer) Base() delta.Base {
 
 func (i *installer) Install(ctx context.Context, img slots.Image) (*slots.InstallResult, error) {
 	defer i.closeBase()
+	if i.layers != nil {
+		img.Layers = i.layers(img.Layers)
+	}
 	return i.u.Write(ctx, i.u.Booted.Other(), img)
 }
 
@@ -105,7 +113,7 @@ func (d *daemon) openUplink() error {
 	if d.opt.UplinkFS != nil {
 		uc.FS = d.opt.UplinkFS
 	}
-	e, err := uplink.Open(uc, &installer{u: d.up, base: d.opt.Base, log: d.log}, d.log)
+	e, err := uplink.Open(uc, &installer{u: d.up, base: d.opt.Base, layers: d.opt.installLayers, log: d.log}, d.log)
 	if err != nil {
 		return err
 	}
@@ -114,9 +122,10 @@ func (d *daemon) openUplink() error {
 }
 
 // drainUplink sends what the engine produced and starts an install that
-// is due: not while one runs, a trial boot is open, or verify_slot reads
+// is due: not while one runs, a trial boot is open, verify_slot reads
 // the inactive slot back (the install would write the slot under the
-// verification; the end of the verification calls drainUplink again).
+// verification; the end of the verification calls drainUplink again), or
+// a factory reset runs (likewise).
 func (d *daemon) drainUplink(ctx context.Context, now time.Time) {
 	if d.eng == nil {
 		return
@@ -127,7 +136,7 @@ func (d *daemon) drainUplink(ctx context.Context, now time.Time) {
 	for _, ev := range d.eng.Events() {
 		d.eventDef(now, ev.Def, ev.Text, ev.Args)
 	}
-	if st := d.eng.Status(); st.StateName == "installing" && !d.installBusy && !d.trialOpen && !d.verifyBusy {
+	if st := d.eng.Status(); st.StateName == "installing" && !d.installBusy && !d.trialOpen && !d.verifyBusy && !d.resetBusy {
 		d.installBusy = true
 		go func() {
 			plan, err := d.eng.RunInstall(ctx)

@@ -65,8 +65,9 @@ type cachedChunk struct {
 // from the slot and its layer index. The slot must hold a verified image
 // (written, pending or good: usually the booted slot) installed with an
 // index (ErrNoIndex otherwise); a damaged index gives ErrIndex. Open it
-// before writing the other slot (Install holds the Manager until it
-// returns); Close it when done.
+// before writing the other slot, whose layers are rebuilt from it; Close
+// it when done. It reads the state under the state lock only: it does not
+// wait for an install in progress.
 func (m *Manager) Base(id SlotID) (*LayerBase, error) {
 	if id != A && id != B {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownSlot, id)

@@ -488,8 +488,8 @@ func (m *Manager) carryEtc(ctx context.Context, id SlotID, res *InstallResult) e
 // boot it, or run this from a maintenance boot where Booted is unset. A
 // slot whose etc is a symlink or not a directory is refused.
 func (m *Manager) FactoryReset(ctx context.Context, id SlotID, wipeVar bool) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.op.Lock()
+	defer m.op.Unlock()
 	if id == m.o.Booted {
 		return fmt.Errorf("%w: slot %s: factory reset of the running slot", ErrActiveSlot, id)
 	}

@@ -65,8 +65,19 @@ type Options struct {
 }
 
 // Manager owns the slot state file and performs writes and transitions.
-// It is safe for concurrent use; operations are serialized.
+// It is safe for concurrent use. Operations that change a slot or its
+// state are serialized (an install holds the manager for its whole write);
+// reads of the state (Status, and the state Base and Verify start from)
+// never wait for them: flightd's main loop reads Status between two
+// watchdog pets while an install writes a slot for minutes.
 type Manager struct {
+	// op serializes the operations that change a slot or its state
+	// (Install, Prepare, the Mark transitions, FactoryReset, CheckImage);
+	// it may be held for minutes. Under op, m.st may be read without mu:
+	// only op's holder replaces it.
+	op sync.Mutex
+	// mu guards st, the state as last saved: held only to copy it or to
+	// replace it, never across a write, a sync or a read-back.
 	mu  sync.Mutex
 	o   Options
 	st  *stateFile
@@ -134,7 +145,9 @@ type Status struct {
 	Slots  []SlotStatus `json:"slots"`
 }
 
-// Status returns the current state of both slots.
+// Status returns the state of both slots as last saved. It takes only the
+// state lock: it does not wait for an install or any other operation in
+// progress (a slot being written shows as writing).
 func (m *Manager) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -145,6 +158,13 @@ func (m *Manager) Status() Status {
 			Booted: id == m.o.Booted, SlotInfo: m.st.Slots[id]})
 	}
 	return s
+}
+
+// stateOf is slot id's state as last saved, under the state lock only.
+func (m *Manager) stateOf(id SlotID) State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st.Slots[id].State
 }
 
 func (m *Manager) slot(id SlotID) Slot {
@@ -207,7 +227,9 @@ func (m *Manager) record(id SlotID, info SlotInfo, formatted bool) error {
 	if err := saveState(m.o.FS, m.o.StateDir, next); err != nil {
 		return err
 	}
+	m.mu.Lock()
 	m.st = next
+	m.mu.Unlock()
 	m.log.Info("slot state", "slot", string(id), "from", string(cur.State), "to", string(info.State), "reason", info.Reason)
 	return nil
 }
@@ -223,8 +245,8 @@ func (m *Manager) record(id SlotID, info SlotInfo, formatted bool) error {
 // formatted, so that the next Install does not format it again (as long as
 // the slot path is still a mount of the device).
 func (m *Manager) Prepare(ctx context.Context, id SlotID) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.op.Lock()
+	defer m.op.Unlock()
 	if id != A && id != B {
 		return fmt.Errorf("%w: %q", ErrUnknownSlot, id)
 	}
@@ -283,8 +305,8 @@ func (m *Manager) dropLocalState(id SlotID) error {
 // written (verified) or good slot may be armed, and not the booted one.
 // flightd calls it before arming the bootloader environment.
 func (m *Manager) MarkPending(id SlotID) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.op.Lock()
+	defer m.op.Unlock()
 	if id == m.o.Booted {
 		return fmt.Errorf("%w: slot %s is already running", ErrActiveSlot, id)
 	}
@@ -294,13 +316,19 @@ func (m *Manager) MarkPending(id SlotID) error {
 }
 
 // MarkGood records that slot id passed its health checks. Only the booted
-// slot can be marked good (when the booted slot is known).
+// slot can be marked good (when the booted slot is known). A slot already
+// good is answered from the state, without waiting for an operation in
+// progress: flightd commits every healthy boot, an install may be writing
+// the other slot meanwhile, and there is nothing to write.
 func (m *Manager) MarkGood(id SlotID) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.o.Booted != "" && id != m.o.Booted {
 		return fmt.Errorf("%w: slot %s is not the booted slot (%s)", ErrTransition, id, m.o.Booted)
 	}
+	if m.stateOf(id) == Good {
+		return nil
+	}
+	m.op.Lock()
+	defer m.op.Unlock()
 	info := m.st.Slots[id]
 	if info.State == Good {
 		return nil
@@ -310,9 +338,13 @@ func (m *Manager) MarkGood(id SlotID) error {
 }
 
 // MarkBad records that slot id failed (verification, or its trial boot).
+// A slot already bad is answered from the state, as MarkGood does.
 func (m *Manager) MarkBad(id SlotID, reason string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if m.stateOf(id) == Bad {
+		return nil
+	}
+	m.op.Lock()
+	defer m.op.Unlock()
 	info := m.st.Slots[id]
 	if info.State == Bad {
 		return nil
@@ -379,8 +411,8 @@ type InstallResult struct {
 // found later, a wrong argument would cost the slot its content, perhaps
 // the previous good release.
 func (m *Manager) CheckImage(id SlotID, img Image) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.op.Lock()
+	defer m.op.Unlock()
 	return m.checkImage(id, img)
 }
 
@@ -400,8 +432,8 @@ func (m *Manager) checkImage(id SlotID, img Image) error {
 // anywhere in between leaves it writing (or bad, when the read-back
 // differs). The booted slot is refused before anything is touched.
 func (m *Manager) Install(ctx context.Context, id SlotID, img Image) (*InstallResult, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.op.Lock()
+	defer m.op.Unlock()
 	if id != A && id != B {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownSlot, id)
 	}
