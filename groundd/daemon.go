@@ -74,8 +74,8 @@ type Daemon struct {
 	// fetch are the bundle artifacts being fetched from the bundle
 	// registry (regbundle.go).
 	fetch fetches
-	// pushes are the plans whose push to the bundle registry failed, to
-	// be tried again.
+	// pushes are the plans being pushed to the bundle registry, in the
+	// background, or whose push failed, to be tried again.
 	pushes pushes
 }
 
@@ -162,6 +162,7 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 // Close releases the daemon (and its store, if Open opened it).
 func (d *Daemon) Close() error {
 	d.fetch.close()
+	d.pushes.close()
 	if d.station != nil {
 		d.station.close()
 	}

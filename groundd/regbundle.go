@@ -98,12 +98,18 @@ func (d *Daemon) pushBundle(ctx context.Context, u *Uplink, p *update.Plan, plan
 	return ref.String(), nil
 }
 
-// pushes are the plans of this station whose push to the bundle registry
-// failed, by uplink, waiting to be tried again. They are the station's
-// own: a station that takes the vehicle over plans afresh.
+// pushes are the plans of this station being pushed to the bundle
+// registry, or whose push failed and waits to be tried again, by uplink.
+// They are the station's own: a station that takes the vehicle over plans
+// afresh. A push runs in the background (runPush), as a fetch does: a
+// registry that takes the connection and then stalls holds the uplink,
+// never the vehicle's session (commands, housekeeping, other transfers).
 type pushes struct {
-	mu sync.Mutex
-	m  map[uint64]*pendingPush
+	mu     sync.Mutex
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	m      map[uint64]*pendingPush
 }
 
 type pendingPush struct {
@@ -111,10 +117,33 @@ type pendingPush struct {
 	vehicle  uint32
 	failures int
 	retry    time.Time // no new attempt before (Poll's clock)
+	running  bool      // a push runs in the background
+	// done: a push ended, its result (art or err) not yet taken by the
+	// session.
+	done bool
+	art  string
+	err  error
 }
 
-// pending returns uplink's plan waiting for its push (first: its first
-// plan, else a supplement), and whether there is one.
+func (p *pushes) init() {
+	if p.m == nil {
+		p.ctx, p.cancel = context.WithCancel(context.Background())
+		p.m = map[uint64]*pendingPush{}
+	}
+}
+
+// close stops the pushes under way and waits for them.
+func (p *pushes) close() {
+	p.mu.Lock()
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// pending returns uplink's plan being pushed or waiting for its push
+// (first: its first plan, else a supplement), and whether there is one.
 func (p *pushes) pending(uplink uint64, first bool) (*planned, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -125,20 +154,22 @@ func (p *pushes) pending(uplink uint64, first bool) (*planned, bool) {
 	return pp.pl, true
 }
 
-// wake is the earliest retry of a push for vehicle (zero: none).
+// wake is the earliest retry of a push for vehicle (zero: none). A push
+// that ends pokes the vehicle's loop.
 func (p *pushes) wake(vehicle uint32) time.Time {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var t time.Time
 	for _, pp := range p.m {
-		if pp.vehicle == vehicle && (t.IsZero() || pp.retry.Before(t)) {
+		if pp.vehicle == vehicle && !pp.running && !pp.retry.IsZero() && (t.IsZero() || pp.retry.Before(t)) {
 			t = pp.retry
 		}
 	}
 	return t
 }
 
-// drop forgets vehicle's plans waiting for their push.
+// drop forgets vehicle's plans being pushed or waiting for their push (a
+// push under way ends in the background; its result is not used).
 func (p *pushes) drop(vehicle uint32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -150,22 +181,49 @@ func (p *pushes) drop(vehicle uint32) {
 }
 
 // pushAndCommit pushes pl's bundle to the bundle registry, if it has one
-// to push, then commits it as u's plan. A push that fails leaves the
-// uplink as it is (queued, or active for a supplement), its Waiting
-// naming the registry and the error, logged as an error: it is tried
-// again after 5 s, doubling, and the uplink fails after pushAttempts
-// failures. An uplink other stations could not resume is never started.
+// to push, then commits it as u's plan. The push runs in the background:
+// meanwhile the uplink stays as it is (queued, or active for a
+// supplement), its Waiting saying so, and each Poll returns at once; the
+// push's end pokes the vehicle's loop and the next Poll takes its result.
+// A push that fails leaves the uplink waiting, its Waiting naming the
+// registry and the error, logged as an error: it is tried again after 5 s,
+// doubling, and the uplink fails after pushAttempts failures. An uplink
+// other stations could not resume is never started.
 func (d *Daemon) pushAndCommit(ctx context.Context, s *session, u *Uplink, pl *planned, now time.Time) error {
 	if pl.push != nil {
 		p := &d.pushes
 		p.mu.Lock()
+		p.init()
 		pp := p.m[u.ID]
-		wait := pp != nil && pp.pl == pl && now.Before(pp.retry)
-		p.mu.Unlock()
-		if wait {
-			return nil
+		if pp == nil || pp.pl != pl {
+			pp = &pendingPush{pl: pl, vehicle: u.Vehicle}
+			p.m[u.ID] = pp
 		}
-		art, err := d.pushBundle(ctx, u, pl.push.plan, pl.push.planBlob, pl.push.planSize)
+		switch {
+		case pp.running || (!pp.done && now.Before(pp.retry)) || p.ctx.Err() != nil:
+			p.mu.Unlock()
+			return nil
+		case !pp.done:
+			pp.running = true
+			first := pp.failures == 0
+			p.wg.Add(1)
+			go d.runPush(p.ctx, pp, *u)
+			p.mu.Unlock()
+			if !first {
+				return nil // Waiting keeps the last failure
+			}
+			note := fmt.Sprintf("pushing plan %d to the bundle registry %s", pl.plan.ID, d.cfg.Bundles.Registry)
+			return d.updateUplink(ctx, u.ID, func(x *Uplink, found bool) error {
+				if !found || x.State.Final() {
+					return store.ErrSkip
+				}
+				x.Waiting, x.Updated = note, now.UTC()
+				return nil
+			})
+		}
+		pp.done = false
+		art, err := pp.art, pp.err
+		p.mu.Unlock()
 		if err != nil {
 			return d.pushFailed(ctx, u, pl, now, err)
 		}
@@ -174,18 +232,31 @@ func (d *Daemon) pushAndCommit(ctx context.Context, s *session, u *Uplink, pl *p
 			pl.transfers[i].Artifact = art
 		}
 		p.mu.Lock()
-		delete(p.m, u.ID)
+		if p.m[u.ID] == pp {
+			delete(p.m, u.ID)
+		}
 		p.mu.Unlock()
 	}
 	return d.commitPlan(ctx, s, u.ID, pl, now, pl.first)
 }
 
+// runPush pushes pp's plan of uplink u, in the background, and pokes the
+// vehicle's loop with the result.
+func (d *Daemon) runPush(ctx context.Context, pp *pendingPush, u Uplink) {
+	defer d.pushes.wg.Done()
+	push := pp.pl.push
+	art, err := d.pushBundle(ctx, &u, push.plan, push.planBlob, push.planSize)
+	p := &d.pushes
+	p.mu.Lock()
+	pp.running, pp.done, pp.art, pp.err = false, true, art, err
+	p.mu.Unlock()
+	d.poke(u.Vehicle)
+}
+
 func (d *Daemon) pushFailed(ctx context.Context, u *Uplink, pl *planned, now time.Time, err error) error {
 	p := &d.pushes
 	p.mu.Lock()
-	if p.m == nil {
-		p.m = map[uint64]*pendingPush{}
-	}
+	p.init()
 	pp := p.m[u.ID]
 	if pp == nil || pp.pl != pl {
 		pp = &pendingPush{pl: pl, vehicle: u.Vehicle}
