@@ -243,10 +243,15 @@ func getJSON[T any](ctx context.Context, s store.Store, key string) (T, int64, e
 }
 
 // listJSON decodes every record under prefix. A record that does not
-// decode (a bad record in the store file, or one an older release wrote)
-// is set aside (setAside) and left out, logged on log: one bad record must
-// not stop every listing of its kind (the queue, every poll of a vehicle's
-// session) for good.
+// decode is left out, so that one bad record does not stop every listing
+// of its kind (the queue, every poll of a vehicle's session) for good:
+//   - a record that is not even a JSON object (a bad record in the store
+//     file) is set aside (setAside), logged as an error on log;
+//   - a JSON object that does not fit this release's type (a newer
+//     release, in a rolling upgrade of stations sharing the store, changed
+//     a field's type) is left in place, logged as a warning once per
+//     revision: a reader (an API listing, a standby station's look) must
+//     not delete for every station a record the newer ones read.
 func listJSON[T any](ctx context.Context, s store.Store, prefix string, log *slog.Logger) ([]T, error) {
 	kvs, err := s.List(ctx, prefix)
 	if err != nil {
@@ -256,6 +261,13 @@ func listJSON[T any](ctx context.Context, s store.Store, prefix string, log *slo
 	for _, kv := range kvs {
 		var v T
 		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			var obj map[string]any
+			if json.Unmarshal(kv.Value, &obj) == nil {
+				if _, seen := undecoded.LoadOrStore(undecodedMark{kv.Key, kv.Rev}, true); !seen && log != nil {
+					log.Warn("groundd: a record this release cannot read is left out (another release's?)", "key", kv.Key, "rev", kv.Rev, "err", err)
+				}
+				continue
+			}
 			if qerr := setAside(ctx, s, kv); qerr != nil {
 				return nil, errors.Join(fmt.Errorf("groundd: record %s: %w", kv.Key, err), qerr)
 			}
@@ -267,6 +279,15 @@ func listJSON[T any](ctx context.Context, s store.Store, prefix string, log *slo
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// undecoded are the records listJSON left out and logged, by key and
+// revision (undecodedMark): each is logged once, not at every listing.
+var undecoded sync.Map
+
+type undecodedMark struct {
+	key string
+	rev int64
 }
 
 // quarantineKey is where the record at key is set aside.
