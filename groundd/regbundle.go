@@ -187,6 +187,26 @@ func (p *pushes) drop(vehicle uint32) {
 	}
 }
 
+// forget drops vehicle's pushes whose uplink is not among us (the
+// vehicle's open uplinks) or has ended: cancelled or expired while its
+// push waited. A push under way ends in the background.
+func (p *pushes) forget(vehicle uint32, us []Uplink) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, pp := range p.m {
+		if pp.vehicle != vehicle || pp.running {
+			continue
+		}
+		open := false
+		for _, u := range us {
+			open = open || (u.ID == id && !u.State.Final())
+		}
+		if !open {
+			delete(p.m, id)
+		}
+	}
+}
+
 // pushAndCommit pushes pl's bundle to the bundle registry, if it has one
 // to push, then commits it as u's plan. The push runs in the background:
 // meanwhile the uplink stays as it is (queued, or active for a

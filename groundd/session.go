@@ -538,6 +538,7 @@ func (d *Daemon) advanceQueue(ctx context.Context, s *session, now time.Time) er
 		return err
 	}
 	d.forgetFetches(s.cfg.ID, us)
+	d.pushes.forget(s.cfg.ID, us)
 	var busy *Uplink
 	for i := range us {
 		u := &us[i]
