@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -129,6 +130,10 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 			return nil, err
 		}
 		d.station.won = d.poke
+		if err := d.checkGroundKey(context.Background()); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	// Commands and telemetry: the gateway, on the store. Frames it builds
 	// must fit the link once sealed, if any vehicle's uplink is.
@@ -170,6 +175,60 @@ func (d *Daemon) Close() error {
 		return d.st.Close()
 	}
 	return nil
+}
+
+// keyGroundKey holds the ground key of the stations sharing the store
+// (groundKeyRec), recorded by the first one to open.
+const keyGroundKey = "groundkey"
+
+// groundKeyRec is the ground key every station sharing the store signs
+// with.
+type groundKeyRec struct {
+	ID      uint32 `json:"ground_key_id"`
+	Public  string `json:"public_key"` // ed25519, hex
+	Station string `json:"station"`    // the station that recorded it
+}
+
+// checkGroundKey records this station's ground key in the shared store if
+// none is, and refuses any other. The gateway tracks a command by vehicle
+// and sequence number and a verification report names no key: stations
+// signing with different keys would mix up each other's commands, and
+// plans signed with a key a vehicle does not hold are refused at every
+// pass. Changing the key is done with every station stopped: delete the
+// record (etcdctl del PREFIX/kv/groundkey), start them with the new key.
+func (d *Daemon) checkGroundKey(ctx context.Context) error {
+	pub, _ := d.groundKey.Public().(ed25519.PublicKey)
+	mine := groundKeyRec{ID: d.cfg.GroundKeyID, Public: hex.EncodeToString(pub), Station: d.cfg.Station}
+	for range 3 {
+		kv, err := d.st.Get(ctx, keyGroundKey)
+		if errors.Is(err, store.ErrNotFound) {
+			b, _ := json.Marshal(mine)
+			ok, err := d.st.Txn(ctx, []store.Cmp{{Key: keyGroundKey}}, []store.Op{{Key: keyGroundKey, Value: b}})
+			if err != nil {
+				return fmt.Errorf("groundd: record the stations' ground key: %w", err)
+			}
+			if ok {
+				d.log.Info("groundd: ground key recorded for the stations", "ground_key_id", mine.ID, "public_key", mine.Public)
+				return nil
+			}
+			continue // another station recorded one first
+		}
+		if err != nil {
+			return fmt.Errorf("groundd: the stations' ground key: %w", err)
+		}
+		var r groundKeyRec
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return fmt.Errorf("groundd: record %s: %w", keyGroundKey, err)
+		}
+		if r.ID != mine.ID || r.Public != mine.Public {
+			return fmt.Errorf("groundd: this station's ground key (ground_key_id %d, public key %s) is not the stations' "+
+				"(ground_key_id %d, public key %s, recorded by station %s): every station sharing the store must sign with the same "+
+				"ground key; to change it, stop every station, delete the store key %s and start them with the new key",
+				mine.ID, mine.Public, r.ID, r.Public, r.Station, keyGroundKey)
+		}
+		return nil
+	}
+	return fmt.Errorf("groundd: the stations' ground key: %w", store.ErrConflict)
 }
 
 // Store keys. Numbers are zero-padded so that keys sort as numbers.
