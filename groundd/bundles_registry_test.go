@@ -541,9 +541,10 @@ func fetchCount(t *testing.T, d *groundd.Daemon, result string) uint64 {
 
 // TestBundlesPushStalls: a bundle registry that takes the connection and
 // then answers nothing does not freeze the vehicle's session: the push
-// runs in the background, every Poll returns, the uplink waits queued
-// (Waiting says it is being pushed, to which registry), nothing is sent;
-// once the registry answers, the uplink goes on. Before, the push ran on
+// runs in the background, every Poll returns, a command goes out, the
+// uplink waits queued (Waiting says it is being pushed, to which
+// registry), nothing is sent; once the registry answers, the uplink goes
+// on. Before, the push ran on
 // the Poll (up to bundleTimeout, 10 min, per attempt): a pass lost.
 func TestBundlesPushStalls(t *testing.T) {
 	const tick = 50 * time.Millisecond
@@ -631,9 +632,17 @@ func TestBundlesPushStalls(t *testing.T) {
 			break
 		}
 	}
-	// The registry holds the push: the session goes on meanwhile.
+	// The registry holds the push: the session goes on meanwhile, and a
+	// command queued now reaches the vehicle.
+	if _, err := d.SendCommand(ctx, vehicleID, "noop", nil); err != nil {
+		t.Fatal(err)
+	}
+	cmds := len(w.veh.Commands)
 	for range 40 {
 		step()
+	}
+	if len(w.veh.Commands) <= cmds {
+		t.Fatalf("no command reached the vehicle while the registry stalled (%d before, %d after)", cmds, len(w.veh.Commands))
 	}
 	x, err := d.QueueShow(ctx, u.ID)
 	if err != nil || x.State != groundd.UplinkQueued || !strings.Contains(x.Waiting, "pushing") || !strings.Contains(x.Waiting, host) || sent != 0 {
