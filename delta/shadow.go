@@ -56,8 +56,8 @@ const (
 )
 
 func (t *shadowTree) add(li, ei int, e *entry, old []*spooled) {
-	if e.Path == "" || e.Path == "." {
-		return
+	if e.Path == "" || escapes(e.Path) {
+		return // the root; or a path no slot holds
 	}
 	dir, base := "", e.Path
 	if i := strings.LastIndexByte(e.Path, '/'); i >= 0 {

@@ -171,3 +171,60 @@ func TestShadowHostile(t *testing.T) {
 		t.Fatalf("%d shadowed, want 20001", len(sh))
 	}
 }
+
+// TestCleanPath: entry names are made slot paths as the slot's extractor
+// makes them (slots cleanName): every empty and "." component dropped, so
+// "etc//passwd" and "etc/./passwd" are etc/passwd; a ".." component stays
+// (and is flagged: escapes).
+func TestCleanPath(t *testing.T) {
+	for _, c := range []struct {
+		in, want string
+		escapes  bool
+	}{
+		{"etc/passwd", "etc/passwd", false},
+		{"./etc/passwd", "etc/passwd", false},
+		{"/etc/passwd", "etc/passwd", false},
+		{"etc//passwd", "etc/passwd", false},
+		{"etc/./passwd", "etc/passwd", false},
+		{".//./etc/.//passwd/", "etc/passwd", false},
+		{"./", "", false},
+		{".", "", false},
+		{"a/../b", "a/../b", true},
+		{"..", "..", true},
+		{"a/..b", "a/..b", false},
+	} {
+		if got := cleanPath(c.in); got != c.want || escapes(got) != c.escapes {
+			t.Errorf("cleanPath(%q) = %q (escapes %v), want %q (%v)", c.in, got, escapes(got), c.want, c.escapes)
+		}
+	}
+}
+
+// TestShadowedOddNames: a later base layer that rewrites a file under
+// another spelling of its path ("etc//passwd", "usr/./lib/x") shadows it,
+// as on the slot, which writes both to the same file.
+func TestShadowedOddNames(t *testing.T) {
+	f := func(name, data string) ocitest.Entry { return ocitest.Entry{Name: name, Data: []byte(data)} }
+	d := func(name string) ocitest.Entry { return ocitest.Entry{Type: ocitest.Dir, Name: name} }
+	layers := []ocitest.Layer{
+		{Entries: []ocitest.Entry{d("etc"), d("usr"), d("usr/lib"), f("etc/passwd", "root:x:0:0\n"), f("usr/lib/x", "x v1\n"), f("etc/keep", "kept\n")}},
+		{Entries: []ocitest.Entry{f("etc//passwd", "root:x:0:0\nflight:x:1:1\n"), f("usr/./lib/x", "x v2\n")}},
+	}
+	dir := t.TempDir()
+	var old []*spooled
+	for i, src := range sources(tarsOf(t, layers)) {
+		s, err := spool(context.Background(), dir, i, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.close()
+		old = append(old, s)
+	}
+	var got []string
+	for r := range shadowedFiles(old) {
+		got = append(got, fmt.Sprintf("%d:%s", r.layer, old[r.layer].entries[r.entry].Path))
+	}
+	slices.Sort(got)
+	if want := []string{"0:etc/passwd", "0:usr/lib/x"}; !slices.Equal(got, want) {
+		t.Fatalf("shadowed %v, want %v", got, want)
+	}
+}

@@ -14,7 +14,7 @@ import (
 // The delta treats the tar as these byte regions so that the output is the
 // input byte for byte, whatever the writer's quirks.
 type entry struct {
-	Path    string // normalised: no leading "./" or "/", no trailing "/"
+	Path    string // the slot path (cleanPath): no empty or "." component
 	Type    byte
 	HdrOff  int64
 	DataOff int64 // == end of header region
@@ -115,16 +115,25 @@ func scanTar(r io.ReaderAt, size int64) (entries []entry, trailer int64, err err
 
 func roundBlock(n int64) int64 { return (n + 511) &^ 511 }
 
+// cleanPath turns an archive name into the slot path it lands on, as the
+// slot's extractor does (slots cleanName): a leading "/" and every empty
+// and "." component dropped, so "etc//passwd", "./etc/./passwd" and
+// "etc/passwd/" are all etc/passwd, and "" is the root. Two spellings of
+// one path are one path to the shadow walk and the index, as they are one
+// file on the slot. A ".." component is kept (escapes says so): the slot
+// refuses such a layer.
 func cleanPath(p string) string {
-	p = strings.TrimLeft(p, "/")
-	for strings.HasPrefix(p, "./") {
-		p = strings.TrimLeft(p[2:], "/")
+	var b strings.Builder
+	for c := range strings.SplitSeq(p, "/") {
+		if c == "" || c == "." {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('/')
+		}
+		b.WriteString(c)
 	}
-	p = strings.TrimRight(p, "/")
-	if p == "." {
-		return ""
-	}
-	return p
+	return b.String()
 }
 
 type hdr struct {
@@ -260,3 +269,15 @@ func fuzzyKey(p string) string {
 }
 
 func baseName(p string) string { return path.Base(p) }
+
+// escapes says whether slot path p (cleanPath's) has a ".." component: no
+// slot holds it (the extractor refuses the layer), so it names nothing of
+// the base's tree.
+func escapes(p string) bool {
+	for c := range strings.SplitSeq(p, "/") {
+		if c == ".." {
+			return true
+		}
+	}
+	return false
+}

@@ -88,9 +88,10 @@ type Uplink struct {
 	Base string `json:"base,omitempty"`
 	// Layers are the planner's decisions, per layer.
 	Layers []LayerDecision `json:"layers,omitempty"`
-	// Waiting says why an uplink that is not failed waits: the last
-	// failure to push its planned bundle to the bundle registry, which is
-	// tried again (empty once it went through).
+	// Waiting says why an uplink that is not failed waits: its planned
+	// bundle being pushed to the bundle registry, the last failure of that
+	// push or of a fetch of its artifact, both tried again, or why it was
+	// planned again (empty once it goes on).
 	Waiting string `json:"waiting,omitempty"`
 	// Bundles are its plans' artifacts in the bundle registry
 	// (docker://HOST/REPO@sha256:..., one per plan), when bundles go to a

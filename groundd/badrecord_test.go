@@ -66,3 +66,56 @@ func TestBadRecordSetAside(t *testing.T) {
 		}
 	}
 }
+
+// TestNewerRecordLeftInPlace: a record that is good JSON but does not
+// decode into this release's type (a newer release, in a rolling upgrade
+// of stations sharing the store, changed a field's type) is left out of
+// the listings and left in place, not set aside: an older station must not
+// delete the newer stations' records. Before, any listing moved it to
+// quarantine/ for every station.
+func TestNewerRecordLeftInPlace(t *testing.T) {
+	w := newWorld(t, testrand.New(t), 0, nil)
+	ctx := context.Background()
+	d := w.open()
+	if _, err := d.RegisterImage(ctx, w.v1.Ref.String()); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	st, err := store.OpenBolt(filepath.Join(w.cfg.StateDir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	w.opts.Store = st
+	newer := map[string]string{
+		"uplink/00000000000000aa":   `{"id":"uplink-170","vehicle":7,"state":{"name":"queued"}}`,
+		"transfer/00000000000000bb": `{"id":187,"vehicle":7,"kind":{"v":2}}`,
+	}
+	for k, v := range newer {
+		if err := store.Put(ctx, st, k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d = w.open()
+	defer func() { d.Close() }()
+	us, err := d.QueueList(ctx)
+	if err != nil || len(us) != 0 {
+		t.Fatalf("queue list with a newer record: %+v %v", us, err)
+	}
+	u, err := d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: w.v2.Ref.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ = w.run(d, u.ID, 0, nil)
+	if u, err = d.QueueShow(ctx, u.ID); err != nil || u.State != groundd.UplinkDone {
+		t.Fatalf("uplink %+v: %v", u, err)
+	}
+	for k, v := range newer {
+		if kv, err := st.Get(ctx, k); err != nil || string(kv.Value) != v {
+			t.Errorf("%s not left in place: %v", k, err)
+		}
+		if _, err := st.Get(ctx, "quarantine/"+k); err == nil {
+			t.Errorf("%s set aside", k)
+		}
+	}
+}

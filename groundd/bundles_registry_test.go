@@ -538,3 +538,236 @@ func fetchCount(t *testing.T, d *groundd.Daemon, result string) uint64 {
 	}
 	return cs[vehicleID].BundleFetches[result]
 }
+
+// TestBundlesPushStalls: a bundle registry that takes the connection and
+// then answers nothing does not freeze the vehicle's session: the push
+// runs in the background, every Poll returns, a command goes out, the
+// uplink waits queued (Waiting says it is being pushed, to which
+// registry), nothing is sent; once the registry answers, the uplink goes
+// on. Before, the push ran on
+// the Poll (up to bundleTimeout, 10 min, per attempt): a pass lost.
+func TestBundlesPushStalls(t *testing.T) {
+	const tick = 50 * time.Millisecond
+	ctx := context.Background()
+	reg := imagestest.StartRegistry(t, imagestest.RegistryConfig{})
+	var (
+		stalled = make(chan struct{}, 1)
+		release = make(chan struct{})
+		once    sync.Once
+	)
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: reg.Host})
+	front := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		select {
+		case stalled <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		rp.ServeHTTP(rw, r)
+	}))
+	defer front.Close()
+	unstall := func() { once.Do(func() { close(release) }) }
+	defer unstall() // before front.Close, which waits for the handlers
+	w := newWorld(t, testrand.New(t), 0, nil)
+	host := strings.TrimPrefix(front.URL, "http://")
+	w.cfg.Bundles = &groundd.BundlesConfig{Registry: host, Repository: "flight/bundles"}
+	w.cfg.Registry.PlainHTTP = true
+	w.opts.Schedule = nil
+	log := &lineLog{t: t, name: "groundd"}
+	w.opts.Log = slog.New(slog.NewTextHandler(log, nil))
+	d := w.open()
+	defer d.Close()
+	if _, err := d.RegisterImage(ctx, w.v1.Ref.String()); err != nil {
+		t.Fatal(err)
+	}
+	u, err := d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: w.v2.Ref.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetLink(vehicleID, true)
+	w.veh.SetLink(w.now, true)
+	var in [][]byte
+	sent := 0
+	step := func() {
+		type polled struct {
+			out [][]byte
+			err error
+		}
+		done := make(chan polled, 1)
+		go func() {
+			out, _, err := d.Poll(ctx, vehicleID, w.now, in)
+			done <- polled{out, err}
+		}()
+		var p polled
+		select {
+		case p = <-done:
+		case <-time.After(30 * time.Second): // a watchdog, not a wait: Poll returns at once
+			unstall()
+			t.Fatal("Poll blocked on the stalled bundle registry")
+		}
+		if p.err != nil {
+			t.Fatal(p.err)
+		}
+		for _, f := range p.out {
+			if m, err := w.codec.Decode(f); err == nil {
+				if _, ok := m.(*protocol.Chunk); ok {
+					sent++
+				}
+			}
+		}
+		if in, err = w.veh.Step(w.now, p.out); err != nil {
+			t.Fatal(err)
+		}
+		w.now = w.now.Add(tick)
+	}
+	for p := 0; ; p++ {
+		if p > 4000 {
+			t.Fatal("the push never reached the registry")
+		}
+		step()
+		if len(stalled) > 0 {
+			break
+		}
+	}
+	// The registry holds the push: the session goes on meanwhile, and a
+	// command queued now reaches the vehicle.
+	if _, err := d.SendCommand(ctx, vehicleID, "noop", nil); err != nil {
+		t.Fatal(err)
+	}
+	cmds := len(w.veh.Commands)
+	for range 40 {
+		step()
+	}
+	if len(w.veh.Commands) <= cmds {
+		t.Fatalf("no command reached the vehicle while the registry stalled (%d before, %d after)", cmds, len(w.veh.Commands))
+	}
+	x, err := d.QueueShow(ctx, u.ID)
+	if err != nil || x.State != groundd.UplinkQueued || !strings.Contains(x.Waiting, "pushing") || !strings.Contains(x.Waiting, host) || sent != 0 {
+		t.Fatalf("while the registry stalls: uplink %s, waiting %q, %d chunks sent (%v)", x.State, x.Waiting, sent, err)
+	}
+	unstall()
+	for p := 0; ; p++ {
+		if p > 4000 {
+			x, _ := d.QueueShow(ctx, u.ID)
+			t.Fatalf("the uplink did not go on once the registry answered: %s %q %q", x.State, x.Error, x.Waiting)
+		}
+		step()
+		if sent > 0 {
+			break
+		}
+	}
+	x, err = d.QueueShow(ctx, u.ID)
+	if err != nil || x.State != groundd.UplinkActive || len(x.Bundles) != 1 || x.Waiting != "" || len(x.Plans) != 1 {
+		t.Fatalf("after the registry answered: uplink %s, bundles %v, waiting %q, plans %v (%v)", x.State, x.Bundles, x.Waiting, x.Plans, err)
+	}
+}
+
+// TestBundlesFetchGone: the artifact of a plan is gone from the bundle
+// registry (garbage-collected) when the holder, lacking the bundle, must
+// send it. Each failed fetch is written into the uplink's Waiting (the
+// artifact, the registry, the attempt), so an operator sees why the active
+// uplink does not move; after fetchAttempts failures the holder, which has
+// the images, abandons the plan on the vehicle and plans the uplink again
+// (pushing a new artifact), and the uplink completes. Before, the fetch was
+// retried every 2 min forever with the uplink "active" and no reason
+// shown.
+func TestBundlesFetchGone(t *testing.T) {
+	const tick = 50 * time.Millisecond
+	ctx := context.Background()
+	reg := imagestest.StartRegistry(t, imagestest.RegistryConfig{})
+	var gone atomic.Value // the artifact's digest, once gone
+	gone.Store("")
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: reg.Host})
+	front := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if g := gone.Load().(string); g != "" && strings.Contains(r.URL.Path, g) {
+			rw.Header().Set("Content-Type", "application/json")
+			rw.WriteHeader(http.StatusNotFound)
+			io.WriteString(rw, `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}`)
+			return
+		}
+		rp.ServeHTTP(rw, r)
+	}))
+	defer front.Close()
+	w := newWorld(t, testrand.New(t), 0, nil)
+	host := strings.TrimPrefix(front.URL, "http://")
+	w.cfg.Bundles = &groundd.BundlesConfig{Registry: host, Repository: "flight/bundles"}
+	w.cfg.Registry.PlainHTTP = true
+	w.opts.Schedule = nil
+	log := &lineLog{t: t, name: "groundd"}
+	w.opts.Log = slog.New(slog.NewTextHandler(log, nil))
+	d := w.open()
+	defer d.Close()
+	if _, err := d.RegisterImage(ctx, w.v1.Ref.String()); err != nil {
+		t.Fatal(err)
+	}
+	u, err := d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: w.v2.Ref.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetLink(vehicleID, true)
+	w.veh.SetLink(w.now, true)
+	var in [][]byte
+	step := func() {
+		out, _, err := d.Poll(ctx, vehicleID, w.now, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in, err = w.veh.Step(w.now, out); err != nil {
+			t.Fatal(err)
+		}
+		w.now = w.now.Add(tick)
+	}
+	var x groundd.Uplink
+	for p := 0; ; p++ {
+		if p > 4000 {
+			t.Fatal("the uplink never became active")
+		}
+		step()
+		if x, err = d.QueueShow(ctx, u.ID); err == nil && x.State == groundd.UplinkActive {
+			break
+		}
+	}
+	// The station loses its copies (as one that took the vehicle over has
+	// none) and the registry the artifact.
+	old, oldPlan := x.Bundles[0], x.Plans[0]
+	_, dg, _ := strings.Cut(old, "@")
+	gone.Store(dg)
+	bdir := filepath.Join(w.cfg.StateDir, "bundles")
+	ents, err := os.ReadDir(bdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(bdir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sawWaiting := false
+	for p := 0; ; p++ {
+		if p > 20000 {
+			t.Fatalf("the uplink did not complete: %s %q %q plans %v", x.State, x.Error, x.Waiting, x.Plans)
+		}
+		step()
+		if x, err = d.QueueShow(ctx, u.ID); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(x.Waiting, "bundle fetch of "+old) && strings.Contains(x.Waiting, "attempt 2 of") {
+			sawWaiting = true
+		}
+		if x.State.Final() {
+			break
+		}
+	}
+	if !sawWaiting {
+		t.Error("no fetch failure in the uplink's waiting")
+	}
+	if x.State != groundd.UplinkDone || len(x.Plans) != 1 || x.Plans[0] == oldPlan || len(x.Bundles) != 1 || x.Bundles[0] == old {
+		t.Fatalf("uplink %s %q, plans %v (first %d), bundles %v", x.State, x.Error, x.Plans, oldPlan, x.Bundles)
+	}
+	if _, ok := log.find("planning the uplink again", "artifact="+old); !ok {
+		t.Error("no log of the replan")
+	}
+}

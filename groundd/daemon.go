@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,8 +75,8 @@ type Daemon struct {
 	// fetch are the bundle artifacts being fetched from the bundle
 	// registry (regbundle.go).
 	fetch fetches
-	// pushes are the plans whose push to the bundle registry failed, to
-	// be tried again.
+	// pushes are the plans being pushed to the bundle registry, in the
+	// background, or whose push failed, to be tried again.
 	pushes pushes
 }
 
@@ -129,6 +130,10 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 			return nil, err
 		}
 		d.station.won = d.poke
+		if err := d.checkGroundKey(context.Background()); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	// Commands and telemetry: the gateway, on the store. Frames it builds
 	// must fit the link once sealed, if any vehicle's uplink is.
@@ -162,6 +167,7 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 // Close releases the daemon (and its store, if Open opened it).
 func (d *Daemon) Close() error {
 	d.fetch.close()
+	d.pushes.close()
 	if d.station != nil {
 		d.station.close()
 	}
@@ -169,6 +175,60 @@ func (d *Daemon) Close() error {
 		return d.st.Close()
 	}
 	return nil
+}
+
+// keyGroundKey holds the ground key of the stations sharing the store
+// (groundKeyRec), recorded by the first one to open.
+const keyGroundKey = "groundkey"
+
+// groundKeyRec is the ground key every station sharing the store signs
+// with.
+type groundKeyRec struct {
+	ID      uint32 `json:"ground_key_id"`
+	Public  string `json:"public_key"` // ed25519, hex
+	Station string `json:"station"`    // the station that recorded it
+}
+
+// checkGroundKey records this station's ground key in the shared store if
+// none is, and refuses any other. The gateway tracks a command by vehicle
+// and sequence number and a verification report names no key: stations
+// signing with different keys would mix up each other's commands, and
+// plans signed with a key a vehicle does not hold are refused at every
+// pass. Changing the key is done with every station stopped: delete the
+// record (etcdctl del PREFIX/kv/groundkey), start them with the new key.
+func (d *Daemon) checkGroundKey(ctx context.Context) error {
+	pub, _ := d.groundKey.Public().(ed25519.PublicKey)
+	mine := groundKeyRec{ID: d.cfg.GroundKeyID, Public: hex.EncodeToString(pub), Station: d.cfg.Station}
+	for range 3 {
+		kv, err := d.st.Get(ctx, keyGroundKey)
+		if errors.Is(err, store.ErrNotFound) {
+			b, _ := json.Marshal(mine)
+			ok, err := d.st.Txn(ctx, []store.Cmp{{Key: keyGroundKey}}, []store.Op{{Key: keyGroundKey, Value: b}})
+			if err != nil {
+				return fmt.Errorf("groundd: record the stations' ground key: %w", err)
+			}
+			if ok {
+				d.log.Info("groundd: ground key recorded for the stations", "ground_key_id", mine.ID, "public_key", mine.Public)
+				return nil
+			}
+			continue // another station recorded one first
+		}
+		if err != nil {
+			return fmt.Errorf("groundd: the stations' ground key: %w", err)
+		}
+		var r groundKeyRec
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return fmt.Errorf("groundd: record %s: %w", keyGroundKey, err)
+		}
+		if r.ID != mine.ID || r.Public != mine.Public {
+			return fmt.Errorf("groundd: this station's ground key (ground_key_id %d, public key %s) is not the stations' "+
+				"(ground_key_id %d, public key %s, recorded by station %s): every station sharing the store must sign with the same "+
+				"ground key; to change it, stop every station, delete the store key %s and start them with the new key",
+				mine.ID, mine.Public, r.ID, r.Public, r.Station, keyGroundKey)
+		}
+		return nil
+	}
+	return fmt.Errorf("groundd: the stations' ground key: %w", store.ErrConflict)
 }
 
 // Store keys. Numbers are zero-padded so that keys sort as numbers.
@@ -242,10 +302,15 @@ func getJSON[T any](ctx context.Context, s store.Store, key string) (T, int64, e
 }
 
 // listJSON decodes every record under prefix. A record that does not
-// decode (a bad record in the store file, or one an older release wrote)
-// is set aside (setAside) and left out, logged on log: one bad record must
-// not stop every listing of its kind (the queue, every poll of a vehicle's
-// session) for good.
+// decode is left out, so that one bad record does not stop every listing
+// of its kind (the queue, every poll of a vehicle's session) for good:
+//   - a record that is not even a JSON object (a bad record in the store
+//     file) is set aside (setAside), logged as an error on log;
+//   - a JSON object that does not fit this release's type (a newer
+//     release, in a rolling upgrade of stations sharing the store, changed
+//     a field's type) is left in place, logged as a warning once per
+//     revision: a reader (an API listing, a standby station's look) must
+//     not delete for every station a record the newer ones read.
 func listJSON[T any](ctx context.Context, s store.Store, prefix string, log *slog.Logger) ([]T, error) {
 	kvs, err := s.List(ctx, prefix)
 	if err != nil {
@@ -255,6 +320,13 @@ func listJSON[T any](ctx context.Context, s store.Store, prefix string, log *slo
 	for _, kv := range kvs {
 		var v T
 		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			var obj map[string]any
+			if json.Unmarshal(kv.Value, &obj) == nil {
+				if _, seen := undecoded.LoadOrStore(undecodedMark{kv.Key, kv.Rev}, true); !seen && log != nil {
+					log.Warn("groundd: a record this release cannot read is left out (another release's?)", "key", kv.Key, "rev", kv.Rev, "err", err)
+				}
+				continue
+			}
 			if qerr := setAside(ctx, s, kv); qerr != nil {
 				return nil, errors.Join(fmt.Errorf("groundd: record %s: %w", kv.Key, err), qerr)
 			}
@@ -266,6 +338,15 @@ func listJSON[T any](ctx context.Context, s store.Store, prefix string, log *slo
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// undecoded are the records listJSON left out and logged, by key and
+// revision (undecodedMark): each is logged once, not at every listing.
+var undecoded sync.Map
+
+type undecodedMark struct {
+	key string
+	rev int64
 }
 
 // quarantineKey is where the record at key is set aside.

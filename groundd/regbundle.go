@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,8 +30,9 @@ import (
 // bundle directory, in the background: the uplink waits, its vehicle's
 // session goes on. A station that does not hold the vehicle fetches the
 // blobs of the vehicle's active uplink ahead of its pass. A failed fetch
-// is logged as an error naming the artifact and the registry, and retried
-// with a growing delay; the uplink is not failed for it. Fetches are
+// is logged as an error naming the artifact and the registry, written into
+// the uplink's Waiting, and retried with a growing delay; after
+// fetchAttempts failures the holder plans the uplink again (replan). Fetches are
 // counted by result in the vehicle's counters (VehicleCounters, the metric
 // groundd_vehicle_bundle_fetches_total).
 const (
@@ -49,6 +51,11 @@ const (
 	// that many failures (the waits between them doubling from
 	// fetchRetryMin: 5, 10, 20 and 40 s), the uplink fails.
 	pushAttempts = 5
+	// fetchAttempts bounds the failed fetches of an artifact the holder
+	// must send from (gone from the registry, garbage-collected, or in
+	// another one): after that many, it abandons the plan on the vehicle
+	// and plans the uplink again from the images, which it has.
+	fetchAttempts = 5
 )
 
 // registryOptions are the settings bundle artifacts are pushed and
@@ -98,12 +105,18 @@ func (d *Daemon) pushBundle(ctx context.Context, u *Uplink, p *update.Plan, plan
 	return ref.String(), nil
 }
 
-// pushes are the plans of this station whose push to the bundle registry
-// failed, by uplink, waiting to be tried again. They are the station's
-// own: a station that takes the vehicle over plans afresh.
+// pushes are the plans of this station being pushed to the bundle
+// registry, or whose push failed and waits to be tried again, by uplink.
+// They are the station's own: a station that takes the vehicle over plans
+// afresh. A push runs in the background (runPush), as a fetch does: a
+// registry that takes the connection and then stalls holds the uplink,
+// never the vehicle's session (commands, housekeeping, other transfers).
 type pushes struct {
-	mu sync.Mutex
-	m  map[uint64]*pendingPush
+	mu     sync.Mutex
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	m      map[uint64]*pendingPush
 }
 
 type pendingPush struct {
@@ -111,10 +124,33 @@ type pendingPush struct {
 	vehicle  uint32
 	failures int
 	retry    time.Time // no new attempt before (Poll's clock)
+	running  bool      // a push runs in the background
+	// done: a push ended, its result (art or err) not yet taken by the
+	// session.
+	done bool
+	art  string
+	err  error
 }
 
-// pending returns uplink's plan waiting for its push (first: its first
-// plan, else a supplement), and whether there is one.
+func (p *pushes) init() {
+	if p.m == nil {
+		p.ctx, p.cancel = context.WithCancel(context.Background())
+		p.m = map[uint64]*pendingPush{}
+	}
+}
+
+// close stops the pushes under way and waits for them.
+func (p *pushes) close() {
+	p.mu.Lock()
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// pending returns uplink's plan being pushed or waiting for its push
+// (first: its first plan, else a supplement), and whether there is one.
 func (p *pushes) pending(uplink uint64, first bool) (*planned, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -125,20 +161,22 @@ func (p *pushes) pending(uplink uint64, first bool) (*planned, bool) {
 	return pp.pl, true
 }
 
-// wake is the earliest retry of a push for vehicle (zero: none).
+// wake is the earliest retry of a push for vehicle (zero: none). A push
+// that ends pokes the vehicle's loop.
 func (p *pushes) wake(vehicle uint32) time.Time {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var t time.Time
 	for _, pp := range p.m {
-		if pp.vehicle == vehicle && (t.IsZero() || pp.retry.Before(t)) {
+		if pp.vehicle == vehicle && !pp.running && !pp.retry.IsZero() && (t.IsZero() || pp.retry.Before(t)) {
 			t = pp.retry
 		}
 	}
 	return t
 }
 
-// drop forgets vehicle's plans waiting for their push.
+// drop forgets vehicle's plans being pushed or waiting for their push (a
+// push under way ends in the background; its result is not used).
 func (p *pushes) drop(vehicle uint32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -149,23 +187,70 @@ func (p *pushes) drop(vehicle uint32) {
 	}
 }
 
+// forget drops vehicle's pushes whose uplink is not among us (the
+// vehicle's open uplinks) or has ended: cancelled or expired while its
+// push waited. A push under way ends in the background.
+func (p *pushes) forget(vehicle uint32, us []Uplink) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, pp := range p.m {
+		if pp.vehicle != vehicle || pp.running {
+			continue
+		}
+		open := false
+		for _, u := range us {
+			open = open || (u.ID == id && !u.State.Final())
+		}
+		if !open {
+			delete(p.m, id)
+		}
+	}
+}
+
 // pushAndCommit pushes pl's bundle to the bundle registry, if it has one
-// to push, then commits it as u's plan. A push that fails leaves the
-// uplink as it is (queued, or active for a supplement), its Waiting
-// naming the registry and the error, logged as an error: it is tried
-// again after 5 s, doubling, and the uplink fails after pushAttempts
-// failures. An uplink other stations could not resume is never started.
+// to push, then commits it as u's plan. The push runs in the background:
+// meanwhile the uplink stays as it is (queued, or active for a
+// supplement), its Waiting saying so, and each Poll returns at once; the
+// push's end pokes the vehicle's loop and the next Poll takes its result.
+// A push that fails leaves the uplink waiting, its Waiting naming the
+// registry and the error, logged as an error: it is tried again after 5 s,
+// doubling, and the uplink fails after pushAttempts failures. An uplink
+// other stations could not resume is never started.
 func (d *Daemon) pushAndCommit(ctx context.Context, s *session, u *Uplink, pl *planned, now time.Time) error {
 	if pl.push != nil {
 		p := &d.pushes
 		p.mu.Lock()
+		p.init()
 		pp := p.m[u.ID]
-		wait := pp != nil && pp.pl == pl && now.Before(pp.retry)
-		p.mu.Unlock()
-		if wait {
-			return nil
+		if pp == nil || pp.pl != pl {
+			pp = &pendingPush{pl: pl, vehicle: u.Vehicle}
+			p.m[u.ID] = pp
 		}
-		art, err := d.pushBundle(ctx, u, pl.push.plan, pl.push.planBlob, pl.push.planSize)
+		switch {
+		case pp.running || (!pp.done && now.Before(pp.retry)) || p.ctx.Err() != nil:
+			p.mu.Unlock()
+			return nil
+		case !pp.done:
+			pp.running = true
+			first := pp.failures == 0
+			p.wg.Add(1)
+			go d.runPush(p.ctx, pp, *u)
+			p.mu.Unlock()
+			if !first {
+				return nil // Waiting keeps the last failure
+			}
+			note := fmt.Sprintf("pushing plan %d to the bundle registry %s", pl.plan.ID, d.cfg.Bundles.Registry)
+			return d.updateUplink(ctx, u.ID, func(x *Uplink, found bool) error {
+				if !found || x.State.Final() {
+					return store.ErrSkip
+				}
+				x.Waiting, x.Updated = note, now.UTC()
+				return nil
+			})
+		}
+		pp.done = false
+		art, err := pp.art, pp.err
+		p.mu.Unlock()
 		if err != nil {
 			return d.pushFailed(ctx, u, pl, now, err)
 		}
@@ -174,18 +259,31 @@ func (d *Daemon) pushAndCommit(ctx context.Context, s *session, u *Uplink, pl *p
 			pl.transfers[i].Artifact = art
 		}
 		p.mu.Lock()
-		delete(p.m, u.ID)
+		if p.m[u.ID] == pp {
+			delete(p.m, u.ID)
+		}
 		p.mu.Unlock()
 	}
 	return d.commitPlan(ctx, s, u.ID, pl, now, pl.first)
 }
 
+// runPush pushes pp's plan of uplink u, in the background, and pokes the
+// vehicle's loop with the result.
+func (d *Daemon) runPush(ctx context.Context, pp *pendingPush, u Uplink) {
+	defer d.pushes.wg.Done()
+	push := pp.pl.push
+	art, err := d.pushBundle(ctx, &u, push.plan, push.planBlob, push.planSize)
+	p := &d.pushes
+	p.mu.Lock()
+	pp.running, pp.done, pp.art, pp.err = false, true, art, err
+	p.mu.Unlock()
+	d.poke(u.Vehicle)
+}
+
 func (d *Daemon) pushFailed(ctx context.Context, u *Uplink, pl *planned, now time.Time, err error) error {
 	p := &d.pushes
 	p.mu.Lock()
-	if p.m == nil {
-		p.m = map[uint64]*pendingPush{}
-	}
+	p.init()
 	pp := p.m[u.ID]
 	if pp == nil || pp.pl != pl {
 		pp = &pendingPush{pl: pl, vehicle: u.Vehicle}
@@ -301,28 +399,36 @@ func (f *fetches) close() {
 	f.wg.Wait()
 }
 
+// fetchFailure is a failed fetch of an artifact, as reported once to the
+// session.
+type fetchFailure struct {
+	failures int
+	retry    time.Time
+	err      error
+}
+
 // bundleReady says whether r's blob is in the bundle directory, or cannot
 // come from anywhere else (no artifact: sending it fails as before). If
 // not, it has the artifact fetched (unless a fetch runs, or waits to be
-// tried again) and the caller waits: the next Poll asks again.
-func (d *Daemon) bundleReady(r *transferRec, now time.Time) bool {
+// tried again) and the caller waits: the next Poll asks again. A fetch
+// that failed since the last call is returned, once.
+func (d *Daemon) bundleReady(r *transferRec, now time.Time) (bool, *fetchFailure) {
 	if r.Artifact == "" || d.haveBlob(r.Blob, r.Size) {
-		return true
+		return true, nil
 	}
-	d.fetchArtifact(r, now)
-	return false
+	return false, d.fetchArtifact(r, now)
 }
 
 // fetchArtifact starts fetching r's artifact in the background, unless a
 // fetch of it runs or a failed one waits for its retry time. A failure is
-// reported here, on the session's path, once.
-func (d *Daemon) fetchArtifact(r *transferRec, now time.Time) {
+// reported here, on the session's path, once: logged and returned.
+func (d *Daemon) fetchArtifact(r *transferRec, now time.Time) (failed *fetchFailure) {
 	f := &d.fetch
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.init()
 	if f.ctx.Err() != nil {
-		return // closed
+		return nil // closed
 	}
 	st := f.state[r.Artifact]
 	if st == nil {
@@ -330,7 +436,7 @@ func (d *Daemon) fetchArtifact(r *transferRec, now time.Time) {
 		f.state[r.Artifact] = st
 	}
 	if st.running {
-		return
+		return nil
 	}
 	if st.err != nil {
 		wait := fetchRetryMax
@@ -340,15 +446,108 @@ func (d *Daemon) fetchArtifact(r *transferRec, now time.Time) {
 		st.retry = now.Add(wait)
 		d.log.Error("groundd: bundle fetch failed", "vehicle", r.Vehicle, "uplink", r.Uplink, "transfer", r.ID,
 			"artifact", r.Artifact, "registry", registryOf(r.Artifact), "blob", r.Blob, "failures", st.failures, "retry_in", wait, "err", st.err)
+		failed = &fetchFailure{failures: st.failures, retry: st.retry, err: st.err}
 		st.err = nil
 	}
 	if now.Before(st.retry) {
-		return
+		return failed
 	}
 	st.running = true
 	f.wg.Add(1)
 	d.log.Info("groundd: fetching the bundle", "vehicle", r.Vehicle, "uplink", r.Uplink, "transfer", r.ID, "artifact", r.Artifact, "blob", r.Blob)
 	go d.runFetch(f.ctx, st, *r)
+	return failed
+}
+
+// forgetFetches drops the fetch states of vehicle's artifacts that no
+// uplink of us (the vehicle's open uplinks) names any more: its uplink
+// ended, or was planned again. A fetch under way ends by itself.
+func (d *Daemon) forgetFetches(vehicle uint32, us []Uplink) {
+	f := &d.fetch
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for ref, st := range f.state {
+		if st.vehicle != vehicle || st.running {
+			continue
+		}
+		named := false
+		for _, u := range us {
+			named = named || (!u.State.Final() && slices.Contains(u.Bundles, ref))
+		}
+		if !named {
+			delete(f.state, ref)
+		}
+	}
+}
+
+// fetchFailed handles a failed fetch of r's artifact, which the holder
+// must send from, for active uplink u: the failure goes into u's Waiting,
+// so an operator sees why it does not move; after fetchAttempts failures
+// the artifact is taken as lost (garbage-collected, or in a registry this
+// station does not use) and the uplink is planned again (replan).
+func (d *Daemon) fetchFailed(ctx context.Context, s *session, u *Uplink, r *transferRec, ff *fetchFailure, now time.Time) error {
+	reg := registryOf(r.Artifact)
+	if ff.failures >= fetchAttempts {
+		why := fmt.Sprintf("bundle artifact %s could not be fetched from %s (%d attempts): %v", r.Artifact, reg, ff.failures, ff.err)
+		d.log.Warn("groundd: planning the uplink again", "vehicle", u.Vehicle, "uplink", u.ID, "plan", r.Plan,
+			"artifact", r.Artifact, "registry", reg, "failures", ff.failures, "err", ff.err)
+		return d.replan(ctx, s, u, why, now)
+	}
+	note := fmt.Sprintf("bundle fetch of %s from %s failed (attempt %d of %d, again at %s): %v", r.Artifact, reg,
+		ff.failures, fetchAttempts, ff.retry.UTC().Format(time.RFC3339), ff.err)
+	return d.updateUplink(ctx, u.ID, func(x *Uplink, found bool) error {
+		if !found || x.State != UplinkActive {
+			return store.ErrSkip
+		}
+		x.Waiting, x.Updated = note, now.UTC()
+		return nil
+	})
+}
+
+// replan abandons active uplink u's plans and queues it again, so that
+// the next step plans it afresh (from the images: a new plan, pushed as a
+// new artifact): its last plan is abandoned on the vehicle
+// (transfer_abort, which frees its staging, as for a cancelled uplink),
+// its unfinished transfers are abandoned, and its plans, transfers and
+// artifacts are cleared; Waiting says why.
+func (d *Daemon) replan(ctx context.Context, s *session, u *Uplink, why string, now time.Time) error {
+	if len(u.Plans) > 0 {
+		plan := u.Plans[len(u.Plans)-1]
+		c, err := d.sendCommand(ctx, s, now, "transfer_abort", map[string]any{"id": plan, "kind": uint64(1)}, false)
+		if err != nil {
+			return err
+		}
+		d.log.Info("groundd: plan abandoned on the vehicle", "vehicle", u.Vehicle, "uplink", u.ID, "plan", plan, "command", c.ID)
+	}
+	for _, id := range u.Transfers {
+		r, _, err := getJSON[transferRec](ctx, d.st, keyTransfer(id))
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return err
+		}
+		if !r.Done && !r.Abandoned {
+			r.Abandoned, r.Error = true, "planned again: "+why
+			if err := d.saveTransfer(ctx, &r); err != nil {
+				return err
+			}
+		}
+	}
+	err := d.updateUplink(ctx, u.ID, func(x *Uplink, found bool) error {
+		if !found || x.State != UplinkActive {
+			return store.ErrSkip
+		}
+		x.State, x.Updated, x.Waiting = UplinkQueued, now.UTC(), "planned again: "+why
+		x.Plans, x.Accepted, x.Transfers, x.Bundles = nil, nil, nil, nil
+		x.Mismatch, x.MismatchAt = nil, time.Time{}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	d.forgetFetches(u.Vehicle, nil)
+	return nil
 }
 
 // runFetch fetches r's artifact into the bundle directory.
@@ -520,6 +719,7 @@ func (d *Daemon) prefetch(ctx context.Context, s *session, now time.Time, up boo
 		d.log.Debug("groundd: prefetch", "vehicle", s.cfg.ID, "err", err)
 		return
 	}
+	d.forgetFetches(s.cfg.ID, us)
 	for _, u := range us {
 		if u.State != UplinkActive {
 			continue
@@ -533,7 +733,7 @@ func (d *Daemon) prefetch(ctx context.Context, s *session, now time.Time, up boo
 				continue
 			}
 			if !r.Done && !r.Abandoned {
-				d.bundleReady(&r, now)
+				d.bundleReady(&r, now) // a failure is the holder's to act on
 			}
 		}
 	}

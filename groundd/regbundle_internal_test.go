@@ -2,6 +2,7 @@ package groundd
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -40,5 +41,39 @@ func TestFetchOnlyOwnRegistry(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "evil.example") {
 			t.Errorf("bundles %+v: %v, want an error naming evil.example", b, err)
 		}
+	}
+}
+
+// TestForgetEnded: the fetch states and waiting pushes of a vehicle are
+// dropped once no open uplink names them (the uplink ended, or was
+// planned again); those under way, another vehicle's and those still named
+// stay.
+func TestForgetEnded(t *testing.T) {
+	d := &Daemon{}
+	d.fetch.init()
+	d.fetch.state["a"] = &fetchState{vehicle: 7}
+	d.fetch.state["b"] = &fetchState{vehicle: 7}
+	d.fetch.state["c"] = &fetchState{vehicle: 7, running: true}
+	d.fetch.state["d"] = &fetchState{vehicle: 8}
+	d.pushes.init()
+	d.pushes.m[1] = &pendingPush{pl: &planned{}, vehicle: 7}
+	d.pushes.m[2] = &pendingPush{pl: &planned{}, vehicle: 7}
+	d.pushes.m[3] = &pendingPush{pl: &planned{}, vehicle: 7, running: true}
+	d.pushes.m[4] = &pendingPush{pl: &planned{}, vehicle: 8}
+	us := []Uplink{{ID: 1, UplinkRequest: UplinkRequest{Vehicle: 7}, State: UplinkActive, Bundles: []string{"b"}}, {ID: 2, UplinkRequest: UplinkRequest{Vehicle: 7}, State: UplinkCancelled, Bundles: []string{"a"}}}
+	d.forgetFetches(7, us)
+	d.pushes.forget(7, us)
+	var fs []string
+	for k := range d.fetch.state {
+		fs = append(fs, k)
+	}
+	var ps []uint64
+	for k := range d.pushes.m {
+		ps = append(ps, k)
+	}
+	slices.Sort(fs)
+	slices.Sort(ps)
+	if !slices.Equal(fs, []string{"b", "c", "d"}) || !slices.Equal(ps, []uint64{1, 3, 4}) {
+		t.Fatalf("fetches kept %v, pushes kept %v", fs, ps)
 	}
 }

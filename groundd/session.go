@@ -537,6 +537,8 @@ func (d *Daemon) advanceQueue(ctx context.Context, s *session, now time.Time) er
 	if err != nil {
 		return err
 	}
+	d.forgetFetches(s.cfg.ID, us)
+	d.pushes.forget(s.cfg.ID, us)
 	var busy *Uplink
 	for i := range us {
 		u := &us[i]
@@ -803,9 +805,12 @@ func (d *Daemon) resumeUplink(ctx context.Context, s *session, u *Uplink, now ti
 			// the event was lost.
 			return d.askStatus(ctx, s, now)
 		}
-		if !d.bundleReady(&r, now) {
+		if ready, failed := d.bundleReady(&r, now); !ready {
 			// This station lacks the blob: it is being fetched from
 			// the bundle registry, and the next Poll looks again.
+			if failed != nil {
+				return d.fetchFailed(ctx, s, u, &r, failed, now)
+			}
 			return nil
 		}
 		if err := d.startSender(ctx, s, r, now); err != nil {
@@ -814,6 +819,16 @@ func (d *Daemon) resumeUplink(ctx context.Context, s *session, u *Uplink, now ti
 			}
 			d.log.Error("groundd: cannot send", "uplink", u.ID, "transfer", r.ID, "err", err)
 			return d.endUplink(ctx, u.ID, UplinkFailed, err.Error(), now)
+		}
+		if u.Waiting != "" {
+			// It moves again (a fetch went through).
+			return d.updateUplink(ctx, u.ID, func(x *Uplink, found bool) error {
+				if !found || x.Waiting == "" {
+					return store.ErrSkip
+				}
+				x.Waiting = ""
+				return nil
+			})
 		}
 		return nil
 	}

@@ -36,6 +36,11 @@ import "time"
 //     the receiver's rate.
 //   - A sample that lost half or more while cruising says the receiver got
 //     slower: the delivery rate becomes the new estimate.
+//   - The spread test holds while limited too: a sample with a run of
+//     losses a quarter of it long (an unsignalled fade or outage) is left
+//     out, the pace unchanged; without it an outage cut the pace to 1.05
+//     times what the sample delivered, and only the probes, every
+//     flowProbeEvery samples (slow at a low pace), won it back.
 const (
 	flowTrigger     = 0.5  // loss fraction that suggests the receiver is the bottleneck
 	flowTriggerRuns = 2    // in this many samples in a row
@@ -123,11 +128,11 @@ func (f *flowCtl) sample() bool {
 	d := float64(a.done*8) / span.Seconds()
 	loss := float64(a.lost) / float64(a.done+a.lost)
 	old := f.rate
+	// A receiver that cannot keep up drops frames all along, a few in a
+	// row between the ones it takes; a long run of losses is an outage or
+	// a burst, not a rate.
+	spread := a.maxRun < a.frames/4
 	if !f.limited {
-		// A receiver that cannot keep up drops frames all along, a few in
-		// a row between the ones it takes; a long run of losses is an
-		// outage or a burst, not a rate.
-		spread := a.maxRun < a.frames/4
 		if loss >= flowTrigger && spread {
 			f.high++
 		} else {
@@ -140,6 +145,10 @@ func (f *flowCtl) sample() bool {
 		return f.rate != old
 	}
 	switch {
+	case !spread:
+		// An outage or a burst inside the sample: its delivery rate says
+		// nothing of the receiver's. The pace, the estimate and a probe
+		// in progress stay; the next sample tells.
 	case f.probe > 0 && d >= f.ref*(1+(f.probe-1)/2):
 		// The delivery rate followed the pace: probe further.
 		f.bw, f.ref, f.probe = d, d, flowProbeFast
