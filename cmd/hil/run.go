@@ -46,8 +46,7 @@ and deb.debian.org), then run from the repository, or name its layout with
 --debian-layout or $BOOTORBIT_DEBIAN_LAYOUT. The pair is linked into the
 run's directory and signed there with the bench's release key; the layout
 is only read. Run them as root (the images' files belong to root and
-other users). Under qemu-user their slot write outlasts their 20 s
-watchdog, which flightd does not pet during a write: give --watchdog-timeout.
+other users).
 
 It prints a summary a person reads (--json: the whole report as JSON) and
 writes JUnit XML with --junit. Exit status 1 if a scenario failed.
@@ -66,7 +65,7 @@ reported as skipped, with the reason.`,
   hil run --short --junit .ci/out/hil-junit.xml
   sudo hil/deltabench/mkimages.sh testdata-gen && sudo hil run --all --long
   hil run nominal-debian-sband --debian-layout /srv/testdata-gen/oci
-  hil run nominal-debian-leo-fast --arch arm64 --watchdog-timeout 180s
+  hil run nominal-debian-leo-fast --arch arm64
   hil run watchdog-rollback --arch arm64
   hil run my-scenario.json --keep /tmp/hil-run -v
   hil run --board bench.json nominal-leo-fast powercut-receive`,
@@ -84,7 +83,7 @@ reported as skipped, with the reason.`,
 		fs.StringVar(&f.board, "board", "", "run on the real board of the bench configuration `FILE` (JSON, hil/realboard) instead of the virtual board")
 		fs.StringVar(&f.keep, "keep", "", "work in `DIR` and keep it (boards, logs, stores); default a temporary directory, removed")
 		fs.Uint64Var(&f.seed, "seed", 1, "seed of the images, keys and link faults")
-		fs.DurationVar(&f.watchdog, "watchdog-timeout", 0, "the board's watchdog timeout for every scenario (0: each scenario's, default 3s); flightd does not pet during a slot write, which takes minutes for the Debian pair under qemu-user (docs/hil.md, Findings)")
+		fs.DurationVar(&f.watchdog, "watchdog-timeout", 0, "the board's watchdog timeout for every scenario (0: each scenario's, default 3s; the Debian scenarios' 20s)")
 		cli.SizeVar(fs, &f.size, "image-size", 3<<20, "approximate size of the synthetic base image")
 		cli.JSONFlag(c, &f.json)
 		cli.VerboseFlag(c, &f.verbose)
