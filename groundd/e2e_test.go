@@ -137,7 +137,8 @@ func newWorldOf(t testing.TB, rng *rand.Rand, loss float64, onBundle func(*updat
 	if w.schedule, err = passes.New(ws); err != nil {
 		t.Fatal(err)
 	}
-	w.opts = groundd.Options{Schedule: w.schedule, Now: func() time.Time { return w.now },
+	// Planning inline: the tests drive Poll with a simulated clock.
+	w.opts = groundd.Options{Schedule: w.schedule, Now: func() time.Time { return w.now }, PlanInline: true,
 		Log: slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 
 	if w.codec, err = protocol.NewCodec(maxFrame); err != nil {
