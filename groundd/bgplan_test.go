@@ -61,7 +61,10 @@ func TestPlanningOffThePoll(t *testing.T) {
 	w.veh.SetLink(w.now, true)
 	var in [][]byte
 	sent := 0
+	var slowest time.Duration
 	step := func() {
+		start := time.Now()
+		defer func() { slowest = max(slowest, time.Since(start)) }()
 		type polled struct {
 			out [][]byte
 			err error
@@ -106,6 +109,7 @@ func TestPlanningOffThePoll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	slowest = 0
 	for p := 0; ; p++ {
 		if p > 400 {
 			x, _ := d.CommandShow(ctx, c.ID)
@@ -113,6 +117,7 @@ func TestPlanningOffThePoll(t *testing.T) {
 		}
 		step()
 		if x, err := d.CommandShow(ctx, c.ID); err == nil && x.Stage == groundd.CmdCompleted {
+			t.Logf("while planning: the command completed after %d polls (%v of the link's clock); slowest Poll and vehicle step %v", p+1, time.Duration(p+1)*tick, slowest)
 			break
 		}
 	}
