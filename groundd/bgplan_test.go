@@ -1,15 +1,19 @@
 package groundd_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bootorbit/bootorbit/delta"
 	"github.com/bootorbit/bootorbit/groundd"
 	"github.com/bootorbit/bootorbit/internal/testrand"
 	"github.com/bootorbit/bootorbit/protocol"
+	"github.com/bootorbit/bootorbit/protocol/update"
 )
 
 // TestPlanningOffThePoll: the planning of an uplink (the delta computed,
@@ -228,5 +232,100 @@ func TestPlanningCancelled(t *testing.T) {
 	x, err = d.QueueShow(ctx, u2.ID)
 	if err != nil || x.State != groundd.UplinkActive || len(x.Plans) != 1 {
 		t.Fatalf("next uplink: %s, plans %v (%v)", x.State, x.Plans, err)
+	}
+}
+
+// TestSupplementOffThePoll: the supplement of a plan whose base the
+// vehicle reported mismatched is planned in the background too: the
+// uplink stays active, waiting "computing the supplement", every Poll
+// returns and nothing of the uplink is sent meanwhile; once planned, the
+// supplement is committed and the uplink completes with it.
+func TestSupplementOffThePoll(t *testing.T) {
+	rng := testrand.New(t)
+	onBundle := func(p *update.Plan, b []byte) []int {
+		if p.Supplement != 0 {
+			return nil
+		}
+		bd, err := delta.OpenBundle(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			t.Errorf("bundle: %v", err)
+			return nil
+		}
+		for li, l := range bd.Header.Layers {
+			if l.Decision != delta.Reuse {
+				return []int{li}
+			}
+		}
+		t.Error("no layer to mismatch")
+		return nil
+	}
+	w := newWorld(t, rng, 0, onBundle)
+	w.opts.PlanInline = false
+	ctx := context.Background()
+	d := w.open()
+	defer func() { d.Close() }()
+	entered := make(chan struct{}, 4)
+	release := make(chan struct{})
+	plannings := 0
+	groundd.SetPlanHook(d, func(ctx context.Context) {
+		plannings++ // one planning at a time
+		if plannings < 2 {
+			return
+		}
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	if _, err := d.RegisterImage(ctx, w.v1.Ref.String()); err != nil {
+		t.Fatal(err)
+	}
+	u, err := d.QueueAdd(ctx, groundd.UplinkRequest{Vehicle: vehicleID, Image: w.v2.Ref.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The simulated clock waits for a planning to end (the test's
+	// determinism), except the supplement's, which it holds.
+	w.afterStep = func(d *groundd.Daemon) bool {
+		for groundd.PlanningRuns(d, vehicleID) && len(entered) == 0 {
+			runtime.Gosched()
+		}
+		return len(entered) > 0
+	}
+	d, _ = w.run(d, u.ID, 0, nil)
+	if len(entered) == 0 {
+		x, _ := d.QueueShow(ctx, u.ID)
+		t.Fatalf("no supplement planned: %s (%s), plans %v", x.State, x.Error, x.Plans)
+	}
+	x, err := d.QueueShow(ctx, u.ID)
+	if err != nil || x.State != groundd.UplinkActive || !strings.Contains(x.Waiting, "computing the supplement") || len(x.Plans) != 1 {
+		t.Fatalf("while the supplement is planned: %s, waiting %q, plans %v (%v)", x.State, x.Waiting, x.Plans, err)
+	}
+	for range 20 {
+		if _, _, err := d.Poll(ctx, vehicleID, w.now, nil); err != nil {
+			t.Fatal(err)
+		}
+		w.now = w.now.Add(50 * time.Millisecond)
+	}
+	close(release)
+	w.afterStep = func(d *groundd.Daemon) bool {
+		for groundd.PlanningRuns(d, vehicleID) {
+			runtime.Gosched()
+		}
+		return false
+	}
+	w.afterStep(d)
+	d, _ = w.run(d, u.ID, 0, nil)
+	x, _ = d.QueueShow(ctx, u.ID)
+	if x.State != groundd.UplinkDone || len(x.Plans) != 2 || x.Waiting != "" {
+		t.Fatalf("uplink %s (%s), plans %v, waiting %q", x.State, x.Error, x.Plans, x.Waiting)
 	}
 }
