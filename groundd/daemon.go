@@ -43,6 +43,12 @@ type Options struct {
 	MACKeys   map[uint32]protocol.MACKey
 	SealKeys  map[uint32]protocol.SealKey
 	GroundKey ed25519.PrivateKey
+	// PlanInline plans uplinks inside Poll, as a caller that drives Poll
+	// with a clock of its own (a simulation, a test) needs: its clock
+	// does not move while the delta is computed, so the run stays
+	// deterministic. By default planning runs in the background
+	// (plannings) and the vehicle's session goes on meanwhile.
+	PlanInline bool
 }
 
 // Daemon is groundd: the queue, the vehicles' knowledge, the planner and
@@ -78,6 +84,14 @@ type Daemon struct {
 	// pushes are the plans being pushed to the bundle registry, in the
 	// background, or whose push failed, to be tried again.
 	pushes pushes
+	// plans are the plannings under way in the background, one per
+	// vehicle at most, or ended and not yet taken by the vehicle's loop.
+	plans plannings
+	// planHook, if set, is called by every planning before it computes
+	// the bundle (tests: a slow planning).
+	planHook func(ctx context.Context)
+	// planInline: Options.PlanInline.
+	planInline bool
 }
 
 // Open returns the daemon of cfg. Close it.
@@ -85,7 +99,7 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, st: o.Store, images: o.Images, schedule: o.Schedule, now: o.Now, log: o.Log,
+	d := &Daemon{cfg: cfg, st: o.Store, images: o.Images, schedule: o.Schedule, now: o.Now, log: o.Log, planInline: o.PlanInline,
 		sessions: map[uint32]*session{}, signals: map[uint32]bool{}, subs: map[int]*subscriber{}}
 	if d.now == nil {
 		d.now = time.Now
@@ -168,6 +182,7 @@ func Open(cfg Config, o Options) (*Daemon, error) {
 func (d *Daemon) Close() error {
 	d.fetch.close()
 	d.pushes.close()
+	d.plans.close()
 	if d.station != nil {
 		d.station.close()
 	}

@@ -49,7 +49,10 @@ type world struct {
 	vcfg     groundtest.VehicleConfig
 	// restartEvery, if > 0, restarts groundd every that many polls.
 	restartEvery int
-	restarts     int
+	// afterStep, if set, is called after every step of run, which
+	// returns when it says so.
+	afterStep func(d *groundd.Daemon) bool
+	restarts  int
 	// opener opens the uplink frames the test inspects, when sealed.
 	opener *protocol.Opener
 	// alt, if set, is the vehicle instead of veh (flightd's engine).
@@ -137,7 +140,8 @@ func newWorldOf(t testing.TB, rng *rand.Rand, loss float64, onBundle func(*updat
 	if w.schedule, err = passes.New(ws); err != nil {
 		t.Fatal(err)
 	}
-	w.opts = groundd.Options{Schedule: w.schedule, Now: func() time.Time { return w.now },
+	// Planning inline: the tests drive Poll with a simulated clock.
+	w.opts = groundd.Options{Schedule: w.schedule, Now: func() time.Time { return w.now }, PlanInline: true,
 		Log: slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 
 	if w.codec, err = protocol.NewCodec(maxFrame); err != nil {
@@ -282,6 +286,9 @@ func (w *world) run(d *groundd.Daemon, uplink uint64, restartAt float64, until f
 			if w.alt == nil {
 				st.dupsAfter = w.veh.Rx.Stats.Duplicates - dupsAtRestart
 			}
+			return d, st
+		}
+		if w.afterStep != nil && w.afterStep(d) {
 			return d, st
 		}
 		if w.restartEvery > 0 && st.polls%w.restartEvery == w.restartEvery-1 {

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/bootorbit/bootorbit/delta"
 	"github.com/bootorbit/bootorbit/groundd/store"
@@ -219,12 +221,9 @@ type bundlePush struct {
 // image its booted slot holds, or full; signs the plan; keeps plan and
 // bundle as blobs; and allocates the plan id and the two transfer ids.
 func (d *Daemon) planUplink(ctx context.Context, u *Uplink, s *session) (*planned, error) {
-	v, _, err := getJSON[vehicleRec](ctx, d.st, keyVehicle(u.Vehicle))
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	v, err := d.slotsKnown(ctx, u.Vehicle)
+	if err != nil {
 		return nil, err
-	}
-	if len(v.Slots) == 0 || v.BootedSlot == "" {
-		return nil, errNoKnowledge
 	}
 	var base *Image
 	if bs := bootedSlot(&v.Vehicle); bs != nil && bs.Digest != "" && strings.Trim(bs.Digest, "0") != "" {
@@ -237,6 +236,19 @@ func (d *Daemon) planUplink(ctx context.Context, u *Uplink, s *session) (*planne
 		}
 	}
 	return d.planAgainst(ctx, u, base)
+}
+
+// slotsKnown returns what groundd knows of vehicle, errNoKnowledge when
+// that does not say what its slots hold.
+func (d *Daemon) slotsKnown(ctx context.Context, vehicle uint32) (vehicleRec, error) {
+	v, _, err := getJSON[vehicleRec](ctx, d.st, keyVehicle(vehicle))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return v, err
+	}
+	if len(v.Slots) == 0 || v.BootedSlot == "" {
+		return v, errNoKnowledge
+	}
+	return v, nil
 }
 
 // planAgainst plans u as a delta against base (nil: full layers).
@@ -387,6 +399,9 @@ func (d *Daemon) fullOnly(ctx context.Context, tgt delta.Target, keep map[int]bo
 }
 
 func (d *Daemon) signAndKeep(ctx context.Context, u *Uplink, p *update.Plan, bases []delta.LayerSource, tgt delta.Target, supplement uint64, only map[int]bool) (*planned, error) {
+	if d.planHook != nil {
+		d.planHook(ctx)
+	}
 	var st delta.Stats
 	opts := delta.Options{TempDir: d.bundleDir, PartSize: d.cfg.PartSize, Tag: u.Image}
 	bundle, size, err := d.putBlob(func(w io.Writer) error {
@@ -486,3 +501,176 @@ func bootedSlot(v *Vehicle) *Slot {
 }
 
 func shortHex(b []byte) string { return hex.EncodeToString(b) }
+
+// Planning off the vehicle's loop. Planning an uplink or a supplement
+// (the bundle computed, the blobs written: seconds to minutes for a large
+// image on a loaded machine) runs in the background, as a push to the
+// bundle registry does: meanwhile the uplink stays as it is (queued, or
+// active for a supplement), its Waiting saying so, and every Poll of the
+// vehicle returns at once, its commands, housekeeping and other traffic
+// going on. The planning's end pokes the vehicle's loop, and the next
+// Poll commits its result (pushAndCommit: the revision-guarded
+// transaction) or fails the uplink with its error. One planning per
+// vehicle at a time. A planning whose uplink ended meanwhile (cancelled,
+// expired) or whose vehicle this station lost is cancelled and its result
+// dropped; the blobs it wrote are content-addressed and harmless.
+type plannings struct {
+	mu     sync.Mutex
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	m      map[uint32]*pendingPlan // by vehicle
+}
+
+// pendingPlan is a planning of a vehicle, under way or ended and not yet
+// taken by its loop.
+type pendingPlan struct {
+	uplink  uint64
+	first   bool // the uplink's first plan (not a supplement)
+	cancel  context.CancelFunc
+	running bool
+	// stale: its uplink ended, or the station lost the vehicle: the
+	// result is dropped.
+	stale bool
+	pl    *planned
+	err   error
+}
+
+// planState is where a planning stands for the vehicle's loop.
+type planState int
+
+const (
+	planNone    planState = iota // none: the caller may start one
+	planRunning                  // one runs (this one or another): wait
+	planEnded                    // this one ended: its result is taken
+)
+
+func (p *plannings) init() {
+	if p.m == nil {
+		p.ctx, p.cancel = context.WithCancel(context.Background())
+		p.m = map[uint32]*pendingPlan{}
+	}
+}
+
+// close cancels the plannings under way and waits for them.
+func (p *plannings) close() {
+	p.mu.Lock()
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// result says where vehicle's planning of uplink (first: its first plan,
+// else a supplement) stands, and takes its result when it ended. Any
+// planning of the vehicle under way makes the caller wait (one at a
+// time); an ended one of another uplink, or a stale one, is dropped.
+func (p *plannings) result(vehicle uint32, uplink uint64, first bool) (planState, *planned, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.init()
+	pp := p.m[vehicle]
+	switch {
+	case pp == nil:
+		return planNone, nil, nil
+	case pp.running || p.ctx.Err() != nil:
+		return planRunning, nil, nil
+	}
+	delete(p.m, vehicle)
+	if pp.stale || pp.uplink != uplink || pp.first != first {
+		return planNone, nil, nil
+	}
+	return planEnded, pp.pl, pp.err
+}
+
+// drop makes vehicle's planning stale (cancelled, its result dropped).
+func (p *plannings) drop(vehicle uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.staleLocked(vehicle)
+}
+
+func (p *plannings) staleLocked(vehicle uint32) {
+	pp := p.m[vehicle]
+	if pp == nil {
+		return
+	}
+	pp.stale = true
+	pp.cancel()
+	if !pp.running {
+		delete(p.m, vehicle)
+	}
+}
+
+// forget makes vehicle's planning stale if its uplink is not among us
+// (the vehicle's open uplinks) or has ended: cancelled or expired while
+// it was planned.
+func (p *plannings) forget(vehicle uint32, us []Uplink) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pp := p.m[vehicle]
+	if pp == nil {
+		return
+	}
+	for _, u := range us {
+		if u.ID == pp.uplink && !u.State.Final() {
+			return
+		}
+	}
+	p.staleLocked(vehicle)
+}
+
+// startPlanning runs plan for uplink u of vehicle in the background (the
+// caller saw planNone) and writes note into u's Waiting. The planning's
+// end pokes the vehicle's loop.
+func (d *Daemon) startPlanning(ctx context.Context, u *Uplink, first bool, note string, now time.Time, plan func(ctx context.Context) (*planned, error)) error {
+	p := &d.plans
+	p.mu.Lock()
+	p.init()
+	if p.ctx.Err() != nil || p.m[u.Vehicle] != nil {
+		p.mu.Unlock()
+		return nil // closed, or one runs
+	}
+	pctx, cancel := context.WithCancel(p.ctx)
+	pp := &pendingPlan{uplink: u.ID, first: first, cancel: cancel, running: true}
+	p.m[u.Vehicle] = pp
+	p.wg.Add(1)
+	go d.runPlanning(pctx, pp, u.Vehicle, plan)
+	p.mu.Unlock()
+	d.log.Info("groundd: planning", "uplink", u.ID, "vehicle", u.Vehicle, "first", first, "image", u.Image)
+	return d.updateUplink(ctx, u.ID, func(x *Uplink, found bool) error {
+		if !found || x.State.Final() {
+			return store.ErrSkip
+		}
+		x.Waiting, x.Updated = note, now.UTC()
+		return nil
+	})
+}
+
+// runPlanning runs pp's planning and pokes the vehicle's loop with the
+// result.
+func (d *Daemon) runPlanning(ctx context.Context, pp *pendingPlan, vehicle uint32, plan func(ctx context.Context) (*planned, error)) {
+	p := &d.plans
+	defer p.wg.Done()
+	start := time.Now()
+	pl, err := plan(ctx)
+	p.mu.Lock()
+	pp.running, pp.pl, pp.err = false, pl, err
+	stale := pp.stale
+	if stale && p.m[vehicle] == pp {
+		delete(p.m, vehicle)
+	}
+	closed := p.ctx.Err() != nil
+	p.mu.Unlock()
+	pp.cancel()
+	took := time.Since(start).Round(time.Millisecond)
+	if stale || closed {
+		d.log.Info("groundd: planning dropped", "uplink", pp.uplink, "vehicle", vehicle, "took", took, "stale", stale, "closed", closed)
+	} else {
+		d.log.Info("groundd: planning ended", "uplink", pp.uplink, "vehicle", vehicle, "took", took, "err", err)
+	}
+	if !closed {
+		d.poke(vehicle)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/bootorbit/bootorbit/groundd/gateway"
 	"github.com/bootorbit/bootorbit/groundd/metrics"
 	"github.com/bootorbit/bootorbit/groundd/store"
 	"github.com/bootorbit/bootorbit/protocol"
@@ -539,6 +540,7 @@ func (d *Daemon) advanceQueue(ctx context.Context, s *session, now time.Time) er
 	}
 	d.forgetFetches(s.cfg.ID, us)
 	d.pushes.forget(s.cfg.ID, us)
+	d.plans.forget(s.cfg.ID, us)
 	var busy *Uplink
 	for i := range us {
 		u := &us[i]
@@ -732,22 +734,43 @@ func (d *Daemon) endUplink(ctx context.Context, id uint64, st UplinkState, why s
 // startUplink plans u and makes it the vehicle's active uplink: the plan's
 // transfers and the uplink's new state are written in one transaction,
 // guarded by the uplink's revision (an operator's cancel in between wins).
+// The planning runs in the background (startPlanning): u stays queued
+// meanwhile, and a later Poll, poked by the planning's end, commits it.
 func (d *Daemon) startUplink(ctx context.Context, s *session, u *Uplink, now time.Time) error {
 	if pl, ok := d.pushes.pending(u.ID, true); ok {
 		// Planned already; its push to the bundle registry failed.
 		return d.pushAndCommit(ctx, s, u, pl, now)
 	}
-	pl, err := d.planUplink(ctx, u, s)
-	if errors.Is(err, errNoKnowledge) {
+	uc := *u
+	plan := func(ctx context.Context) (*planned, error) { return d.planUplink(ctx, &uc, nil) }
+	ended := func(pl *planned, err error) error {
+		switch {
+		case errors.Is(err, errNoKnowledge):
+			return d.askStatus(ctx, s, now)
+		case err != nil:
+			d.log.Error("groundd: planning failed", "uplink", u.ID, "vehicle", u.Vehicle, "err", err)
+			return d.endUplink(ctx, u.ID, UplinkFailed, "planning: "+err.Error(), now)
+		}
+		return d.pushAndCommit(ctx, s, u, pl, now)
+	}
+	switch st, pl, err := d.plans.result(u.Vehicle, u.ID, true); st {
+	case planRunning:
+		return nil
+	case planEnded:
+		return ended(pl, err)
+	}
+	if _, err := d.slotsKnown(ctx, u.Vehicle); errors.Is(err, errNoKnowledge) {
 		// Stays queued; the vehicle's housekeeping unblocks it, and is
 		// asked for while the link is up.
 		return d.askStatus(ctx, s, now)
+	} else if err != nil {
+		return err
 	}
-	if err != nil {
-		d.log.Error("groundd: planning failed", "uplink", u.ID, "vehicle", u.Vehicle, "err", err)
-		return d.endUplink(ctx, u.ID, UplinkFailed, "planning: "+err.Error(), now)
+	if d.planInline {
+		return ended(plan(ctx))
 	}
-	return d.pushAndCommit(ctx, s, u, pl, now)
+	// Planned in the background (plannings): the session goes on.
+	return d.startPlanning(ctx, u, true, "computing the delta for "+u.Image, now, plan)
 }
 
 func (d *Daemon) commitPlan(ctx context.Context, s *session, id uint64, pl *planned, now time.Time, first bool) error {
@@ -841,7 +864,11 @@ func (d *Daemon) handleReturn(ctx context.Context, s *session, now time.Time, m 
 	// The gateway archives telemetry and events and moves commands on
 	// their reports; groundd folds what it needs into its knowledge of
 	// the vehicle.
-	if err := d.gw.Receive(now, s.cfg.ID, m); err != nil {
+	if err := d.gw.Receive(now, s.cfg.ID, m); errors.Is(err, gateway.ErrSettled) {
+		// A duplicate or late report on a command that has ended
+		// (the vehicle answered a resend too): routine.
+		d.log.Info("groundd: duplicate report on an ended command", "vehicle", s.cfg.ID, "err", err)
+	} else if err != nil {
 		d.log.Warn("groundd: gateway", "vehicle", s.cfg.ID, "type", fmt.Sprintf("%T", m), "err", err)
 	}
 	var rec TelemetryRecord
@@ -1183,6 +1210,20 @@ func (d *Daemon) supplementDue(ctx context.Context, s *session, u *Uplink, now t
 		// Planned already; its push to the bundle registry failed.
 		return true, d.pushAndCommit(ctx, s, u, pl, now)
 	}
+	ended := func(pl *planned, err error) error {
+		if err != nil {
+			d.log.Error("groundd: supplement planning failed", "uplink", u.ID, "vehicle", u.Vehicle, "err", err)
+			return d.endUplink(ctx, u.ID, UplinkFailed, "supplement: "+err.Error(), now)
+		}
+		pl.clearMismatch = true
+		return d.pushAndCommit(ctx, s, u, pl, now)
+	}
+	switch st, pl, err := d.plans.result(u.Vehicle, u.ID, false); st {
+	case planRunning:
+		return true, nil
+	case planEnded:
+		return true, ended(pl, err)
+	}
 	layers := map[int]bool{}
 	for _, l := range u.Mismatch {
 		layers[l] = true
@@ -1208,12 +1249,14 @@ func (d *Daemon) supplementDue(ctx context.Context, s *session, u *Uplink, now t
 			}
 		}
 	}
-	pl, err := d.planSupplement(ctx, u, u.Plans[0], layers)
-	if err != nil {
-		return true, d.endUplink(ctx, u.ID, UplinkFailed, "supplement: "+err.Error(), now)
+	uc, orig := *u, u.Plans[0]
+	plan := func(ctx context.Context) (*planned, error) { return d.planSupplement(ctx, &uc, orig, layers) }
+	if d.planInline {
+		return true, ended(plan(ctx))
 	}
-	pl.clearMismatch = true
-	return true, d.pushAndCommit(ctx, s, u, pl, now)
+	// Planned in the background (plannings): the session goes on.
+	note := fmt.Sprintf("computing the supplement of plan %d (layers %v)", orig, u.Mismatch)
+	return true, d.startPlanning(ctx, u, false, note, now, plan)
 }
 
 // ---- followers of the telemetry ----

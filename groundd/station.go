@@ -421,6 +421,7 @@ func (d *Daemon) takeOver(ctx context.Context, s *session) error {
 	// A plan whose push failed here before may have been planned again
 	// and pushed by another station meanwhile: planned afresh if not.
 	d.pushes.drop(s.cfg.ID)
+	d.plans.drop(s.cfg.ID)
 	s.linkKnown = false
 	s.lastStatus = time.Time{}
 	kv, err := d.st.Get(ctx, keyVerifier(s.cfg.ID))

@@ -20,6 +20,12 @@ var (
 	// ErrUnmatched: a report names no command sent to that vehicle (an
 	// unknown sequence number, another opcode, a command never sent).
 	ErrUnmatched = errors.New("gateway: report matches no command sent")
+	// ErrSettled: a report on a command that was sent and has ended
+	// (completed, failed, rejected, timed out past its late window): a
+	// duplicate or late report, which changes nothing. It wraps
+	// ErrUnmatched; a caller logs it as routine, and ErrUnmatched alone as
+	// a report that matches nothing ever sent.
+	ErrSettled = fmt.Errorf("%w: the command has ended (a duplicate or late report)", ErrUnmatched)
 	// ErrConflict: a report contradicts an earlier one (rejected after
 	// accepted, failed after completed).
 	ErrConflict = errors.New("gateway: report contradicts an earlier one")
@@ -697,11 +703,33 @@ func (g *Gateway) verification(now time.Time, v *protocol.Verification) error {
 	}
 }
 
+// settled says whether v reports on a command of v's vehicle, with v's
+// opcode, that the archive holds as sent and ended.
+func (g *Gateway) settled(v *protocol.Verification) bool {
+	cs, err := g.cfg.Archive.Commands(CommandQuery{Vehicle: v.Vehicle, Key: g.cfg.Key, Seq: v.Seq, Limit: 1})
+	if err != nil || len(cs) != 1 {
+		return false
+	}
+	c := cs[0]
+	if c.Vehicle != v.Vehicle || c.Opcode != v.Opcode || c.Open() {
+		return false
+	}
+	for _, e := range c.History {
+		if e.Stage == Sent {
+			return true
+		}
+	}
+	return false
+}
+
 func (g *Gateway) verify(now time.Time, v *protocol.Verification, st Stage) error {
 	c := g.open[v.Vehicle][v.Seq]
 	if c == nil || c.Stage == Queued || (c.Stage == Timeout && c.Last().Waited == Queued) {
 		// Final commands are forgotten: a report on one is a duplicate or
 		// a contradiction, and either way it changes nothing.
+		if c == nil && g.settled(v) {
+			return fmt.Errorf("%w: vehicle %d seq %d (%v)", ErrSettled, v.Vehicle, v.Seq, v.Stage)
+		}
 		return fmt.Errorf("%w: vehicle %d seq %d (%v)", ErrUnmatched, v.Vehicle, v.Seq, v.Stage)
 	}
 	if v.Opcode != c.Opcode {
