@@ -283,9 +283,13 @@ func (b *Board) Events() []Event {
 }
 
 // Count returns the number of events of kind.
-func (b *Board) Count(kind string) int {
+func (b *Board) Count(kind string) int { return CountEvents(b.Events(), kind) }
+
+// CountEvents returns the number of events of kind: a board's Count, for
+// this board and the others a scenario drives (hil/realboard).
+func CountEvents(events []Event, kind string) int {
 	n := 0
-	for _, e := range b.Events() {
+	for _, e := range events {
 		if e.Kind == kind {
 			n++
 		}

@@ -582,15 +582,7 @@ func (b *ScenarioBoard) Events() []board.Event {
 }
 
 // Count implements scenario.Board.
-func (b *ScenarioBoard) Count(kind string) int {
-	n := 0
-	for _, e := range b.Events() {
-		if e.Kind == kind {
-			n++
-		}
-	}
-	return n
-}
+func (b *ScenarioBoard) Count(kind string) int { return board.CountEvents(b.Events(), kind) }
 
 // Petted implements scenario.Board: the board is on and flightd runs
 // (its status answered and the running command says so).
