@@ -168,8 +168,8 @@ func (p *pushes) wake(vehicle uint32) time.Time {
 	defer p.mu.Unlock()
 	var t time.Time
 	for _, pp := range p.m {
-		if pp.vehicle == vehicle && !pp.running && !pp.retry.IsZero() && (t.IsZero() || pp.retry.Before(t)) {
-			t = pp.retry
+		if pp.vehicle == vehicle && !pp.running {
+			t = sooner(t, pp.retry)
 		}
 	}
 	return t
@@ -666,8 +666,8 @@ func (d *Daemon) fetchWake(vehicle uint32) time.Time {
 	defer f.mu.Unlock()
 	var t time.Time
 	for _, st := range f.state {
-		if st.vehicle == vehicle && !st.running && !st.retry.IsZero() && (t.IsZero() || st.retry.Before(t)) {
-			t = st.retry
+		if st.vehicle == vehicle && !st.running {
+			t = sooner(t, st.retry)
 		}
 	}
 	return t

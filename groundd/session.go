@@ -340,12 +340,8 @@ func (d *Daemon) poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 	if t, ok := d.gw.NextDeadline(); ok && (next.IsZero() || t.Before(next)) {
 		next = t
 	}
-	if c := d.schedule.Change(vehicle, now); !c.IsZero() && (next.IsZero() || c.Before(next)) {
-		next = c
-	}
-	if q := d.queueWake(ctx, vehicle, now); !q.IsZero() && (next.IsZero() || q.Before(next)) {
-		next = q
-	}
+	next = sooner(next, d.schedule.Change(vehicle, now))
+	next = sooner(next, d.queueWake(ctx, vehicle, now))
 	if up {
 		if t, ok := d.gw.NextResend(vehicle, s.resendBase()); ok && (next.IsZero() || t.Before(next)) {
 			next = t
@@ -354,8 +350,8 @@ func (d *Daemon) poll(ctx context.Context, vehicle uint32, now time.Time, in [][
 		// planning no longer waits then, it asks nothing and the time is
 		// past).
 		if s.statusAsks > 0 {
-			if t := s.lastStatus.Add(s.statusWait()); t.After(now) && (next.IsZero() || t.Before(next)) {
-				next = t
+			if t := s.lastStatus.Add(s.statusWait()); t.After(now) {
+				next = sooner(next, t)
 			}
 		}
 	}
@@ -706,17 +702,17 @@ func (d *Daemon) queueWake(ctx context.Context, vehicle uint32, now time.Time) t
 			settle = u.MismatchAt.Add(supplementSettle)
 		}
 		for _, c := range []time.Time{u.NotBefore, u.Deadline, settle} {
-			if c.After(now) && (t.IsZero() || c.Before(t)) {
-				t = c
+			if c.After(now) {
+				t = sooner(t, c)
 			}
 		}
 	}
 	// A bundle fetch that failed is tried again then, and a push.
-	if c := d.fetchWake(vehicle); c.After(now) && (t.IsZero() || c.Before(t)) {
-		t = c
+	if c := d.fetchWake(vehicle); c.After(now) {
+		t = sooner(t, c)
 	}
-	if c := d.pushes.wake(vehicle); c.After(now) && (t.IsZero() || c.Before(t)) {
-		t = c
+	if c := d.pushes.wake(vehicle); c.After(now) {
+		t = sooner(t, c)
 	}
 	return t
 }
@@ -1305,4 +1301,12 @@ func (d *Daemon) publish(r TelemetryRecord) {
 			s.dropped++
 		}
 	}
+}
+
+// sooner is the earlier of two wake-up times, a zero time meaning none.
+func sooner(t, c time.Time) time.Time {
+	if c.IsZero() || (!t.IsZero() && !c.Before(t)) {
+		return t
+	}
+	return c
 }
